@@ -1,0 +1,30 @@
+//! The MINOOTS domain model: what a timer is, what its actions are, which status changes
+//! are allowed, and how client input is parsed and validated.
+//!
+//! This crate owns the one place where durations, fire times, names, labels, metadata and
+//! action bundles are parsed and checked, so every entry point (REST, gRPC, MCP, CLI)
+//! accepts and refuses exactly the same inputs with the same sentences. It performs no
+//! I/O: no files, no sockets, no threads. The only outside fact it reads is the time,
+//! and only through the [`clock::Clock`] trait, so tests can move time by hand.
+
+pub mod action;
+pub mod clock;
+pub mod duration;
+pub mod error;
+pub mod event;
+pub mod limits;
+pub mod model;
+pub mod request;
+pub mod retry;
+pub mod timefmt;
+
+pub use action::{Action, ActionBundle, CommandAction, FileAction, FileMode, WebhookAction};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{FieldError, ValidationErrors};
+pub use event::{Event, EventType};
+pub use model::{
+    AttemptOutcome, AttemptRecord, Delivery, DeliveryId, DeliveryStatus, Timer, TimerId,
+    TimerStatus,
+};
+pub use request::{DurationInput, TimerRequest, TimerSpec};
+pub use retry::RetryPolicy;

@@ -1,0 +1,370 @@
+//! Timers, deliveries and attempts, and the state machines that govern them.
+//!
+//! ```text
+//! timer:    scheduled ──fire──▶ fired ──all actions succeeded──▶ settled
+//!               │                 └──────one action dead───────▶ failed
+//!               └──cancel──▶ cancelled          (no actions: scheduled ──▶ settled)
+//! delivery: pending ──claim──▶ in_flight ──success──▶ succeeded
+//!               ▲                  │ └──permanent failure / retries exhausted──▶ dead
+//!               └─retry / lease expired─┘
+//! ```
+//! Every change of status in the stores goes through [`TimerStatus::can_transition_to`] or
+//! [`DeliveryStatus::can_transition_to`]; a forbidden change is a bug, not a user error.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::action::ActionBundle;
+use crate::timefmt::format_us;
+
+/// A timer's id: a UUID v7, so ids sort roughly by creation time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TimerId(pub Uuid);
+
+/// A delivery's id: stable across retries and redeliveries, so receivers deduplicate on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DeliveryId(pub Uuid);
+
+macro_rules! uuid_id {
+    ($t:ident) => {
+        impl $t {
+            pub fn new_v7() -> Self {
+                Self(Uuid::now_v7())
+            }
+            pub fn as_bytes(&self) -> &[u8; 16] {
+                self.0.as_bytes()
+            }
+            pub fn from_slice(b: &[u8]) -> Option<Self> {
+                Uuid::from_slice(b).ok().map(Self)
+            }
+        }
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.hyphenated().fmt(f)
+            }
+        }
+        impl FromStr for $t {
+            type Err = uuid::Error;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Uuid::parse_str(s).map(Self)
+            }
+        }
+    };
+}
+uuid_id!(TimerId);
+uuid_id!(DeliveryId);
+
+/// Where a timer is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TimerStatus {
+    Scheduled,
+    Fired,
+    Settled,
+    Failed,
+    Cancelled,
+}
+
+impl TimerStatus {
+    pub const ALL: [TimerStatus; 5] = [
+        TimerStatus::Scheduled,
+        TimerStatus::Fired,
+        TimerStatus::Settled,
+        TimerStatus::Failed,
+        TimerStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimerStatus::Scheduled => "scheduled",
+            TimerStatus::Fired => "fired",
+            TimerStatus::Settled => "settled",
+            TimerStatus::Failed => "failed",
+            TimerStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// The allowed status changes. `Scheduled → Settled` is a timer without actions;
+    /// `Failed → Fired` is a redrive of its dead deliveries.
+    pub fn can_transition_to(self, next: TimerStatus) -> bool {
+        use TimerStatus::*;
+        matches!(
+            (self, next),
+            (Scheduled, Fired)
+                | (Scheduled, Settled)
+                | (Scheduled, Cancelled)
+                | (Fired, Settled)
+                | (Fired, Failed)
+                | (Failed, Fired)
+        )
+    }
+
+    /// Settled, failed and cancelled timers change no more by themselves.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, TimerStatus::Settled | TimerStatus::Failed | TimerStatus::Cancelled)
+    }
+}
+
+impl fmt::Display for TimerStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TimerStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        TimerStatus::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| {
+                format!("\"{s}\" is not a timer status; use scheduled, fired, settled, failed or cancelled")
+            })
+    }
+}
+
+/// Where one action's delivery is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    Pending,
+    InFlight,
+    Succeeded,
+    Dead,
+}
+
+impl DeliveryStatus {
+    pub const ALL: [DeliveryStatus; 4] = [
+        DeliveryStatus::Pending,
+        DeliveryStatus::InFlight,
+        DeliveryStatus::Succeeded,
+        DeliveryStatus::Dead,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::InFlight => "in_flight",
+            DeliveryStatus::Succeeded => "succeeded",
+            DeliveryStatus::Dead => "dead",
+        }
+    }
+
+    /// `InFlight → Pending` is a retry or an expired lease; `InFlight → Dead` a permanent
+    /// failure or exhausted retries; `Dead → Pending` a redrive.
+    pub fn can_transition_to(self, next: DeliveryStatus) -> bool {
+        use DeliveryStatus::*;
+        matches!(
+            (self, next),
+            (Pending, InFlight)
+                | (InFlight, Succeeded)
+                | (InFlight, Pending)
+                | (InFlight, Dead)
+                | (Dead, Pending)
+        )
+    }
+}
+
+impl fmt::Display for DeliveryStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for DeliveryStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        DeliveryStatus::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("\"{s}\" is not a delivery status"))
+    }
+}
+
+/// A durable timer. Times are microseconds since the Unix epoch (UTC).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timer {
+    pub id: TimerId,
+    pub tenant_id: String,
+    pub name: String,
+    pub requested_by: Option<String>,
+    pub status: TimerStatus,
+    pub created_at_us: i64,
+    pub fire_at_us: i64,
+    /// The duration the client asked for, when it gave one instead of `fireAt`.
+    pub duration_ms: Option<i64>,
+    pub fired_at_us: Option<i64>,
+    pub settled_at_us: Option<i64>,
+    pub cancelled_at_us: Option<i64>,
+    pub cancel_reason: Option<String>,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    pub labels: BTreeMap<String, String>,
+    pub action_bundle: ActionBundle,
+    pub idempotency_key: Option<String>,
+    /// Incremented on every change; clients may use it for optimistic concurrency.
+    pub version: i64,
+}
+
+impl Timer {
+    /// How late the timer fired, in microseconds (fired − due), once it has fired.
+    pub fn fired_late_us(&self) -> Option<i64> {
+        self.fired_at_us.map(|f| f - self.fire_at_us)
+    }
+
+    /// The REST representation (camelCase, RFC 3339 times), as in the API contract.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id.to_string(),
+            "tenantId": self.tenant_id,
+            "name": self.name,
+            "requestedBy": self.requested_by,
+            "status": self.status.as_str(),
+            "createdAt": format_us(self.created_at_us),
+            "fireAt": format_us(self.fire_at_us),
+            "durationMs": self.duration_ms,
+            "firedAt": self.fired_at_us.map(format_us),
+            "firedLateMs": self.fired_late_us().map(|us| us as f64 / 1000.0),
+            "settledAt": self.settled_at_us.map(format_us),
+            "cancelledAt": self.cancelled_at_us.map(format_us),
+            "cancelReason": self.cancel_reason,
+            "metadata": self.metadata,
+            "labels": self.labels,
+            "actionBundle": self.action_bundle,
+            "version": self.version,
+        })
+    }
+}
+
+/// One action's delivery for one firing of a timer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub id: DeliveryId,
+    pub timer_id: TimerId,
+    pub tenant_id: String,
+    /// Which firing of the timer (0 for one-shot timers).
+    pub occurrence: i64,
+    pub action_index: u32,
+    pub status: DeliveryStatus,
+    /// Attempts started so far (a claim increments it).
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub next_attempt_at_us: i64,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at_us: Option<i64>,
+    pub created_at_us: i64,
+    pub updated_at_us: i64,
+    pub last_error: Option<String>,
+}
+
+/// How one attempt ended, as reported by the executor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    /// The action succeeded (2xx, exit 0, file written).
+    Succeeded,
+    /// It failed in a way that may pass later (5xx, 429, timeout, connection error).
+    Retryable,
+    /// It failed for good (4xx other than 429, 410, command not allowed).
+    Permanent,
+}
+
+impl AttemptOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Succeeded => "succeeded",
+            AttemptOutcome::Retryable => "retryable",
+            AttemptOutcome::Permanent => "permanent",
+        }
+    }
+}
+
+impl FromStr for AttemptOutcome {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "succeeded" => Ok(Self::Succeeded),
+            "retryable" => Ok(Self::Retryable),
+            "permanent" => Ok(Self::Permanent),
+            _ => Err(format!("\"{s}\" is not an attempt outcome")),
+        }
+    }
+}
+
+/// One recorded execution of a delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRecord {
+    pub delivery_id: DeliveryId,
+    pub attempt: u32,
+    pub lease_owner: String,
+    pub started_at_us: i64,
+    pub duration_us: i64,
+    pub outcome: AttemptOutcome,
+    pub http_status: Option<u16>,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    /// First 4 KiB of the response or output.
+    pub response_excerpt: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_timer_transition_is_either_allowed_or_forbidden_as_designed() {
+        use TimerStatus::*;
+        let allowed = [
+            (Scheduled, Fired),
+            (Scheduled, Settled),
+            (Scheduled, Cancelled),
+            (Fired, Settled),
+            (Fired, Failed),
+            (Failed, Fired),
+        ];
+        for from in TimerStatus::ALL {
+            for to in TimerStatus::ALL {
+                let want = allowed.contains(&(from, to));
+                assert_eq!(from.can_transition_to(to), want, "{from} -> {to}");
+            }
+        }
+        // Nothing leaves settled or cancelled.
+        for to in TimerStatus::ALL {
+            assert!(!Settled.can_transition_to(to));
+            assert!(!Cancelled.can_transition_to(to));
+        }
+    }
+
+    #[test]
+    fn every_delivery_transition_is_either_allowed_or_forbidden_as_designed() {
+        use DeliveryStatus::*;
+        let allowed = [
+            (Pending, InFlight),
+            (InFlight, Succeeded),
+            (InFlight, Pending),
+            (InFlight, Dead),
+            (Dead, Pending),
+        ];
+        for from in DeliveryStatus::ALL {
+            for to in DeliveryStatus::ALL {
+                assert_eq!(from.can_transition_to(to), allowed.contains(&(from, to)), "{from} -> {to}");
+            }
+        }
+    }
+
+    #[test]
+    fn statuses_round_trip_through_text() {
+        for s in TimerStatus::ALL {
+            assert_eq!(s.as_str().parse::<TimerStatus>().unwrap(), s);
+        }
+        for s in DeliveryStatus::ALL {
+            assert_eq!(s.as_str().parse::<DeliveryStatus>().unwrap(), s);
+        }
+        assert!("done".parse::<TimerStatus>().unwrap_err().contains("scheduled"));
+    }
+}
