@@ -1,1 +1,111 @@
+//! MINOOTS storage: the [`Store`] trait every backend implements, the embedded SQLite
+//! backend, and a conformance suite written once that every backend must pass.
+//!
+//! The trait makes the kernel's durable operations explicit: create/cancel timers, load the
+//! next window of due timers, fire them (one transaction per firing: status, deliveries and
+//! events), claim due deliveries under a lease, report attempts fenced by (lease owner,
+//! attempt), rescue expired leases, and read the event log from any sequence number.
+//! A backend answers a write only after it is committed and durable. Backends read "now"
+//! from the [`minoots_core::Clock`] they were opened with (a cluster backend may use its
+//! database's clock instead); callers never pass the time for lease arithmetic.
 
+pub mod conformance;
+pub mod sqlite;
+mod types;
+
+pub use sqlite::{SqliteConfig, SqliteStore};
+pub use types::*;
+
+use async_trait::async_trait;
+use minoots_core::{Delivery, Event, Timer, TimerId};
+use tokio::sync::broadcast;
+
+/// The durable state of the horology kernel.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores a new, validated timer and appends `timer.scheduled`. When the timer carries
+    /// an idempotency key already used by the same tenant, nothing is written and the
+    /// existing timer is returned with `created == false`.
+    async fn create_timer(&self, timer: Timer) -> StoreResult<CreateOutcome>;
+
+    /// Stores many timers in one call (each with the semantics of `create_timer`).
+    async fn create_timers(&self, timers: Vec<Timer>) -> StoreResult<Vec<CreateOutcome>>;
+
+    /// The timer, if it exists and belongs to `tenant_id`.
+    async fn get_timer(&self, tenant_id: &str, id: TimerId) -> StoreResult<Option<Timer>>;
+
+    /// A page of a tenant's timers ordered by (fire time, id).
+    async fn list_timers(&self, query: TimerQuery) -> StoreResult<TimerPage>;
+
+    /// Cancels a scheduled timer. `NotFound` for an unknown id or another tenant's timer;
+    /// `Conflict` when it has already fired or been cancelled.
+    async fn cancel_timer(
+        &self,
+        tenant_id: &str,
+        id: TimerId,
+        reason: Option<String>,
+    ) -> StoreResult<Timer>;
+
+    /// Scheduled timers due at or before `until_us`, after the `after` key, ordered by
+    /// (fire time, id), at most `limit`. The scheduler's window is filled from this.
+    async fn load_due_timers(
+        &self,
+        after: Option<DueTimer>,
+        until_us: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<DueTimer>>;
+
+    /// Fires timers: each scheduled one becomes `fired` with one pending delivery per action
+    /// (or `settled` at once when it has none), with events, in one transaction per call.
+    /// Timers that are no longer scheduled are skipped, so firing twice is harmless.
+    async fn fire_timers(&self, fires: Vec<FireRequest>) -> StoreResult<Vec<FireOutcome>>;
+
+    /// Claims up to `limit` due pending deliveries for `lease_owner` for `lease_ttl_us`:
+    /// each becomes `in_flight` and its attempt number is incremented.
+    async fn claim_deliveries(
+        &self,
+        lease_owner: &str,
+        lease_ttl_us: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<LeasedDelivery>>;
+
+    /// Records one attempt's outcome. Refused with `Fenced` unless the delivery is in flight
+    /// under exactly this lease owner and attempt number. Decides retry, success or death.
+    async fn report_attempt(&self, report: AttemptReport) -> StoreResult<ReportOutcome>;
+
+    /// Returns in-flight deliveries whose lease expired to `pending` (or `dead` when their
+    /// attempts are used up). Returns how many were rescued.
+    async fn rescue_expired_leases(&self, limit: usize) -> StoreResult<usize>;
+
+    /// The earliest `next_attempt_at` of any pending delivery.
+    async fn next_delivery_due_us(&self) -> StoreResult<Option<i64>>;
+
+    /// Deliveries of a timer with their attempts. `NotFound` for another tenant's timer.
+    async fn list_deliveries(
+        &self,
+        tenant_id: &str,
+        timer_id: TimerId,
+    ) -> StoreResult<Vec<DeliveryWithAttempts>>;
+
+    /// Events with `seq > after_seq` that match the query, in order, at most `limit`.
+    async fn read_events(&self, query: EventQuery) -> StoreResult<Vec<Event>>;
+
+    /// The highest sequence number written so far (0 when the log is empty).
+    async fn latest_event_seq(&self) -> StoreResult<i64>;
+
+    /// Live events, in commit order, as they are committed. A receiver that lags behind
+    /// gets `Lagged` and must catch up with `read_events`.
+    fn subscribe_events(&self) -> broadcast::Receiver<Event>;
+
+    /// Deletes up to `limit` of the oldest events that occurred before `before_us`.
+    async fn prune_events(&self, before_us: i64, limit: usize) -> StoreResult<usize>;
+
+    /// Counts for metrics and readiness.
+    async fn stats(&self) -> StoreResult<StoreStats>;
+
+    /// A delivery by id (for tests and operators).
+    async fn get_delivery(&self, id: minoots_core::DeliveryId) -> StoreResult<Option<Delivery>>;
+
+    /// Stops accepting writes, finishes those already queued, and releases the store.
+    async fn close(&self);
+}

@@ -1,0 +1,478 @@
+//! The embedded SQLite backend: one file in the data directory, WAL with
+//! `synchronous=FULL`, one writer thread that commits many requests per transaction.
+//!
+//! Group commit: every write is a closure sent to the writer thread through a bounded
+//! queue. The writer takes whatever has queued up (at most `max_batch_ops`), runs each
+//! closure inside its own savepoint of one transaction, commits once (one fsync of the
+//! WAL), and only then answers each caller. So a caller is never told "done" before its
+//! change is on disk, and a thousand concurrent callers cost one fsync, not a thousand.
+//! A closure that fails rolls back its own savepoint only; a failed commit fails the batch.
+//!
+//! Reads go to a small pool of read-only connections on blocking threads; in WAL mode
+//! they see the last committed state and never wait for the writer.
+//!
+//! An exclusive `flock` on `minoots.lock` keeps a second process from opening the same
+//! data directory; it is released when the store is closed or the process dies.
+
+mod ops;
+mod schema;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use async_trait::async_trait;
+use minoots_core::{Clock, Delivery, DeliveryId, Event, Timer, TimerId};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
+
+use crate::types::*;
+use crate::Store;
+
+pub(crate) use ops::WriteCtx;
+
+/// Settings of the SQLite backend, with defaults suited to one machine.
+#[derive(Debug, Clone)]
+pub struct SqliteConfig {
+    /// Directory holding `minoots.db`, its WAL and the lock file.
+    pub data_dir: PathBuf,
+    /// Writes waiting for the writer thread; callers wait (backpressure) when it is full.
+    pub writer_queue_capacity: usize,
+    /// Most writes committed in one transaction. Bounds the time one commit holds the
+    /// writer and the memory of one batch.
+    pub max_batch_ops: usize,
+    /// Read-only connections; reads beyond this wait for a free one.
+    pub reader_connections: usize,
+    /// Page cache of the writer connection in KiB (readers keep SQLite's 2 MiB default).
+    pub writer_cache_kib: u32,
+    /// Live events buffered per subscriber before it is told it lagged.
+    pub event_broadcast_capacity: usize,
+}
+
+impl SqliteConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            writer_queue_capacity: 65_536,
+            max_batch_ops: 4_096,
+            reader_connections: 4,
+            writer_cache_kib: 8 * 1024,
+            event_broadcast_capacity: 16_384,
+        }
+    }
+}
+
+type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+/// A write closure. It receives the transaction context, or the reason it cannot run.
+type WriteJob = Box<dyn FnOnce(Result<&mut WriteCtx<'_>, StoreError>) -> (Completion, bool) + Send>;
+
+enum WriterMsg {
+    Job(WriteJob),
+    Stop,
+}
+
+struct Inner {
+    writer: mpsc::Sender<WriterMsg>,
+    writer_thread: Mutex<Option<JoinHandle<()>>>,
+    readers: Mutex<Vec<Connection>>,
+    read_permits: Arc<Semaphore>,
+    events: broadcast::Sender<Event>,
+    /// Held for the store's lifetime: the exclusive lock on the data directory.
+    lock: Mutex<Option<File>>,
+}
+
+/// The embedded store. Cheap to clone; all clones share one writer.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+const DB_FILE: &str = "minoots.db";
+const LOCK_FILE: &str = "minoots.lock";
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in `config.data_dir`, locks the directory,
+    /// applies migrations and starts the writer thread.
+    pub fn open(config: SqliteConfig, clock: Arc<dyn Clock>) -> StoreResult<Self> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            StoreError::Unavailable(format!("cannot create {}: {e}", config.data_dir.display()))
+        })?;
+        let lock = lock_dir(&config.data_dir)?;
+        let path = config.data_dir.join(DB_FILE);
+
+        let mut writer = Connection::open(&path).map_err(unavailable)?;
+        writer
+            .execute_batch(&format!(
+                "PRAGMA journal_mode = WAL;
+                 PRAGMA synchronous = FULL;
+                 PRAGMA foreign_keys = OFF;
+                 PRAGMA temp_store = MEMORY;
+                 PRAGMA busy_timeout = 5000;
+                 PRAGMA cache_size = -{};",
+                config.writer_cache_kib
+            ))
+            .map_err(unavailable)?;
+        migrate(&mut writer)?;
+        writer.set_prepared_statement_cache_capacity(64);
+
+        let mut readers = Vec::with_capacity(config.reader_connections);
+        for _ in 0..config.reader_connections.max(1) {
+            let r = Connection::open_with_flags(
+                &path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(unavailable)?;
+            r.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")
+                .map_err(unavailable)?;
+            readers.push(r);
+        }
+
+        let (events_tx, _) = broadcast::channel(config.event_broadcast_capacity);
+        let (tx, rx) = mpsc::channel(config.writer_queue_capacity);
+        let events = events_tx.clone();
+        let max_batch = config.max_batch_ops.max(1);
+        let handle = std::thread::Builder::new()
+            .name("minoots-store-writer".into())
+            .spawn(move || writer_loop(writer, rx, events, clock, max_batch))
+            .map_err(unavailable)?;
+
+        Ok(Self {
+            inner: Arc::new(Inner {
+                writer: tx,
+                writer_thread: Mutex::new(Some(handle)),
+                read_permits: Arc::new(Semaphore::new(readers.len())),
+                readers: Mutex::new(readers),
+                events: events_tx,
+                lock: Mutex::new(Some(lock)),
+            }),
+        })
+    }
+
+    /// Runs `f` on the writer thread inside the next group-committed transaction and
+    /// answers after the commit.
+    async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriteCtx<'_>) -> StoreResult<T> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: WriteJob = Box::new(move |ctx| {
+            let result = match ctx {
+                Ok(ctx) => f(ctx),
+                Err(e) => Err(e),
+            };
+            let failed = result.is_err();
+            let done: Completion = Box::new(move |commit| {
+                let _ = tx.send(commit.and(result));
+            });
+            (done, failed)
+        });
+        self.inner
+            .writer
+            .send(WriterMsg::Job(job))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `f` on a pooled read-only connection on a blocking thread.
+    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let permit = self
+            .inner
+            .read_permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = inner
+                .readers
+                .lock()
+                .expect("reader pool poisoned")
+                .pop()
+                .expect("a read permit guarantees a free connection");
+            let guard = PooledReader { inner: &inner, conn: Some(conn) };
+            let result = f(guard.conn.as_ref().expect("connection present"));
+            drop(guard);
+            drop(permit);
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("read task failed: {e}")))?
+    }
+}
+
+/// Returns a reader connection to the pool even when the read panics.
+struct PooledReader<'a> {
+    inner: &'a Inner,
+    conn: Option<Connection>,
+}
+
+impl Drop for PooledReader<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.conn.take() {
+            if let Ok(mut pool) = self.inner.readers.lock() {
+                pool.push(c);
+            }
+        }
+    }
+}
+
+fn lock_dir(dir: &Path) -> StoreResult<File> {
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked(dir.display().to_string())),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Unavailable(format!(
+            "cannot lock {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+fn migrate(conn: &mut Connection) -> StoreResult<()> {
+    let current: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(unavailable)?;
+    let target = schema::MIGRATIONS.len() as i64;
+    if current > target {
+        return Err(StoreError::Unavailable(format!(
+            "the store was written by a newer MINOOTS (schema {current}, this build knows {target}); upgrade MINOOTS"
+        )));
+    }
+    if current == target {
+        return Ok(());
+    }
+    let tx = conn.transaction().map_err(unavailable)?;
+    for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(current as usize) {
+        tx.execute_batch(sql)
+            .map_err(|e| StoreError::Unavailable(format!("migration {} failed: {e}", i + 1)))?;
+    }
+    tx.execute_batch(&format!("PRAGMA user_version = {target}"))
+        .map_err(unavailable)?;
+    tx.commit().map_err(unavailable)
+}
+
+fn writer_loop(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<WriterMsg>,
+    events: broadcast::Sender<Event>,
+    clock: Arc<dyn Clock>,
+    max_batch: usize,
+) {
+    let mut batch: Vec<WriteJob> = Vec::with_capacity(max_batch);
+    let mut stop = false;
+    while !stop {
+        match rx.blocking_recv() {
+            Some(WriterMsg::Job(j)) => batch.push(j),
+            Some(WriterMsg::Stop) | None => break,
+        }
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(WriterMsg::Job(j)) => batch.push(j),
+                Ok(WriterMsg::Stop) => {
+                    stop = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        run_batch(&mut conn, &mut batch, &events, clock.as_ref());
+    }
+    // Anything still queued after Stop is answered "closed" by dropping it.
+    rx.close();
+    let _ = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);");
+}
+
+fn run_batch(
+    conn: &mut Connection,
+    batch: &mut Vec<WriteJob>,
+    events: &broadcast::Sender<Event>,
+    clock: &dyn Clock,
+) {
+    let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => {
+            tracing::error!(error = %e, "store: cannot begin a write transaction");
+            let err = unavailable(e);
+            for job in batch.drain(..) {
+                let (done, _) = job(Err(err.clone()));
+                done(Ok(()));
+            }
+            return;
+        }
+    };
+    let now_us = clock.now_us();
+    let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
+    let mut pending_events: Vec<Event> = Vec::new();
+    for job in batch.drain(..) {
+        let mark = pending_events.len();
+        let sp = match tx.savepoint() {
+            Ok(sp) => sp,
+            Err(e) => {
+                // Cannot isolate this job: answer it with the error without running it.
+                let (done, _) = job(Err(unavailable(e)));
+                completions.push(done);
+                continue;
+            }
+        };
+        let mut ctx = WriteCtx::new(&sp, now_us, &mut pending_events);
+        let (done, failed) = job(Ok(&mut ctx));
+        drop(ctx);
+        if failed {
+            pending_events.truncate(mark);
+            drop(sp); // rolls back this job's changes only
+        } else if let Err(e) = sp.commit() {
+            tracing::error!(error = %e, "store: cannot release a savepoint");
+        }
+        completions.push(done);
+    }
+    match tx.commit() {
+        Ok(()) => {
+            for e in pending_events {
+                let _ = events.send(e);
+            }
+            for done in completions {
+                done(Ok(()));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "store: commit failed; the batch is rolled back");
+            let err = unavailable(e);
+            for done in completions {
+                done(Err(err.clone()));
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_timer(&self, timer: Timer) -> StoreResult<CreateOutcome> {
+        self.write(move |ctx| ops::create_timer(ctx, timer)).await
+    }
+
+    async fn create_timers(&self, timers: Vec<Timer>) -> StoreResult<Vec<CreateOutcome>> {
+        self.write(move |ctx| timers.into_iter().map(|t| ops::create_timer(ctx, t)).collect())
+            .await
+    }
+
+    async fn get_timer(&self, tenant_id: &str, id: TimerId) -> StoreResult<Option<Timer>> {
+        let tenant = tenant_id.to_string();
+        self.read(move |c| ops::get_timer(c, Some(&tenant), id)).await
+    }
+
+    async fn list_timers(&self, query: TimerQuery) -> StoreResult<TimerPage> {
+        self.read(move |c| ops::list_timers(c, &query)).await
+    }
+
+    async fn cancel_timer(
+        &self,
+        tenant_id: &str,
+        id: TimerId,
+        reason: Option<String>,
+    ) -> StoreResult<Timer> {
+        let tenant = tenant_id.to_string();
+        self.write(move |ctx| ops::cancel_timer(ctx, &tenant, id, reason))
+            .await
+    }
+
+    async fn load_due_timers(
+        &self,
+        after: Option<DueTimer>,
+        until_us: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<DueTimer>> {
+        self.read(move |c| ops::load_due_timers(c, after, until_us, limit))
+            .await
+    }
+
+    async fn fire_timers(&self, fires: Vec<FireRequest>) -> StoreResult<Vec<FireOutcome>> {
+        self.write(move |ctx| fires.iter().map(|f| ops::fire_timer(ctx, *f)).collect())
+            .await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        lease_owner: &str,
+        lease_ttl_us: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<LeasedDelivery>> {
+        let owner = lease_owner.to_string();
+        self.write(move |ctx| ops::claim_deliveries(ctx, &owner, lease_ttl_us, limit))
+            .await
+    }
+
+    async fn report_attempt(&self, report: AttemptReport) -> StoreResult<ReportOutcome> {
+        self.write(move |ctx| ops::report_attempt(ctx, report)).await
+    }
+
+    async fn rescue_expired_leases(&self, limit: usize) -> StoreResult<usize> {
+        self.write(move |ctx| ops::rescue_expired_leases(ctx, limit))
+            .await
+    }
+
+    async fn next_delivery_due_us(&self) -> StoreResult<Option<i64>> {
+        self.read(ops::next_delivery_due_us).await
+    }
+
+    async fn list_deliveries(
+        &self,
+        tenant_id: &str,
+        timer_id: TimerId,
+    ) -> StoreResult<Vec<DeliveryWithAttempts>> {
+        let tenant = tenant_id.to_string();
+        self.read(move |c| ops::list_deliveries(c, &tenant, timer_id))
+            .await
+    }
+
+    async fn read_events(&self, query: EventQuery) -> StoreResult<Vec<Event>> {
+        self.read(move |c| ops::read_events(c, &query)).await
+    }
+
+    async fn latest_event_seq(&self) -> StoreResult<i64> {
+        self.read(ops::latest_event_seq).await
+    }
+
+    fn subscribe_events(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    async fn prune_events(&self, before_us: i64, limit: usize) -> StoreResult<usize> {
+        self.write(move |ctx| ops::prune_events(ctx, before_us, limit))
+            .await
+    }
+
+    async fn stats(&self) -> StoreResult<StoreStats> {
+        self.read(ops::stats).await
+    }
+
+    async fn get_delivery(&self, id: DeliveryId) -> StoreResult<Option<Delivery>> {
+        self.read(move |c| ops::get_delivery(c, id)).await
+    }
+
+    async fn close(&self) {
+        let _ = self.inner.writer.send(WriterMsg::Stop).await;
+        let handle = self.inner.writer_thread.lock().expect("writer handle poisoned").take();
+        if let Some(h) = handle {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+        self.inner.lock.lock().expect("lock poisoned").take();
+    }
+}

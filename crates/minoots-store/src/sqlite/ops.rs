@@ -1,0 +1,733 @@
+//! Every SQL statement of the SQLite backend. Each function is one logical operation; the
+//! write functions run inside the writer's group-committed transaction (see `mod.rs`) and
+//! append their events through [`WriteCtx`]. Status changes are checked against the
+//! state machines of `minoots_core::model` before they are written.
+
+use std::collections::HashMap;
+
+use minoots_core::limits::{MAX_ATTEMPT_ERROR_BYTES, MAX_ATTEMPT_RESPONSE_BYTES, MAX_CANCEL_REASON_BYTES};
+use minoots_core::timefmt::format_us;
+use minoots_core::{
+    ActionBundle, AttemptOutcome, AttemptRecord, Delivery, DeliveryId, DeliveryStatus, Event,
+    EventType, Timer, TimerId, TimerStatus,
+};
+use rusqlite::types::Type;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde_json::json;
+
+use crate::types::*;
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e {
+            rusqlite::Error::FromSqlConversionFailure(..) | rusqlite::Error::InvalidColumnType(..) => {
+                StoreError::Corrupt(e.to_string())
+            }
+            other => StoreError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// The open transaction of one write, the batch's time, and the events it appends.
+pub struct WriteCtx<'a> {
+    pub conn: &'a Connection,
+    /// The time of this batch, read once from the store's clock.
+    pub now_us: i64,
+    events: &'a mut Vec<Event>,
+}
+
+impl<'a> WriteCtx<'a> {
+    pub fn new(conn: &'a Connection, now_us: i64, events: &'a mut Vec<Event>) -> Self {
+        Self { conn, now_us, events }
+    }
+
+    /// Appends an event to the log in this transaction.
+    fn append_event(
+        &mut self,
+        event_type: EventType,
+        tenant_id: &str,
+        timer_id: TimerId,
+        delivery_id: Option<DeliveryId>,
+        data: serde_json::Value,
+    ) -> StoreResult<()> {
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT INTO events (type, tenant_id, timer_id, delivery_id, occurred_at, data)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        stmt.execute(params![
+            event_type.as_str(),
+            tenant_id,
+            timer_id.as_bytes(),
+            delivery_id.as_ref().map(|d| d.as_bytes().to_vec()),
+            self.now_us,
+            data.to_string(),
+        ])?;
+        self.events.push(Event {
+            seq: self.conn.last_insert_rowid(),
+            event_type,
+            tenant_id: tenant_id.to_string(),
+            timer_id,
+            delivery_id,
+            occurred_at_us: self.now_us,
+            data,
+        });
+        Ok(())
+    }
+}
+
+const TIMER_COLS: &str = "id, tenant_id, name, requested_by, status, created_at, fire_at, duration_ms, \
+    fired_at, settled_at, cancelled_at, cancel_reason, metadata, labels, action_bundle, idempotency_key, version";
+
+const DELIVERY_COLS: &str = "id, timer_id, tenant_id, occurrence, action_index, status, attempt, max_attempts, \
+    next_attempt_at, lease_owner, lease_expires_at, created_at, updated_at, last_error";
+
+fn corrupt<E: std::error::Error + Send + Sync + 'static>(idx: usize, e: E) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, Box::new(e))
+}
+
+fn parse_col<T: std::str::FromStr<Err = String>>(row: &Row<'_>, idx: usize) -> rusqlite::Result<T> {
+    let s: String = row.get(idx)?;
+    s.parse::<T>().map_err(|e| corrupt(idx, std::io::Error::other(e)))
+}
+
+fn json_col<T: serde::de::DeserializeOwned>(row: &Row<'_>, idx: usize) -> rusqlite::Result<T> {
+    let s: String = row.get(idx)?;
+    serde_json::from_str(&s).map_err(|e| corrupt(idx, e))
+}
+
+fn id_col<T>(row: &Row<'_>, idx: usize, make: fn(&[u8]) -> Option<T>) -> rusqlite::Result<T> {
+    let b: Vec<u8> = row.get(idx)?;
+    make(&b).ok_or_else(|| corrupt(idx, std::io::Error::other("bad id length")))
+}
+
+fn timer_from_row(row: &Row<'_>) -> rusqlite::Result<Timer> {
+    Ok(Timer {
+        id: id_col(row, 0, TimerId::from_slice)?,
+        tenant_id: row.get(1)?,
+        name: row.get(2)?,
+        requested_by: row.get(3)?,
+        status: parse_col(row, 4)?,
+        created_at_us: row.get(5)?,
+        fire_at_us: row.get(6)?,
+        duration_ms: row.get(7)?,
+        fired_at_us: row.get(8)?,
+        settled_at_us: row.get(9)?,
+        cancelled_at_us: row.get(10)?,
+        cancel_reason: row.get(11)?,
+        metadata: json_col(row, 12)?,
+        labels: json_col(row, 13)?,
+        action_bundle: json_col(row, 14)?,
+        idempotency_key: row.get(15)?,
+        version: row.get(16)?,
+    })
+}
+
+fn delivery_from_row(row: &Row<'_>) -> rusqlite::Result<Delivery> {
+    Ok(Delivery {
+        id: id_col(row, 0, DeliveryId::from_slice)?,
+        timer_id: id_col(row, 1, TimerId::from_slice)?,
+        tenant_id: row.get(2)?,
+        occurrence: row.get(3)?,
+        action_index: row.get(4)?,
+        status: parse_col(row, 5)?,
+        attempt: row.get(6)?,
+        max_attempts: row.get(7)?,
+        next_attempt_at_us: row.get(8)?,
+        lease_owner: row.get(9)?,
+        lease_expires_at_us: row.get(10)?,
+        created_at_us: row.get(11)?,
+        updated_at_us: row.get(12)?,
+        last_error: row.get(13)?,
+    })
+}
+
+fn event_from_row(row: &Row<'_>) -> rusqlite::Result<Event> {
+    let delivery: Option<Vec<u8>> = row.get(4)?;
+    Ok(Event {
+        seq: row.get(0)?,
+        event_type: parse_col(row, 1)?,
+        tenant_id: row.get(2)?,
+        timer_id: id_col(row, 3, TimerId::from_slice)?,
+        delivery_id: delivery.and_then(|b| DeliveryId::from_slice(&b)),
+        occurred_at_us: row.get(5)?,
+        data: json_col(row, 6)?,
+    })
+}
+
+/// Truncates text to at most `max` bytes on a character boundary.
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}
+
+/// Refuses a status change the state machine forbids: that is a bug, surfaced as an error.
+fn check_timer_transition(id: TimerId, from: TimerStatus, to: TimerStatus) -> StoreResult<()> {
+    if from.can_transition_to(to) {
+        Ok(())
+    } else {
+        Err(StoreError::Corrupt(format!("invariant violated: timer {id} cannot go from {from} to {to}")))
+    }
+}
+
+fn check_delivery_transition(id: DeliveryId, from: DeliveryStatus, to: DeliveryStatus) -> StoreResult<()> {
+    if from.can_transition_to(to) {
+        Ok(())
+    } else {
+        Err(StoreError::Corrupt(format!("invariant violated: delivery {id} cannot go from {from} to {to}")))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Timers
+
+pub fn create_timer(ctx: &mut WriteCtx<'_>, timer: Timer) -> StoreResult<CreateOutcome> {
+    if let Some(key) = &timer.idempotency_key {
+        let mut stmt = ctx.conn.prepare_cached(&format!(
+            "SELECT {TIMER_COLS} FROM timers WHERE tenant_id = ?1 AND idempotency_key = ?2"
+        ))?;
+        if let Some(existing) = stmt
+            .query_row(params![timer.tenant_id, key], timer_from_row)
+            .optional()?
+        {
+            return Ok(CreateOutcome { timer: existing, created: false });
+        }
+    }
+    if timer.status != TimerStatus::Scheduled {
+        return Err(StoreError::Corrupt(format!("invariant violated: new timer {} is {}", timer.id, timer.status)));
+    }
+    let mut stmt = ctx.conn.prepare_cached(&format!(
+        "INSERT INTO timers ({TIMER_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+    ))?;
+    stmt.execute(params![
+        timer.id.as_bytes(),
+        timer.tenant_id,
+        timer.name,
+        timer.requested_by,
+        timer.status.as_str(),
+        timer.created_at_us,
+        timer.fire_at_us,
+        timer.duration_ms,
+        timer.fired_at_us,
+        timer.settled_at_us,
+        timer.cancelled_at_us,
+        timer.cancel_reason,
+        serde_json::to_string(&timer.metadata).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        serde_json::to_string(&timer.labels).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        serde_json::to_string(&timer.action_bundle).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        timer.idempotency_key,
+        timer.version,
+    ])?;
+    ctx.append_event(
+        EventType::TimerScheduled,
+        &timer.tenant_id,
+        timer.id,
+        None,
+        json!({"fireAt": format_us(timer.fire_at_us)}),
+    )?;
+    Ok(CreateOutcome { timer, created: true })
+}
+
+pub fn get_timer(conn: &Connection, tenant_id: Option<&str>, id: TimerId) -> StoreResult<Option<Timer>> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {TIMER_COLS} FROM timers WHERE id = ?1"))?;
+    let timer = stmt.query_row(params![id.as_bytes()], timer_from_row).optional()?;
+    Ok(timer.filter(|t| tenant_id.is_none_or(|tenant| t.tenant_id == tenant)))
+}
+
+pub fn list_timers(conn: &Connection, q: &TimerQuery) -> StoreResult<TimerPage> {
+    let limit = q.limit.clamp(1, minoots_core::limits::MAX_PAGE_SIZE);
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {TIMER_COLS} FROM timers
+         WHERE tenant_id = ?1
+           AND (?2 IS NULL OR status = ?2)
+           AND (?3 IS NULL OR EXISTS (SELECT 1 FROM json_each(timers.labels) AS l WHERE l.key = ?3 AND l.value = ?4))
+           AND (?5 IS NULL OR fire_at > ?5 OR (fire_at = ?5 AND id > ?6))
+         ORDER BY fire_at, id
+         LIMIT ?7"
+    ))?;
+    let (label_key, label_value) = match &q.label {
+        Some((k, v)) => (Some(k.as_str()), Some(v.as_str())),
+        None => (None, None),
+    };
+    let rows = stmt.query_map(
+        params![
+            q.tenant_id,
+            q.status.map(|s| s.as_str()),
+            label_key,
+            label_value,
+            q.after.map(|a| a.fire_at_us),
+            q.after.map(|a| a.id.as_bytes().to_vec()),
+            (limit + 1) as i64,
+        ],
+        timer_from_row,
+    )?;
+    let mut timers = rows.collect::<Result<Vec<_>, _>>()?;
+    let next = if timers.len() > limit {
+        timers.truncate(limit);
+        timers.last().map(|t| DueTimer { fire_at_us: t.fire_at_us, id: t.id })
+    } else {
+        None
+    };
+    Ok(TimerPage { timers, next })
+}
+
+pub fn cancel_timer(
+    ctx: &mut WriteCtx<'_>,
+    tenant_id: &str,
+    id: TimerId,
+    reason: Option<String>,
+) -> StoreResult<Timer> {
+    let timer = get_timer(ctx.conn, Some(tenant_id), id)?.ok_or(StoreError::NotFound)?;
+    if timer.status != TimerStatus::Scheduled {
+        return Err(StoreError::Conflict { status: timer.status });
+    }
+    check_timer_transition(id, timer.status, TimerStatus::Cancelled)?;
+    let reason = reason.map(|r| truncate(r, MAX_CANCEL_REASON_BYTES));
+    let mut stmt = ctx.conn.prepare_cached(
+        "UPDATE timers SET status = 'cancelled', cancelled_at = ?2, cancel_reason = ?3, version = version + 1
+         WHERE id = ?1 AND status = 'scheduled'",
+    )?;
+    stmt.execute(params![id.as_bytes(), ctx.now_us, reason])?;
+    ctx.append_event(EventType::TimerCancelled, tenant_id, id, None, json!({"reason": reason}))?;
+    Ok(Timer {
+        status: TimerStatus::Cancelled,
+        cancelled_at_us: Some(ctx.now_us),
+        cancel_reason: reason,
+        version: timer.version + 1,
+        ..timer
+    })
+}
+
+pub fn load_due_timers(
+    conn: &Connection,
+    after: Option<DueTimer>,
+    until_us: i64,
+    limit: usize,
+) -> StoreResult<Vec<DueTimer>> {
+    let map = |row: &Row<'_>| {
+        Ok(DueTimer { fire_at_us: row.get(0)?, id: id_col(row, 1, TimerId::from_slice)? })
+    };
+    let rows = match after {
+        None => {
+            let mut stmt = conn.prepare_cached(
+                "SELECT fire_at, id FROM timers WHERE status = 'scheduled' AND fire_at <= ?1
+                 ORDER BY fire_at, id LIMIT ?2",
+            )?;
+            stmt.query_map(params![until_us, limit as i64], map)?.collect::<Result<Vec<_>, _>>()?
+        }
+        Some(a) => {
+            let mut stmt = conn.prepare_cached(
+                "SELECT fire_at, id FROM timers WHERE status = 'scheduled' AND fire_at <= ?1
+                   AND (fire_at, id) > (?2, ?3)
+                 ORDER BY fire_at, id LIMIT ?4",
+            )?;
+            stmt.query_map(params![until_us, a.fire_at_us, a.id.as_bytes(), limit as i64], map)?
+                .collect::<Result<Vec<_>, _>>()?
+        }
+    };
+    Ok(rows)
+}
+
+pub fn fire_timer(ctx: &mut WriteCtx<'_>, fire: FireRequest) -> StoreResult<FireOutcome> {
+    let row: Option<(String, String, i64, String)> = {
+        let mut stmt = ctx.conn.prepare_cached(
+            "SELECT status, tenant_id, fire_at, action_bundle FROM timers WHERE id = ?1",
+        )?;
+        stmt.query_row(params![fire.timer_id.as_bytes()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .optional()?
+    };
+    let Some((status, tenant_id, fire_at_us, bundle)) = row else {
+        return Ok(FireOutcome::NotFound { timer_id: fire.timer_id });
+    };
+    let status: TimerStatus = status.parse().map_err(StoreError::Corrupt)?;
+    if status != TimerStatus::Scheduled {
+        return Ok(FireOutcome::Skipped { timer_id: fire.timer_id, status });
+    }
+    let bundle: ActionBundle = serde_json::from_str(&bundle).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let fired_at = fire.fired_at_us;
+    let late_us = fired_at - fire_at_us;
+    let n = bundle.actions.len();
+    if n == 0 {
+        check_timer_transition(fire.timer_id, status, TimerStatus::Settled)?;
+        ctx.conn
+            .prepare_cached(
+                "UPDATE timers SET status = 'settled', fired_at = ?2, settled_at = ?2, version = version + 1 WHERE id = ?1",
+            )?
+            .execute(params![fire.timer_id.as_bytes(), fired_at])?;
+        ctx.append_event(EventType::TimerFired, &tenant_id, fire.timer_id, None, json!({"firedAt": format_us(fired_at), "firedLateUs": late_us, "deliveries": 0}))?;
+        ctx.append_event(EventType::TimerSettled, &tenant_id, fire.timer_id, None, json!({}))?;
+        return Ok(FireOutcome::Settled { timer_id: fire.timer_id, tenant_id, fire_at_us });
+    }
+    check_timer_transition(fire.timer_id, status, TimerStatus::Fired)?;
+    ctx.conn
+        .prepare_cached("UPDATE timers SET status = 'fired', fired_at = ?2, version = version + 1 WHERE id = ?1")?
+        .execute(params![fire.timer_id.as_bytes(), fired_at])?;
+    let max_attempts = bundle.retry_policy().max_attempts();
+    let mut insert = ctx.conn.prepare_cached(&format!(
+        "INSERT INTO deliveries ({DELIVERY_COLS}) VALUES (?1, ?2, ?3, 0, ?4, 'pending', 0, ?5, ?6, NULL, NULL, ?7, ?7, NULL)"
+    ))?;
+    for index in 0..n {
+        let id = DeliveryId::new_v7();
+        insert.execute(params![
+            id.as_bytes(),
+            fire.timer_id.as_bytes(),
+            tenant_id,
+            index as i64,
+            max_attempts,
+            fired_at,
+            ctx.now_us,
+        ])?;
+    }
+    drop(insert);
+    ctx.append_event(
+        EventType::TimerFired,
+        &tenant_id,
+        fire.timer_id,
+        None,
+        json!({"firedAt": format_us(fired_at), "firedLateUs": late_us, "deliveries": n}),
+    )?;
+    Ok(FireOutcome::Fired { timer_id: fire.timer_id, tenant_id, deliveries: n, fire_at_us })
+}
+
+// ---------------------------------------------------------------------------------------
+// Deliveries and leases
+
+pub fn claim_deliveries(
+    ctx: &mut WriteCtx<'_>,
+    owner: &str,
+    lease_ttl_us: i64,
+    limit: usize,
+) -> StoreResult<Vec<LeasedDelivery>> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let mut stmt = ctx.conn.prepare_cached(&format!(
+        "UPDATE deliveries
+            SET status = 'in_flight', attempt = attempt + 1, lease_owner = ?1,
+                lease_expires_at = ?2, updated_at = ?3
+          WHERE id IN (SELECT id FROM deliveries
+                        WHERE status = 'pending' AND next_attempt_at <= ?3
+                        ORDER BY next_attempt_at LIMIT ?4)
+        RETURNING {DELIVERY_COLS}"
+    ))?;
+    let mut deliveries = stmt
+        .query_map(params![owner, ctx.now_us + lease_ttl_us, ctx.now_us, limit as i64], delivery_from_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    drop(stmt);
+    deliveries.sort_by_key(|d| (d.next_attempt_at_us, d.id));
+    let mut timers: HashMap<TimerId, Timer> = HashMap::new();
+    let mut out = Vec::with_capacity(deliveries.len());
+    for d in deliveries {
+        if !timers.contains_key(&d.timer_id) {
+            let t = get_timer(ctx.conn, None, d.timer_id)?
+                .ok_or_else(|| StoreError::Corrupt(format!("delivery {} has no timer", d.id)))?;
+            timers.insert(d.timer_id, t);
+        }
+        let timer = timers[&d.timer_id].clone();
+        let action = timer
+            .action_bundle
+            .actions
+            .get(d.action_index as usize)
+            .cloned()
+            .ok_or_else(|| StoreError::Corrupt(format!("delivery {} points past its timer's actions", d.id)))?;
+        out.push(LeasedDelivery { delivery: d, action, timer });
+    }
+    Ok(out)
+}
+
+pub fn get_delivery(conn: &Connection, id: DeliveryId) -> StoreResult<Option<Delivery>> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {DELIVERY_COLS} FROM deliveries WHERE id = ?1"))?;
+    Ok(stmt.query_row(params![id.as_bytes()], delivery_from_row).optional()?)
+}
+
+fn timer_status(conn: &Connection, id: TimerId) -> StoreResult<TimerStatus> {
+    let s: String = conn
+        .prepare_cached("SELECT status FROM timers WHERE id = ?1")?
+        .query_row(params![id.as_bytes()], |r| r.get(0))
+        .optional()?
+        .ok_or_else(|| StoreError::Corrupt(format!("timer {id} of a delivery is missing")))?;
+    s.parse().map_err(StoreError::Corrupt)
+}
+
+fn set_timer_status(ctx: &mut WriteCtx<'_>, timer_id: TimerId, tenant_id: &str, to: TimerStatus, data: serde_json::Value) -> StoreResult<TimerStatus> {
+    let from = timer_status(ctx.conn, timer_id)?;
+    if from == to {
+        return Ok(to);
+    }
+    if from == TimerStatus::Failed && to == TimerStatus::Settled {
+        // Another action of a failed timer succeeded later: the timer stays failed.
+        return Ok(from);
+    }
+    check_timer_transition(timer_id, from, to)?;
+    let settled_at = (to == TimerStatus::Settled || to == TimerStatus::Failed).then_some(ctx.now_us);
+    ctx.conn
+        .prepare_cached("UPDATE timers SET status = ?2, settled_at = ?3, version = version + 1 WHERE id = ?1")?
+        .execute(params![timer_id.as_bytes(), to.as_str(), settled_at])?;
+    let event = if to == TimerStatus::Settled { EventType::TimerSettled } else { EventType::TimerFailed };
+    ctx.append_event(event, tenant_id, timer_id, None, data)?;
+    Ok(to)
+}
+
+pub fn report_attempt(ctx: &mut WriteCtx<'_>, r: AttemptReport) -> StoreResult<ReportOutcome> {
+    let d = get_delivery(ctx.conn, r.delivery_id)?.ok_or(StoreError::NotFound)?;
+    if d.status != DeliveryStatus::InFlight
+        || d.lease_owner.as_deref() != Some(r.lease_owner.as_str())
+        || d.attempt != r.attempt
+    {
+        return Err(StoreError::Fenced { delivery_id: r.delivery_id });
+    }
+    let error = r.error.map(|e| truncate(e, MAX_ATTEMPT_ERROR_BYTES));
+    let excerpt = r.response_excerpt.map(|e| truncate(e, MAX_ATTEMPT_RESPONSE_BYTES));
+    ctx.conn
+        .prepare_cached(
+            "INSERT OR REPLACE INTO attempts (delivery_id, attempt, lease_owner, started_at, duration_us, outcome,
+                                   http_status, exit_code, error, response_excerpt)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )?
+        .execute(params![
+            d.id.as_bytes(),
+            r.attempt,
+            r.lease_owner,
+            r.started_at_us,
+            r.duration_us,
+            r.outcome.as_str(),
+            r.http_status,
+            r.exit_code,
+            error,
+            excerpt,
+        ])?;
+    ctx.append_event(
+        EventType::DeliveryAttempted,
+        &d.tenant_id,
+        d.timer_id,
+        Some(d.id),
+        json!({"attempt": r.attempt, "outcome": r.outcome.as_str(), "httpStatus": r.http_status,
+               "exitCode": r.exit_code, "error": error, "durationUs": r.duration_us}),
+    )?;
+
+    match r.outcome {
+        AttemptOutcome::Succeeded => {
+            check_delivery_transition(d.id, d.status, DeliveryStatus::Succeeded)?;
+            ctx.conn
+                .prepare_cached(
+                    "UPDATE deliveries SET status = 'succeeded', lease_owner = NULL, lease_expires_at = NULL,
+                            updated_at = ?2, last_error = NULL WHERE id = ?1",
+                )?
+                .execute(params![d.id.as_bytes(), ctx.now_us])?;
+            let unfinished: i64 = ctx
+                .conn
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM deliveries WHERE timer_id = ?1 AND occurrence = ?2 AND status != 'succeeded'",
+                )?
+                .query_row(params![d.timer_id.as_bytes(), d.occurrence], |row| row.get(0))?;
+            let timer_status = if unfinished == 0 {
+                set_timer_status(ctx, d.timer_id, &d.tenant_id, TimerStatus::Settled, json!({}))?
+            } else {
+                timer_status(ctx.conn, d.timer_id)?
+            };
+            Ok(ReportOutcome { delivery_status: DeliveryStatus::Succeeded, next_attempt_at_us: None, timer_status })
+        }
+        AttemptOutcome::Retryable if d.attempt < d.max_attempts => {
+            let bundle: String = ctx
+                .conn
+                .prepare_cached("SELECT action_bundle FROM timers WHERE id = ?1")?
+                .query_row(params![d.timer_id.as_bytes()], |row| row.get(0))?;
+            let bundle: ActionBundle = serde_json::from_str(&bundle).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let delay_ms = bundle.retry_policy().backoff_ms(d.attempt, fastrand::f64(), r.retry_after_ms);
+            let next = ctx.now_us + (delay_ms as i64) * 1_000;
+            check_delivery_transition(d.id, d.status, DeliveryStatus::Pending)?;
+            ctx.conn
+                .prepare_cached(
+                    "UPDATE deliveries SET status = 'pending', next_attempt_at = ?2, lease_owner = NULL,
+                            lease_expires_at = NULL, updated_at = ?3, last_error = ?4 WHERE id = ?1",
+                )?
+                .execute(params![d.id.as_bytes(), next, ctx.now_us, error])?;
+            ctx.append_event(
+                EventType::DeliveryRetrying,
+                &d.tenant_id,
+                d.timer_id,
+                Some(d.id),
+                json!({"attempt": d.attempt, "nextAttemptAt": format_us(next), "delayMs": delay_ms}),
+            )?;
+            let timer_status = timer_status(ctx.conn, d.timer_id)?;
+            Ok(ReportOutcome { delivery_status: DeliveryStatus::Pending, next_attempt_at_us: Some(next), timer_status })
+        }
+        AttemptOutcome::Retryable | AttemptOutcome::Permanent => {
+            let why = if r.outcome == AttemptOutcome::Permanent { "permanent failure" } else { "retries exhausted" };
+            let timer_status = kill_delivery(ctx, &d, why, error)?;
+            Ok(ReportOutcome { delivery_status: DeliveryStatus::Dead, next_attempt_at_us: None, timer_status })
+        }
+    }
+}
+
+/// Marks a delivery dead and its timer failed, with events.
+fn kill_delivery(ctx: &mut WriteCtx<'_>, d: &Delivery, why: &str, error: Option<String>) -> StoreResult<TimerStatus> {
+    check_delivery_transition(d.id, d.status, DeliveryStatus::Dead)?;
+    ctx.conn
+        .prepare_cached(
+            "UPDATE deliveries SET status = 'dead', lease_owner = NULL, lease_expires_at = NULL,
+                    updated_at = ?2, last_error = ?3 WHERE id = ?1",
+        )?
+        .execute(params![d.id.as_bytes(), ctx.now_us, error.as_deref().or(Some(why))])?;
+    ctx.append_event(
+        EventType::DeliveryDead,
+        &d.tenant_id,
+        d.timer_id,
+        Some(d.id),
+        json!({"attempt": d.attempt, "reason": why, "error": error}),
+    )?;
+    set_timer_status(ctx, d.timer_id, &d.tenant_id, TimerStatus::Failed, json!({"deliveryId": d.id.to_string(), "reason": why}))
+}
+
+pub fn rescue_expired_leases(ctx: &mut WriteCtx<'_>, limit: usize) -> StoreResult<usize> {
+    let expired = {
+        let mut stmt = ctx.conn.prepare_cached(&format!(
+            "SELECT {DELIVERY_COLS} FROM deliveries WHERE status = 'in_flight' AND lease_expires_at < ?1
+             ORDER BY lease_expires_at LIMIT ?2"
+        ))?;
+        stmt.query_map(params![ctx.now_us, limit as i64], delivery_from_row)?
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    for d in &expired {
+        let why = format!("lease of {} expired during attempt {}", d.lease_owner.as_deref().unwrap_or("?"), d.attempt);
+        if d.attempt >= d.max_attempts {
+            kill_delivery(ctx, d, "retries exhausted", Some(why))?;
+        } else {
+            check_delivery_transition(d.id, d.status, DeliveryStatus::Pending)?;
+            ctx.conn
+                .prepare_cached(
+                    "UPDATE deliveries SET status = 'pending', next_attempt_at = ?2, lease_owner = NULL,
+                            lease_expires_at = NULL, updated_at = ?2, last_error = ?3 WHERE id = ?1",
+                )?
+                .execute(params![d.id.as_bytes(), ctx.now_us, why])?;
+            ctx.append_event(
+                EventType::DeliveryRetrying,
+                &d.tenant_id,
+                d.timer_id,
+                Some(d.id),
+                json!({"attempt": d.attempt, "nextAttemptAt": format_us(ctx.now_us), "reason": why}),
+            )?;
+        }
+    }
+    Ok(expired.len())
+}
+
+pub fn next_delivery_due_us(conn: &Connection) -> StoreResult<Option<i64>> {
+    Ok(conn
+        .prepare_cached("SELECT MIN(next_attempt_at) FROM deliveries WHERE status = 'pending'")?
+        .query_row([], |r| r.get(0))?)
+}
+
+pub fn list_deliveries(conn: &Connection, tenant_id: &str, timer_id: TimerId) -> StoreResult<Vec<DeliveryWithAttempts>> {
+    if get_timer(conn, Some(tenant_id), timer_id)?.is_none() {
+        return Err(StoreError::NotFound);
+    }
+    let deliveries = conn
+        .prepare_cached(&format!(
+            "SELECT {DELIVERY_COLS} FROM deliveries WHERE timer_id = ?1 ORDER BY occurrence, action_index"
+        ))?
+        .query_map(params![timer_id.as_bytes()], delivery_from_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT delivery_id, attempt, lease_owner, started_at, duration_us, outcome, http_status, exit_code, error,
+                response_excerpt
+           FROM attempts WHERE delivery_id = ?1 ORDER BY attempt",
+    )?;
+    let mut out = Vec::with_capacity(deliveries.len());
+    for d in deliveries {
+        let attempts = stmt
+            .query_map(params![d.id.as_bytes()], |row| {
+                let outcome: String = row.get(5)?;
+                Ok(AttemptRecord {
+                    delivery_id: id_col(row, 0, DeliveryId::from_slice)?,
+                    attempt: row.get(1)?,
+                    lease_owner: row.get(2)?,
+                    started_at_us: row.get(3)?,
+                    duration_us: row.get(4)?,
+                    outcome: outcome.parse::<AttemptOutcome>().map_err(|e| corrupt(5, std::io::Error::other(e)))?,
+                    http_status: row.get(6)?,
+                    exit_code: row.get(7)?,
+                    error: row.get(8)?,
+                    response_excerpt: row.get(9)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        out.push(DeliveryWithAttempts { delivery: d, attempts });
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------
+// Events
+
+pub fn read_events(conn: &Connection, q: &EventQuery) -> StoreResult<Vec<Event>> {
+    let limit = q.limit.clamp(1, 10_000);
+    let mut out = Vec::new();
+    let mut after = q.after_seq;
+    // Filters other than the tenant are applied here; scan in bounded chunks so a sparse
+    // filter cannot make one call read the whole log at once.
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, type, tenant_id, timer_id, delivery_id, occurred_at, data FROM events
+          WHERE seq > ?1 AND (?2 IS NULL OR tenant_id = ?2) ORDER BY seq LIMIT ?3",
+    )?;
+    for _ in 0..64 {
+        let chunk = stmt
+            .query_map(params![after, q.tenant_id, (limit * 4).min(10_000) as i64], event_from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        let exhausted = chunk.len() < (limit * 4).min(10_000);
+        for e in chunk {
+            after = e.seq;
+            if q.matches(&e) {
+                out.push(e);
+                if out.len() == limit {
+                    return Ok(out);
+                }
+            }
+        }
+        if exhausted {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+pub fn latest_event_seq(conn: &Connection) -> StoreResult<i64> {
+    // sqlite_sequence keeps the highest seq ever handed out, even after pruning.
+    let seq: Option<i64> = conn
+        .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'events'")?
+        .query_row([], |r| r.get(0))
+        .optional()?;
+    Ok(seq.unwrap_or(0))
+}
+
+pub fn prune_events(ctx: &mut WriteCtx<'_>, before_us: i64, limit: usize) -> StoreResult<usize> {
+    // Only the head of the log is examined: events are appended in time order, so the
+    // oldest ones are at the front and the statement touches at most `limit` rows.
+    let n = ctx
+        .conn
+        .prepare_cached(
+            "DELETE FROM events WHERE seq IN (
+                SELECT seq FROM (SELECT seq, occurred_at FROM events ORDER BY seq LIMIT ?2)
+                 WHERE occurred_at < ?1)",
+        )?
+        .execute(params![before_us, limit as i64])?;
+    Ok(n)
+}
+
+pub fn stats(conn: &Connection) -> StoreResult<StoreStats> {
+    let count = |sql: &str| -> StoreResult<u64> {
+        let n: i64 = conn.prepare_cached(sql)?.query_row([], |r| r.get(0))?;
+        Ok(n as u64)
+    };
+    Ok(StoreStats {
+        scheduled_timers: count("SELECT COUNT(*) FROM timers WHERE status = 'scheduled'")?,
+        pending_deliveries: count("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'")?,
+        in_flight_deliveries: count("SELECT COUNT(*) FROM deliveries WHERE status = 'in_flight'")?,
+        latest_event_seq: latest_event_seq(conn)?,
+    })
+}

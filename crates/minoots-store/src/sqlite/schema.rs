@@ -1,0 +1,79 @@
+//! The SQLite schema and its migrations, applied in order and recorded in `user_version`.
+//!
+//! A migration is appended, never edited: a store created by an older MINOOTS upgrades by
+//! running the ones it has not seen, in one transaction.
+
+pub const MIGRATIONS: &[&str] = &[
+    // 1: timers, deliveries, attempts, events.
+    r#"
+    CREATE TABLE timers (
+        id              BLOB    NOT NULL PRIMARY KEY,
+        tenant_id       TEXT    NOT NULL,
+        name            TEXT    NOT NULL,
+        requested_by    TEXT,
+        status          TEXT    NOT NULL,
+        created_at      INTEGER NOT NULL,
+        fire_at         INTEGER NOT NULL,
+        duration_ms     INTEGER,
+        fired_at        INTEGER,
+        settled_at      INTEGER,
+        cancelled_at    INTEGER,
+        cancel_reason   TEXT,
+        metadata        TEXT    NOT NULL,
+        labels          TEXT    NOT NULL,
+        action_bundle   TEXT    NOT NULL,
+        idempotency_key TEXT,
+        version         INTEGER NOT NULL
+    );
+    -- The scheduler's window query: only scheduled timers, in due order.
+    CREATE INDEX timers_due ON timers (fire_at, id) WHERE status = 'scheduled';
+    -- Listing a tenant's timers in fire-time order with keyset paging.
+    CREATE INDEX timers_tenant ON timers (tenant_id, fire_at, id);
+    CREATE UNIQUE INDEX timers_idempotency ON timers (tenant_id, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+
+    CREATE TABLE deliveries (
+        id               BLOB    NOT NULL PRIMARY KEY,
+        timer_id         BLOB    NOT NULL,
+        tenant_id        TEXT    NOT NULL,
+        occurrence       INTEGER NOT NULL,
+        action_index     INTEGER NOT NULL,
+        status           TEXT    NOT NULL,
+        attempt          INTEGER NOT NULL,
+        max_attempts     INTEGER NOT NULL,
+        next_attempt_at  INTEGER NOT NULL,
+        lease_owner      TEXT,
+        lease_expires_at INTEGER,
+        created_at       INTEGER NOT NULL,
+        updated_at       INTEGER NOT NULL,
+        last_error       TEXT,
+        UNIQUE (timer_id, occurrence, action_index)
+    );
+    CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE status = 'pending';
+    CREATE INDEX deliveries_lease ON deliveries (lease_expires_at) WHERE status = 'in_flight';
+
+    CREATE TABLE attempts (
+        delivery_id      BLOB    NOT NULL,
+        attempt          INTEGER NOT NULL,
+        lease_owner      TEXT    NOT NULL,
+        started_at       INTEGER NOT NULL,
+        duration_us      INTEGER NOT NULL,
+        outcome          TEXT    NOT NULL,
+        http_status      INTEGER,
+        exit_code        INTEGER,
+        error            TEXT,
+        response_excerpt TEXT,
+        PRIMARY KEY (delivery_id, attempt)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE events (
+        seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+        type        TEXT    NOT NULL,
+        tenant_id   TEXT    NOT NULL,
+        timer_id    BLOB    NOT NULL,
+        delivery_id BLOB,
+        occurred_at INTEGER NOT NULL,
+        data        TEXT    NOT NULL
+    );
+    "#,
+];

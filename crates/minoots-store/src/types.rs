@@ -1,0 +1,197 @@
+//! Plain data passed across the [`crate::Store`] trait.
+
+use minoots_core::{
+    Action, AttemptOutcome, AttemptRecord, Delivery, DeliveryId, DeliveryStatus, EventType, Timer,
+    TimerId, TimerStatus,
+};
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Why a store operation did not happen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// The object is in a state that does not allow the operation (e.g. cancel after fire).
+    #[error("the timer is {status}, so it can no longer be changed")]
+    Conflict { status: TimerStatus },
+    /// A report for a lease that is no longer held (expired and re-claimed, or wrong owner).
+    #[error("stale report: delivery {delivery_id} is not in flight under this lease owner and attempt")]
+    Fenced { delivery_id: DeliveryId },
+    /// The data directory is held by another process.
+    #[error("the data directory {0} is in use by another MINOOTS process")]
+    Locked(String),
+    /// The store cannot write or read right now (disk full, read-only, I/O error).
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data that cannot be decoded: a bug or corruption, never user input.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("the store is closed")]
+    Closed,
+}
+
+/// What `create_timer` did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateOutcome {
+    pub timer: Timer,
+    /// False when an existing timer with the same idempotency key was returned.
+    pub created: bool,
+}
+
+/// The ordering key of the due index: (fire time, id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DueTimer {
+    pub fire_at_us: i64,
+    pub id: TimerId,
+}
+
+/// Filters and paging for listing a tenant's timers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimerQuery {
+    pub tenant_id: String,
+    pub status: Option<TimerStatus>,
+    /// Only timers with this label key set to this value.
+    pub label: Option<(String, String)>,
+    pub limit: usize,
+    /// Resume after this (fire time, id), as returned in a previous page.
+    pub after: Option<DueTimer>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimerPage {
+    pub timers: Vec<Timer>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<DueTimer>,
+}
+
+impl DueTimer {
+    /// An opaque cursor text for clients (`v1.<fire_at_us>.<id hex>`, base16).
+    pub fn encode_cursor(&self) -> String {
+        let raw = format!("v1.{}.{}", self.fire_at_us, self.id.0.simple());
+        raw.bytes().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Decodes a cursor made by [`DueTimer::encode_cursor`]; `None` for anything else.
+    pub fn decode_cursor(text: &str) -> Option<Self> {
+        if text.len() > 200 || text.len() % 2 != 0 {
+            return None;
+        }
+        let bytes: Option<Vec<u8>> = (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+            .collect();
+        let raw = String::from_utf8(bytes?).ok()?;
+        let mut parts = raw.split('.');
+        if parts.next()? != "v1" {
+            return None;
+        }
+        let fire_at_us = parts.next()?.parse().ok()?;
+        let id = parts.next()?.parse().ok()?;
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(DueTimer { fire_at_us, id })
+    }
+}
+
+/// A request to fire one timer, stamped with the moment the scheduler fired it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FireRequest {
+    pub timer_id: TimerId,
+    pub fired_at_us: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FireOutcome {
+    /// Now `fired`, with this many pending deliveries.
+    Fired { timer_id: TimerId, tenant_id: String, deliveries: usize, fire_at_us: i64 },
+    /// Had no actions: now `settled`.
+    Settled { timer_id: TimerId, tenant_id: String, fire_at_us: i64 },
+    /// Not scheduled any more (cancelled, or already fired by an earlier call).
+    Skipped { timer_id: TimerId, status: TimerStatus },
+    NotFound { timer_id: TimerId },
+}
+
+/// A delivery handed to an executor, with what it needs to run it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeasedDelivery {
+    pub delivery: Delivery,
+    pub action: Action,
+    pub timer: Timer,
+}
+
+/// An executor's report of one attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptReport {
+    pub delivery_id: DeliveryId,
+    pub lease_owner: String,
+    /// The attempt number the executor was given with the lease.
+    pub attempt: u32,
+    pub started_at_us: i64,
+    pub duration_us: i64,
+    pub outcome: AttemptOutcome,
+    /// The server's `Retry-After`, in milliseconds, if it sent one.
+    pub retry_after_ms: Option<u64>,
+    pub http_status: Option<u16>,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    pub response_excerpt: Option<String>,
+}
+
+/// What a report led to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportOutcome {
+    pub delivery_status: DeliveryStatus,
+    /// When the next attempt is due, if one was scheduled.
+    pub next_attempt_at_us: Option<i64>,
+    pub timer_status: TimerStatus,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryWithAttempts {
+    pub delivery: Delivery,
+    pub attempts: Vec<AttemptRecord>,
+}
+
+/// Which events to read.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EventQuery {
+    pub after_seq: i64,
+    pub limit: usize,
+    pub tenant_id: Option<String>,
+    pub timer_id: Option<TimerId>,
+    /// Only these types; empty means all.
+    pub types: Vec<EventType>,
+}
+
+impl EventQuery {
+    /// True when `event` passes the tenant, timer and type filters.
+    pub fn matches(&self, event: &minoots_core::Event) -> bool {
+        self.tenant_id.as_ref().is_none_or(|t| *t == event.tenant_id)
+            && self.timer_id.is_none_or(|t| t == event.timer_id)
+            && (self.types.is_empty() || self.types.contains(&event.event_type))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreStats {
+    pub scheduled_timers: u64,
+    pub pending_deliveries: u64,
+    pub in_flight_deliveries: u64,
+    pub latest_event_seq: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_refused() {
+        let d = DueTimer { fire_at_us: 1_795_773_600_000_000, id: TimerId::new_v7() };
+        assert_eq!(DueTimer::decode_cursor(&d.encode_cursor()), Some(d));
+        for bad in ["", "zz", "00", "763", &"ab".repeat(101), "76312e", "v1.5.x"] {
+            assert_eq!(DueTimer::decode_cursor(bad), None, "{bad}");
+        }
+    }
+}
