@@ -88,6 +88,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<DeliveryWithAttempts>>;
 
     /// Events with `seq > after_seq` that match the query, in order, at most `limit`.
+    /// Fewer than `limit` means the end of the log was reached (everything committed so
+    /// far that matches has been returned).
     async fn read_events(&self, query: EventQuery) -> StoreResult<Vec<Event>>;
 
     /// The highest sequence number written so far (0 when the log is empty).

@@ -669,13 +669,14 @@ pub fn read_events(conn: &Connection, q: &EventQuery) -> StoreResult<Vec<Event>>
     let limit = q.limit.clamp(1, 10_000);
     let mut out = Vec::new();
     let mut after = q.after_seq;
-    // Filters other than the tenant are applied here; scan in bounded chunks so a sparse
-    // filter cannot make one call read the whole log at once.
+    // Filters other than the tenant are applied here, scanning in chunks until `limit`
+    // matches or the end of the log: a caller that gets fewer than `limit` events knows it
+    // has seen everything committed so far (event streams rely on this).
     let mut stmt = conn.prepare_cached(
         "SELECT seq, type, tenant_id, timer_id, delivery_id, occurred_at, data FROM events
           WHERE seq > ?1 AND (?2 IS NULL OR tenant_id = ?2) ORDER BY seq LIMIT ?3",
     )?;
-    for _ in 0..64 {
+    loop {
         let chunk = stmt
             .query_map(params![after, q.tenant_id, (limit * 4).min(10_000) as i64], event_from_row)?
             .collect::<Result<Vec<_>, _>>()?;

@@ -1,0 +1,86 @@
+//! The kernel's API as one Rust trait, [`KernelApi`], with two implementations: the
+//! in-process [`crate::Kernel`] and the gRPC client [`crate::grpc::GrpcKernelClient`].
+//! The orchestrator and the control plane are written against this trait only, so the same
+//! code runs in one process or as separate services.
+
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use minoots_core::{Event, Timer, TimerId, TimerRequest};
+use minoots_store::{
+    AttemptReport, DeliveryWithAttempts, EventQuery, LeasedDelivery, ReportOutcome, TimerPage,
+    TimerQuery,
+};
+use tokio_stream::Stream;
+
+use crate::error::{KernelError, KernelResult};
+
+pub type BoxStream<T> = Pin<Box<dyn Stream<Item = KernelResult<T>> + Send + 'static>>;
+
+/// What `schedule_timer` did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleOutcome {
+    pub timer: Timer,
+    /// False when the idempotency key matched an existing timer, which is returned.
+    pub created: bool,
+}
+
+/// An executor asking for deliveries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaseRequest {
+    /// Identifies the executor; reports must carry it (fencing).
+    pub lease_owner: String,
+    /// How long the executor may hold each delivery before it is handed out again.
+    pub lease_ttl_ms: u32,
+    /// Most deliveries buffered towards this executor at once.
+    pub max_in_flight: u32,
+}
+
+pub const MIN_LEASE_TTL_MS: u32 = 1_000;
+pub const MAX_LEASE_TTL_MS: u32 = 3_600_000;
+pub const MAX_LEASE_IN_FLIGHT: u32 = 1_024;
+pub const MAX_LEASE_OWNER_BYTES: usize = 128;
+
+impl LeaseRequest {
+    pub fn validate(&self) -> KernelResult<()> {
+        if self.lease_owner.is_empty() || self.lease_owner.len() > MAX_LEASE_OWNER_BYTES {
+            return Err(KernelError::invalid("leaseOwner", format!("must be 1 to {MAX_LEASE_OWNER_BYTES} bytes")));
+        }
+        if !(MIN_LEASE_TTL_MS..=MAX_LEASE_TTL_MS).contains(&self.lease_ttl_ms) {
+            return Err(KernelError::invalid(
+                "leaseTtlMs",
+                format!("must be between {MIN_LEASE_TTL_MS} and {MAX_LEASE_TTL_MS}"),
+            ));
+        }
+        if self.max_in_flight == 0 || self.max_in_flight > MAX_LEASE_IN_FLIGHT {
+            return Err(KernelError::invalid("maxInFlight", format!("must be between 1 and {MAX_LEASE_IN_FLIGHT}")));
+        }
+        Ok(())
+    }
+}
+
+/// The horology kernel, as seen by the control plane and the orchestrator.
+#[async_trait]
+pub trait KernelApi: Send + Sync + 'static {
+    /// Validates and durably schedules a timer for `tenant_id`. Answers after the commit.
+    async fn schedule_timer(&self, tenant_id: &str, request: TimerRequest) -> KernelResult<ScheduleOutcome>;
+
+    async fn get_timer(&self, tenant_id: &str, id: TimerId) -> KernelResult<Timer>;
+
+    async fn list_timers(&self, query: TimerQuery) -> KernelResult<TimerPage>;
+
+    /// Cancels a scheduled timer; `Conflict` once it fired or was cancelled.
+    async fn cancel_timer(&self, tenant_id: &str, id: TimerId, reason: Option<String>) -> KernelResult<Timer>;
+
+    async fn list_deliveries(&self, tenant_id: &str, id: TimerId) -> KernelResult<Vec<DeliveryWithAttempts>>;
+
+    /// Events after `query.after_seq` that match the query, then live ones as they happen,
+    /// in sequence order, without gaps or repeats. Ends only when the receiver drops it.
+    async fn stream_events(&self, query: EventQuery) -> KernelResult<BoxStream<Event>>;
+
+    /// Due deliveries leased to `request.lease_owner`, as they become due.
+    async fn lease_deliveries(&self, request: LeaseRequest) -> KernelResult<BoxStream<LeasedDelivery>>;
+
+    /// Records an attempt; `Fenced` when the lease is no longer held.
+    async fn report_attempt(&self, report: AttemptReport) -> KernelResult<ReportOutcome>;
+}

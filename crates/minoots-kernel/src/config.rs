@@ -1,0 +1,96 @@
+//! The kernel's settings, with documented defaults and a check of them.
+
+use std::time::Duration;
+
+/// Settings of the scheduler, the lease dispatcher and the maintenance services.
+#[derive(Debug, Clone)]
+pub struct KernelConfig {
+    /// How far ahead the in-memory index holds due timers. Timers further out live only
+    /// in the store and are loaded as this window advances.
+    pub window: Duration,
+    /// How often the loader extends the window. Must be well under `window`, so a timer is
+    /// in memory long before it is due.
+    pub refill_interval: Duration,
+    /// Most timers loaded into memory by one refill query.
+    pub load_batch: usize,
+    /// The loader stops loading when the index holds this many timers; the rest is loaded
+    /// as the index drains. Timers created inside the window are still added directly, so
+    /// this bounds memory except for what clients create within the window itself.
+    pub max_window_timers: usize,
+    /// Most timers fired in one store transaction.
+    pub fire_batch: usize,
+    /// Fire batches queued behind the one being committed. When the queue is full the
+    /// firing thread waits, so a slow disk slows firing instead of growing memory.
+    pub max_fire_batches_in_flight: usize,
+    /// How often expired delivery leases are looked for.
+    pub rescue_interval: Duration,
+    /// Most expired leases returned per rescue pass.
+    pub rescue_batch: usize,
+    /// Events older than this are deleted.
+    pub event_retention: Duration,
+    /// How often old events are pruned.
+    pub retention_interval: Duration,
+    /// Live events buffered towards one stream subscriber.
+    pub event_stream_buffer: usize,
+    /// The longest the firing thread sleeps without looking at the wall clock again, so a
+    /// forward jump of the clock fires what became due within this bound.
+    pub max_sleep: Duration,
+}
+
+impl Default for KernelConfig {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(60),
+            refill_interval: Duration::from_secs(5),
+            load_batch: 10_000,
+            max_window_timers: 1_000_000,
+            fire_batch: 2_048,
+            max_fire_batches_in_flight: 8,
+            rescue_interval: Duration::from_secs(1),
+            rescue_batch: 1_000,
+            event_retention: Duration::from_secs(7 * 24 * 3600),
+            retention_interval: Duration::from_secs(600),
+            event_stream_buffer: 1_024,
+            max_sleep: Duration::from_millis(500),
+        }
+    }
+}
+
+impl KernelConfig {
+    /// Refuses settings that would break the scheduler's assumptions.
+    pub fn check(&self) -> Result<(), String> {
+        if self.window < Duration::from_secs(1) {
+            return Err("window must be at least 1 s".into());
+        }
+        if self.refill_interval.is_zero() || self.refill_interval * 2 > self.window {
+            return Err("refill_interval must be positive and at most half the window".into());
+        }
+        if self.load_batch == 0 || self.fire_batch == 0 || self.max_fire_batches_in_flight == 0 || self.rescue_batch == 0 {
+            return Err("batch sizes must be positive".into());
+        }
+        if self.max_window_timers < self.load_batch {
+            return Err("max_window_timers must be at least load_batch".into());
+        }
+        if self.event_retention < Duration::from_secs(60) {
+            return Err("event_retention must be at least 1 minute".into());
+        }
+        if self.max_sleep.is_zero() || self.max_sleep > Duration::from_secs(10) {
+            return Err("max_sleep must be between 0 and 10 s".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_pass_the_check_and_bad_values_do_not() {
+        KernelConfig::default().check().unwrap();
+        let bad = KernelConfig { refill_interval: Duration::from_secs(40), ..Default::default() };
+        assert!(bad.check().is_err());
+        let bad = KernelConfig { max_window_timers: 10, ..Default::default() };
+        assert!(bad.check().is_err());
+    }
+}

@@ -1,0 +1,61 @@
+//! The kernel's one error type. The gRPC layer maps it to status codes in one place
+//! (`grpc::status`), and the control plane maps it to problem+json in one place.
+
+use minoots_core::{TimerStatus, ValidationErrors};
+use minoots_store::StoreError;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum KernelError {
+    /// The request is malformed; every bad field is named with how to fix it.
+    #[error("invalid request: {0}")]
+    Invalid(ValidationErrors),
+    /// No such object for this tenant (another tenant's objects are reported the same way).
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The object exists but is in a state that forbids the operation.
+    #[error("{message}")]
+    Conflict { message: String, status: Option<TimerStatus> },
+    /// A report for a lease that is no longer held.
+    #[error("{0}")]
+    Fenced(String),
+    /// The store or kernel cannot serve right now; retrying later may succeed.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// Missing or wrong kernel token (gRPC only).
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// A bug or corrupt data; details are logged.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl KernelError {
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        KernelError::Invalid(ValidationErrors::single(field, message))
+    }
+}
+
+impl From<ValidationErrors> for KernelError {
+    fn from(e: ValidationErrors) -> Self {
+        KernelError::Invalid(e)
+    }
+}
+
+impl From<StoreError> for KernelError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => KernelError::NotFound("timer".into()),
+            StoreError::Conflict { status } => KernelError::Conflict {
+                message: format!("the timer is already {status}; only scheduled timers can be cancelled"),
+                status: Some(status),
+            },
+            StoreError::Fenced { .. } => KernelError::Fenced(e.to_string()),
+            StoreError::Locked(_) | StoreError::Unavailable(_) | StoreError::Closed => {
+                KernelError::Unavailable(e.to_string())
+            }
+            StoreError::Corrupt(m) => KernelError::Internal(m),
+        }
+    }
+}
+
+pub type KernelResult<T> = Result<T, KernelError>;

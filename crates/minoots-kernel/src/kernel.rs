@@ -1,0 +1,207 @@
+//! The in-process kernel: validation, the store, the scheduler, lease sessions, event
+//! streams and maintenance, behind [`KernelApi`].
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use minoots_core::request::check_cancel_reason;
+use minoots_core::{Clock, Event, Timer, TimerId, TimerRequest};
+use minoots_store::{
+    AttemptReport, DeliveryWithAttempts, DueTimer, EventQuery, LeasedDelivery, ReportOutcome, Store, StoreError,
+    TimerPage, TimerQuery,
+};
+use tokio::sync::{Notify, watch};
+
+use crate::api::{BoxStream, KernelApi, LeaseRequest, ScheduleOutcome};
+use crate::config::KernelConfig;
+use crate::error::{KernelError, KernelResult};
+use crate::metrics::KernelMetrics;
+use crate::scheduler::Scheduler;
+
+/// The horology kernel running in this process.
+pub struct Kernel {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    config: KernelConfig,
+    scheduler: Arc<Scheduler>,
+    /// Woken when deliveries may have become due (fired, retried, rescued).
+    delivery_notify: Arc<Notify>,
+    metrics: Arc<KernelMetrics>,
+    stop: watch::Sender<bool>,
+    maintenance: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Kernel {
+    /// Starts the scheduler and the maintenance services on the current tokio runtime.
+    pub fn start(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: KernelConfig) -> Result<Arc<Self>, String> {
+        config.check()?;
+        let metrics = Arc::new(KernelMetrics::default());
+        let delivery_notify = Arc::new(Notify::new());
+        let scheduler =
+            Scheduler::start(store.clone(), clock.clone(), config.clone(), metrics.clone(), delivery_notify.clone());
+        let (stop, stop_rx) = watch::channel(false);
+        let rescuer = tokio::spawn(crate::maintenance::run_rescuer(
+            store.clone(),
+            config.clone(),
+            metrics.clone(),
+            delivery_notify.clone(),
+            stop_rx.clone(),
+        ));
+        let retention = tokio::spawn(crate::maintenance::run_retention(
+            store.clone(),
+            clock.clone(),
+            config.clone(),
+            metrics.clone(),
+            stop_rx,
+        ));
+        Ok(Arc::new(Self {
+            store,
+            clock,
+            config,
+            scheduler,
+            delivery_notify,
+            metrics,
+            stop,
+            maintenance: std::sync::Mutex::new(vec![rescuer, retention]),
+        }))
+    }
+
+    pub fn metrics(&self) -> &Arc<KernelMetrics> {
+        &self.metrics
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// True once overdue timers from before a restart are queued for firing.
+    pub fn is_ready(&self) -> bool {
+        self.scheduler.is_ready()
+    }
+
+    /// Timers held in the in-memory window right now.
+    pub fn window_len(&self) -> usize {
+        self.scheduler.window_len()
+    }
+
+    /// Waits until [`Kernel::is_ready`] (bounded by `timeout`).
+    pub async fn wait_ready(&self, timeout: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !self.is_ready() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        true
+    }
+
+    /// Stops firing and maintenance, waits for fires in progress, then closes the store.
+    pub async fn shutdown(&self) {
+        let _ = self.stop.send(true);
+        self.scheduler.shutdown().await;
+        let tasks: Vec<_> = self.maintenance.lock().expect("poisoned").drain(..).collect();
+        for t in tasks {
+            let _ = t.await;
+        }
+        self.store.close().await;
+    }
+
+    /// Schedules many timers in one store transaction (for bulk loads and benchmarks).
+    pub async fn schedule_many(&self, tenant_id: &str, requests: Vec<TimerRequest>) -> KernelResult<Vec<Timer>> {
+        let now = self.clock.now_us();
+        let mut timers = Vec::with_capacity(requests.len());
+        for r in requests {
+            timers.push(r.validate(tenant_id, now)?.into_timer(TimerId::new_v7(), now));
+        }
+        let outcomes = self.store.create_timers(timers).await?;
+        let mut out = Vec::with_capacity(outcomes.len());
+        for o in outcomes {
+            if o.created {
+                self.scheduler.on_scheduled(DueTimer { fire_at_us: o.timer.fire_at_us, id: o.timer.id });
+            }
+            out.push(o.timer);
+        }
+        KernelMetrics::inc(&self.metrics.timers_scheduled, out.len() as u64);
+        Ok(out)
+    }
+}
+
+fn not_found(e: StoreError, what: &str) -> KernelError {
+    match e {
+        StoreError::NotFound => KernelError::NotFound(what.to_string()),
+        other => other.into(),
+    }
+}
+
+#[async_trait]
+impl KernelApi for Kernel {
+    async fn schedule_timer(&self, tenant_id: &str, request: TimerRequest) -> KernelResult<ScheduleOutcome> {
+        let now = self.clock.now_us();
+        let spec = request.validate(tenant_id, now)?;
+        let timer = spec.into_timer(TimerId::new_v7(), now);
+        let outcome = self.store.create_timer(timer).await?;
+        if outcome.created {
+            self.scheduler.on_scheduled(DueTimer { fire_at_us: outcome.timer.fire_at_us, id: outcome.timer.id });
+            KernelMetrics::inc(&self.metrics.timers_scheduled, 1);
+        }
+        Ok(ScheduleOutcome { timer: outcome.timer, created: outcome.created })
+    }
+
+    async fn get_timer(&self, tenant_id: &str, id: TimerId) -> KernelResult<Timer> {
+        self.store.get_timer(tenant_id, id).await?.ok_or_else(|| KernelError::NotFound(format!("timer {id}")))
+    }
+
+    async fn list_timers(&self, query: TimerQuery) -> KernelResult<TimerPage> {
+        if query.limit == 0 || query.limit > minoots_core::limits::MAX_PAGE_SIZE {
+            return Err(KernelError::invalid(
+                "limit",
+                format!("must be between 1 and {}", minoots_core::limits::MAX_PAGE_SIZE),
+            ));
+        }
+        Ok(self.store.list_timers(query).await?)
+    }
+
+    async fn cancel_timer(&self, tenant_id: &str, id: TimerId, reason: Option<String>) -> KernelResult<Timer> {
+        if let Some(r) = &reason {
+            check_cancel_reason(r)?;
+        }
+        let timer = self.store.cancel_timer(tenant_id, id, reason).await.map_err(|e| not_found(e, &format!("timer {id}")))?;
+        self.scheduler.on_cancelled(DueTimer { fire_at_us: timer.fire_at_us, id: timer.id });
+        KernelMetrics::inc(&self.metrics.timers_cancelled, 1);
+        Ok(timer)
+    }
+
+    async fn list_deliveries(&self, tenant_id: &str, id: TimerId) -> KernelResult<Vec<DeliveryWithAttempts>> {
+        self.store.list_deliveries(tenant_id, id).await.map_err(|e| not_found(e, &format!("timer {id}")))
+    }
+
+    async fn stream_events(&self, query: EventQuery) -> KernelResult<BoxStream<Event>> {
+        Ok(crate::events::start_stream(self.store.clone(), query, self.config.event_stream_buffer))
+    }
+
+    async fn lease_deliveries(&self, request: LeaseRequest) -> KernelResult<BoxStream<LeasedDelivery>> {
+        request.validate()?;
+        Ok(crate::leases::start_session(
+            self.store.clone(),
+            self.clock.clone(),
+            self.delivery_notify.clone(),
+            self.metrics.clone(),
+            request,
+        ))
+    }
+
+    async fn report_attempt(&self, report: AttemptReport) -> KernelResult<ReportOutcome> {
+        let id = report.delivery_id;
+        let out = self.store.report_attempt(report).await.map_err(|e| not_found(e, &format!("delivery {id}")))?;
+        KernelMetrics::inc(&self.metrics.attempts_reported, 1);
+        if out.next_attempt_at_us.is_some() {
+            self.delivery_notify.notify_waiters();
+        }
+        Ok(out)
+    }
+}

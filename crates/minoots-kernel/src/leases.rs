@@ -1,0 +1,87 @@
+//! Lease sessions: hand due deliveries to an executor as they become due.
+//!
+//! One session per connected executor. It claims deliveries in the store (each claim is a
+//! lease with an expiry, fenced by owner and attempt number) only when its outgoing buffer
+//! has room, so leases are not taken faster than the executor reads them. It sleeps until
+//! the earliest pending delivery is due, or until woken because firing, a retry report or
+//! the rescuer made deliveries due. A session whose executor disconnected stops; deliveries
+//! it had already leased come back through the rescuer when their leases expire.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use minoots_core::Clock;
+use minoots_store::{LeasedDelivery, Store};
+use tokio::sync::{Notify, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::api::{BoxStream, LeaseRequest};
+use crate::error::KernelResult;
+use crate::metrics::KernelMetrics;
+
+/// The longest a session sleeps without asking the store again (covers clock jumps and
+/// deliveries made due by another kernel sharing the store).
+const MAX_IDLE_POLL: Duration = Duration::from_millis(1_000);
+
+pub(crate) fn start_session(
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    notify: Arc<Notify>,
+    metrics: Arc<KernelMetrics>,
+    request: LeaseRequest,
+) -> BoxStream<LeasedDelivery> {
+    let (tx, rx) = mpsc::channel::<KernelResult<LeasedDelivery>>(request.max_in_flight as usize);
+    tokio::spawn(async move {
+        let ttl_us = i64::from(request.lease_ttl_ms) * 1_000;
+        loop {
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+
+            // Wait for room in the buffer before leasing anything.
+            let room = match tx.reserve().await {
+                Ok(permit) => {
+                    drop(permit);
+                    tx.capacity().max(1)
+                }
+                Err(_) => return,
+            };
+            match store.claim_deliveries(&request.lease_owner, ttl_us, room).await {
+                Ok(claimed) if !claimed.is_empty() => {
+                    KernelMetrics::inc(&metrics.deliveries_leased, claimed.len() as u64);
+                    for d in claimed {
+                        if tx.send(Ok(d)).await.is_err() {
+                            return;
+                        }
+                    }
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, owner = %request.lease_owner, "claiming deliveries failed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        _ = tx.closed() => return,
+                    }
+                    continue;
+                }
+            }
+            let wait = match store.next_delivery_due_us().await {
+                Ok(Some(due)) => {
+                    let delta = (due - clock.now_us()).max(0) as u64;
+                    Duration::from_micros(delta).min(MAX_IDLE_POLL)
+                }
+                _ => MAX_IDLE_POLL,
+            };
+            if wait.is_zero() {
+                continue;
+            }
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    Box::pin(ReceiverStream::new(rx))
+}

@@ -1,0 +1,80 @@
+//! Background maintenance: the lease rescuer and the event-retention cleaner.
+//!
+//! Each runs on its own interval, does a bounded amount of work per pass, and logs and
+//! carries on when the store is unavailable.
+
+use std::sync::Arc;
+
+use minoots_core::Clock;
+use minoots_store::Store;
+use tokio::sync::{Notify, watch};
+
+use crate::config::KernelConfig;
+use crate::metrics::KernelMetrics;
+
+/// Returns deliveries whose lease expired to `pending`, so another executor gets them.
+pub(crate) async fn run_rescuer(
+    store: Arc<dyn Store>,
+    config: KernelConfig,
+    metrics: Arc<KernelMetrics>,
+    notify: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(config.rescue_interval) => {}
+            _ = stop.changed() => return,
+        }
+        loop {
+            match store.rescue_expired_leases(config.rescue_batch).await {
+                Ok(0) => break,
+                Ok(n) => {
+                    KernelMetrics::inc(&metrics.leases_rescued, n as u64);
+                    tracing::info!(rescued = n, "returned deliveries with expired leases");
+                    notify.notify_waiters();
+                    if n < config.rescue_batch {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "rescuing expired leases failed");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Deletes events older than the retention period, a bounded batch at a time.
+pub(crate) async fn run_retention(
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    config: KernelConfig,
+    metrics: Arc<KernelMetrics>,
+    mut stop: watch::Receiver<bool>,
+) {
+    const PRUNE_BATCH: usize = 10_000;
+    /// Bound on the work of one pass; the rest waits for the next pass.
+    const MAX_BATCHES_PER_PASS: usize = 100;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(config.retention_interval) => {}
+            _ = stop.changed() => return,
+        }
+        let cutoff = clock.now_us() - config.event_retention.as_micros() as i64;
+        for _ in 0..MAX_BATCHES_PER_PASS {
+            match store.prune_events(cutoff, PRUNE_BATCH).await {
+                Ok(n) => {
+                    KernelMetrics::inc(&metrics.events_pruned, n as u64);
+                    if n < PRUNE_BATCH {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "pruning old events failed");
+                    break;
+                }
+            }
+        }
+    }
+}

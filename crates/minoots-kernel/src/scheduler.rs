@@ -1,0 +1,334 @@
+//! The scheduler: an in-memory window of the timers due soon, a loader that keeps the
+//! window filled from the store, and a dedicated firing thread.
+//!
+//! The window is a `BTreeSet<(fire time, id)>` holding only scheduled timers due up to the
+//! window's horizon (by default the next 60 s); timers further out cost no memory here.
+//! The firing thread sleeps until the earliest entry is due, on a condition variable with
+//! the thread's timer slack set to 1 ns, so it wakes within tens of microseconds rather
+//! than the millisecond granularity of tokio's timer wheel. It is woken early when an
+//! earlier timer arrives or the clock is moved. It never fires a timer before the clock
+//! says it is due: that is checked right before each timer leaves the index.
+//!
+//! Correctness of the window (no timer is ever missed):
+//! * `covered` is the highest key such that every scheduled timer with a key at or below it
+//!   is known to be in the index or already handed to the firing thread.
+//! * Before a refill queries the store for keys in `(covered, target]`, it publishes
+//!   `target` as `loading`. A newly created timer is inserted by `on_scheduled` (which runs
+//!   after its commit) when its key is at or below `max(covered, loading)`; otherwise the
+//!   refill query, which starts after `loading` was published, sees its committed row.
+//!   The index is a set, so seeing a timer both ways is harmless.
+//! * Firing is idempotent in the store (only `scheduled` timers fire), so a stale entry of
+//!   a timer cancelled meanwhile is skipped there.
+//!
+//! Must never: spawn a task or OS timer per timer, hold the index lock across an await or
+//! a store call, or fire early.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use minoots_core::{Clock, TimerId};
+use minoots_store::{DueTimer, FireOutcome, FireRequest, Store};
+use tokio::sync::{Notify, mpsc};
+use uuid_max::max_timer_id;
+
+use crate::config::KernelConfig;
+use crate::metrics::KernelMetrics;
+
+mod uuid_max {
+    use minoots_core::TimerId;
+    /// The largest id, so `(t, MAX)` covers every timer due at `t`.
+    pub fn max_timer_id() -> TimerId {
+        TimerId::from_slice(&[0xff; 16]).expect("16 bytes")
+    }
+}
+
+struct State {
+    index: BTreeSet<DueTimer>,
+    /// Every scheduled timer with a key at or below this is in `index` or being fired.
+    covered: DueTimer,
+    /// The upper key of a refill in progress.
+    loading: Option<DueTimer>,
+    shutdown: bool,
+}
+
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+    clock: Arc<dyn Clock>,
+    config: KernelConfig,
+    metrics: Arc<KernelMetrics>,
+    /// Set once the first refill has completed: overdue timers are then in the index.
+    loaded_once: AtomicBool,
+    /// Wakes the loader early (the index drained below the low-water mark).
+    loader_wake: Notify,
+}
+
+/// Handle to the window and its threads. Dropping it does not stop them; call `shutdown`.
+pub struct Scheduler {
+    shared: Arc<Shared>,
+    firing_thread: Mutex<Option<JoinHandle<()>>>,
+    loader: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    dispatcher: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Scheduler {
+    /// Starts the loader and the firing thread. `delivery_notify` is woken whenever firing
+    /// created deliveries.
+    pub fn start(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        config: KernelConfig,
+        metrics: Arc<KernelMetrics>,
+        delivery_notify: Arc<Notify>,
+    ) -> Arc<Self> {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                index: BTreeSet::new(),
+                covered: DueTimer { fire_at_us: i64::MIN, id: TimerId::from_slice(&[0; 16]).expect("16 bytes") },
+                loading: None,
+                shutdown: false,
+            }),
+            wake: Condvar::new(),
+            clock: clock.clone(),
+            config: config.clone(),
+            metrics,
+            loaded_once: AtomicBool::new(false),
+            loader_wake: Notify::new(),
+        });
+        let weak: Weak<Shared> = Arc::downgrade(&shared);
+        clock.on_change(Box::new(move || {
+            if let Some(s) = weak.upgrade() {
+                let _guard = s.state.lock();
+                s.wake.notify_all();
+                s.loader_wake.notify_one();
+            }
+        }));
+
+        let (fire_tx, fire_rx) = mpsc::channel::<Vec<FireRequest>>(config.max_fire_batches_in_flight);
+        let dispatcher = tokio::spawn(dispatch_fires(store.clone(), shared.clone(), fire_rx, delivery_notify));
+        let loader = tokio::spawn(run_loader(store, shared.clone()));
+        let thread_shared = shared.clone();
+        let firing_thread = std::thread::Builder::new()
+            .name("minoots-firing".into())
+            .spawn(move || firing_loop(thread_shared, fire_tx))
+            .expect("spawn the firing thread");
+        Arc::new(Self {
+            shared,
+            firing_thread: Mutex::new(Some(firing_thread)),
+            loader: Mutex::new(Some(loader)),
+            dispatcher: Mutex::new(Some(dispatcher)),
+        })
+    }
+
+    /// Called after a timer's creation committed: puts it in the window if it belongs there.
+    pub fn on_scheduled(&self, key: DueTimer) {
+        let mut st = self.shared.state.lock().expect("scheduler poisoned");
+        let horizon = st.loading.map_or(st.covered, |l| l.max(st.covered));
+        if key <= horizon {
+            let new_head = st.index.first().is_none_or(|h| key < *h);
+            st.index.insert(key);
+            if new_head {
+                self.shared.wake.notify_one();
+            }
+        }
+    }
+
+    /// Called after a cancel committed: the timer leaves the window.
+    pub fn on_cancelled(&self, key: DueTimer) {
+        self.shared.state.lock().expect("scheduler poisoned").index.remove(&key);
+    }
+
+    /// True once the first refill finished: every overdue timer is queued for firing.
+    pub fn is_ready(&self) -> bool {
+        self.shared.loaded_once.load(Ordering::Acquire)
+    }
+
+    /// Timers currently held in memory.
+    pub fn window_len(&self) -> usize {
+        self.shared.state.lock().expect("scheduler poisoned").index.len()
+    }
+
+    /// Stops the firing thread and the loader; fires already handed over complete first.
+    pub async fn shutdown(&self) {
+        {
+            let mut st = self.shared.state.lock().expect("scheduler poisoned");
+            st.shutdown = true;
+            self.shared.wake.notify_all();
+        }
+        self.shared.loader_wake.notify_one();
+        let thread = self.firing_thread.lock().expect("poisoned").take();
+        if let Some(t) = thread {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        let loader = self.loader.lock().expect("poisoned").take();
+        if let Some(l) = loader {
+            l.abort();
+            let _ = l.await;
+        }
+        // The firing thread dropped its sender: the dispatcher drains and ends.
+        let dispatcher = self.dispatcher.lock().expect("poisoned").take();
+        if let Some(d) = dispatcher {
+            let _ = d.await;
+        }
+    }
+}
+
+/// Lowers this thread's timer slack to 1 ns so timed waits wake on time (Linux only).
+fn set_precise_timer_slack() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl(PR_SET_TIMERSLACK) only changes this thread's timer slack.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong, 0, 0, 0);
+    }
+}
+
+fn firing_loop(shared: Arc<Shared>, fire_tx: mpsc::Sender<Vec<FireRequest>>) {
+    set_precise_timer_slack();
+    let max_sleep = shared.config.max_sleep;
+    let batch_max = shared.config.fire_batch;
+    let low_water = shared.config.load_batch / 2;
+    let mut guard = shared.state.lock().expect("scheduler poisoned");
+    loop {
+        if guard.shutdown {
+            return;
+        }
+        let Some(head) = guard.index.first().copied() else {
+            guard = shared.wake.wait_timeout(guard, max_sleep).expect("scheduler poisoned").0;
+            continue;
+        };
+        let now = shared.clock.now_us();
+        if head.fire_at_us > now {
+            let wait = Duration::from_micros((head.fire_at_us - now) as u64).min(max_sleep);
+            guard = shared.wake.wait_timeout(guard, wait).expect("scheduler poisoned").0;
+            continue;
+        }
+        // Everything due now leaves the index, oldest first, each checked against the clock.
+        let mut batch = Vec::with_capacity(batch_max.min(guard.index.len()));
+        while batch.len() < batch_max {
+            match guard.index.first() {
+                Some(k) if k.fire_at_us <= now => {
+                    let k = guard.index.pop_first().expect("first exists");
+                    batch.push(k);
+                }
+                _ => break,
+            }
+        }
+        let remaining = guard.index.len();
+        drop(guard);
+        let fired_at_us = shared.clock.now_us();
+        let mut requests = Vec::with_capacity(batch.len());
+        for k in &batch {
+            debug_assert!(k.fire_at_us <= fired_at_us, "never fire early");
+            shared.metrics.firing_lateness.record(fired_at_us - k.fire_at_us);
+            requests.push(FireRequest { timer_id: k.id, fired_at_us });
+        }
+        KernelMetrics::inc(&shared.metrics.timers_fired, requests.len() as u64);
+        if remaining < low_water {
+            shared.loader_wake.notify_one();
+        }
+        // Blocks when the store is behind: a bounded number of fire batches in flight.
+        if fire_tx.blocking_send(requests).is_err() {
+            return;
+        }
+        guard = shared.state.lock().expect("scheduler poisoned");
+    }
+}
+
+/// Hands fire batches to the store one at a time, in the order the firing thread made
+/// them, so timers fire (and their events appear) in due order. While one batch commits,
+/// the next ones queue in the bounded channel; the store's group commit does the rest.
+async fn dispatch_fires(
+    store: Arc<dyn Store>,
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<Vec<FireRequest>>,
+    delivery_notify: Arc<Notify>,
+) {
+    while let Some(batch) = rx.recv().await {
+        fire_with_retry(store.as_ref(), &shared, batch, &delivery_notify).await;
+    }
+}
+
+/// Fires a batch; on a store error the timers go back to the window and are tried again
+/// after a short pause (they are still `scheduled` in the store, so nothing is lost).
+async fn fire_with_retry(store: &dyn Store, shared: &Shared, batch: Vec<FireRequest>, notify: &Notify) {
+    match store.fire_timers(batch.clone()).await {
+        Ok(outcomes) => {
+            if outcomes.iter().any(|o| matches!(o, FireOutcome::Fired { deliveries, .. } if *deliveries > 0)) {
+                notify.notify_waiters();
+            }
+        }
+        Err(e) => {
+            KernelMetrics::inc(&shared.metrics.fire_errors, 1);
+            tracing::error!(error = %e, timers = batch.len(), "firing failed; retrying shortly");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            // Back into the window with their original due keys; the store has the fire
+            // time, so look it up through the due query would cost more than remembering it.
+            let mut st = shared.state.lock().expect("scheduler poisoned");
+            for f in &batch {
+                // The original due time is not in the request; use the fired time, which is
+                // at or after it, so the timer still never fires early.
+                st.index.insert(DueTimer { fire_at_us: f.fired_at_us, id: f.timer_id });
+            }
+            shared.wake.notify_one();
+        }
+    }
+}
+
+async fn run_loader(store: Arc<dyn Store>, shared: Arc<Shared>) {
+    let cfg = shared.config.clone();
+    let window_us = cfg.window.as_micros() as i64;
+    loop {
+        if shared.state.lock().expect("scheduler poisoned").shutdown {
+            return;
+        }
+        let target = DueTimer { fire_at_us: shared.clock.now_us().saturating_add(window_us), id: max_timer_id() };
+        let (after, room) = {
+            let mut st = shared.state.lock().expect("scheduler poisoned");
+            let room = cfg.max_window_timers.saturating_sub(st.index.len()).min(cfg.load_batch);
+            if room > 0 && target > st.covered {
+                st.loading = Some(target);
+            }
+            (st.covered, room)
+        };
+        let mut full_batch = false;
+        if room > 0 && target > after {
+            let from = (after.fire_at_us != i64::MIN).then_some(after);
+            match store.load_due_timers(from, target.fire_at_us, room).await {
+                Ok(rows) => {
+                    full_batch = rows.len() == room;
+                    let mut st = shared.state.lock().expect("scheduler poisoned");
+                    let old_head = st.index.first().copied();
+                    st.covered = if full_batch { *rows.last().expect("full batch") } else { target };
+                    st.index.extend(rows);
+                    st.loading = None;
+                    if st.index.first().copied() != old_head {
+                        shared.wake.notify_one();
+                    }
+                    if !full_batch {
+                        shared.loaded_once.store(true, Ordering::Release);
+                    }
+                }
+                Err(e) => {
+                    shared.state.lock().expect("scheduler poisoned").loading = None;
+                    tracing::error!(error = %e, "loading due timers failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            }
+        } else if room == 0 {
+            // The index is full: whatever is overdue is in it, oldest first.
+            shared.loaded_once.store(true, Ordering::Release);
+        }
+        if full_batch {
+            tokio::task::yield_now().await;
+            continue;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(cfg.refill_interval) => {}
+            _ = shared.loader_wake.notified() => {}
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! The in-process kernel end to end on a real SQLite store: firing order, never early,
+//! cancel, retries, lease expiry with fencing, event resume, the window and recovery.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use minoots_core::{AttemptOutcome, Clock, EventType, ManualClock, SystemClock, TimerRequest, TimerStatus};
+use minoots_kernel::{Kernel, KernelApi, KernelConfig, KernelError, LeaseRequest};
+use minoots_store::{AttemptReport, EventQuery, SqliteConfig, SqliteStore, Store};
+use tokio_stream::StreamExt;
+
+const T0: i64 = 1_795_773_600_000_000;
+const SEC: i64 = 1_000_000;
+const WAIT: Duration = Duration::from_secs(10);
+
+fn test_config() -> KernelConfig {
+    KernelConfig {
+        window: Duration::from_secs(2),
+        refill_interval: Duration::from_millis(100),
+        rescue_interval: Duration::from_millis(50),
+        ..KernelConfig::default()
+    }
+}
+
+async fn start(dir: &std::path::Path, clock: Arc<dyn Clock>) -> Arc<Kernel> {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(SqliteConfig::new(dir), clock.clone()).unwrap());
+    let k = Kernel::start(store, clock, test_config()).unwrap();
+    assert!(k.wait_ready(WAIT).await);
+    k
+}
+
+fn req(json: &str) -> TimerRequest {
+    TimerRequest::from_json(json.as_bytes()).unwrap()
+}
+
+fn webhook_req(duration: &str, max_attempts: u32) -> TimerRequest {
+    req(&format!(
+        r#"{{"duration": "{duration}", "actionBundle": {{"actions": [{{"type": "webhook", "url": "https://example.com/h"}}],
+            "retryPolicy": {{"maxAttempts": {max_attempts}, "initialBackoffMs": 1000, "maxBackoffMs": 10000}}}}}}"#
+    ))
+}
+
+/// Reads events of `types` from the stream until `n` arrived (or fails after WAIT).
+async fn next_events(
+    stream: &mut minoots_kernel::BoxStream<minoots_core::Event>,
+    n: usize,
+) -> Vec<minoots_core::Event> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let e = tokio::time::timeout(WAIT, stream.next()).await.expect("event in time").expect("stream open").unwrap();
+        out.push(e);
+    }
+    out
+}
+
+fn fired_query() -> EventQuery {
+    EventQuery { after_seq: 0, limit: 1000, types: vec![EventType::TimerFired], ..Default::default() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timers_fire_in_due_order_and_never_early_on_the_real_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = start(dir.path(), Arc::new(SystemClock)).await;
+    let mut fired = k.stream_events(fired_query()).await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..200u32 {
+        // Spread over 40–1,000 ms, created in an order unrelated to their due order.
+        let ms = 40 + (i * 7919) % 960;
+        ids.push(k.schedule_timer("acme", req(&format!(r#"{{"duration": {ms}}}"#))).await.unwrap().timer);
+    }
+    let events = next_events(&mut fired, 200).await;
+    let mut last_due = i64::MIN;
+    for e in &events {
+        let t = k.get_timer("acme", e.timer_id).await.unwrap();
+        assert_eq!(t.status, TimerStatus::Settled, "no actions: settled on fire");
+        let fired_at = t.fired_at_us.unwrap();
+        assert!(fired_at >= t.fire_at_us, "fired {} us early", t.fire_at_us - fired_at);
+        assert!(t.fire_at_us >= last_due, "fired out of due order");
+        last_due = t.fire_at_us;
+    }
+    assert!(k.metrics().firing_lateness.count() >= 200);
+    k.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timer_fires_exactly_when_the_clock_reaches_it_and_not_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let k = start(dir.path(), clock.clone()).await;
+    let mut fired = k.stream_events(fired_query()).await.unwrap();
+    let t = k.schedule_timer("acme", req(r#"{"duration": "1s"}"#)).await.unwrap().timer;
+    clock.advance_us(SEC - 1);
+    // Nothing may fire one microsecond early. There is no event to wait for, so give the
+    // firing thread a bounded chance to misbehave.
+    assert!(tokio::time::timeout(Duration::from_millis(300), fired.next()).await.is_err(), "fired early");
+    clock.advance_us(1);
+    let e = next_events(&mut fired, 1).await;
+    assert_eq!(e[0].timer_id, t.id);
+    let got = k.get_timer("acme", t.id).await.unwrap();
+    assert_eq!(got.fired_at_us, Some(T0 + SEC));
+    assert_eq!(got.fired_late_us(), Some(0));
+    k.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_timer_never_fires_and_a_fired_one_cannot_be_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let k = start(dir.path(), clock.clone()).await;
+    let mut fired = k.stream_events(fired_query()).await.unwrap();
+    let a = k.schedule_timer("acme", req(r#"{"duration": "1s"}"#)).await.unwrap().timer;
+    let b = k.schedule_timer("acme", req(r#"{"duration": "2s"}"#)).await.unwrap().timer;
+    let c = k.cancel_timer("acme", a.id, Some("not needed".into())).await.unwrap();
+    assert_eq!(c.status, TimerStatus::Cancelled);
+    assert!(matches!(k.cancel_timer("other", b.id, None).await, Err(KernelError::NotFound(_))));
+    clock.advance_us(3 * SEC);
+    let e = next_events(&mut fired, 1).await;
+    assert_eq!(e[0].timer_id, b.id, "only the uncancelled timer fires");
+    assert_eq!(k.get_timer("acme", a.id).await.unwrap().status, TimerStatus::Cancelled);
+    let err = k.cancel_timer("acme", b.id, None).await.unwrap_err();
+    assert!(matches!(err, KernelError::Conflict { status: Some(TimerStatus::Settled), .. }), "{err:?}");
+    let err = k.cancel_timer("acme", a.id, None).await.unwrap_err();
+    assert!(matches!(err, KernelError::Conflict { status: Some(TimerStatus::Cancelled), .. }));
+    k.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_is_another_due_time_and_success_settles() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let k = start(dir.path(), clock.clone()).await;
+    let t = k.schedule_timer("acme", webhook_req("1s", 5)).await.unwrap().timer;
+    let mut leases = k
+        .lease_deliveries(LeaseRequest { lease_owner: "w1".into(), lease_ttl_ms: 30_000, max_in_flight: 8 })
+        .await
+        .unwrap();
+    clock.advance_us(SEC);
+    let d = tokio::time::timeout(WAIT, leases.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(d.timer.id, t.id);
+    assert_eq!(d.delivery.attempt, 1);
+    let report = |d: &minoots_store::LeasedDelivery, outcome| AttemptReport {
+        delivery_id: d.delivery.id,
+        lease_owner: "w1".into(),
+        attempt: d.delivery.attempt,
+        started_at_us: clock.now_us(),
+        duration_us: 10,
+        outcome,
+        retry_after_ms: Some(5_000),
+        http_status: Some(503),
+        exit_code: None,
+        error: Some("unavailable".into()),
+        response_excerpt: None,
+    };
+    let out = k.report_attempt(report(&d, AttemptOutcome::Retryable)).await.unwrap();
+    assert_eq!(out.next_attempt_at_us, Some(clock.now_us() + 5 * SEC), "Retry-After 5 s");
+    // Not handed out again before its time.
+    clock.advance_us(5 * SEC - 1);
+    assert!(tokio::time::timeout(Duration::from_millis(300), leases.next()).await.is_err(), "retried early");
+    clock.advance_us(1);
+    let d2 = tokio::time::timeout(WAIT, leases.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(d2.delivery.id, d.delivery.id, "same delivery id across retries");
+    assert_eq!(d2.delivery.attempt, 2);
+    let out = k.report_attempt(AttemptReport { http_status: Some(200), error: None, ..report(&d2, AttemptOutcome::Succeeded) }).await.unwrap();
+    assert_eq!(out.timer_status, TimerStatus::Settled);
+    let ds = k.list_deliveries("acme", t.id).await.unwrap();
+    assert_eq!(ds[0].attempts.len(), 2);
+    k.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_lease_is_handed_to_another_executor_and_the_stale_report_is_fenced() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let k = start(dir.path(), clock.clone()).await;
+    k.schedule_timer("acme", webhook_req("1s", 5)).await.unwrap();
+    clock.advance_us(SEC);
+    let mut w1 = k
+        .lease_deliveries(LeaseRequest { lease_owner: "w1".into(), lease_ttl_ms: 2_000, max_in_flight: 1 })
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(WAIT, w1.next()).await.unwrap().unwrap().unwrap();
+    drop(w1); // the executor dies without reporting
+    let mut w2 = k
+        .lease_deliveries(LeaseRequest { lease_owner: "w2".into(), lease_ttl_ms: 2_000, max_in_flight: 1 })
+        .await
+        .unwrap();
+    clock.advance_us(3 * SEC); // the lease expires; the rescuer (every 50 ms) returns it
+    let second = tokio::time::timeout(WAIT, w2.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(second.delivery.id, first.delivery.id);
+    assert_eq!(second.delivery.attempt, 2);
+    assert_eq!(second.delivery.lease_owner.as_deref(), Some("w2"));
+    let stale = AttemptReport {
+        delivery_id: first.delivery.id,
+        lease_owner: "w1".into(),
+        attempt: 1,
+        started_at_us: clock.now_us(),
+        duration_us: 1,
+        outcome: AttemptOutcome::Succeeded,
+        retry_after_ms: None,
+        http_status: Some(200),
+        exit_code: None,
+        error: None,
+        response_excerpt: None,
+    };
+    assert!(matches!(k.report_attempt(stale.clone()).await, Err(KernelError::Fenced(_))));
+    let fresh = AttemptReport { lease_owner: "w2".into(), attempt: 2, ..stale };
+    assert_eq!(k.report_attempt(fresh).await.unwrap().timer_status, TimerStatus::Settled);
+    assert!(k.metrics().leases_rescued.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    k.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_streams_resume_from_a_sequence_number_and_follow_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let k = start(dir.path(), clock.clone()).await;
+    for _ in 0..5 {
+        k.schedule_timer("acme", req(r#"{"duration": "1h"}"#)).await.unwrap();
+    }
+    k.schedule_timer("other", req(r#"{"duration": "1h"}"#)).await.unwrap();
+    let all = k.store().read_events(EventQuery { after_seq: 0, limit: 100, ..Default::default() }).await.unwrap();
+    assert_eq!(all.len(), 6);
+    // Resume after the second event: the next four of the log, then live ones.
+    let mut s = k
+        .stream_events(EventQuery { after_seq: all[1].seq, limit: 100, tenant_id: Some("acme".into()), ..Default::default() })
+        .await
+        .unwrap();
+    let replayed = next_events(&mut s, 3).await;
+    assert_eq!(replayed.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![all[2].seq, all[3].seq, all[4].seq]);
+    let live = k.schedule_timer("acme", req(r#"{"duration": "1h"}"#)).await.unwrap().timer;
+    let e = next_events(&mut s, 1).await;
+    assert_eq!(e[0].timer_id, live.id, "the other tenant's event was filtered out");
+    assert_eq!(e[0].event_type, EventType::TimerScheduled);
+    k.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn far_timers_stay_out_of_memory_until_the_window_reaches_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let k = start(dir.path(), clock.clone()).await;
+    let mut fired = k.stream_events(fired_query()).await.unwrap();
+    let far = k.schedule_timer("acme", req(r#"{"duration": "10s"}"#)).await.unwrap().timer;
+    k.schedule_timer("acme", req(r#"{"duration": "1s"}"#)).await.unwrap();
+    assert_eq!(k.window_len(), 1, "only the timer inside the 2 s window is in memory");
+    clock.advance_us(9 * SEC);
+    let first = next_events(&mut fired, 1).await;
+    assert_ne!(first[0].timer_id, far.id);
+    // The loader brings the far timer in as the window reaches it.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while k.window_len() != 1 {
+        assert!(tokio::time::Instant::now() < deadline, "far timer never loaded");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    clock.advance_us(SEC);
+    let second = next_events(&mut fired, 1).await;
+    assert_eq!(second[0].timer_id, far.id);
+    k.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_overdue_timers_fire_at_once_oldest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let k = start(dir.path(), clock.clone()).await;
+    let mut ids = Vec::new();
+    for s in [5, 3, 9, 1, 7] {
+        ids.push((s, k.schedule_timer("acme", req(&format!(r#"{{"duration": "{s}s"}}"#))).await.unwrap().timer.id));
+    }
+    k.shutdown().await;
+    drop(k);
+    // Down for a minute: all five are overdue when the kernel comes back.
+    clock.advance_us(60 * SEC);
+    let k = start(dir.path(), clock.clone()).await;
+    let mut fired = k.stream_events(fired_query()).await.unwrap();
+    let events = next_events(&mut fired, 5).await;
+    ids.sort();
+    let want: Vec<_> = ids.iter().map(|(_, id)| *id).collect();
+    assert_eq!(events.iter().map(|e| e.timer_id).collect::<Vec<_>>(), want, "oldest first");
+    k.shutdown().await;
+}
