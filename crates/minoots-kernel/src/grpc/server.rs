@@ -1,0 +1,171 @@
+//! The gRPC server: `minoots.timer.v1.HorologyKernel` over any [`KernelApi`].
+//!
+//! Refuses to start on a non-loopback address without a token: the kernel trusts the
+//! tenant named in each request, so only the control plane and orchestrators may reach it.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status};
+
+use super::convert::*;
+use super::{pb, to_status};
+use crate::api::{KernelApi, LeaseRequest};
+
+/// Largest request or response message, in bytes. A timer is at most ~1.2 MiB of input
+/// (16 actions with 64 KiB bodies, 16 KiB metadata); leave headroom.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+#[derive(Debug, Clone, Default)]
+pub struct GrpcServerConfig {
+    /// Required as `authorization: Bearer <token>` on every call when set; must be set
+    /// when listening beyond loopback.
+    pub token: Option<String>,
+}
+
+struct Service {
+    kernel: Arc<dyn KernelApi>,
+}
+
+type GrpcStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl pb::horology_kernel_server::HorologyKernel for Service {
+    async fn schedule_timer(
+        &self,
+        request: Request<pb::ScheduleTimerRequest>,
+    ) -> Result<Response<pb::ScheduleTimerResponse>, Status> {
+        let (tenant, req) = schedule_request_of(request.into_inner()).map_err(to_status)?;
+        let out = self.kernel.schedule_timer(&tenant, req).await.map_err(to_status)?;
+        Ok(Response::new(pb::ScheduleTimerResponse { timer: Some(timer_pb(&out.timer)), created: out.created }))
+    }
+
+    async fn get_timer(&self, request: Request<pb::GetTimerRequest>) -> Result<Response<pb::Timer>, Status> {
+        let r = request.into_inner();
+        let id = timer_id_of(&r.id, "id").map_err(to_status)?;
+        let t = self.kernel.get_timer(&r.tenant_id, id).await.map_err(to_status)?;
+        Ok(Response::new(timer_pb(&t)))
+    }
+
+    async fn list_timers(
+        &self,
+        request: Request<pb::ListTimersRequest>,
+    ) -> Result<Response<pb::ListTimersResponse>, Status> {
+        let q = list_request_of(request.into_inner()).map_err(to_status)?;
+        let page = self.kernel.list_timers(q).await.map_err(to_status)?;
+        Ok(Response::new(pb::ListTimersResponse {
+            timers: page.timers.iter().map(timer_pb).collect(),
+            next_page_token: page.next.map(|n| n.encode_cursor()).unwrap_or_default(),
+        }))
+    }
+
+    async fn cancel_timer(&self, request: Request<pb::CancelTimerRequest>) -> Result<Response<pb::Timer>, Status> {
+        let r = request.into_inner();
+        let id = timer_id_of(&r.id, "id").map_err(to_status)?;
+        let t = self.kernel.cancel_timer(&r.tenant_id, id, r.reason).await.map_err(to_status)?;
+        Ok(Response::new(timer_pb(&t)))
+    }
+
+    async fn list_deliveries(
+        &self,
+        request: Request<pb::ListDeliveriesRequest>,
+    ) -> Result<Response<pb::ListDeliveriesResponse>, Status> {
+        let r = request.into_inner();
+        let id = timer_id_of(&r.timer_id, "timerId").map_err(to_status)?;
+        let ds = self.kernel.list_deliveries(&r.tenant_id, id).await.map_err(to_status)?;
+        Ok(Response::new(pb::ListDeliveriesResponse {
+            deliveries: ds.iter().map(|d| delivery_pb(&d.delivery, &d.attempts)).collect(),
+        }))
+    }
+
+    type StreamTimerEventsStream = GrpcStream<pb::TimerEvent>;
+
+    async fn stream_timer_events(
+        &self,
+        request: Request<pb::StreamTimerEventsRequest>,
+    ) -> Result<Response<Self::StreamTimerEventsStream>, Status> {
+        let q = event_query_of(request.into_inner()).map_err(to_status)?;
+        let stream = self.kernel.stream_events(q).await.map_err(to_status)?;
+        Ok(Response::new(Box::pin(stream.map(|r| r.map(|e| event_pb(&e)).map_err(to_status)))))
+    }
+
+    type LeaseDeliveriesStream = GrpcStream<pb::LeasedDelivery>;
+
+    async fn lease_deliveries(
+        &self,
+        request: Request<pb::LeaseDeliveriesRequest>,
+    ) -> Result<Response<Self::LeaseDeliveriesStream>, Status> {
+        let r = request.into_inner();
+        let stream = self
+            .kernel
+            .lease_deliveries(LeaseRequest {
+                lease_owner: r.lease_owner,
+                lease_ttl_ms: r.lease_ttl_ms,
+                max_in_flight: r.max_in_flight,
+            })
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(Box::pin(stream.map(|r| r.map(|d| leased_pb(&d)).map_err(to_status)))))
+    }
+
+    async fn report_attempt(
+        &self,
+        request: Request<pb::ReportAttemptRequest>,
+    ) -> Result<Response<pb::ReportAttemptResponse>, Status> {
+        let report = report_of(request.into_inner()).map_err(to_status)?;
+        let out = self.kernel.report_attempt(report).await.map_err(to_status)?;
+        Ok(Response::new(report_outcome_pb(&out)))
+    }
+}
+
+/// Compares in time independent of where the inputs differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Serves the kernel on `listener` until `shutdown` completes.
+pub async fn serve(
+    kernel: Arc<dyn KernelApi>,
+    listener: TcpListener,
+    config: GrpcServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let token = config.token.filter(|t| !t.is_empty());
+    if !addr.ip().is_loopback() && token.is_none() {
+        return Err(format!(
+            "refusing to serve the kernel on {addr} without a token: set MINOOTS_KERNEL_TOKEN, or listen on 127.0.0.1"
+        ));
+    }
+    if let Some(t) = &token {
+        if t.len() < 16 {
+            return Err("MINOOTS_KERNEL_TOKEN must be at least 16 characters".into());
+        }
+    }
+    let expected = token.map(|t| format!("Bearer {t}"));
+    let check = move |req: Request<()>| -> Result<Request<()>, Status> {
+        if let Some(expected) = &expected {
+            let given = req.metadata().get("authorization").map(|v| v.as_bytes()).unwrap_or_default();
+            if !constant_time_eq(given, expected.as_bytes()) {
+                return Err(Status::unauthenticated("missing or wrong kernel token (authorization: Bearer <MINOOTS_KERNEL_TOKEN>)"));
+            }
+        }
+        Ok(req)
+    };
+    let server = pb::horology_kernel_server::HorologyKernelServer::new(Service { kernel })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let service = tonic::service::interceptor::InterceptedService::new(server, check);
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))
+        .add_service(service)
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        .await
+        .map_err(|e| format!("gRPC server failed: {e}"))
+}
