@@ -19,8 +19,9 @@ pub struct KernelConfig {
     pub max_window_timers: usize,
     /// Most timers fired in one store transaction.
     pub fire_batch: usize,
-    /// Fire batches queued behind the one being committed. When the queue is full the
-    /// firing thread waits, so a slow disk slows firing instead of growing memory.
+    /// Fired timers waiting to be committed are bounded by `fire_batch` times this. When
+    /// that many wait, the firing thread waits too, so a slow disk slows firing instead of
+    /// growing memory.
     pub max_fire_batches_in_flight: usize,
     /// How often expired delivery leases are looked for.
     pub rescue_interval: Duration,

@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use minoots_core::{Clock, TimerId};
 use minoots_store::{DueTimer, FireOutcome, FireRequest, Store};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use uuid_max::max_timer_id;
 
 use crate::config::KernelConfig;
@@ -64,6 +64,54 @@ pub(crate) struct Shared {
     loaded_once: AtomicBool,
     /// Wakes the loader early (the index drained below the low-water mark).
     loader_wake: Notify,
+}
+
+/// Timers popped by the firing thread, waiting for the dispatcher to commit them.
+///
+/// A plain queue rather than a channel of batches: the firing thread appends whatever it
+/// popped (often a single timer) and the dispatcher takes everything queued into one
+/// transaction, so a slow fsync makes transactions larger instead of stalling firing.
+/// It holds at most `max_queued` timers; beyond that the firing thread waits for room
+/// (a disk that cannot keep up slows firing rather than growing memory).
+struct Outbox {
+    queue: Mutex<Vec<FireRequest>>,
+    room: Condvar,
+    ready: Notify,
+    closed: AtomicBool,
+    max_queued: usize,
+}
+
+impl Outbox {
+    /// Appends fires; waits while the queue is full. False once the outbox is closed.
+    fn push(&self, fires: Vec<FireRequest>) -> bool {
+        let mut q = self.queue.lock().expect("outbox poisoned");
+        while q.len() >= self.max_queued && !self.closed.load(Ordering::Acquire) {
+            q = self.room.wait(q).expect("outbox poisoned");
+        }
+        if self.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        q.extend(fires);
+        drop(q);
+        self.ready.notify_one();
+        true
+    }
+
+    /// Takes up to `max` queued fires, oldest first.
+    fn take(&self, max: usize) -> Vec<FireRequest> {
+        let mut q = self.queue.lock().expect("outbox poisoned");
+        let batch = if q.len() <= max { std::mem::take(&mut *q) } else { q.drain(..max).collect() };
+        drop(q);
+        self.room.notify_all();
+        batch
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        let _guard = self.queue.lock();
+        self.room.notify_all();
+        self.ready.notify_one();
+    }
 }
 
 /// Handle to the window and its threads. Dropping it does not stop them; call `shutdown`.
@@ -107,13 +155,22 @@ impl Scheduler {
             }
         }));
 
-        let (fire_tx, fire_rx) = mpsc::channel::<Vec<FireRequest>>(config.max_fire_batches_in_flight);
-        let dispatcher = tokio::spawn(dispatch_fires(store.clone(), shared.clone(), fire_rx, delivery_notify));
+        let outbox = Arc::new(Outbox {
+            queue: Mutex::new(Vec::new()),
+            room: Condvar::new(),
+            ready: Notify::new(),
+            closed: AtomicBool::new(false),
+            max_queued: config.fire_batch * config.max_fire_batches_in_flight,
+        });
+        let dispatcher = tokio::spawn(dispatch_fires(store.clone(), shared.clone(), outbox.clone(), delivery_notify));
         let loader = tokio::spawn(run_loader(store, shared.clone()));
         let thread_shared = shared.clone();
         let firing_thread = std::thread::Builder::new()
             .name("minoots-firing".into())
-            .spawn(move || firing_loop(thread_shared, fire_tx))
+            .spawn(move || {
+                firing_loop(&thread_shared, &outbox);
+                outbox.close();
+            })
             .expect("spawn the firing thread");
         Arc::new(Self {
             shared,
@@ -185,7 +242,7 @@ fn set_precise_timer_slack() {
     }
 }
 
-fn firing_loop(shared: Arc<Shared>, fire_tx: mpsc::Sender<Vec<FireRequest>>) {
+fn firing_loop(shared: &Shared, outbox: &Outbox) {
     set_precise_timer_slack();
     let max_sleep = shared.config.max_sleep;
     let batch_max = shared.config.fire_batch;
@@ -229,24 +286,28 @@ fn firing_loop(shared: Arc<Shared>, fire_tx: mpsc::Sender<Vec<FireRequest>>) {
         if remaining < low_water {
             shared.loader_wake.notify_one();
         }
-        // Blocks when the store is behind: a bounded number of fire batches in flight.
-        if fire_tx.blocking_send(requests).is_err() {
+        // Waits only when the store is far behind (the outbox is full).
+        if !outbox.push(requests) {
             return;
         }
         guard = shared.state.lock().expect("scheduler poisoned");
     }
 }
 
-/// Hands fire batches to the store one at a time, in the order the firing thread made
-/// them, so timers fire (and their events appear) in due order. While one batch commits,
-/// the next ones queue in the bounded channel; the store's group commit does the rest.
-async fn dispatch_fires(
-    store: Arc<dyn Store>,
-    shared: Arc<Shared>,
-    mut rx: mpsc::Receiver<Vec<FireRequest>>,
-    delivery_notify: Arc<Notify>,
-) {
-    while let Some(batch) = rx.recv().await {
+/// Commits fires in the order the firing thread popped them, one transaction at a time,
+/// each holding everything queued meanwhile (up to the configured bound), so timers fire
+/// and their events appear in due order.
+async fn dispatch_fires(store: Arc<dyn Store>, shared: Arc<Shared>, outbox: Arc<Outbox>, delivery_notify: Arc<Notify>) {
+    let max_merged = shared.config.fire_batch * shared.config.max_fire_batches_in_flight;
+    loop {
+        let batch = outbox.take(max_merged);
+        if batch.is_empty() {
+            if outbox.closed.load(Ordering::Acquire) && outbox.queue.lock().expect("outbox poisoned").is_empty() {
+                return;
+            }
+            outbox.ready.notified().await;
+            continue;
+        }
         fire_with_retry(store.as_ref(), &shared, batch, &delivery_notify).await;
     }
 }

@@ -1,1 +1,71 @@
-fn main() {}
+//! The `minoots` binary: parses flags and wires the libraries together. The logic lives
+//! in the library crates; this file only chooses what to start.
+
+mod bench;
+mod kernel_cmd;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "minoots", version, about = "MINOOTS: durable timers as a service")]
+struct Cli {
+    /// Log format: "text" for people, "json" for log collectors.
+    #[arg(long, global = true, env = "MINOOTS_LOG_FORMAT", default_value = "text")]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the horology kernel alone: embedded store and the gRPC API.
+    Kernel(KernelArgs),
+    /// Run a benchmark and print its results as JSON lines and a summary.
+    Bench {
+        #[command(subcommand)]
+        workload: bench::Workload,
+    },
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct KernelArgs {
+    /// Directory of the embedded store (created if missing; locked while running).
+    #[arg(long, env = "MINOOTS_DATA_DIR", default_value = "./minoots-data")]
+    pub data_dir: PathBuf,
+    /// Address of the kernel's gRPC API.
+    #[arg(long, env = "MINOOTS_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    pub grpc_addr: SocketAddr,
+    /// Bearer token required on every gRPC call; mandatory when not listening on loopback.
+    #[arg(long, env = "MINOOTS_KERNEL_TOKEN", hide_env_values = true)]
+    pub kernel_token: Option<String>,
+    /// Days of events kept in the event log.
+    #[arg(long, env = "MINOOTS_EVENT_RETENTION_DAYS", default_value_t = 7)]
+    pub event_retention_days: u32,
+}
+
+fn init_logging(format: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MINOOTS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        "text" => builder.init(),
+        "json" => builder.json().init(),
+        other => anyhow::bail!("--log-format must be \"text\" or \"json\", not \"{other}\""),
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(&cli.log_format)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Kernel(args) => kernel_cmd::run(args).await,
+            Command::Bench { workload } => bench::run(workload).await,
+        }
+    })
+}

@@ -1,0 +1,367 @@
+//! `minoots bench kernel`: the kernel's own numbers, measured in one process on this
+//! machine's disk, with an fsync calibration printed first because disks vary run to run.
+//!
+//! * schedules: durable creates per second through `KernelApi::schedule_timer` (validation,
+//!   group commit, window update) from many concurrent callers, with per-call latency.
+//! * lateness: timers due uniformly within a few seconds; lateness of the firing thread
+//!   (fired − due, as stored on each timer) and of the durable `timer.fired` event as seen
+//!   by a live subscriber (commit + broadcast included).
+//! * rss: resident memory per pending timer for timers due 1 h – 7 d out, and store bytes.
+//!
+//! Each section prints one JSON object per line; nothing here asserts timings.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use minoots_core::{Clock, EventType, SystemClock, TimerRequest};
+use minoots_kernel::{Kernel, KernelApi, KernelConfig};
+use minoots_store::{EventQuery, SqliteConfig, SqliteStore, Store, TimerQuery};
+use serde_json::json;
+use tokio_stream::StreamExt;
+
+#[derive(clap::Subcommand)]
+pub enum Workload {
+    /// Durable schedules/s, firing lateness and memory per pending timer of the kernel.
+    Kernel(KernelBench),
+}
+
+#[derive(clap::Args, Clone)]
+pub struct KernelBench {
+    /// Timers created in the schedule-throughput run.
+    #[arg(long, default_value_t = 100_000)]
+    schedules: usize,
+    /// Concurrent callers in the schedule-throughput run.
+    #[arg(long, default_value_t = 512)]
+    concurrency: usize,
+    /// Timers in the lateness run.
+    #[arg(long, default_value_t = 100_000)]
+    lateness_timers: usize,
+    /// Seconds over which the lateness timers fall due.
+    #[arg(long, default_value_t = 10)]
+    lateness_spread_s: u64,
+    /// Far-future timers in the memory run.
+    #[arg(long, default_value_t = 1_000_000)]
+    rss_timers: usize,
+    /// Small sizes for a smoke test (each section takes about a second).
+    #[arg(long)]
+    quick: bool,
+    /// Where the stores are created (default: a temporary directory). Measures that disk.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Only these sections (comma-separated: schedules, lateness, rss).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+}
+
+pub async fn run(w: Workload) -> anyhow::Result<()> {
+    match w {
+        Workload::Kernel(mut b) => {
+            if b.quick {
+                b.schedules = b.schedules.min(2_000);
+                b.lateness_timers = b.lateness_timers.min(2_000);
+                b.lateness_spread_s = b.lateness_spread_s.min(1);
+                b.rss_timers = b.rss_timers.min(20_000);
+            }
+            kernel_bench(b).await
+        }
+    }
+}
+
+fn emit(v: serde_json::Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{v}");
+    let _ = out.flush();
+}
+
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Returns freed heap to the OS so RSS reflects live memory, not allocator caches.
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory held by the allocator.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+fn percentile(sorted: &[i64], q: f64) -> i64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let idx = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[idx]
+}
+
+fn dist_us(mut v: Vec<i64>) -> serde_json::Value {
+    v.sort_unstable();
+    json!({
+        "count": v.len(),
+        "p50_us": percentile(&v, 0.50),
+        "p90_us": percentile(&v, 0.90),
+        "p99_us": percentile(&v, 0.99),
+        "p999_us": percentile(&v, 0.999),
+        "max_us": v.last().copied().unwrap_or(0),
+        "min_us": v.first().copied().unwrap_or(0),
+    })
+}
+
+/// Appends 4 KiB and fdatasyncs, repeatedly for about a second: the disk's durable-write rate.
+fn fsync_calibration(dir: &Path) -> anyhow::Result<serde_json::Value> {
+    use std::os::unix::io::AsRawFd;
+    let path = dir.join("fsync-calibration.tmp");
+    let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(true).open(&path)?;
+    let block = vec![0x5au8; 4096];
+    let mut lat = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(1) && lat.len() < 100_000 {
+        let t = Instant::now();
+        f.write_all(&block)?;
+        // SAFETY: fdatasync on a file descriptor we own.
+        if unsafe { libc::fdatasync(f.as_raw_fd()) } != 0 {
+            anyhow::bail!("fdatasync failed: {}", std::io::Error::last_os_error());
+        }
+        lat.push(t.elapsed().as_micros() as i64);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    drop(f);
+    let _ = std::fs::remove_file(&path);
+    Ok(json!({"section": "fsync_calibration", "fdatasyncs_per_s": (lat.len() as f64 / elapsed).round(), "latency": dist_us(lat)}))
+}
+
+fn machine() -> serde_json::Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo.lines().find_map(|l| l.strip_prefix("model name")).map(|m| m.trim_start_matches([' ', '\t', ':']).to_string());
+    json!({
+        "section": "machine",
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpu": model,
+        "minoots": env!("CARGO_PKG_VERSION"),
+    })
+}
+
+async fn start_kernel(dir: &Path) -> anyhow::Result<Arc<Kernel>> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(SqliteConfig::new(dir), clock.clone())?);
+    let k = Kernel::start(store, clock, KernelConfig::default()).map_err(anyhow::Error::msg)?;
+    k.wait_ready(Duration::from_secs(30)).await;
+    Ok(k)
+}
+
+fn webhook_request(fire: &str) -> TimerRequest {
+    TimerRequest::from_json(
+        format!(
+            r#"{{"requestedBy": "bench", "name": "bench-timer", {fire},
+                "actionBundle": {{"actions": [{{"type": "webhook", "url": "https://example.com/hook"}}]}}}}"#
+        )
+        .as_bytes(),
+    )
+    .expect("valid request")
+}
+
+fn section_dir(base: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    let d = base.join(name);
+    if d.exists() {
+        std::fs::remove_dir_all(&d)?;
+    }
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
+
+async fn kernel_bench(b: KernelBench) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let base = b.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    std::fs::create_dir_all(&base)?;
+    let wants = |s: &str| b.only.is_empty() || b.only.iter().any(|o| o == s);
+    emit(machine());
+    emit(fsync_calibration(&base)?);
+    if wants("schedules") {
+        emit(bench_schedules(&section_dir(&base, "schedules")?, b.schedules, b.concurrency).await?);
+    }
+    if wants("lateness") {
+        emit(bench_lateness(&section_dir(&base, "lateness")?, b.lateness_timers, b.lateness_spread_s).await?);
+    }
+    if wants("rss") {
+        emit(bench_rss(&section_dir(&base, "rss")?, b.rss_timers).await?);
+    }
+    emit(fsync_calibration(&base)?);
+    Ok(())
+}
+
+async fn bench_schedules(dir: &Path, n: usize, concurrency: usize) -> anyhow::Result<serde_json::Value> {
+    let k = start_kernel(dir).await?;
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency.max(1) {
+        let k = k.clone();
+        let next = next.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    return Ok::<_, anyhow::Error>(lat);
+                }
+                let req = webhook_request(&format!(r#""duration": "{}s""#, 3_600 + i % 86_400));
+                let t = Instant::now();
+                k.schedule_timer("bench", req).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+                lat.push(t.elapsed().as_micros() as i64);
+            }
+        }));
+    }
+    let mut lat = Vec::with_capacity(n);
+    for t in tasks {
+        lat.extend(t.await??);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let stored = k.store().stats().await?.scheduled_timers;
+    k.shutdown().await;
+    anyhow::ensure!(stored as usize == n, "expected {n} stored timers, found {stored}");
+    Ok(json!({
+        "section": "schedules",
+        "timers": n,
+        "concurrency": concurrency,
+        "seconds": secs,
+        "schedules_per_s": (n as f64 / secs).round(),
+        "call_latency": dist_us(lat),
+        "note": "closed loop: each caller waits for its commit before the next create",
+    }))
+}
+
+async fn bench_lateness(dir: &Path, n: usize, spread_s: u64) -> anyhow::Result<serde_json::Value> {
+    let k = start_kernel(dir).await?;
+    let clock = SystemClock;
+    // Create everything first (in large batches, which is fast), due from 2 s after that.
+    let setup = Instant::now();
+    let lead_us = 2_000_000 + (n as i64) * 20; // room for the setup itself (~50k/s)
+    let base = clock.now_us() + lead_us;
+    let spread_us = (spread_s as i64) * 1_000_000;
+    let mut due = std::collections::HashMap::with_capacity(n);
+    let mut i = 0usize;
+    while i < n {
+        let chunk: Vec<(i64, TimerRequest)> = (i..(i + 1_000).min(n))
+            .map(|j| {
+                // A deterministic spread over the interval, not in creation order.
+                let offset = ((j as i64).wrapping_mul(7_919) % (n as i64)) * spread_us / (n as i64);
+                let at = base + offset;
+                (at, webhook_request(&format!(r#""fireAt": "{}""#, minoots_core::timefmt::format_us(at))))
+            })
+            .collect();
+        let ats: Vec<i64> = chunk.iter().map(|(a, _)| *a).collect();
+        let timers = k.schedule_many("bench", chunk.into_iter().map(|(_, r)| r).collect()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        for (t, at) in timers.iter().zip(ats) {
+            due.insert(t.id, at);
+        }
+        i += 1_000;
+    }
+    let setup_s = setup.elapsed().as_secs_f64();
+    anyhow::ensure!(clock.now_us() < base, "setup took longer than the lead time; lower --lateness-timers");
+
+    // A live subscriber sees each durable timer.fired event.
+    let mut events = k
+        .stream_events(EventQuery { after_seq: 0, limit: 1_000, types: vec![EventType::TimerFired], ..Default::default() })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut event_late = Vec::with_capacity(n);
+    let mut seen = std::collections::HashSet::with_capacity(n);
+    let deadline = Instant::now() + Duration::from_secs(spread_s + 60) + Duration::from_micros(lead_us as u64);
+    while seen.len() < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(Some(e)) = tokio::time::timeout(left, events.next()).await else { break };
+        let e = e.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let now = clock.now_us();
+        if let Some(at) = due.get(&e.timer_id) {
+            if seen.insert(e.timer_id) {
+                event_late.push(now - at);
+            }
+        }
+    }
+    let missed = n - seen.len();
+
+    // The firing thread's own measurement, as stored on each timer.
+    let mut fire_late = Vec::with_capacity(n);
+    let mut early = 0usize;
+    let mut after = None;
+    loop {
+        let page = k
+            .list_timers(TimerQuery { tenant_id: "bench".into(), status: None, label: None, limit: 500, after })
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        for t in &page.timers {
+            if let Some(l) = t.fired_late_us() {
+                if l < 0 {
+                    early += 1;
+                }
+                fire_late.push(l);
+            }
+        }
+        match page.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    k.shutdown().await;
+    Ok(json!({
+        "section": "lateness",
+        "timers": n,
+        "spread_s": spread_s,
+        "setup_s": setup_s,
+        "missed": missed,
+        "fired_early": early,
+        "firing_thread": dist_us(fire_late),
+        "durable_event": dist_us(event_late),
+    }))
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|it| it.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum())
+        .unwrap_or(0)
+}
+
+async fn bench_rss(dir: &Path, n: usize) -> anyhow::Result<serde_json::Value> {
+    let k = start_kernel(dir).await?;
+    // Warm up: the first timers allocate the runtime's and SQLite's steady-state buffers.
+    let warm: Vec<TimerRequest> = (0..1_000).map(|i| webhook_request(&format!(r#""duration": "{}s""#, 3_600 + i))).collect();
+    k.schedule_many("bench", warm).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    trim_heap();
+    let before = rss_bytes();
+    let start = Instant::now();
+    let mut i = 0usize;
+    while i < n {
+        let chunk: Vec<TimerRequest> = (i..(i + 1_000).min(n))
+            .map(|j| webhook_request(&format!(r#""duration": "{}s""#, 3_600 + (j * 7_919) % (7 * 86_400 - 3_600))))
+            .collect();
+        k.schedule_many("bench", chunk).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        i += 1_000;
+    }
+    let create_s = start.elapsed().as_secs_f64();
+    let after_untrimmed = rss_bytes();
+    trim_heap();
+    let after = rss_bytes();
+    let window = k.window_len();
+    k.shutdown().await;
+    let store_bytes = dir_bytes(dir);
+    Ok(json!({
+        "section": "rss",
+        "timers": n,
+        "create_s": create_s,
+        "rss_before_bytes": before,
+        "rss_after_bytes": after,
+        "rss_after_untrimmed_bytes": after_untrimmed,
+        "rss_per_timer_bytes": (after.saturating_sub(before)) as f64 / n as f64,
+        "rss_per_timer_untrimmed_bytes": (after_untrimmed.saturating_sub(before)) as f64 / n as f64,
+        "timers_in_memory_window": window,
+        "store_bytes": store_bytes,
+        "store_bytes_per_timer": store_bytes as f64 / (n + 1_000) as f64,
+    }))
+}
