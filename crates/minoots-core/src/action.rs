@@ -94,7 +94,10 @@ impl ActionBundle {
         if self.actions.len() > MAX_ACTIONS {
             errors.push(
                 format!("{path}.actions"),
-                format!("has {} actions; at most {MAX_ACTIONS} are allowed", self.actions.len()),
+                format!(
+                    "has {} actions; at most {MAX_ACTIONS} are allowed",
+                    self.actions.len()
+                ),
             );
         }
         for (i, action) in self.actions.iter().enumerate() {
@@ -131,16 +134,23 @@ impl WebhookAction {
 
     fn validate(&self, p: &str, errors: &mut ValidationErrors) {
         if self.url.len() > MAX_URL_BYTES {
-            errors.push(format!("{p}.url"), format!("is longer than {MAX_URL_BYTES} bytes"));
+            errors.push(
+                format!("{p}.url"),
+                format!("is longer than {MAX_URL_BYTES} bytes"),
+            );
         } else {
             match url::Url::parse(&self.url) {
                 Ok(u) if u.scheme() != "http" && u.scheme() != "https" => errors.push(
                     format!("{p}.url"),
-                    format!("uses scheme \"{}\"; only http and https URLs are allowed", u.scheme()),
+                    format!(
+                        "uses scheme \"{}\"; only http and https URLs are allowed",
+                        u.scheme()
+                    ),
                 ),
-                Ok(u) if u.host_str().is_none_or(str::is_empty) => {
-                    errors.push(format!("{p}.url"), "has no host; write a full URL like https://example.com/hook")
-                }
+                Ok(u) if u.host_str().is_none_or(str::is_empty) => errors.push(
+                    format!("{p}.url"),
+                    "has no host; write a full URL like https://example.com/hook",
+                ),
                 Ok(u) if !u.username().is_empty() || u.password().is_some() => errors.push(
                     format!("{p}.url"),
                     "must not carry credentials; send them in headers instead",
@@ -148,36 +158,56 @@ impl WebhookAction {
                 Ok(_) => {}
                 Err(e) => errors.push(
                     format!("{p}.url"),
-                    format!("is not a valid URL ({e}); write a full URL like https://example.com/hook"),
+                    format!(
+                        "is not a valid URL ({e}); write a full URL like https://example.com/hook"
+                    ),
                 ),
             }
         }
-        if let Some(m) = &self.method {
-            if !HTTP_METHODS.contains(&m.as_str()) {
+        if let Some(m) = &self.method
+            && !HTTP_METHODS.contains(&m.as_str()) {
                 errors.push(
                     format!("{p}.method"),
-                    format!("\"{m}\" is not supported; use one of {}", HTTP_METHODS.join(", ")),
+                    format!(
+                        "\"{m}\" is not supported; use one of {}",
+                        HTTP_METHODS.join(", ")
+                    ),
                 );
             }
-        }
         if self.headers.len() > MAX_WEBHOOK_HEADERS {
-            errors.push(format!("{p}.headers"), format!("at most {MAX_WEBHOOK_HEADERS} headers are allowed"));
+            errors.push(
+                format!("{p}.headers"),
+                format!("at most {MAX_WEBHOOK_HEADERS} headers are allowed"),
+            );
         }
         for (name, value) in &self.headers {
             let valid_name = !name.is_empty()
                 && name.len() <= MAX_HEADER_NAME_BYTES
-                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
             if !valid_name {
-                errors.push(format!("{p}.headers.{name}"), "is not a valid HTTP header name");
-            }
-            if value.len() > MAX_HEADER_VALUE_BYTES || value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
                 errors.push(
                     format!("{p}.headers.{name}"),
-                    format!("value must be at most {MAX_HEADER_VALUE_BYTES} bytes without line breaks"),
+                    "is not a valid HTTP header name",
+                );
+            }
+            if value.len() > MAX_HEADER_VALUE_BYTES
+                || value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0)
+            {
+                errors.push(
+                    format!("{p}.headers.{name}"),
+                    format!(
+                        "value must be at most {MAX_HEADER_VALUE_BYTES} bytes without line breaks"
+                    ),
                 );
             }
             let lower = name.to_ascii_lowercase();
-            if lower.starts_with("webhook-") || lower.starts_with("x-minoots-") || lower == "host" || lower == "content-length" {
+            if lower.starts_with("webhook-")
+                || lower.starts_with("x-minoots-")
+                || lower == "host"
+                || lower == "content-length"
+            {
                 errors.push(
                     format!("{p}.headers.{name}"),
                     "is set by MINOOTS itself and cannot be overridden",
@@ -185,16 +215,23 @@ impl WebhookAction {
             }
         }
         if let Some(body) = &self.body {
-            let size = serde_json::to_vec(body).map(|v| v.len()).unwrap_or(usize::MAX);
+            let size = serde_json::to_vec(body)
+                .map(|v| v.len())
+                .unwrap_or(usize::MAX);
             if size > MAX_WEBHOOK_BODY_BYTES {
-                errors.push(format!("{p}.body"), format!("is {size} bytes; at most {MAX_WEBHOOK_BODY_BYTES} are allowed"));
+                errors.push(
+                    format!("{p}.body"),
+                    format!("is {size} bytes; at most {MAX_WEBHOOK_BODY_BYTES} are allowed"),
+                );
             }
         }
-        if let Some(t) = self.timeout_ms {
-            if t == 0 || t > MAX_WEBHOOK_TIMEOUT_MS {
-                errors.push(format!("{p}.timeoutMs"), format!("must be between 1 and {MAX_WEBHOOK_TIMEOUT_MS}"));
+        if let Some(t) = self.timeout_ms
+            && (t == 0 || t > MAX_WEBHOOK_TIMEOUT_MS) {
+                errors.push(
+                    format!("{p}.timeoutMs"),
+                    format!("must be between 1 and {MAX_WEBHOOK_TIMEOUT_MS}"),
+                );
             }
-        }
     }
 }
 
@@ -206,7 +243,10 @@ impl CommandAction {
     fn validate(&self, p: &str, errors: &mut ValidationErrors) {
         let valid = !self.command.is_empty()
             && self.command.len() <= MAX_COMMAND_NAME_BYTES
-            && self.command.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+            && self
+                .command
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
             && !self.command.starts_with('.');
         if !valid {
             errors.push(
@@ -215,15 +255,24 @@ impl CommandAction {
             );
         }
         if self.args.len() > MAX_COMMAND_ARGS {
-            errors.push(format!("{p}.args"), format!("at most {MAX_COMMAND_ARGS} arguments are allowed"));
+            errors.push(
+                format!("{p}.args"),
+                format!("at most {MAX_COMMAND_ARGS} arguments are allowed"),
+            );
         }
         for (i, a) in self.args.iter().enumerate() {
             if a.len() > MAX_COMMAND_ARG_BYTES || a.contains('\0') {
-                errors.push(format!("{p}.args[{i}]"), format!("must be at most {MAX_COMMAND_ARG_BYTES} bytes without NUL"));
+                errors.push(
+                    format!("{p}.args[{i}]"),
+                    format!("must be at most {MAX_COMMAND_ARG_BYTES} bytes without NUL"),
+                );
             }
         }
         if self.env.len() > MAX_COMMAND_ENV {
-            errors.push(format!("{p}.env"), format!("at most {MAX_COMMAND_ENV} variables are allowed"));
+            errors.push(
+                format!("{p}.env"),
+                format!("at most {MAX_COMMAND_ENV} variables are allowed"),
+            );
         }
         for (k, v) in &self.env {
             let ok = !k.is_empty()
@@ -236,11 +285,13 @@ impl CommandAction {
                 errors.push(format!("{p}.env.{k}"), "names must be letters, digits and _ (not starting with a digit); values at most 4096 bytes");
             }
         }
-        if let Some(t) = self.timeout_ms {
-            if t == 0 || t > MAX_COMMAND_TIMEOUT_MS {
-                errors.push(format!("{p}.timeoutMs"), format!("must be between 1 and {MAX_COMMAND_TIMEOUT_MS}"));
+        if let Some(t) = self.timeout_ms
+            && (t == 0 || t > MAX_COMMAND_TIMEOUT_MS) {
+                errors.push(
+                    format!("{p}.timeoutMs"),
+                    format!("must be between 1 and {MAX_COMMAND_TIMEOUT_MS}"),
+                );
             }
-        }
     }
 }
 
@@ -263,7 +314,10 @@ impl FileAction {
         if let Some(c) = &self.content {
             let size = serde_json::to_vec(c).map(|v| v.len()).unwrap_or(usize::MAX);
             if size > MAX_WEBHOOK_BODY_BYTES {
-                errors.push(format!("{p}.content"), format!("is {size} bytes; at most {MAX_WEBHOOK_BODY_BYTES} are allowed"));
+                errors.push(
+                    format!("{p}.content"),
+                    format!("is {size} bytes; at most {MAX_WEBHOOK_BODY_BYTES} are allowed"),
+                );
             }
         }
     }
@@ -300,39 +354,103 @@ mod tests {
         b.validate("actionBundle", &mut e);
         assert!(e.is_empty(), "{e}");
         // Round trip keeps the same value.
-        let again: ActionBundle = serde_json::from_value(serde_json::to_value(&b).unwrap()).unwrap();
+        let again: ActionBundle =
+            serde_json::from_value(serde_json::to_value(&b).unwrap()).unwrap();
         assert_eq!(again, b);
     }
 
     #[test]
     fn refuses_unknown_fields_and_types() {
-        assert!(parse(r#"{"actions": [{"type": "webhook", "url": "https://a.example", "timeoutMS": 1}]}"#).unwrap_err().contains("timeoutMS"));
-        assert!(parse(r#"{"actions": [], "retry": {}}"#).unwrap_err().contains("retry"));
-        assert!(parse(r#"{"actions": [{"type": "email", "to": "x"}]}"#).unwrap_err().contains("email"));
-        assert!(parse(r#"{"actions": [{"url": "https://a.example"}]}"#).unwrap_err().contains("type"));
+        assert!(
+            parse(
+                r#"{"actions": [{"type": "webhook", "url": "https://a.example", "timeoutMS": 1}]}"#
+            )
+            .unwrap_err()
+            .contains("timeoutMS")
+        );
+        assert!(
+            parse(r#"{"actions": [], "retry": {}}"#)
+                .unwrap_err()
+                .contains("retry")
+        );
+        assert!(
+            parse(r#"{"actions": [{"type": "email", "to": "x"}]}"#)
+                .unwrap_err()
+                .contains("email")
+        );
+        assert!(
+            parse(r#"{"actions": [{"url": "https://a.example"}]}"#)
+                .unwrap_err()
+                .contains("type")
+        );
     }
 
     #[test]
     fn webhook_checks_name_the_field() {
         let cases = [
-            (r#"{"actions": [{"type": "webhook", "url": "ftp://example.com/x"}]}"#, "actionBundle.actions[0].url"),
-            (r#"{"actions": [{"type": "webhook", "url": "not a url"}]}"#, "actionBundle.actions[0].url"),
-            (r#"{"actions": [{"type": "webhook", "url": "https://u:p@example.com"}]}"#, "actionBundle.actions[0].url"),
-            (r#"{"actions": [{"type": "webhook", "url": "https://example.com", "method": "BREW"}]}"#, "actionBundle.actions[0].method"),
-            (r#"{"actions": [{"type": "webhook", "url": "https://example.com", "timeoutMs": 0}]}"#, "actionBundle.actions[0].timeoutMs"),
-            (r#"{"actions": [{"type": "webhook", "url": "https://example.com", "timeoutMs": 120001}]}"#, "actionBundle.actions[0].timeoutMs"),
-            (r#"{"actions": [{"type": "webhook", "url": "https://example.com", "headers": {"bad header": "x"}}]}"#, "actionBundle.actions[0].headers.bad header"),
-            (r#"{"actions": [{"type": "webhook", "url": "https://example.com", "headers": {"webhook-id": "x"}}]}"#, "actionBundle.actions[0].headers.webhook-id"),
-            (r#"{"actions": [{"type": "webhook", "url": "https://example.com", "headers": {"x": "a\nb"}}]}"#, "actionBundle.actions[0].headers.x"),
-            (r#"{"actions": [{"type": "command", "command": "/bin/sh"}]}"#, "actionBundle.actions[0].command"),
-            (r#"{"actions": [{"type": "command", "command": "ok", "env": {"1X": "a"}}]}"#, "actionBundle.actions[0].env.1X"),
-            (r#"{"actions": [{"type": "file", "path": "../etc/passwd"}]}"#, "actionBundle.actions[0].path"),
-            (r#"{"actions": [{"type": "file", "path": "/etc/passwd"}]}"#, "actionBundle.actions[0].path"),
-            (r#"{"actions": [], "retryPolicy": {"maxAttempts": 1000}}"#, "actionBundle.retryPolicy.maxAttempts"),
+            (
+                r#"{"actions": [{"type": "webhook", "url": "ftp://example.com/x"}]}"#,
+                "actionBundle.actions[0].url",
+            ),
+            (
+                r#"{"actions": [{"type": "webhook", "url": "not a url"}]}"#,
+                "actionBundle.actions[0].url",
+            ),
+            (
+                r#"{"actions": [{"type": "webhook", "url": "https://u:p@example.com"}]}"#,
+                "actionBundle.actions[0].url",
+            ),
+            (
+                r#"{"actions": [{"type": "webhook", "url": "https://example.com", "method": "BREW"}]}"#,
+                "actionBundle.actions[0].method",
+            ),
+            (
+                r#"{"actions": [{"type": "webhook", "url": "https://example.com", "timeoutMs": 0}]}"#,
+                "actionBundle.actions[0].timeoutMs",
+            ),
+            (
+                r#"{"actions": [{"type": "webhook", "url": "https://example.com", "timeoutMs": 120001}]}"#,
+                "actionBundle.actions[0].timeoutMs",
+            ),
+            (
+                r#"{"actions": [{"type": "webhook", "url": "https://example.com", "headers": {"bad header": "x"}}]}"#,
+                "actionBundle.actions[0].headers.bad header",
+            ),
+            (
+                r#"{"actions": [{"type": "webhook", "url": "https://example.com", "headers": {"webhook-id": "x"}}]}"#,
+                "actionBundle.actions[0].headers.webhook-id",
+            ),
+            (
+                r#"{"actions": [{"type": "webhook", "url": "https://example.com", "headers": {"x": "a\nb"}}]}"#,
+                "actionBundle.actions[0].headers.x",
+            ),
+            (
+                r#"{"actions": [{"type": "command", "command": "/bin/sh"}]}"#,
+                "actionBundle.actions[0].command",
+            ),
+            (
+                r#"{"actions": [{"type": "command", "command": "ok", "env": {"1X": "a"}}]}"#,
+                "actionBundle.actions[0].env.1X",
+            ),
+            (
+                r#"{"actions": [{"type": "file", "path": "../etc/passwd"}]}"#,
+                "actionBundle.actions[0].path",
+            ),
+            (
+                r#"{"actions": [{"type": "file", "path": "/etc/passwd"}]}"#,
+                "actionBundle.actions[0].path",
+            ),
+            (
+                r#"{"actions": [], "retryPolicy": {"maxAttempts": 1000}}"#,
+                "actionBundle.retryPolicy.maxAttempts",
+            ),
         ];
         for (json, field) in cases {
             let e = check(json);
-            assert!(e.has_field(field), "{json} should fail on {field}, got: {e}");
+            assert!(
+                e.has_field(field),
+                "{json} should fail on {field}, got: {e}"
+            );
         }
     }
 
@@ -342,7 +460,9 @@ mod tests {
         let many = vec![one; MAX_ACTIONS + 1].join(",");
         assert!(check(&format!(r#"{{"actions": [{many}]}}"#)).has_field("actionBundle.actions"));
         let big = "x".repeat(MAX_WEBHOOK_BODY_BYTES);
-        let json = format!(r#"{{"actions": [{{"type": "webhook", "url": "https://example.com", "body": "{big}"}}]}}"#);
+        let json = format!(
+            r#"{{"actions": [{{"type": "webhook", "url": "https://example.com", "body": "{big}"}}]}}"#
+        );
         assert!(check(&json).has_field("actionBundle.actions[0].body"));
     }
 }

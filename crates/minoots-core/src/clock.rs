@@ -50,7 +50,12 @@ impl ManualClock {
     /// Sets the time (forwards or backwards) and wakes every registered sleeper.
     pub fn set_us(&self, now_us: i64) {
         self.now_us.store(now_us, Ordering::SeqCst);
-        for cb in self.callbacks.lock().expect("clock callbacks poisoned").iter() {
+        for cb in self
+            .callbacks
+            .lock()
+            .expect("clock callbacks poisoned")
+            .iter()
+        {
             cb();
         }
     }

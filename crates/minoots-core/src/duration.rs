@@ -9,7 +9,8 @@
 /// Why a duration text was refused, as a sentence that says what to write instead.
 pub type DurationError = String;
 
-const HINT: &str = "write it like \"30s\", \"1h30m\", \"500ms\", \"PT30S\" or a number of milliseconds";
+const HINT: &str =
+    "write it like \"30s\", \"1h30m\", \"500ms\", \"PT30S\" or a number of milliseconds";
 
 /// Parses a duration text into milliseconds (may be 0; range checks are the caller's).
 pub fn parse_duration_ms(text: &str) -> Result<i64, DurationError> {
@@ -170,8 +171,8 @@ mod tests {
     #[test]
     fn refuses_bad_inputs_with_a_hint() {
         let table = [
-            "", "   ", "abc", "s30", "30x", "1h30", "P", "PT", "P1Y", "P1M", "PT1.5",
-            "1.0001ms", "-5s", "30 s", "1..5s", "P1H", "PTS",
+            "", "   ", "abc", "s30", "30x", "1h30", "P", "PT", "P1Y", "P1M", "PT1.5", "1.0001ms",
+            "-5s", "30 s", "1..5s", "P1H", "PTS",
         ];
         for text in table {
             let err = parse_duration_ms(text).expect_err(text);

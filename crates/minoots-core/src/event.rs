@@ -71,7 +71,10 @@ impl FromStr for EventType {
             .find(|t| t.as_str() == s)
             .ok_or_else(|| {
                 let names: Vec<_> = EventType::ALL.iter().map(|t| t.as_str()).collect();
-                format!("\"{s}\" is not an event type; use one of {}", names.join(", "))
+                format!(
+                    "\"{s}\" is not an event type; use one of {}",
+                    names.join(", ")
+                )
             })
     }
 }
@@ -98,7 +101,10 @@ mod tests {
     fn event_types_round_trip() {
         for t in EventType::ALL {
             assert_eq!(t.as_str().parse::<EventType>().unwrap(), t);
-            assert_eq!(serde_json::to_value(t).unwrap(), serde_json::json!(t.as_str()));
+            assert_eq!(
+                serde_json::to_value(t).unwrap(),
+                serde_json::json!(t.as_str())
+            );
         }
         assert!("timer.exploded".parse::<EventType>().is_err());
     }

@@ -107,7 +107,10 @@ impl TimerStatus {
 
     /// Settled, failed and cancelled timers change no more by themselves.
     pub fn is_terminal(self) -> bool {
-        matches!(self, TimerStatus::Settled | TimerStatus::Failed | TimerStatus::Cancelled)
+        matches!(
+            self,
+            TimerStatus::Settled | TimerStatus::Failed | TimerStatus::Cancelled
+        )
     }
 }
 
@@ -352,7 +355,11 @@ mod tests {
         ];
         for from in DeliveryStatus::ALL {
             for to in DeliveryStatus::ALL {
-                assert_eq!(from.can_transition_to(to), allowed.contains(&(from, to)), "{from} -> {to}");
+                assert_eq!(
+                    from.can_transition_to(to),
+                    allowed.contains(&(from, to)),
+                    "{from} -> {to}"
+                );
             }
         }
     }
@@ -365,6 +372,11 @@ mod tests {
         for s in DeliveryStatus::ALL {
             assert_eq!(s.as_str().parse::<DeliveryStatus>().unwrap(), s);
         }
-        assert!("done".parse::<TimerStatus>().unwrap_err().contains("scheduled"));
+        assert!(
+            "done"
+                .parse::<TimerStatus>()
+                .unwrap_err()
+                .contains("scheduled")
+        );
     }
 }

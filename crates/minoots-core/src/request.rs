@@ -66,7 +66,11 @@ impl TimerRequest {
         let de = &mut serde_json::Deserializer::from_slice(body);
         serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
-            let field = if path == "." || path == "?" || path.is_empty() { "body".to_string() } else { path };
+            let field = if path == "." || path == "?" || path.is_empty() {
+                "body".to_string()
+            } else {
+                path
+            };
             ValidationErrors::single(field, e.into_inner().to_string())
         })
     }
@@ -78,11 +82,10 @@ impl TimerRequest {
         if let Err(msg) = check_tenant_id(tenant_id) {
             errors.push("tenantId", msg);
         }
-        if let Some(t) = &self.tenant_id {
-            if t != tenant_id {
+        if let Some(t) = &self.tenant_id
+            && t != tenant_id {
                 errors.push("tenantId", format!("is \"{t}\" but the request acts for tenant \"{tenant_id}\"; omit it or send your own tenant"));
             }
-        }
 
         let (fire_at_us, duration_ms) = self.resolve_fire_time(now_us, &mut errors);
 
@@ -102,7 +105,12 @@ impl TimerRequest {
             Some(serde_json::Value::Object(m)) => {
                 let size = serde_json::to_vec(m).map(|v| v.len()).unwrap_or(usize::MAX);
                 if size > MAX_METADATA_BYTES {
-                    errors.push("metadata", format!("is {size} bytes as JSON; at most {MAX_METADATA_BYTES} are allowed"));
+                    errors.push(
+                        "metadata",
+                        format!(
+                            "is {size} bytes as JSON; at most {MAX_METADATA_BYTES} are allowed"
+                        ),
+                    );
                 }
                 m.clone()
             }
@@ -114,7 +122,13 @@ impl TimerRequest {
 
         let labels = self.labels.clone().unwrap_or_default();
         if labels.len() > MAX_LABELS {
-            errors.push("labels", format!("has {} labels; at most {MAX_LABELS} are allowed", labels.len()));
+            errors.push(
+                "labels",
+                format!(
+                    "has {} labels; at most {MAX_LABELS} are allowed",
+                    labels.len()
+                ),
+            );
         }
         for (k, v) in &labels {
             if let Err(msg) = check_label_key(k) {
@@ -128,11 +142,18 @@ impl TimerRequest {
         let action_bundle = self.action_bundle.clone().unwrap_or_default();
         action_bundle.validate("actionBundle", &mut errors);
 
-        if let Some(k) = &self.idempotency_key {
-            if k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY_BYTES || k.chars().any(char::is_control) {
-                errors.push("idempotencyKey", format!("must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} bytes without control characters"));
+        if let Some(k) = &self.idempotency_key
+            && (k.is_empty()
+                || k.len() > MAX_IDEMPOTENCY_KEY_BYTES
+                || k.chars().any(char::is_control))
+            {
+                errors.push(
+                    "idempotencyKey",
+                    format!(
+                        "must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} bytes without control characters"
+                    ),
+                );
             }
-        }
 
         errors.into_result()?;
         Ok(TimerSpec {
@@ -169,7 +190,10 @@ impl TimerRequest {
                         (now_us, None)
                     }
                     Ok(ms) if ms <= 0 => {
-                        errors.push("duration", "must be positive; use at least 1 millisecond, e.g. \"1ms\" or \"30s\"");
+                        errors.push(
+                            "duration",
+                            "must be positive; use at least 1 millisecond, e.g. \"1ms\" or \"30s\"",
+                        );
                         (now_us, None)
                     }
                     Ok(ms) if ms > MAX_TIMER_HORIZON_MS => {
@@ -179,21 +203,26 @@ impl TimerRequest {
                     Ok(ms) => (now_us + ms * 1_000, Some(ms)),
                 }
             }
-            (None, Some(text)) => match parse_rfc3339_us(text) {
-                Err(e) => {
-                    errors.push("fireAt", format!("\"{text}\" is not an RFC 3339 time with an offset ({e}); write it like \"2026-11-27T10:00:00Z\" or \"2026-11-27T11:00:00+01:00\""));
-                    (now_us, None)
+            (None, Some(text)) => {
+                match parse_rfc3339_us(text) {
+                    Err(e) => {
+                        errors.push("fireAt", format!("\"{text}\" is not an RFC 3339 time with an offset ({e}); write it like \"2026-11-27T10:00:00Z\" or \"2026-11-27T11:00:00+01:00\""));
+                        (now_us, None)
+                    }
+                    Ok(at) if at < now_us - PAST_FIRE_AT_GRACE_MS * 1_000 => {
+                        errors.push("fireAt", format!("{text} is in the past (now is {}); give a future time or use duration", format_us(now_us)));
+                        (now_us, None)
+                    }
+                    Ok(at) if at > now_us + MAX_TIMER_HORIZON_MS * 1_000 => {
+                        errors.push(
+                            "fireAt",
+                            "is more than 10 years ahead; schedule again closer to the date",
+                        );
+                        (now_us, None)
+                    }
+                    Ok(at) => (at, None),
                 }
-                Ok(at) if at < now_us - PAST_FIRE_AT_GRACE_MS * 1_000 => {
-                    errors.push("fireAt", format!("{text} is in the past (now is {}); give a future time or use duration", format_us(now_us)));
-                    (now_us, None)
-                }
-                Ok(at) if at > now_us + MAX_TIMER_HORIZON_MS * 1_000 => {
-                    errors.push("fireAt", "is more than 10 years ahead; schedule again closer to the date");
-                    (now_us, None)
-                }
-                Ok(at) => (at, None),
-            },
+            }
         }
     }
 }
@@ -201,7 +230,11 @@ impl TimerRequest {
 impl TimerSpec {
     /// The timer this spec describes, freshly scheduled at `now_us`.
     pub fn into_timer(self, id: TimerId, now_us: i64) -> Timer {
-        let name = if self.name.is_empty() { format!("timer-{}", &id.to_string()[..13]) } else { self.name };
+        let name = if self.name.is_empty() {
+            format!("timer-{}", &id.to_string()[..13])
+        } else {
+            self.name
+        };
         Timer {
             id,
             tenant_id: self.tenant_id,
@@ -226,8 +259,15 @@ impl TimerSpec {
 
 /// Tenant ids: 1–64 bytes of letters, digits, `-` and `_`.
 pub fn check_tenant_id(t: &str) -> Result<(), String> {
-    if t.is_empty() || t.len() > MAX_TENANT_ID_BYTES || !t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-        return Err(format!("must be 1 to {MAX_TENANT_ID_BYTES} letters, digits, - or _"));
+    if t.is_empty()
+        || t.len() > MAX_TENANT_ID_BYTES
+        || !t
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(format!(
+            "must be 1 to {MAX_TENANT_ID_BYTES} letters, digits, - or _"
+        ));
     }
     Ok(())
 }
@@ -237,27 +277,43 @@ pub fn check_label_key(k: &str) -> Result<(), String> {
     let ok = !k.is_empty()
         && k.len() <= MAX_LABEL_KEY_BYTES
         && k.as_bytes()[0].is_ascii_alphanumeric()
-        && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b));
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b));
     if ok {
         Ok(())
     } else {
-        Err(format!("key must be 1 to {MAX_LABEL_KEY_BYTES} letters, digits, - _ . /, starting with a letter or digit"))
+        Err(format!(
+            "key must be 1 to {MAX_LABEL_KEY_BYTES} letters, digits, - _ . /, starting with a letter or digit"
+        ))
     }
 }
 
 /// Checks a cancel reason's size; used by every entry point that cancels.
 pub fn check_cancel_reason(reason: &str) -> Result<(), ValidationErrors> {
-    if reason.len() > MAX_CANCEL_REASON_BYTES || reason.chars().any(|c| c.is_control() && c != '\n') {
-        return Err(ValidationErrors::single("reason", format!("must be at most {MAX_CANCEL_REASON_BYTES} bytes without control characters")));
+    if reason.len() > MAX_CANCEL_REASON_BYTES || reason.chars().any(|c| c.is_control() && c != '\n')
+    {
+        return Err(ValidationErrors::single(
+            "reason",
+            format!("must be at most {MAX_CANCEL_REASON_BYTES} bytes without control characters"),
+        ));
     }
     Ok(())
 }
 
-fn check_text(text: &str, field: &str, max: usize, allow_empty: bool, errors: &mut ValidationErrors) {
+fn check_text(
+    text: &str,
+    field: &str,
+    max: usize,
+    allow_empty: bool,
+    errors: &mut ValidationErrors,
+) {
     if !allow_empty && text.trim().is_empty() {
         errors.push(field, "must not be empty; omit it to get a generated one");
     } else if text.len() > max {
-        errors.push(field, format!("is {} bytes; at most {max} are allowed", text.len()));
+        errors.push(
+            field,
+            format!("is {} bytes; at most {max} are allowed", text.len()),
+        );
     } else if text.chars().any(char::is_control) {
         errors.push(field, "must not contain control characters");
     }
@@ -275,8 +331,10 @@ mod tests {
 
     #[test]
     fn the_original_request_is_accepted() {
-        let r = req(r#"{"tenantId": "test", "requestedBy": "user", "name": "webhook-test", "duration": "30s",
-            "actionBundle": {"actions": [{"type": "webhook", "url": "https://webhook.site/your-url"}]}}"#);
+        let r = req(
+            r#"{"tenantId": "test", "requestedBy": "user", "name": "webhook-test", "duration": "30s",
+            "actionBundle": {"actions": [{"type": "webhook", "url": "https://webhook.site/your-url"}]}}"#,
+        );
         let spec = r.validate("test", NOW).unwrap();
         assert_eq!(spec.fire_at_us, NOW + 30_000_000);
         assert_eq!(spec.duration_ms, Some(30_000));
@@ -297,7 +355,9 @@ mod tests {
             (r#"{"duration": "3650d"}"#, NOW + 3650 * 86_400_000_000),
         ];
         for (json, want) in table {
-            let spec = req(json).validate("t1", NOW).unwrap_or_else(|e| panic!("{json}: {e}"));
+            let spec = req(json)
+                .validate("t1", NOW)
+                .unwrap_or_else(|e| panic!("{json}: {e}"));
             assert_eq!(spec.fire_at_us, *want, "{json}");
         }
     }
@@ -306,7 +366,10 @@ mod tests {
     fn bad_inputs_name_the_field() {
         let table: &[(&str, &str)] = &[
             (r#"{}"#, "duration"),
-            (r#"{"duration": "30s", "fireAt": "2026-11-27T10:00:30Z"}"#, "duration"),
+            (
+                r#"{"duration": "30s", "fireAt": "2026-11-27T10:00:30Z"}"#,
+                "duration",
+            ),
             (r#"{"duration": "soon"}"#, "duration"),
             (r#"{"duration": 0}"#, "duration"),
             (r#"{"duration": -5}"#, "duration"),
@@ -319,14 +382,26 @@ mod tests {
             (r#"{"duration": "1s", "name": "a\u0007b"}"#, "name"),
             (r#"{"duration": "1s", "metadata": [1, 2]}"#, "metadata"),
             (r#"{"duration": "1s", "labels": {"": "x"}}"#, "labels."),
-            (r#"{"duration": "1s", "labels": {"-bad": "x"}}"#, "labels.-bad"),
+            (
+                r#"{"duration": "1s", "labels": {"-bad": "x"}}"#,
+                "labels.-bad",
+            ),
             (r#"{"duration": "1s", "tenantId": "other"}"#, "tenantId"),
-            (r#"{"duration": "1s", "idempotencyKey": ""}"#, "idempotencyKey"),
-            (r#"{"duration": "1s", "actionBundle": {"actions": [{"type": "webhook", "url": "gopher://x"}]}}"#, "actionBundle.actions[0].url"),
+            (
+                r#"{"duration": "1s", "idempotencyKey": ""}"#,
+                "idempotencyKey",
+            ),
+            (
+                r#"{"duration": "1s", "actionBundle": {"actions": [{"type": "webhook", "url": "gopher://x"}]}}"#,
+                "actionBundle.actions[0].url",
+            ),
         ];
         for (json, field) in table {
             let err = req(json).validate("t1", NOW).expect_err(json);
-            assert!(err.has_field(field), "{json}: expected error on {field}, got {err}");
+            assert!(
+                err.has_field(field),
+                "{json}: expected error on {field}, got {err}"
+            );
             assert!(err.errors.iter().all(|e| !e.message.is_empty()));
         }
     }
@@ -334,20 +409,38 @@ mod tests {
     #[test]
     fn size_limits_are_enforced() {
         let long_name = "n".repeat(MAX_NAME_BYTES + 1);
-        let e = req(&format!(r#"{{"duration": "1s", "name": "{long_name}"}}"#)).validate("t1", NOW).unwrap_err();
+        let e = req(&format!(r#"{{"duration": "1s", "name": "{long_name}"}}"#))
+            .validate("t1", NOW)
+            .unwrap_err();
         assert!(e.has_field("name"));
         let big = "x".repeat(MAX_METADATA_BYTES);
-        let e = req(&format!(r#"{{"duration": "1s", "metadata": {{"k": "{big}"}}}}"#)).validate("t1", NOW).unwrap_err();
+        let e = req(&format!(
+            r#"{{"duration": "1s", "metadata": {{"k": "{big}"}}}}"#
+        ))
+        .validate("t1", NOW)
+        .unwrap_err();
         assert!(e.has_field("metadata"));
-        let labels: Vec<String> = (0..=MAX_LABELS).map(|i| format!(r#""k{i}": "v""#)).collect();
-        let e = req(&format!(r#"{{"duration": "1s", "labels": {{{}}}}}"#, labels.join(","))).validate("t1", NOW).unwrap_err();
+        let labels: Vec<String> = (0..=MAX_LABELS)
+            .map(|i| format!(r#""k{i}": "v""#))
+            .collect();
+        let e = req(&format!(
+            r#"{{"duration": "1s", "labels": {{{}}}}}"#,
+            labels.join(",")
+        ))
+        .validate("t1", NOW)
+        .unwrap_err();
         assert!(e.has_field("labels"));
     }
 
     #[test]
     fn all_errors_are_reported_together() {
-        let e = req(r#"{"duration": "nope", "name": "", "metadata": 3}"#).validate("t1", NOW).unwrap_err();
-        assert!(e.has_field("duration") && e.has_field("name") && e.has_field("metadata"), "{e}");
+        let e = req(r#"{"duration": "nope", "name": "", "metadata": 3}"#)
+            .validate("t1", NOW)
+            .unwrap_err();
+        assert!(
+            e.has_field("duration") && e.has_field("name") && e.has_field("metadata"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -357,7 +450,10 @@ mod tests {
         let e = TimerRequest::from_json(br#"{"duration": "1s", "colour": "red"}"#).unwrap_err();
         assert!(e.errors[0].message.contains("colour"), "{e}");
         let e = TimerRequest::from_json(br#"{"duration": "1s", "actionBundle": {"actions": [{"type": "webhook", "url": "https://a.example", "timeoutMS": 5}]}}"#).unwrap_err();
-        assert!(e.errors[0].field.starts_with("actionBundle.actions[0]"), "{e}");
+        assert!(
+            e.errors[0].field.starts_with("actionBundle.actions[0]"),
+            "{e}"
+        );
         let e = TimerRequest::from_json(b"{not json").unwrap_err();
         assert_eq!(e.errors[0].field, "body");
     }

@@ -34,7 +34,8 @@ impl RetryPolicy {
         self.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS)
     }
     pub fn initial_backoff_ms(&self) -> u64 {
-        self.initial_backoff_ms.unwrap_or(DEFAULT_INITIAL_BACKOFF_MS)
+        self.initial_backoff_ms
+            .unwrap_or(DEFAULT_INITIAL_BACKOFF_MS)
     }
     pub fn max_backoff_ms(&self) -> u64 {
         self.max_backoff_ms.unwrap_or(DEFAULT_MAX_BACKOFF_MS)
@@ -44,49 +45,47 @@ impl RetryPolicy {
     }
 
     pub fn validate(&self, path: &str, errors: &mut ValidationErrors) {
-        if let Some(n) = self.max_attempts {
-            if n == 0 || n > MAX_RETRY_ATTEMPTS {
+        if let Some(n) = self.max_attempts
+            && (n == 0 || n > MAX_RETRY_ATTEMPTS) {
                 errors.push(
                     format!("{path}.maxAttempts"),
                     format!("must be between 1 and {MAX_RETRY_ATTEMPTS}"),
                 );
             }
-        }
-        if let Some(ms) = self.initial_backoff_ms {
-            if ms == 0 || ms > MAX_BACKOFF_MS {
+        if let Some(ms) = self.initial_backoff_ms
+            && (ms == 0 || ms > MAX_BACKOFF_MS) {
                 errors.push(
                     format!("{path}.initialBackoffMs"),
                     format!("must be between 1 and {MAX_BACKOFF_MS} milliseconds"),
                 );
             }
-        }
-        if let Some(ms) = self.max_backoff_ms {
-            if ms == 0 || ms > MAX_BACKOFF_MS {
+        if let Some(ms) = self.max_backoff_ms
+            && (ms == 0 || ms > MAX_BACKOFF_MS) {
                 errors.push(
                     format!("{path}.maxBackoffMs"),
                     format!("must be between 1 and {MAX_BACKOFF_MS} milliseconds (7 days)"),
                 );
             }
-        }
         if self.initial_backoff_ms() > self.max_backoff_ms() {
             errors.push(
                 format!("{path}.maxBackoffMs"),
                 "must be at least initialBackoffMs",
             );
         }
-        if let Some(m) = self.multiplier {
-            if !(1.0..=MAX_MULTIPLIER).contains(&m) {
+        if let Some(m) = self.multiplier
+            && !(1.0..=MAX_MULTIPLIER).contains(&m) {
                 errors.push(
                     format!("{path}.multiplier"),
                     format!("must be between 1 and {MAX_MULTIPLIER}"),
                 );
             }
-        }
     }
 
     /// The exponential ceiling before attempt `failed_attempt + 1`, in milliseconds.
     pub fn ceiling_ms(&self, failed_attempt: u32) -> u64 {
-        let exp = self.multiplier().powi(failed_attempt.saturating_sub(1).min(64) as i32);
+        let exp = self
+            .multiplier()
+            .powi(failed_attempt.saturating_sub(1).min(64) as i32);
         let ceiling = self.initial_backoff_ms() as f64 * exp;
         ceiling.min(self.max_backoff_ms() as f64) as u64
     }
@@ -99,7 +98,8 @@ impl RetryPolicy {
         unit_random: f64,
         retry_after_ms: Option<u64>,
     ) -> u64 {
-        let jittered = (self.ceiling_ms(failed_attempt) as f64 * unit_random.clamp(0.0, 1.0)) as u64;
+        let jittered =
+            (self.ceiling_ms(failed_attempt) as f64 * unit_random.clamp(0.0, 1.0)) as u64;
         match retry_after_ms {
             Some(hint) => jittered.max(hint.min(self.max_backoff_ms())),
             None => jittered,

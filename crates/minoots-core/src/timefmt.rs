@@ -7,9 +7,7 @@ use time::format_description::well_known::Rfc3339;
 pub fn format_us(us: i64) -> String {
     let nanos = i128::from(us) * 1_000;
     match OffsetDateTime::from_unix_timestamp_nanos(nanos) {
-        Ok(t) => t
-            .format(&Rfc3339)
-            .unwrap_or_else(|_| format!("@{us}us")),
+        Ok(t) => t.format(&Rfc3339).unwrap_or_else(|_| format!("@{us}us")),
         Err(_) => format!("@{us}us"),
     }
 }

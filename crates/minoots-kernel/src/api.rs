@@ -44,7 +44,10 @@ pub const MAX_LEASE_OWNER_BYTES: usize = 128;
 impl LeaseRequest {
     pub fn validate(&self) -> KernelResult<()> {
         if self.lease_owner.is_empty() || self.lease_owner.len() > MAX_LEASE_OWNER_BYTES {
-            return Err(KernelError::invalid("leaseOwner", format!("must be 1 to {MAX_LEASE_OWNER_BYTES} bytes")));
+            return Err(KernelError::invalid(
+                "leaseOwner",
+                format!("must be 1 to {MAX_LEASE_OWNER_BYTES} bytes"),
+            ));
         }
         if !(MIN_LEASE_TTL_MS..=MAX_LEASE_TTL_MS).contains(&self.lease_ttl_ms) {
             return Err(KernelError::invalid(
@@ -53,7 +56,10 @@ impl LeaseRequest {
             ));
         }
         if self.max_in_flight == 0 || self.max_in_flight > MAX_LEASE_IN_FLIGHT {
-            return Err(KernelError::invalid("maxInFlight", format!("must be between 1 and {MAX_LEASE_IN_FLIGHT}")));
+            return Err(KernelError::invalid(
+                "maxInFlight",
+                format!("must be between 1 and {MAX_LEASE_IN_FLIGHT}"),
+            ));
         }
         Ok(())
     }
@@ -63,23 +69,39 @@ impl LeaseRequest {
 #[async_trait]
 pub trait KernelApi: Send + Sync + 'static {
     /// Validates and durably schedules a timer for `tenant_id`. Answers after the commit.
-    async fn schedule_timer(&self, tenant_id: &str, request: TimerRequest) -> KernelResult<ScheduleOutcome>;
+    async fn schedule_timer(
+        &self,
+        tenant_id: &str,
+        request: TimerRequest,
+    ) -> KernelResult<ScheduleOutcome>;
 
     async fn get_timer(&self, tenant_id: &str, id: TimerId) -> KernelResult<Timer>;
 
     async fn list_timers(&self, query: TimerQuery) -> KernelResult<TimerPage>;
 
     /// Cancels a scheduled timer; `Conflict` once it fired or was cancelled.
-    async fn cancel_timer(&self, tenant_id: &str, id: TimerId, reason: Option<String>) -> KernelResult<Timer>;
+    async fn cancel_timer(
+        &self,
+        tenant_id: &str,
+        id: TimerId,
+        reason: Option<String>,
+    ) -> KernelResult<Timer>;
 
-    async fn list_deliveries(&self, tenant_id: &str, id: TimerId) -> KernelResult<Vec<DeliveryWithAttempts>>;
+    async fn list_deliveries(
+        &self,
+        tenant_id: &str,
+        id: TimerId,
+    ) -> KernelResult<Vec<DeliveryWithAttempts>>;
 
     /// Events after `query.after_seq` that match the query, then live ones as they happen,
     /// in sequence order, without gaps or repeats. Ends only when the receiver drops it.
     async fn stream_events(&self, query: EventQuery) -> KernelResult<BoxStream<Event>>;
 
     /// Due deliveries leased to `request.lease_owner`, as they become due.
-    async fn lease_deliveries(&self, request: LeaseRequest) -> KernelResult<BoxStream<LeasedDelivery>>;
+    async fn lease_deliveries(
+        &self,
+        request: LeaseRequest,
+    ) -> KernelResult<BoxStream<LeasedDelivery>>;
 
     /// Records an attempt; `Fenced` when the lease is no longer held.
     async fn report_attempt(&self, report: AttemptReport) -> KernelResult<ReportOutcome>;

@@ -66,7 +66,11 @@ impl KernelConfig {
         if self.refill_interval.is_zero() || self.refill_interval * 2 > self.window {
             return Err("refill_interval must be positive and at most half the window".into());
         }
-        if self.load_batch == 0 || self.fire_batch == 0 || self.max_fire_batches_in_flight == 0 || self.rescue_batch == 0 {
+        if self.load_batch == 0
+            || self.fire_batch == 0
+            || self.max_fire_batches_in_flight == 0
+            || self.rescue_batch == 0
+        {
             return Err("batch sizes must be positive".into());
         }
         if self.max_window_timers < self.load_batch {
@@ -89,9 +93,15 @@ mod tests {
     #[test]
     fn defaults_pass_the_check_and_bad_values_do_not() {
         KernelConfig::default().check().unwrap();
-        let bad = KernelConfig { refill_interval: Duration::from_secs(40), ..Default::default() };
+        let bad = KernelConfig {
+            refill_interval: Duration::from_secs(40),
+            ..Default::default()
+        };
         assert!(bad.check().is_err());
-        let bad = KernelConfig { max_window_timers: 10, ..Default::default() };
+        let bad = KernelConfig {
+            max_window_timers: 10,
+            ..Default::default()
+        };
         assert!(bad.check().is_err());
     }
 }

@@ -14,7 +14,10 @@ pub enum KernelError {
     NotFound(String),
     /// The object exists but is in a state that forbids the operation.
     #[error("{message}")]
-    Conflict { message: String, status: Option<TimerStatus> },
+    Conflict {
+        message: String,
+        status: Option<TimerStatus>,
+    },
     /// A report for a lease that is no longer held.
     #[error("{0}")]
     Fenced(String),
@@ -46,7 +49,9 @@ impl From<StoreError> for KernelError {
         match e {
             StoreError::NotFound => KernelError::NotFound("timer".into()),
             StoreError::Conflict { status } => KernelError::Conflict {
-                message: format!("the timer is already {status}; only scheduled timers can be cancelled"),
+                message: format!(
+                    "the timer is already {status}; only scheduled timers can be cancelled"
+                ),
                 status: Some(status),
             },
             StoreError::Fenced { .. } => KernelError::Fenced(e.to_string()),

@@ -21,7 +21,11 @@ use crate::error::{KernelError, KernelResult};
 /// Events read from the log per query while catching up.
 const REPLAY_PAGE: usize = 1_000;
 
-pub(crate) fn start_stream(store: Arc<dyn Store>, query: EventQuery, buffer: usize) -> BoxStream<Event> {
+pub(crate) fn start_stream(
+    store: Arc<dyn Store>,
+    query: EventQuery,
+    buffer: usize,
+) -> BoxStream<Event> {
     let (tx, rx) = mpsc::channel::<KernelResult<Event>>(buffer.max(1));
     tokio::spawn(async move {
         let mut last = query.after_seq;
@@ -30,7 +34,11 @@ pub(crate) fn start_stream(store: Arc<dyn Store>, query: EventQuery, buffer: usi
             // Catch up from the log.
             loop {
                 let page = match store
-                    .read_events(EventQuery { after_seq: last, limit: REPLAY_PAGE, ..query.clone() })
+                    .read_events(EventQuery {
+                        after_seq: last,
+                        limit: REPLAY_PAGE,
+                        ..query.clone()
+                    })
                     .await
                 {
                     Ok(p) => p,

@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use minoots_core::request::check_cancel_reason;
 use minoots_core::{Clock, Event, Timer, TimerId, TimerRequest};
 use minoots_store::{
-    AttemptReport, DeliveryWithAttempts, DueTimer, EventQuery, LeasedDelivery, ReportOutcome, Store, StoreError,
-    TimerPage, TimerQuery,
+    AttemptReport, DeliveryWithAttempts, DueTimer, EventQuery, LeasedDelivery, ReportOutcome,
+    Store, StoreError, TimerPage, TimerQuery,
 };
 use tokio::sync::{Notify, watch};
 
@@ -33,12 +33,21 @@ pub struct Kernel {
 
 impl Kernel {
     /// Starts the scheduler and the maintenance services on the current tokio runtime.
-    pub fn start(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: KernelConfig) -> Result<Arc<Self>, String> {
+    pub fn start(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        config: KernelConfig,
+    ) -> Result<Arc<Self>, String> {
         config.check()?;
         let metrics = Arc::new(KernelMetrics::default());
         let delivery_notify = Arc::new(Notify::new());
-        let scheduler =
-            Scheduler::start(store.clone(), clock.clone(), config.clone(), metrics.clone(), delivery_notify.clone());
+        let scheduler = Scheduler::start(
+            store.clone(),
+            clock.clone(),
+            config.clone(),
+            metrics.clone(),
+            delivery_notify.clone(),
+        );
         let (stop, stop_rx) = watch::channel(false);
         let rescuer = tokio::spawn(crate::maintenance::run_rescuer(
             store.clone(),
@@ -104,7 +113,12 @@ impl Kernel {
     pub async fn shutdown(&self) {
         let _ = self.stop.send(true);
         self.scheduler.shutdown().await;
-        let tasks: Vec<_> = self.maintenance.lock().expect("poisoned").drain(..).collect();
+        let tasks: Vec<_> = self
+            .maintenance
+            .lock()
+            .expect("poisoned")
+            .drain(..)
+            .collect();
         for t in tasks {
             let _ = t.await;
         }
@@ -112,17 +126,27 @@ impl Kernel {
     }
 
     /// Schedules many timers in one store transaction (for bulk loads and benchmarks).
-    pub async fn schedule_many(&self, tenant_id: &str, requests: Vec<TimerRequest>) -> KernelResult<Vec<Timer>> {
+    pub async fn schedule_many(
+        &self,
+        tenant_id: &str,
+        requests: Vec<TimerRequest>,
+    ) -> KernelResult<Vec<Timer>> {
         let now = self.clock.now_us();
         let mut timers = Vec::with_capacity(requests.len());
         for r in requests {
-            timers.push(r.validate(tenant_id, now)?.into_timer(TimerId::new_v7(), now));
+            timers.push(
+                r.validate(tenant_id, now)?
+                    .into_timer(TimerId::new_v7(), now),
+            );
         }
         let outcomes = self.store.create_timers(timers).await?;
         let mut out = Vec::with_capacity(outcomes.len());
         for o in outcomes {
             if o.created {
-                self.scheduler.on_scheduled(DueTimer { fire_at_us: o.timer.fire_at_us, id: o.timer.id });
+                self.scheduler.on_scheduled(DueTimer {
+                    fire_at_us: o.timer.fire_at_us,
+                    id: o.timer.id,
+                });
             }
             out.push(o.timer);
         }
@@ -140,51 +164,93 @@ fn not_found(e: StoreError, what: &str) -> KernelError {
 
 #[async_trait]
 impl KernelApi for Kernel {
-    async fn schedule_timer(&self, tenant_id: &str, request: TimerRequest) -> KernelResult<ScheduleOutcome> {
+    async fn schedule_timer(
+        &self,
+        tenant_id: &str,
+        request: TimerRequest,
+    ) -> KernelResult<ScheduleOutcome> {
         let now = self.clock.now_us();
         let spec = request.validate(tenant_id, now)?;
         let timer = spec.into_timer(TimerId::new_v7(), now);
         let outcome = self.store.create_timer(timer).await?;
         if outcome.created {
-            self.scheduler.on_scheduled(DueTimer { fire_at_us: outcome.timer.fire_at_us, id: outcome.timer.id });
+            self.scheduler.on_scheduled(DueTimer {
+                fire_at_us: outcome.timer.fire_at_us,
+                id: outcome.timer.id,
+            });
             KernelMetrics::inc(&self.metrics.timers_scheduled, 1);
         }
-        Ok(ScheduleOutcome { timer: outcome.timer, created: outcome.created })
+        Ok(ScheduleOutcome {
+            timer: outcome.timer,
+            created: outcome.created,
+        })
     }
 
     async fn get_timer(&self, tenant_id: &str, id: TimerId) -> KernelResult<Timer> {
-        self.store.get_timer(tenant_id, id).await?.ok_or_else(|| KernelError::NotFound(format!("timer {id}")))
+        self.store
+            .get_timer(tenant_id, id)
+            .await?
+            .ok_or_else(|| KernelError::NotFound(format!("timer {id}")))
     }
 
     async fn list_timers(&self, query: TimerQuery) -> KernelResult<TimerPage> {
         if query.limit == 0 || query.limit > minoots_core::limits::MAX_PAGE_SIZE {
             return Err(KernelError::invalid(
                 "limit",
-                format!("must be between 1 and {}", minoots_core::limits::MAX_PAGE_SIZE),
+                format!(
+                    "must be between 1 and {}",
+                    minoots_core::limits::MAX_PAGE_SIZE
+                ),
             ));
         }
         Ok(self.store.list_timers(query).await?)
     }
 
-    async fn cancel_timer(&self, tenant_id: &str, id: TimerId, reason: Option<String>) -> KernelResult<Timer> {
+    async fn cancel_timer(
+        &self,
+        tenant_id: &str,
+        id: TimerId,
+        reason: Option<String>,
+    ) -> KernelResult<Timer> {
         if let Some(r) = &reason {
             check_cancel_reason(r)?;
         }
-        let timer = self.store.cancel_timer(tenant_id, id, reason).await.map_err(|e| not_found(e, &format!("timer {id}")))?;
-        self.scheduler.on_cancelled(DueTimer { fire_at_us: timer.fire_at_us, id: timer.id });
+        let timer = self
+            .store
+            .cancel_timer(tenant_id, id, reason)
+            .await
+            .map_err(|e| not_found(e, &format!("timer {id}")))?;
+        self.scheduler.on_cancelled(DueTimer {
+            fire_at_us: timer.fire_at_us,
+            id: timer.id,
+        });
         KernelMetrics::inc(&self.metrics.timers_cancelled, 1);
         Ok(timer)
     }
 
-    async fn list_deliveries(&self, tenant_id: &str, id: TimerId) -> KernelResult<Vec<DeliveryWithAttempts>> {
-        self.store.list_deliveries(tenant_id, id).await.map_err(|e| not_found(e, &format!("timer {id}")))
+    async fn list_deliveries(
+        &self,
+        tenant_id: &str,
+        id: TimerId,
+    ) -> KernelResult<Vec<DeliveryWithAttempts>> {
+        self.store
+            .list_deliveries(tenant_id, id)
+            .await
+            .map_err(|e| not_found(e, &format!("timer {id}")))
     }
 
     async fn stream_events(&self, query: EventQuery) -> KernelResult<BoxStream<Event>> {
-        Ok(crate::events::start_stream(self.store.clone(), query, self.config.event_stream_buffer))
+        Ok(crate::events::start_stream(
+            self.store.clone(),
+            query,
+            self.config.event_stream_buffer,
+        ))
     }
 
-    async fn lease_deliveries(&self, request: LeaseRequest) -> KernelResult<BoxStream<LeasedDelivery>> {
+    async fn lease_deliveries(
+        &self,
+        request: LeaseRequest,
+    ) -> KernelResult<BoxStream<LeasedDelivery>> {
         request.validate()?;
         Ok(crate::leases::start_session(
             self.store.clone(),
@@ -197,7 +263,11 @@ impl KernelApi for Kernel {
 
     async fn report_attempt(&self, report: AttemptReport) -> KernelResult<ReportOutcome> {
         let id = report.delivery_id;
-        let out = self.store.report_attempt(report).await.map_err(|e| not_found(e, &format!("delivery {id}")))?;
+        let out = self
+            .store
+            .report_attempt(report)
+            .await
+            .map_err(|e| not_found(e, &format!("delivery {id}")))?;
         KernelMetrics::inc(&self.metrics.attempts_reported, 1);
         if out.next_attempt_at_us.is_some() {
             self.delivery_notify.notify_waiters();

@@ -46,7 +46,10 @@ pub(crate) fn start_session(
                 }
                 Err(_) => return,
             };
-            match store.claim_deliveries(&request.lease_owner, ttl_us, room).await {
+            match store
+                .claim_deliveries(&request.lease_owner, ttl_us, room)
+                .await
+            {
                 Ok(claimed) if !claimed.is_empty() => {
                     KernelMetrics::inc(&metrics.deliveries_leased, claimed.len() as u64);
                     for d in claimed {

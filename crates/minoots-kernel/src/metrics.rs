@@ -139,14 +139,19 @@ mod tests {
         for idx in 0..OCTAVES * SUBS - 1 {
             let up = bucket_upper(idx);
             if let Some(p) = prev {
-                assert_eq!(up > p, true, "bucket {idx}");
+                assert!(up > p, "bucket {idx}");
             }
             prev = Some(up);
             assert_eq!(bucket_of(up), idx, "upper bound of {idx} maps back");
         }
-        for v in [0u64, 1, 7, 8, 9, 15, 16, 17, 100, 1_000, 123_456, 10_000_000] {
+        for v in [
+            0u64, 1, 7, 8, 9, 15, 16, 17, 100, 1_000, 123_456, 10_000_000,
+        ] {
             assert!(bucket_upper(bucket_of(v)) >= v);
-            assert!(bucket_upper(bucket_of(v)) <= v + v / 8 + 1, "precision at {v}");
+            assert!(
+                bucket_upper(bucket_of(v)) <= v + v / 8 + 1,
+                "precision at {v}"
+            );
         }
     }
 

@@ -100,7 +100,11 @@ impl Outbox {
     /// Takes up to `max` queued fires, oldest first.
     fn take(&self, max: usize) -> Vec<FireRequest> {
         let mut q = self.queue.lock().expect("outbox poisoned");
-        let batch = if q.len() <= max { std::mem::take(&mut *q) } else { q.drain(..max).collect() };
+        let batch = if q.len() <= max {
+            std::mem::take(&mut *q)
+        } else {
+            q.drain(..max).collect()
+        };
         drop(q);
         self.room.notify_all();
         batch
@@ -135,7 +139,10 @@ impl Scheduler {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 index: BTreeSet::new(),
-                covered: DueTimer { fire_at_us: i64::MIN, id: TimerId::from_slice(&[0; 16]).expect("16 bytes") },
+                covered: DueTimer {
+                    fire_at_us: i64::MIN,
+                    id: TimerId::from_slice(&[0; 16]).expect("16 bytes"),
+                },
                 loading: None,
                 shutdown: false,
             }),
@@ -162,7 +169,12 @@ impl Scheduler {
             closed: AtomicBool::new(false),
             max_queued: config.fire_batch * config.max_fire_batches_in_flight,
         });
-        let dispatcher = tokio::spawn(dispatch_fires(store.clone(), shared.clone(), outbox.clone(), delivery_notify));
+        let dispatcher = tokio::spawn(dispatch_fires(
+            store.clone(),
+            shared.clone(),
+            outbox.clone(),
+            delivery_notify,
+        ));
         let loader = tokio::spawn(run_loader(store, shared.clone()));
         let thread_shared = shared.clone();
         let firing_thread = std::thread::Builder::new()
@@ -195,7 +207,12 @@ impl Scheduler {
 
     /// Called after a cancel committed: the timer leaves the window.
     pub fn on_cancelled(&self, key: DueTimer) {
-        self.shared.state.lock().expect("scheduler poisoned").index.remove(&key);
+        self.shared
+            .state
+            .lock()
+            .expect("scheduler poisoned")
+            .index
+            .remove(&key);
     }
 
     /// True once the first refill finished: every overdue timer is queued for firing.
@@ -205,7 +222,12 @@ impl Scheduler {
 
     /// Timers currently held in memory.
     pub fn window_len(&self) -> usize {
-        self.shared.state.lock().expect("scheduler poisoned").index.len()
+        self.shared
+            .state
+            .lock()
+            .expect("scheduler poisoned")
+            .index
+            .len()
     }
 
     /// Stops the firing thread and the loader; fires already handed over complete first.
@@ -253,13 +275,21 @@ fn firing_loop(shared: &Shared, outbox: &Outbox) {
             return;
         }
         let Some(head) = guard.index.first().copied() else {
-            guard = shared.wake.wait_timeout(guard, max_sleep).expect("scheduler poisoned").0;
+            guard = shared
+                .wake
+                .wait_timeout(guard, max_sleep)
+                .expect("scheduler poisoned")
+                .0;
             continue;
         };
         let now = shared.clock.now_us();
         if head.fire_at_us > now {
             let wait = Duration::from_micros((head.fire_at_us - now) as u64).min(max_sleep);
-            guard = shared.wake.wait_timeout(guard, wait).expect("scheduler poisoned").0;
+            guard = shared
+                .wake
+                .wait_timeout(guard, wait)
+                .expect("scheduler poisoned")
+                .0;
             continue;
         }
         // Everything due now leaves the index, oldest first, each checked against the clock.
@@ -279,8 +309,14 @@ fn firing_loop(shared: &Shared, outbox: &Outbox) {
         let mut requests = Vec::with_capacity(batch.len());
         for k in &batch {
             debug_assert!(k.fire_at_us <= fired_at_us, "never fire early");
-            shared.metrics.firing_lateness.record(fired_at_us - k.fire_at_us);
-            requests.push(FireRequest { timer_id: k.id, fired_at_us });
+            shared
+                .metrics
+                .firing_lateness
+                .record(fired_at_us - k.fire_at_us);
+            requests.push(FireRequest {
+                timer_id: k.id,
+                fired_at_us,
+            });
         }
         KernelMetrics::inc(&shared.metrics.timers_fired, requests.len() as u64);
         if remaining < low_water {
@@ -297,12 +333,19 @@ fn firing_loop(shared: &Shared, outbox: &Outbox) {
 /// Commits fires in the order the firing thread popped them, one transaction at a time,
 /// each holding everything queued meanwhile (up to the configured bound), so timers fire
 /// and their events appear in due order.
-async fn dispatch_fires(store: Arc<dyn Store>, shared: Arc<Shared>, outbox: Arc<Outbox>, delivery_notify: Arc<Notify>) {
+async fn dispatch_fires(
+    store: Arc<dyn Store>,
+    shared: Arc<Shared>,
+    outbox: Arc<Outbox>,
+    delivery_notify: Arc<Notify>,
+) {
     let max_merged = shared.config.fire_batch * shared.config.max_fire_batches_in_flight;
     loop {
         let batch = outbox.take(max_merged);
         if batch.is_empty() {
-            if outbox.closed.load(Ordering::Acquire) && outbox.queue.lock().expect("outbox poisoned").is_empty() {
+            if outbox.closed.load(Ordering::Acquire)
+                && outbox.queue.lock().expect("outbox poisoned").is_empty()
+            {
                 return;
             }
             outbox.ready.notified().await;
@@ -314,10 +357,18 @@ async fn dispatch_fires(store: Arc<dyn Store>, shared: Arc<Shared>, outbox: Arc<
 
 /// Fires a batch; on a store error the timers go back to the window and are tried again
 /// after a short pause (they are still `scheduled` in the store, so nothing is lost).
-async fn fire_with_retry(store: &dyn Store, shared: &Shared, batch: Vec<FireRequest>, notify: &Notify) {
+async fn fire_with_retry(
+    store: &dyn Store,
+    shared: &Shared,
+    batch: Vec<FireRequest>,
+    notify: &Notify,
+) {
     match store.fire_timers(batch.clone()).await {
         Ok(outcomes) => {
-            if outcomes.iter().any(|o| matches!(o, FireOutcome::Fired { deliveries, .. } if *deliveries > 0)) {
+            if outcomes
+                .iter()
+                .any(|o| matches!(o, FireOutcome::Fired { deliveries, .. } if *deliveries > 0))
+            {
                 notify.notify_waiters();
             }
         }
@@ -331,7 +382,10 @@ async fn fire_with_retry(store: &dyn Store, shared: &Shared, batch: Vec<FireRequ
             for f in &batch {
                 // The original due time is not in the request; use the fired time, which is
                 // at or after it, so the timer still never fires early.
-                st.index.insert(DueTimer { fire_at_us: f.fired_at_us, id: f.timer_id });
+                st.index.insert(DueTimer {
+                    fire_at_us: f.fired_at_us,
+                    id: f.timer_id,
+                });
             }
             shared.wake.notify_one();
         }
@@ -345,10 +399,16 @@ async fn run_loader(store: Arc<dyn Store>, shared: Arc<Shared>) {
         if shared.state.lock().expect("scheduler poisoned").shutdown {
             return;
         }
-        let target = DueTimer { fire_at_us: shared.clock.now_us().saturating_add(window_us), id: max_timer_id() };
+        let target = DueTimer {
+            fire_at_us: shared.clock.now_us().saturating_add(window_us),
+            id: max_timer_id(),
+        };
         let (after, room) = {
             let mut st = shared.state.lock().expect("scheduler poisoned");
-            let room = cfg.max_window_timers.saturating_sub(st.index.len()).min(cfg.load_batch);
+            let room = cfg
+                .max_window_timers
+                .saturating_sub(st.index.len())
+                .min(cfg.load_batch);
             if room > 0 && target > st.covered {
                 st.loading = Some(target);
             }
@@ -362,7 +422,11 @@ async fn run_loader(store: Arc<dyn Store>, shared: Arc<Shared>) {
                     full_batch = rows.len() == room;
                     let mut st = shared.state.lock().expect("scheduler poisoned");
                     let old_head = st.index.first().copied();
-                    st.covered = if full_batch { *rows.last().expect("full batch") } else { target };
+                    st.covered = if full_batch {
+                        *rows.last().expect("full batch")
+                    } else {
+                        target
+                    };
                     st.index.extend(rows);
                     st.loading = None;
                     if st.index.first().copied() != old_head {

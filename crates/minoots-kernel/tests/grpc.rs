@@ -24,13 +24,16 @@ struct Running {
 async fn start(token: Option<&str>) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(SqliteConfig::new(dir.path()), clock.clone()).unwrap());
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(SqliteConfig::new(dir.path()), clock.clone()).unwrap());
     let kernel = Kernel::start(store, clock, KernelConfig::default()).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let api: Arc<dyn KernelApi> = kernel.clone();
-    let config = GrpcServerConfig { token: token.map(str::to_string) };
+    let config = GrpcServerConfig {
+        token: token.map(str::to_string),
+    };
     tokio::spawn(async move {
         serve(api, listener, config, async {
             let _ = stopped.await;
@@ -38,7 +41,12 @@ async fn start(token: Option<&str>) -> Running {
         .await
         .unwrap();
     });
-    Running { kernel, url, stop: Some(stop), _dir: dir }
+    Running {
+        kernel,
+        url,
+        stop: Some(stop),
+        _dir: dir,
+    }
 }
 
 impl Running {
@@ -77,16 +85,29 @@ async fn schedule_get_list_cancel_and_stream_over_grpc() {
     assert_eq!(got, t);
     assert_eq!(got, r.kernel.get_timer("acme", t.id).await.unwrap());
     // Idempotency key: the same timer comes back.
-    let again = c.schedule_timer("acme", req(r#"{"duration": "2h", "idempotencyKey": "k-1"}"#)).await.unwrap();
+    let again = c
+        .schedule_timer(
+            "acme",
+            req(r#"{"duration": "2h", "idempotencyKey": "k-1"}"#),
+        )
+        .await
+        .unwrap();
     assert!(!again.created);
     assert_eq!(again.timer.id, t.id);
 
     // fireAt in every form the API accepts.
-    let at = c.schedule_timer("acme", req(r#"{"fireAt": "2099-01-01T00:00:00+01:00"}"#)).await;
-    assert!(matches!(at, Err(KernelError::Invalid(ref e)) if e.has_field("fireAt")), "beyond 10 years: {at:?}");
+    let at = c
+        .schedule_timer("acme", req(r#"{"fireAt": "2099-01-01T00:00:00+01:00"}"#))
+        .await;
+    assert!(
+        matches!(at, Err(KernelError::Invalid(ref e)) if e.has_field("fireAt")),
+        "beyond 10 years: {at:?}"
+    );
 
     for i in 0..7 {
-        c.schedule_timer("acme", req(&format!(r#"{{"duration": "{}m"}}"#, 10 + i))).await.unwrap();
+        c.schedule_timer("acme", req(&format!(r#"{{"duration": "{}m"}}"#, 10 + i)))
+            .await
+            .unwrap();
     }
     // Paging: 3 + 3 + 2 timers in fire order, each page continuing where the last ended.
     let mut all = Vec::new();
@@ -94,7 +115,13 @@ async fn schedule_get_list_cancel_and_stream_over_grpc() {
     let mut pages = 0;
     loop {
         let page = c
-            .list_timers(TimerQuery { tenant_id: "acme".into(), status: None, label: None, limit: 3, after })
+            .list_timers(TimerQuery {
+                tenant_id: "acme".into(),
+                status: None,
+                label: None,
+                limit: 3,
+                after,
+            })
             .await
             .unwrap();
         pages += 1;
@@ -108,37 +135,79 @@ async fn schedule_get_list_cancel_and_stream_over_grpc() {
     assert_eq!(all.len(), 8);
     assert!(all.windows(2).all(|w| w[0].fire_at_us <= w[1].fire_at_us));
     let ops = c
-        .list_timers(TimerQuery { tenant_id: "acme".into(), status: None, label: Some(("team".into(), "ops".into())), limit: 50, after: None })
+        .list_timers(TimerQuery {
+            tenant_id: "acme".into(),
+            status: None,
+            label: Some(("team".into(), "ops".into())),
+            limit: 50,
+            after: None,
+        })
         .await
         .unwrap();
     assert_eq!(ops.timers.len(), 1);
 
     let mut events = c
-        .stream_events(EventQuery { after_seq: 0, tenant_id: Some("acme".into()), types: vec![EventType::TimerCancelled], ..Default::default() })
+        .stream_events(EventQuery {
+            after_seq: 0,
+            tenant_id: Some("acme".into()),
+            types: vec![EventType::TimerCancelled],
+            ..Default::default()
+        })
         .await
         .unwrap();
-    let cancelled = c.cancel_timer("acme", t.id, Some("no longer needed".into())).await.unwrap();
+    let cancelled = c
+        .cancel_timer("acme", t.id, Some("no longer needed".into()))
+        .await
+        .unwrap();
     assert_eq!(cancelled.status, TimerStatus::Cancelled);
     assert_eq!(cancelled.cancel_reason.as_deref(), Some("no longer needed"));
-    let e = tokio::time::timeout(WAIT, events.next()).await.unwrap().unwrap().unwrap();
+    let e = tokio::time::timeout(WAIT, events.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(e.timer_id, t.id);
     assert_eq!(e.event_type, EventType::TimerCancelled);
     assert_eq!(e.data["reason"], "no longer needed");
 
     // Errors keep their meaning across the wire.
     let conflict = c.cancel_timer("acme", t.id, None).await.unwrap_err();
-    assert!(matches!(conflict, KernelError::Conflict { status: Some(TimerStatus::Cancelled), .. }), "{conflict:?}");
-    assert!(matches!(c.get_timer("other", t.id).await, Err(KernelError::NotFound(_))));
-    let bad = c.schedule_timer("acme", req(r#"{"duration": "soon"}"#)).await.unwrap_err();
+    assert!(
+        matches!(
+            conflict,
+            KernelError::Conflict {
+                status: Some(TimerStatus::Cancelled),
+                ..
+            }
+        ),
+        "{conflict:?}"
+    );
+    assert!(matches!(
+        c.get_timer("other", t.id).await,
+        Err(KernelError::NotFound(_))
+    ));
+    let bad = c
+        .schedule_timer("acme", req(r#"{"duration": "soon"}"#))
+        .await
+        .unwrap_err();
     match bad {
         KernelError::Invalid(e) => {
             assert!(e.has_field("duration"), "{e}");
-            assert!(e.errors[0].message.contains("30s"), "says how to fix it: {e}");
+            assert!(
+                e.errors[0].message.contains("30s"),
+                "says how to fix it: {e}"
+            );
         }
         other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
     }
     let bad_page = c
-        .list_timers(TimerQuery { tenant_id: "acme".into(), status: None, label: None, limit: 100_000, after: None })
+        .list_timers(TimerQuery {
+            tenant_id: "acme".into(),
+            status: None,
+            label: None,
+            limit: 100_000,
+            after: None,
+        })
         .await
         .unwrap_err();
     assert!(matches!(bad_page, KernelError::Invalid(ref e) if e.has_field("limit")));
@@ -150,17 +219,40 @@ async fn events_resume_from_a_sequence_number_over_grpc() {
     let r = start(None).await;
     let c = GrpcKernelClient::connect_lazy(&r.url, None).unwrap();
     for _ in 0..4 {
-        c.schedule_timer("acme", req(r#"{"duration": "1h"}"#)).await.unwrap();
+        c.schedule_timer("acme", req(r#"{"duration": "1h"}"#))
+            .await
+            .unwrap();
     }
     let mut s = c.stream_events(EventQuery::default()).await.unwrap();
     let mut seqs = Vec::new();
     for _ in 0..4 {
-        seqs.push(tokio::time::timeout(WAIT, s.next()).await.unwrap().unwrap().unwrap().seq);
+        seqs.push(
+            tokio::time::timeout(WAIT, s.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap()
+                .seq,
+        );
     }
     drop(s);
-    let mut resumed = c.stream_events(EventQuery { after_seq: seqs[1], ..Default::default() }).await.unwrap();
-    let a = tokio::time::timeout(WAIT, resumed.next()).await.unwrap().unwrap().unwrap();
-    let b = tokio::time::timeout(WAIT, resumed.next()).await.unwrap().unwrap().unwrap();
+    let mut resumed = c
+        .stream_events(EventQuery {
+            after_seq: seqs[1],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let a = tokio::time::timeout(WAIT, resumed.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let b = tokio::time::timeout(WAIT, resumed.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!((a.seq, b.seq), (seqs[2], seqs[3]));
     r.stop().await;
 }
@@ -175,10 +267,18 @@ async fn deliveries_are_leased_and_reported_over_grpc() {
         .unwrap()
         .timer;
     let mut leases = c
-        .lease_deliveries(LeaseRequest { lease_owner: "orch-1".into(), lease_ttl_ms: 30_000, max_in_flight: 4 })
+        .lease_deliveries(LeaseRequest {
+            lease_owner: "orch-1".into(),
+            lease_ttl_ms: 30_000,
+            max_in_flight: 4,
+        })
         .await
         .unwrap();
-    let d = tokio::time::timeout(WAIT, leases.next()).await.unwrap().unwrap().unwrap();
+    let d = tokio::time::timeout(WAIT, leases.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(d.timer.id, t.id);
     assert_eq!(d.action, t.action_bundle.actions[0]);
     let report = AttemptReport {
@@ -194,14 +294,29 @@ async fn deliveries_are_leased_and_reported_over_grpc() {
         error: None,
         response_excerpt: Some(String::new()),
     };
-    let stale = AttemptReport { lease_owner: "orch-2".into(), ..report.clone() };
-    assert!(matches!(c.report_attempt(stale).await, Err(KernelError::Fenced(_))));
+    let stale = AttemptReport {
+        lease_owner: "orch-2".into(),
+        ..report.clone()
+    };
+    assert!(matches!(
+        c.report_attempt(stale).await,
+        Err(KernelError::Fenced(_))
+    ));
     let out = c.report_attempt(report).await.unwrap();
     assert_eq!(out.timer_status, TimerStatus::Settled);
     let ds = c.list_deliveries("acme", t.id).await.unwrap();
     assert_eq!(ds[0].attempts[0].http_status, Some(204));
-    assert!(matches!(c.list_deliveries("other", t.id).await, Err(KernelError::NotFound(_))));
-    let bad = c.lease_deliveries(LeaseRequest { lease_owner: String::new(), lease_ttl_ms: 10, max_in_flight: 0 }).await;
+    assert!(matches!(
+        c.list_deliveries("other", t.id).await,
+        Err(KernelError::NotFound(_))
+    ));
+    let bad = c
+        .lease_deliveries(LeaseRequest {
+            lease_owner: String::new(),
+            lease_ttl_ms: 10,
+            max_in_flight: 0,
+        })
+        .await;
     assert!(matches!(bad, Err(KernelError::Invalid(_))));
     r.stop().await;
 }
@@ -210,11 +325,25 @@ async fn deliveries_are_leased_and_reported_over_grpc() {
 async fn a_token_is_required_when_configured() {
     let r = start(Some("a-long-enough-kernel-token")).await;
     let none = GrpcKernelClient::connect_lazy(&r.url, None).unwrap();
-    assert!(matches!(none.get_timer("acme", minoots_core::TimerId::new_v7()).await, Err(KernelError::Unauthenticated(_))));
+    assert!(matches!(
+        none.get_timer("acme", minoots_core::TimerId::new_v7())
+            .await,
+        Err(KernelError::Unauthenticated(_))
+    ));
     let wrong = GrpcKernelClient::connect_lazy(&r.url, Some("a-long-enough-kernel-tokeN")).unwrap();
-    assert!(matches!(wrong.get_timer("acme", minoots_core::TimerId::new_v7()).await, Err(KernelError::Unauthenticated(_))));
+    assert!(matches!(
+        wrong
+            .get_timer("acme", minoots_core::TimerId::new_v7())
+            .await,
+        Err(KernelError::Unauthenticated(_))
+    ));
     let right = GrpcKernelClient::connect_lazy(&r.url, Some("a-long-enough-kernel-token")).unwrap();
-    assert!(matches!(right.get_timer("acme", minoots_core::TimerId::new_v7()).await, Err(KernelError::NotFound(_))));
+    assert!(matches!(
+        right
+            .get_timer("acme", minoots_core::TimerId::new_v7())
+            .await,
+        Err(KernelError::NotFound(_))
+    ));
     r.stop().await;
 }
 
@@ -222,11 +351,19 @@ async fn a_token_is_required_when_configured() {
 async fn a_kernel_beyond_loopback_without_a_token_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(SqliteConfig::new(dir.path()), clock.clone()).unwrap());
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(SqliteConfig::new(dir.path()), clock.clone()).unwrap());
     let kernel = Kernel::start(store, clock, KernelConfig::default()).unwrap();
     // Binding the wildcard address sends no traffic anywhere; serve must refuse at once.
     let listener = TcpListener::bind("0.0.0.0:0").await.unwrap();
-    let err = serve(kernel.clone(), listener, GrpcServerConfig::default(), async {}).await.unwrap_err();
+    let err = serve(
+        kernel.clone(),
+        listener,
+        GrpcServerConfig::default(),
+        async {},
+    )
+    .await
+    .unwrap_err();
     assert!(err.contains("MINOOTS_KERNEL_TOKEN"), "{err}");
     kernel.shutdown().await;
 }
@@ -234,8 +371,16 @@ async fn a_kernel_beyond_loopback_without_a_token_refuses_to_start() {
 #[tokio::test]
 async fn an_unreachable_kernel_is_reported_as_unavailable() {
     // A loopback port that was just free: nothing listens there, the connection is refused.
-    let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let c = GrpcKernelClient::connect_lazy(&format!("http://127.0.0.1:{port}"), None).unwrap();
-    let e = c.get_timer("acme", minoots_core::TimerId::new_v7()).await.unwrap_err();
+    let e = c
+        .get_timer("acme", minoots_core::TimerId::new_v7())
+        .await
+        .unwrap_err();
     assert!(matches!(e, KernelError::Unavailable(_)), "{e:?}");
 }

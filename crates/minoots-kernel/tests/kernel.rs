@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use minoots_core::{AttemptOutcome, Clock, EventType, ManualClock, SystemClock, TimerRequest, TimerStatus};
+use minoots_core::{
+    AttemptOutcome, Clock, EventType, ManualClock, SystemClock, TimerRequest, TimerStatus,
+};
 use minoots_kernel::{Kernel, KernelApi, KernelConfig, KernelError, LeaseRequest};
 use minoots_store::{AttemptReport, EventQuery, SqliteConfig, SqliteStore, Store};
 use tokio_stream::StreamExt;
@@ -23,7 +25,8 @@ fn test_config() -> KernelConfig {
 }
 
 async fn start(dir: &std::path::Path, clock: Arc<dyn Clock>) -> Arc<Kernel> {
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(SqliteConfig::new(dir), clock.clone()).unwrap());
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(SqliteConfig::new(dir), clock.clone()).unwrap());
     let k = Kernel::start(store, clock, test_config()).unwrap();
     assert!(k.wait_ready(WAIT).await);
     k
@@ -47,14 +50,23 @@ async fn next_events(
 ) -> Vec<minoots_core::Event> {
     let mut out = Vec::new();
     while out.len() < n {
-        let e = tokio::time::timeout(WAIT, stream.next()).await.expect("event in time").expect("stream open").unwrap();
+        let e = tokio::time::timeout(WAIT, stream.next())
+            .await
+            .expect("event in time")
+            .expect("stream open")
+            .unwrap();
         out.push(e);
     }
     out
 }
 
 fn fired_query() -> EventQuery {
-    EventQuery { after_seq: 0, limit: 1000, types: vec![EventType::TimerFired], ..Default::default() }
+    EventQuery {
+        after_seq: 0,
+        limit: 1000,
+        types: vec![EventType::TimerFired],
+        ..Default::default()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -66,15 +78,28 @@ async fn timers_fire_in_due_order_and_never_early_on_the_real_clock() {
     for i in 0..200u32 {
         // Spread over 40–1,000 ms, created in an order unrelated to their due order.
         let ms = 40 + (i * 7919) % 960;
-        ids.push(k.schedule_timer("acme", req(&format!(r#"{{"duration": {ms}}}"#))).await.unwrap().timer);
+        ids.push(
+            k.schedule_timer("acme", req(&format!(r#"{{"duration": {ms}}}"#)))
+                .await
+                .unwrap()
+                .timer,
+        );
     }
     let events = next_events(&mut fired, 200).await;
     let mut last_due = i64::MIN;
     for e in &events {
         let t = k.get_timer("acme", e.timer_id).await.unwrap();
-        assert_eq!(t.status, TimerStatus::Settled, "no actions: settled on fire");
+        assert_eq!(
+            t.status,
+            TimerStatus::Settled,
+            "no actions: settled on fire"
+        );
         let fired_at = t.fired_at_us.unwrap();
-        assert!(fired_at >= t.fire_at_us, "fired {} us early", t.fire_at_us - fired_at);
+        assert!(
+            fired_at >= t.fire_at_us,
+            "fired {} us early",
+            t.fire_at_us - fired_at
+        );
         assert!(t.fire_at_us >= last_due, "fired out of due order");
         last_due = t.fire_at_us;
     }
@@ -88,11 +113,20 @@ async fn a_timer_fires_exactly_when_the_clock_reaches_it_and_not_before() {
     let clock = ManualClock::new(T0);
     let k = start(dir.path(), clock.clone()).await;
     let mut fired = k.stream_events(fired_query()).await.unwrap();
-    let t = k.schedule_timer("acme", req(r#"{"duration": "1s"}"#)).await.unwrap().timer;
+    let t = k
+        .schedule_timer("acme", req(r#"{"duration": "1s"}"#))
+        .await
+        .unwrap()
+        .timer;
     clock.advance_us(SEC - 1);
     // Nothing may fire one microsecond early. There is no event to wait for, so give the
     // firing thread a bounded chance to misbehave.
-    assert!(tokio::time::timeout(Duration::from_millis(300), fired.next()).await.is_err(), "fired early");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), fired.next())
+            .await
+            .is_err(),
+        "fired early"
+    );
     clock.advance_us(1);
     let e = next_events(&mut fired, 1).await;
     assert_eq!(e[0].timer_id, t.id);
@@ -108,19 +142,51 @@ async fn a_cancelled_timer_never_fires_and_a_fired_one_cannot_be_cancelled() {
     let clock = ManualClock::new(T0);
     let k = start(dir.path(), clock.clone()).await;
     let mut fired = k.stream_events(fired_query()).await.unwrap();
-    let a = k.schedule_timer("acme", req(r#"{"duration": "1s"}"#)).await.unwrap().timer;
-    let b = k.schedule_timer("acme", req(r#"{"duration": "2s"}"#)).await.unwrap().timer;
-    let c = k.cancel_timer("acme", a.id, Some("not needed".into())).await.unwrap();
+    let a = k
+        .schedule_timer("acme", req(r#"{"duration": "1s"}"#))
+        .await
+        .unwrap()
+        .timer;
+    let b = k
+        .schedule_timer("acme", req(r#"{"duration": "2s"}"#))
+        .await
+        .unwrap()
+        .timer;
+    let c = k
+        .cancel_timer("acme", a.id, Some("not needed".into()))
+        .await
+        .unwrap();
     assert_eq!(c.status, TimerStatus::Cancelled);
-    assert!(matches!(k.cancel_timer("other", b.id, None).await, Err(KernelError::NotFound(_))));
+    assert!(matches!(
+        k.cancel_timer("other", b.id, None).await,
+        Err(KernelError::NotFound(_))
+    ));
     clock.advance_us(3 * SEC);
     let e = next_events(&mut fired, 1).await;
     assert_eq!(e[0].timer_id, b.id, "only the uncancelled timer fires");
-    assert_eq!(k.get_timer("acme", a.id).await.unwrap().status, TimerStatus::Cancelled);
+    assert_eq!(
+        k.get_timer("acme", a.id).await.unwrap().status,
+        TimerStatus::Cancelled
+    );
     let err = k.cancel_timer("acme", b.id, None).await.unwrap_err();
-    assert!(matches!(err, KernelError::Conflict { status: Some(TimerStatus::Settled), .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            KernelError::Conflict {
+                status: Some(TimerStatus::Settled),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     let err = k.cancel_timer("acme", a.id, None).await.unwrap_err();
-    assert!(matches!(err, KernelError::Conflict { status: Some(TimerStatus::Cancelled), .. }));
+    assert!(matches!(
+        err,
+        KernelError::Conflict {
+            status: Some(TimerStatus::Cancelled),
+            ..
+        }
+    ));
     k.shutdown().await;
 }
 
@@ -129,13 +195,25 @@ async fn a_retry_is_another_due_time_and_success_settles() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
     let k = start(dir.path(), clock.clone()).await;
-    let t = k.schedule_timer("acme", webhook_req("1s", 5)).await.unwrap().timer;
+    let t = k
+        .schedule_timer("acme", webhook_req("1s", 5))
+        .await
+        .unwrap()
+        .timer;
     let mut leases = k
-        .lease_deliveries(LeaseRequest { lease_owner: "w1".into(), lease_ttl_ms: 30_000, max_in_flight: 8 })
+        .lease_deliveries(LeaseRequest {
+            lease_owner: "w1".into(),
+            lease_ttl_ms: 30_000,
+            max_in_flight: 8,
+        })
         .await
         .unwrap();
     clock.advance_us(SEC);
-    let d = tokio::time::timeout(WAIT, leases.next()).await.unwrap().unwrap().unwrap();
+    let d = tokio::time::timeout(WAIT, leases.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(d.timer.id, t.id);
     assert_eq!(d.delivery.attempt, 1);
     let report = |d: &minoots_store::LeasedDelivery, outcome| AttemptReport {
@@ -151,16 +229,42 @@ async fn a_retry_is_another_due_time_and_success_settles() {
         error: Some("unavailable".into()),
         response_excerpt: None,
     };
-    let out = k.report_attempt(report(&d, AttemptOutcome::Retryable)).await.unwrap();
-    assert_eq!(out.next_attempt_at_us, Some(clock.now_us() + 5 * SEC), "Retry-After 5 s");
+    let out = k
+        .report_attempt(report(&d, AttemptOutcome::Retryable))
+        .await
+        .unwrap();
+    assert_eq!(
+        out.next_attempt_at_us,
+        Some(clock.now_us() + 5 * SEC),
+        "Retry-After 5 s"
+    );
     // Not handed out again before its time.
     clock.advance_us(5 * SEC - 1);
-    assert!(tokio::time::timeout(Duration::from_millis(300), leases.next()).await.is_err(), "retried early");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), leases.next())
+            .await
+            .is_err(),
+        "retried early"
+    );
     clock.advance_us(1);
-    let d2 = tokio::time::timeout(WAIT, leases.next()).await.unwrap().unwrap().unwrap();
-    assert_eq!(d2.delivery.id, d.delivery.id, "same delivery id across retries");
+    let d2 = tokio::time::timeout(WAIT, leases.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        d2.delivery.id, d.delivery.id,
+        "same delivery id across retries"
+    );
     assert_eq!(d2.delivery.attempt, 2);
-    let out = k.report_attempt(AttemptReport { http_status: Some(200), error: None, ..report(&d2, AttemptOutcome::Succeeded) }).await.unwrap();
+    let out = k
+        .report_attempt(AttemptReport {
+            http_status: Some(200),
+            error: None,
+            ..report(&d2, AttemptOutcome::Succeeded)
+        })
+        .await
+        .unwrap();
     assert_eq!(out.timer_status, TimerStatus::Settled);
     let ds = k.list_deliveries("acme", t.id).await.unwrap();
     assert_eq!(ds[0].attempts.len(), 2);
@@ -172,20 +276,38 @@ async fn an_expired_lease_is_handed_to_another_executor_and_the_stale_report_is_
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
     let k = start(dir.path(), clock.clone()).await;
-    k.schedule_timer("acme", webhook_req("1s", 5)).await.unwrap();
-    clock.advance_us(SEC);
-    let mut w1 = k
-        .lease_deliveries(LeaseRequest { lease_owner: "w1".into(), lease_ttl_ms: 2_000, max_in_flight: 1 })
+    k.schedule_timer("acme", webhook_req("1s", 5))
         .await
         .unwrap();
-    let first = tokio::time::timeout(WAIT, w1.next()).await.unwrap().unwrap().unwrap();
+    clock.advance_us(SEC);
+    let mut w1 = k
+        .lease_deliveries(LeaseRequest {
+            lease_owner: "w1".into(),
+            lease_ttl_ms: 2_000,
+            max_in_flight: 1,
+        })
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(WAIT, w1.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     drop(w1); // the executor dies without reporting
     let mut w2 = k
-        .lease_deliveries(LeaseRequest { lease_owner: "w2".into(), lease_ttl_ms: 2_000, max_in_flight: 1 })
+        .lease_deliveries(LeaseRequest {
+            lease_owner: "w2".into(),
+            lease_ttl_ms: 2_000,
+            max_in_flight: 1,
+        })
         .await
         .unwrap();
     clock.advance_us(3 * SEC); // the lease expires; the rescuer (every 50 ms) returns it
-    let second = tokio::time::timeout(WAIT, w2.next()).await.unwrap().unwrap().unwrap();
+    let second = tokio::time::timeout(WAIT, w2.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(second.delivery.id, first.delivery.id);
     assert_eq!(second.delivery.attempt, 2);
     assert_eq!(second.delivery.lease_owner.as_deref(), Some("w2"));
@@ -202,10 +324,25 @@ async fn an_expired_lease_is_handed_to_another_executor_and_the_stale_report_is_
         error: None,
         response_excerpt: None,
     };
-    assert!(matches!(k.report_attempt(stale.clone()).await, Err(KernelError::Fenced(_))));
-    let fresh = AttemptReport { lease_owner: "w2".into(), attempt: 2, ..stale };
-    assert_eq!(k.report_attempt(fresh).await.unwrap().timer_status, TimerStatus::Settled);
-    assert!(k.metrics().leases_rescued.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    assert!(matches!(
+        k.report_attempt(stale.clone()).await,
+        Err(KernelError::Fenced(_))
+    ));
+    let fresh = AttemptReport {
+        lease_owner: "w2".into(),
+        attempt: 2,
+        ..stale
+    };
+    assert_eq!(
+        k.report_attempt(fresh).await.unwrap().timer_status,
+        TimerStatus::Settled
+    );
+    assert!(
+        k.metrics()
+            .leases_rescued
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
     k.shutdown().await;
 }
 
@@ -215,21 +352,48 @@ async fn event_streams_resume_from_a_sequence_number_and_follow_live() {
     let clock = ManualClock::new(T0);
     let k = start(dir.path(), clock.clone()).await;
     for _ in 0..5 {
-        k.schedule_timer("acme", req(r#"{"duration": "1h"}"#)).await.unwrap();
+        k.schedule_timer("acme", req(r#"{"duration": "1h"}"#))
+            .await
+            .unwrap();
     }
-    k.schedule_timer("other", req(r#"{"duration": "1h"}"#)).await.unwrap();
-    let all = k.store().read_events(EventQuery { after_seq: 0, limit: 100, ..Default::default() }).await.unwrap();
+    k.schedule_timer("other", req(r#"{"duration": "1h"}"#))
+        .await
+        .unwrap();
+    let all = k
+        .store()
+        .read_events(EventQuery {
+            after_seq: 0,
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(all.len(), 6);
     // Resume after the second event: the next four of the log, then live ones.
     let mut s = k
-        .stream_events(EventQuery { after_seq: all[1].seq, limit: 100, tenant_id: Some("acme".into()), ..Default::default() })
+        .stream_events(EventQuery {
+            after_seq: all[1].seq,
+            limit: 100,
+            tenant_id: Some("acme".into()),
+            ..Default::default()
+        })
         .await
         .unwrap();
     let replayed = next_events(&mut s, 3).await;
-    assert_eq!(replayed.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![all[2].seq, all[3].seq, all[4].seq]);
-    let live = k.schedule_timer("acme", req(r#"{"duration": "1h"}"#)).await.unwrap().timer;
+    assert_eq!(
+        replayed.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![all[2].seq, all[3].seq, all[4].seq]
+    );
+    let live = k
+        .schedule_timer("acme", req(r#"{"duration": "1h"}"#))
+        .await
+        .unwrap()
+        .timer;
     let e = next_events(&mut s, 1).await;
-    assert_eq!(e[0].timer_id, live.id, "the other tenant's event was filtered out");
+    assert_eq!(
+        e[0].timer_id, live.id,
+        "the other tenant's event was filtered out"
+    );
     assert_eq!(e[0].event_type, EventType::TimerScheduled);
     k.shutdown().await;
 }
@@ -240,16 +404,29 @@ async fn far_timers_stay_out_of_memory_until_the_window_reaches_them() {
     let clock = ManualClock::new(T0);
     let k = start(dir.path(), clock.clone()).await;
     let mut fired = k.stream_events(fired_query()).await.unwrap();
-    let far = k.schedule_timer("acme", req(r#"{"duration": "10s"}"#)).await.unwrap().timer;
-    k.schedule_timer("acme", req(r#"{"duration": "1s"}"#)).await.unwrap();
-    assert_eq!(k.window_len(), 1, "only the timer inside the 2 s window is in memory");
+    let far = k
+        .schedule_timer("acme", req(r#"{"duration": "10s"}"#))
+        .await
+        .unwrap()
+        .timer;
+    k.schedule_timer("acme", req(r#"{"duration": "1s"}"#))
+        .await
+        .unwrap();
+    assert_eq!(
+        k.window_len(),
+        1,
+        "only the timer inside the 2 s window is in memory"
+    );
     clock.advance_us(9 * SEC);
     let first = next_events(&mut fired, 1).await;
     assert_ne!(first[0].timer_id, far.id);
     // The loader brings the far timer in as the window reaches it.
     let deadline = tokio::time::Instant::now() + WAIT;
     while k.window_len() != 1 {
-        assert!(tokio::time::Instant::now() < deadline, "far timer never loaded");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "far timer never loaded"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     clock.advance_us(SEC);
@@ -265,7 +442,14 @@ async fn after_a_restart_overdue_timers_fire_at_once_oldest_first() {
     let k = start(dir.path(), clock.clone()).await;
     let mut ids = Vec::new();
     for s in [5, 3, 9, 1, 7] {
-        ids.push((s, k.schedule_timer("acme", req(&format!(r#"{{"duration": "{s}s"}}"#))).await.unwrap().timer.id));
+        ids.push((
+            s,
+            k.schedule_timer("acme", req(&format!(r#"{{"duration": "{s}s"}}"#)))
+                .await
+                .unwrap()
+                .timer
+                .id,
+        ));
     }
     k.shutdown().await;
     drop(k);
@@ -276,6 +460,10 @@ async fn after_a_restart_overdue_timers_fire_at_once_oldest_first() {
     let events = next_events(&mut fired, 5).await;
     ids.sort();
     let want: Vec<_> = ids.iter().map(|(_, id)| *id).collect();
-    assert_eq!(events.iter().map(|e| e.timer_id).collect::<Vec<_>>(), want, "oldest first");
+    assert_eq!(
+        events.iter().map(|e| e.timer_id).collect::<Vec<_>>(),
+        want,
+        "oldest first"
+    );
     k.shutdown().await;
 }

@@ -79,7 +79,10 @@ fn webhook(url: &str) -> Action {
 /// A scheduled timer for `tenant` due at `fire_at_us` with `actions` webhooks.
 pub fn timer(h: &Harness, tenant: &str, fire_at_us: i64, actions: usize) -> Timer {
     let mut labels = BTreeMap::new();
-    labels.insert("team".to_string(), if actions % 2 == 0 { "ops" } else { "dev" }.to_string());
+    labels.insert(
+        "team".to_string(),
+        if actions.is_multiple_of(2) { "ops" } else { "dev" }.to_string(),
+    );
     let mut metadata = serde_json::Map::new();
     metadata.insert("n".into(), serde_json::json!(actions));
     Timer {
@@ -98,7 +101,9 @@ pub fn timer(h: &Harness, tenant: &str, fire_at_us: i64, actions: usize) -> Time
         metadata,
         labels,
         action_bundle: ActionBundle {
-            actions: (0..actions).map(|i| webhook(&format!("https://example.com/{i}"))).collect(),
+            actions: (0..actions)
+                .map(|i| webhook(&format!("https://example.com/{i}")))
+                .collect(),
             retry_policy: Some(RetryPolicy {
                 max_attempts: Some(3),
                 initial_backoff_ms: Some(1_000),
@@ -122,7 +127,10 @@ use minoots_core::Clock as _;
 async fn fire(h: &Harness, id: TimerId) -> FireOutcome {
     let now = h.clock.now_us();
     h.store
-        .fire_timers(vec![FireRequest { timer_id: id, fired_at_us: now }])
+        .fire_timers(vec![FireRequest {
+            timer_id: id,
+            fired_at_us: now,
+        }])
         .await
         .expect("fire")
         .remove(0)
@@ -150,7 +158,11 @@ fn report(d: &LeasedDelivery, outcome: AttemptOutcome, now: i64) -> AttemptRepor
 
 async fn all_events(h: &Harness) -> Vec<minoots_core::Event> {
     h.store
-        .read_events(EventQuery { after_seq: 0, limit: 10_000, ..Default::default() })
+        .read_events(EventQuery {
+            after_seq: 0,
+            limit: 10_000,
+            ..Default::default()
+        })
         .await
         .expect("events")
 }
@@ -159,16 +171,31 @@ pub async fn create_get_and_tenant_isolation(h: &Harness) {
     let t = timer(h, "acme", T0 + 30 * SEC, 1);
     let stored = create(h, t.clone()).await;
     assert_eq!(stored, t);
-    let got = h.store.get_timer("acme", t.id).await.unwrap().expect("found");
+    let got = h
+        .store
+        .get_timer("acme", t.id)
+        .await
+        .unwrap()
+        .expect("found");
     assert_eq!(got, t, "every field survives the round trip");
-    assert_eq!(h.store.get_timer("other", t.id).await.unwrap(), None, "another tenant sees nothing");
-    assert_eq!(h.store.get_timer("acme", TimerId::new_v7()).await.unwrap(), None);
+    assert_eq!(
+        h.store.get_timer("other", t.id).await.unwrap(),
+        None,
+        "another tenant sees nothing"
+    );
+    assert_eq!(
+        h.store.get_timer("acme", TimerId::new_v7()).await.unwrap(),
+        None
+    );
     assert_eq!(
         h.store.cancel_timer("other", t.id, None).await.unwrap_err(),
         StoreError::NotFound,
         "another tenant cannot cancel"
     );
-    assert_eq!(h.store.list_deliveries("other", t.id).await.unwrap_err(), StoreError::NotFound);
+    assert_eq!(
+        h.store.list_deliveries("other", t.id).await.unwrap_err(),
+        StoreError::NotFound
+    );
     let ev = all_events(h).await;
     assert_eq!(ev.len(), 1);
     assert_eq!(ev[0].event_type, EventType::TimerScheduled);
@@ -199,7 +226,10 @@ pub async fn list_filters_and_pages(h: &Harness) {
         ids.push(t.id);
     }
     create(h, timer(h, "other", T0 + 5 * SEC, 1)).await;
-    h.store.cancel_timer("acme", ids[6], Some("x".into())).await.unwrap();
+    h.store
+        .cancel_timer("acme", ids[6], Some("x".into()))
+        .await
+        .unwrap();
 
     // Pages of 3 walk all seven acme timers in fire order, and no other tenant's.
     let mut seen = Vec::new();
@@ -207,7 +237,13 @@ pub async fn list_filters_and_pages(h: &Harness) {
     loop {
         let page = h
             .store
-            .list_timers(TimerQuery { tenant_id: "acme".into(), status: None, label: None, limit: 3, after })
+            .list_timers(TimerQuery {
+                tenant_id: "acme".into(),
+                status: None,
+                label: None,
+                limit: 3,
+                after,
+            })
             .await
             .unwrap();
         assert!(page.timers.len() <= 3);
@@ -221,7 +257,13 @@ pub async fn list_filters_and_pages(h: &Harness) {
 
     let scheduled = h
         .store
-        .list_timers(TimerQuery { tenant_id: "acme".into(), status: Some(TimerStatus::Scheduled), label: None, limit: 50, after: None })
+        .list_timers(TimerQuery {
+            tenant_id: "acme".into(),
+            status: Some(TimerStatus::Scheduled),
+            label: None,
+            limit: 50,
+            after: None,
+        })
         .await
         .unwrap();
     assert_eq!(scheduled.timers.len(), 6);
@@ -238,30 +280,53 @@ pub async fn list_filters_and_pages(h: &Harness) {
         .await
         .unwrap();
     // Even action counts (0, 2, 4, 6 -> i = 0, 2, 4, 6) carry team=ops.
-    assert_eq!(ops.timers.iter().map(|t| t.id).collect::<Vec<_>>(), vec![ids[0], ids[2], ids[4], ids[6]]);
+    assert_eq!(
+        ops.timers.iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![ids[0], ids[2], ids[4], ids[6]]
+    );
 }
 
 pub async fn cancel_before_fire_and_conflicts(h: &Harness) {
     let t = create(h, timer(h, "acme", T0 + 10 * SEC, 1)).await;
-    let c = h.store.cancel_timer("acme", t.id, Some("changed my mind".into())).await.unwrap();
+    let c = h
+        .store
+        .cancel_timer("acme", t.id, Some("changed my mind".into()))
+        .await
+        .unwrap();
     assert_eq!(c.status, TimerStatus::Cancelled);
     assert_eq!(c.cancel_reason.as_deref(), Some("changed my mind"));
     assert_eq!(c.version, 2);
     assert_eq!(h.store.get_timer("acme", t.id).await.unwrap().unwrap(), c);
     assert_eq!(
         h.store.cancel_timer("acme", t.id, None).await.unwrap_err(),
-        StoreError::Conflict { status: TimerStatus::Cancelled }
+        StoreError::Conflict {
+            status: TimerStatus::Cancelled
+        }
     );
     h.clock.advance_us(11 * SEC);
-    assert_eq!(fire(h, t.id).await, FireOutcome::Skipped { timer_id: t.id, status: TimerStatus::Cancelled });
-    assert!(h.store.load_due_timers(None, i64::MAX, 10).await.unwrap().is_empty());
+    assert_eq!(
+        fire(h, t.id).await,
+        FireOutcome::Skipped {
+            timer_id: t.id,
+            status: TimerStatus::Cancelled
+        }
+    );
+    assert!(
+        h.store
+            .load_due_timers(None, i64::MAX, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     let f = create(h, timer(h, "acme", T0 + 12 * SEC, 1)).await;
     h.clock.advance_us(2 * SEC);
     assert!(matches!(fire(h, f.id).await, FireOutcome::Fired { .. }));
     assert_eq!(
         h.store.cancel_timer("acme", f.id, None).await.unwrap_err(),
-        StoreError::Conflict { status: TimerStatus::Fired }
+        StoreError::Conflict {
+            status: TimerStatus::Fired
+        }
     );
 }
 
@@ -270,17 +335,41 @@ pub async fn due_timers_load_in_order_and_skip_cancelled(h: &Harness) {
     let mut want = Vec::new();
     for i in [5, 1, 3, 3, 3, 9, 2] {
         let t = create(h, timer(h, "acme", T0 + i * SEC, 1)).await;
-        want.push(DueTimer { fire_at_us: t.fire_at_us, id: t.id });
+        want.push(DueTimer {
+            fire_at_us: t.fire_at_us,
+            id: t.id,
+        });
     }
     let cancelled = create(h, timer(h, "acme", T0 + 4 * SEC, 1)).await;
-    h.store.cancel_timer("acme", cancelled.id, None).await.unwrap();
+    h.store
+        .cancel_timer("acme", cancelled.id, None)
+        .await
+        .unwrap();
     want.sort();
-    let due: Vec<DueTimer> = want.iter().copied().filter(|d| d.fire_at_us <= T0 + 5 * SEC).collect();
-    assert_eq!(h.store.load_due_timers(None, T0 + 5 * SEC, 100).await.unwrap(), due);
+    let due: Vec<DueTimer> = want
+        .iter()
+        .copied()
+        .filter(|d| d.fire_at_us <= T0 + 5 * SEC)
+        .collect();
+    assert_eq!(
+        h.store
+            .load_due_timers(None, T0 + 5 * SEC, 100)
+            .await
+            .unwrap(),
+        due
+    );
     // Keyset paging through the window returns the same sequence.
-    let first = h.store.load_due_timers(None, T0 + 5 * SEC, 2).await.unwrap();
+    let first = h
+        .store
+        .load_due_timers(None, T0 + 5 * SEC, 2)
+        .await
+        .unwrap();
     assert_eq!(first, due[..2]);
-    let rest = h.store.load_due_timers(Some(first[1]), T0 + 5 * SEC, 100).await.unwrap();
+    let rest = h
+        .store
+        .load_due_timers(Some(first[1]), T0 + 5 * SEC, 100)
+        .await
+        .unwrap();
     assert_eq!(rest, due[2..]);
 }
 
@@ -288,22 +377,51 @@ pub async fn fire_creates_deliveries_once(h: &Harness) {
     let t = create(h, timer(h, "acme", T0 + SEC, 2)).await;
     h.clock.advance_us(SEC + 500);
     let out = fire(h, t.id).await;
-    assert_eq!(out, FireOutcome::Fired { timer_id: t.id, tenant_id: "acme".into(), deliveries: 2, fire_at_us: t.fire_at_us });
+    assert_eq!(
+        out,
+        FireOutcome::Fired {
+            timer_id: t.id,
+            tenant_id: "acme".into(),
+            deliveries: 2,
+            fire_at_us: t.fire_at_us
+        }
+    );
     let again = fire(h, t.id).await;
-    assert_eq!(again, FireOutcome::Skipped { timer_id: t.id, status: TimerStatus::Fired });
+    assert_eq!(
+        again,
+        FireOutcome::Skipped {
+            timer_id: t.id,
+            status: TimerStatus::Fired
+        }
+    );
     let got = h.store.get_timer("acme", t.id).await.unwrap().unwrap();
     assert_eq!(got.status, TimerStatus::Fired);
     assert_eq!(got.fired_at_us, Some(T0 + SEC + 500));
     assert_eq!(got.fired_late_us(), Some(500));
     let ds = h.store.list_deliveries("acme", t.id).await.unwrap();
     assert_eq!(ds.len(), 2);
-    assert!(ds.iter().all(|d| d.delivery.status == DeliveryStatus::Pending && d.delivery.attempt == 0));
-    assert_eq!(ds.iter().map(|d| d.delivery.action_index).collect::<Vec<_>>(), vec![0, 1]);
-    let fired: Vec<_> = all_events(h).await.into_iter().filter(|e| e.event_type == EventType::TimerFired).collect();
+    assert!(
+        ds.iter()
+            .all(|d| d.delivery.status == DeliveryStatus::Pending && d.delivery.attempt == 0)
+    );
+    assert_eq!(
+        ds.iter()
+            .map(|d| d.delivery.action_index)
+            .collect::<Vec<_>>(),
+        vec![0, 1]
+    );
+    let fired: Vec<_> = all_events(h)
+        .await
+        .into_iter()
+        .filter(|e| e.event_type == EventType::TimerFired)
+        .collect();
     assert_eq!(fired.len(), 1, "firing twice appends one event");
     assert_eq!(fired[0].data["firedLateUs"], 500);
     let unknown = TimerId::new_v7();
-    assert_eq!(fire(h, unknown).await, FireOutcome::NotFound { timer_id: unknown });
+    assert_eq!(
+        fire(h, unknown).await,
+        FireOutcome::NotFound { timer_id: unknown }
+    );
 }
 
 pub async fn timer_without_actions_settles_on_fire(h: &Harness) {
@@ -314,17 +432,40 @@ pub async fn timer_without_actions_settles_on_fire(h: &Harness) {
     assert_eq!(got.status, TimerStatus::Settled);
     assert_eq!(got.settled_at_us, Some(T0 + SEC));
     let types: Vec<_> = all_events(h).await.iter().map(|e| e.event_type).collect();
-    assert_eq!(types, vec![EventType::TimerScheduled, EventType::TimerFired, EventType::TimerSettled]);
-    assert!(h.store.claim_deliveries("w1", 30 * SEC, 10).await.unwrap().is_empty());
+    assert_eq!(
+        types,
+        vec![
+            EventType::TimerScheduled,
+            EventType::TimerFired,
+            EventType::TimerSettled
+        ]
+    );
+    assert!(
+        h.store
+            .claim_deliveries("w1", 30 * SEC, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 pub async fn claim_leases_only_due_deliveries(h: &Harness) {
     let a = create(h, timer(h, "acme", T0 + SEC, 1)).await;
     let b = create(h, timer(h, "acme", T0 + 100 * SEC, 1)).await;
-    assert!(h.store.claim_deliveries("w1", 30 * SEC, 10).await.unwrap().is_empty(), "nothing fired yet");
+    assert!(
+        h.store
+            .claim_deliveries("w1", 30 * SEC, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing fired yet"
+    );
     h.clock.advance_us(SEC);
     fire(h, a.id).await;
-    assert_eq!(h.store.next_delivery_due_us().await.unwrap(), Some(T0 + SEC));
+    assert_eq!(
+        h.store.next_delivery_due_us().await.unwrap(),
+        Some(T0 + SEC)
+    );
     let claimed = h.store.claim_deliveries("w1", 30 * SEC, 10).await.unwrap();
     assert_eq!(claimed.len(), 1);
     let d = &claimed[0];
@@ -334,11 +475,25 @@ pub async fn claim_leases_only_due_deliveries(h: &Harness) {
     assert_eq!(d.delivery.lease_owner.as_deref(), Some("w1"));
     assert_eq!(d.delivery.lease_expires_at_us, Some(T0 + 31 * SEC));
     assert_eq!(d.action, a.action_bundle.actions[0]);
-    assert!(h.store.claim_deliveries("w2", 30 * SEC, 10).await.unwrap().is_empty(), "a leased delivery is not handed out twice");
+    assert!(
+        h.store
+            .claim_deliveries("w2", 30 * SEC, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a leased delivery is not handed out twice"
+    );
     assert_eq!(h.store.next_delivery_due_us().await.unwrap(), None);
     let _ = b;
     let stats = h.store.stats().await.unwrap();
-    assert_eq!((stats.scheduled_timers, stats.pending_deliveries, stats.in_flight_deliveries), (1, 0, 1));
+    assert_eq!(
+        (
+            stats.scheduled_timers,
+            stats.pending_deliveries,
+            stats.in_flight_deliveries
+        ),
+        (1, 0, 1)
+    );
 }
 
 pub async fn success_settles_the_timer(h: &Harness) {
@@ -348,21 +503,42 @@ pub async fn success_settles_the_timer(h: &Harness) {
     let claimed = h.store.claim_deliveries("w1", 30 * SEC, 10).await.unwrap();
     assert_eq!(claimed.len(), 2);
     let now = h.clock.now_us();
-    let first = h.store.report_attempt(report(&claimed[0], AttemptOutcome::Succeeded, now)).await.unwrap();
+    let first = h
+        .store
+        .report_attempt(report(&claimed[0], AttemptOutcome::Succeeded, now))
+        .await
+        .unwrap();
     assert_eq!(first.delivery_status, DeliveryStatus::Succeeded);
-    assert_eq!(first.timer_status, TimerStatus::Fired, "one action still running");
-    let second = h.store.report_attempt(report(&claimed[1], AttemptOutcome::Succeeded, now)).await.unwrap();
+    assert_eq!(
+        first.timer_status,
+        TimerStatus::Fired,
+        "one action still running"
+    );
+    let second = h
+        .store
+        .report_attempt(report(&claimed[1], AttemptOutcome::Succeeded, now))
+        .await
+        .unwrap();
     assert_eq!(second.timer_status, TimerStatus::Settled);
     // A repeated report of a finished attempt is fenced, not applied twice.
     assert!(matches!(
-        h.store.report_attempt(report(&claimed[1], AttemptOutcome::Succeeded, now)).await,
+        h.store
+            .report_attempt(report(&claimed[1], AttemptOutcome::Succeeded, now))
+            .await,
         Err(StoreError::Fenced { .. })
     ));
     let ds = h.store.list_deliveries("acme", t.id).await.unwrap();
-    assert!(ds.iter().all(|d| d.delivery.status == DeliveryStatus::Succeeded && d.attempts.len() == 1));
+    assert!(
+        ds.iter()
+            .all(|d| d.delivery.status == DeliveryStatus::Succeeded && d.attempts.len() == 1)
+    );
     assert_eq!(ds[0].attempts[0].http_status, Some(200));
     assert_eq!(ds[0].attempts[0].duration_us, 1_234);
-    let settled = all_events(h).await.into_iter().filter(|e| e.event_type == EventType::TimerSettled).count();
+    let settled = all_events(h)
+        .await
+        .into_iter()
+        .filter(|e| e.event_type == EventType::TimerSettled)
+        .count();
     assert_eq!(settled, 1);
 }
 
@@ -375,15 +551,29 @@ pub async fn retry_reschedules_and_exhaustion_kills(h: &Harness) {
         assert_eq!(claimed.len(), 1, "attempt {attempt} is due");
         assert_eq!(claimed[0].delivery.attempt, attempt);
         let now = h.clock.now_us();
-        let out = h.store.report_attempt(report(&claimed[0], AttemptOutcome::Retryable, now)).await.unwrap();
+        let out = h
+            .store
+            .report_attempt(report(&claimed[0], AttemptOutcome::Retryable, now))
+            .await
+            .unwrap();
         if attempt < 3 {
             assert_eq!(out.delivery_status, DeliveryStatus::Pending);
             let next = out.next_attempt_at_us.expect("a retry time");
             let ceiling = 1_000_000 * 2i64.pow(attempt - 1);
-            assert!(next >= now && next <= now + ceiling, "next {next} within [now, now+{ceiling}]");
+            assert!(
+                next >= now && next <= now + ceiling,
+                "next {next} within [now, now+{ceiling}]"
+            );
             assert_eq!(h.store.next_delivery_due_us().await.unwrap(), Some(next));
             if next > now {
-                assert!(h.store.claim_deliveries("w1", 30 * SEC, 10).await.unwrap().is_empty(), "not before its time");
+                assert!(
+                    h.store
+                        .claim_deliveries("w1", 30 * SEC, 10)
+                        .await
+                        .unwrap()
+                        .is_empty(),
+                    "not before its time"
+                );
             }
             h.clock.set_us(next);
         } else {
@@ -397,8 +587,20 @@ pub async fn retry_reschedules_and_exhaustion_kills(h: &Harness) {
     assert_eq!(ds[0].attempts.len(), 3);
     assert_eq!(ds[0].delivery.status, DeliveryStatus::Dead);
     let types: Vec<_> = all_events(h).await.iter().map(|e| e.event_type).collect();
-    assert_eq!(types.iter().filter(|t| **t == EventType::DeliveryRetrying).count(), 2);
-    assert_eq!(types.iter().filter(|t| **t == EventType::DeliveryDead).count(), 1);
+    assert_eq!(
+        types
+            .iter()
+            .filter(|t| **t == EventType::DeliveryRetrying)
+            .count(),
+        2
+    );
+    assert_eq!(
+        types
+            .iter()
+            .filter(|t| **t == EventType::DeliveryDead)
+            .count(),
+        1
+    );
     assert_eq!(types.last(), Some(&EventType::TimerFailed));
 }
 
@@ -407,7 +609,15 @@ pub async fn permanent_failure_kills_at_once(h: &Harness) {
     h.clock.advance_us(SEC);
     fire(h, t.id).await;
     let claimed = h.store.claim_deliveries("w1", 30 * SEC, 10).await.unwrap();
-    let out = h.store.report_attempt(report(&claimed[0], AttemptOutcome::Permanent, h.clock.now_us())).await.unwrap();
+    let out = h
+        .store
+        .report_attempt(report(
+            &claimed[0],
+            AttemptOutcome::Permanent,
+            h.clock.now_us(),
+        ))
+        .await
+        .unwrap();
     assert_eq!(out.delivery_status, DeliveryStatus::Dead);
     assert_eq!(out.timer_status, TimerStatus::Failed);
     assert_eq!(h.store.next_delivery_due_us().await.unwrap(), None);
@@ -423,7 +633,11 @@ pub async fn retry_after_is_honoured(h: &Harness) {
     r.http_status = Some(429);
     r.retry_after_ms = Some(45_000);
     let out = h.store.report_attempt(r).await.unwrap();
-    assert_eq!(out.next_attempt_at_us, Some(now + 45 * SEC), "Retry-After above the jittered backoff wins");
+    assert_eq!(
+        out.next_attempt_at_us,
+        Some(now + 45 * SEC),
+        "Retry-After above the jittered backoff wins"
+    );
     let claimed = {
         h.clock.set_us(now + 45 * SEC);
         h.store.claim_deliveries("w1", 30 * SEC, 10).await.unwrap()
@@ -432,82 +646,179 @@ pub async fn retry_after_is_honoured(h: &Harness) {
     r.retry_after_ms = Some(10_000_000);
     let now = h.clock.now_us();
     let out = h.store.report_attempt(r).await.unwrap();
-    assert_eq!(out.next_attempt_at_us, Some(now + 60 * SEC), "capped at maxBackoffMs");
+    assert_eq!(
+        out.next_attempt_at_us,
+        Some(now + 60 * SEC),
+        "capped at maxBackoffMs"
+    );
 }
 
 pub async fn expired_lease_is_rescued_and_stale_report_fenced(h: &Harness) {
     let t = create(h, timer(h, "acme", T0 + SEC, 1)).await;
     h.clock.advance_us(SEC);
     fire(h, t.id).await;
-    let first = h.store.claim_deliveries("w1", 10 * SEC, 10).await.unwrap().remove(0);
+    let first = h
+        .store
+        .claim_deliveries("w1", 10 * SEC, 10)
+        .await
+        .unwrap()
+        .remove(0);
     h.clock.advance_us(5 * SEC);
-    assert_eq!(h.store.rescue_expired_leases(100).await.unwrap(), 0, "lease still valid");
+    assert_eq!(
+        h.store.rescue_expired_leases(100).await.unwrap(),
+        0,
+        "lease still valid"
+    );
     h.clock.advance_us(6 * SEC);
     assert_eq!(h.store.rescue_expired_leases(100).await.unwrap(), 1);
-    let d = h.store.get_delivery(first.delivery.id).await.unwrap().unwrap();
+    let d = h
+        .store
+        .get_delivery(first.delivery.id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(d.status, DeliveryStatus::Pending);
     assert_eq!(d.lease_owner, None);
-    let second = h.store.claim_deliveries("w2", 10 * SEC, 10).await.unwrap().remove(0);
-    assert_eq!(second.delivery.id, first.delivery.id, "same delivery id across redeliveries");
+    let second = h
+        .store
+        .claim_deliveries("w2", 10 * SEC, 10)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        second.delivery.id, first.delivery.id,
+        "same delivery id across redeliveries"
+    );
     assert_eq!(second.delivery.attempt, 2);
     // The first executor comes back late: its report is refused.
-    let stale = h.store.report_attempt(report(&first, AttemptOutcome::Succeeded, h.clock.now_us())).await;
-    assert_eq!(stale.unwrap_err(), StoreError::Fenced { delivery_id: first.delivery.id });
+    let stale = h
+        .store
+        .report_attempt(report(&first, AttemptOutcome::Succeeded, h.clock.now_us()))
+        .await;
+    assert_eq!(
+        stale.unwrap_err(),
+        StoreError::Fenced {
+            delivery_id: first.delivery.id
+        }
+    );
     // Right owner, wrong attempt: refused too.
     let mut wrong = report(&second, AttemptOutcome::Succeeded, h.clock.now_us());
     wrong.attempt = 1;
-    assert!(matches!(h.store.report_attempt(wrong).await, Err(StoreError::Fenced { .. })));
-    let ok = h.store.report_attempt(report(&second, AttemptOutcome::Succeeded, h.clock.now_us())).await.unwrap();
+    assert!(matches!(
+        h.store.report_attempt(wrong).await,
+        Err(StoreError::Fenced { .. })
+    ));
+    let ok = h
+        .store
+        .report_attempt(report(&second, AttemptOutcome::Succeeded, h.clock.now_us()))
+        .await
+        .unwrap();
     assert_eq!(ok.timer_status, TimerStatus::Settled);
     // The third and last allowed attempt expiring makes the delivery dead.
     let t2 = create(h, timer(h, "acme", h.clock.now_us(), 1)).await;
     fire(h, t2.id).await;
     for _ in 0..3 {
-        assert_eq!(h.store.claim_deliveries("w1", SEC, 10).await.unwrap().len(), 1);
+        assert_eq!(
+            h.store.claim_deliveries("w1", SEC, 10).await.unwrap().len(),
+            1
+        );
         h.clock.advance_us(2 * SEC);
         assert_eq!(h.store.rescue_expired_leases(100).await.unwrap(), 1);
     }
-    assert_eq!(h.store.get_timer("acme", t2.id).await.unwrap().unwrap().status, TimerStatus::Failed);
+    assert_eq!(
+        h.store
+            .get_timer("acme", t2.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        TimerStatus::Failed
+    );
 }
 
 pub async fn events_resume_from_any_sequence_number(h: &Harness) {
     let mut ids = Vec::new();
     for i in 0..5 {
-        ids.push(create(h, timer(h, if i % 2 == 0 { "acme" } else { "other" }, T0 + (i + 1) * SEC, 1)).await.id);
+        ids.push(
+            create(
+                h,
+                timer(
+                    h,
+                    if i % 2 == 0 { "acme" } else { "other" },
+                    T0 + (i + 1) * SEC,
+                    1,
+                ),
+            )
+            .await
+            .id,
+        );
     }
     h.store.cancel_timer("acme", ids[0], None).await.unwrap();
     let all = all_events(h).await;
     assert_eq!(all.len(), 6);
-    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq), "strictly increasing");
-    assert_eq!(h.store.latest_event_seq().await.unwrap(), all.last().unwrap().seq);
+    assert!(
+        all.windows(2).all(|w| w[0].seq < w[1].seq),
+        "strictly increasing"
+    );
+    assert_eq!(
+        h.store.latest_event_seq().await.unwrap(),
+        all.last().unwrap().seq
+    );
     for (i, e) in all.iter().enumerate() {
         let rest = h
             .store
-            .read_events(EventQuery { after_seq: e.seq, limit: 100, ..Default::default() })
+            .read_events(EventQuery {
+                after_seq: e.seq,
+                limit: 100,
+                ..Default::default()
+            })
             .await
             .unwrap();
         assert_eq!(rest, all[i + 1..], "resuming after seq {}", e.seq);
     }
     let acme = h
         .store
-        .read_events(EventQuery { after_seq: 0, limit: 100, tenant_id: Some("acme".into()), ..Default::default() })
+        .read_events(EventQuery {
+            after_seq: 0,
+            limit: 100,
+            tenant_id: Some("acme".into()),
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(acme.len(), 4);
     assert!(acme.iter().all(|e| e.tenant_id == "acme"));
     let cancels = h
         .store
-        .read_events(EventQuery { after_seq: 0, limit: 100, types: vec![EventType::TimerCancelled], ..Default::default() })
+        .read_events(EventQuery {
+            after_seq: 0,
+            limit: 100,
+            types: vec![EventType::TimerCancelled],
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(cancels.len(), 1);
     let one_timer = h
         .store
-        .read_events(EventQuery { after_seq: 0, limit: 100, timer_id: Some(ids[0]), ..Default::default() })
+        .read_events(EventQuery {
+            after_seq: 0,
+            limit: 100,
+            timer_id: Some(ids[0]),
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(one_timer.len(), 2);
-    let limited = h.store.read_events(EventQuery { after_seq: 0, limit: 2, ..Default::default() }).await.unwrap();
+    let limited = h
+        .store
+        .read_events(EventQuery {
+            after_seq: 0,
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(limited, all[..2]);
 }
 
@@ -517,7 +828,9 @@ pub async fn live_events_arrive_in_commit_order(h: &Harness) {
     for i in 0..50 {
         let store = h.store.clone();
         let t = timer(h, "acme", T0 + (i + 1) * SEC, 1);
-        tasks.push(tokio::spawn(async move { store.create_timer(t).await.unwrap() }));
+        tasks.push(tokio::spawn(
+            async move { store.create_timer(t).await.unwrap() },
+        ));
     }
     for t in tasks {
         t.await.unwrap();
@@ -538,17 +851,34 @@ pub async fn old_events_are_pruned(h: &Harness) {
     h.clock.advance_us(3_600 * SEC);
     let young = create(h, timer(h, "acme", T0 + 7_200 * SEC, 1)).await;
     let latest = h.store.latest_event_seq().await.unwrap();
-    assert_eq!(h.store.prune_events(T0 + 1_800 * SEC, 2).await.unwrap(), 2, "bounded by the limit");
-    assert_eq!(h.store.prune_events(T0 + 1_800 * SEC, 100).await.unwrap(), 2);
-    assert_eq!(h.store.prune_events(T0 + 1_800 * SEC, 100).await.unwrap(), 0);
+    assert_eq!(
+        h.store.prune_events(T0 + 1_800 * SEC, 2).await.unwrap(),
+        2,
+        "bounded by the limit"
+    );
+    assert_eq!(
+        h.store.prune_events(T0 + 1_800 * SEC, 100).await.unwrap(),
+        2
+    );
+    assert_eq!(
+        h.store.prune_events(T0 + 1_800 * SEC, 100).await.unwrap(),
+        0
+    );
     let left = all_events(h).await;
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].timer_id, young.id);
-    assert_eq!(h.store.latest_event_seq().await.unwrap(), latest, "pruning never lowers the sequence");
+    assert_eq!(
+        h.store.latest_event_seq().await.unwrap(),
+        latest,
+        "pruning never lowers the sequence"
+    );
     let after = create(h, timer(h, "acme", T0 + 7_200 * SEC, 1)).await;
     let ev = all_events(h).await;
     assert_eq!(ev.last().unwrap().timer_id, after.id);
-    assert!(ev.last().unwrap().seq > latest, "sequence numbers are never reused");
+    assert!(
+        ev.last().unwrap().seq > latest,
+        "sequence numbers are never reused"
+    );
 }
 
 pub async fn concurrent_writes_all_commit(h: &Harness) {
@@ -556,13 +886,19 @@ pub async fn concurrent_writes_all_commit(h: &Harness) {
     for i in 0..400 {
         let store = h.store.clone();
         let t = timer(h, "acme", T0 + (i % 17 + 1) * SEC, 1);
-        tasks.push(tokio::spawn(async move { store.create_timer(t).await.unwrap().timer.id }));
+        tasks.push(tokio::spawn(async move {
+            store.create_timer(t).await.unwrap().timer.id
+        }));
     }
     let mut ids = Vec::new();
     for t in tasks {
         ids.push(t.await.unwrap());
     }
-    let due = h.store.load_due_timers(None, i64::MAX, 1_000).await.unwrap();
+    let due = h
+        .store
+        .load_due_timers(None, i64::MAX, 1_000)
+        .await
+        .unwrap();
     assert_eq!(due.len(), 400);
     let mut a: Vec<_> = due.iter().map(|d| d.id).collect();
     a.sort();
@@ -570,7 +906,9 @@ pub async fn concurrent_writes_all_commit(h: &Harness) {
     assert_eq!(a, ids);
     let ev = all_events(h).await;
     assert_eq!(ev.len(), 400);
-    let many: Vec<Timer> = (0..100).map(|i| timer(h, "bulk", T0 + i * SEC, 0)).collect();
+    let many: Vec<Timer> = (0..100)
+        .map(|i| timer(h, "bulk", T0 + i * SEC, 0))
+        .collect();
     let out = h.store.create_timers(many).await.unwrap();
     assert!(out.iter().all(|o| o.created));
     assert_eq!(h.store.stats().await.unwrap().scheduled_timers, 500);

@@ -16,7 +16,9 @@ pub enum StoreError {
     #[error("the timer is {status}, so it can no longer be changed")]
     Conflict { status: TimerStatus },
     /// A report for a lease that is no longer held (expired and re-claimed, or wrong owner).
-    #[error("stale report: delivery {delivery_id} is not in flight under this lease owner and attempt")]
+    #[error(
+        "stale report: delivery {delivery_id} is not in flight under this lease owner and attempt"
+    )]
     Fenced { delivery_id: DeliveryId },
     /// The data directory is held by another process.
     #[error("the data directory {0} is in use by another MINOOTS process")]
@@ -74,7 +76,7 @@ impl DueTimer {
 
     /// Decodes a cursor made by [`DueTimer::encode_cursor`]; `None` for anything else.
     pub fn decode_cursor(text: &str) -> Option<Self> {
-        if text.len() > 200 || text.len() % 2 != 0 {
+        if text.len() > 200 || !text.len().is_multiple_of(2) {
             return None;
         }
         let bytes: Option<Vec<u8>> = (0..text.len())
@@ -105,12 +107,26 @@ pub struct FireRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FireOutcome {
     /// Now `fired`, with this many pending deliveries.
-    Fired { timer_id: TimerId, tenant_id: String, deliveries: usize, fire_at_us: i64 },
+    Fired {
+        timer_id: TimerId,
+        tenant_id: String,
+        deliveries: usize,
+        fire_at_us: i64,
+    },
     /// Had no actions: now `settled`.
-    Settled { timer_id: TimerId, tenant_id: String, fire_at_us: i64 },
+    Settled {
+        timer_id: TimerId,
+        tenant_id: String,
+        fire_at_us: i64,
+    },
     /// Not scheduled any more (cancelled, or already fired by an earlier call).
-    Skipped { timer_id: TimerId, status: TimerStatus },
-    NotFound { timer_id: TimerId },
+    Skipped {
+        timer_id: TimerId,
+        status: TimerStatus,
+    },
+    NotFound {
+        timer_id: TimerId,
+    },
 }
 
 /// A delivery handed to an executor, with what it needs to run it.
@@ -168,7 +184,9 @@ pub struct EventQuery {
 impl EventQuery {
     /// True when `event` passes the tenant, timer and type filters.
     pub fn matches(&self, event: &minoots_core::Event) -> bool {
-        self.tenant_id.as_ref().is_none_or(|t| *t == event.tenant_id)
+        self.tenant_id
+            .as_ref()
+            .is_none_or(|t| *t == event.tenant_id)
             && self.timer_id.is_none_or(|t| t == event.timer_id)
             && (self.types.is_empty() || self.types.contains(&event.event_type))
     }
@@ -188,7 +206,10 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_garbage_is_refused() {
-        let d = DueTimer { fire_at_us: 1_795_773_600_000_000, id: TimerId::new_v7() };
+        let d = DueTimer {
+            fire_at_us: 1_795_773_600_000_000,
+            id: TimerId::new_v7(),
+        };
         assert_eq!(DueTimer::decode_cursor(&d.encode_cursor()), Some(d));
         for bad in ["", "zz", "00", "763", &"ab".repeat(101), "76312e", "v1.5.x"] {
             assert_eq!(DueTimer::decode_cursor(bad), None, "{bad}");

@@ -10,8 +10,16 @@ use minoots_store::{SqliteConfig, SqliteStore, Store, StoreError};
 async fn make() -> Option<Harness> {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = ManualClock::new(T0);
-    let store = SqliteStore::open(SqliteConfig::new(dir.path()), clock.clone() as Arc<dyn Clock>).expect("open");
-    Some(Harness { store: Arc::new(store), clock, guard: Box::new(dir) })
+    let store = SqliteStore::open(
+        SqliteConfig::new(dir.path()),
+        clock.clone() as Arc<dyn Clock>,
+    )
+    .expect("open");
+    Some(Harness {
+        store: Arc::new(store),
+        clock,
+        guard: Box::new(dir),
+    })
 }
 
 minoots_store::conformance_tests!(make);
@@ -21,7 +29,9 @@ async fn a_second_open_of_the_same_directory_is_refused_until_close() {
     let dir = tempfile::tempdir().unwrap();
     let clock: Arc<dyn Clock> = ManualClock::new(T0);
     let a = SqliteStore::open(SqliteConfig::new(dir.path()), clock.clone()).unwrap();
-    let err = SqliteStore::open(SqliteConfig::new(dir.path()), clock.clone()).err().expect("locked");
+    let err = SqliteStore::open(SqliteConfig::new(dir.path()), clock.clone())
+        .err()
+        .expect("locked");
     assert!(matches!(err, StoreError::Locked(_)), "{err:?}");
     a.close().await;
     let b = SqliteStore::open(SqliteConfig::new(dir.path()), clock).unwrap();
@@ -32,8 +42,16 @@ async fn a_second_open_of_the_same_directory_is_refused_until_close() {
 async fn acknowledged_writes_survive_reopening() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
-    let store = SqliteStore::open(SqliteConfig::new(dir.path()), clock.clone() as Arc<dyn Clock>).unwrap();
-    let h = Harness { store: Arc::new(store.clone()), clock: clock.clone(), guard: Box::new(()) };
+    let store = SqliteStore::open(
+        SqliteConfig::new(dir.path()),
+        clock.clone() as Arc<dyn Clock>,
+    )
+    .unwrap();
+    let h = Harness {
+        store: Arc::new(store.clone()),
+        clock: clock.clone(),
+        guard: Box::new(()),
+    };
     let t = timer(&h, "acme", T0 + 1_000_000, 1);
     store.create_timer(t.clone()).await.unwrap();
     let seq = store.latest_event_seq().await.unwrap();
@@ -52,7 +70,12 @@ async fn a_store_from_a_newer_version_is_refused() {
         let c = rusqlite_conn(dir.path());
         c.execute_batch("PRAGMA user_version = 999;").unwrap();
     }
-    let err = SqliteStore::open(SqliteConfig::new(dir.path()), ManualClock::new(T0) as Arc<dyn Clock>).err().unwrap();
+    let err = SqliteStore::open(
+        SqliteConfig::new(dir.path()),
+        ManualClock::new(T0) as Arc<dyn Clock>,
+    )
+    .err()
+    .unwrap();
     assert!(err.to_string().contains("newer"), "{err}");
 }
 
@@ -65,5 +88,8 @@ async fn writes_after_close_are_refused_cleanly() {
     let h = make().await.unwrap();
     h.store.close().await;
     let t = timer(&h, "acme", T0 + 1_000_000, 1);
-    assert_eq!(h.store.create_timer(t).await.unwrap_err(), StoreError::Closed);
+    assert_eq!(
+        h.store.create_timer(t).await.unwrap_err(),
+        StoreError::Closed
+    );
 }

@@ -6,7 +6,8 @@
 //! * lateness: timers due uniformly within a few seconds; lateness of the firing thread
 //!   (fired − due, as stored on each timer) and of the durable `timer.fired` event as seen
 //!   by a live subscriber (commit + broadcast included).
-//! * rss: resident memory per pending timer for timers due 1 h – 7 d out, and store bytes.
+//! * rss: resident memory per pending timer for timers due 1 h – 7 d out, store bytes,
+//!   and the time to ready after a restart with all of them pending (vs. an empty store).
 //!
 //! Each section prints one JSON object per line; nothing here asserts timings.
 
@@ -118,7 +119,11 @@ fn dist_us(mut v: Vec<i64>) -> serde_json::Value {
 fn fsync_calibration(dir: &Path) -> anyhow::Result<serde_json::Value> {
     use std::os::unix::io::AsRawFd;
     let path = dir.join("fsync-calibration.tmp");
-    let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(true).open(&path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(&path)?;
     let block = vec![0x5au8; 4096];
     let mut lat = Vec::new();
     let start = Instant::now();
@@ -134,12 +139,17 @@ fn fsync_calibration(dir: &Path) -> anyhow::Result<serde_json::Value> {
     let elapsed = start.elapsed().as_secs_f64();
     drop(f);
     let _ = std::fs::remove_file(&path);
-    Ok(json!({"section": "fsync_calibration", "fdatasyncs_per_s": (lat.len() as f64 / elapsed).round(), "latency": dist_us(lat)}))
+    Ok(
+        json!({"section": "fsync_calibration", "fdatasyncs_per_s": (lat.len() as f64 / elapsed).round(), "latency": dist_us(lat)}),
+    )
 }
 
 fn machine() -> serde_json::Value {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo.lines().find_map(|l| l.strip_prefix("model name")).map(|m| m.trim_start_matches([' ', '\t', ':']).to_string());
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string());
     json!({
         "section": "machine",
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
@@ -184,10 +194,24 @@ async fn kernel_bench(b: KernelBench) -> anyhow::Result<()> {
     emit(machine());
     emit(fsync_calibration(&base)?);
     if wants("schedules") {
-        emit(bench_schedules(&section_dir(&base, "schedules")?, b.schedules, b.concurrency).await?);
+        emit(
+            bench_schedules(
+                &section_dir(&base, "schedules")?,
+                b.schedules,
+                b.concurrency,
+            )
+            .await?,
+        );
     }
     if wants("lateness") {
-        emit(bench_lateness(&section_dir(&base, "lateness")?, b.lateness_timers, b.lateness_spread_s).await?);
+        emit(
+            bench_lateness(
+                &section_dir(&base, "lateness")?,
+                b.lateness_timers,
+                b.lateness_spread_s,
+            )
+            .await?,
+        );
     }
     if wants("rss") {
         emit(bench_rss(&section_dir(&base, "rss")?, b.rss_timers).await?);
@@ -196,7 +220,11 @@ async fn kernel_bench(b: KernelBench) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn bench_schedules(dir: &Path, n: usize, concurrency: usize) -> anyhow::Result<serde_json::Value> {
+async fn bench_schedules(
+    dir: &Path,
+    n: usize,
+    concurrency: usize,
+) -> anyhow::Result<serde_json::Value> {
     let k = start_kernel(dir).await?;
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let start = Instant::now();
@@ -213,7 +241,9 @@ async fn bench_schedules(dir: &Path, n: usize, concurrency: usize) -> anyhow::Re
                 }
                 let req = webhook_request(&format!(r#""duration": "{}s""#, 3_600 + i % 86_400));
                 let t = Instant::now();
-                k.schedule_timer("bench", req).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+                k.schedule_timer("bench", req)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
                 lat.push(t.elapsed().as_micros() as i64);
             }
         }));
@@ -225,7 +255,10 @@ async fn bench_schedules(dir: &Path, n: usize, concurrency: usize) -> anyhow::Re
     let secs = start.elapsed().as_secs_f64();
     let stored = k.store().stats().await?.scheduled_timers;
     k.shutdown().await;
-    anyhow::ensure!(stored as usize == n, "expected {n} stored timers, found {stored}");
+    anyhow::ensure!(
+        stored as usize == n,
+        "expected {n} stored timers, found {stored}"
+    );
     Ok(json!({
         "section": "schedules",
         "timers": n,
@@ -253,37 +286,56 @@ async fn bench_lateness(dir: &Path, n: usize, spread_s: u64) -> anyhow::Result<s
                 // A deterministic spread over the interval, not in creation order.
                 let offset = ((j as i64).wrapping_mul(7_919) % (n as i64)) * spread_us / (n as i64);
                 let at = base + offset;
-                (at, webhook_request(&format!(r#""fireAt": "{}""#, minoots_core::timefmt::format_us(at))))
+                (
+                    at,
+                    webhook_request(&format!(
+                        r#""fireAt": "{}""#,
+                        minoots_core::timefmt::format_us(at)
+                    )),
+                )
             })
             .collect();
         let ats: Vec<i64> = chunk.iter().map(|(a, _)| *a).collect();
-        let timers = k.schedule_many("bench", chunk.into_iter().map(|(_, r)| r).collect()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let timers = k
+            .schedule_many("bench", chunk.into_iter().map(|(_, r)| r).collect())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         for (t, at) in timers.iter().zip(ats) {
             due.insert(t.id, at);
         }
         i += 1_000;
     }
     let setup_s = setup.elapsed().as_secs_f64();
-    anyhow::ensure!(clock.now_us() < base, "setup took longer than the lead time; lower --lateness-timers");
+    anyhow::ensure!(
+        clock.now_us() < base,
+        "setup took longer than the lead time; lower --lateness-timers"
+    );
 
     // A live subscriber sees each durable timer.fired event.
     let mut events = k
-        .stream_events(EventQuery { after_seq: 0, limit: 1_000, types: vec![EventType::TimerFired], ..Default::default() })
+        .stream_events(EventQuery {
+            after_seq: 0,
+            limit: 1_000,
+            types: vec![EventType::TimerFired],
+            ..Default::default()
+        })
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut event_late = Vec::with_capacity(n);
     let mut seen = std::collections::HashSet::with_capacity(n);
-    let deadline = Instant::now() + Duration::from_secs(spread_s + 60) + Duration::from_micros(lead_us as u64);
+    let deadline =
+        Instant::now() + Duration::from_secs(spread_s + 60) + Duration::from_micros(lead_us as u64);
     while seen.len() < n {
         let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(Some(e)) = tokio::time::timeout(left, events.next()).await else { break };
+        let Ok(Some(e)) = tokio::time::timeout(left, events.next()).await else {
+            break;
+        };
         let e = e.map_err(|e| anyhow::anyhow!("{e}"))?;
         let now = clock.now_us();
-        if let Some(at) = due.get(&e.timer_id) {
-            if seen.insert(e.timer_id) {
+        if let Some(at) = due.get(&e.timer_id)
+            && seen.insert(e.timer_id) {
                 event_late.push(now - at);
             }
-        }
     }
     let missed = n - seen.len();
 
@@ -293,7 +345,13 @@ async fn bench_lateness(dir: &Path, n: usize, spread_s: u64) -> anyhow::Result<s
     let mut after = None;
     loop {
         let page = k
-            .list_timers(TimerQuery { tenant_id: "bench".into(), status: None, label: None, limit: 500, after })
+            .list_timers(TimerQuery {
+                tenant_id: "bench".into(),
+                status: None,
+                label: None,
+                limit: 500,
+                after,
+            })
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         for t in &page.timers {
@@ -324,24 +382,41 @@ async fn bench_lateness(dir: &Path, n: usize, spread_s: u64) -> anyhow::Result<s
 
 fn dir_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
-        .map(|it| it.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum())
+        .map(|it| {
+            it.filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
         .unwrap_or(0)
 }
 
 async fn bench_rss(dir: &Path, n: usize) -> anyhow::Result<serde_json::Value> {
+    let t = Instant::now();
     let k = start_kernel(dir).await?;
+    let ready_empty_ms = t.elapsed().as_secs_f64() * 1e3;
     // Warm up: the first timers allocate the runtime's and SQLite's steady-state buffers.
-    let warm: Vec<TimerRequest> = (0..1_000).map(|i| webhook_request(&format!(r#""duration": "{}s""#, 3_600 + i))).collect();
-    k.schedule_many("bench", warm).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let warm: Vec<TimerRequest> = (0..1_000)
+        .map(|i| webhook_request(&format!(r#""duration": "{}s""#, 3_600 + i)))
+        .collect();
+    k.schedule_many("bench", warm)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     trim_heap();
     let before = rss_bytes();
     let start = Instant::now();
     let mut i = 0usize;
     while i < n {
         let chunk: Vec<TimerRequest> = (i..(i + 1_000).min(n))
-            .map(|j| webhook_request(&format!(r#""duration": "{}s""#, 3_600 + (j * 7_919) % (7 * 86_400 - 3_600))))
+            .map(|j| {
+                webhook_request(&format!(
+                    r#""duration": "{}s""#,
+                    3_600 + (j * 7_919) % (7 * 86_400 - 3_600)
+                ))
+            })
             .collect();
-        k.schedule_many("bench", chunk).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        k.schedule_many("bench", chunk)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         i += 1_000;
     }
     let create_s = start.elapsed().as_secs_f64();
@@ -351,6 +426,11 @@ async fn bench_rss(dir: &Path, n: usize) -> anyhow::Result<serde_json::Value> {
     let window = k.window_len();
     k.shutdown().await;
     let store_bytes = dir_bytes(dir);
+    // Restart on the full store: time until the kernel is ready (store open, window loaded).
+    let t = Instant::now();
+    let k = start_kernel(dir).await?;
+    let ready_full_ms = t.elapsed().as_secs_f64() * 1e3;
+    k.shutdown().await;
     Ok(json!({
         "section": "rss",
         "timers": n,
@@ -361,6 +441,8 @@ async fn bench_rss(dir: &Path, n: usize) -> anyhow::Result<serde_json::Value> {
         "rss_per_timer_bytes": (after.saturating_sub(before)) as f64 / n as f64,
         "rss_per_timer_untrimmed_bytes": (after_untrimmed.saturating_sub(before)) as f64 / n as f64,
         "timers_in_memory_window": window,
+        "ready_empty_store_ms": ready_empty_ms,
+        "ready_with_pending_ms": ready_full_ms,
         "store_bytes": store_bytes,
         "store_bytes_per_timer": store_bytes as f64 / (n + 1_000) as f64,
     }))

@@ -33,7 +33,9 @@ pub async fn run(args: KernelArgs) -> anyhow::Result<()> {
     let mut grpc = tokio::spawn(serve(
         api,
         listener,
-        GrpcServerConfig { token: args.kernel_token.clone() },
+        GrpcServerConfig {
+            token: args.kernel_token.clone(),
+        },
         async {
             let _ = stop_rx.await;
         },
@@ -59,7 +61,10 @@ pub async fn run(args: KernelArgs) -> anyhow::Result<()> {
         }
     }
     let _ = stop_tx.send(());
-    if tokio::time::timeout(Duration::from_secs(10), grpc).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(10), grpc)
+        .await
+        .is_err()
+    {
         tracing::warn!("gRPC calls still open after 10 s; closing anyway");
     }
     kernel.shutdown().await;

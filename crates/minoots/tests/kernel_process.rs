@@ -7,15 +7,19 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use minoots_core::{Clock, EventType, SystemClock, TimerId, TimerRequest, TimerStatus};
-use minoots_kernel::grpc::GrpcKernelClient;
 use minoots_kernel::KernelApi;
+use minoots_kernel::grpc::GrpcKernelClient;
 use minoots_store::EventQuery;
 use tokio_stream::StreamExt;
 
 const WAIT: Duration = Duration::from_secs(30);
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Starts `minoots kernel` and waits for its readiness line on stdout.
@@ -40,7 +44,9 @@ fn start_kernel(data_dir: &Path) -> (Child, String) {
         }
     });
     let line = rx.recv_timeout(WAIT).expect("kernel became ready");
-    let addr = line.trim_start_matches("minoots kernel ready on ").to_string();
+    let addr = line
+        .trim_start_matches("minoots kernel ready on ")
+        .to_string();
     (child, format!("http://{addr}"))
 }
 
@@ -61,7 +67,13 @@ async fn acknowledged_timers_survive_sigkill_and_fire_once_never_early() {
         let c = client.clone();
         tasks.push(tokio::spawn(async move {
             let ms = 200 + (i * 7_919) % 2_800;
-            c.schedule_timer("acme", req(&format!(r#"{{"duration": {ms}, "labels": {{"run": "kill"}}}}"#))).await
+            c.schedule_timer(
+                "acme",
+                req(&format!(
+                    r#"{{"duration": {ms}, "labels": {{"run": "kill"}}}}"#
+                )),
+            )
+            .await
         }));
     }
     let mut acked: Vec<(TimerId, i64)> = Vec::new();
@@ -76,7 +88,10 @@ async fn acknowledged_timers_survive_sigkill_and_fire_once_never_early() {
     let racing = tokio::spawn(async move {
         let mut ok = Vec::new();
         for _ in 0..50 {
-            match late_client.schedule_timer("acme", req(r#"{"duration": "1s"}"#)).await {
+            match late_client
+                .schedule_timer("acme", req(r#"{"duration": "1s"}"#))
+                .await
+            {
                 Ok(o) => ok.push((o.timer.id, o.timer.fire_at_us)),
                 Err(_) => break,
             }
@@ -92,17 +107,30 @@ async fn acknowledged_timers_survive_sigkill_and_fire_once_never_early() {
     let (mut child, url) = start_kernel(dir.path());
     let client = GrpcKernelClient::connect_lazy(&url, None).unwrap();
     let mut fired = client
-        .stream_events(EventQuery { after_seq: 0, tenant_id: Some("acme".into()), types: vec![EventType::TimerFired], ..Default::default() })
+        .stream_events(EventQuery {
+            after_seq: 0,
+            tenant_id: Some("acme".into()),
+            types: vec![EventType::TimerFired],
+            ..Default::default()
+        })
         .await
         .unwrap();
     let mut count = std::collections::HashMap::<TimerId, usize>::new();
     let want: std::collections::HashSet<TimerId> = acked.iter().map(|(id, _)| *id).collect();
     while !want.iter().all(|id| count.contains_key(id)) {
-        let e = tokio::time::timeout(WAIT, fired.next()).await.expect("every acknowledged timer fires").unwrap().unwrap();
+        let e = tokio::time::timeout(WAIT, fired.next())
+            .await
+            .expect("every acknowledged timer fires")
+            .unwrap()
+            .unwrap();
         *count.entry(e.timer_id).or_default() += 1;
     }
     let before_kill = acked.iter().filter(|(_, at)| *at < killed_at).count();
-    assert!(before_kill > 0 && before_kill < acked.len(), "the kill landed mid-run ({before_kill} of {} due before it)", acked.len());
+    assert!(
+        before_kill > 0 && before_kill < acked.len(),
+        "the kill landed mid-run ({before_kill} of {} due before it)",
+        acked.len()
+    );
     for (id, fire_at) in &acked {
         let t = client.get_timer("acme", *id).await.unwrap();
         assert_eq!(t.status, TimerStatus::Settled);
@@ -118,7 +146,11 @@ async fn sigterm_stops_the_kernel_with_exit_code_zero_and_releases_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let (child, url) = start_kernel(dir.path());
     let client = GrpcKernelClient::connect_lazy(&url, None).unwrap();
-    let t = client.schedule_timer("acme", req(r#"{"duration": "1h"}"#)).await.unwrap().timer;
+    let t = client
+        .schedule_timer("acme", req(r#"{"duration": "1h"}"#))
+        .await
+        .unwrap()
+        .timer;
     // SAFETY: sending SIGTERM to our own child process.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
     let out = child.wait_with_output().unwrap();
@@ -126,7 +158,10 @@ async fn sigterm_stops_the_kernel_with_exit_code_zero_and_releases_the_store() {
     // The data directory is free again and holds the timer.
     let (mut again, url) = start_kernel(dir.path());
     let client = GrpcKernelClient::connect_lazy(&url, None).unwrap();
-    assert_eq!(client.get_timer("acme", t.id).await.unwrap().status, TimerStatus::Scheduled);
+    assert_eq!(
+        client.get_timer("acme", t.id).await.unwrap().status,
+        TimerStatus::Scheduled
+    );
     again.kill().unwrap();
     again.wait().unwrap();
 }
@@ -143,7 +178,10 @@ fn a_second_kernel_on_the_same_data_dir_refuses_to_start() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("in use by another MINOOTS process"), "{stderr}");
+    assert!(
+        stderr.contains("in use by another MINOOTS process"),
+        "{stderr}"
+    );
     first.kill().unwrap();
     first.wait().unwrap();
 }

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use minoots_core::{Event, Timer, TimerId, TimerRequest};
-use minoots_store::{AttemptReport, DeliveryWithAttempts, EventQuery, LeasedDelivery, ReportOutcome, TimerPage, TimerQuery};
+use minoots_store::{
+    AttemptReport, DeliveryWithAttempts, EventQuery, LeasedDelivery, ReportOutcome, TimerPage,
+    TimerQuery,
+};
 use tokio_stream::StreamExt;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
@@ -46,7 +49,11 @@ impl GrpcKernelClient {
         let client = pb::horology_kernel_client::HorologyKernelClient::new(endpoint.connect_lazy())
             .max_decoding_message_size(super::server::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(super::server::MAX_MESSAGE_BYTES);
-        Ok(Self { client, authorization, call_timeout: DEFAULT_CALL_TIMEOUT })
+        Ok(Self {
+            client,
+            authorization,
+            call_timeout: DEFAULT_CALL_TIMEOUT,
+        })
     }
 
     pub fn with_call_timeout(mut self, timeout: Duration) -> Self {
@@ -75,39 +82,108 @@ fn err(s: Status) -> KernelError {
 
 #[async_trait]
 impl KernelApi for GrpcKernelClient {
-    async fn schedule_timer(&self, tenant_id: &str, request: TimerRequest) -> KernelResult<ScheduleOutcome> {
+    async fn schedule_timer(
+        &self,
+        tenant_id: &str,
+        request: TimerRequest,
+    ) -> KernelResult<ScheduleOutcome> {
         let msg = schedule_request_pb(tenant_id, request);
-        let r = self.client.clone().schedule_timer(self.unary(msg)).await.map_err(err)?.into_inner();
-        let timer = timer_of(r.timer.ok_or_else(|| KernelError::Internal("response without timer".into()))?)?;
-        Ok(ScheduleOutcome { timer, created: r.created })
+        let r = self
+            .client
+            .clone()
+            .schedule_timer(self.unary(msg))
+            .await
+            .map_err(err)?
+            .into_inner();
+        let timer = timer_of(
+            r.timer
+                .ok_or_else(|| KernelError::Internal("response without timer".into()))?,
+        )?;
+        Ok(ScheduleOutcome {
+            timer,
+            created: r.created,
+        })
     }
 
     async fn get_timer(&self, tenant_id: &str, id: TimerId) -> KernelResult<Timer> {
-        let msg = pb::GetTimerRequest { tenant_id: tenant_id.to_string(), id: id.to_string() };
-        timer_of(self.client.clone().get_timer(self.unary(msg)).await.map_err(err)?.into_inner())
+        let msg = pb::GetTimerRequest {
+            tenant_id: tenant_id.to_string(),
+            id: id.to_string(),
+        };
+        timer_of(
+            self.client
+                .clone()
+                .get_timer(self.unary(msg))
+                .await
+                .map_err(err)?
+                .into_inner(),
+        )
     }
 
     async fn list_timers(&self, query: TimerQuery) -> KernelResult<TimerPage> {
-        let r = self.client.clone().list_timers(self.unary(list_request_pb(&query))).await.map_err(err)?.into_inner();
+        let r = self
+            .client
+            .clone()
+            .list_timers(self.unary(list_request_pb(&query)))
+            .await
+            .map_err(err)?
+            .into_inner();
         let next = if r.next_page_token.is_empty() {
             None
         } else {
             Some(
-                minoots_store::DueTimer::decode_cursor(&r.next_page_token)
-                    .ok_or_else(|| KernelError::Internal("bad page token from the kernel".into()))?,
+                minoots_store::DueTimer::decode_cursor(&r.next_page_token).ok_or_else(|| {
+                    KernelError::Internal("bad page token from the kernel".into())
+                })?,
             )
         };
-        Ok(TimerPage { timers: r.timers.into_iter().map(timer_of).collect::<KernelResult<_>>()?, next })
+        Ok(TimerPage {
+            timers: r
+                .timers
+                .into_iter()
+                .map(timer_of)
+                .collect::<KernelResult<_>>()?,
+            next,
+        })
     }
 
-    async fn cancel_timer(&self, tenant_id: &str, id: TimerId, reason: Option<String>) -> KernelResult<Timer> {
-        let msg = pb::CancelTimerRequest { tenant_id: tenant_id.to_string(), id: id.to_string(), reason };
-        timer_of(self.client.clone().cancel_timer(self.unary(msg)).await.map_err(err)?.into_inner())
+    async fn cancel_timer(
+        &self,
+        tenant_id: &str,
+        id: TimerId,
+        reason: Option<String>,
+    ) -> KernelResult<Timer> {
+        let msg = pb::CancelTimerRequest {
+            tenant_id: tenant_id.to_string(),
+            id: id.to_string(),
+            reason,
+        };
+        timer_of(
+            self.client
+                .clone()
+                .cancel_timer(self.unary(msg))
+                .await
+                .map_err(err)?
+                .into_inner(),
+        )
     }
 
-    async fn list_deliveries(&self, tenant_id: &str, id: TimerId) -> KernelResult<Vec<DeliveryWithAttempts>> {
-        let msg = pb::ListDeliveriesRequest { tenant_id: tenant_id.to_string(), timer_id: id.to_string() };
-        let r = self.client.clone().list_deliveries(self.unary(msg)).await.map_err(err)?.into_inner();
+    async fn list_deliveries(
+        &self,
+        tenant_id: &str,
+        id: TimerId,
+    ) -> KernelResult<Vec<DeliveryWithAttempts>> {
+        let msg = pb::ListDeliveriesRequest {
+            tenant_id: tenant_id.to_string(),
+            timer_id: id.to_string(),
+        };
+        let r = self
+            .client
+            .clone()
+            .list_deliveries(self.unary(msg))
+            .await
+            .map_err(err)?
+            .into_inner();
         r.deliveries.into_iter().map(delivery_of).collect()
     }
 
@@ -122,18 +198,33 @@ impl KernelApi for GrpcKernelClient {
         Ok(Box::pin(s.map(|r| r.map_err(err).and_then(event_of))))
     }
 
-    async fn lease_deliveries(&self, request: LeaseRequest) -> KernelResult<BoxStream<LeasedDelivery>> {
+    async fn lease_deliveries(
+        &self,
+        request: LeaseRequest,
+    ) -> KernelResult<BoxStream<LeasedDelivery>> {
         let msg = pb::LeaseDeliveriesRequest {
             lease_owner: request.lease_owner,
             lease_ttl_ms: request.lease_ttl_ms,
             max_in_flight: request.max_in_flight,
         };
-        let s = self.client.clone().lease_deliveries(self.streaming(msg)).await.map_err(err)?.into_inner();
+        let s = self
+            .client
+            .clone()
+            .lease_deliveries(self.streaming(msg))
+            .await
+            .map_err(err)?
+            .into_inner();
         Ok(Box::pin(s.map(|r| r.map_err(err).and_then(leased_of))))
     }
 
     async fn report_attempt(&self, report: AttemptReport) -> KernelResult<ReportOutcome> {
-        let r = self.client.clone().report_attempt(self.unary(report_pb(&report))).await.map_err(err)?.into_inner();
+        let r = self
+            .client
+            .clone()
+            .report_attempt(self.unary(report_pb(&report)))
+            .await
+            .map_err(err)?
+            .into_inner();
         report_outcome_of(r)
     }
 }

@@ -6,11 +6,14 @@ use std::collections::BTreeMap;
 
 use minoots_core::timefmt::format_us;
 use minoots_core::{
-    Action, ActionBundle, AttemptOutcome, AttemptRecord, CommandAction, Delivery, DeliveryId, DeliveryStatus,
-    DurationInput, Event, EventType, FileAction, FileMode, RetryPolicy, Timer, TimerId, TimerRequest, TimerStatus,
-    ValidationErrors, WebhookAction,
+    Action, ActionBundle, AttemptOutcome, AttemptRecord, CommandAction, Delivery, DeliveryId,
+    DeliveryStatus, DurationInput, Event, EventType, FileAction, FileMode, RetryPolicy, Timer,
+    TimerId, TimerRequest, TimerStatus, ValidationErrors, WebhookAction,
 };
-use minoots_store::{AttemptReport, DeliveryWithAttempts, DueTimer, EventQuery, LeasedDelivery, ReportOutcome, TimerQuery};
+use minoots_store::{
+    AttemptReport, DeliveryWithAttempts, DueTimer, EventQuery, LeasedDelivery, ReportOutcome,
+    TimerQuery,
+};
 use prost_types::{ListValue, Struct, Timestamp, Value, value::Kind};
 
 use super::pb;
@@ -19,7 +22,10 @@ use crate::error::{KernelError, KernelResult};
 // ---- time ---------------------------------------------------------------------------
 
 pub fn ts(us: i64) -> Timestamp {
-    Timestamp { seconds: us.div_euclid(1_000_000), nanos: (us.rem_euclid(1_000_000) * 1_000) as i32 }
+    Timestamp {
+        seconds: us.div_euclid(1_000_000),
+        nanos: (us.rem_euclid(1_000_000) * 1_000) as i32,
+    }
 }
 
 pub fn ts_opt(us: Option<i64>) -> Option<Timestamp> {
@@ -27,7 +33,9 @@ pub fn ts_opt(us: Option<i64>) -> Option<Timestamp> {
 }
 
 pub fn us_of(t: &Timestamp) -> i64 {
-    t.seconds.saturating_mul(1_000_000).saturating_add(i64::from(t.nanos) / 1_000)
+    t.seconds
+        .saturating_mul(1_000_000)
+        .saturating_add(i64::from(t.nanos) / 1_000)
 }
 
 pub fn us_opt(t: &Option<Timestamp>) -> Option<i64> {
@@ -42,14 +50,18 @@ pub fn to_value(v: &serde_json::Value) -> Value {
         serde_json::Value::Bool(b) => Kind::BoolValue(*b),
         serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
         serde_json::Value::String(s) => Kind::StringValue(s.clone()),
-        serde_json::Value::Array(a) => Kind::ListValue(ListValue { values: a.iter().map(to_value).collect() }),
+        serde_json::Value::Array(a) => Kind::ListValue(ListValue {
+            values: a.iter().map(to_value).collect(),
+        }),
         serde_json::Value::Object(m) => Kind::StructValue(to_struct(m)),
     };
     Value { kind: Some(kind) }
 }
 
 pub fn to_struct(m: &serde_json::Map<String, serde_json::Value>) -> Struct {
-    Struct { fields: m.iter().map(|(k, v)| (k.clone(), to_value(v))).collect() }
+    Struct {
+        fields: m.iter().map(|(k, v)| (k.clone(), to_value(v))).collect(),
+    }
 }
 
 pub fn from_value(v: &Value) -> serde_json::Value {
@@ -61,17 +73,23 @@ pub fn from_value(v: &Value) -> serde_json::Value {
             if n.fract() == 0.0 && n.abs() < 9.0e15 {
                 serde_json::Value::from(*n as i64)
             } else {
-                serde_json::Number::from_f64(*n).map_or(serde_json::Value::Null, serde_json::Value::Number)
+                serde_json::Number::from_f64(*n)
+                    .map_or(serde_json::Value::Null, serde_json::Value::Number)
             }
         }
         Some(Kind::StringValue(s)) => serde_json::Value::String(s.clone()),
-        Some(Kind::ListValue(l)) => serde_json::Value::Array(l.values.iter().map(from_value).collect()),
+        Some(Kind::ListValue(l)) => {
+            serde_json::Value::Array(l.values.iter().map(from_value).collect())
+        }
         Some(Kind::StructValue(s)) => serde_json::Value::Object(from_struct(s)),
     }
 }
 
 pub fn from_struct(s: &Struct) -> serde_json::Map<String, serde_json::Value> {
-    s.fields.iter().map(|(k, v)| (k.clone(), from_value(v))).collect()
+    s.fields
+        .iter()
+        .map(|(k, v)| (k.clone(), from_value(v)))
+        .collect()
 }
 
 // ---- enums --------------------------------------------------------------------------
@@ -94,12 +112,18 @@ pub fn timer_status_of(v: i32, field: &str) -> KernelResult<Option<TimerStatus>>
         Ok(pb::TimerStatus::Settled) => Some(TimerStatus::Settled),
         Ok(pb::TimerStatus::Failed) => Some(TimerStatus::Failed),
         Ok(pb::TimerStatus::Cancelled) => Some(TimerStatus::Cancelled),
-        Err(_) => return Err(KernelError::invalid(field, format!("{v} is not a timer status"))),
+        Err(_) => {
+            return Err(KernelError::invalid(
+                field,
+                format!("{v} is not a timer status"),
+            ));
+        }
     })
 }
 
 fn required_timer_status(v: i32, field: &str) -> KernelResult<TimerStatus> {
-    timer_status_of(v, field)?.ok_or_else(|| KernelError::Internal(format!("{field} missing in response")))
+    timer_status_of(v, field)?
+        .ok_or_else(|| KernelError::Internal(format!("{field} missing in response")))
 }
 
 pub fn delivery_status_pb(s: DeliveryStatus) -> pb::DeliveryStatus {
@@ -117,7 +141,9 @@ pub fn delivery_status_of(v: i32) -> KernelResult<DeliveryStatus> {
         Ok(pb::DeliveryStatus::InFlight) => Ok(DeliveryStatus::InFlight),
         Ok(pb::DeliveryStatus::Succeeded) => Ok(DeliveryStatus::Succeeded),
         Ok(pb::DeliveryStatus::Dead) => Ok(DeliveryStatus::Dead),
-        _ => Err(KernelError::Internal(format!("{v} is not a delivery status"))),
+        _ => Err(KernelError::Internal(format!(
+            "{v} is not a delivery status"
+        ))),
     }
 }
 
@@ -134,18 +160,23 @@ pub fn outcome_of(v: i32, field: &str) -> KernelResult<AttemptOutcome> {
         Ok(pb::AttemptOutcome::Succeeded) => Ok(AttemptOutcome::Succeeded),
         Ok(pb::AttemptOutcome::Retryable) => Ok(AttemptOutcome::Retryable),
         Ok(pb::AttemptOutcome::Permanent) => Ok(AttemptOutcome::Permanent),
-        _ => Err(KernelError::invalid(field, "must be SUCCEEDED, RETRYABLE or PERMANENT")),
+        _ => Err(KernelError::invalid(
+            field,
+            "must be SUCCEEDED, RETRYABLE or PERMANENT",
+        )),
     }
 }
 
 // ---- ids ----------------------------------------------------------------------------
 
 pub fn timer_id_of(s: &str, field: &str) -> KernelResult<TimerId> {
-    s.parse().map_err(|_| KernelError::invalid(field, format!("\"{s}\" is not a timer id (a UUID)")))
+    s.parse()
+        .map_err(|_| KernelError::invalid(field, format!("\"{s}\" is not a timer id (a UUID)")))
 }
 
 pub fn delivery_id_of(s: &str, field: &str) -> KernelResult<DeliveryId> {
-    s.parse().map_err(|_| KernelError::invalid(field, format!("\"{s}\" is not a delivery id (a UUID)")))
+    s.parse()
+        .map_err(|_| KernelError::invalid(field, format!("\"{s}\" is not a delivery id (a UUID)")))
 }
 
 // ---- actions ------------------------------------------------------------------------
@@ -205,7 +236,11 @@ pub fn action_of(a: &pb::Action, field: &str, errors: &mut ValidationErrors) -> 
                     FileMode::Append
                 }
             };
-            Some(Action::File(FileAction { path: f.path.clone(), mode, content: f.content.as_ref().map(from_value) }))
+            Some(Action::File(FileAction {
+                path: f.path.clone(),
+                mode,
+                content: f.content.as_ref().map(from_value),
+            }))
         }
     }
 }
@@ -266,9 +301,15 @@ pub fn timer_pb(t: &Timer) -> pb::Timer {
 
 pub fn timer_of(t: pb::Timer) -> KernelResult<Timer> {
     let mut errors = ValidationErrors::new();
-    let action_bundle = t.action_bundle.as_ref().map(|b| bundle_of(b, &mut errors)).unwrap_or_default();
+    let action_bundle = t
+        .action_bundle
+        .as_ref()
+        .map(|b| bundle_of(b, &mut errors))
+        .unwrap_or_default();
     if !errors.is_empty() {
-        return Err(KernelError::Internal(format!("malformed timer from the kernel: {errors}")));
+        return Err(KernelError::Internal(format!(
+            "malformed timer from the kernel: {errors}"
+        )));
     }
     Ok(Timer {
         id: timer_id_of(&t.id, "id")?,
@@ -313,7 +354,10 @@ pub fn schedule_request_of(r: pb::ScheduleTimerRequest) -> KernelResult<(String,
             name: r.name,
             duration,
             fire_at,
-            metadata: r.metadata.as_ref().map(|m| serde_json::Value::Object(from_struct(m))),
+            metadata: r
+                .metadata
+                .as_ref()
+                .map(|m| serde_json::Value::Object(from_struct(m))),
             labels: (!r.labels.is_empty()).then(|| r.labels.into_iter().collect()),
             action_bundle,
             idempotency_key: r.idempotency_key,
@@ -359,18 +403,37 @@ pub fn list_request_of(r: pb::ListTimersRequest) -> KernelResult<TimerQuery> {
         None
     } else {
         Some(DueTimer::decode_cursor(&r.page_token).ok_or_else(|| {
-            KernelError::invalid("pageToken", "is not a token from a previous page; start again without it")
+            KernelError::invalid(
+                "pageToken",
+                "is not a token from a previous page; start again without it",
+            )
         })?)
     };
-    let limit = if r.page_size == 0 { minoots_core::limits::DEFAULT_PAGE_SIZE } else { r.page_size as usize };
-    Ok(TimerQuery { tenant_id: r.tenant_id, status, label, limit, after })
+    let limit = if r.page_size == 0 {
+        minoots_core::limits::DEFAULT_PAGE_SIZE
+    } else {
+        r.page_size as usize
+    };
+    Ok(TimerQuery {
+        tenant_id: r.tenant_id,
+        status,
+        label,
+        limit,
+        after,
+    })
 }
 
 pub fn list_request_pb(q: &TimerQuery) -> pb::ListTimersRequest {
     pb::ListTimersRequest {
         tenant_id: q.tenant_id.clone(),
-        status: q.status.map_or(pb::TimerStatus::Unspecified, timer_status_pb) as i32,
-        label: q.label.as_ref().map(|(k, v)| format!("{k}:{v}")).unwrap_or_default(),
+        status: q
+            .status
+            .map_or(pb::TimerStatus::Unspecified, timer_status_pb) as i32,
+        label: q
+            .label
+            .as_ref()
+            .map(|(k, v)| format!("{k}:{v}"))
+            .unwrap_or_default(),
         page_size: q.limit.min(u32::MAX as usize) as u32,
         page_token: q.after.map(|a| a.encode_cursor()).unwrap_or_default(),
     }
@@ -463,8 +526,12 @@ pub fn leased_pb(l: &LeasedDelivery) -> pb::LeasedDelivery {
 pub fn leased_of(l: pb::LeasedDelivery) -> KernelResult<LeasedDelivery> {
     let missing = |what: &str| KernelError::Internal(format!("leased delivery without {what}"));
     let mut errors = ValidationErrors::new();
-    let action = action_of(l.action.as_ref().ok_or_else(|| missing("action"))?, "action", &mut errors)
-        .ok_or_else(|| missing("action kind"))?;
+    let action = action_of(
+        l.action.as_ref().ok_or_else(|| missing("action"))?,
+        "action",
+        &mut errors,
+    )
+    .ok_or_else(|| missing("action kind"))?;
     Ok(LeasedDelivery {
         delivery: delivery_of(l.delivery.ok_or_else(|| missing("delivery"))?)?.delivery,
         action,
@@ -482,7 +549,10 @@ pub fn report_of(r: pb::ReportAttemptRequest) -> KernelResult<AttemptReport> {
         outcome: outcome_of(r.outcome, "outcome")?,
         retry_after_ms: r.retry_after_ms,
         http_status: match r.http_status {
-            Some(s) => Some(u16::try_from(s).map_err(|_| KernelError::invalid("httpStatus", "must be below 65536"))?),
+            Some(s) => Some(
+                u16::try_from(s)
+                    .map_err(|_| KernelError::invalid("httpStatus", "must be below 65536"))?,
+            ),
             None => None,
         },
         exit_code: r.exit_code,
@@ -543,10 +613,17 @@ pub fn event_pb(e: &Event) -> pb::TimerEvent {
 pub fn event_of(e: pb::TimerEvent) -> KernelResult<Event> {
     Ok(Event {
         seq: e.seq,
-        event_type: e.r#type.parse::<EventType>().map_err(KernelError::Internal)?,
+        event_type: e
+            .r#type
+            .parse::<EventType>()
+            .map_err(KernelError::Internal)?,
         tenant_id: e.tenant_id,
         timer_id: timer_id_of(&e.timer_id, "timerId")?,
-        delivery_id: e.delivery_id.as_deref().map(|d| delivery_id_of(d, "deliveryId")).transpose()?,
+        delivery_id: e
+            .delivery_id
+            .as_deref()
+            .map(|d| delivery_id_of(d, "deliveryId"))
+            .transpose()?,
         occurred_at_us: us_opt(&e.occurred_at).unwrap_or_default(),
         data: serde_json::Value::Object(e.data.as_ref().map(from_struct).unwrap_or_default()),
     })
@@ -554,17 +631,27 @@ pub fn event_of(e: pb::TimerEvent) -> KernelResult<Event> {
 
 pub fn event_query_of(r: pb::StreamTimerEventsRequest) -> KernelResult<EventQuery> {
     if r.after_seq < 0 {
-        return Err(KernelError::invalid("afterSeq", "must be 0 or a sequence number from an earlier event"));
+        return Err(KernelError::invalid(
+            "afterSeq",
+            "must be 0 or a sequence number from an earlier event",
+        ));
     }
     Ok(EventQuery {
         after_seq: r.after_seq,
         limit: 1_000,
         tenant_id: (!r.tenant_id.is_empty()).then_some(r.tenant_id),
-        timer_id: if r.timer_id.is_empty() { None } else { Some(timer_id_of(&r.timer_id, "timerId")?) },
+        timer_id: if r.timer_id.is_empty() {
+            None
+        } else {
+            Some(timer_id_of(&r.timer_id, "timerId")?)
+        },
         types: r
             .types
             .iter()
-            .map(|t| t.parse::<EventType>().map_err(|e| KernelError::invalid("types", e)))
+            .map(|t| {
+                t.parse::<EventType>()
+                    .map_err(|e| KernelError::invalid("types", e))
+            })
             .collect::<KernelResult<Vec<_>>>()?,
     })
 }
@@ -599,7 +686,10 @@ mod tests {
     #[test]
     fn an_action_without_a_kind_names_its_field() {
         let mut e = ValidationErrors::new();
-        let b = pb::ActionBundle { actions: vec![pb::Action { kind: None }], retry_policy: None };
+        let b = pb::ActionBundle {
+            actions: vec![pb::Action { kind: None }],
+            retry_policy: None,
+        };
         bundle_of(&b, &mut e);
         assert!(e.has_field("actionBundle.actions[0]"));
     }

@@ -66,7 +66,10 @@ pub fn from_status(s: Status) -> KernelError {
                 .into_iter()
                 .find(|st| msg.contains(&format!("already {st}")))
                 .and_then(|st| st.parse().ok());
-            KernelError::Conflict { message: msg, status }
+            KernelError::Conflict {
+                message: msg,
+                status,
+            }
         }
         Code::Unauthenticated | Code::PermissionDenied => KernelError::Unauthenticated(msg),
         Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::ResourceExhausted => {

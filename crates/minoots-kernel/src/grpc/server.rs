@@ -39,14 +39,28 @@ impl pb::horology_kernel_server::HorologyKernel for Service {
         request: Request<pb::ScheduleTimerRequest>,
     ) -> Result<Response<pb::ScheduleTimerResponse>, Status> {
         let (tenant, req) = schedule_request_of(request.into_inner()).map_err(to_status)?;
-        let out = self.kernel.schedule_timer(&tenant, req).await.map_err(to_status)?;
-        Ok(Response::new(pb::ScheduleTimerResponse { timer: Some(timer_pb(&out.timer)), created: out.created }))
+        let out = self
+            .kernel
+            .schedule_timer(&tenant, req)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ScheduleTimerResponse {
+            timer: Some(timer_pb(&out.timer)),
+            created: out.created,
+        }))
     }
 
-    async fn get_timer(&self, request: Request<pb::GetTimerRequest>) -> Result<Response<pb::Timer>, Status> {
+    async fn get_timer(
+        &self,
+        request: Request<pb::GetTimerRequest>,
+    ) -> Result<Response<pb::Timer>, Status> {
         let r = request.into_inner();
         let id = timer_id_of(&r.id, "id").map_err(to_status)?;
-        let t = self.kernel.get_timer(&r.tenant_id, id).await.map_err(to_status)?;
+        let t = self
+            .kernel
+            .get_timer(&r.tenant_id, id)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(timer_pb(&t)))
     }
 
@@ -62,10 +76,17 @@ impl pb::horology_kernel_server::HorologyKernel for Service {
         }))
     }
 
-    async fn cancel_timer(&self, request: Request<pb::CancelTimerRequest>) -> Result<Response<pb::Timer>, Status> {
+    async fn cancel_timer(
+        &self,
+        request: Request<pb::CancelTimerRequest>,
+    ) -> Result<Response<pb::Timer>, Status> {
         let r = request.into_inner();
         let id = timer_id_of(&r.id, "id").map_err(to_status)?;
-        let t = self.kernel.cancel_timer(&r.tenant_id, id, r.reason).await.map_err(to_status)?;
+        let t = self
+            .kernel
+            .cancel_timer(&r.tenant_id, id, r.reason)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(timer_pb(&t)))
     }
 
@@ -75,9 +96,16 @@ impl pb::horology_kernel_server::HorologyKernel for Service {
     ) -> Result<Response<pb::ListDeliveriesResponse>, Status> {
         let r = request.into_inner();
         let id = timer_id_of(&r.timer_id, "timerId").map_err(to_status)?;
-        let ds = self.kernel.list_deliveries(&r.tenant_id, id).await.map_err(to_status)?;
+        let ds = self
+            .kernel
+            .list_deliveries(&r.tenant_id, id)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(pb::ListDeliveriesResponse {
-            deliveries: ds.iter().map(|d| delivery_pb(&d.delivery, &d.attempts)).collect(),
+            deliveries: ds
+                .iter()
+                .map(|d| delivery_pb(&d.delivery, &d.attempts))
+                .collect(),
         }))
     }
 
@@ -89,7 +117,9 @@ impl pb::horology_kernel_server::HorologyKernel for Service {
     ) -> Result<Response<Self::StreamTimerEventsStream>, Status> {
         let q = event_query_of(request.into_inner()).map_err(to_status)?;
         let stream = self.kernel.stream_events(q).await.map_err(to_status)?;
-        Ok(Response::new(Box::pin(stream.map(|r| r.map(|e| event_pb(&e)).map_err(to_status)))))
+        Ok(Response::new(Box::pin(
+            stream.map(|r| r.map(|e| event_pb(&e)).map_err(to_status)),
+        )))
     }
 
     type LeaseDeliveriesStream = GrpcStream<pb::LeasedDelivery>;
@@ -108,7 +138,9 @@ impl pb::horology_kernel_server::HorologyKernel for Service {
             })
             .await
             .map_err(to_status)?;
-        Ok(Response::new(Box::pin(stream.map(|r| r.map(|d| leased_pb(&d)).map_err(to_status)))))
+        Ok(Response::new(Box::pin(
+            stream.map(|r| r.map(|d| leased_pb(&d)).map_err(to_status)),
+        )))
     }
 
     async fn report_attempt(
@@ -116,7 +148,11 @@ impl pb::horology_kernel_server::HorologyKernel for Service {
         request: Request<pb::ReportAttemptRequest>,
     ) -> Result<Response<pb::ReportAttemptResponse>, Status> {
         let report = report_of(request.into_inner()).map_err(to_status)?;
-        let out = self.kernel.report_attempt(report).await.map_err(to_status)?;
+        let out = self
+            .kernel
+            .report_attempt(report)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(report_outcome_pb(&out)))
     }
 }
@@ -143,17 +179,22 @@ pub async fn serve(
             "refusing to serve the kernel on {addr} without a token: set MINOOTS_KERNEL_TOKEN, or listen on 127.0.0.1"
         ));
     }
-    if let Some(t) = &token {
-        if t.len() < 16 {
+    if let Some(t) = &token
+        && t.len() < 16 {
             return Err("MINOOTS_KERNEL_TOKEN must be at least 16 characters".into());
         }
-    }
     let expected = token.map(|t| format!("Bearer {t}"));
     let check = move |req: Request<()>| -> Result<Request<()>, Status> {
         if let Some(expected) = &expected {
-            let given = req.metadata().get("authorization").map(|v| v.as_bytes()).unwrap_or_default();
+            let given = req
+                .metadata()
+                .get("authorization")
+                .map(|v| v.as_bytes())
+                .unwrap_or_default();
             if !constant_time_eq(given, expected.as_bytes()) {
-                return Err(Status::unauthenticated("missing or wrong kernel token (authorization: Bearer <MINOOTS_KERNEL_TOKEN>)"));
+                return Err(Status::unauthenticated(
+                    "missing or wrong kernel token (authorization: Bearer <MINOOTS_KERNEL_TOKEN>)",
+                ));
             }
         }
         Ok(req)
@@ -165,7 +206,10 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))
         .add_service(service)
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
         .await
         .map_err(|e| format!("gRPC server failed: {e}"))
 }

@@ -5,7 +5,9 @@
 
 use std::collections::HashMap;
 
-use minoots_core::limits::{MAX_ATTEMPT_ERROR_BYTES, MAX_ATTEMPT_RESPONSE_BYTES, MAX_CANCEL_REASON_BYTES};
+use minoots_core::limits::{
+    MAX_ATTEMPT_ERROR_BYTES, MAX_ATTEMPT_RESPONSE_BYTES, MAX_CANCEL_REASON_BYTES,
+};
 use minoots_core::timefmt::format_us;
 use minoots_core::{
     ActionBundle, AttemptOutcome, AttemptRecord, Delivery, DeliveryId, DeliveryStatus, Event,
@@ -20,9 +22,8 @@ use crate::types::*;
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         match e {
-            rusqlite::Error::FromSqlConversionFailure(..) | rusqlite::Error::InvalidColumnType(..) => {
-                StoreError::Corrupt(e.to_string())
-            }
+            rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::InvalidColumnType(..) => StoreError::Corrupt(e.to_string()),
             other => StoreError::Unavailable(other.to_string()),
         }
     }
@@ -38,7 +39,11 @@ pub struct WriteCtx<'a> {
 
 impl<'a> WriteCtx<'a> {
     pub fn new(conn: &'a Connection, now_us: i64, events: &'a mut Vec<Event>) -> Self {
-        Self { conn, now_us, events }
+        Self {
+            conn,
+            now_us,
+            events,
+        }
     }
 
     /// Appends an event to the log in this transaction.
@@ -87,7 +92,8 @@ fn corrupt<E: std::error::Error + Send + Sync + 'static>(idx: usize, e: E) -> ru
 
 fn parse_col<T: std::str::FromStr<Err = String>>(row: &Row<'_>, idx: usize) -> rusqlite::Result<T> {
     let s: String = row.get(idx)?;
-    s.parse::<T>().map_err(|e| corrupt(idx, std::io::Error::other(e)))
+    s.parse::<T>()
+        .map_err(|e| corrupt(idx, std::io::Error::other(e)))
 }
 
 fn json_col<T: serde::de::DeserializeOwned>(row: &Row<'_>, idx: usize) -> rusqlite::Result<T> {
@@ -171,15 +177,23 @@ fn check_timer_transition(id: TimerId, from: TimerStatus, to: TimerStatus) -> St
     if from.can_transition_to(to) {
         Ok(())
     } else {
-        Err(StoreError::Corrupt(format!("invariant violated: timer {id} cannot go from {from} to {to}")))
+        Err(StoreError::Corrupt(format!(
+            "invariant violated: timer {id} cannot go from {from} to {to}"
+        )))
     }
 }
 
-fn check_delivery_transition(id: DeliveryId, from: DeliveryStatus, to: DeliveryStatus) -> StoreResult<()> {
+fn check_delivery_transition(
+    id: DeliveryId,
+    from: DeliveryStatus,
+    to: DeliveryStatus,
+) -> StoreResult<()> {
     if from.can_transition_to(to) {
         Ok(())
     } else {
-        Err(StoreError::Corrupt(format!("invariant violated: delivery {id} cannot go from {from} to {to}")))
+        Err(StoreError::Corrupt(format!(
+            "invariant violated: delivery {id} cannot go from {from} to {to}"
+        )))
     }
 }
 
@@ -195,11 +209,17 @@ pub fn create_timer(ctx: &mut WriteCtx<'_>, timer: Timer) -> StoreResult<CreateO
             .query_row(params![timer.tenant_id, key], timer_from_row)
             .optional()?
         {
-            return Ok(CreateOutcome { timer: existing, created: false });
+            return Ok(CreateOutcome {
+                timer: existing,
+                created: false,
+            });
         }
     }
     if timer.status != TimerStatus::Scheduled {
-        return Err(StoreError::Corrupt(format!("invariant violated: new timer {} is {}", timer.id, timer.status)));
+        return Err(StoreError::Corrupt(format!(
+            "invariant violated: new timer {} is {}",
+            timer.id, timer.status
+        )));
     }
     let mut stmt = ctx.conn.prepare_cached(&format!(
         "INSERT INTO timers ({TIMER_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
@@ -219,7 +239,8 @@ pub fn create_timer(ctx: &mut WriteCtx<'_>, timer: Timer) -> StoreResult<CreateO
         timer.cancel_reason,
         serde_json::to_string(&timer.metadata).map_err(|e| StoreError::Corrupt(e.to_string()))?,
         serde_json::to_string(&timer.labels).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        serde_json::to_string(&timer.action_bundle).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        serde_json::to_string(&timer.action_bundle)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
         timer.idempotency_key,
         timer.version,
     ])?;
@@ -230,12 +251,22 @@ pub fn create_timer(ctx: &mut WriteCtx<'_>, timer: Timer) -> StoreResult<CreateO
         None,
         json!({"fireAt": format_us(timer.fire_at_us)}),
     )?;
-    Ok(CreateOutcome { timer, created: true })
+    Ok(CreateOutcome {
+        timer,
+        created: true,
+    })
 }
 
-pub fn get_timer(conn: &Connection, tenant_id: Option<&str>, id: TimerId) -> StoreResult<Option<Timer>> {
-    let mut stmt = conn.prepare_cached(&format!("SELECT {TIMER_COLS} FROM timers WHERE id = ?1"))?;
-    let timer = stmt.query_row(params![id.as_bytes()], timer_from_row).optional()?;
+pub fn get_timer(
+    conn: &Connection,
+    tenant_id: Option<&str>,
+    id: TimerId,
+) -> StoreResult<Option<Timer>> {
+    let mut stmt =
+        conn.prepare_cached(&format!("SELECT {TIMER_COLS} FROM timers WHERE id = ?1"))?;
+    let timer = stmt
+        .query_row(params![id.as_bytes()], timer_from_row)
+        .optional()?;
     Ok(timer.filter(|t| tenant_id.is_none_or(|tenant| t.tenant_id == tenant)))
 }
 
@@ -269,7 +300,10 @@ pub fn list_timers(conn: &Connection, q: &TimerQuery) -> StoreResult<TimerPage> 
     let mut timers = rows.collect::<Result<Vec<_>, _>>()?;
     let next = if timers.len() > limit {
         timers.truncate(limit);
-        timers.last().map(|t| DueTimer { fire_at_us: t.fire_at_us, id: t.id })
+        timers.last().map(|t| DueTimer {
+            fire_at_us: t.fire_at_us,
+            id: t.id,
+        })
     } else {
         None
     };
@@ -284,7 +318,9 @@ pub fn cancel_timer(
 ) -> StoreResult<Timer> {
     let timer = get_timer(ctx.conn, Some(tenant_id), id)?.ok_or(StoreError::NotFound)?;
     if timer.status != TimerStatus::Scheduled {
-        return Err(StoreError::Conflict { status: timer.status });
+        return Err(StoreError::Conflict {
+            status: timer.status,
+        });
     }
     check_timer_transition(id, timer.status, TimerStatus::Cancelled)?;
     let reason = reason.map(|r| truncate(r, MAX_CANCEL_REASON_BYTES));
@@ -293,7 +329,13 @@ pub fn cancel_timer(
          WHERE id = ?1 AND status = 'scheduled'",
     )?;
     stmt.execute(params![id.as_bytes(), ctx.now_us, reason])?;
-    ctx.append_event(EventType::TimerCancelled, tenant_id, id, None, json!({"reason": reason}))?;
+    ctx.append_event(
+        EventType::TimerCancelled,
+        tenant_id,
+        id,
+        None,
+        json!({"reason": reason}),
+    )?;
     Ok(Timer {
         status: TimerStatus::Cancelled,
         cancelled_at_us: Some(ctx.now_us),
@@ -310,7 +352,10 @@ pub fn load_due_timers(
     limit: usize,
 ) -> StoreResult<Vec<DueTimer>> {
     let map = |row: &Row<'_>| {
-        Ok(DueTimer { fire_at_us: row.get(0)?, id: id_col(row, 1, TimerId::from_slice)? })
+        Ok(DueTimer {
+            fire_at_us: row.get(0)?,
+            id: id_col(row, 1, TimerId::from_slice)?,
+        })
     };
     let rows = match after {
         None => {
@@ -318,7 +363,8 @@ pub fn load_due_timers(
                 "SELECT fire_at, id FROM timers WHERE status = 'scheduled' AND fire_at <= ?1
                  ORDER BY fire_at, id LIMIT ?2",
             )?;
-            stmt.query_map(params![until_us, limit as i64], map)?.collect::<Result<Vec<_>, _>>()?
+            stmt.query_map(params![until_us, limit as i64], map)?
+                .collect::<Result<Vec<_>, _>>()?
         }
         Some(a) => {
             let mut stmt = conn.prepare_cached(
@@ -326,8 +372,11 @@ pub fn load_due_timers(
                    AND (fire_at, id) > (?2, ?3)
                  ORDER BY fire_at, id LIMIT ?4",
             )?;
-            stmt.query_map(params![until_us, a.fire_at_us, a.id.as_bytes(), limit as i64], map)?
-                .collect::<Result<Vec<_>, _>>()?
+            stmt.query_map(
+                params![until_us, a.fire_at_us, a.id.as_bytes(), limit as i64],
+                map,
+            )?
+            .collect::<Result<Vec<_>, _>>()?
         }
     };
     Ok(rows)
@@ -338,17 +387,25 @@ pub fn fire_timer(ctx: &mut WriteCtx<'_>, fire: FireRequest) -> StoreResult<Fire
         let mut stmt = ctx.conn.prepare_cached(
             "SELECT status, tenant_id, fire_at, action_bundle FROM timers WHERE id = ?1",
         )?;
-        stmt.query_row(params![fire.timer_id.as_bytes()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-            .optional()?
+        stmt.query_row(params![fire.timer_id.as_bytes()], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .optional()?
     };
     let Some((status, tenant_id, fire_at_us, bundle)) = row else {
-        return Ok(FireOutcome::NotFound { timer_id: fire.timer_id });
+        return Ok(FireOutcome::NotFound {
+            timer_id: fire.timer_id,
+        });
     };
     let status: TimerStatus = status.parse().map_err(StoreError::Corrupt)?;
     if status != TimerStatus::Scheduled {
-        return Ok(FireOutcome::Skipped { timer_id: fire.timer_id, status });
+        return Ok(FireOutcome::Skipped {
+            timer_id: fire.timer_id,
+            status,
+        });
     }
-    let bundle: ActionBundle = serde_json::from_str(&bundle).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let bundle: ActionBundle =
+        serde_json::from_str(&bundle).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let fired_at = fire.fired_at_us;
     let late_us = fired_at - fire_at_us;
     let n = bundle.actions.len();
@@ -359,9 +416,25 @@ pub fn fire_timer(ctx: &mut WriteCtx<'_>, fire: FireRequest) -> StoreResult<Fire
                 "UPDATE timers SET status = 'settled', fired_at = ?2, settled_at = ?2, version = version + 1 WHERE id = ?1",
             )?
             .execute(params![fire.timer_id.as_bytes(), fired_at])?;
-        ctx.append_event(EventType::TimerFired, &tenant_id, fire.timer_id, None, json!({"firedAt": format_us(fired_at), "firedLateUs": late_us, "deliveries": 0}))?;
-        ctx.append_event(EventType::TimerSettled, &tenant_id, fire.timer_id, None, json!({}))?;
-        return Ok(FireOutcome::Settled { timer_id: fire.timer_id, tenant_id, fire_at_us });
+        ctx.append_event(
+            EventType::TimerFired,
+            &tenant_id,
+            fire.timer_id,
+            None,
+            json!({"firedAt": format_us(fired_at), "firedLateUs": late_us, "deliveries": 0}),
+        )?;
+        ctx.append_event(
+            EventType::TimerSettled,
+            &tenant_id,
+            fire.timer_id,
+            None,
+            json!({}),
+        )?;
+        return Ok(FireOutcome::Settled {
+            timer_id: fire.timer_id,
+            tenant_id,
+            fire_at_us,
+        });
     }
     check_timer_transition(fire.timer_id, status, TimerStatus::Fired)?;
     ctx.conn
@@ -391,7 +464,12 @@ pub fn fire_timer(ctx: &mut WriteCtx<'_>, fire: FireRequest) -> StoreResult<Fire
         None,
         json!({"firedAt": format_us(fired_at), "firedLateUs": late_us, "deliveries": n}),
     )?;
-    Ok(FireOutcome::Fired { timer_id: fire.timer_id, tenant_id, deliveries: n, fire_at_us })
+    Ok(FireOutcome::Fired {
+        timer_id: fire.timer_id,
+        tenant_id,
+        deliveries: n,
+        fire_at_us,
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -416,17 +494,20 @@ pub fn claim_deliveries(
         RETURNING {DELIVERY_COLS}"
     ))?;
     let mut deliveries = stmt
-        .query_map(params![owner, ctx.now_us + lease_ttl_us, ctx.now_us, limit as i64], delivery_from_row)?
+        .query_map(
+            params![owner, ctx.now_us + lease_ttl_us, ctx.now_us, limit as i64],
+            delivery_from_row,
+        )?
         .collect::<Result<Vec<_>, _>>()?;
     drop(stmt);
     deliveries.sort_by_key(|d| (d.next_attempt_at_us, d.id));
     let mut timers: HashMap<TimerId, Timer> = HashMap::new();
     let mut out = Vec::with_capacity(deliveries.len());
     for d in deliveries {
-        if !timers.contains_key(&d.timer_id) {
+        if let std::collections::hash_map::Entry::Vacant(e) = timers.entry(d.timer_id) {
             let t = get_timer(ctx.conn, None, d.timer_id)?
                 .ok_or_else(|| StoreError::Corrupt(format!("delivery {} has no timer", d.id)))?;
-            timers.insert(d.timer_id, t);
+            e.insert(t);
         }
         let timer = timers[&d.timer_id].clone();
         let action = timer
@@ -434,15 +515,25 @@ pub fn claim_deliveries(
             .actions
             .get(d.action_index as usize)
             .cloned()
-            .ok_or_else(|| StoreError::Corrupt(format!("delivery {} points past its timer's actions", d.id)))?;
-        out.push(LeasedDelivery { delivery: d, action, timer });
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!("delivery {} points past its timer's actions", d.id))
+            })?;
+        out.push(LeasedDelivery {
+            delivery: d,
+            action,
+            timer,
+        });
     }
     Ok(out)
 }
 
 pub fn get_delivery(conn: &Connection, id: DeliveryId) -> StoreResult<Option<Delivery>> {
-    let mut stmt = conn.prepare_cached(&format!("SELECT {DELIVERY_COLS} FROM deliveries WHERE id = ?1"))?;
-    Ok(stmt.query_row(params![id.as_bytes()], delivery_from_row).optional()?)
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {DELIVERY_COLS} FROM deliveries WHERE id = ?1"
+    ))?;
+    Ok(stmt
+        .query_row(params![id.as_bytes()], delivery_from_row)
+        .optional()?)
 }
 
 fn timer_status(conn: &Connection, id: TimerId) -> StoreResult<TimerStatus> {
@@ -454,7 +545,13 @@ fn timer_status(conn: &Connection, id: TimerId) -> StoreResult<TimerStatus> {
     s.parse().map_err(StoreError::Corrupt)
 }
 
-fn set_timer_status(ctx: &mut WriteCtx<'_>, timer_id: TimerId, tenant_id: &str, to: TimerStatus, data: serde_json::Value) -> StoreResult<TimerStatus> {
+fn set_timer_status(
+    ctx: &mut WriteCtx<'_>,
+    timer_id: TimerId,
+    tenant_id: &str,
+    to: TimerStatus,
+    data: serde_json::Value,
+) -> StoreResult<TimerStatus> {
     let from = timer_status(ctx.conn, timer_id)?;
     if from == to {
         return Ok(to);
@@ -464,11 +561,18 @@ fn set_timer_status(ctx: &mut WriteCtx<'_>, timer_id: TimerId, tenant_id: &str, 
         return Ok(from);
     }
     check_timer_transition(timer_id, from, to)?;
-    let settled_at = (to == TimerStatus::Settled || to == TimerStatus::Failed).then_some(ctx.now_us);
+    let settled_at =
+        (to == TimerStatus::Settled || to == TimerStatus::Failed).then_some(ctx.now_us);
     ctx.conn
-        .prepare_cached("UPDATE timers SET status = ?2, settled_at = ?3, version = version + 1 WHERE id = ?1")?
+        .prepare_cached(
+            "UPDATE timers SET status = ?2, settled_at = ?3, version = version + 1 WHERE id = ?1",
+        )?
         .execute(params![timer_id.as_bytes(), to.as_str(), settled_at])?;
-    let event = if to == TimerStatus::Settled { EventType::TimerSettled } else { EventType::TimerFailed };
+    let event = if to == TimerStatus::Settled {
+        EventType::TimerSettled
+    } else {
+        EventType::TimerFailed
+    };
     ctx.append_event(event, tenant_id, timer_id, None, data)?;
     Ok(to)
 }
@@ -479,10 +583,14 @@ pub fn report_attempt(ctx: &mut WriteCtx<'_>, r: AttemptReport) -> StoreResult<R
         || d.lease_owner.as_deref() != Some(r.lease_owner.as_str())
         || d.attempt != r.attempt
     {
-        return Err(StoreError::Fenced { delivery_id: r.delivery_id });
+        return Err(StoreError::Fenced {
+            delivery_id: r.delivery_id,
+        });
     }
     let error = r.error.map(|e| truncate(e, MAX_ATTEMPT_ERROR_BYTES));
-    let excerpt = r.response_excerpt.map(|e| truncate(e, MAX_ATTEMPT_RESPONSE_BYTES));
+    let excerpt = r
+        .response_excerpt
+        .map(|e| truncate(e, MAX_ATTEMPT_RESPONSE_BYTES));
     ctx.conn
         .prepare_cached(
             "INSERT OR REPLACE INTO attempts (delivery_id, attempt, lease_owner, started_at, duration_us, outcome,
@@ -526,19 +634,33 @@ pub fn report_attempt(ctx: &mut WriteCtx<'_>, r: AttemptReport) -> StoreResult<R
                 )?
                 .query_row(params![d.timer_id.as_bytes(), d.occurrence], |row| row.get(0))?;
             let timer_status = if unfinished == 0 {
-                set_timer_status(ctx, d.timer_id, &d.tenant_id, TimerStatus::Settled, json!({}))?
+                set_timer_status(
+                    ctx,
+                    d.timer_id,
+                    &d.tenant_id,
+                    TimerStatus::Settled,
+                    json!({}),
+                )?
             } else {
                 timer_status(ctx.conn, d.timer_id)?
             };
-            Ok(ReportOutcome { delivery_status: DeliveryStatus::Succeeded, next_attempt_at_us: None, timer_status })
+            Ok(ReportOutcome {
+                delivery_status: DeliveryStatus::Succeeded,
+                next_attempt_at_us: None,
+                timer_status,
+            })
         }
         AttemptOutcome::Retryable if d.attempt < d.max_attempts => {
             let bundle: String = ctx
                 .conn
                 .prepare_cached("SELECT action_bundle FROM timers WHERE id = ?1")?
                 .query_row(params![d.timer_id.as_bytes()], |row| row.get(0))?;
-            let bundle: ActionBundle = serde_json::from_str(&bundle).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let delay_ms = bundle.retry_policy().backoff_ms(d.attempt, fastrand::f64(), r.retry_after_ms);
+            let bundle: ActionBundle =
+                serde_json::from_str(&bundle).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let delay_ms =
+                bundle
+                    .retry_policy()
+                    .backoff_ms(d.attempt, fastrand::f64(), r.retry_after_ms);
             let next = ctx.now_us + (delay_ms as i64) * 1_000;
             check_delivery_transition(d.id, d.status, DeliveryStatus::Pending)?;
             ctx.conn
@@ -555,25 +677,46 @@ pub fn report_attempt(ctx: &mut WriteCtx<'_>, r: AttemptReport) -> StoreResult<R
                 json!({"attempt": d.attempt, "nextAttemptAt": format_us(next), "delayMs": delay_ms}),
             )?;
             let timer_status = timer_status(ctx.conn, d.timer_id)?;
-            Ok(ReportOutcome { delivery_status: DeliveryStatus::Pending, next_attempt_at_us: Some(next), timer_status })
+            Ok(ReportOutcome {
+                delivery_status: DeliveryStatus::Pending,
+                next_attempt_at_us: Some(next),
+                timer_status,
+            })
         }
         AttemptOutcome::Retryable | AttemptOutcome::Permanent => {
-            let why = if r.outcome == AttemptOutcome::Permanent { "permanent failure" } else { "retries exhausted" };
+            let why = if r.outcome == AttemptOutcome::Permanent {
+                "permanent failure"
+            } else {
+                "retries exhausted"
+            };
             let timer_status = kill_delivery(ctx, &d, why, error)?;
-            Ok(ReportOutcome { delivery_status: DeliveryStatus::Dead, next_attempt_at_us: None, timer_status })
+            Ok(ReportOutcome {
+                delivery_status: DeliveryStatus::Dead,
+                next_attempt_at_us: None,
+                timer_status,
+            })
         }
     }
 }
 
 /// Marks a delivery dead and its timer failed, with events.
-fn kill_delivery(ctx: &mut WriteCtx<'_>, d: &Delivery, why: &str, error: Option<String>) -> StoreResult<TimerStatus> {
+fn kill_delivery(
+    ctx: &mut WriteCtx<'_>,
+    d: &Delivery,
+    why: &str,
+    error: Option<String>,
+) -> StoreResult<TimerStatus> {
     check_delivery_transition(d.id, d.status, DeliveryStatus::Dead)?;
     ctx.conn
         .prepare_cached(
             "UPDATE deliveries SET status = 'dead', lease_owner = NULL, lease_expires_at = NULL,
                     updated_at = ?2, last_error = ?3 WHERE id = ?1",
         )?
-        .execute(params![d.id.as_bytes(), ctx.now_us, error.as_deref().or(Some(why))])?;
+        .execute(params![
+            d.id.as_bytes(),
+            ctx.now_us,
+            error.as_deref().or(Some(why))
+        ])?;
     ctx.append_event(
         EventType::DeliveryDead,
         &d.tenant_id,
@@ -581,7 +724,13 @@ fn kill_delivery(ctx: &mut WriteCtx<'_>, d: &Delivery, why: &str, error: Option<
         Some(d.id),
         json!({"attempt": d.attempt, "reason": why, "error": error}),
     )?;
-    set_timer_status(ctx, d.timer_id, &d.tenant_id, TimerStatus::Failed, json!({"deliveryId": d.id.to_string(), "reason": why}))
+    set_timer_status(
+        ctx,
+        d.timer_id,
+        &d.tenant_id,
+        TimerStatus::Failed,
+        json!({"deliveryId": d.id.to_string(), "reason": why}),
+    )
 }
 
 pub fn rescue_expired_leases(ctx: &mut WriteCtx<'_>, limit: usize) -> StoreResult<usize> {
@@ -594,7 +743,11 @@ pub fn rescue_expired_leases(ctx: &mut WriteCtx<'_>, limit: usize) -> StoreResul
             .collect::<Result<Vec<_>, _>>()?
     };
     for d in &expired {
-        let why = format!("lease of {} expired during attempt {}", d.lease_owner.as_deref().unwrap_or("?"), d.attempt);
+        let why = format!(
+            "lease of {} expired during attempt {}",
+            d.lease_owner.as_deref().unwrap_or("?"),
+            d.attempt
+        );
         if d.attempt >= d.max_attempts {
             kill_delivery(ctx, d, "retries exhausted", Some(why))?;
         } else {
@@ -623,7 +776,11 @@ pub fn next_delivery_due_us(conn: &Connection) -> StoreResult<Option<i64>> {
         .query_row([], |r| r.get(0))?)
 }
 
-pub fn list_deliveries(conn: &Connection, tenant_id: &str, timer_id: TimerId) -> StoreResult<Vec<DeliveryWithAttempts>> {
+pub fn list_deliveries(
+    conn: &Connection,
+    tenant_id: &str,
+    timer_id: TimerId,
+) -> StoreResult<Vec<DeliveryWithAttempts>> {
     if get_timer(conn, Some(tenant_id), timer_id)?.is_none() {
         return Err(StoreError::NotFound);
     }
@@ -649,7 +806,9 @@ pub fn list_deliveries(conn: &Connection, tenant_id: &str, timer_id: TimerId) ->
                     lease_owner: row.get(2)?,
                     started_at_us: row.get(3)?,
                     duration_us: row.get(4)?,
-                    outcome: outcome.parse::<AttemptOutcome>().map_err(|e| corrupt(5, std::io::Error::other(e)))?,
+                    outcome: outcome
+                        .parse::<AttemptOutcome>()
+                        .map_err(|e| corrupt(5, std::io::Error::other(e)))?,
                     http_status: row.get(6)?,
                     exit_code: row.get(7)?,
                     error: row.get(8)?,
@@ -657,7 +816,10 @@ pub fn list_deliveries(conn: &Connection, tenant_id: &str, timer_id: TimerId) ->
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
-        out.push(DeliveryWithAttempts { delivery: d, attempts });
+        out.push(DeliveryWithAttempts {
+            delivery: d,
+            attempts,
+        });
     }
     Ok(out)
 }
@@ -678,7 +840,10 @@ pub fn read_events(conn: &Connection, q: &EventQuery) -> StoreResult<Vec<Event>>
     )?;
     loop {
         let chunk = stmt
-            .query_map(params![after, q.tenant_id, (limit * 4).min(10_000) as i64], event_from_row)?
+            .query_map(
+                params![after, q.tenant_id, (limit * 4).min(10_000) as i64],
+                event_from_row,
+            )?
             .collect::<Result<Vec<_>, _>>()?;
         let exhausted = chunk.len() < (limit * 4).min(10_000);
         for e in chunk {
