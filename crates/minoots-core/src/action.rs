@@ -165,15 +165,16 @@ impl WebhookAction {
             }
         }
         if let Some(m) = &self.method
-            && !HTTP_METHODS.contains(&m.as_str()) {
-                errors.push(
-                    format!("{p}.method"),
-                    format!(
-                        "\"{m}\" is not supported; use one of {}",
-                        HTTP_METHODS.join(", ")
-                    ),
-                );
-            }
+            && !HTTP_METHODS.contains(&m.as_str())
+        {
+            errors.push(
+                format!("{p}.method"),
+                format!(
+                    "\"{m}\" is not supported; use one of {}",
+                    HTTP_METHODS.join(", ")
+                ),
+            );
+        }
         if self.headers.len() > MAX_WEBHOOK_HEADERS {
             errors.push(
                 format!("{p}.headers"),
@@ -226,12 +227,13 @@ impl WebhookAction {
             }
         }
         if let Some(t) = self.timeout_ms
-            && (t == 0 || t > MAX_WEBHOOK_TIMEOUT_MS) {
-                errors.push(
-                    format!("{p}.timeoutMs"),
-                    format!("must be between 1 and {MAX_WEBHOOK_TIMEOUT_MS}"),
-                );
-            }
+            && (t == 0 || t > MAX_WEBHOOK_TIMEOUT_MS)
+        {
+            errors.push(
+                format!("{p}.timeoutMs"),
+                format!("must be between 1 and {MAX_WEBHOOK_TIMEOUT_MS}"),
+            );
+        }
     }
 }
 
@@ -286,12 +288,13 @@ impl CommandAction {
             }
         }
         if let Some(t) = self.timeout_ms
-            && (t == 0 || t > MAX_COMMAND_TIMEOUT_MS) {
-                errors.push(
-                    format!("{p}.timeoutMs"),
-                    format!("must be between 1 and {MAX_COMMAND_TIMEOUT_MS}"),
-                );
-            }
+            && (t == 0 || t > MAX_COMMAND_TIMEOUT_MS)
+        {
+            errors.push(
+                format!("{p}.timeoutMs"),
+                format!("must be between 1 and {MAX_COMMAND_TIMEOUT_MS}"),
+            );
+        }
     }
 }
 

@@ -83,9 +83,10 @@ impl TimerRequest {
             errors.push("tenantId", msg);
         }
         if let Some(t) = &self.tenant_id
-            && t != tenant_id {
-                errors.push("tenantId", format!("is \"{t}\" but the request acts for tenant \"{tenant_id}\"; omit it or send your own tenant"));
-            }
+            && t != tenant_id
+        {
+            errors.push("tenantId", format!("is \"{t}\" but the request acts for tenant \"{tenant_id}\"; omit it or send your own tenant"));
+        }
 
         let (fire_at_us, duration_ms) = self.resolve_fire_time(now_us, &mut errors);
 
@@ -146,14 +147,14 @@ impl TimerRequest {
             && (k.is_empty()
                 || k.len() > MAX_IDEMPOTENCY_KEY_BYTES
                 || k.chars().any(char::is_control))
-            {
-                errors.push(
-                    "idempotencyKey",
-                    format!(
-                        "must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} bytes without control characters"
-                    ),
-                );
-            }
+        {
+            errors.push(
+                "idempotencyKey",
+                format!(
+                    "must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} bytes without control characters"
+                ),
+            );
+        }
 
         errors.into_result()?;
         Ok(TimerSpec {

@@ -46,26 +46,29 @@ impl RetryPolicy {
 
     pub fn validate(&self, path: &str, errors: &mut ValidationErrors) {
         if let Some(n) = self.max_attempts
-            && (n == 0 || n > MAX_RETRY_ATTEMPTS) {
-                errors.push(
-                    format!("{path}.maxAttempts"),
-                    format!("must be between 1 and {MAX_RETRY_ATTEMPTS}"),
-                );
-            }
+            && (n == 0 || n > MAX_RETRY_ATTEMPTS)
+        {
+            errors.push(
+                format!("{path}.maxAttempts"),
+                format!("must be between 1 and {MAX_RETRY_ATTEMPTS}"),
+            );
+        }
         if let Some(ms) = self.initial_backoff_ms
-            && (ms == 0 || ms > MAX_BACKOFF_MS) {
-                errors.push(
-                    format!("{path}.initialBackoffMs"),
-                    format!("must be between 1 and {MAX_BACKOFF_MS} milliseconds"),
-                );
-            }
+            && (ms == 0 || ms > MAX_BACKOFF_MS)
+        {
+            errors.push(
+                format!("{path}.initialBackoffMs"),
+                format!("must be between 1 and {MAX_BACKOFF_MS} milliseconds"),
+            );
+        }
         if let Some(ms) = self.max_backoff_ms
-            && (ms == 0 || ms > MAX_BACKOFF_MS) {
-                errors.push(
-                    format!("{path}.maxBackoffMs"),
-                    format!("must be between 1 and {MAX_BACKOFF_MS} milliseconds (7 days)"),
-                );
-            }
+            && (ms == 0 || ms > MAX_BACKOFF_MS)
+        {
+            errors.push(
+                format!("{path}.maxBackoffMs"),
+                format!("must be between 1 and {MAX_BACKOFF_MS} milliseconds (7 days)"),
+            );
+        }
         if self.initial_backoff_ms() > self.max_backoff_ms() {
             errors.push(
                 format!("{path}.maxBackoffMs"),
@@ -73,12 +76,13 @@ impl RetryPolicy {
             );
         }
         if let Some(m) = self.multiplier
-            && !(1.0..=MAX_MULTIPLIER).contains(&m) {
-                errors.push(
-                    format!("{path}.multiplier"),
-                    format!("must be between 1 and {MAX_MULTIPLIER}"),
-                );
-            }
+            && !(1.0..=MAX_MULTIPLIER).contains(&m)
+        {
+            errors.push(
+                format!("{path}.multiplier"),
+                format!("must be between 1 and {MAX_MULTIPLIER}"),
+            );
+        }
     }
 
     /// The exponential ceiling before attempt `failed_attempt + 1`, in milliseconds.

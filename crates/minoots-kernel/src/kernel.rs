@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use minoots_core::request::check_cancel_reason;
-use minoots_core::{Clock, Event, Timer, TimerId, TimerRequest};
+use minoots_core::{Clock, Event, Timer, TimerId, TimerRequest, TimerStatus};
 use minoots_store::{
-    AttemptReport, DeliveryWithAttempts, DueTimer, EventQuery, LeasedDelivery, ReportOutcome,
-    Store, StoreError, TimerPage, TimerQuery,
+    AttemptReport, CreateOutcome, DeliveryWithAttempts, DueTimer, EventQuery, LeasedDelivery,
+    ReportOutcome, Store, StoreError, TimerPage, TimerQuery,
 };
 use tokio::sync::{Notify, watch};
 
@@ -125,6 +125,35 @@ impl Kernel {
         self.store.close().await;
     }
 
+    /// Stores timers and puts the scheduled ones in the window, in a task of its own: if
+    /// the caller gives up (client deadline, disconnect) after the commit, the timer is
+    /// still indexed, so an acknowledged-or-not timer is never left unseen by the
+    /// scheduler. Timers returned for a reused idempotency key are indexed again too
+    /// (harmless: the window is a set), in case the first request was the one cut short.
+    async fn create_then_index(&self, timers: Vec<Timer>) -> KernelResult<Vec<CreateOutcome>> {
+        let store = self.store.clone();
+        let scheduler = self.scheduler.clone();
+        tokio::spawn(async move {
+            let outcomes = if timers.len() == 1 {
+                let t = timers.into_iter().next().expect("one timer");
+                vec![store.create_timer(t).await?]
+            } else {
+                store.create_timers(timers).await?
+            };
+            for o in &outcomes {
+                if o.timer.status == TimerStatus::Scheduled {
+                    scheduler.on_scheduled(DueTimer {
+                        fire_at_us: o.timer.fire_at_us,
+                        id: o.timer.id,
+                    });
+                }
+            }
+            Ok::<_, KernelError>(outcomes)
+        })
+        .await
+        .map_err(|e| KernelError::Internal(format!("create task failed: {e}")))?
+    }
+
     /// Schedules many timers in one store transaction (for bulk loads and benchmarks).
     pub async fn schedule_many(
         &self,
@@ -139,15 +168,9 @@ impl Kernel {
                     .into_timer(TimerId::new_v7(), now),
             );
         }
-        let outcomes = self.store.create_timers(timers).await?;
+        let outcomes = self.create_then_index(timers).await?;
         let mut out = Vec::with_capacity(outcomes.len());
         for o in outcomes {
-            if o.created {
-                self.scheduler.on_scheduled(DueTimer {
-                    fire_at_us: o.timer.fire_at_us,
-                    id: o.timer.id,
-                });
-            }
             out.push(o.timer);
         }
         KernelMetrics::inc(&self.metrics.timers_scheduled, out.len() as u64);
@@ -172,12 +195,12 @@ impl KernelApi for Kernel {
         let now = self.clock.now_us();
         let spec = request.validate(tenant_id, now)?;
         let timer = spec.into_timer(TimerId::new_v7(), now);
-        let outcome = self.store.create_timer(timer).await?;
+        let outcome = self
+            .create_then_index(vec![timer])
+            .await?
+            .pop()
+            .ok_or_else(|| KernelError::Internal("the store returned no timer".into()))?;
         if outcome.created {
-            self.scheduler.on_scheduled(DueTimer {
-                fire_at_us: outcome.timer.fire_at_us,
-                id: outcome.timer.id,
-            });
             KernelMetrics::inc(&self.metrics.timers_scheduled, 1);
         }
         Ok(ScheduleOutcome {

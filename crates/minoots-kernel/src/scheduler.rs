@@ -180,8 +180,16 @@ impl Scheduler {
         let firing_thread = std::thread::Builder::new()
             .name("minoots-firing".into())
             .spawn(move || {
-                firing_loop(&thread_shared, &outbox);
-                outbox.close();
+                // Closes the outbox however the loop ends (even by a panic), so the
+                // dispatcher and shutdown never wait for a thread that is gone.
+                struct CloseOnExit(Arc<Outbox>);
+                impl Drop for CloseOnExit {
+                    fn drop(&mut self) {
+                        self.0.close();
+                    }
+                }
+                let guard = CloseOnExit(outbox);
+                firing_loop(&thread_shared, &guard.0);
             })
             .expect("spawn the firing thread");
         Arc::new(Self {
@@ -305,7 +313,8 @@ fn firing_loop(shared: &Shared, outbox: &Outbox) {
         }
         let remaining = guard.index.len();
         drop(guard);
-        let fired_at_us = shared.clock.now_us();
+        // A clock stepped back since `now` must not record a firing before its due time.
+        let fired_at_us = shared.clock.now_us().max(now);
         let mut requests = Vec::with_capacity(batch.len());
         for k in &batch {
             debug_assert!(k.fire_at_us <= fired_at_us, "never fire early");

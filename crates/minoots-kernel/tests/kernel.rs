@@ -1,6 +1,7 @@
 //! The in-process kernel end to end on a real SQLite store: firing order, never early,
 //! cancel, retries, lease expiry with fencing, event resume, the window and recovery.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -465,5 +466,38 @@ async fn after_a_restart_overdue_timers_fire_at_once_oldest_first() {
         want,
         "oldest first"
     );
+    k.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timer_committed_after_its_caller_gave_up_still_fires() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let k = start(dir.path(), clock.clone()).await;
+    let mut events = k
+        .stream_events(EventQuery {
+            after_seq: 0,
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // The caller's future is polled once (it gets as far as waiting for the commit) and
+    // then dropped, as when a client's deadline passes: the commit still happens, and so
+    // must the indexing.
+    {
+        let mut call = Box::pin(k.schedule_timer("acme", req(r#"{"duration": "1s"}"#)));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(
+            call.as_mut().poll(&mut cx).is_pending(),
+            "still waiting for the commit"
+        );
+    }
+    let scheduled = next_events(&mut events, 1).await;
+    assert_eq!(scheduled[0].event_type, EventType::TimerScheduled);
+    clock.advance_us(SEC);
+    let fired = next_events(&mut events, 1).await;
+    assert_eq!(fired[0].event_type, EventType::TimerFired);
+    assert_eq!(fired[0].timer_id, scheduled[0].timer_id);
     k.shutdown().await;
 }

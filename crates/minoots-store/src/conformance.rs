@@ -81,7 +81,12 @@ pub fn timer(h: &Harness, tenant: &str, fire_at_us: i64, actions: usize) -> Time
     let mut labels = BTreeMap::new();
     labels.insert(
         "team".to_string(),
-        if actions.is_multiple_of(2) { "ops" } else { "dev" }.to_string(),
+        if actions.is_multiple_of(2) {
+            "ops"
+        } else {
+            "dev"
+        }
+        .to_string(),
     );
     let mut metadata = serde_json::Map::new();
     metadata.insert("n".into(), serde_json::json!(actions));

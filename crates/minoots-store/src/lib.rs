@@ -89,7 +89,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Events with `seq > after_seq` that match the query, in order, at most `limit`.
     /// Fewer than `limit` means the end of the log was reached (everything committed so
-    /// far that matches has been returned).
+    /// far that matches has been returned). `limit` above 10,000 is lowered to 10,000.
     async fn read_events(&self, query: EventQuery) -> StoreResult<Vec<Event>>;
 
     /// The highest sequence number written so far (0 when the log is empty).

@@ -127,6 +127,11 @@ pub enum FireOutcome {
     NotFound {
         timer_id: TimerId,
     },
+    /// Its stored data could not be read (a bug or corruption); it was left unchanged.
+    Failed {
+        timer_id: TimerId,
+        error: String,
+    },
 }
 
 /// A delivery handed to an executor, with what it needs to run it.

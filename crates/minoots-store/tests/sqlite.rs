@@ -93,3 +93,107 @@ async fn writes_after_close_are_refused_cleanly() {
         StoreError::Closed
     );
 }
+
+#[tokio::test]
+async fn an_unreadable_timer_does_not_hold_back_the_others() {
+    use minoots_store::{FireOutcome, FireRequest};
+    let h = make().await.unwrap();
+    let dir = h
+        .guard
+        .downcast_ref::<tempfile::TempDir>()
+        .unwrap()
+        .path()
+        .to_path_buf();
+    let a = h
+        .store
+        .create_timer(timer(&h, "acme", T0 + 1_000_000, 1))
+        .await
+        .unwrap()
+        .timer;
+    let bad = h
+        .store
+        .create_timer(timer(&h, "acme", T0 + 1_000_000, 1))
+        .await
+        .unwrap()
+        .timer;
+    let c = h
+        .store
+        .create_timer(timer(&h, "acme", T0 + 1_000_000, 1))
+        .await
+        .unwrap()
+        .timer;
+    // Damage one row behind the store's back, as a bug or a bad upgrade could.
+    rusqlite_conn(&dir)
+        .execute(
+            "UPDATE timers SET action_bundle = '{not json' WHERE id = ?1",
+            [bad.id.as_bytes().to_vec()],
+        )
+        .unwrap();
+    h.clock.advance_us(1_000_000);
+    let now = h.clock.now_us();
+    let fires = [a.id, bad.id, c.id]
+        .map(|timer_id| FireRequest {
+            timer_id,
+            fired_at_us: now,
+        })
+        .to_vec();
+    let out = h.store.fire_timers(fires).await.unwrap();
+    assert!(matches!(out[0], FireOutcome::Fired { .. }), "{out:?}");
+    assert!(matches!(out[1], FireOutcome::Failed { .. }), "{out:?}");
+    assert!(matches!(out[2], FireOutcome::Fired { .. }), "{out:?}");
+    // The good timers' deliveries are handed out.
+    let claimed = h
+        .store
+        .claim_deliveries("w1", 30_000_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+
+    // A delivery whose timer became unreadable after firing is set aside, not handed out,
+    // and does not block the ones behind it.
+    let d = h
+        .store
+        .create_timer(timer(&h, "acme", now, 1))
+        .await
+        .unwrap()
+        .timer;
+    let e = h
+        .store
+        .create_timer(timer(&h, "acme", now, 1))
+        .await
+        .unwrap()
+        .timer;
+    h.store
+        .fire_timers(vec![
+            FireRequest {
+                timer_id: d.id,
+                fired_at_us: now,
+            },
+            FireRequest {
+                timer_id: e.id,
+                fired_at_us: now,
+            },
+        ])
+        .await
+        .unwrap();
+    rusqlite_conn(&dir)
+        .execute(
+            "UPDATE timers SET labels = 'oops' WHERE id = ?1",
+            [d.id.as_bytes().to_vec()],
+        )
+        .unwrap();
+    let claimed = h
+        .store
+        .claim_deliveries("w1", 30_000_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        claimed.iter().map(|l| l.timer.id).collect::<Vec<_>>(),
+        vec![e.id]
+    );
+    let dead: i64 = rusqlite_conn(&dir)
+        .query_row("SELECT COUNT(*) FROM deliveries WHERE status = 'dead' AND last_error LIKE '%unreadable%'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(dead, 1);
+    h.store.close().await;
+}

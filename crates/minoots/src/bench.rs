@@ -333,9 +333,10 @@ async fn bench_lateness(dir: &Path, n: usize, spread_s: u64) -> anyhow::Result<s
         let e = e.map_err(|e| anyhow::anyhow!("{e}"))?;
         let now = clock.now_us();
         if let Some(at) = due.get(&e.timer_id)
-            && seen.insert(e.timer_id) {
-                event_late.push(now - at);
-            }
+            && seen.insert(e.timer_id)
+        {
+            event_late.push(now - at);
+        }
     }
     let missed = n - seen.len();
 

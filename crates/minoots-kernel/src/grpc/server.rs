@@ -180,9 +180,10 @@ pub async fn serve(
         ));
     }
     if let Some(t) = &token
-        && t.len() < 16 {
-            return Err("MINOOTS_KERNEL_TOKEN must be at least 16 characters".into());
-        }
+        && t.len() < 16
+    {
+        return Err("MINOOTS_KERNEL_TOKEN must be at least 16 characters".into());
+    }
     let expected = token.map(|t| format!("Bearer {t}"));
     let check = move |req: Request<()>| -> Result<Request<()>, Status> {
         if let Some(expected) = &expected {

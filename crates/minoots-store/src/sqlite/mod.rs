@@ -77,6 +77,7 @@ enum WriterMsg {
 struct Inner {
     writer: mpsc::Sender<WriterMsg>,
     writer_thread: Mutex<Option<JoinHandle<()>>>,
+    checkpointer: Checkpointer,
     readers: Mutex<Vec<Connection>>,
     read_permits: Arc<Semaphore>,
     events: broadcast::Sender<Event>,
@@ -115,7 +116,7 @@ impl SqliteStore {
                  PRAGMA foreign_keys = OFF;
                  PRAGMA temp_store = MEMORY;
                  PRAGMA busy_timeout = 5000;
-                 PRAGMA wal_autocheckpoint = 16384; -- 64 MiB of WAL between checkpoints
+                 PRAGMA wal_autocheckpoint = 1000; -- cheap: the checkpointer thread has copied most frames
                  PRAGMA cache_size = -{};",
                 config.writer_cache_kib
             ))
@@ -144,10 +145,12 @@ impl SqliteStore {
             .spawn(move || writer_loop(writer, rx, events, clock, max_batch))
             .map_err(unavailable)?;
 
+        let checkpointer = Checkpointer::start(&path)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 writer: tx,
                 writer_thread: Mutex::new(Some(handle)),
+                checkpointer,
                 read_permits: Arc::new(Semaphore::new(readers.len())),
                 readers: Mutex::new(readers),
                 events: events_tx,
@@ -227,10 +230,92 @@ struct PooledReader<'a> {
 impl Drop for PooledReader<'_> {
     fn drop(&mut self) {
         if let Some(c) = self.conn.take()
-            && let Ok(mut pool) = self.inner.readers.lock() {
-                pool.push(c);
-            }
+            && let Ok(mut pool) = self.inner.readers.lock()
+        {
+            pool.push(c);
+        }
     }
+}
+
+/// Copies the WAL back into the database file on its own connection and thread.
+///
+/// SQLite's automatic checkpoint runs inside the committing connection, so a large one
+/// stalls every write queued behind it (measured: commits delayed by 100–300 ms). A PASSIVE
+/// checkpoint on another connection runs alongside the writer instead. If the WAL still
+/// grows past `WAL_HARD_LIMIT_PAGES` (the disk cannot keep up), a RESTART checkpoint waits
+/// for the writer and bounds the file.
+struct Checkpointer {
+    stop: Arc<(Mutex<bool>, std::sync::Condvar)>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// How often the WAL is checkpointed.
+const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+/// WAL pages (4 KiB) beyond which a blocking checkpoint bounds the file: 256 MiB.
+const WAL_HARD_LIMIT_PAGES: i64 = 65_536;
+
+impl Checkpointer {
+    fn start(path: &Path) -> StoreResult<Self> {
+        let conn = Connection::open(path).map_err(unavailable)?;
+        conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA synchronous = FULL;")
+            .map_err(unavailable)?;
+        let stop = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("minoots-store-checkpoint".into())
+            .spawn(move || {
+                let (lock, cvar) = &*flag;
+                let mut stopped = lock.lock().expect("checkpointer poisoned");
+                loop {
+                    stopped = cvar
+                        .wait_timeout(stopped, CHECKPOINT_INTERVAL)
+                        .expect("checkpointer poisoned")
+                        .0;
+                    let done = *stopped;
+                    drop(stopped);
+                    let mode = if done { "TRUNCATE" } else { "PASSIVE" };
+                    match checkpoint(&conn, mode) {
+                        Ok(wal_pages) if wal_pages > WAL_HARD_LIMIT_PAGES => {
+                            tracing::warn!(
+                                wal_pages,
+                                "store: WAL over its limit; checkpointing with writes paused"
+                            );
+                            let _ = checkpoint(&conn, "RESTART");
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "store: checkpoint failed"),
+                    }
+                    if done {
+                        return;
+                    }
+                    stopped = lock.lock().expect("checkpointer poisoned");
+                }
+            })
+            .map_err(unavailable)?;
+        Ok(Self {
+            stop,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    async fn stop(&self) {
+        {
+            let (lock, cvar) = &*self.stop;
+            *lock.lock().expect("checkpointer poisoned") = true;
+            cvar.notify_all();
+        }
+        let thread = self.thread.lock().expect("checkpointer poisoned").take();
+        if let Some(t) = thread {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+    }
+}
+
+/// Runs one checkpoint; returns the WAL's size in pages before it.
+fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<i64> {
+    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+        r.get::<_, i64>(1)
+    })
 }
 
 fn lock_dir(dir: &Path) -> StoreResult<File> {
@@ -304,7 +389,6 @@ fn writer_loop(
     }
     // Anything still queued after Stop is answered "closed" by dropping it.
     rx.close();
-    let _ = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);");
 }
 
 fn run_batch(
@@ -328,7 +412,8 @@ fn run_batch(
     let now_us = clock.now_us();
     let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
     let mut pending_events: Vec<Event> = Vec::new();
-    for job in batch.drain(..) {
+    let mut jobs = batch.drain(..);
+    while let Some(job) = jobs.next() {
         let mark = pending_events.len();
         let sp = match tx.savepoint() {
             Ok(sp) => sp,
@@ -346,8 +431,26 @@ fn run_batch(
         } else if let Err(e) = sp.commit() {
             tracing::error!(error = %e, "store: cannot release a savepoint");
         }
+        if tx.is_autocommit() {
+            // SQLite rolled the whole transaction back by itself (disk full, I/O error):
+            // nothing of this batch is committed. Answer every job with the error and run
+            // none of the rest, which would otherwise commit one by one outside a transaction.
+            completions.push(done);
+            let err = StoreError::Unavailable(
+                "the store's transaction was rolled back by SQLite (disk full or I/O error)".into(),
+            );
+            for job in jobs.by_ref() {
+                let (d, _) = job(Err(err.clone()));
+                completions.push(d);
+            }
+            for d in completions {
+                d(Err(err.clone()));
+            }
+            return;
+        }
         completions.push(done);
     }
+    drop(jobs);
     match tx.commit() {
         Ok(()) => {
             for e in pending_events {
@@ -415,8 +518,7 @@ impl Store for SqliteStore {
     }
 
     async fn fire_timers(&self, fires: Vec<FireRequest>) -> StoreResult<Vec<FireOutcome>> {
-        self.write(move |ctx| fires.iter().map(|f| ops::fire_timer(ctx, *f)).collect())
-            .await
+        self.write(move |ctx| ops::fire_timers(ctx, &fires)).await
     }
 
     async fn claim_deliveries(
@@ -490,6 +592,8 @@ impl Store for SqliteStore {
         if let Some(h) = handle {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
         }
+        // After the last commit: a final checkpoint folds the WAL into the database file.
+        self.inner.checkpointer.stop().await;
         self.inner.lock.lock().expect("lock poisoned").take();
     }
 }

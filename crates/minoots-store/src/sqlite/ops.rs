@@ -46,6 +46,16 @@ impl<'a> WriteCtx<'a> {
         }
     }
 
+    /// Position in this transaction's event list, for [`WriteCtx::discard_events_after`].
+    fn event_mark(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Forgets events appended after `mark` (their rows were rolled back).
+    fn discard_events_after(&mut self, mark: usize) {
+        self.events.truncate(mark);
+    }
+
     /// Appends an event to the log in this transaction.
     fn append_event(
         &mut self,
@@ -272,15 +282,21 @@ pub fn get_timer(
 
 pub fn list_timers(conn: &Connection, q: &TimerQuery) -> StoreResult<TimerPage> {
     let limit = q.limit.clamp(1, minoots_core::limits::MAX_PAGE_SIZE);
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {TIMER_COLS} FROM timers
-         WHERE tenant_id = ?1
+    // Two statements, so that with a cursor the tenant index seeks straight to it instead
+    // of scanning the tenant's earlier timers on every page.
+    let filters = "tenant_id = ?1
            AND (?2 IS NULL OR status = ?2)
-           AND (?3 IS NULL OR EXISTS (SELECT 1 FROM json_each(timers.labels) AS l WHERE l.key = ?3 AND l.value = ?4))
-           AND (?5 IS NULL OR fire_at > ?5 OR (fire_at = ?5 AND id > ?6))
-         ORDER BY fire_at, id
-         LIMIT ?7"
-    ))?;
+           AND (?3 IS NULL OR EXISTS (SELECT 1 FROM json_each(timers.labels) AS l WHERE l.key = ?3 AND l.value = ?4))";
+    let sql = if q.after.is_some() {
+        format!(
+            "SELECT {TIMER_COLS} FROM timers WHERE {filters} AND (fire_at, id) > (?5, ?6) ORDER BY fire_at, id LIMIT ?7"
+        )
+    } else {
+        format!(
+            "SELECT {TIMER_COLS} FROM timers WHERE {filters} AND ?5 IS NULL AND ?6 IS NULL ORDER BY fire_at, id LIMIT ?7"
+        )
+    };
+    let mut stmt = conn.prepare_cached(&sql)?;
     let (label_key, label_value) = match &q.label {
         Some((k, v)) => (Some(k.as_str()), Some(v.as_str())),
         None => (None, None),
@@ -382,7 +398,36 @@ pub fn load_due_timers(
     Ok(rows)
 }
 
-pub fn fire_timer(ctx: &mut WriteCtx<'_>, fire: FireRequest) -> StoreResult<FireOutcome> {
+/// Fires each timer in its own savepoint: a timer whose stored data cannot be read is
+/// reported as `Failed` and left as it is, and does not hold back the others. Transient
+/// errors (disk) fail the whole call, which the caller retries.
+pub fn fire_timers(ctx: &mut WriteCtx<'_>, fires: &[FireRequest]) -> StoreResult<Vec<FireOutcome>> {
+    let mut out = Vec::with_capacity(fires.len());
+    for f in fires {
+        ctx.conn.execute_batch("SAVEPOINT fire_one")?;
+        let mark = ctx.event_mark();
+        match fire_timer(ctx, *f) {
+            Ok(o) => {
+                ctx.conn.execute_batch("RELEASE fire_one")?;
+                out.push(o);
+            }
+            Err(StoreError::Corrupt(error)) => {
+                ctx.conn
+                    .execute_batch("ROLLBACK TO fire_one; RELEASE fire_one")?;
+                ctx.discard_events_after(mark);
+                tracing::error!(timer = %f.timer_id, %error, "cannot fire a timer whose stored data is unreadable");
+                out.push(FireOutcome::Failed {
+                    timer_id: f.timer_id,
+                    error,
+                });
+            }
+            Err(other) => return Err(other),
+        }
+    }
+    Ok(out)
+}
+
+fn fire_timer(ctx: &mut WriteCtx<'_>, fire: FireRequest) -> StoreResult<FireOutcome> {
     let row: Option<(String, String, i64, String)> = {
         let mut stmt = ctx.conn.prepare_cached(
             "SELECT status, tenant_id, fire_at, action_bundle FROM timers WHERE id = ?1",
@@ -493,36 +538,71 @@ pub fn claim_deliveries(
                         ORDER BY next_attempt_at LIMIT ?4)
         RETURNING {DELIVERY_COLS}"
     ))?;
-    let mut deliveries = stmt
+    let rows = stmt
         .query_map(
             params![owner, ctx.now_us + lease_ttl_us, ctx.now_us, limit as i64],
-            delivery_from_row,
+            |row| Ok((row.get::<_, Vec<u8>>(0)?, delivery_from_row(row))),
         )?
         .collect::<Result<Vec<_>, _>>()?;
     drop(stmt);
+    // A delivery that cannot be handed out (unreadable row, missing timer or action) is
+    // set aside as dead with the reason, so it cannot block the deliveries behind it.
+    let mut deliveries = Vec::with_capacity(rows.len());
+    let mut quarantine = Vec::new();
+    for (raw_id, d) in rows {
+        match d {
+            Ok(d) => deliveries.push(d),
+            Err(e) => quarantine.push((raw_id, format!("unreadable delivery: {e}"))),
+        }
+    }
     deliveries.sort_by_key(|d| (d.next_attempt_at_us, d.id));
-    let mut timers: HashMap<TimerId, Timer> = HashMap::new();
+    let mut timers: HashMap<TimerId, Option<Timer>> = HashMap::new();
     let mut out = Vec::with_capacity(deliveries.len());
     for d in deliveries {
-        if let std::collections::hash_map::Entry::Vacant(e) = timers.entry(d.timer_id) {
-            let t = get_timer(ctx.conn, None, d.timer_id)?
-                .ok_or_else(|| StoreError::Corrupt(format!("delivery {} has no timer", d.id)))?;
-            e.insert(t);
-        }
-        let timer = timers[&d.timer_id].clone();
-        let action = timer
+        let timer = match timers.entry(d.timer_id) {
+            std::collections::hash_map::Entry::Occupied(e) => e.get().clone(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let t = match get_timer(ctx.conn, None, d.timer_id) {
+                    Ok(t) => t,
+                    Err(StoreError::Corrupt(_)) => None,
+                    Err(other) => return Err(other),
+                };
+                e.insert(t).clone()
+            }
+        };
+        let Some(timer) = timer else {
+            quarantine.push((
+                d.id.as_bytes().to_vec(),
+                format!("timer {} is missing or unreadable", d.timer_id),
+            ));
+            continue;
+        };
+        let Some(action) = timer
             .action_bundle
             .actions
             .get(d.action_index as usize)
             .cloned()
-            .ok_or_else(|| {
-                StoreError::Corrupt(format!("delivery {} points past its timer's actions", d.id))
-            })?;
+        else {
+            quarantine.push((
+                d.id.as_bytes().to_vec(),
+                format!("timer {} has no action {}", d.timer_id, d.action_index),
+            ));
+            continue;
+        };
         out.push(LeasedDelivery {
             delivery: d,
             action,
             timer,
         });
+    }
+    for (raw_id, why) in quarantine {
+        tracing::error!(error = %why, "a delivery could not be handed out and is set aside as dead");
+        ctx.conn
+            .prepare_cached(
+                "UPDATE deliveries SET status = 'dead', lease_owner = NULL, lease_expires_at = NULL,
+                        updated_at = ?2, last_error = ?3 WHERE id = ?1",
+            )?
+            .execute(params![raw_id, ctx.now_us, why])?;
     }
     Ok(out)
 }
@@ -827,8 +907,11 @@ pub fn list_deliveries(
 // ---------------------------------------------------------------------------------------
 // Events
 
+/// Most events one `read_events` call returns; larger limits are lowered to this.
+pub const MAX_EVENTS_PER_READ: usize = 10_000;
+
 pub fn read_events(conn: &Connection, q: &EventQuery) -> StoreResult<Vec<Event>> {
-    let limit = q.limit.clamp(1, 10_000);
+    let limit = q.limit.clamp(1, MAX_EVENTS_PER_READ);
     let mut out = Vec::new();
     let mut after = q.after_seq;
     // Filters other than the tenant are applied here, scanning in chunks until `limit`
