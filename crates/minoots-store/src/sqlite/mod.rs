@@ -45,8 +45,8 @@ pub struct SqliteConfig {
     /// Read-only connections; reads beyond this wait for a free one.
     pub reader_connections: usize,
     /// Page cache of the writer connection in KiB (readers keep SQLite's 2 MiB default).
-    /// Bounded memory that keeps the hot index pages of the due and tenant indexes
-    /// resident; measured: 8 → 16 MiB helps, 16 → 64 MiB does not (docs/benchmarks.md).
+    /// Bounded memory that keeps hot pages of the due and tenant indexes resident;
+    /// measured: 64 MiB creates no faster than 16 MiB (docs/benchmarks.md).
     pub writer_cache_kib: u32,
     /// Live events buffered per subscriber before it is told it lagged.
     pub event_broadcast_capacity: usize,
