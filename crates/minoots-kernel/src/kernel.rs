@@ -99,14 +99,9 @@ impl Kernel {
 
     /// Waits until [`Kernel::is_ready`] (bounded by `timeout`).
     pub async fn wait_ready(&self, timeout: std::time::Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
-        while !self.is_ready() {
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-        }
-        true
+        tokio::time::timeout(timeout, self.scheduler.ready())
+            .await
+            .is_ok()
     }
 
     /// Stops firing and maintenance, waits for fires in progress, then closes the store.

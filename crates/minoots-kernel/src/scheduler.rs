@@ -61,7 +61,7 @@ pub(crate) struct Shared {
     config: KernelConfig,
     metrics: Arc<KernelMetrics>,
     /// Set once the first refill has completed: overdue timers are then in the index.
-    loaded_once: AtomicBool,
+    loaded_once: tokio::sync::watch::Sender<bool>,
     /// Wakes the loader early (the index drained below the low-water mark).
     loader_wake: Notify,
 }
@@ -150,7 +150,7 @@ impl Scheduler {
             clock: clock.clone(),
             config: config.clone(),
             metrics,
-            loaded_once: AtomicBool::new(false),
+            loaded_once: tokio::sync::watch::Sender::new(false),
             loader_wake: Notify::new(),
         });
         let weak: Weak<Shared> = Arc::downgrade(&shared);
@@ -225,7 +225,13 @@ impl Scheduler {
 
     /// True once the first refill finished: every overdue timer is queued for firing.
     pub fn is_ready(&self) -> bool {
-        self.shared.loaded_once.load(Ordering::Acquire)
+        *self.shared.loaded_once.borrow()
+    }
+
+    /// Waits until [`Scheduler::is_ready`].
+    pub async fn ready(&self) {
+        let mut rx = self.shared.loaded_once.subscribe();
+        let _ = rx.wait_for(|ready| *ready).await;
     }
 
     /// Timers currently held in memory.
@@ -442,7 +448,7 @@ async fn run_loader(store: Arc<dyn Store>, shared: Arc<Shared>) {
                         shared.wake.notify_one();
                     }
                     if !full_batch {
-                        shared.loaded_once.store(true, Ordering::Release);
+                        shared.loaded_once.send_replace(true);
                     }
                 }
                 Err(e) => {
@@ -454,7 +460,7 @@ async fn run_loader(store: Arc<dyn Store>, shared: Arc<Shared>) {
             }
         } else if room == 0 {
             // The index is full: whatever is overdue is in it, oldest first.
-            shared.loaded_once.store(true, Ordering::Release);
+            shared.loaded_once.send_replace(true);
         }
         if full_batch {
             tokio::task::yield_now().await;

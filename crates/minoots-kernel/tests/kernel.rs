@@ -501,3 +501,56 @@ async fn a_timer_committed_after_its_caller_gave_up_still_fires() {
     assert_eq!(fired[0].timer_id, scheduled[0].timer_id);
     k.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_older_than_the_retention_are_deleted_and_newer_ones_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(SqliteConfig::new(dir.path()), clock.clone()).unwrap());
+    let config = KernelConfig {
+        event_retention: Duration::from_secs(3_600),
+        retention_interval: Duration::from_millis(20),
+        ..test_config()
+    };
+    let k = Kernel::start(store, clock.clone(), config).unwrap();
+    let old = k
+        .schedule_timer("acme", req(r#"{"duration": "1d"}"#))
+        .await
+        .unwrap()
+        .timer;
+    clock.advance_us(3_600 * SEC + 1);
+    let young = k
+        .schedule_timer("acme", req(r#"{"duration": "1d"}"#))
+        .await
+        .unwrap()
+        .timer;
+    // Pruning has no event of its own: wait (bounded) until the retention pass ran.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let left = k
+            .store()
+            .read_events(EventQuery {
+                after_seq: 0,
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        if left.len() == 1 {
+            assert_eq!(left[0].timer_id, young.id, "the newer event is kept");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "old event never pruned"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The timer itself is untouched: retention concerns the log only.
+    assert_eq!(
+        k.get_timer("acme", old.id).await.unwrap().status,
+        TimerStatus::Scheduled
+    );
+    k.shutdown().await;
+}

@@ -19,6 +19,9 @@ use crate::api::{KernelApi, LeaseRequest};
 /// (16 actions with 64 KiB bodies, 16 KiB metadata); leave headroom.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
+/// Calls open at once on one connection (event and lease streams stay open).
+pub const MAX_CONCURRENT_STREAMS: u32 = 1_024;
+
 #[derive(Debug, Clone, Default)]
 pub struct GrpcServerConfig {
     /// Required as `authorization: Bearer <token>` on every call when set; must be set
@@ -206,6 +209,7 @@ pub async fn serve(
     let service = tonic::service::interceptor::InterceptedService::new(server, check);
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))
+        .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS))
         .add_service(service)
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),

@@ -183,14 +183,24 @@ fn truncate(mut s: String, max: usize) -> String {
 }
 
 /// Refuses a status change the state machine forbids: that is a bug, surfaced as an error.
-fn check_timer_transition(id: TimerId, from: TimerStatus, to: TimerStatus) -> StoreResult<()> {
-    if from.can_transition_to(to) {
+fn check_transition(
+    kind: &str,
+    id: impl std::fmt::Display,
+    from: impl std::fmt::Display,
+    to: impl std::fmt::Display,
+    allowed: bool,
+) -> StoreResult<()> {
+    if allowed {
         Ok(())
     } else {
         Err(StoreError::Corrupt(format!(
-            "invariant violated: timer {id} cannot go from {from} to {to}"
+            "invariant violated: {kind} {id} cannot go from {from} to {to}"
         )))
     }
+}
+
+fn check_timer_transition(id: TimerId, from: TimerStatus, to: TimerStatus) -> StoreResult<()> {
+    check_transition("timer", id, from, to, from.can_transition_to(to))
 }
 
 fn check_delivery_transition(
@@ -198,13 +208,7 @@ fn check_delivery_transition(
     from: DeliveryStatus,
     to: DeliveryStatus,
 ) -> StoreResult<()> {
-    if from.can_transition_to(to) {
-        Ok(())
-    } else {
-        Err(StoreError::Corrupt(format!(
-            "invariant violated: delivery {id} cannot go from {from} to {to}"
-        )))
-    }
+    check_transition("delivery", id, from, to, from.can_transition_to(to))
 }
 
 // ---------------------------------------------------------------------------------------
