@@ -2,17 +2,16 @@
 //! `KernelApi`: schedule, get, list with paging, cancel, event streams, leases and
 //! reports, error codes, and the token.
 
+mod common;
+use common::{lease, next_item};
+
 use std::sync::Arc;
-use std::time::Duration;
 
 use minoots_core::{AttemptOutcome, Clock, EventType, SystemClock, TimerRequest, TimerStatus};
 use minoots_kernel::grpc::{GrpcKernelClient, GrpcServerConfig, serve};
 use minoots_kernel::{Kernel, KernelApi, KernelConfig, KernelError, LeaseRequest};
 use minoots_store::{AttemptReport, EventQuery, SqliteConfig, SqliteStore, Store, TimerQuery};
 use tokio::net::TcpListener;
-use tokio_stream::StreamExt;
-
-const WAIT: Duration = Duration::from_secs(10);
 
 struct Running {
     kernel: Arc<Kernel>,
@@ -161,11 +160,7 @@ async fn schedule_get_list_cancel_and_stream_over_grpc() {
         .unwrap();
     assert_eq!(cancelled.status, TimerStatus::Cancelled);
     assert_eq!(cancelled.cancel_reason.as_deref(), Some("no longer needed"));
-    let e = tokio::time::timeout(WAIT, events.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let e = next_item(&mut events).await;
     assert_eq!(e.timer_id, t.id);
     assert_eq!(e.event_type, EventType::TimerCancelled);
     assert_eq!(e.data["reason"], "no longer needed");
@@ -226,14 +221,7 @@ async fn events_resume_from_a_sequence_number_over_grpc() {
     let mut s = c.stream_events(EventQuery::default()).await.unwrap();
     let mut seqs = Vec::new();
     for _ in 0..4 {
-        seqs.push(
-            tokio::time::timeout(WAIT, s.next())
-                .await
-                .unwrap()
-                .unwrap()
-                .unwrap()
-                .seq,
-        );
+        seqs.push(next_item(&mut s).await.seq);
     }
     drop(s);
     let mut resumed = c
@@ -243,16 +231,8 @@ async fn events_resume_from_a_sequence_number_over_grpc() {
         })
         .await
         .unwrap();
-    let a = tokio::time::timeout(WAIT, resumed.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let b = tokio::time::timeout(WAIT, resumed.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let a = next_item(&mut resumed).await;
+    let b = next_item(&mut resumed).await;
     assert_eq!((a.seq, b.seq), (seqs[2], seqs[3]));
     r.stop().await;
 }
@@ -267,18 +247,10 @@ async fn deliveries_are_leased_and_reported_over_grpc() {
         .unwrap()
         .timer;
     let mut leases = c
-        .lease_deliveries(LeaseRequest {
-            lease_owner: "orch-1".into(),
-            lease_ttl_ms: 30_000,
-            max_in_flight: 4,
-        })
+        .lease_deliveries(lease("orch-1", 30_000, 4))
         .await
         .unwrap();
-    let d = tokio::time::timeout(WAIT, leases.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let d = next_item(&mut leases).await;
     assert_eq!(d.timer.id, t.id);
     assert_eq!(d.action, t.action_bundle.actions[0]);
     let report = AttemptReport {

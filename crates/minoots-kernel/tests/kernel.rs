@@ -1,6 +1,9 @@
 //! The in-process kernel end to end on a real SQLite store: firing order, never early,
 //! cancel, retries, lease expiry with fencing, event resume, the window and recovery.
 
+mod common;
+use common::{WAIT, lease, next_item};
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,13 +11,12 @@ use std::time::Duration;
 use minoots_core::{
     AttemptOutcome, Clock, EventType, ManualClock, SystemClock, TimerRequest, TimerStatus,
 };
-use minoots_kernel::{Kernel, KernelApi, KernelConfig, KernelError, LeaseRequest};
+use minoots_kernel::{Kernel, KernelApi, KernelConfig, KernelError};
 use minoots_store::{AttemptReport, EventQuery, SqliteConfig, SqliteStore, Store};
 use tokio_stream::StreamExt;
 
 const T0: i64 = 1_795_773_600_000_000;
 const SEC: i64 = 1_000_000;
-const WAIT: Duration = Duration::from_secs(10);
 
 fn test_config() -> KernelConfig {
     KernelConfig {
@@ -201,20 +203,9 @@ async fn a_retry_is_another_due_time_and_success_settles() {
         .await
         .unwrap()
         .timer;
-    let mut leases = k
-        .lease_deliveries(LeaseRequest {
-            lease_owner: "w1".into(),
-            lease_ttl_ms: 30_000,
-            max_in_flight: 8,
-        })
-        .await
-        .unwrap();
+    let mut leases = k.lease_deliveries(lease("w1", 30_000, 8)).await.unwrap();
     clock.advance_us(SEC);
-    let d = tokio::time::timeout(WAIT, leases.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let d = next_item(&mut leases).await;
     assert_eq!(d.timer.id, t.id);
     assert_eq!(d.delivery.attempt, 1);
     let report = |d: &minoots_store::LeasedDelivery, outcome| AttemptReport {
@@ -248,11 +239,7 @@ async fn a_retry_is_another_due_time_and_success_settles() {
         "retried early"
     );
     clock.advance_us(1);
-    let d2 = tokio::time::timeout(WAIT, leases.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let d2 = next_item(&mut leases).await;
     assert_eq!(
         d2.delivery.id, d.delivery.id,
         "same delivery id across retries"
@@ -281,34 +268,12 @@ async fn an_expired_lease_is_handed_to_another_executor_and_the_stale_report_is_
         .await
         .unwrap();
     clock.advance_us(SEC);
-    let mut w1 = k
-        .lease_deliveries(LeaseRequest {
-            lease_owner: "w1".into(),
-            lease_ttl_ms: 2_000,
-            max_in_flight: 1,
-        })
-        .await
-        .unwrap();
-    let first = tokio::time::timeout(WAIT, w1.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let mut w1 = k.lease_deliveries(lease("w1", 2_000, 1)).await.unwrap();
+    let first = next_item(&mut w1).await;
     drop(w1); // the executor dies without reporting
-    let mut w2 = k
-        .lease_deliveries(LeaseRequest {
-            lease_owner: "w2".into(),
-            lease_ttl_ms: 2_000,
-            max_in_flight: 1,
-        })
-        .await
-        .unwrap();
+    let mut w2 = k.lease_deliveries(lease("w2", 2_000, 1)).await.unwrap();
     clock.advance_us(3 * SEC); // the lease expires; the rescuer (every 50 ms) returns it
-    let second = tokio::time::timeout(WAIT, w2.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let second = next_item(&mut w2).await;
     assert_eq!(second.delivery.id, first.delivery.id);
     assert_eq!(second.delivery.attempt, 2);
     assert_eq!(second.delivery.lease_owner.as_deref(), Some("w2"));

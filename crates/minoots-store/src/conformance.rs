@@ -161,6 +161,10 @@ fn report(d: &LeasedDelivery, outcome: AttemptOutcome, now: i64) -> AttemptRepor
     }
 }
 
+async fn read(h: &Harness, q: EventQuery) -> Vec<minoots_core::Event> {
+    h.store.read_events(q).await.expect("events")
+}
+
 async fn all_events(h: &Harness) -> Vec<minoots_core::Event> {
     h.store
         .read_events(EventQuery {
@@ -770,60 +774,60 @@ pub async fn events_resume_from_any_sequence_number(h: &Harness) {
         all.last().unwrap().seq
     );
     for (i, e) in all.iter().enumerate() {
-        let rest = h
-            .store
-            .read_events(EventQuery {
+        let rest = read(
+            h,
+            EventQuery {
                 after_seq: e.seq,
                 limit: 100,
                 ..Default::default()
-            })
-            .await
-            .unwrap();
+            },
+        )
+        .await;
         assert_eq!(rest, all[i + 1..], "resuming after seq {}", e.seq);
     }
-    let acme = h
-        .store
-        .read_events(EventQuery {
+    let acme = read(
+        h,
+        EventQuery {
             after_seq: 0,
             limit: 100,
             tenant_id: Some("acme".into()),
             ..Default::default()
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await;
     assert_eq!(acme.len(), 4);
     assert!(acme.iter().all(|e| e.tenant_id == "acme"));
-    let cancels = h
-        .store
-        .read_events(EventQuery {
+    let cancels = read(
+        h,
+        EventQuery {
             after_seq: 0,
             limit: 100,
             types: vec![EventType::TimerCancelled],
             ..Default::default()
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await;
     assert_eq!(cancels.len(), 1);
-    let one_timer = h
-        .store
-        .read_events(EventQuery {
+    let one_timer = read(
+        h,
+        EventQuery {
             after_seq: 0,
             limit: 100,
             timer_id: Some(ids[0]),
             ..Default::default()
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await;
     assert_eq!(one_timer.len(), 2);
-    let limited = h
-        .store
-        .read_events(EventQuery {
+    let limited = read(
+        h,
+        EventQuery {
             after_seq: 0,
             limit: 2,
             ..Default::default()
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await;
     assert_eq!(limited, all[..2]);
 }
 
