@@ -36,6 +36,9 @@ pub struct KernelConfig {
     /// The longest the firing thread sleeps without looking at the wall clock again, so a
     /// forward jump of the clock fires what became due within this bound.
     pub max_sleep: Duration,
+    /// Run the firing thread at real-time priority when the process may (Linux, with
+    /// CAP_SYS_NICE). Measured effect in docs/benchmarks.md.
+    pub realtime_firing_thread: bool,
 }
 
 impl Default for KernelConfig {
@@ -53,6 +56,7 @@ impl Default for KernelConfig {
             retention_interval: Duration::from_secs(600),
             event_stream_buffer: 1_024,
             max_sleep: Duration::from_millis(500),
+            realtime_firing_thread: true,
         }
     }
 }

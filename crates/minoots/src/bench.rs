@@ -161,7 +161,12 @@ fn machine() -> serde_json::Value {
 async fn start_kernel(dir: &Path) -> anyhow::Result<Arc<Kernel>> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(SqliteConfig::new(dir), clock.clone())?);
-    let k = Kernel::start(store, clock, KernelConfig::default()).map_err(anyhow::Error::msg)?;
+    let config = KernelConfig {
+        // For comparing runs: MINOOTS_BENCH_NORMAL_PRIORITY=1 keeps the firing thread normal.
+        realtime_firing_thread: std::env::var_os("MINOOTS_BENCH_NORMAL_PRIORITY").is_none(),
+        ..KernelConfig::default()
+    };
+    let k = Kernel::start(store, clock, config).map_err(anyhow::Error::msg)?;
     k.wait_ready(Duration::from_secs(30)).await;
     Ok(k)
 }
