@@ -141,14 +141,10 @@ fn classify_v6(ip: Ipv6Addr) -> Option<AddressClass> {
         AddressClass::LinkLocal
     } else if (s[0] & 0xff00) == 0xff00 {
         AddressClass::Multicast
-    } else if s[0] == 0x2001 && s[1] == 0x0db8 {
-        AddressClass::Reserved // documentation
-    } else if s[0] == 0x2001 && s[1] == 0 {
-        AddressClass::Reserved // Teredo: hides an IPv4 address we cannot check
-    } else if s[0] == 0x0100 && s[1] == 0 && s[2] == 0 && s[3] == 0 {
-        AddressClass::Reserved // discard-only 100::/64
-    } else if (s[0] & 0xe000) != 0x2000 {
-        AddressClass::Reserved // outside global unicast 2000::/3
+    } else if (s[0] & 0xe000) != 0x2000 || (s[0] == 0x2001 && (s[1] == 0x0db8 || s[1] == 0)) {
+        // Outside global unicast 2000::/3 (this includes the discard prefix 100::/64),
+        // documentation 2001:db8::/32, and Teredo 2001::/32, which hides an IPv4 address.
+        AddressClass::Reserved
     } else {
         return None;
     };
