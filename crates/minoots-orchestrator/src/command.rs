@@ -1,0 +1,1 @@
+//! Command actions (being written).

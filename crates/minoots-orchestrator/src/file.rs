@@ -1,0 +1,1 @@
+//! File actions (being written).
