@@ -108,6 +108,33 @@ pub trait Store: Send + Sync + 'static {
     /// A delivery by id (for tests and operators).
     async fn get_delivery(&self, id: minoots_core::DeliveryId) -> StoreResult<Option<Delivery>>;
 
+    /// Re-queues a failed timer's dead deliveries with a fresh retry budget; the timer goes
+    /// back to `fired`. `NotFound` for another tenant's timer, `Conflict` when it has no
+    /// dead delivery.
+    async fn redrive_timer(&self, tenant_id: &str, id: TimerId) -> StoreResult<Timer>;
+
+    /// Hands a leased delivery back unexecuted (graceful shutdown): it is `pending` again at
+    /// once and the attempt does not count against its budget. Fenced like a report.
+    async fn release_delivery(
+        &self,
+        delivery_id: minoots_core::DeliveryId,
+        lease_owner: &str,
+        attempt: u32,
+    ) -> StoreResult<()>;
+
+    /// The tenant's webhook signing secrets, newest first: the current one and those retired
+    /// less than `grace_us` ago. When the tenant has none, `candidate` becomes its first.
+    async fn signing_secrets(
+        &self,
+        tenant_id: &str,
+        candidate: String,
+        grace_us: i64,
+    ) -> StoreResult<Vec<String>>;
+
+    /// Makes `new_secret` the tenant's current secret; the previous one is retired now and
+    /// keeps signing for the grace period given to `signing_secrets`.
+    async fn rotate_signing_secret(&self, tenant_id: &str, new_secret: String) -> StoreResult<()>;
+
     /// Stops accepting writes, finishes those already queued, and releases the store.
     async fn close(&self);
 }

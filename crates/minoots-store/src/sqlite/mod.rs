@@ -78,6 +78,8 @@ struct Inner {
     writer: mpsc::Sender<WriterMsg>,
     writer_thread: Mutex<Option<JoinHandle<()>>>,
     checkpointer: Checkpointer,
+    /// For reads that depend on the time (the writer reads it per batch).
+    clock: Arc<dyn Clock>,
     readers: Mutex<Vec<Connection>>,
     read_permits: Arc<Semaphore>,
     events: broadcast::Sender<Event>,
@@ -136,6 +138,7 @@ impl SqliteStore {
             readers.push(r);
         }
 
+        let reader_clock = clock.clone();
         let (events_tx, _) = broadcast::channel(config.event_broadcast_capacity);
         let (tx, rx) = mpsc::channel(config.writer_queue_capacity);
         let events = events_tx.clone();
@@ -151,6 +154,7 @@ impl SqliteStore {
                 writer: tx,
                 writer_thread: Mutex::new(Some(handle)),
                 checkpointer,
+                clock: reader_clock,
                 read_permits: Arc::new(Semaphore::new(readers.len())),
                 readers: Mutex::new(readers),
                 events: events_tx,
@@ -579,6 +583,33 @@ impl Store for SqliteStore {
 
     async fn get_delivery(&self, id: DeliveryId) -> StoreResult<Option<Delivery>> {
         self.read(move |c| ops::get_delivery(c, id)).await
+    }
+
+    async fn redrive_timer(&self, tenant_id: &str, id: TimerId) -> StoreResult<Timer> {
+        let tenant = tenant_id.to_string();
+        self.write(move |ctx| ops::redrive_timer(ctx, &tenant, id)).await
+    }
+
+    async fn release_delivery(&self, delivery_id: DeliveryId, lease_owner: &str, attempt: u32) -> StoreResult<()> {
+        let owner = lease_owner.to_string();
+        self.write(move |ctx| ops::release_delivery(ctx, delivery_id, &owner, attempt)).await
+    }
+
+    async fn signing_secrets(&self, tenant_id: &str, candidate: String, grace_us: i64) -> StoreResult<Vec<String>> {
+        let tenant = tenant_id.to_string();
+        // Almost always a plain read; only a tenant's very first webhook writes.
+        let t = tenant.clone();
+        let now = self.inner.clock.now_us();
+        let existing = self.read(move |c| ops::signing_secrets_at(c, &t, now, grace_us)).await?;
+        if !existing.is_empty() {
+            return Ok(existing);
+        }
+        self.write(move |ctx| ops::ensure_signing_secret(ctx, &tenant, candidate, grace_us)).await
+    }
+
+    async fn rotate_signing_secret(&self, tenant_id: &str, new_secret: String) -> StoreResult<()> {
+        let tenant = tenant_id.to_string();
+        self.write(move |ctx| ops::rotate_signing_secret(ctx, &tenant, new_secret)).await
     }
 
     async fn close(&self) {

@@ -984,3 +984,93 @@ pub fn stats(conn: &Connection) -> StoreResult<StoreStats> {
         latest_event_seq: latest_event_seq(conn)?,
     })
 }
+
+// ---------------------------------------------------------------------------------------
+// Redrive, release, signing secrets
+
+pub fn redrive_timer(ctx: &mut WriteCtx<'_>, tenant_id: &str, id: TimerId) -> StoreResult<Timer> {
+    let timer = get_timer(ctx.conn, Some(tenant_id), id)?.ok_or(StoreError::NotFound)?;
+    let dead = ctx
+        .conn
+        .prepare_cached(&format!("SELECT {DELIVERY_COLS} FROM deliveries WHERE timer_id = ?1 AND status = 'dead'"))?
+        .query_map(params![id.as_bytes()], delivery_from_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    if dead.is_empty() {
+        return Err(StoreError::Conflict { status: timer.status });
+    }
+    let budget = timer.action_bundle.retry_policy().max_attempts();
+    for d in &dead {
+        check_delivery_transition(d.id, d.status, DeliveryStatus::Pending)?;
+        // The attempt number keeps growing (it fences reports); the budget grows with it.
+        ctx.conn
+            .prepare_cached(
+                "UPDATE deliveries SET status = 'pending', next_attempt_at = ?2, max_attempts = ?3,
+                        updated_at = ?2 WHERE id = ?1",
+            )?
+            .execute(params![d.id.as_bytes(), ctx.now_us, d.attempt + budget])?;
+        ctx.append_event(
+            EventType::DeliveryRetrying,
+            tenant_id,
+            id,
+            Some(d.id),
+            json!({"attempt": d.attempt, "nextAttemptAt": format_us(ctx.now_us), "reason": "redrive"}),
+        )?;
+    }
+    if timer.status == TimerStatus::Failed {
+        check_timer_transition(id, timer.status, TimerStatus::Fired)?;
+        ctx.conn
+            .prepare_cached("UPDATE timers SET status = 'fired', settled_at = NULL, version = version + 1 WHERE id = ?1")?
+            .execute(params![id.as_bytes()])?;
+    }
+    get_timer(ctx.conn, Some(tenant_id), id)?.ok_or(StoreError::NotFound)
+}
+
+pub fn release_delivery(ctx: &mut WriteCtx<'_>, id: DeliveryId, owner: &str, attempt: u32) -> StoreResult<()> {
+    let d = get_delivery(ctx.conn, id)?.ok_or(StoreError::NotFound)?;
+    if d.status != DeliveryStatus::InFlight || d.lease_owner.as_deref() != Some(owner) || d.attempt != attempt {
+        return Err(StoreError::Fenced { delivery_id: id });
+    }
+    check_delivery_transition(id, d.status, DeliveryStatus::Pending)?;
+    // Not executed: the attempt does not count against the budget.
+    ctx.conn
+        .prepare_cached(
+            "UPDATE deliveries SET status = 'pending', next_attempt_at = ?2, max_attempts = max_attempts + 1,
+                    lease_owner = NULL, lease_expires_at = NULL, updated_at = ?2 WHERE id = ?1",
+        )?
+        .execute(params![id.as_bytes(), ctx.now_us])?;
+    Ok(())
+}
+
+pub fn ensure_signing_secret(ctx: &mut WriteCtx<'_>, tenant_id: &str, candidate: String, grace_us: i64) -> StoreResult<Vec<String>> {
+    let has_current: bool = ctx
+        .conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM signing_secrets WHERE tenant_id = ?1 AND retired_at IS NULL)")?
+        .query_row(params![tenant_id], |r| r.get(0))?;
+    if !has_current {
+        ctx.conn
+            .prepare_cached("INSERT INTO signing_secrets (tenant_id, secret, created_at, retired_at) VALUES (?1, ?2, ?3, NULL)")?
+            .execute(params![tenant_id, candidate, ctx.now_us])?;
+    }
+    signing_secrets_at(ctx.conn, tenant_id, ctx.now_us, grace_us)
+}
+
+/// The current secret (never retired) first, then those retired within the grace period.
+pub fn signing_secrets_at(conn: &Connection, tenant_id: &str, now_us: i64, grace_us: i64) -> StoreResult<Vec<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT secret FROM signing_secrets
+          WHERE tenant_id = ?1 AND (retired_at IS NULL OR retired_at > ?2 - ?3)
+          ORDER BY retired_at IS NOT NULL, created_at DESC",
+    )?;
+    let rows = stmt.query_map(params![tenant_id, now_us, grace_us], |r| r.get::<_, String>(0))?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+pub fn rotate_signing_secret(ctx: &mut WriteCtx<'_>, tenant_id: &str, new_secret: String) -> StoreResult<()> {
+    ctx.conn
+        .prepare_cached("UPDATE signing_secrets SET retired_at = ?2 WHERE tenant_id = ?1 AND retired_at IS NULL")?
+        .execute(params![tenant_id, ctx.now_us])?;
+    ctx.conn
+        .prepare_cached("INSERT INTO signing_secrets (tenant_id, secret, created_at, retired_at) VALUES (?1, ?2, ?3, NULL)")?
+        .execute(params![tenant_id, new_secret, ctx.now_us])?;
+    Ok(())
+}

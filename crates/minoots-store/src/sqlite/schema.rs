@@ -76,4 +76,14 @@ pub const MIGRATIONS: &[&str] = &[
         data        TEXT    NOT NULL
     );
     "#,
+    // 2: per-tenant webhook signing secrets; retired ones keep signing for a grace period.
+    r#"
+    CREATE TABLE signing_secrets (
+        tenant_id  TEXT    NOT NULL,
+        secret     TEXT    NOT NULL,
+        created_at INTEGER NOT NULL,
+        retired_at INTEGER,
+        PRIMARY KEY (tenant_id, created_at, secret)
+    ) WITHOUT ROWID;
+    "#,
 ];
