@@ -6,7 +6,7 @@
 use std::pin::Pin;
 
 use async_trait::async_trait;
-use minoots_core::{Event, Timer, TimerId, TimerRequest};
+use minoots_core::{DeliveryId, Event, Timer, TimerId, TimerRequest};
 use minoots_store::{
     AttemptReport, DeliveryWithAttempts, EventQuery, LeasedDelivery, ReportOutcome, TimerPage,
     TimerQuery,
@@ -105,4 +105,26 @@ pub trait KernelApi: Send + Sync + 'static {
 
     /// Records an attempt; `Fenced` when the lease is no longer held.
     async fn report_attempt(&self, report: AttemptReport) -> KernelResult<ReportOutcome>;
+
+    /// Hands a leased delivery back unexecuted (an executor shutting down); it is due again
+    /// at once and the attempt is not counted. `Fenced` when the lease is no longer held.
+    async fn release_delivery(
+        &self,
+        delivery_id: DeliveryId,
+        lease_owner: &str,
+        attempt: u32,
+    ) -> KernelResult<()>;
+
+    /// Re-queues a failed timer's dead deliveries; `Conflict` when none is dead.
+    async fn redrive_timer(&self, tenant_id: &str, id: TimerId) -> KernelResult<Timer>;
+
+    /// The tenant's `whsec_` signing secrets, newest first: the current one and, for
+    /// [`SECRET_ROTATION_GRACE`] after a rotation, the previous one. Created on first use.
+    async fn webhook_secrets(&self, tenant_id: &str) -> KernelResult<Vec<String>>;
+
+    /// Replaces the tenant's current secret and returns the new one.
+    async fn rotate_webhook_secret(&self, tenant_id: &str) -> KernelResult<String>;
 }
+
+/// How long a rotated-out signing secret keeps signing alongside the new one.
+pub const SECRET_ROTATION_GRACE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);

@@ -5,14 +5,14 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use minoots_core::request::check_cancel_reason;
-use minoots_core::{Clock, Event, Timer, TimerId, TimerRequest, TimerStatus};
+use minoots_core::{Clock, DeliveryId, Event, Timer, TimerId, TimerRequest, TimerStatus};
 use minoots_store::{
     AttemptReport, CreateOutcome, DeliveryWithAttempts, DueTimer, EventQuery, LeasedDelivery,
     ReportOutcome, Store, StoreError, TimerPage, TimerQuery,
 };
 use tokio::sync::{Notify, watch};
 
-use crate::api::{BoxStream, KernelApi, LeaseRequest, ScheduleOutcome};
+use crate::api::{BoxStream, KernelApi, LeaseRequest, SECRET_ROTATION_GRACE, ScheduleOutcome};
 use crate::config::KernelConfig;
 use crate::error::{KernelError, KernelResult};
 use crate::metrics::KernelMetrics;
@@ -292,4 +292,66 @@ impl KernelApi for Kernel {
         }
         Ok(out)
     }
+
+    async fn release_delivery(
+        &self,
+        delivery_id: DeliveryId,
+        lease_owner: &str,
+        attempt: u32,
+    ) -> KernelResult<()> {
+        self.store
+            .release_delivery(delivery_id, lease_owner, attempt)
+            .await
+            .map_err(|e| not_found(e, &format!("delivery {delivery_id}")))?;
+        self.delivery_notify.notify_waiters();
+        Ok(())
+    }
+
+    async fn redrive_timer(&self, tenant_id: &str, id: TimerId) -> KernelResult<Timer> {
+        let timer = self
+            .store
+            .redrive_timer(tenant_id, id)
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict { status } => KernelError::Conflict {
+                    message: format!("the timer is {status} and has no dead delivery to redrive"),
+                    status: Some(status),
+                },
+                other => not_found(other, &format!("timer {id}")),
+            })?;
+        self.delivery_notify.notify_waiters();
+        Ok(timer)
+    }
+
+    async fn webhook_secrets(&self, tenant_id: &str) -> KernelResult<Vec<String>> {
+        minoots_core::request::check_tenant_id(tenant_id)
+            .map_err(|m| KernelError::invalid("tenantId", m))?;
+        let grace_us = SECRET_ROTATION_GRACE.as_micros() as i64;
+        Ok(self
+            .store
+            .signing_secrets(tenant_id, new_secret()?, grace_us)
+            .await?)
+    }
+
+    async fn rotate_webhook_secret(&self, tenant_id: &str) -> KernelResult<String> {
+        minoots_core::request::check_tenant_id(tenant_id)
+            .map_err(|m| KernelError::invalid("tenantId", m))?;
+        let secret = new_secret()?;
+        self.store
+            .rotate_signing_secret(tenant_id, secret.clone())
+            .await?;
+        Ok(secret)
+    }
+}
+
+/// A new `whsec_` secret: 32 bytes from the operating system's random source, base64.
+fn new_secret() -> KernelResult<String> {
+    use base64::Engine as _;
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key)
+        .map_err(|e| KernelError::Internal(format!("no randomness available: {e}")))?;
+    Ok(format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(key)
+    ))
 }

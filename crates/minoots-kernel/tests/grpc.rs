@@ -356,3 +356,92 @@ async fn an_unreachable_kernel_is_reported_as_unavailable() {
         .unwrap_err();
     assert!(matches!(e, KernelError::Unavailable(_)), "{e:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_redrive_and_release_over_grpc() {
+    let r = start(None).await;
+    let c = GrpcKernelClient::connect_lazy(&r.url, None).unwrap();
+
+    let first = c.webhook_secrets("acme").await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert!(
+        first[0].starts_with("whsec_") && first[0].len() > 40,
+        "{first:?}"
+    );
+    assert_eq!(
+        c.webhook_secrets("acme").await.unwrap(),
+        first,
+        "stable until rotated"
+    );
+    assert_ne!(
+        c.webhook_secrets("other").await.unwrap(),
+        first,
+        "per tenant"
+    );
+    let new = c.rotate_webhook_secret("acme").await.unwrap();
+    assert_eq!(
+        c.webhook_secrets("acme").await.unwrap(),
+        vec![new, first[0].clone()],
+        "both sign during the grace period"
+    );
+    assert!(matches!(
+        c.webhook_secrets("bad tenant!").await,
+        Err(KernelError::Invalid(_))
+    ));
+
+    let t = c
+        .schedule_timer(
+            "acme",
+            req(r#"{"duration": "20ms", "actionBundle": {"actions": [{"type": "webhook", "url": "https://example.com/h"}], "retryPolicy": {"maxAttempts": 2}}}"#),
+        )
+        .await
+        .unwrap()
+        .timer;
+    let mut leases = c
+        .lease_deliveries(lease("orch-1", 30_000, 4))
+        .await
+        .unwrap();
+    let d = next_item(&mut leases).await;
+    // Handed back unexecuted: it comes straight back, with the next attempt number.
+    c.release_delivery(d.delivery.id, "orch-1", d.delivery.attempt)
+        .await
+        .unwrap();
+    assert!(matches!(
+        c.release_delivery(d.delivery.id, "orch-1", d.delivery.attempt)
+            .await,
+        Err(KernelError::Fenced(_))
+    ));
+    let d = next_item(&mut leases).await;
+    assert_eq!(d.delivery.attempt, 2);
+    let report = AttemptReport {
+        delivery_id: d.delivery.id,
+        lease_owner: "orch-1".into(),
+        attempt: d.delivery.attempt,
+        started_at_us: SystemClock.now_us(),
+        duration_us: 1,
+        outcome: AttemptOutcome::Permanent,
+        retry_after_ms: None,
+        http_status: Some(404),
+        exit_code: None,
+        error: Some("not found".into()),
+        response_excerpt: None,
+    };
+    assert_eq!(
+        c.report_attempt(report).await.unwrap().timer_status,
+        TimerStatus::Failed
+    );
+    let redriven = c.redrive_timer("acme", t.id).await.unwrap();
+    assert_eq!(redriven.status, TimerStatus::Fired);
+    let d = next_item(&mut leases).await;
+    assert_eq!(d.delivery.attempt, 3, "runs again after the redrive");
+    let conflict = c.redrive_timer("acme", t.id).await.unwrap_err();
+    assert!(
+        matches!(conflict, KernelError::Conflict { .. }),
+        "{conflict:?}"
+    );
+    assert!(matches!(
+        c.redrive_timer("other", t.id).await,
+        Err(KernelError::NotFound(_))
+    ));
+    r.stop().await;
+}

@@ -31,10 +31,21 @@ pub struct ExecResult {
 
 impl ExecResult {
     pub fn success() -> Self {
-        Self { outcome: AttemptOutcome::Succeeded, http_status: None, exit_code: None, error: None, response_excerpt: None, retry_after_ms: None }
+        Self {
+            outcome: AttemptOutcome::Succeeded,
+            http_status: None,
+            exit_code: None,
+            error: None,
+            response_excerpt: None,
+            retry_after_ms: None,
+        }
     }
 
     pub fn failure(outcome: AttemptOutcome, error: impl Into<String>) -> Self {
-        Self { outcome, error: Some(error.into()), ..Self::success() }
+        Self {
+            outcome,
+            error: Some(error.into()),
+            ..Self::success()
+        }
     }
 }

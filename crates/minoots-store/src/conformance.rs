@@ -930,21 +930,52 @@ pub async fn redrive_requeues_dead_deliveries(h: &Harness) {
     let t = create(h, timer(h, "acme", T0 + SEC, 1)).await; // maxAttempts 3
     h.clock.advance_us(SEC);
     fire(h, t.id).await;
-    let d = h.store.claim_deliveries("w1", 30 * SEC, 10).await.unwrap().remove(0);
+    let d = h
+        .store
+        .claim_deliveries("w1", 30 * SEC, 10)
+        .await
+        .unwrap()
+        .remove(0);
     h.store
         .report_attempt(report(&d, AttemptOutcome::Permanent, h.clock.now_us()))
         .await
         .unwrap();
-    assert_eq!(h.store.get_timer("acme", t.id).await.unwrap().unwrap().status, TimerStatus::Failed);
-    assert_eq!(h.store.redrive_timer("other", t.id).await.unwrap_err(), StoreError::NotFound);
+    assert_eq!(
+        h.store
+            .get_timer("acme", t.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        TimerStatus::Failed
+    );
+    assert_eq!(
+        h.store.redrive_timer("other", t.id).await.unwrap_err(),
+        StoreError::NotFound
+    );
     let redriven = h.store.redrive_timer("acme", t.id).await.unwrap();
     assert_eq!(redriven.status, TimerStatus::Fired);
     // Nothing dead any more: a second redrive has nothing to do.
-    assert!(matches!(h.store.redrive_timer("acme", t.id).await, Err(StoreError::Conflict { .. })));
-    let again = h.store.claim_deliveries("w1", 30 * SEC, 10).await.unwrap().remove(0);
-    assert_eq!(again.delivery.id, d.delivery.id, "the same delivery runs again");
+    assert!(matches!(
+        h.store.redrive_timer("acme", t.id).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    let again = h
+        .store
+        .claim_deliveries("w1", 30 * SEC, 10)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        again.delivery.id, d.delivery.id,
+        "the same delivery runs again"
+    );
     assert_eq!(again.delivery.attempt, 2, "attempt numbers keep growing");
-    assert_eq!(again.delivery.max_attempts, 1 + 3, "a fresh budget of maxAttempts");
+    assert_eq!(
+        again.delivery.max_attempts,
+        1 + 3,
+        "a fresh budget of maxAttempts"
+    );
     let out = h
         .store
         .report_attempt(report(&again, AttemptOutcome::Succeeded, h.clock.now_us()))
@@ -955,7 +986,9 @@ pub async fn redrive_requeues_dead_deliveries(h: &Harness) {
     let fresh = create(h, timer(h, "acme", T0 + 100 * SEC, 1)).await;
     assert_eq!(
         h.store.redrive_timer("acme", fresh.id).await.unwrap_err(),
-        StoreError::Conflict { status: TimerStatus::Scheduled }
+        StoreError::Conflict {
+            status: TimerStatus::Scheduled
+        }
     );
 }
 
@@ -963,41 +996,88 @@ pub async fn release_hands_a_lease_back_without_using_an_attempt(h: &Harness) {
     let t = create(h, timer(h, "acme", T0 + SEC, 1)).await; // maxAttempts 3
     h.clock.advance_us(SEC);
     fire(h, t.id).await;
-    let d = h.store.claim_deliveries("w1", 30 * SEC, 10).await.unwrap().remove(0);
+    let d = h
+        .store
+        .claim_deliveries("w1", 30 * SEC, 10)
+        .await
+        .unwrap()
+        .remove(0);
     assert!(matches!(
-        h.store.release_delivery(d.delivery.id, "w2", d.delivery.attempt).await,
+        h.store
+            .release_delivery(d.delivery.id, "w2", d.delivery.attempt)
+            .await,
         Err(StoreError::Fenced { .. })
     ));
-    h.store.release_delivery(d.delivery.id, "w1", d.delivery.attempt).await.unwrap();
+    h.store
+        .release_delivery(d.delivery.id, "w1", d.delivery.attempt)
+        .await
+        .unwrap();
     let back = h.store.get_delivery(d.delivery.id).await.unwrap().unwrap();
     assert_eq!(back.status, DeliveryStatus::Pending);
     assert_eq!(back.max_attempts, 4, "the unexecuted attempt is given back");
-    let again = h.store.claim_deliveries("w2", 30 * SEC, 10).await.unwrap().remove(0);
+    let again = h
+        .store
+        .claim_deliveries("w2", 30 * SEC, 10)
+        .await
+        .unwrap()
+        .remove(0);
     assert_eq!(again.delivery.attempt, 2);
     // The released lease can no longer report.
     assert!(matches!(
-        h.store.report_attempt(report(&d, AttemptOutcome::Succeeded, h.clock.now_us())).await,
+        h.store
+            .report_attempt(report(&d, AttemptOutcome::Succeeded, h.clock.now_us()))
+            .await,
         Err(StoreError::Fenced { .. })
     ));
 }
 
 pub async fn signing_secrets_rotate_with_a_grace_period(h: &Harness) {
     let day = 86_400 * SEC;
-    let first = h.store.signing_secrets("acme", "whsec_first".into(), day).await.unwrap();
+    let first = h
+        .store
+        .signing_secrets("acme", "whsec_first".into(), day)
+        .await
+        .unwrap();
     assert_eq!(first, vec!["whsec_first".to_string()]);
     // The candidate is only used when the tenant has no secret.
-    let same = h.store.signing_secrets("acme", "whsec_ignored".into(), day).await.unwrap();
+    let same = h
+        .store
+        .signing_secrets("acme", "whsec_ignored".into(), day)
+        .await
+        .unwrap();
     assert_eq!(same, first);
     assert_eq!(
-        h.store.signing_secrets("other", "whsec_other".into(), day).await.unwrap(),
+        h.store
+            .signing_secrets("other", "whsec_other".into(), day)
+            .await
+            .unwrap(),
         vec!["whsec_other".to_string()],
         "tenants have their own secrets"
     );
     h.clock.advance_us(SEC);
-    h.store.rotate_signing_secret("acme", "whsec_second".into()).await.unwrap();
-    let both = h.store.signing_secrets("acme", "whsec_ignored".into(), day).await.unwrap();
-    assert_eq!(both, vec!["whsec_second".to_string(), "whsec_first".to_string()], "newest first");
+    h.store
+        .rotate_signing_secret("acme", "whsec_second".into())
+        .await
+        .unwrap();
+    let both = h
+        .store
+        .signing_secrets("acme", "whsec_ignored".into(), day)
+        .await
+        .unwrap();
+    assert_eq!(
+        both,
+        vec!["whsec_second".to_string(), "whsec_first".to_string()],
+        "newest first"
+    );
     h.clock.advance_us(day + SEC);
-    let after = h.store.signing_secrets("acme", "whsec_ignored".into(), day).await.unwrap();
-    assert_eq!(after, vec!["whsec_second".to_string()], "the old secret stops after the grace period");
+    let after = h
+        .store
+        .signing_secrets("acme", "whsec_ignored".into(), day)
+        .await
+        .unwrap();
+    assert_eq!(
+        after,
+        vec!["whsec_second".to_string()],
+        "the old secret stops after the grace period"
+    );
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use minoots_core::{Event, Timer, TimerId, TimerRequest};
+use minoots_core::{DeliveryId, Event, Timer, TimerId, TimerRequest};
 use minoots_store::{
     AttemptReport, DeliveryWithAttempts, EventQuery, LeasedDelivery, ReportOutcome, TimerPage,
     TimerQuery,
@@ -226,5 +226,71 @@ impl KernelApi for GrpcKernelClient {
             .map_err(err)?
             .into_inner();
         report_outcome_of(r)
+    }
+
+    async fn release_delivery(
+        &self,
+        delivery_id: DeliveryId,
+        lease_owner: &str,
+        attempt: u32,
+    ) -> KernelResult<()> {
+        let msg = pb::ReleaseDeliveryRequest {
+            delivery_id: delivery_id.to_string(),
+            lease_owner: lease_owner.to_string(),
+            attempt,
+        };
+        self.client
+            .clone()
+            .release_delivery(self.unary(msg))
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn redrive_timer(&self, tenant_id: &str, id: TimerId) -> KernelResult<Timer> {
+        let msg = pb::RedriveTimerRequest {
+            tenant_id: tenant_id.to_string(),
+            id: id.to_string(),
+        };
+        timer_of(
+            self.client
+                .clone()
+                .redrive_timer(self.unary(msg))
+                .await
+                .map_err(err)?
+                .into_inner(),
+        )
+    }
+
+    async fn webhook_secrets(&self, tenant_id: &str) -> KernelResult<Vec<String>> {
+        let msg = pb::GetWebhookSecretsRequest {
+            tenant_id: tenant_id.to_string(),
+        };
+        Ok(self
+            .client
+            .clone()
+            .get_webhook_secrets(self.unary(msg))
+            .await
+            .map_err(err)?
+            .into_inner()
+            .secrets)
+    }
+
+    async fn rotate_webhook_secret(&self, tenant_id: &str) -> KernelResult<String> {
+        let msg = pb::RotateWebhookSecretRequest {
+            tenant_id: tenant_id.to_string(),
+        };
+        let secrets = self
+            .client
+            .clone()
+            .rotate_webhook_secret(self.unary(msg))
+            .await
+            .map_err(err)?
+            .into_inner()
+            .secrets;
+        secrets
+            .into_iter()
+            .next()
+            .ok_or_else(|| KernelError::Internal("rotation returned no secret".into()))
     }
 }

@@ -158,6 +158,62 @@ impl pb::horology_kernel_server::HorologyKernel for Service {
             .map_err(to_status)?;
         Ok(Response::new(report_outcome_pb(&out)))
     }
+
+    async fn release_delivery(
+        &self,
+        request: Request<pb::ReleaseDeliveryRequest>,
+    ) -> Result<Response<pb::ReleaseDeliveryResponse>, Status> {
+        let r = request.into_inner();
+        let id = delivery_id_of(&r.delivery_id, "deliveryId").map_err(to_status)?;
+        self.kernel
+            .release_delivery(id, &r.lease_owner, r.attempt)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ReleaseDeliveryResponse {}))
+    }
+
+    async fn redrive_timer(
+        &self,
+        request: Request<pb::RedriveTimerRequest>,
+    ) -> Result<Response<pb::Timer>, Status> {
+        let r = request.into_inner();
+        let id = timer_id_of(&r.id, "id").map_err(to_status)?;
+        let t = self
+            .kernel
+            .redrive_timer(&r.tenant_id, id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(timer_pb(&t)))
+    }
+
+    async fn get_webhook_secrets(
+        &self,
+        request: Request<pb::GetWebhookSecretsRequest>,
+    ) -> Result<Response<pb::WebhookSecrets>, Status> {
+        let secrets = self
+            .kernel
+            .webhook_secrets(&request.into_inner().tenant_id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::WebhookSecrets { secrets }))
+    }
+
+    async fn rotate_webhook_secret(
+        &self,
+        request: Request<pb::RotateWebhookSecretRequest>,
+    ) -> Result<Response<pb::WebhookSecrets>, Status> {
+        let tenant = request.into_inner().tenant_id;
+        self.kernel
+            .rotate_webhook_secret(&tenant)
+            .await
+            .map_err(to_status)?;
+        let secrets = self
+            .kernel
+            .webhook_secrets(&tenant)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::WebhookSecrets { secrets }))
+    }
 }
 
 /// Compares in time independent of where the inputs differ.

@@ -587,29 +587,45 @@ impl Store for SqliteStore {
 
     async fn redrive_timer(&self, tenant_id: &str, id: TimerId) -> StoreResult<Timer> {
         let tenant = tenant_id.to_string();
-        self.write(move |ctx| ops::redrive_timer(ctx, &tenant, id)).await
+        self.write(move |ctx| ops::redrive_timer(ctx, &tenant, id))
+            .await
     }
 
-    async fn release_delivery(&self, delivery_id: DeliveryId, lease_owner: &str, attempt: u32) -> StoreResult<()> {
+    async fn release_delivery(
+        &self,
+        delivery_id: DeliveryId,
+        lease_owner: &str,
+        attempt: u32,
+    ) -> StoreResult<()> {
         let owner = lease_owner.to_string();
-        self.write(move |ctx| ops::release_delivery(ctx, delivery_id, &owner, attempt)).await
+        self.write(move |ctx| ops::release_delivery(ctx, delivery_id, &owner, attempt))
+            .await
     }
 
-    async fn signing_secrets(&self, tenant_id: &str, candidate: String, grace_us: i64) -> StoreResult<Vec<String>> {
+    async fn signing_secrets(
+        &self,
+        tenant_id: &str,
+        candidate: String,
+        grace_us: i64,
+    ) -> StoreResult<Vec<String>> {
         let tenant = tenant_id.to_string();
         // Almost always a plain read; only a tenant's very first webhook writes.
         let t = tenant.clone();
         let now = self.inner.clock.now_us();
-        let existing = self.read(move |c| ops::signing_secrets_at(c, &t, now, grace_us)).await?;
+        let existing = self
+            .read(move |c| ops::signing_secrets_at(c, &t, now, grace_us))
+            .await?;
         if !existing.is_empty() {
             return Ok(existing);
         }
-        self.write(move |ctx| ops::ensure_signing_secret(ctx, &tenant, candidate, grace_us)).await
+        self.write(move |ctx| ops::ensure_signing_secret(ctx, &tenant, candidate, grace_us))
+            .await
     }
 
     async fn rotate_signing_secret(&self, tenant_id: &str, new_secret: String) -> StoreResult<()> {
         let tenant = tenant_id.to_string();
-        self.write(move |ctx| ops::rotate_signing_secret(ctx, &tenant, new_secret)).await
+        self.write(move |ctx| ops::rotate_signing_secret(ctx, &tenant, new_secret))
+            .await
     }
 
     async fn close(&self) {

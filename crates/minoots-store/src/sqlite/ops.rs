@@ -992,11 +992,15 @@ pub fn redrive_timer(ctx: &mut WriteCtx<'_>, tenant_id: &str, id: TimerId) -> St
     let timer = get_timer(ctx.conn, Some(tenant_id), id)?.ok_or(StoreError::NotFound)?;
     let dead = ctx
         .conn
-        .prepare_cached(&format!("SELECT {DELIVERY_COLS} FROM deliveries WHERE timer_id = ?1 AND status = 'dead'"))?
+        .prepare_cached(&format!(
+            "SELECT {DELIVERY_COLS} FROM deliveries WHERE timer_id = ?1 AND status = 'dead'"
+        ))?
         .query_map(params![id.as_bytes()], delivery_from_row)?
         .collect::<Result<Vec<_>, _>>()?;
     if dead.is_empty() {
-        return Err(StoreError::Conflict { status: timer.status });
+        return Err(StoreError::Conflict {
+            status: timer.status,
+        });
     }
     let budget = timer.action_bundle.retry_policy().max_attempts();
     for d in &dead {
@@ -1025,9 +1029,17 @@ pub fn redrive_timer(ctx: &mut WriteCtx<'_>, tenant_id: &str, id: TimerId) -> St
     get_timer(ctx.conn, Some(tenant_id), id)?.ok_or(StoreError::NotFound)
 }
 
-pub fn release_delivery(ctx: &mut WriteCtx<'_>, id: DeliveryId, owner: &str, attempt: u32) -> StoreResult<()> {
+pub fn release_delivery(
+    ctx: &mut WriteCtx<'_>,
+    id: DeliveryId,
+    owner: &str,
+    attempt: u32,
+) -> StoreResult<()> {
     let d = get_delivery(ctx.conn, id)?.ok_or(StoreError::NotFound)?;
-    if d.status != DeliveryStatus::InFlight || d.lease_owner.as_deref() != Some(owner) || d.attempt != attempt {
+    if d.status != DeliveryStatus::InFlight
+        || d.lease_owner.as_deref() != Some(owner)
+        || d.attempt != attempt
+    {
         return Err(StoreError::Fenced { delivery_id: id });
     }
     check_delivery_transition(id, d.status, DeliveryStatus::Pending)?;
@@ -1041,7 +1053,12 @@ pub fn release_delivery(ctx: &mut WriteCtx<'_>, id: DeliveryId, owner: &str, att
     Ok(())
 }
 
-pub fn ensure_signing_secret(ctx: &mut WriteCtx<'_>, tenant_id: &str, candidate: String, grace_us: i64) -> StoreResult<Vec<String>> {
+pub fn ensure_signing_secret(
+    ctx: &mut WriteCtx<'_>,
+    tenant_id: &str,
+    candidate: String,
+    grace_us: i64,
+) -> StoreResult<Vec<String>> {
     let has_current: bool = ctx
         .conn
         .prepare_cached("SELECT EXISTS (SELECT 1 FROM signing_secrets WHERE tenant_id = ?1 AND retired_at IS NULL)")?
@@ -1055,17 +1072,28 @@ pub fn ensure_signing_secret(ctx: &mut WriteCtx<'_>, tenant_id: &str, candidate:
 }
 
 /// The current secret (never retired) first, then those retired within the grace period.
-pub fn signing_secrets_at(conn: &Connection, tenant_id: &str, now_us: i64, grace_us: i64) -> StoreResult<Vec<String>> {
+pub fn signing_secrets_at(
+    conn: &Connection,
+    tenant_id: &str,
+    now_us: i64,
+    grace_us: i64,
+) -> StoreResult<Vec<String>> {
     let mut stmt = conn.prepare_cached(
         "SELECT secret FROM signing_secrets
           WHERE tenant_id = ?1 AND (retired_at IS NULL OR retired_at > ?2 - ?3)
           ORDER BY retired_at IS NOT NULL, created_at DESC",
     )?;
-    let rows = stmt.query_map(params![tenant_id, now_us, grace_us], |r| r.get::<_, String>(0))?;
+    let rows = stmt.query_map(params![tenant_id, now_us, grace_us], |r| {
+        r.get::<_, String>(0)
+    })?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
-pub fn rotate_signing_secret(ctx: &mut WriteCtx<'_>, tenant_id: &str, new_secret: String) -> StoreResult<()> {
+pub fn rotate_signing_secret(
+    ctx: &mut WriteCtx<'_>,
+    tenant_id: &str,
+    new_secret: String,
+) -> StoreResult<()> {
     ctx.conn
         .prepare_cached("UPDATE signing_secrets SET retired_at = ?2 WHERE tenant_id = ?1 AND retired_at IS NULL")?
         .execute(params![tenant_id, ctx.now_us])?;
