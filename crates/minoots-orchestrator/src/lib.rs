@@ -7,9 +7,11 @@
 //! unless the operator allowed it, and never send a webhook unsigned.
 
 pub mod command;
+pub mod executor;
 pub mod file;
 pub mod signing;
 pub mod ssrf;
+pub mod webhook;
 
 use minoots_core::AttemptOutcome;
 

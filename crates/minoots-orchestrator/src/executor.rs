@@ -1,0 +1,320 @@
+//! The executor loop: lease deliveries from the kernel, run them with bounded
+//! concurrency (overall and per destination host), report every attempt.
+//!
+//! Stateless: all it holds is what it is executing. Killed mid-delivery, it loses
+//! nothing — the lease expires and the kernel hands the delivery out again with the same
+//! delivery id. On a graceful stop it stops leasing, hands back (releases) deliveries it
+//! leased but did not start, and lets the started ones finish and report, so a SIGTERM
+//! produces no duplicate. Works against any [`KernelApi`]: in process or over gRPC.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use minoots_core::{Action, AttemptOutcome, Clock, SystemClock};
+use minoots_kernel::{KernelApi, KernelError, LeaseRequest};
+use minoots_store::{AttemptReport, LeasedDelivery};
+use tokio::sync::{Semaphore, watch};
+use tokio_stream::StreamExt;
+
+use crate::ExecResult;
+use crate::command::{CommandConfig, run_command};
+use crate::file::{FileConfig, run_file};
+use crate::signing::WebhookSecret;
+use crate::ssrf::TargetPolicy;
+use crate::webhook::{WebhookCall, WebhookClient};
+
+/// Settings of one orchestrator, with documented defaults.
+#[derive(Debug, Clone)]
+pub struct OrchestratorConfig {
+    /// Names this executor in leases and reports (fencing); unique per process.
+    pub lease_owner: String,
+    /// How long a delivery is leased. Longer than the longest webhook timeout (120 s), so a
+    /// running attempt is not handed to another executor.
+    pub lease_ttl: Duration,
+    /// Deliveries executing at once.
+    pub max_in_flight: u32,
+    /// Deliveries leased ahead of execution (the lease stream's buffer). Small, because a
+    /// delivery leased but not started waits for its lease to expire if this executor dies.
+    pub prefetch: u32,
+    /// Deliveries executing at once against one host, so one slow destination cannot
+    /// occupy every slot.
+    pub max_per_host: usize,
+    /// Where webhooks may go.
+    pub targets: TargetPolicy,
+    /// Allowed commands (empty: command actions are off).
+    pub commands: CommandConfig,
+    /// Root for file actions (None: file actions are off).
+    pub files: Option<FileConfig>,
+    /// How long a tenant's signing secrets are cached (rotation keeps the old secret valid
+    /// for 24 h, so a short staleness is harmless).
+    pub secret_cache_ttl: Duration,
+    /// On a graceful stop, how long started deliveries may take to finish.
+    pub shutdown_grace: Duration,
+}
+
+/// Hosts tracked for per-host limits before idle entries are dropped.
+const MAX_TRACKED_HOSTS: usize = 10_000;
+/// Attempts to deliver one report while the kernel is unavailable.
+const MAX_REPORT_TRIES: u32 = 8;
+
+impl OrchestratorConfig {
+    pub fn new(lease_owner: impl Into<String>) -> Self {
+        Self {
+            lease_owner: lease_owner.into(),
+            lease_ttl: Duration::from_secs(150),
+            max_in_flight: 256,
+            prefetch: 32,
+            max_per_host: 32,
+            targets: TargetPolicy::default(),
+            commands: CommandConfig::default(),
+            files: None,
+            secret_cache_ttl: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(130),
+        }
+    }
+}
+
+/// Signing secrets per tenant, with the time they were fetched.
+type SecretCache = Mutex<HashMap<String, (Instant, Arc<Vec<WebhookSecret>>)>>;
+
+/// A running orchestrator.
+pub struct Orchestrator {
+    kernel: Arc<dyn KernelApi>,
+    config: OrchestratorConfig,
+    webhooks: WebhookClient,
+    secrets: SecretCache,
+    hosts: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl Orchestrator {
+    pub fn new(
+        kernel: Arc<dyn KernelApi>,
+        config: OrchestratorConfig,
+    ) -> Result<Arc<Self>, String> {
+        let webhooks = WebhookClient::new(config.targets.clone())?;
+        Ok(Arc::new(Self {
+            kernel,
+            config,
+            webhooks,
+            secrets: Mutex::new(HashMap::new()),
+            hosts: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// Runs until `stop` turns true, then stops gracefully (see the module doc).
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let slots = Arc::new(Semaphore::new(self.config.max_in_flight as usize));
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut backoff = Duration::from_millis(100);
+        let mut stream: Option<minoots_kernel::BoxStream<LeasedDelivery>> = None;
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            let Some(leases) = stream.as_mut() else {
+                let request = LeaseRequest {
+                    lease_owner: self.config.lease_owner.clone(),
+                    lease_ttl_ms: self.config.lease_ttl.as_millis() as u32,
+                    max_in_flight: self
+                        .config
+                        .prefetch
+                        .clamp(1, self.config.max_in_flight.max(1)),
+                };
+                match self.kernel.lease_deliveries(request).await {
+                    Ok(s) => {
+                        stream = Some(s);
+                        backoff = Duration::from_millis(100);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot lease deliveries; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff) => {}
+                            _ = stop.changed() => {}
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+                continue;
+            };
+            // Take a slot first: nothing is read (so nothing more is leased) while every
+            // slot is busy.
+            let permit = tokio::select! {
+                p = slots.clone().acquire_owned() => p.expect("semaphore open"),
+                _ = stop.changed() => continue,
+            };
+            let item = tokio::select! {
+                item = leases.next() => item,
+                _ = stop.changed() => continue,
+            };
+            match item {
+                Some(Ok(d)) => {
+                    let me = self.clone();
+                    tasks.spawn(async move {
+                        me.execute(d).await;
+                        drop(permit);
+                    });
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "lease stream failed; reconnecting");
+                    stream = None;
+                }
+                None => stream = None,
+            }
+            while tasks.try_join_next().is_some() {}
+        }
+        // Graceful stop: hand back what was leased but not started, then let the started
+        // deliveries finish and report.
+        if let Some(mut leases) = stream.take() {
+            for _ in 0..self.config.prefetch.saturating_mul(2).max(1) {
+                match tokio::time::timeout(Duration::from_millis(20), leases.next()).await {
+                    Ok(Some(Ok(d))) => self.release(&d).await,
+                    _ => break,
+                }
+            }
+        }
+        let deadline = tokio::time::Instant::now() + self.config.shutdown_grace;
+        while !tasks.is_empty() {
+            if tokio::time::timeout_at(deadline, tasks.join_next())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    running = tasks.len(),
+                    "deliveries still running at the end of the grace period"
+                );
+                break;
+            }
+        }
+    }
+
+    /// Hands back deliveries leased but not started (used when stopping).
+    pub async fn release(&self, d: &LeasedDelivery) {
+        if let Err(e) = self
+            .kernel
+            .release_delivery(d.delivery.id, &self.config.lease_owner, d.delivery.attempt)
+            .await
+        {
+            tracing::warn!(delivery = %d.delivery.id, error = %e, "could not hand a delivery back");
+        }
+    }
+
+    async fn signing_secrets(&self, tenant: &str) -> Result<Arc<Vec<WebhookSecret>>, KernelError> {
+        if let Some((at, s)) = self
+            .secrets
+            .lock()
+            .expect("secret cache poisoned")
+            .get(tenant)
+            && at.elapsed() < self.config.secret_cache_ttl
+        {
+            return Ok(s.clone());
+        }
+        let texts = self.kernel.webhook_secrets(tenant).await?;
+        let parsed: Vec<WebhookSecret> = texts
+            .iter()
+            .filter_map(|t| WebhookSecret::parse(t).ok())
+            .collect();
+        if parsed.is_empty() {
+            return Err(KernelError::Internal(format!(
+                "tenant {tenant} has no usable signing secret"
+            )));
+        }
+        let parsed = Arc::new(parsed);
+        let mut cache = self.secrets.lock().expect("secret cache poisoned");
+        if cache.len() >= MAX_TRACKED_HOSTS {
+            cache.clear();
+        }
+        cache.insert(tenant.to_string(), (Instant::now(), parsed.clone()));
+        Ok(parsed)
+    }
+
+    fn host_slots(&self, url: &str) -> Arc<Semaphore> {
+        let host = url::Url::parse(url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_default();
+        let mut hosts = self.hosts.lock().expect("host map poisoned");
+        if hosts.len() >= MAX_TRACKED_HOSTS {
+            let max = self.config.max_per_host;
+            hosts.retain(|_, s| s.available_permits() < max);
+        }
+        hosts
+            .entry(host)
+            .or_insert_with(|| Arc::new(Semaphore::new(self.config.max_per_host)))
+            .clone()
+    }
+
+    /// Runs one leased delivery and reports the attempt.
+    async fn execute(&self, d: LeasedDelivery) {
+        let started_at_us = SystemClock.now_us();
+        let started = Instant::now();
+        let envelope = serde_json::json!({
+            "event": "timer.fired",
+            "timer": d.timer.to_json(),
+            "deliveryId": d.delivery.id.to_string(),
+            "attempt": d.delivery.attempt,
+        });
+        let result = match &d.action {
+            Action::Webhook(w) => {
+                let slot = self.host_slots(&w.url);
+                let _slot = slot.acquire().await.expect("semaphore open");
+                match self.signing_secrets(&d.timer.tenant_id).await {
+                    Ok(secrets) => {
+                        self.webhooks
+                            .deliver(WebhookCall {
+                                action: w,
+                                delivery_id: &d.delivery.id.to_string(),
+                                timer_id: &d.timer.id.to_string(),
+                                attempt: d.delivery.attempt,
+                                secrets: &secrets,
+                                timestamp_s: started_at_us.div_euclid(1_000_000),
+                                envelope: &envelope,
+                            })
+                            .await
+                    }
+                    Err(e) => ExecResult::failure(
+                        AttemptOutcome::Retryable,
+                        format!("signing secret unavailable: {e}"),
+                    ),
+                }
+            }
+            Action::Command(c) => run_command(&self.config.commands, c).await,
+            Action::File(f) => run_file(self.config.files.as_ref(), f, &envelope).await,
+        };
+        let report = AttemptReport {
+            delivery_id: d.delivery.id,
+            lease_owner: self.config.lease_owner.clone(),
+            attempt: d.delivery.attempt,
+            started_at_us,
+            duration_us: started.elapsed().as_micros() as i64,
+            outcome: result.outcome,
+            retry_after_ms: result.retry_after_ms,
+            http_status: result.http_status,
+            exit_code: result.exit_code,
+            error: result.error,
+            response_excerpt: result.response_excerpt,
+        };
+        self.report(report).await;
+    }
+
+    /// Reports an attempt, retrying while the kernel is unavailable. A fenced report means
+    /// the lease was lost (this attempt ran late); the kernel has already moved on.
+    async fn report(&self, report: AttemptReport) {
+        let mut wait = Duration::from_millis(100);
+        for _ in 0..MAX_REPORT_TRIES {
+            match self.kernel.report_attempt(report.clone()).await {
+                Ok(_) => return,
+                Err(KernelError::Unavailable(e)) => {
+                    tracing::warn!(delivery = %report.delivery_id, error = %e, "kernel unavailable; report retried");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => {
+                    tracing::warn!(delivery = %report.delivery_id, error = %e, "report refused");
+                    return;
+                }
+            }
+        }
+        tracing::error!(delivery = %report.delivery_id, "report lost; the delivery runs again when its lease expires");
+    }
+}

@@ -1,0 +1,278 @@
+//! Webhook actions: one signed HTTP request per attempt, classified for retry.
+//!
+//! The request carries the action's method, headers and body (by default the event
+//! envelope), the Standard Webhooks headers (`webhook-id` is the delivery id, stable
+//! across retries), `x-minoots-timer-id`, `x-minoots-attempt` and a `User-Agent` naming
+//! MINOOTS. Redirects are never followed; proxies from the environment are never used.
+//! Every address the host resolves to passes the SSRF guard at connect time.
+//!
+//! Outcome: 2xx succeeded; 410 and other 4xx (but 429) permanent; 3xx permanent with the
+//! `Location`; 429, 5xx, timeouts, connection and TLS errors retryable, honouring
+//! `Retry-After` (seconds or an HTTP date). Only the first 4 KiB of a response is read.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use minoots_core::limits::{MAX_ATTEMPT_ERROR_BYTES, MAX_ATTEMPT_RESPONSE_BYTES};
+use minoots_core::{AttemptOutcome, WebhookAction};
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+
+use crate::ExecResult;
+use crate::signing::{WebhookSecret, sign_webhook};
+use crate::ssrf::{CheckedTarget, TargetError, TargetPolicy};
+
+/// Idle keep-alive connections kept per host; bounds sockets held between deliveries.
+const MAX_IDLE_PER_HOST: usize = 32;
+/// Longest `Retry-After` honoured before the retry policy's own cap applies: 7 days.
+const MAX_RETRY_AFTER_MS: u64 = 7 * 24 * 3600 * 1000;
+
+/// Resolves names and refuses any answer the SSRF guard rejects, at connect time.
+struct GuardedResolver {
+    policy: Arc<TargetPolicy>,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let policy = self.policy.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let ips: Vec<IpAddr> = addrs.iter().map(SocketAddr::ip).collect();
+            policy.check_resolved(&host, &ips)?;
+            Ok(Box::new(addrs.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// Everything one webhook attempt needs besides the action itself.
+pub struct WebhookCall<'a> {
+    pub action: &'a WebhookAction,
+    pub delivery_id: &'a str,
+    pub timer_id: &'a str,
+    pub attempt: u32,
+    /// Signing secrets, newest first.
+    pub secrets: &'a [WebhookSecret],
+    /// Unix seconds for `webhook-timestamp`.
+    pub timestamp_s: i64,
+    /// The body to send when the action has none.
+    pub envelope: &'a serde_json::Value,
+}
+
+/// A shared HTTP client with the SSRF guard built in. Cheap to clone.
+#[derive(Clone)]
+pub struct WebhookClient {
+    client: reqwest::Client,
+    policy: Arc<TargetPolicy>,
+}
+
+impl WebhookClient {
+    pub fn new(policy: TargetPolicy) -> Result<Self, String> {
+        let policy = Arc::new(policy);
+        let client = reqwest::Client::builder()
+            .user_agent(concat!(
+                "MINOOTS/",
+                env!("CARGO_PKG_VERSION"),
+                " (+webhooks)"
+            ))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .dns_resolver(Arc::new(GuardedResolver {
+                policy: policy.clone(),
+            }))
+            .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .connect_timeout(Duration::from_secs(10))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(Self { client, policy })
+    }
+
+    /// Makes one attempt and classifies the outcome. Never panics, never returns early
+    /// without a result: every failure becomes an [`ExecResult`].
+    pub async fn deliver(&self, call: WebhookCall<'_>) -> ExecResult {
+        let action = call.action;
+        // Literal IP hosts (in any notation) are checked here; names at connect time.
+        match self.policy.check_url(&action.url) {
+            Ok(CheckedTarget::Address(_)) | Ok(CheckedTarget::Name(_)) => {}
+            Err(e) => return ExecResult::failure(AttemptOutcome::Permanent, e.to_string()),
+        }
+        let method = match reqwest::Method::from_bytes(action.method().as_bytes()) {
+            Ok(m) => m,
+            Err(_) => {
+                return ExecResult::failure(
+                    AttemptOutcome::Permanent,
+                    format!("\"{}\" is not an HTTP method", action.method()),
+                );
+            }
+        };
+        let body = match &action.body {
+            Some(b) => serde_json::to_vec(b),
+            None => serde_json::to_vec(call.envelope),
+        }
+        .unwrap_or_default();
+        let sig = sign_webhook(call.secrets, call.delivery_id, call.timestamp_s, &body);
+        let mut request = self
+            .client
+            .request(method, &action.url)
+            .timeout(Duration::from_millis(u64::from(action.timeout_ms())));
+        for (k, v) in &action.headers {
+            request = request.header(k, v);
+        }
+        request = request
+            .header("content-type", "application/json")
+            .header("webhook-id", &sig.webhook_id)
+            .header("webhook-timestamp", &sig.webhook_timestamp)
+            .header("webhook-signature", &sig.webhook_signature)
+            .header("x-minoots-timer-id", call.timer_id)
+            .header("x-minoots-attempt", call.attempt.to_string())
+            .body(body);
+
+        let timeout = Duration::from_millis(u64::from(action.timeout_ms()));
+        match tokio::time::timeout(timeout, self.send_and_read(request, action.timeout_ms())).await
+        {
+            Ok(result) => result,
+            Err(_) => ExecResult::failure(
+                AttemptOutcome::Retryable,
+                format!("no complete response within {} ms", action.timeout_ms()),
+            ),
+        }
+    }
+
+    async fn send_and_read(&self, request: reqwest::RequestBuilder, timeout_ms: u32) -> ExecResult {
+        let mut response = match request.send().await {
+            Ok(r) => r,
+            Err(e) => return classify_send_error(&e, timeout_ms),
+        };
+        let status = response.status();
+        let retry_after_ms = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after_ms);
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        // Read at most the first 4 KiB; a larger body is left unread.
+        let mut excerpt = Vec::new();
+        while excerpt.len() < MAX_ATTEMPT_RESPONSE_BYTES {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    let room = MAX_ATTEMPT_RESPONSE_BYTES - excerpt.len();
+                    excerpt.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let code = status.as_u16();
+        let (outcome, error) = match code {
+            200..=299 => (AttemptOutcome::Succeeded, None),
+            300..=399 => (
+                AttemptOutcome::Permanent,
+                Some(format!(
+                    "answered {code} and redirects are not followed (Location: {})",
+                    location.as_deref().unwrap_or("none")
+                )),
+            ),
+            410 => (
+                AttemptOutcome::Permanent,
+                Some("answered 410 Gone: no more retries".to_string()),
+            ),
+            429 => (
+                AttemptOutcome::Retryable,
+                Some("answered 429 Too Many Requests".to_string()),
+            ),
+            400..=499 => (
+                AttemptOutcome::Permanent,
+                Some(format!("answered {code}; not retried")),
+            ),
+            _ => (AttemptOutcome::Retryable, Some(format!("answered {code}"))),
+        };
+        ExecResult {
+            outcome,
+            http_status: Some(code),
+            exit_code: None,
+            error,
+            response_excerpt: Some(String::from_utf8_lossy(&excerpt).into_owned()),
+            retry_after_ms: if outcome == AttemptOutcome::Retryable {
+                retry_after_ms
+            } else {
+                None
+            },
+        }
+    }
+}
+
+/// Connection, TLS and timeout errors are retryable; an address refused by the SSRF guard
+/// is not (retrying would only be refused again).
+fn classify_send_error(e: &reqwest::Error, timeout_ms: u32) -> ExecResult {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(t) = s.downcast_ref::<TargetError>() {
+            return ExecResult::failure(AttemptOutcome::Permanent, t.to_string());
+        }
+        source = s.source();
+    }
+    if e.is_timeout() {
+        return ExecResult::failure(
+            AttemptOutcome::Retryable,
+            format!("no complete response within {timeout_ms} ms"),
+        );
+    }
+    let what = if e.is_connect() {
+        "could not connect"
+    } else {
+        "request failed"
+    };
+    let mut text = format!("{what}: {e}");
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text.truncate(text.floor_char_boundary(MAX_ATTEMPT_ERROR_BYTES));
+    ExecResult::failure(AttemptOutcome::Retryable, text)
+}
+
+/// `Retry-After` as delay-seconds or an HTTP date, in milliseconds from now.
+pub fn parse_retry_after_ms(value: &str) -> Option<u64> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(secs.saturating_mul(1000).min(MAX_RETRY_AFTER_MS));
+    }
+    let at = time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc2822).ok()?;
+    let ms = (at - time::OffsetDateTime::now_utc()).whole_milliseconds();
+    Some((ms.max(0) as u64).min(MAX_RETRY_AFTER_MS))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_in_both_forms() {
+        assert_eq!(parse_retry_after_ms("2"), Some(2_000));
+        assert_eq!(parse_retry_after_ms(" 120 "), Some(120_000));
+        assert_eq!(
+            parse_retry_after_ms("99999999999"),
+            Some(MAX_RETRY_AFTER_MS)
+        );
+        assert_eq!(
+            parse_retry_after_ms("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(0),
+            "a past date means now"
+        );
+        let future = time::OffsetDateTime::now_utc() + time::Duration::seconds(90);
+        let text = future
+            .format(&time::format_description::well_known::Rfc2822)
+            .unwrap();
+        let ms = parse_retry_after_ms(&text).unwrap();
+        assert!((85_000..=90_000).contains(&ms), "{text} -> {ms}");
+        assert_eq!(parse_retry_after_ms("soon"), None);
+        assert_eq!(parse_retry_after_ms("-5"), None);
+    }
+}

@@ -1,0 +1,348 @@
+//! Webhook deliveries end to end: a real kernel on SQLite, the orchestrator, and a real
+//! HTTP server on loopback that answers as each test scripts it.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use minoots_core::{Clock, DeliveryStatus, SystemClock, TimerRequest, TimerStatus};
+use minoots_kernel::{Kernel, KernelApi, KernelConfig};
+use minoots_orchestrator::executor::{Orchestrator, OrchestratorConfig};
+use minoots_orchestrator::ssrf::TargetPolicy;
+use minoots_store::{SqliteConfig, SqliteStore, Store};
+use tokio::sync::{Notify, watch};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// How the sink answers one request.
+#[derive(Clone)]
+enum Reply {
+    Status(u16, Vec<(&'static str, String)>),
+    /// Never answer (until the client gives up).
+    Hang,
+}
+
+#[derive(Clone)]
+struct Received {
+    headers: HeaderMap,
+    body: Bytes,
+    at: Instant,
+}
+
+#[derive(Default)]
+struct Sink {
+    script: Mutex<VecDeque<Reply>>,
+    received: Mutex<Vec<Received>>,
+    arrived: Notify,
+}
+
+impl Sink {
+    /// Waits until `n` requests arrived.
+    async fn wait_for(&self, n: usize) {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                let notified = self.arrived.notified();
+                if self.received.lock().unwrap().len() >= n {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{n} requests did not arrive"));
+    }
+
+    fn count(&self) -> usize {
+        self.received.lock().unwrap().len()
+    }
+
+    /// A copy of what arrived so far (no lock is held afterwards).
+    fn requests(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+async fn start_sink(script: Vec<Reply>) -> (Arc<Sink>, String) {
+    let sink = Arc::new(Sink {
+        script: Mutex::new(script.into()),
+        ..Default::default()
+    });
+    let s = sink.clone();
+    let app = axum::Router::new().fallback(move |headers: HeaderMap, body: Bytes| {
+        let s = s.clone();
+        async move {
+            let reply = s
+                .script
+                .lock()
+                .unwrap()
+                .pop_front()
+                .unwrap_or(Reply::Status(200, vec![]));
+            s.received.lock().unwrap().push(Received {
+                headers,
+                body,
+                at: Instant::now(),
+            });
+            s.arrived.notify_waiters();
+            match reply {
+                Reply::Status(code, headers) => {
+                    let mut h = HeaderMap::new();
+                    for (k, v) in headers {
+                        h.insert(k, v.parse().unwrap());
+                    }
+                    (StatusCode::from_u16(code).unwrap(), h, "sink says hi").into_response()
+                }
+                Reply::Hang => {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    (StatusCode::OK, HeaderMap::new(), "late").into_response()
+                }
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (sink, url)
+}
+
+struct Setup {
+    kernel: Arc<Kernel>,
+    stop: watch::Sender<bool>,
+    orchestrator: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(targets: TargetPolicy) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(SqliteConfig::new(dir.path()), clock.clone()).unwrap());
+    let kernel = Kernel::start(store, clock, KernelConfig::default()).unwrap();
+    let mut config = OrchestratorConfig::new("orch-test");
+    config.targets = targets;
+    let orch = Orchestrator::new(kernel.clone(), config).unwrap();
+    let (stop, stop_rx) = watch::channel(false);
+    let orchestrator = tokio::spawn(orch.run(stop_rx));
+    Setup {
+        kernel,
+        stop,
+        orchestrator,
+        _dir: dir,
+    }
+}
+
+impl Setup {
+    async fn schedule(&self, url: &str, extra: &str) -> minoots_core::Timer {
+        self.schedule_with(url, extra, 200).await
+    }
+
+    async fn schedule_with(
+        &self,
+        url: &str,
+        extra: &str,
+        max_backoff_ms: u64,
+    ) -> minoots_core::Timer {
+        let json = format!(
+            r#"{{"duration": "10ms", "actionBundle": {{"actions": [{{"type": "webhook", "url": "{url}"{extra}}}],
+                "retryPolicy": {{"maxAttempts": 3, "initialBackoffMs": 50, "maxBackoffMs": {max_backoff_ms}}}}}}}"#
+        );
+        self.kernel
+            .schedule_timer("acme", TimerRequest::from_json(json.as_bytes()).unwrap())
+            .await
+            .unwrap()
+            .timer
+    }
+
+    /// Waits until the timer reaches `status`.
+    async fn wait_status(
+        &self,
+        id: minoots_core::TimerId,
+        status: TimerStatus,
+    ) -> minoots_core::Timer {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let t = self.kernel.get_timer("acme", id).await.unwrap();
+            if t.status == status {
+                return t;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timer stayed {} (wanted {status})",
+                t.status
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.orchestrator.await;
+        self.kernel.shutdown().await;
+    }
+}
+
+fn loopback_allowed() -> TargetPolicy {
+    TargetPolicy {
+        allow_private: true,
+        allowed_cidrs: vec![],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn success_on_the_first_try_is_signed_and_settles_the_timer() {
+    let (sink, url) = start_sink(vec![]).await;
+    let s = start(loopback_allowed()).await;
+    let t = s.schedule(&url, r#", "headers": {"x-team": "ops"}"#).await;
+    sink.wait_for(1).await;
+    let t = s.wait_status(t.id, TimerStatus::Settled).await;
+    let req = &sink.requests()[0];
+    let ds = s.kernel.list_deliveries("acme", t.id).await.unwrap();
+    assert_eq!(
+        req.headers["webhook-id"],
+        ds[0].delivery.id.to_string().as_str()
+    );
+    assert_eq!(req.headers["x-minoots-timer-id"], t.id.to_string().as_str());
+    assert_eq!(req.headers["x-minoots-attempt"], "1");
+    assert_eq!(req.headers["x-team"], "ops");
+    assert!(
+        req.headers["user-agent"]
+            .to_str()
+            .unwrap()
+            .starts_with("MINOOTS/")
+    );
+    // The body is the event envelope, and the signature verifies with the tenant's secret.
+    let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
+    assert_eq!(body["event"], "timer.fired");
+    assert_eq!(body["timer"]["id"], t.id.to_string());
+    let secret = s.kernel.webhook_secrets("acme").await.unwrap().remove(0);
+    standardwebhooks::Webhook::new(&secret)
+        .unwrap()
+        .verify(&req.body, &req.headers)
+        .expect("signature verifies");
+    assert_eq!(ds[0].attempts.len(), 1);
+    assert_eq!(ds[0].attempts[0].http_status, Some(200));
+    assert_eq!(
+        ds[0].attempts[0].response_excerpt.as_deref(),
+        Some("sink says hi")
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_500_then_a_200_is_two_attempts_with_the_same_webhook_id() {
+    let (sink, url) = start_sink(vec![Reply::Status(500, vec![])]).await;
+    let s = start(loopback_allowed()).await;
+    let t = s.schedule(&url, "").await;
+    sink.wait_for(2).await;
+    s.wait_status(t.id, TimerStatus::Settled).await;
+    let r = sink.requests();
+    assert_eq!(r[0].headers["webhook-id"], r[1].headers["webhook-id"]);
+    assert_eq!(r[0].headers["x-minoots-attempt"], "1");
+    assert_eq!(r[1].headers["x-minoots-attempt"], "2");
+    let ds = s.kernel.list_deliveries("acme", t.id).await.unwrap();
+    assert_eq!(
+        ds[0]
+            .attempts
+            .iter()
+            .map(|a| a.http_status)
+            .collect::<Vec<_>>(),
+        vec![Some(500), Some(200)]
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_with_retry_after_waits_about_that_long() {
+    let (sink, url) = start_sink(vec![Reply::Status(429, vec![("retry-after", "2".into())])]).await;
+    let s = start(loopback_allowed()).await;
+    // Retry-After is honoured up to maxBackoffMs (here 10 s, so 2 s is taken as given).
+    let t = s.schedule_with(&url, "", 10_000).await;
+    sink.wait_for(2).await;
+    let r = sink.requests();
+    let gap = r[1].at - r[0].at;
+    assert!(
+        gap >= Duration::from_millis(1_950) && gap < Duration::from_secs(4),
+        "waited {gap:?}"
+    );
+    s.wait_status(t.id, TimerStatus::Settled).await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_410_stops_at_once() {
+    let (sink, url) = start_sink(vec![Reply::Status(410, vec![])]).await;
+    let s = start(loopback_allowed()).await;
+    let t = s.schedule(&url, "").await;
+    let t = s.wait_status(t.id, TimerStatus::Failed).await;
+    let ds = s.kernel.list_deliveries("acme", t.id).await.unwrap();
+    assert_eq!(ds[0].delivery.status, DeliveryStatus::Dead);
+    assert_eq!(ds[0].attempts.len(), 1);
+    assert_eq!(sink.count(), 1);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_server_times_out_and_is_retried() {
+    let (sink, url) = start_sink(vec![Reply::Hang]).await;
+    let s = start(loopback_allowed()).await;
+    let t = s.schedule(&url, r#", "timeoutMs": 300"#).await;
+    sink.wait_for(2).await;
+    let t = s.wait_status(t.id, TimerStatus::Settled).await;
+    let ds = s.kernel.list_deliveries("acme", t.id).await.unwrap();
+    assert_eq!(ds[0].attempts.len(), 2);
+    assert_eq!(ds[0].attempts[0].http_status, None);
+    assert!(
+        ds[0].attempts[0]
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("300 ms"),
+        "{:?}",
+        ds[0].attempts[0].error
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhausted_retries_fail_the_timer_and_a_redrive_runs_it_again() {
+    let (sink, url) = start_sink(vec![
+        Reply::Status(503, vec![]),
+        Reply::Status(503, vec![]),
+        Reply::Status(503, vec![]),
+    ])
+    .await;
+    let s = start(loopback_allowed()).await;
+    let t = s.schedule(&url, "").await;
+    let t = s.wait_status(t.id, TimerStatus::Failed).await;
+    assert_eq!(sink.count(), 3, "maxAttempts 3");
+    let ds = s.kernel.list_deliveries("acme", t.id).await.unwrap();
+    assert_eq!(ds[0].delivery.status, DeliveryStatus::Dead);
+    s.kernel.redrive_timer("acme", t.id).await.unwrap();
+    sink.wait_for(4).await;
+    s.wait_status(t.id, TimerStatus::Settled).await;
+    let r = sink.requests();
+    assert_eq!(
+        r[3].headers["webhook-id"], r[0].headers["webhook-id"],
+        "same delivery id after redrive"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guard_blocks_loopback_targets_unless_allowed() {
+    let (sink, url) = start_sink(vec![]).await;
+    let s = start(TargetPolicy::default()).await;
+    let literal = s.schedule(&url, "").await;
+    let by_name = s.schedule(&url.replace("127.0.0.1", "localhost"), "").await;
+    for id in [literal.id, by_name.id] {
+        let t = s.wait_status(id, TimerStatus::Failed).await;
+        let ds = s.kernel.list_deliveries("acme", t.id).await.unwrap();
+        assert_eq!(ds[0].attempts.len(), 1, "refused permanently, not retried");
+        let err = ds[0].attempts[0].error.clone().unwrap_or_default();
+        assert!(err.contains("loopback"), "{err}");
+    }
+    assert_eq!(sink.count(), 0, "nothing reached the server");
+    s.stop().await;
+}
