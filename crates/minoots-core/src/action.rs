@@ -82,6 +82,16 @@ pub struct FileAction {
     pub content: Option<serde_json::Value>,
 }
 
+/// What the operator enabled on this server. Timers using anything else are refused when
+/// they are created, not when they fire an hour later.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ActionPolicy {
+    /// Names of the commands tenants may run (empty: command actions are off).
+    pub allowed_commands: std::collections::BTreeSet<String>,
+    /// Whether file actions are enabled (an operator configured a root directory).
+    pub file_actions: bool,
+}
+
 const HTTP_METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
 
 impl ActionBundle {
@@ -110,6 +120,37 @@ impl ActionBundle {
         }
         if let Some(rp) = &self.retry_policy {
             rp.validate(&format!("{path}.retryPolicy"), errors);
+        }
+    }
+}
+
+impl ActionBundle {
+    /// Refuses actions the operator has not enabled, naming each one.
+    pub fn check_policy(&self, policy: &ActionPolicy, path: &str, errors: &mut ValidationErrors) {
+        for (i, action) in self.actions.iter().enumerate() {
+            match action {
+                Action::Command(c) if policy.allowed_commands.is_empty() => errors.push(
+                    format!("{path}.actions[{i}].type"),
+                    "command actions are not enabled on this server; use a webhook",
+                ),
+                Action::Command(c) if !policy.allowed_commands.contains(&c.command) => {
+                    let names: Vec<&str> =
+                        policy.allowed_commands.iter().map(String::as_str).collect();
+                    errors.push(
+                        format!("{path}.actions[{i}].command"),
+                        format!(
+                            "\"{}\" is not a command this server allows; use one of {}",
+                            c.command,
+                            names.join(", ")
+                        ),
+                    )
+                }
+                Action::File(_) if !policy.file_actions => errors.push(
+                    format!("{path}.actions[{i}].type"),
+                    "file actions are not enabled on this server; use a webhook",
+                ),
+                _ => {}
+            }
         }
     }
 }
@@ -455,6 +496,34 @@ mod tests {
                 "{json} should fail on {field}, got: {e}"
             );
         }
+    }
+
+    #[test]
+    fn actions_the_operator_did_not_enable_are_refused() {
+        let b = parse(
+            r#"{"actions": [{"type": "command", "command": "backup"}, {"type": "command", "command": "notify"},
+                            {"type": "file", "path": "x.jsonl"}, {"type": "webhook", "url": "https://example.com"}]}"#,
+        )
+        .unwrap();
+        let mut e = ValidationErrors::new();
+        b.check_policy(&ActionPolicy::default(), "actionBundle", &mut e);
+        assert!(
+            e.has_field("actionBundle.actions[0].type")
+                && e.has_field("actionBundle.actions[2].type"),
+            "{e}"
+        );
+        let policy = ActionPolicy {
+            allowed_commands: ["notify".to_string()].into(),
+            file_actions: true,
+        };
+        let mut e = ValidationErrors::new();
+        b.check_policy(&policy, "actionBundle", &mut e);
+        assert_eq!(e.errors.len(), 1, "{e}");
+        assert!(e.has_field("actionBundle.actions[0].command"));
+        assert!(
+            e.errors[0].message.contains("notify"),
+            "names what is allowed: {e}"
+        );
     }
 
     #[test]

@@ -18,7 +18,9 @@ pub mod request;
 pub mod retry;
 pub mod timefmt;
 
-pub use action::{Action, ActionBundle, CommandAction, FileAction, FileMode, WebhookAction};
+pub use action::{
+    Action, ActionBundle, ActionPolicy, CommandAction, FileAction, FileMode, WebhookAction,
+};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{FieldError, ValidationErrors};
 pub use event::{Event, EventType};

@@ -39,6 +39,9 @@ pub struct KernelConfig {
     /// Run the firing thread at real-time priority when the process may (Linux, with
     /// CAP_SYS_NICE). Measured effect in docs/benchmarks.md.
     pub realtime_firing_thread: bool,
+    /// Commands and file actions the operator enabled; timers using others are refused
+    /// at creation.
+    pub actions: minoots_core::ActionPolicy,
 }
 
 impl Default for KernelConfig {
@@ -57,6 +60,7 @@ impl Default for KernelConfig {
             event_stream_buffer: 1_024,
             max_sleep: Duration::from_millis(500),
             realtime_firing_thread: true,
+            actions: minoots_core::ActionPolicy::default(),
         }
     }
 }

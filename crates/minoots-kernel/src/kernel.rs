@@ -120,6 +120,21 @@ impl Kernel {
         self.store.close().await;
     }
 
+    /// Validates a request, including the actions this server enabled.
+    fn validate(
+        &self,
+        r: &TimerRequest,
+        tenant_id: &str,
+        now: i64,
+    ) -> KernelResult<minoots_core::TimerSpec> {
+        let spec = r.validate(tenant_id, now)?;
+        let mut errors = minoots_core::ValidationErrors::new();
+        spec.action_bundle
+            .check_policy(&self.config.actions, "actionBundle", &mut errors);
+        errors.into_result()?;
+        Ok(spec)
+    }
+
     /// Stores timers and puts the scheduled ones in the window, in a task of its own: if
     /// the caller gives up (client deadline, disconnect) after the commit, the timer is
     /// still indexed, so an acknowledged-or-not timer is never left unseen by the
@@ -159,7 +174,7 @@ impl Kernel {
         let mut timers = Vec::with_capacity(requests.len());
         for r in requests {
             timers.push(
-                r.validate(tenant_id, now)?
+                self.validate(&r, tenant_id, now)?
                     .into_timer(TimerId::new_v7(), now),
             );
         }
@@ -188,7 +203,7 @@ impl KernelApi for Kernel {
         request: TimerRequest,
     ) -> KernelResult<ScheduleOutcome> {
         let now = self.clock.now_us();
-        let spec = request.validate(tenant_id, now)?;
+        let spec = self.validate(&request, tenant_id, now)?;
         let timer = spec.into_timer(TimerId::new_v7(), now);
         let outcome = self
             .create_then_index(vec![timer])

@@ -519,3 +519,37 @@ async fn events_older_than_the_retention_are_deleted_and_newer_ones_kept() {
     );
     k.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_and_files_the_operator_did_not_enable_are_refused_at_creation() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(SqliteConfig::new(dir.path()), clock.clone()).unwrap());
+    let config = KernelConfig {
+        actions: minoots_core::ActionPolicy {
+            allowed_commands: ["notify".to_string()].into(),
+            file_actions: false,
+        },
+        ..test_config()
+    };
+    let k = Kernel::start(store, clock.clone(), config).unwrap();
+    let cmd = |name: &str| {
+        req(&format!(
+            r#"{{"duration": "1h", "actionBundle": {{"actions": [{{"type": "command", "command": "{name}"}}]}}}}"#
+        ))
+    };
+    assert!(k.schedule_timer("acme", cmd("notify")).await.is_ok());
+    match k.schedule_timer("acme", cmd("rm")).await.unwrap_err() {
+        KernelError::Invalid(e) => assert!(e.has_field("actionBundle.actions[0].command"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    let file = req(
+        r#"{"duration": "1h", "actionBundle": {"actions": [{"type": "file", "path": "a.jsonl"}]}}"#,
+    );
+    assert!(matches!(
+        k.schedule_timer("acme", file).await,
+        Err(KernelError::Invalid(_))
+    ));
+    k.shutdown().await;
+}

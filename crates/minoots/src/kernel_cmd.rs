@@ -21,6 +21,7 @@ pub async fn run(args: KernelArgs) -> anyhow::Result<()> {
     let store: Arc<dyn Store> = Arc::new(store);
     let config = KernelConfig {
         event_retention: Duration::from_secs(u64::from(args.event_retention_days.max(1)) * 86_400),
+        actions: args.actions.policy()?,
         ..KernelConfig::default()
     };
     let kernel = Kernel::start(store, clock, config).map_err(anyhow::Error::msg)?;

@@ -1,8 +1,10 @@
 //! The `minoots` binary: parses flags and wires the libraries together. The logic lives
 //! in the library crates; this file only chooses what to start.
 
+mod actions;
 mod bench;
 mod kernel_cmd;
+mod orchestrator_cmd;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,6 +34,8 @@ struct Cli {
 enum Command {
     /// Run the horology kernel alone: embedded store and the gRPC API.
     Kernel(KernelArgs),
+    /// Run the action orchestrator against a kernel reached over gRPC.
+    Orchestrator(orchestrator_cmd::OrchestratorArgs),
     /// Run a benchmark and print its results as JSON lines and a summary.
     Bench {
         #[command(subcommand)]
@@ -53,6 +57,8 @@ pub struct KernelArgs {
     /// Days of events kept in the event log.
     #[arg(long, env = "MINOOTS_EVENT_RETENTION_DAYS", default_value_t = 7)]
     pub event_retention_days: u32,
+    #[command(flatten)]
+    pub actions: actions::ActionArgs,
 }
 
 fn init_logging(format: &str) -> anyhow::Result<()> {
@@ -78,6 +84,7 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Kernel(args) => kernel_cmd::run(args).await,
+            Command::Orchestrator(args) => orchestrator_cmd::run(args).await,
             Command::Bench { workload } => bench::run(workload).await,
         }
     })

@@ -1,9 +1,7 @@
 //! End to end with real `minoots kernel` processes: acknowledged timers survive SIGKILL,
 //! and SIGTERM stops the kernel cleanly.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use minoots_core::{Clock, EventType, SystemClock, TimerId, TimerRequest, TimerStatus};
@@ -12,43 +10,8 @@ use minoots_kernel::grpc::GrpcKernelClient;
 use minoots_store::EventQuery;
 use tokio_stream::StreamExt;
 
-const WAIT: Duration = Duration::from_secs(30);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Starts `minoots kernel` and waits for its readiness line on stdout.
-fn start_kernel(data_dir: &Path) -> (Child, String) {
-    let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_minoots"))
-        .args(["kernel", "--data-dir"])
-        .arg(data_dir)
-        .args(["--grpc-addr", &format!("127.0.0.1:{port}")])
-        .env("MINOOTS_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start minoots kernel");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.starts_with("minoots kernel ready on ") {
-                let _ = tx.send(line);
-            }
-        }
-    });
-    let line = rx.recv_timeout(WAIT).expect("kernel became ready");
-    let addr = line
-        .trim_start_matches("minoots kernel ready on ")
-        .to_string();
-    (child, format!("http://{addr}"))
-}
+mod common;
+use common::{WAIT, free_port, start_kernel};
 
 fn req(json: &str) -> TimerRequest {
     TimerRequest::from_json(json.as_bytes()).unwrap()
@@ -151,8 +114,7 @@ async fn sigterm_stops_the_kernel_with_exit_code_zero_and_releases_the_store() {
         .await
         .unwrap()
         .timer;
-    // SAFETY: sending SIGTERM to our own child process.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    common::terminate(&child);
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "exit status {:?}", out.status);
     // The data directory is free again and holds the timer.

@@ -1,0 +1,66 @@
+//! `minoots orchestrator`: executes the deliveries of a kernel reached over gRPC, until
+//! SIGTERM or SIGINT, then stops gracefully (no new leases, unstarted deliveries handed
+//! back, started ones finished and reported).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use minoots_kernel::KernelApi;
+use minoots_kernel::grpc::GrpcKernelClient;
+use minoots_orchestrator::executor::{Orchestrator, OrchestratorConfig};
+
+use crate::actions::{ActionArgs, TargetArgs};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct OrchestratorArgs {
+    /// The kernel's gRPC address.
+    #[arg(
+        long,
+        env = "MINOOTS_KERNEL_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub kernel_url: String,
+    /// Bearer token for the kernel.
+    #[arg(long, env = "MINOOTS_KERNEL_TOKEN", hide_env_values = true)]
+    pub kernel_token: Option<String>,
+    /// How long a delivery is leased before another executor may take it.
+    #[arg(long, env = "MINOOTS_LEASE_TTL_MS", default_value_t = 150_000)]
+    pub lease_ttl_ms: u64,
+    /// Deliveries executing at once.
+    #[arg(long, env = "MINOOTS_MAX_IN_FLIGHT", default_value_t = 256)]
+    pub max_in_flight: u32,
+    #[command(flatten)]
+    pub targets: TargetArgs,
+    #[command(flatten)]
+    pub actions: ActionArgs,
+}
+
+pub async fn run(args: OrchestratorArgs) -> anyhow::Result<()> {
+    let kernel: Arc<dyn KernelApi> = Arc::new(
+        GrpcKernelClient::connect_lazy(&args.kernel_url, args.kernel_token.as_deref())
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let mut config =
+        OrchestratorConfig::new(format!("orch-{}-{}", host.trim(), std::process::id()));
+    config.lease_ttl = Duration::from_millis(args.lease_ttl_ms.clamp(1_000, 3_600_000));
+    config.max_in_flight = args.max_in_flight.clamp(1, 4_096);
+    config.targets = args.targets.policy()?;
+    config.commands = args.actions.commands()?;
+    config.files = args.actions.files()?;
+    let orchestrator = Orchestrator::new(kernel, config).map_err(anyhow::Error::msg)?;
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(orchestrator.run(stop_rx));
+    tracing::info!(kernel = %args.kernel_url, "MINOOTS orchestrator running");
+    println!("minoots orchestrator running against {}", args.kernel_url);
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: finishing deliveries in progress"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: finishing deliveries in progress"),
+    }
+    let _ = stop.send(true);
+    running.await?;
+    tracing::info!("MINOOTS orchestrator stopped");
+    Ok(())
+}

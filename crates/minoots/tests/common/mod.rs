@@ -1,0 +1,74 @@
+//! Helpers for tests that start real `minoots` processes.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `minoots kernel` and waits for its readiness line on stdout.
+pub fn start_kernel(data_dir: &Path) -> (Child, String) {
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_minoots"))
+        .args(["kernel", "--data-dir"])
+        .arg(data_dir)
+        .args(["--grpc-addr", &format!("127.0.0.1:{port}")])
+        .env("MINOOTS_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start minoots kernel");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with("minoots kernel ready on ") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let line = rx.recv_timeout(WAIT).expect("kernel became ready");
+    let addr = line
+        .trim_start_matches("minoots kernel ready on ")
+        .to_string();
+    (child, format!("http://{addr}"))
+}
+
+/// Starts `minoots orchestrator` against `kernel_url` with extra flags; waits until it runs.
+pub fn start_orchestrator(kernel_url: &str, extra: &[&str]) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_minoots"))
+        .args(["orchestrator", "--kernel-url", kernel_url])
+        .args(extra)
+        .env("MINOOTS_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start minoots orchestrator");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with("minoots orchestrator running") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(WAIT).expect("orchestrator started");
+    child
+}
+
+/// Sends SIGTERM to a child process.
+pub fn terminate(child: &Child) {
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+}
