@@ -33,29 +33,27 @@ pub(crate) fn start_session(
     let (tx, rx) = mpsc::channel::<KernelResult<LeasedDelivery>>(request.max_in_flight as usize);
     tokio::spawn(async move {
         let ttl_us = i64::from(request.lease_ttl_ms) * 1_000;
+        let batch = (request.max_in_flight as usize / 2).max(1);
         loop {
             let notified = notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
 
             // Wait for room in the buffer before leasing anything.
-            let room = match tx.reserve().await {
-                Ok(permit) => {
-                    drop(permit);
-                    tx.capacity().max(1)
-                }
+            // Claim in batches of half the buffer: wait until that much room is free, so a
+            // busy executor gets one claim transaction per batch, not one per delivery.
+            let permits = match tx.reserve_many(batch).await {
+                Ok(p) => p,
                 Err(_) => return,
             };
             match store
-                .claim_deliveries(&request.lease_owner, ttl_us, room)
+                .claim_deliveries(&request.lease_owner, ttl_us, batch)
                 .await
             {
                 Ok(claimed) if !claimed.is_empty() => {
                     KernelMetrics::inc(&metrics.deliveries_leased, claimed.len() as u64);
-                    for d in claimed {
-                        if tx.send(Ok(d)).await.is_err() {
-                            return;
-                        }
+                    for (permit, d) in permits.zip(claimed) {
+                        permit.send(Ok(d));
                     }
                     continue;
                 }

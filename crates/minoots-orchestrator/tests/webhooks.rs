@@ -346,3 +346,25 @@ async fn the_guard_blocks_loopback_targets_unless_allowed() {
     assert_eq!(sink.count(), 0, "nothing reached the server");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_is_not_followed_and_is_recorded_with_its_location() {
+    let (sink, url) = start_sink(vec![Reply::Status(
+        302,
+        vec![("location", "http://169.254.169.254/latest".into())],
+    )])
+    .await;
+    let s = start(loopback_allowed()).await;
+    let t = s.schedule(&url, "").await;
+    let t = s.wait_status(t.id, TimerStatus::Failed).await;
+    let ds = s.kernel.list_deliveries("acme", t.id).await.unwrap();
+    assert_eq!(ds[0].attempts.len(), 1, "not retried");
+    assert_eq!(ds[0].attempts[0].http_status, Some(302));
+    let err = ds[0].attempts[0].error.clone().unwrap_or_default();
+    assert!(
+        err.contains("169.254.169.254/latest") && err.contains("not followed"),
+        "{err}"
+    );
+    assert_eq!(sink.count(), 1, "only the first URL was requested");
+    s.stop().await;
+}

@@ -26,6 +26,30 @@ use tokio_stream::StreamExt;
 pub enum Workload {
     /// Durable schedules/s, firing lateness and memory per pending timer of the kernel.
     Kernel(KernelBench),
+    /// Webhook deliveries/s through kernel + orchestrator to a local keep-alive receiver.
+    Delivery(DeliveryBench),
+}
+
+#[derive(clap::Args, Clone)]
+pub struct DeliveryBench {
+    /// Timers, one webhook each, all due within `--spread-ms`.
+    #[arg(long, default_value_t = 100_000)]
+    timers: usize,
+    /// Milliseconds over which the timers fall due.
+    #[arg(long, default_value_t = 1_000)]
+    spread_ms: u64,
+    /// Deliveries executing at once in the orchestrator.
+    #[arg(long, default_value_t = 256)]
+    concurrency: u32,
+    /// Share of responses that are 500 (retried), in percent.
+    #[arg(long, default_value_t = 0)]
+    fail_percent: u32,
+    /// Small size for a smoke test.
+    #[arg(long)]
+    quick: bool,
+    /// Where the store is created (default: a temporary directory).
+    #[arg(long)]
+    dir: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Clone)]
@@ -66,6 +90,12 @@ pub async fn run(w: Workload) -> anyhow::Result<()> {
                 b.rss_timers = b.rss_timers.min(20_000);
             }
             kernel_bench(b).await
+        }
+        Workload::Delivery(mut b) => {
+            if b.quick {
+                b.timers = b.timers.min(2_000);
+            }
+            delivery_bench(b).await
         }
     }
 }
@@ -452,4 +482,152 @@ async fn bench_rss(dir: &Path, n: usize) -> anyhow::Result<serde_json::Value> {
         "store_bytes": store_bytes,
         "store_bytes_per_timer": store_bytes as f64 / (n + 1_000) as f64,
     }))
+}
+
+/// A local keep-alive receiver: answers 200 (or 500 for a share of requests) at once and
+/// records when each timer's webhook arrived.
+struct Receiver {
+    arrivals: std::sync::Mutex<Vec<(String, i64)>>,
+    requests: std::sync::atomic::AtomicUsize,
+    fail_percent: u32,
+}
+
+async fn start_receiver(fail_percent: u32) -> anyhow::Result<(Arc<Receiver>, String)> {
+    use axum::http::{HeaderMap, StatusCode};
+    let r = Arc::new(Receiver {
+        arrivals: std::sync::Mutex::new(Vec::new()),
+        requests: std::sync::atomic::AtomicUsize::new(0),
+        fail_percent,
+    });
+    let me = r.clone();
+    let app = axum::Router::new().fallback(move |headers: HeaderMap| {
+        let me = me.clone();
+        async move {
+            let now = SystemClock.now_us();
+            let n = me
+                .requests
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // Deterministic share of failures: every k-th request answers 500.
+            if me.fail_percent > 0
+                && (n as u64 * u64::from(me.fail_percent)) % 100 < u64::from(me.fail_percent)
+            {
+                return StatusCode::INTERNAL_SERVER_ERROR;
+            }
+            if let Some(id) = headers
+                .get("x-minoots-timer-id")
+                .and_then(|v| v.to_str().ok())
+            {
+                me.arrivals
+                    .lock()
+                    .expect("arrivals")
+                    .push((id.to_string(), now));
+            }
+            StatusCode::OK
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/hook", listener.local_addr()?);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((r, url))
+}
+
+async fn delivery_bench(b: DeliveryBench) -> anyhow::Result<()> {
+    use minoots_orchestrator::executor::{Orchestrator, OrchestratorConfig};
+    use minoots_orchestrator::ssrf::TargetPolicy;
+    let tmp = tempfile::tempdir()?;
+    let base = b.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    emit(machine());
+    emit(fsync_calibration(&base)?);
+    let dir = section_dir(&base, "delivery")?;
+    let k = start_kernel(&dir).await?;
+    let (receiver, url) = start_receiver(b.fail_percent).await?;
+    let mut config = OrchestratorConfig::new("bench-orchestrator");
+    config.targets = TargetPolicy {
+        allow_private: true,
+        allowed_cidrs: vec![],
+    };
+    config.max_in_flight = b.concurrency;
+    config.prefetch = b.concurrency;
+    config.max_per_host = b.concurrency as usize;
+    let orchestrator = Orchestrator::new(k.clone(), config).map_err(anyhow::Error::msg)?;
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(orchestrator.run(stop_rx));
+
+    // Create every timer first, due shortly after creation ends, spread over spread_ms.
+    let n = b.timers;
+    let lead_us = 1_000_000 + (n as i64) * 25;
+    let base_us = SystemClock.now_us() + lead_us;
+    let spread_us = (b.spread_ms as i64) * 1_000;
+    let mut due = std::collections::HashMap::with_capacity(n);
+    let retry =
+        r#""retryPolicy": {"maxAttempts": 10, "initialBackoffMs": 100, "maxBackoffMs": 1000}"#;
+    let mut i = 0;
+    while i < n {
+        let chunk: Vec<(i64, TimerRequest)> = (i..(i + 1_000).min(n))
+            .map(|j| {
+                let at = base_us + (j as i64) * spread_us / (n as i64);
+                let json = format!(
+                    r#"{{"fireAt": "{}", "actionBundle": {{"actions": [{{"type": "webhook", "url": "{url}"}}], {retry}}}}}"#,
+                    minoots_core::timefmt::format_us(at)
+                );
+                (at, TimerRequest::from_json(json.as_bytes()).expect("valid"))
+            })
+            .collect();
+        let ats: Vec<i64> = chunk.iter().map(|(a, _)| *a).collect();
+        let timers = k
+            .schedule_many("bench", chunk.into_iter().map(|(_, r)| r).collect())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        for (t, at) in timers.iter().zip(ats) {
+            due.insert(t.id.to_string(), at);
+        }
+        i += 1_000;
+    }
+    anyhow::ensure!(
+        SystemClock.now_us() < base_us,
+        "setup took longer than the lead time; lower --timers"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(170);
+    while receiver.arrivals.lock().expect("arrivals").len() < n && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let arrivals = receiver.arrivals.lock().expect("arrivals").clone();
+    let _ = stop.send(true);
+    let _ = running.await;
+    k.shutdown().await;
+
+    let mut seen = std::collections::HashSet::with_capacity(n);
+    let mut duplicates = 0usize;
+    let mut lateness = Vec::with_capacity(n);
+    let mut last = i64::MIN;
+    for (id, at) in &arrivals {
+        if !seen.insert(id.clone()) {
+            duplicates += 1;
+            continue;
+        }
+        if let Some(d) = due.get(id) {
+            lateness.push(at - d);
+        }
+        last = last.max(*at);
+    }
+    let window_s = (last - base_us).max(1) as f64 / 1e6;
+    emit(json!({
+        "section": "delivery",
+        "timers": n,
+        "spread_ms": b.spread_ms,
+        "concurrency": b.concurrency,
+        "fail_percent": b.fail_percent,
+        "requests": receiver.requests.load(std::sync::atomic::Ordering::Relaxed),
+        "delivered": seen.len(),
+        "missing": n.saturating_sub(seen.len()),
+        "duplicates": duplicates,
+        "seconds_from_first_due_to_last_delivery": window_s,
+        "deliveries_per_s": (seen.len() as f64 / window_s).round(),
+        "due_to_receipt": dist_us(lateness),
+    }));
+    emit(fsync_calibration(&base)?);
+    Ok(())
 }

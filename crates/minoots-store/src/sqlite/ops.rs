@@ -46,16 +46,6 @@ impl<'a> WriteCtx<'a> {
         }
     }
 
-    /// Position in this transaction's event list, for [`WriteCtx::discard_events_after`].
-    fn event_mark(&self) -> usize {
-        self.events.len()
-    }
-
-    /// Forgets events appended after `mark` (their rows were rolled back).
-    fn discard_events_after(&mut self, mark: usize) {
-        self.events.truncate(mark);
-    }
-
     /// Appends an event to the log in this transaction.
     fn append_event(
         &mut self,
@@ -402,23 +392,17 @@ pub fn load_due_timers(
     Ok(rows)
 }
 
-/// Fires each timer in its own savepoint: a timer whose stored data cannot be read is
-/// reported as `Failed` and left as it is, and does not hold back the others. Transient
-/// errors (disk) fail the whole call, which the caller retries.
+/// Fires each timer. A timer whose stored data cannot be read is reported as `Failed` and
+/// left as it is, without holding back the others: `fire_timer` reads and checks
+/// everything before its first write, so such a failure leaves nothing to undo. Anything
+/// that fails after a write fails the whole call, which the caller retries.
 pub fn fire_timers(ctx: &mut WriteCtx<'_>, fires: &[FireRequest]) -> StoreResult<Vec<FireOutcome>> {
     let mut out = Vec::with_capacity(fires.len());
     for f in fires {
-        ctx.conn.execute_batch("SAVEPOINT fire_one")?;
-        let mark = ctx.event_mark();
+        let changes_before = ctx.conn.total_changes();
         match fire_timer(ctx, *f) {
-            Ok(o) => {
-                ctx.conn.execute_batch("RELEASE fire_one")?;
-                out.push(o);
-            }
-            Err(StoreError::Corrupt(error)) => {
-                ctx.conn
-                    .execute_batch("ROLLBACK TO fire_one; RELEASE fire_one")?;
-                ctx.discard_events_after(mark);
+            Ok(o) => out.push(o),
+            Err(StoreError::Corrupt(error)) if ctx.conn.total_changes() == changes_before => {
                 tracing::error!(timer = %f.timer_id, %error, "cannot fire a timer whose stored data is unreadable");
                 out.push(FireOutcome::Failed {
                     timer_id: f.timer_id,
