@@ -92,7 +92,7 @@ impl Orchestrator {
         kernel: Arc<dyn KernelApi>,
         config: OrchestratorConfig,
     ) -> Result<Arc<Self>, String> {
-        let webhooks = WebhookClient::new(config.targets.clone())?;
+        let webhooks = WebhookClient::new(config.targets.clone(), config.max_per_host)?;
         Ok(Arc::new(Self {
             kernel,
             config,

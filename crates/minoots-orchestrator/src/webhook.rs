@@ -22,8 +22,6 @@ use crate::ExecResult;
 use crate::signing::{WebhookSecret, sign_webhook};
 use crate::ssrf::{CheckedTarget, TargetError, TargetPolicy};
 
-/// Idle keep-alive connections kept per host; bounds sockets held between deliveries.
-const MAX_IDLE_PER_HOST: usize = 32;
 /// Longest `Retry-After` honoured before the retry policy's own cap applies: 7 days.
 const MAX_RETRY_AFTER_MS: u64 = 7 * 24 * 3600 * 1000;
 
@@ -68,7 +66,9 @@ pub struct WebhookClient {
 }
 
 impl WebhookClient {
-    pub fn new(policy: TargetPolicy) -> Result<Self, String> {
+    /// `max_idle_per_host` bounds the keep-alive connections kept per destination; match
+    /// it to the per-host concurrency, or busy hosts pay a new connection per request.
+    pub fn new(policy: TargetPolicy, max_idle_per_host: usize) -> Result<Self, String> {
         let policy = Arc::new(policy);
         let client = reqwest::Client::builder()
             .user_agent(concat!(
@@ -81,7 +81,7 @@ impl WebhookClient {
             .dns_resolver(Arc::new(GuardedResolver {
                 policy: policy.clone(),
             }))
-            .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
+            .pool_max_idle_per_host(max_idle_per_host)
             .pool_idle_timeout(Duration::from_secs(60))
             .connect_timeout(Duration::from_secs(10))
             .tcp_nodelay(true)
