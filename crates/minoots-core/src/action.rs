@@ -235,12 +235,12 @@ impl WebhookAction {
                 );
             }
             if value.len() > MAX_HEADER_VALUE_BYTES
-                || value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0)
+                || value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f)
             {
                 errors.push(
                     format!("{p}.headers.{name}"),
                     format!(
-                        "value must be at most {MAX_HEADER_VALUE_BYTES} bytes without line breaks"
+                        "value must be at most {MAX_HEADER_VALUE_BYTES} bytes without control characters"
                     ),
                 );
             }
@@ -466,6 +466,10 @@ mod tests {
             ),
             (
                 r#"{"actions": [{"type": "webhook", "url": "https://example.com", "headers": {"x": "a\nb"}}]}"#,
+                "actionBundle.actions[0].headers.x",
+            ),
+            (
+                r#"{"actions": [{"type": "webhook", "url": "https://example.com", "headers": {"x": "a\u0001b"}}]}"#,
                 "actionBundle.actions[0].headers.x",
             ),
             (

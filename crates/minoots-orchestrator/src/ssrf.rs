@@ -79,7 +79,8 @@ pub fn classify(ip: IpAddr) -> Option<AddressClass> {
 fn classify_v4(ip: Ipv4Addr) -> Option<AddressClass> {
     let o = ip.octets();
     let class = match o {
-        [169, 254, 169, 254] => AddressClass::Metadata,
+        // AWS/GCP/Azure/OpenStack, and Alibaba Cloud's (inside the CGNAT range).
+        [169, 254, 169, 254] | [100, 100, 100, 200] => AddressClass::Metadata,
         [0, ..] => AddressClass::Unspecified,
         [127, ..] => AddressClass::Loopback,
         [10, ..] => AddressClass::Private,
@@ -110,8 +111,9 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
         [0, 0, 0, 0, 0, 0xffff, _, _] => Some(tail),
         // IPv4-compatible ::a.b.c.d (deprecated, but still routed by some stacks)
         [0, 0, 0, 0, 0, 0, _, _] if !(s[6] == 0 && s[7] <= 1) => Some(tail),
-        // NAT64 well-known prefix 64:ff9b::/96 and local-use 64:ff9b:1::/48
-        [0x64, 0xff9b, 0, 0, 0, 0, _, _] | [0x64, 0xff9b, 1, ..] => Some(tail),
+        // NAT64 well-known prefix 64:ff9b::/96 (the local-use 64:ff9b:1::/48 may embed the
+        // IPv4 address elsewhere, so it is refused as reserved below)
+        [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(tail),
         // 6to4 2002:AABB:CCDD::/48 embeds AA.BB.CC.DD
         [0x2002, a, b, ..] => Some(Ipv4Addr::new(
             (a >> 8) as u8,

@@ -131,34 +131,44 @@ impl WebhookClient {
             .body(body);
 
         let timeout = Duration::from_millis(u64::from(action.timeout_ms()));
-        match tokio::time::timeout(timeout, self.send_and_read(request, action.timeout_ms())).await
-        {
-            Ok(result) => result,
-            Err(_) => ExecResult::failure(
-                AttemptOutcome::Retryable,
-                format!("no complete response within {} ms", action.timeout_ms()),
-            ),
-        }
-    }
-
-    async fn send_and_read(&self, request: reqwest::RequestBuilder, timeout_ms: u32) -> ExecResult {
-        let mut response = match request.send().await {
-            Ok(r) => r,
-            Err(e) => return classify_send_error(&e, timeout_ms),
+        let started = tokio::time::Instant::now();
+        let response = match tokio::time::timeout(timeout, request.send()).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return classify_send_error(&e, action.timeout_ms()),
+            Err(_) => {
+                return ExecResult::failure(
+                    AttemptOutcome::Retryable,
+                    format!("no response within {} ms", action.timeout_ms()),
+                );
+            }
         };
-        let status = response.status();
-        let retry_after_ms = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after_ms);
-        let location = response
-            .headers()
-            .get("location")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        // Read at most the first 4 KiB; a larger body is left unread.
-        let mut excerpt = Vec::new();
+        // The status decides the outcome. The excerpt is read within what is left of the
+        // timeout (at least a short moment); a slow body only shortens the excerpt.
+        let left = timeout
+            .saturating_sub(started.elapsed())
+            .max(EXCERPT_MIN_WAIT);
+        classify_response(response, left).await
+    }
+}
+
+/// The least time given to reading a response excerpt, even when the timeout is spent.
+const EXCERPT_MIN_WAIT: Duration = Duration::from_millis(200);
+
+async fn classify_response(mut response: reqwest::Response, excerpt_wait: Duration) -> ExecResult {
+    let status = response.status();
+    let retry_after_ms = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after_ms);
+    let location = response
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    // Read at most the first 4 KiB; a larger body is left unread.
+    let mut excerpt = Vec::new();
+    let _ = tokio::time::timeout(excerpt_wait, async {
         while excerpt.len() < MAX_ATTEMPT_RESPONSE_BYTES {
             match response.chunk().await {
                 Ok(Some(chunk)) => {
@@ -168,42 +178,43 @@ impl WebhookClient {
                 Ok(None) | Err(_) => break,
             }
         }
-        let code = status.as_u16();
-        let (outcome, error) = match code {
-            200..=299 => (AttemptOutcome::Succeeded, None),
-            300..=399 => (
-                AttemptOutcome::Permanent,
-                Some(format!(
-                    "answered {code} and redirects are not followed (Location: {})",
-                    location.as_deref().unwrap_or("none")
-                )),
-            ),
-            410 => (
-                AttemptOutcome::Permanent,
-                Some("answered 410 Gone: no more retries".to_string()),
-            ),
-            429 => (
-                AttemptOutcome::Retryable,
-                Some("answered 429 Too Many Requests".to_string()),
-            ),
-            400..=499 => (
-                AttemptOutcome::Permanent,
-                Some(format!("answered {code}; not retried")),
-            ),
-            _ => (AttemptOutcome::Retryable, Some(format!("answered {code}"))),
-        };
-        ExecResult {
-            outcome,
-            http_status: Some(code),
-            exit_code: None,
-            error,
-            response_excerpt: Some(String::from_utf8_lossy(&excerpt).into_owned()),
-            retry_after_ms: if outcome == AttemptOutcome::Retryable {
-                retry_after_ms
-            } else {
-                None
-            },
-        }
+    })
+    .await;
+    let code = status.as_u16();
+    let (outcome, error) = match code {
+        200..=299 => (AttemptOutcome::Succeeded, None),
+        300..=399 => (
+            AttemptOutcome::Permanent,
+            Some(format!(
+                "answered {code} and redirects are not followed (Location: {})",
+                location.as_deref().unwrap_or("none")
+            )),
+        ),
+        410 => (
+            AttemptOutcome::Permanent,
+            Some("answered 410 Gone: no more retries".to_string()),
+        ),
+        429 => (
+            AttemptOutcome::Retryable,
+            Some("answered 429 Too Many Requests".to_string()),
+        ),
+        400..=499 => (
+            AttemptOutcome::Permanent,
+            Some(format!("answered {code}; not retried")),
+        ),
+        _ => (AttemptOutcome::Retryable, Some(format!("answered {code}"))),
+    };
+    ExecResult {
+        outcome,
+        http_status: Some(code),
+        exit_code: None,
+        error,
+        response_excerpt: Some(String::from_utf8_lossy(&excerpt).into_owned()),
+        retry_after_ms: if outcome == AttemptOutcome::Retryable {
+            retry_after_ms
+        } else {
+            None
+        },
     }
 }
 
