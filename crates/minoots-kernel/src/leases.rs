@@ -52,6 +52,21 @@ pub(crate) fn start_session(
             {
                 Ok(claimed) if !claimed.is_empty() => {
                     KernelMetrics::inc(&metrics.deliveries_leased, claimed.len() as u64);
+                    if tx.is_closed() {
+                        // The executor went away while this claim committed: hand the
+                        // deliveries back now rather than when their leases expire.
+                        for d in claimed {
+                            let _ = store
+                                .release_delivery(
+                                    d.delivery.id,
+                                    &request.lease_owner,
+                                    d.delivery.attempt,
+                                )
+                                .await;
+                        }
+                        notify.notify_waiters();
+                        return;
+                    }
                     for (permit, d) in permits.zip(claimed) {
                         permit.send(Ok(d));
                     }

@@ -55,8 +55,11 @@ pub struct OrchestratorConfig {
 
 /// Hosts tracked for per-host limits before idle entries are dropped.
 const MAX_TRACKED_HOSTS: usize = 10_000;
-/// Attempts to deliver one report while the kernel is unavailable.
-const MAX_REPORT_TRIES: u32 = 8;
+/// Attempts to deliver one report while the kernel is unavailable (also bounded by the
+/// lease: at most about an hour of 5 s retries).
+const MAX_REPORT_TRIES: u32 = 800;
+/// An attempt is not started with less than this left of its lease.
+const LEASE_MARGIN: Duration = Duration::from_millis(500);
 
 impl OrchestratorConfig {
     pub fn new(lease_owner: impl Into<String>) -> Self {
@@ -246,6 +249,27 @@ impl Orchestrator {
 
     /// Runs one leased delivery and reports the attempt.
     async fn execute(&self, d: LeasedDelivery) {
+        // A host slot is waited for before anything starts; by then the lease may be
+        // nearly gone, and an attempt started on an expired lease would run alongside the
+        // executor the delivery was handed to next. Such a delivery is handed back instead.
+        let slot = match &d.action {
+            Action::Webhook(w) => Some(self.host_slots(&w.url)),
+            _ => None,
+        };
+        let _slot = match &slot {
+            Some(s) => Some(s.acquire().await.expect("semaphore open")),
+            None => None,
+        };
+        let lease_left_us = d
+            .delivery
+            .lease_expires_at_us
+            .unwrap_or(i64::MAX)
+            .saturating_sub(SystemClock.now_us());
+        if lease_left_us < LEASE_MARGIN.as_micros() as i64 {
+            tracing::warn!(delivery = %d.delivery.id, "lease nearly expired before the attempt started; handing it back");
+            self.release(&d).await;
+            return;
+        }
         let started_at_us = SystemClock.now_us();
         let started = Instant::now();
         let envelope = serde_json::json!({
@@ -255,29 +279,25 @@ impl Orchestrator {
             "attempt": d.delivery.attempt,
         });
         let result = match &d.action {
-            Action::Webhook(w) => {
-                let slot = self.host_slots(&w.url);
-                let _slot = slot.acquire().await.expect("semaphore open");
-                match self.signing_secrets(&d.timer.tenant_id).await {
-                    Ok(secrets) => {
-                        self.webhooks
-                            .deliver(WebhookCall {
-                                action: w,
-                                delivery_id: &d.delivery.id.to_string(),
-                                timer_id: &d.timer.id.to_string(),
-                                attempt: d.delivery.attempt,
-                                secrets: &secrets,
-                                timestamp_s: started_at_us.div_euclid(1_000_000),
-                                envelope: &envelope,
-                            })
-                            .await
-                    }
-                    Err(e) => ExecResult::failure(
-                        AttemptOutcome::Retryable,
-                        format!("signing secret unavailable: {e}"),
-                    ),
+            Action::Webhook(w) => match self.signing_secrets(&d.timer.tenant_id).await {
+                Ok(secrets) => {
+                    self.webhooks
+                        .deliver(WebhookCall {
+                            action: w,
+                            delivery_id: &d.delivery.id.to_string(),
+                            timer_id: &d.timer.id.to_string(),
+                            attempt: d.delivery.attempt,
+                            secrets: &secrets,
+                            timestamp_s: started_at_us.div_euclid(1_000_000),
+                            envelope: &envelope,
+                        })
+                        .await
                 }
-            }
+                Err(e) => ExecResult::failure(
+                    AttemptOutcome::Retryable,
+                    format!("signing secret unavailable: {e}"),
+                ),
+            },
             Action::Command(c) => run_command(&self.config.commands, c).await,
             Action::File(f) => run_file(self.config.files.as_ref(), f, &envelope).await,
         };
@@ -294,17 +314,26 @@ impl Orchestrator {
             error: result.error,
             response_excerpt: result.response_excerpt,
         };
-        self.report(report).await;
+        self.report(report, d.delivery.lease_expires_at_us).await;
     }
 
-    /// Reports an attempt, retrying while the kernel is unavailable. A fenced report means
+    /// Reports an attempt, retrying while the kernel is unavailable and the lease lasts
+    /// (after that the kernel hands the delivery out again anyway). A fenced report means
     /// the lease was lost (this attempt ran late); the kernel has already moved on.
-    async fn report(&self, report: AttemptReport) {
+    async fn report(&self, report: AttemptReport, lease_expires_at_us: Option<i64>) {
         let mut wait = Duration::from_millis(100);
-        for _ in 0..MAX_REPORT_TRIES {
+        let mut tries = 0u32;
+        loop {
+            tries += 1;
             match self.kernel.report_attempt(report.clone()).await {
                 Ok(_) => return,
                 Err(KernelError::Unavailable(e)) => {
+                    let lease_over =
+                        lease_expires_at_us.is_some_and(|at| SystemClock.now_us() >= at);
+                    if lease_over || tries >= MAX_REPORT_TRIES {
+                        tracing::error!(delivery = %report.delivery_id, error = %e, "report lost; the delivery runs again when its lease expires");
+                        return;
+                    }
                     tracing::warn!(delivery = %report.delivery_id, error = %e, "kernel unavailable; report retried");
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(5));
@@ -315,6 +344,5 @@ impl Orchestrator {
                 }
             }
         }
-        tracing::error!(delivery = %report.delivery_id, "report lost; the delivery runs again when its lease expires");
     }
 }

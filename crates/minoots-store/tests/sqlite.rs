@@ -197,3 +197,70 @@ async fn an_unreadable_timer_does_not_hold_back_the_others() {
     assert_eq!(dead, 1);
     h.store.close().await;
 }
+
+#[tokio::test]
+async fn a_report_that_cannot_be_applied_writes_nothing() {
+    use minoots_core::{AttemptOutcome, DeliveryStatus};
+    use minoots_store::{AttemptReport, FireRequest};
+    let h = make().await.unwrap();
+    let dir = h
+        .guard
+        .downcast_ref::<tempfile::TempDir>()
+        .unwrap()
+        .path()
+        .to_path_buf();
+    let t = h
+        .store
+        .create_timer(timer(&h, "acme", T0, 1))
+        .await
+        .unwrap()
+        .timer;
+    h.store
+        .fire_timers(vec![FireRequest {
+            timer_id: t.id,
+            fired_at_us: T0,
+        }])
+        .await
+        .unwrap();
+    let d = h
+        .store
+        .claim_deliveries("w1", 30_000_000, 10)
+        .await
+        .unwrap()
+        .remove(0);
+    rusqlite_conn(&dir)
+        .execute(
+            "UPDATE timers SET action_bundle = 'garbage' WHERE id = ?1",
+            [t.id.as_bytes().to_vec()],
+        )
+        .unwrap();
+    let report = AttemptReport {
+        delivery_id: d.delivery.id,
+        lease_owner: "w1".into(),
+        attempt: 1,
+        started_at_us: T0,
+        duration_us: 1,
+        outcome: AttemptOutcome::Retryable,
+        retry_after_ms: None,
+        http_status: Some(503),
+        exit_code: None,
+        error: None,
+        response_excerpt: None,
+    };
+    // The retry needs the (unreadable) policy: refused before anything is written, and a
+    // concurrent, unrelated write in the same group commit still succeeds.
+    let other = h.store.create_timer(timer(&h, "acme", T0 + 5_000_000, 1));
+    let (refused, other) = tokio::join!(h.store.report_attempt(report), other);
+    assert!(
+        matches!(refused, Err(StoreError::Corrupt(_))),
+        "{refused:?}"
+    );
+    assert!(other.unwrap().created);
+    let ds = h.store.get_delivery(d.delivery.id).await.unwrap().unwrap();
+    assert_eq!(ds.status, DeliveryStatus::InFlight, "unchanged");
+    let attempts: i64 = rusqlite_conn(&dir)
+        .query_row("SELECT COUNT(*) FROM attempts", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(attempts, 0, "no attempt row was left behind");
+    h.store.close().await;
+}

@@ -613,36 +613,34 @@ fn timer_status(conn: &Connection, id: TimerId) -> StoreResult<TimerStatus> {
     s.parse().map_err(StoreError::Corrupt)
 }
 
-fn set_timer_status(
+/// Writes a timer's new terminal status with its event. The transition must have been
+/// checked by the caller before its first write (see `report_attempt`).
+fn write_timer_status(
     ctx: &mut WriteCtx<'_>,
     timer_id: TimerId,
     tenant_id: &str,
     to: TimerStatus,
     data: serde_json::Value,
-) -> StoreResult<TimerStatus> {
-    let from = timer_status(ctx.conn, timer_id)?;
-    if from == to {
-        return Ok(to);
-    }
-    if from == TimerStatus::Failed && to == TimerStatus::Settled {
-        // Another action of a failed timer succeeded later: the timer stays failed.
-        return Ok(from);
-    }
-    check_timer_transition(timer_id, from, to)?;
-    let settled_at =
-        (to == TimerStatus::Settled || to == TimerStatus::Failed).then_some(ctx.now_us);
+) -> StoreResult<()> {
     ctx.conn
         .prepare_cached(
             "UPDATE timers SET status = ?2, settled_at = ?3, version = version + 1 WHERE id = ?1",
         )?
-        .execute(params![timer_id.as_bytes(), to.as_str(), settled_at])?;
+        .execute(params![timer_id.as_bytes(), to.as_str(), ctx.now_us])?;
     let event = if to == TimerStatus::Settled {
         EventType::TimerSettled
     } else {
         EventType::TimerFailed
     };
-    ctx.append_event(event, tenant_id, timer_id, None, data)?;
-    Ok(to)
+    ctx.append_event(event, tenant_id, timer_id, None, data)
+}
+
+/// What a report will do, decided (and checked) before anything is written: a failure
+/// after a write would fail the whole group commit it belongs to.
+enum ReportPlan {
+    Succeed { settles: bool },
+    Retry { next_us: i64, delay_ms: u64 },
+    Kill { why: &'static str },
 }
 
 pub fn report_attempt(ctx: &mut WriteCtx<'_>, r: AttemptReport) -> StoreResult<ReportOutcome> {
@@ -655,6 +653,53 @@ pub fn report_attempt(ctx: &mut WriteCtx<'_>, r: AttemptReport) -> StoreResult<R
             delivery_id: r.delivery_id,
         });
     }
+    let timer_now = timer_status(ctx.conn, d.timer_id)?;
+    let plan = match r.outcome {
+        AttemptOutcome::Succeeded => {
+            check_delivery_transition(d.id, d.status, DeliveryStatus::Succeeded)?;
+            let others_unfinished: i64 = ctx
+                .conn
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM deliveries
+                      WHERE timer_id = ?1 AND occurrence = ?2 AND status != 'succeeded' AND id != ?3",
+                )?
+                .query_row(params![d.timer_id.as_bytes(), d.occurrence, d.id.as_bytes()], |row| row.get(0))?;
+            // A failed timer stays failed when another of its actions succeeds later.
+            let settles = others_unfinished == 0 && timer_now != TimerStatus::Failed;
+            if settles {
+                check_timer_transition(d.timer_id, timer_now, TimerStatus::Settled)?;
+            }
+            ReportPlan::Succeed { settles }
+        }
+        AttemptOutcome::Retryable if d.attempt < d.max_attempts => {
+            let bundle: String = ctx
+                .conn
+                .prepare_cached("SELECT action_bundle FROM timers WHERE id = ?1")?
+                .query_row(params![d.timer_id.as_bytes()], |row| row.get(0))?;
+            let bundle: ActionBundle =
+                serde_json::from_str(&bundle).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let delay_ms =
+                bundle
+                    .retry_policy()
+                    .backoff_ms(d.attempt, fastrand::f64(), r.retry_after_ms);
+            check_delivery_transition(d.id, d.status, DeliveryStatus::Pending)?;
+            ReportPlan::Retry {
+                next_us: ctx.now_us + (delay_ms as i64) * 1_000,
+                delay_ms,
+            }
+        }
+        AttemptOutcome::Retryable | AttemptOutcome::Permanent => {
+            check_kill(&d, Some(timer_now))?;
+            ReportPlan::Kill {
+                why: if r.outcome == AttemptOutcome::Permanent {
+                    "permanent failure"
+                } else {
+                    "retries exhausted"
+                },
+            }
+        }
+    };
+
     let error = r.error.map(|e| truncate(e, MAX_ATTEMPT_ERROR_BYTES));
     let excerpt = r
         .response_excerpt
@@ -686,31 +731,25 @@ pub fn report_attempt(ctx: &mut WriteCtx<'_>, r: AttemptReport) -> StoreResult<R
                "exitCode": r.exit_code, "error": error, "durationUs": r.duration_us}),
     )?;
 
-    match r.outcome {
-        AttemptOutcome::Succeeded => {
-            check_delivery_transition(d.id, d.status, DeliveryStatus::Succeeded)?;
+    match plan {
+        ReportPlan::Succeed { settles } => {
             ctx.conn
                 .prepare_cached(
                     "UPDATE deliveries SET status = 'succeeded', lease_owner = NULL, lease_expires_at = NULL,
                             updated_at = ?2, last_error = NULL WHERE id = ?1",
                 )?
                 .execute(params![d.id.as_bytes(), ctx.now_us])?;
-            let unfinished: i64 = ctx
-                .conn
-                .prepare_cached(
-                    "SELECT COUNT(*) FROM deliveries WHERE timer_id = ?1 AND occurrence = ?2 AND status != 'succeeded'",
-                )?
-                .query_row(params![d.timer_id.as_bytes(), d.occurrence], |row| row.get(0))?;
-            let timer_status = if unfinished == 0 {
-                set_timer_status(
+            let timer_status = if settles {
+                write_timer_status(
                     ctx,
                     d.timer_id,
                     &d.tenant_id,
                     TimerStatus::Settled,
                     json!({}),
-                )?
+                )?;
+                TimerStatus::Settled
             } else {
-                timer_status(ctx.conn, d.timer_id)?
+                timer_now
             };
             Ok(ReportOutcome {
                 delivery_status: DeliveryStatus::Succeeded,
@@ -718,46 +757,28 @@ pub fn report_attempt(ctx: &mut WriteCtx<'_>, r: AttemptReport) -> StoreResult<R
                 timer_status,
             })
         }
-        AttemptOutcome::Retryable if d.attempt < d.max_attempts => {
-            let bundle: String = ctx
-                .conn
-                .prepare_cached("SELECT action_bundle FROM timers WHERE id = ?1")?
-                .query_row(params![d.timer_id.as_bytes()], |row| row.get(0))?;
-            let bundle: ActionBundle =
-                serde_json::from_str(&bundle).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let delay_ms =
-                bundle
-                    .retry_policy()
-                    .backoff_ms(d.attempt, fastrand::f64(), r.retry_after_ms);
-            let next = ctx.now_us + (delay_ms as i64) * 1_000;
-            check_delivery_transition(d.id, d.status, DeliveryStatus::Pending)?;
+        ReportPlan::Retry { next_us, delay_ms } => {
             ctx.conn
                 .prepare_cached(
                     "UPDATE deliveries SET status = 'pending', next_attempt_at = ?2, lease_owner = NULL,
                             lease_expires_at = NULL, updated_at = ?3, last_error = ?4 WHERE id = ?1",
                 )?
-                .execute(params![d.id.as_bytes(), next, ctx.now_us, error])?;
+                .execute(params![d.id.as_bytes(), next_us, ctx.now_us, error])?;
             ctx.append_event(
                 EventType::DeliveryRetrying,
                 &d.tenant_id,
                 d.timer_id,
                 Some(d.id),
-                json!({"attempt": d.attempt, "nextAttemptAt": format_us(next), "delayMs": delay_ms}),
+                json!({"attempt": d.attempt, "nextAttemptAt": format_us(next_us), "delayMs": delay_ms}),
             )?;
-            let timer_status = timer_status(ctx.conn, d.timer_id)?;
             Ok(ReportOutcome {
                 delivery_status: DeliveryStatus::Pending,
-                next_attempt_at_us: Some(next),
-                timer_status,
+                next_attempt_at_us: Some(next_us),
+                timer_status: timer_now,
             })
         }
-        AttemptOutcome::Retryable | AttemptOutcome::Permanent => {
-            let why = if r.outcome == AttemptOutcome::Permanent {
-                "permanent failure"
-            } else {
-                "retries exhausted"
-            };
-            let timer_status = kill_delivery(ctx, &d, why, error)?;
+        ReportPlan::Kill { why } => {
+            let timer_status = kill_delivery(ctx, &d, why, error, Some(timer_now))?;
             Ok(ReportOutcome {
                 delivery_status: DeliveryStatus::Dead,
                 next_attempt_at_us: None,
@@ -767,14 +788,24 @@ pub fn report_attempt(ctx: &mut WriteCtx<'_>, r: AttemptReport) -> StoreResult<R
     }
 }
 
-/// Marks a delivery dead and its timer failed, with events.
+/// Checks, before any write, that a delivery may die and its timer (if readable) fail.
+fn check_kill(d: &Delivery, timer_now: Option<TimerStatus>) -> StoreResult<()> {
+    check_delivery_transition(d.id, d.status, DeliveryStatus::Dead)?;
+    if let Some(ts) = timer_now.filter(|ts| *ts != TimerStatus::Failed) {
+        check_timer_transition(d.timer_id, ts, TimerStatus::Failed)?;
+    }
+    Ok(())
+}
+
+/// Marks a delivery dead and its timer failed, with events. `check_kill` must have passed.
+/// `timer_now` is None when the timer cannot be read: the delivery still dies.
 fn kill_delivery(
     ctx: &mut WriteCtx<'_>,
     d: &Delivery,
     why: &str,
     error: Option<String>,
+    timer_now: Option<TimerStatus>,
 ) -> StoreResult<TimerStatus> {
-    check_delivery_transition(d.id, d.status, DeliveryStatus::Dead)?;
     ctx.conn
         .prepare_cached(
             "UPDATE deliveries SET status = 'dead', lease_owner = NULL, lease_expires_at = NULL,
@@ -792,32 +823,65 @@ fn kill_delivery(
         Some(d.id),
         json!({"attempt": d.attempt, "reason": why, "error": error}),
     )?;
-    set_timer_status(
-        ctx,
-        d.timer_id,
-        &d.tenant_id,
-        TimerStatus::Failed,
-        json!({"deliveryId": d.id.to_string(), "reason": why}),
-    )
+    match timer_now {
+        Some(TimerStatus::Failed) | None => Ok(TimerStatus::Failed),
+        Some(_) => {
+            write_timer_status(
+                ctx,
+                d.timer_id,
+                &d.tenant_id,
+                TimerStatus::Failed,
+                json!({"deliveryId": d.id.to_string(), "reason": why}),
+            )?;
+            Ok(TimerStatus::Failed)
+        }
+    }
 }
 
 pub fn rescue_expired_leases(ctx: &mut WriteCtx<'_>, limit: usize) -> StoreResult<usize> {
-    let expired = {
+    let rows = {
         let mut stmt = ctx.conn.prepare_cached(&format!(
             "SELECT {DELIVERY_COLS} FROM deliveries WHERE status = 'in_flight' AND lease_expires_at < ?1
              ORDER BY lease_expires_at LIMIT ?2"
         ))?;
-        stmt.query_map(params![ctx.now_us, limit as i64], delivery_from_row)?
-            .collect::<Result<Vec<_>, _>>()?
+        stmt.query_map(params![ctx.now_us, limit as i64], |row| {
+            Ok((row.get::<_, Vec<u8>>(0)?, delivery_from_row(row)))
+        })?
+        .collect::<Result<Vec<_>, _>>()?
     };
-    for d in &expired {
+    let n = rows.len();
+    for (raw_id, d) in rows {
+        let d = match d {
+            Ok(d) => d,
+            Err(e) => {
+                // Unreadable: set aside as dead so it cannot block the rescue of others.
+                tracing::error!(error = %e, "an expired delivery is unreadable and is set aside as dead");
+                ctx.conn
+                    .prepare_cached(
+                        "UPDATE deliveries SET status = 'dead', lease_owner = NULL, lease_expires_at = NULL,
+                                updated_at = ?2, last_error = ?3 WHERE id = ?1",
+                    )?
+                    .execute(params![raw_id, ctx.now_us, format!("unreadable delivery: {e}")])?;
+                continue;
+            }
+        };
         let why = format!(
             "lease of {} expired during attempt {}",
             d.lease_owner.as_deref().unwrap_or("?"),
             d.attempt
         );
         if d.attempt >= d.max_attempts {
-            kill_delivery(ctx, d, "retries exhausted", Some(why))?;
+            let timer_now = match timer_status(ctx.conn, d.timer_id) {
+                Ok(ts) => Some(ts),
+                Err(StoreError::Corrupt(_)) => None,
+                Err(other) => return Err(other),
+            };
+            if check_kill(&d, timer_now).is_err() {
+                // A state the machine does not allow: leave the timer, still end the delivery.
+                kill_delivery(ctx, &d, "retries exhausted", Some(why), None)?;
+            } else {
+                kill_delivery(ctx, &d, "retries exhausted", Some(why), timer_now)?;
+            }
         } else {
             check_delivery_transition(d.id, d.status, DeliveryStatus::Pending)?;
             ctx.conn
@@ -835,7 +899,7 @@ pub fn rescue_expired_leases(ctx: &mut WriteCtx<'_>, limit: usize) -> StoreResul
             )?;
         }
     }
-    Ok(expired.len())
+    Ok(n)
 }
 
 pub fn next_delivery_due_us(conn: &Connection) -> StoreResult<Option<i64>> {
