@@ -117,11 +117,9 @@ fn rss_bytes() -> u64 {
 
 /// Returns freed heap to the OS so RSS reflects live memory, not allocator caches.
 fn trim_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free memory held by the allocator.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    // SAFETY: mi_collect only releases free memory held by the allocator (the binary's
+    // global allocator is mimalloc).
+    unsafe { libmimalloc_sys::mi_collect(true) };
 }
 
 fn percentile(sorted: &[i64], q: f64) -> i64 {
@@ -228,6 +226,11 @@ async fn kernel_bench(b: KernelBench) -> anyhow::Result<()> {
     let wants = |s: &str| b.only.is_empty() || b.only.iter().any(|o| o == s);
     emit(machine());
     emit(fsync_calibration(&base)?);
+    // Memory first: the allocator keeps memory that earlier sections used, which would
+    // inflate the baseline of a later memory measurement.
+    if wants("rss") {
+        emit(bench_rss(&section_dir(&base, "rss")?, b.rss_timers).await?);
+    }
     if wants("schedules") {
         emit(
             bench_schedules(
@@ -247,9 +250,6 @@ async fn kernel_bench(b: KernelBench) -> anyhow::Result<()> {
             )
             .await?,
         );
-    }
-    if wants("rss") {
-        emit(bench_rss(&section_dir(&base, "rss")?, b.rss_timers).await?);
     }
     emit(fsync_calibration(&base)?);
     Ok(())
