@@ -210,6 +210,19 @@ fn webhook_request(fire: &str) -> TimerRequest {
     .expect("valid request")
 }
 
+/// Schedules `(due time, request)` pairs in one transaction; returns each id with its due time.
+async fn schedule_due(
+    k: &Kernel,
+    chunk: Vec<(i64, TimerRequest)>,
+) -> anyhow::Result<Vec<(minoots_core::TimerId, i64)>> {
+    let ats: Vec<i64> = chunk.iter().map(|(a, _)| *a).collect();
+    let timers = k
+        .schedule_many("bench", chunk.into_iter().map(|(_, r)| r).collect())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(timers.iter().map(|t| t.id).zip(ats).collect())
+}
+
 fn section_dir(base: &Path, name: &str) -> anyhow::Result<PathBuf> {
     let d = base.join(name);
     if d.exists() {
@@ -330,13 +343,8 @@ async fn bench_lateness(dir: &Path, n: usize, spread_s: u64) -> anyhow::Result<s
                 )
             })
             .collect();
-        let ats: Vec<i64> = chunk.iter().map(|(a, _)| *a).collect();
-        let timers = k
-            .schedule_many("bench", chunk.into_iter().map(|(_, r)| r).collect())
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        for (t, at) in timers.iter().zip(ats) {
-            due.insert(t.id, at);
+        for (id, at) in schedule_due(&k, chunk).await? {
+            due.insert(id, at);
         }
         i += 1_000;
     }
@@ -575,13 +583,8 @@ async fn delivery_bench(b: DeliveryBench) -> anyhow::Result<()> {
                 (at, TimerRequest::from_json(json.as_bytes()).expect("valid"))
             })
             .collect();
-        let ats: Vec<i64> = chunk.iter().map(|(a, _)| *a).collect();
-        let timers = k
-            .schedule_many("bench", chunk.into_iter().map(|(_, r)| r).collect())
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        for (t, at) in timers.iter().zip(ats) {
-            due.insert(t.id.to_string(), at);
+        for (id, at) in schedule_due(&k, chunk).await? {
+            due.insert(id.to_string(), at);
         }
         i += 1_000;
     }
