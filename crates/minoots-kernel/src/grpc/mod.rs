@@ -29,7 +29,16 @@ pub fn to_status(e: KernelError) -> Status {
             Status::with_details(Code::InvalidArgument, errors.to_string(), details.into())
         }
         KernelError::NotFound(what) => Status::not_found(format!("{what} not found")),
-        KernelError::Conflict { message, .. } => Status::failed_precondition(message),
+        KernelError::Conflict { message, status } => {
+            // The status travels in the details, as validation errors do, so the client
+            // gets it back without reading the sentence.
+            let details = serde_json::json!({ "status": status.map(|s| s.as_str()) });
+            Status::with_details(
+                Code::FailedPrecondition,
+                message,
+                details.to_string().into(),
+            )
+        }
         KernelError::Fenced(m) => Status::failed_precondition(format!("fenced: {m}")),
         KernelError::Unavailable(m) => Status::unavailable(m),
         KernelError::Unauthenticated(m) => Status::unauthenticated(m),
@@ -62,10 +71,9 @@ pub fn from_status(s: Status) -> KernelError {
             KernelError::Fenced(msg.trim_start_matches("fenced: ").to_string())
         }
         Code::FailedPrecondition => {
-            let status = ["scheduled", "fired", "settled", "failed", "cancelled"]
-                .into_iter()
-                .find(|st| msg.contains(&format!("already {st}")))
-                .and_then(|st| st.parse().ok());
+            let status = serde_json::from_slice::<serde_json::Value>(s.details())
+                .ok()
+                .and_then(|v| v["status"].as_str().and_then(|st| st.parse().ok()));
             KernelError::Conflict {
                 message: msg,
                 status,
