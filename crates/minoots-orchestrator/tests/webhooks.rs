@@ -8,12 +8,13 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use minoots_core::{Clock, DeliveryStatus, SystemClock, TimerRequest, TimerStatus};
+use minoots_core::{Clock, DeliveryStatus, EventType, SystemClock, TimerRequest, TimerStatus};
 use minoots_kernel::{Kernel, KernelApi, KernelConfig};
 use minoots_orchestrator::executor::{Orchestrator, OrchestratorConfig};
 use minoots_orchestrator::ssrf::TargetPolicy;
-use minoots_store::{SqliteConfig, SqliteStore, Store};
+use minoots_store::{EventQuery, SqliteConfig, SqliteStore, Store};
 use tokio::sync::{Notify, watch};
+use tokio_stream::StreamExt;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -155,24 +156,28 @@ impl Setup {
             .timer
     }
 
-    /// Waits until the timer reaches `status`.
+    /// Waits until the timer reaches `status` (settled or failed), woken by its events.
     async fn wait_status(
         &self,
         id: minoots_core::TimerId,
         status: TimerStatus,
     ) -> minoots_core::Timer {
-        let deadline = Instant::now() + WAIT;
+        let query = EventQuery {
+            timer_id: Some(id),
+            types: vec![EventType::TimerSettled, EventType::TimerFailed],
+            ..Default::default()
+        };
+        let mut events = self.kernel.stream_events(query).await.unwrap();
         loop {
             let t = self.kernel.get_timer("acme", id).await.unwrap();
             if t.status == status {
                 return t;
             }
-            assert!(
-                Instant::now() < deadline,
-                "timer stayed {} (wanted {status})",
-                t.status
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::timeout(WAIT, events.next())
+                .await
+                .unwrap_or_else(|_| panic!("timer stayed {} (wanted {status})", t.status))
+                .expect("event stream open")
+                .unwrap();
         }
     }
 

@@ -9,10 +9,12 @@ use std::time::Duration;
 
 use axum::http::HeaderMap;
 use common::{WAIT, start_kernel, start_orchestrator, terminate};
-use minoots_core::{TimerRequest, TimerStatus};
+use minoots_core::{EventType, TimerRequest, TimerStatus};
 use minoots_kernel::KernelApi;
 use minoots_kernel::grpc::GrpcKernelClient;
+use minoots_store::EventQuery;
 use tokio::sync::Notify;
+use tokio_stream::StreamExt;
 
 /// A receiver whose first answer takes `first_delay`; it records each request's headers.
 struct Receiver {
@@ -75,17 +77,20 @@ fn webhook_timer(url: &str) -> TimerRequest {
     .unwrap()
 }
 
+/// Waits until the timer reaches `status` (settled or failed), woken by its events.
 async fn wait_status(c: &GrpcKernelClient, id: minoots_core::TimerId, status: TimerStatus) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if c.get_timer("acme", id).await.unwrap().status == status {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timer never became {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let query = EventQuery {
+        timer_id: Some(id),
+        types: vec![EventType::TimerSettled, EventType::TimerFailed],
+        ..Default::default()
+    };
+    let mut events = c.stream_events(query).await.unwrap();
+    while c.get_timer("acme", id).await.unwrap().status != status {
+        tokio::time::timeout(WAIT, events.next())
+            .await
+            .unwrap_or_else(|_| panic!("timer never became {status}"))
+            .expect("event stream open")
+            .unwrap();
     }
 }
 
