@@ -414,12 +414,10 @@ async fn fire_with_retry(
             KernelMetrics::inc(&shared.metrics.fire_errors, 1);
             tracing::error!(error = %e, timers = batch.len(), "firing failed; retrying shortly");
             tokio::time::sleep(Duration::from_millis(200)).await;
-            // Back into the window with their original due keys; the store has the fire
-            // time, so look it up through the due query would cost more than remembering it.
+            // Back into the window. The request carries the fired time, not the due time;
+            // the fired time is at or after it, so the timer still never fires early.
             let mut st = shared.state.lock().expect("scheduler poisoned");
             for f in &batch {
-                // The original due time is not in the request; use the fired time, which is
-                // at or after it, so the timer still never fires early.
                 st.index.insert(DueTimer {
                     fire_at_us: f.fired_at_us,
                     id: f.timer_id,

@@ -55,6 +55,8 @@ pub struct OrchestratorConfig {
 
 /// Hosts tracked for per-host limits before idle entries are dropped.
 const MAX_TRACKED_HOSTS: usize = 10_000;
+/// Tenants whose signing secrets are cached; the cache starts over when it is full.
+const MAX_CACHED_TENANTS: usize = 10_000;
 /// Attempts to deliver one report while the kernel is unavailable (also bounded by the
 /// lease: at most about an hour of 5 s retries).
 const MAX_REPORT_TRIES: u32 = 800;
@@ -224,7 +226,7 @@ impl Orchestrator {
         }
         let parsed = Arc::new(parsed);
         let mut cache = self.secrets.lock().expect("secret cache poisoned");
-        if cache.len() >= MAX_TRACKED_HOSTS {
+        if cache.len() >= MAX_CACHED_TENANTS {
             cache.clear();
         }
         cache.insert(tenant.to_string(), (Instant::now(), parsed.clone()));
