@@ -51,7 +51,12 @@ macro_rules! conformance_tests {
             concurrent_writes_all_commit,
             redrive_requeues_dead_deliveries,
             release_hands_a_lease_back_without_using_an_attempt,
-            signing_secrets_rotate_with_a_grace_period
+            signing_secrets_rotate_with_a_grace_period,
+            idempotency_fingerprint_and_expiry,
+            quotas_refuse_without_writing,
+            pending_usage_follows_create_cancel_and_fire,
+            tenants_create_list_update,
+            api_keys_lookup_revoke_and_touch
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
@@ -1079,5 +1084,314 @@ pub async fn signing_secrets_rotate_with_a_grace_period(h: &Harness) {
         after,
         vec!["whsec_second".to_string()],
         "the old secret stops after the grace period"
+    );
+}
+
+pub async fn idempotency_fingerprint_and_expiry(h: &Harness) {
+    let opts = |fp: u8| CreateOptions {
+        idempotency_fingerprint: Some([fp; 32]),
+        ..CreateOptions::default()
+    };
+    let mut a = timer(h, "acme", T0 + 10 * SEC, 1);
+    a.idempotency_key = Some("k".into());
+    assert!(
+        h.store
+            .create_timer_with(a.clone(), opts(1))
+            .await
+            .unwrap()
+            .created
+    );
+
+    let mut same = timer(h, "acme", T0 + 10 * SEC, 1);
+    same.idempotency_key = Some("k".into());
+    let again = h
+        .store
+        .create_timer_with(same.clone(), opts(1))
+        .await
+        .unwrap();
+    assert!(!again.created);
+    assert_eq!(again.timer.id, a.id);
+
+    let err = h
+        .store
+        .create_timer_with(same.clone(), opts(2))
+        .await
+        .unwrap_err();
+    assert_eq!(err, StoreError::IdempotencyMismatch { timer_id: a.id });
+    let usage = h
+        .store
+        .tenant_usage("acme", utc_day(h.clock.now_us()))
+        .await
+        .unwrap();
+    assert_eq!(
+        usage.created_today, 1,
+        "neither the replay nor the mismatch counts"
+    );
+
+    // After the key's lifetime it names a new timer, whatever the body.
+    h.clock.advance_us(IDEMPOTENCY_KEY_TTL_US + SEC);
+    let mut later = timer(h, "acme", h.clock.now_us() + 10 * SEC, 1);
+    later.idempotency_key = Some("k".into());
+    let fresh = h
+        .store
+        .create_timer_with(later.clone(), opts(2))
+        .await
+        .unwrap();
+    assert!(fresh.created);
+    assert_eq!(fresh.timer.id, later.id);
+    let old = h.store.get_timer("acme", a.id).await.unwrap().unwrap();
+    assert_eq!(
+        old.idempotency_key, None,
+        "the expired key moved to the new timer"
+    );
+}
+
+pub async fn quotas_refuse_without_writing(h: &Harness) {
+    let day = utc_day(h.clock.now_us());
+    let limited = CreateOptions {
+        max_per_day: Some(3),
+        max_pending: Some(2),
+        ..CreateOptions::default()
+    };
+    let a = timer(h, "acme", T0 + 10 * SEC, 0);
+    let b = timer(h, "acme", T0 + 11 * SEC, 0);
+    h.store
+        .create_timer_with(a.clone(), limited.clone())
+        .await
+        .unwrap();
+    h.store.create_timer_with(b, limited.clone()).await.unwrap();
+    let c = timer(h, "acme", T0 + 12 * SEC, 0);
+    let err = h
+        .store
+        .create_timer_with(c.clone(), limited.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        StoreError::QuotaExceeded {
+            quota: Quota::PendingTimers,
+            limit: 2
+        }
+    );
+    assert_eq!(h.store.get_timer("acme", c.id).await.unwrap(), None);
+    // Another tenant is unaffected.
+    h.store
+        .create_timer_with(timer(h, "other", T0 + 12 * SEC, 0), limited.clone())
+        .await
+        .unwrap();
+
+    // Cancelling frees a pending slot; the day's count does not go down.
+    h.store.cancel_timer("acme", a.id, None).await.unwrap();
+    h.store.create_timer_with(c, limited.clone()).await.unwrap();
+    assert_eq!(
+        h.store.tenant_usage("acme", day).await.unwrap(),
+        TenantUsage {
+            created_today: 3,
+            pending: 2
+        }
+    );
+    h.store
+        .cancel_timer(
+            "acme",
+            h.store
+                .list_timers(TimerQuery {
+                    tenant_id: "acme".into(),
+                    status: Some(TimerStatus::Scheduled),
+                    label: None,
+                    limit: 1,
+                    after: None,
+                })
+                .await
+                .unwrap()
+                .timers[0]
+                .id,
+            None,
+        )
+        .await
+        .unwrap();
+    let err = h
+        .store
+        .create_timer_with(timer(h, "acme", T0 + 13 * SEC, 0), limited.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        StoreError::QuotaExceeded {
+            quota: Quota::TimersPerDay,
+            limit: 3
+        }
+    );
+    // A new UTC day starts a new count.
+    h.clock.advance_us(86_400 * SEC);
+    let next = timer(h, "acme", h.clock.now_us() + 10 * SEC, 0);
+    h.store.create_timer_with(next, limited).await.unwrap();
+    let usage = h.store.tenant_usage("acme", day + 1).await.unwrap();
+    assert_eq!(usage.created_today, 1);
+}
+
+pub async fn pending_usage_follows_create_cancel_and_fire(h: &Harness) {
+    let day = utc_day(h.clock.now_us());
+    let with_action = create(h, timer(h, "acme", T0 + SEC, 1)).await;
+    let without = create(h, timer(h, "acme", T0 + SEC, 0)).await;
+    let cancelled = create(h, timer(h, "acme", T0 + 5 * SEC, 1)).await;
+    create(h, timer(h, "acme", T0 + 9 * SEC, 1)).await;
+    assert_eq!(h.store.tenant_usage("acme", day).await.unwrap().pending, 4);
+    h.clock.advance_us(2 * SEC);
+    fire(h, with_action.id).await;
+    fire(h, without.id).await;
+    // Firing twice is harmless and must not count twice.
+    fire(h, with_action.id).await;
+    h.store
+        .cancel_timer("acme", cancelled.id, None)
+        .await
+        .unwrap();
+    assert!(
+        h.store
+            .cancel_timer("acme", cancelled.id, None)
+            .await
+            .is_err()
+    );
+    let usage = h.store.tenant_usage("acme", day).await.unwrap();
+    assert_eq!(
+        usage,
+        TenantUsage {
+            created_today: 4,
+            pending: 1
+        }
+    );
+    assert_eq!(
+        h.store.tenant_usage("nobody", day).await.unwrap(),
+        TenantUsage::default()
+    );
+}
+
+pub async fn tenants_create_list_update(h: &Harness) {
+    let now = h.clock.now_us();
+    let t = |id: &str| Tenant {
+        id: id.into(),
+        name: format!("{id} inc"),
+        tier: "free".into(),
+        created_at_us: now,
+        updated_at_us: now,
+    };
+    for id in ["b", "a", "c"] {
+        h.store.create_tenant(t(id)).await.unwrap();
+    }
+    assert!(matches!(
+        h.store.create_tenant(t("a")).await,
+        Err(StoreError::AlreadyExists(_))
+    ));
+    let all = h.store.list_tenants(None, 10).await.unwrap();
+    assert_eq!(
+        all.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
+        ["a", "b", "c"]
+    );
+    let page = h.store.list_tenants(Some("a".into()), 1).await.unwrap();
+    assert_eq!(page, vec![t("b")]);
+    h.clock.advance_us(SEC);
+    let updated = h
+        .store
+        .update_tenant(
+            "b",
+            TenantUpdate {
+                tier: Some("pro".into()),
+                name: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated.tier, "pro");
+    assert_eq!(updated.name, "b inc");
+    assert_eq!(updated.updated_at_us, now + SEC);
+    assert_eq!(h.store.get_tenant("b").await.unwrap(), Some(updated));
+    assert_eq!(h.store.get_tenant("zz").await.unwrap(), None);
+    assert_eq!(
+        h.store.update_tenant("zz", TenantUpdate::default()).await,
+        Err(StoreError::NotFound)
+    );
+}
+
+pub async fn api_keys_lookup_revoke_and_touch(h: &Harness) {
+    let now = h.clock.now_us();
+    let key = |id: &str, tenant: &str, hash: u8| ApiKey {
+        id: id.into(),
+        tenant_id: tenant.into(),
+        name: format!("key {id}"),
+        key_hash: [hash; 32],
+        prefix: "mnt_abcd".into(),
+        roles: vec!["timers:read".into(), "timers:write".into()],
+        created_at_us: now,
+        expires_at_us: Some(now + 100 * SEC),
+        revoked_at_us: None,
+        last_used_at_us: None,
+    };
+    h.store.create_api_key(key("k1", "acme", 1)).await.unwrap();
+    h.store.create_api_key(key("k2", "acme", 2)).await.unwrap();
+    h.store.create_api_key(key("k3", "other", 3)).await.unwrap();
+    assert!(
+        matches!(
+            h.store.create_api_key(key("k4", "acme", 1)).await,
+            Err(StoreError::AlreadyExists(_))
+        ),
+        "a hash is unique"
+    );
+    // The failed insert did not disturb later writes.
+    h.store.create_api_key(key("k5", "acme", 5)).await.unwrap();
+
+    assert_eq!(
+        h.store.api_key_by_hash([2; 32]).await.unwrap(),
+        Some(key("k2", "acme", 2))
+    );
+    assert_eq!(h.store.api_key_by_hash([9; 32]).await.unwrap(), None);
+    let acme = h
+        .store
+        .list_api_keys(Some("acme".into()), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        acme.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(),
+        ["k1", "k2", "k5"]
+    );
+    let all = h
+        .store
+        .list_api_keys(None, Some("k2".into()), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(),
+        ["k3", "k5"]
+    );
+
+    h.clock.advance_us(SEC);
+    let revoked = h.store.revoke_api_key("k1").await.unwrap();
+    assert_eq!(revoked.revoked_at_us, Some(now + SEC));
+    h.clock.advance_us(SEC);
+    let again = h.store.revoke_api_key("k1").await.unwrap();
+    assert_eq!(
+        again.revoked_at_us,
+        Some(now + SEC),
+        "the first revocation time stays"
+    );
+    assert_eq!(
+        h.store.revoke_api_key("nope").await,
+        Err(StoreError::NotFound)
+    );
+
+    h.store
+        .touch_api_keys(vec![
+            ("k2".into(), now + 5 * SEC),
+            ("k3".into(), now + 6 * SEC),
+        ])
+        .await
+        .unwrap();
+    h.store
+        .touch_api_keys(vec![("k2".into(), now + 4 * SEC)])
+        .await
+        .unwrap();
+    let k2 = h.store.api_key_by_hash([2; 32]).await.unwrap().unwrap();
+    assert_eq!(
+        k2.last_used_at_us,
+        Some(now + 5 * SEC),
+        "an older time is ignored"
     );
 }

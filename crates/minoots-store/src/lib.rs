@@ -26,7 +26,21 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a new, validated timer and appends `timer.scheduled`. When the timer carries
     /// an idempotency key already used by the same tenant, nothing is written and the
     /// existing timer is returned with `created == false`.
-    async fn create_timer(&self, timer: Timer) -> StoreResult<CreateOutcome>;
+    async fn create_timer(&self, timer: Timer) -> StoreResult<CreateOutcome> {
+        self.create_timer_with(timer, CreateOptions::default())
+            .await
+    }
+
+    /// `create_timer` with quotas checked (`QuotaExceeded`, nothing written) and the
+    /// request's fingerprint kept with its idempotency key: a reuse of the key within
+    /// [`IDEMPOTENCY_KEY_TTL_US`] with another fingerprint is `IdempotencyMismatch`; after
+    /// it, the key is free again. Every create counts towards the tenant's day and pending
+    /// usage; returning an existing timer counts nothing.
+    async fn create_timer_with(
+        &self,
+        timer: Timer,
+        options: CreateOptions,
+    ) -> StoreResult<CreateOutcome>;
 
     /// Stores many timers in one call (each with the semantics of `create_timer`).
     async fn create_timers(&self, timers: Vec<Timer>) -> StoreResult<Vec<CreateOutcome>>;
@@ -134,6 +148,41 @@ pub trait Store: Send + Sync + 'static {
     /// Makes `new_secret` the tenant's current secret; the previous one is retired now and
     /// keeps signing for the grace period given to `signing_secrets`.
     async fn rotate_signing_secret(&self, tenant_id: &str, new_secret: String) -> StoreResult<()>;
+
+    /// Creates a tenant; `AlreadyExists` when the id is taken.
+    async fn create_tenant(&self, tenant: Tenant) -> StoreResult<Tenant>;
+
+    async fn get_tenant(&self, id: &str) -> StoreResult<Option<Tenant>>;
+
+    /// Tenants ordered by id, after `after`, at most `limit`.
+    async fn list_tenants(&self, after: Option<String>, limit: usize) -> StoreResult<Vec<Tenant>>;
+
+    /// Changes a tenant's name or tier; `NotFound` for an unknown id.
+    async fn update_tenant(&self, id: &str, update: TenantUpdate) -> StoreResult<Tenant>;
+
+    /// Stores a new key; `AlreadyExists` when its id or hash is taken.
+    async fn create_api_key(&self, key: ApiKey) -> StoreResult<ApiKey>;
+
+    /// The key whose plaintext hashes to `key_hash`, revoked or not (the caller decides).
+    async fn api_key_by_hash(&self, key_hash: [u8; 32]) -> StoreResult<Option<ApiKey>>;
+
+    /// Keys ordered by id (of one tenant, or all), after `after`, at most `limit`.
+    async fn list_api_keys(
+        &self,
+        tenant_id: Option<String>,
+        after: Option<String>,
+        limit: usize,
+    ) -> StoreResult<Vec<ApiKey>>;
+
+    /// Revokes a key now (a second revoke keeps the first time); `NotFound` for an unknown id.
+    async fn revoke_api_key(&self, id: &str) -> StoreResult<ApiKey>;
+
+    /// Records when keys were last used, in one write for many keys; a time older than the
+    /// stored one is ignored.
+    async fn touch_api_keys(&self, used: Vec<(String, i64)>) -> StoreResult<()>;
+
+    /// The tenant's timers created in the UTC day `day` (see [`utc_day`]) and pending now.
+    async fn tenant_usage(&self, tenant_id: &str, day: i64) -> StoreResult<TenantUsage>;
 
     /// Stops accepting writes, finishes those already queued, and releases the store.
     async fn close(&self);

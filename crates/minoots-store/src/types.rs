@@ -31,6 +31,103 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the store is closed")]
     Closed,
+    /// A tenant quota would be exceeded by this create; nothing was written.
+    #[error("the {quota} quota of {limit} is reached")]
+    QuotaExceeded { quota: Quota, limit: u64 },
+    /// The idempotency key was used within its lifetime for a different request.
+    #[error("the idempotency key was already used for a different request")]
+    IdempotencyMismatch { timer_id: TimerId },
+    /// An object with this id exists already (tenants, keys).
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+}
+
+/// The tenant quotas a create is checked against inside its transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Quota {
+    /// Timers created per UTC day.
+    TimersPerDay,
+    /// Timers scheduled and not yet fired or cancelled.
+    PendingTimers,
+}
+
+impl Quota {
+    /// The name used in API answers and configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Quota::TimersPerDay => "timersPerDay",
+            Quota::PendingTimers => "pendingTimers",
+        }
+    }
+}
+
+impl std::fmt::Display for Quota {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How long an idempotency key maps to its timer; after that it may be used afresh.
+pub const IDEMPOTENCY_KEY_TTL_US: i64 = 24 * 3600 * 1_000_000;
+
+/// Options of a create beyond the timer itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CreateOptions {
+    /// At most this many timers created by the tenant in the current UTC day.
+    pub max_per_day: Option<u64>,
+    /// At most this many scheduled timers of the tenant.
+    pub max_pending: Option<u64>,
+    /// Identifies the request that used the timer's idempotency key; a reuse of the key
+    /// with another fingerprint is refused with `IdempotencyMismatch`.
+    pub idempotency_fingerprint: Option<[u8; 32]>,
+}
+
+/// The UTC day number (days since the Unix epoch) of a time in microseconds.
+pub fn utc_day(us: i64) -> i64 {
+    us.div_euclid(86_400 * 1_000_000)
+}
+
+/// A tenant: the unit of isolation, quotas and signing secrets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant {
+    pub id: String,
+    pub name: String,
+    /// The tier name; its limits are the control plane's configuration.
+    pub tier: String,
+    pub created_at_us: i64,
+    pub updated_at_us: i64,
+}
+
+/// A change to a tenant; `None` leaves the field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TenantUpdate {
+    pub name: Option<String>,
+    pub tier: Option<String>,
+}
+
+/// An API key as stored: the SHA-256 of the plaintext, never the plaintext.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    pub id: String,
+    pub tenant_id: String,
+    pub name: String,
+    pub key_hash: [u8; 32],
+    /// The first characters of the plaintext, so people can tell their keys apart.
+    pub prefix: String,
+    pub roles: Vec<String>,
+    pub created_at_us: i64,
+    pub expires_at_us: Option<i64>,
+    pub revoked_at_us: Option<i64>,
+    pub last_used_at_us: Option<i64>,
+}
+
+/// A tenant's current usage, for quotas and `/usage`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TenantUsage {
+    /// Timers created in the current UTC day.
+    pub created_today: u64,
+    /// Timers scheduled and not yet fired or cancelled.
+    pub pending: u64,
 }
 
 /// What `create_timer` did.

@@ -17,6 +17,7 @@
 //! An exclusive `flock` on `minoots.lock` keeps a second process from opening the same
 //! data directory; it is released when the store is closed or the process dies.
 
+mod admin;
 mod ops;
 mod schema;
 
@@ -473,15 +474,21 @@ fn run_batch(
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn create_timer(&self, timer: Timer) -> StoreResult<CreateOutcome> {
-        self.write(move |ctx| ops::create_timer(ctx, timer)).await
+    async fn create_timer_with(
+        &self,
+        timer: Timer,
+        options: CreateOptions,
+    ) -> StoreResult<CreateOutcome> {
+        self.write(move |ctx| ops::create_timer(ctx, timer, &options))
+            .await
     }
 
     async fn create_timers(&self, timers: Vec<Timer>) -> StoreResult<Vec<CreateOutcome>> {
         self.write(move |ctx| {
+            let options = CreateOptions::default();
             timers
                 .into_iter()
-                .map(|t| ops::create_timer(ctx, t))
+                .map(|t| ops::create_timer(ctx, t, &options))
                 .collect()
         })
         .await
@@ -623,6 +630,64 @@ impl Store for SqliteStore {
         let tenant = tenant_id.to_string();
         self.write(move |ctx| ops::rotate_signing_secret(ctx, &tenant, new_secret))
             .await
+    }
+
+    async fn create_tenant(&self, tenant: Tenant) -> StoreResult<Tenant> {
+        self.write(move |ctx| admin::create_tenant(ctx, tenant))
+            .await
+    }
+
+    async fn get_tenant(&self, id: &str) -> StoreResult<Option<Tenant>> {
+        let id = id.to_string();
+        self.read(move |c| admin::get_tenant(c, &id)).await
+    }
+
+    async fn list_tenants(&self, after: Option<String>, limit: usize) -> StoreResult<Vec<Tenant>> {
+        self.read(move |c| admin::list_tenants(c, after.as_deref(), limit))
+            .await
+    }
+
+    async fn update_tenant(&self, id: &str, update: TenantUpdate) -> StoreResult<Tenant> {
+        let id = id.to_string();
+        self.write(move |ctx| admin::update_tenant(ctx, &id, update))
+            .await
+    }
+
+    async fn create_api_key(&self, key: ApiKey) -> StoreResult<ApiKey> {
+        self.write(move |ctx| admin::create_api_key(ctx, key)).await
+    }
+
+    async fn api_key_by_hash(&self, key_hash: [u8; 32]) -> StoreResult<Option<ApiKey>> {
+        self.read(move |c| admin::api_key_by_hash(c, &key_hash))
+            .await
+    }
+
+    async fn list_api_keys(
+        &self,
+        tenant_id: Option<String>,
+        after: Option<String>,
+        limit: usize,
+    ) -> StoreResult<Vec<ApiKey>> {
+        self.read(move |c| admin::list_api_keys(c, tenant_id.as_deref(), after.as_deref(), limit))
+            .await
+    }
+
+    async fn revoke_api_key(&self, id: &str) -> StoreResult<ApiKey> {
+        let id = id.to_string();
+        self.write(move |ctx| admin::revoke_api_key(ctx, &id)).await
+    }
+
+    async fn touch_api_keys(&self, used: Vec<(String, i64)>) -> StoreResult<()> {
+        if used.is_empty() {
+            return Ok(());
+        }
+        self.write(move |ctx| admin::touch_api_keys(ctx, &used))
+            .await
+    }
+
+    async fn tenant_usage(&self, tenant_id: &str, day: i64) -> StoreResult<TenantUsage> {
+        let tenant = tenant_id.to_string();
+        self.read(move |c| ops::tenant_usage(c, &tenant, day)).await
     }
 
     async fn close(&self) {

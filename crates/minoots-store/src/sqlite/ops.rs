@@ -204,21 +204,46 @@ fn check_delivery_transition(
 // ---------------------------------------------------------------------------------------
 // Timers
 
-pub fn create_timer(ctx: &mut WriteCtx<'_>, timer: Timer) -> StoreResult<CreateOutcome> {
+pub fn create_timer(
+    ctx: &mut WriteCtx<'_>,
+    timer: Timer,
+    options: &CreateOptions,
+) -> StoreResult<CreateOutcome> {
     if let Some(key) = &timer.idempotency_key {
         let mut stmt = ctx.conn.prepare_cached(&format!(
-            "SELECT {TIMER_COLS} FROM timers WHERE tenant_id = ?1 AND idempotency_key = ?2"
+            "SELECT {TIMER_COLS}, idempotency_fingerprint FROM timers WHERE tenant_id = ?1 AND idempotency_key = ?2"
         ))?;
-        if let Some(existing) = stmt
-            .query_row(params![timer.tenant_id, key], timer_from_row)
-            .optional()?
-        {
-            return Ok(CreateOutcome {
-                timer: existing,
-                created: false,
-            });
+        let found = stmt
+            .query_row(params![timer.tenant_id, key], |r| {
+                Ok((timer_from_row(r)?, r.get::<_, Option<Vec<u8>>>(17)?))
+            })
+            .optional()?;
+        if let Some((existing, fingerprint)) = found {
+            if existing.created_at_us > ctx.now_us - IDEMPOTENCY_KEY_TTL_US {
+                let same = match (&fingerprint, &options.idempotency_fingerprint) {
+                    (Some(stored), Some(given)) => stored.as_slice() == given.as_slice(),
+                    // A key stored without a fingerprint, or a caller that gives none,
+                    // cannot be compared: the original is returned, as before.
+                    _ => true,
+                };
+                if !same {
+                    return Err(StoreError::IdempotencyMismatch {
+                        timer_id: existing.id,
+                    });
+                }
+                return Ok(CreateOutcome {
+                    timer: existing,
+                    created: false,
+                });
+            }
+            // The key has expired: it now names the new timer, and the old one keeps no key.
+            ctx.conn
+                .prepare_cached("UPDATE timers SET idempotency_key = NULL, idempotency_fingerprint = NULL WHERE id = ?1")?
+                .execute(params![existing.id.as_bytes()])?;
         }
     }
+    let day = utc_day(timer.created_at_us);
+    check_quotas(ctx, &timer.tenant_id, day, options)?;
     if timer.status != TimerStatus::Scheduled {
         return Err(StoreError::Corrupt(format!(
             "invariant violated: new timer {} is {}",
@@ -248,6 +273,20 @@ pub fn create_timer(ctx: &mut WriteCtx<'_>, timer: Timer) -> StoreResult<CreateO
         timer.idempotency_key,
         timer.version,
     ])?;
+    if timer.idempotency_key.is_some()
+        && let Some(fp) = &options.idempotency_fingerprint
+    {
+        ctx.conn
+            .prepare_cached("UPDATE timers SET idempotency_fingerprint = ?2 WHERE id = ?1")?
+            .execute(params![timer.id.as_bytes(), fp.as_slice()])?;
+    }
+    ctx.conn
+        .prepare_cached(
+            "INSERT INTO tenant_daily (tenant_id, day, created) VALUES (?1, ?2, 1)
+             ON CONFLICT (tenant_id, day) DO UPDATE SET created = created + 1",
+        )?
+        .execute(params![timer.tenant_id, day])?;
+    add_pending(ctx, &timer.tenant_id, 1)?;
     ctx.append_event(
         EventType::TimerScheduled,
         &timer.tenant_id,
@@ -258,6 +297,63 @@ pub fn create_timer(ctx: &mut WriteCtx<'_>, timer: Timer) -> StoreResult<CreateO
     Ok(CreateOutcome {
         timer,
         created: true,
+    })
+}
+
+/// Refuses a create that would exceed the tenant's quotas. Runs before anything is
+/// written, so a refused create leaves the batch untouched.
+fn check_quotas(
+    ctx: &WriteCtx<'_>,
+    tenant_id: &str,
+    day: i64,
+    options: &CreateOptions,
+) -> StoreResult<()> {
+    if options.max_per_day.is_none() && options.max_pending.is_none() {
+        return Ok(());
+    }
+    let usage = tenant_usage(ctx.conn, tenant_id, day)?;
+    if let Some(limit) = options.max_per_day
+        && usage.created_today >= limit
+    {
+        return Err(StoreError::QuotaExceeded {
+            quota: Quota::TimersPerDay,
+            limit,
+        });
+    }
+    if let Some(limit) = options.max_pending
+        && usage.pending >= limit
+    {
+        return Err(StoreError::QuotaExceeded {
+            quota: Quota::PendingTimers,
+            limit,
+        });
+    }
+    Ok(())
+}
+
+/// Moves the tenant's count of scheduled timers by `delta`.
+pub fn add_pending(ctx: &WriteCtx<'_>, tenant_id: &str, delta: i64) -> StoreResult<()> {
+    ctx.conn
+        .prepare_cached(
+            "INSERT INTO tenant_pending (tenant_id, pending) VALUES (?1, MAX(?2, 0))
+             ON CONFLICT (tenant_id) DO UPDATE SET pending = MAX(pending + ?2, 0)",
+        )?
+        .execute(params![tenant_id, delta])?;
+    Ok(())
+}
+
+pub fn tenant_usage(conn: &Connection, tenant_id: &str, day: i64) -> StoreResult<TenantUsage> {
+    let created: Option<i64> = conn
+        .prepare_cached("SELECT created FROM tenant_daily WHERE tenant_id = ?1 AND day = ?2")?
+        .query_row(params![tenant_id, day], |r| r.get(0))
+        .optional()?;
+    let pending: Option<i64> = conn
+        .prepare_cached("SELECT pending FROM tenant_pending WHERE tenant_id = ?1")?
+        .query_row(params![tenant_id], |r| r.get(0))
+        .optional()?;
+    Ok(TenantUsage {
+        created_today: created.unwrap_or(0).max(0) as u64,
+        pending: pending.unwrap_or(0).max(0) as u64,
     })
 }
 
@@ -339,6 +435,7 @@ pub fn cancel_timer(
          WHERE id = ?1 AND status = 'scheduled'",
     )?;
     stmt.execute(params![id.as_bytes(), ctx.now_us, reason])?;
+    add_pending(ctx, tenant_id, -1)?;
     ctx.append_event(
         EventType::TimerCancelled,
         tenant_id,
@@ -449,6 +546,7 @@ fn fire_timer(ctx: &mut WriteCtx<'_>, fire: FireRequest) -> StoreResult<FireOutc
                 "UPDATE timers SET status = 'settled', fired_at = ?2, settled_at = ?2, version = version + 1 WHERE id = ?1",
             )?
             .execute(params![fire.timer_id.as_bytes(), fired_at])?;
+        add_pending(ctx, &tenant_id, -1)?;
         ctx.append_event(
             EventType::TimerFired,
             &tenant_id,
@@ -473,6 +571,7 @@ fn fire_timer(ctx: &mut WriteCtx<'_>, fire: FireRequest) -> StoreResult<FireOutc
     ctx.conn
         .prepare_cached("UPDATE timers SET status = 'fired', fired_at = ?2, version = version + 1 WHERE id = ?1")?
         .execute(params![fire.timer_id.as_bytes(), fired_at])?;
+    add_pending(ctx, &tenant_id, -1)?;
     let max_attempts = bundle.retry_policy().max_attempts();
     let mut insert = ctx.conn.prepare_cached(&format!(
         "INSERT INTO deliveries ({DELIVERY_COLS}) VALUES (?1, ?2, ?3, 0, ?4, 'pending', 0, ?5, ?6, NULL, NULL, ?7, ?7, NULL)"

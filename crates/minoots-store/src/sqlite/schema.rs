@@ -86,4 +86,50 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (tenant_id, created_at, secret)
     ) WITHOUT ROWID;
     "#,
+    // 3: tenants, API keys, usage counters and idempotency fingerprints.
+    r#"
+    CREATE TABLE tenants (
+        id         TEXT    NOT NULL PRIMARY KEY,
+        name       TEXT    NOT NULL,
+        tier       TEXT    NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+
+    -- Keys are stored as the SHA-256 of the plaintext; the plaintext is never stored.
+    CREATE TABLE api_keys (
+        id           TEXT    NOT NULL PRIMARY KEY,
+        tenant_id    TEXT    NOT NULL,
+        name         TEXT    NOT NULL,
+        key_hash     BLOB    NOT NULL UNIQUE,
+        prefix       TEXT    NOT NULL,
+        roles        TEXT    NOT NULL,
+        created_at   INTEGER NOT NULL,
+        expires_at   INTEGER,
+        revoked_at   INTEGER,
+        last_used_at INTEGER
+    );
+    CREATE INDEX api_keys_tenant ON api_keys (tenant_id, id);
+
+    -- Timers created per tenant and UTC day (the daily quota and /usage).
+    CREATE TABLE tenant_daily (
+        tenant_id TEXT    NOT NULL,
+        day       INTEGER NOT NULL,
+        created   INTEGER NOT NULL,
+        PRIMARY KEY (tenant_id, day)
+    ) WITHOUT ROWID;
+
+    -- Scheduled timers per tenant, kept in step by create, cancel and fire (the pending
+    -- quota), so checking it costs one row read whatever the tenant's size.
+    CREATE TABLE tenant_pending (
+        tenant_id TEXT    NOT NULL PRIMARY KEY,
+        pending   INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO tenant_pending (tenant_id, pending)
+        SELECT tenant_id, COUNT(*) FROM timers WHERE status = 'scheduled' GROUP BY tenant_id;
+
+    -- SHA-256 of the request that first used the timer's idempotency key, so a reuse
+    -- with a different body is told apart from a retry.
+    ALTER TABLE timers ADD COLUMN idempotency_fingerprint BLOB;
+    "#,
 ];
