@@ -8,8 +8,8 @@ use std::pin::Pin;
 use async_trait::async_trait;
 use minoots_core::{DeliveryId, Event, Timer, TimerId, TimerRequest};
 use minoots_store::{
-    AttemptReport, DeliveryWithAttempts, EventQuery, LeasedDelivery, ReportOutcome, TimerPage,
-    TimerQuery,
+    ApiKey, AttemptReport, DeliveryWithAttempts, EventQuery, LeasedDelivery, ReportOutcome, Tenant,
+    TenantUpdate, TenantUsage, TimerPage, TimerQuery,
 };
 use tokio_stream::Stream;
 
@@ -73,6 +73,19 @@ pub trait KernelApi: Send + Sync + 'static {
         &self,
         tenant_id: &str,
         request: TimerRequest,
+    ) -> KernelResult<ScheduleOutcome> {
+        self.schedule_timer_with(tenant_id, request, TenantQuotas::default())
+            .await
+    }
+
+    /// `schedule_timer` checked against the tenant's quotas in the same transaction
+    /// (`QuotaExceeded`, nothing stored). An idempotency key reused within 24 h for a
+    /// different request is a `Conflict`; for the same request it returns the original.
+    async fn schedule_timer_with(
+        &self,
+        tenant_id: &str,
+        request: TimerRequest,
+        quotas: TenantQuotas,
     ) -> KernelResult<ScheduleOutcome>;
 
     async fn get_timer(&self, tenant_id: &str, id: TimerId) -> KernelResult<Timer>;
@@ -124,7 +137,63 @@ pub trait KernelApi: Send + Sync + 'static {
 
     /// Replaces the tenant's current secret and returns the new one.
     async fn rotate_webhook_secret(&self, tenant_id: &str) -> KernelResult<String>;
+
+    /// Creates a tenant; `Conflict` when the id is taken.
+    async fn create_tenant(&self, tenant: NewTenant) -> KernelResult<Tenant>;
+
+    /// The tenant, or `NotFound`.
+    async fn get_tenant(&self, id: &str) -> KernelResult<Tenant>;
+
+    /// Tenants ordered by id, after `after`, at most `limit` (1 to [`MAX_ADMIN_PAGE`]).
+    async fn list_tenants(&self, after: Option<String>, limit: usize) -> KernelResult<Vec<Tenant>>;
+
+    /// Renames a tenant or moves it to another tier; `NotFound` for an unknown id.
+    async fn update_tenant(&self, id: &str, update: TenantUpdate) -> KernelResult<Tenant>;
+
+    /// Stores a new key (its hash; the plaintext stays with the caller). The tenant must
+    /// exist (`NotFound` otherwise).
+    async fn create_api_key(&self, key: ApiKey) -> KernelResult<ApiKey>;
+
+    /// The live key whose plaintext hashes to `key_hash`, with its tenant: `None` when it
+    /// is unknown, revoked or expired. Records the use (written to the store in batches).
+    async fn authenticate(&self, key_hash: [u8; 32]) -> KernelResult<Option<(ApiKey, Tenant)>>;
+
+    /// Keys ordered by id (of one tenant, or all), after `after`, at most `limit`.
+    async fn list_api_keys(
+        &self,
+        tenant_id: Option<String>,
+        after: Option<String>,
+        limit: usize,
+    ) -> KernelResult<Vec<ApiKey>>;
+
+    /// Revokes a key; it stops authenticating at once. `NotFound` for an unknown id.
+    async fn revoke_api_key(&self, id: &str) -> KernelResult<ApiKey>;
+
+    /// The tenant's timers created today (UTC) and pending now.
+    async fn tenant_usage(&self, tenant_id: &str) -> KernelResult<TenantUsage>;
 }
+
+/// Limits a create is checked against, from the tenant's tier; `None` is unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TenantQuotas {
+    pub max_per_day: Option<u64>,
+    pub max_pending: Option<u64>,
+}
+
+/// A tenant to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTenant {
+    pub id: String,
+    pub name: String,
+    pub tier: String,
+}
+
+/// Most tenants or keys listed in one page.
+pub const MAX_ADMIN_PAGE: usize = 1_000;
+/// Longest tenant or key name, in bytes.
+pub const MAX_ADMIN_NAME_BYTES: usize = 200;
+/// Longest tier name or role name, in bytes.
+pub const MAX_TIER_NAME_BYTES: usize = 64;
 
 /// How long a rotated-out signing secret keeps signing alongside the new one.
 pub const SECRET_ROTATION_GRACE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);

@@ -18,6 +18,9 @@ pub enum KernelError {
         message: String,
         status: Option<TimerStatus>,
     },
+    /// A tenant quota would be exceeded; nothing was stored.
+    #[error("the tenant's {quota} quota of {limit} is reached")]
+    QuotaExceeded { quota: String, limit: u64 },
     /// A report for a lease that is no longer held.
     #[error("{0}")]
     Fenced(String),
@@ -59,6 +62,20 @@ impl From<StoreError> for KernelError {
                 KernelError::Unavailable(e.to_string())
             }
             StoreError::Corrupt(m) => KernelError::Internal(m),
+            StoreError::QuotaExceeded { quota, limit } => KernelError::QuotaExceeded {
+                quota: quota.as_str().to_string(),
+                limit,
+            },
+            StoreError::IdempotencyMismatch { timer_id } => KernelError::Conflict {
+                message: format!(
+                    "the idempotency key was already used within 24 hours for a different request (timer {timer_id}); send the same body again or use a new key"
+                ),
+                status: None,
+            },
+            StoreError::AlreadyExists(what) => KernelError::Conflict {
+                message: format!("{what} already exists"),
+                status: None,
+            },
         }
     }
 }

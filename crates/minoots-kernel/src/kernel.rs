@@ -7,12 +7,17 @@ use async_trait::async_trait;
 use minoots_core::request::check_cancel_reason;
 use minoots_core::{Clock, DeliveryId, Event, Timer, TimerId, TimerRequest, TimerStatus};
 use minoots_store::{
-    AttemptReport, CreateOutcome, DeliveryWithAttempts, DueTimer, EventQuery, LeasedDelivery,
-    ReportOutcome, Store, StoreError, TimerPage, TimerQuery,
+    ApiKey, AttemptReport, CreateOptions, CreateOutcome, DeliveryWithAttempts, DueTimer,
+    EventQuery, LeasedDelivery, ReportOutcome, Store, StoreError, Tenant, TenantUpdate,
+    TenantUsage, TimerPage, TimerQuery,
 };
 use tokio::sync::{Notify, watch};
 
-use crate::api::{BoxStream, KernelApi, LeaseRequest, SECRET_ROTATION_GRACE, ScheduleOutcome};
+use crate::admin::{self, KeyCache};
+use crate::api::{
+    BoxStream, KernelApi, LeaseRequest, NewTenant, SECRET_ROTATION_GRACE, ScheduleOutcome,
+    TenantQuotas,
+};
 use crate::config::KernelConfig;
 use crate::error::{KernelError, KernelResult};
 use crate::metrics::KernelMetrics;
@@ -28,6 +33,8 @@ pub struct Kernel {
     delivery_notify: Arc<Notify>,
     metrics: Arc<KernelMetrics>,
     stop: watch::Sender<bool>,
+    /// Keys already authenticated, and their uses not yet written.
+    keys: Arc<KeyCache>,
     maintenance: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -63,6 +70,12 @@ impl Kernel {
             metrics.clone(),
             stop_rx,
         ));
+        let keys = Arc::new(KeyCache::default());
+        let flusher = tokio::spawn(admin::run_touch_flusher(
+            keys.clone(),
+            store.clone(),
+            stop.subscribe(),
+        ));
         Ok(Arc::new(Self {
             store,
             clock,
@@ -71,7 +84,8 @@ impl Kernel {
             delivery_notify,
             metrics,
             stop,
-            maintenance: std::sync::Mutex::new(vec![rescuer, retention]),
+            keys,
+            maintenance: std::sync::Mutex::new(vec![rescuer, retention, flusher]),
         }))
     }
 
@@ -140,13 +154,17 @@ impl Kernel {
     /// still indexed, so an acknowledged-or-not timer is never left unseen by the
     /// scheduler. Timers returned for a reused idempotency key are indexed again too
     /// (harmless: the window is a set), in case the first request was the one cut short.
-    async fn create_then_index(&self, timers: Vec<Timer>) -> KernelResult<Vec<CreateOutcome>> {
+    async fn create_then_index(
+        &self,
+        timers: Vec<Timer>,
+        options: CreateOptions,
+    ) -> KernelResult<Vec<CreateOutcome>> {
         let store = self.store.clone();
         let scheduler = self.scheduler.clone();
         tokio::spawn(async move {
             let outcomes = if timers.len() == 1 {
                 let t = timers.into_iter().next().expect("one timer");
-                vec![store.create_timer(t).await?]
+                vec![store.create_timer_with(t, options).await?]
             } else {
                 store.create_timers(timers).await?
             };
@@ -178,7 +196,9 @@ impl Kernel {
                     .into_timer(TimerId::new_v7(), now),
             );
         }
-        let outcomes = self.create_then_index(timers).await?;
+        let outcomes = self
+            .create_then_index(timers, CreateOptions::default())
+            .await?;
         let mut out = Vec::with_capacity(outcomes.len());
         for o in outcomes {
             out.push(o.timer);
@@ -197,16 +217,25 @@ fn not_found(e: StoreError, what: &str) -> KernelError {
 
 #[async_trait]
 impl KernelApi for Kernel {
-    async fn schedule_timer(
+    async fn schedule_timer_with(
         &self,
         tenant_id: &str,
         request: TimerRequest,
+        quotas: TenantQuotas,
     ) -> KernelResult<ScheduleOutcome> {
         let now = self.clock.now_us();
         let spec = self.validate(&request, tenant_id, now)?;
+        let options = CreateOptions {
+            max_per_day: quotas.max_per_day,
+            max_pending: quotas.max_pending,
+            idempotency_fingerprint: spec
+                .idempotency_key
+                .is_some()
+                .then(|| admin::request_fingerprint(&request)),
+        };
         let timer = spec.into_timer(TimerId::new_v7(), now);
         let outcome = self
-            .create_then_index(vec![timer])
+            .create_then_index(vec![timer], options)
             .await?
             .pop()
             .ok_or_else(|| KernelError::Internal("the store returned no timer".into()))?;
@@ -356,6 +385,118 @@ impl KernelApi for Kernel {
             .rotate_signing_secret(tenant_id, secret.clone())
             .await?;
         Ok(secret)
+    }
+
+    async fn create_tenant(&self, tenant: NewTenant) -> KernelResult<Tenant> {
+        admin::check_new_tenant(&tenant)?;
+        let now = self.clock.now_us();
+        let created = self
+            .store
+            .create_tenant(Tenant {
+                id: tenant.id,
+                name: tenant.name,
+                tier: tenant.tier,
+                created_at_us: now,
+                updated_at_us: now,
+            })
+            .await?;
+        self.keys.invalidate();
+        Ok(created)
+    }
+
+    async fn get_tenant(&self, id: &str) -> KernelResult<Tenant> {
+        admin::check_tenant_id(id)?;
+        self.store
+            .get_tenant(id)
+            .await?
+            .ok_or_else(|| KernelError::NotFound(format!("tenant {id}")))
+    }
+
+    async fn list_tenants(&self, after: Option<String>, limit: usize) -> KernelResult<Vec<Tenant>> {
+        admin::check_page(limit)?;
+        Ok(self.store.list_tenants(after, limit).await?)
+    }
+
+    async fn update_tenant(&self, id: &str, update: TenantUpdate) -> KernelResult<Tenant> {
+        admin::check_tenant_id(id)?;
+        if let Some(name) = &update.name {
+            admin::check_new_tenant(&NewTenant {
+                id: id.to_string(),
+                name: name.clone(),
+                tier: "t".into(),
+            })?;
+        }
+        if let Some(tier) = &update.tier {
+            admin::check_token("tier", tier)?;
+        }
+        let result = self
+            .store
+            .update_tenant(id, update)
+            .await
+            .map_err(|e| not_found(e, &format!("tenant {id}")));
+        self.keys.invalidate();
+        result
+    }
+
+    async fn create_api_key(&self, key: ApiKey) -> KernelResult<ApiKey> {
+        admin::check_new_key(&key)?;
+        if self.store.get_tenant(&key.tenant_id).await?.is_none() {
+            return Err(KernelError::NotFound(format!("tenant {}", key.tenant_id)));
+        }
+        let created = self.store.create_api_key(key).await?;
+        self.keys.invalidate();
+        Ok(created)
+    }
+
+    async fn authenticate(&self, key_hash: [u8; 32]) -> KernelResult<Option<(ApiKey, Tenant)>> {
+        let entry = match self.keys.get(&key_hash) {
+            Some(e) => Some(e),
+            None => {
+                let Some(key) = self.store.api_key_by_hash(key_hash).await? else {
+                    return Ok(None);
+                };
+                let Some(tenant) = self.store.get_tenant(&key.tenant_id).await? else {
+                    return Ok(None);
+                };
+                self.keys.put(key_hash, (key.clone(), tenant.clone()));
+                Some((key, tenant))
+            }
+        };
+        let now = self.clock.now_us();
+        Ok(entry
+            .filter(|(key, _)| admin::key_is_live(key, now))
+            .inspect(|(key, _)| {
+                self.keys.touch(&key.id, now);
+            }))
+    }
+
+    async fn list_api_keys(
+        &self,
+        tenant_id: Option<String>,
+        after: Option<String>,
+        limit: usize,
+    ) -> KernelResult<Vec<ApiKey>> {
+        admin::check_page(limit)?;
+        if let Some(t) = &tenant_id {
+            admin::check_tenant_id(t)?;
+        }
+        Ok(self.store.list_api_keys(tenant_id, after, limit).await?)
+    }
+
+    async fn revoke_api_key(&self, id: &str) -> KernelResult<ApiKey> {
+        let result = self
+            .store
+            .revoke_api_key(id)
+            .await
+            .map_err(|e| not_found(e, &format!("key {id}")));
+        self.keys.invalidate();
+        result
+    }
+
+    async fn tenant_usage(&self, tenant_id: &str) -> KernelResult<TenantUsage> {
+        admin::check_tenant_id(tenant_id)?;
+        let day = minoots_store::utc_day(self.clock.now_us());
+        Ok(self.store.tenant_usage(tenant_id, day).await?)
     }
 }
 

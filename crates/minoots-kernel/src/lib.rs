@@ -8,6 +8,7 @@
 //! It must never fire a timer early, answer a write before it is durable, or keep a task
 //! or OS timer per timer.
 
+pub mod admin;
 pub mod api;
 pub mod config;
 pub mod error;
@@ -19,7 +20,7 @@ mod maintenance;
 pub mod metrics;
 mod scheduler;
 
-pub use api::{BoxStream, KernelApi, LeaseRequest, ScheduleOutcome};
+pub use api::{BoxStream, KernelApi, LeaseRequest, NewTenant, ScheduleOutcome, TenantQuotas};
 pub use config::KernelConfig;
 pub use error::{KernelError, KernelResult};
 pub use kernel::Kernel;

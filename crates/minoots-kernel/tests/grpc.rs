@@ -64,16 +64,11 @@ async fn schedule_get_list_cancel_and_stream_over_grpc() {
     let r = start(None).await;
     let c = GrpcKernelClient::connect_lazy(&r.url, None).unwrap();
 
-    let created = c
-        .schedule_timer(
-            "acme",
-            req(r#"{"name": "webhook-test", "requestedBy": "user", "duration": "1h", "metadata": {"order": 42, "tags": ["a"]},
+    const ORIGINAL: &str = r#"{"name": "webhook-test", "requestedBy": "user", "duration": "1h", "metadata": {"order": 42, "tags": ["a"]},
                    "labels": {"team": "ops"}, "idempotencyKey": "k-1",
                    "actionBundle": {"actions": [{"type": "webhook", "url": "https://example.com/hook", "headers": {"x-a": "b"}, "body": {"x": 1}, "timeoutMs": 5000}],
-                                    "retryPolicy": {"maxAttempts": 3}}}"#),
-        )
-        .await
-        .unwrap();
+                                    "retryPolicy": {"maxAttempts": 3}}}"#;
+    let created = c.schedule_timer("acme", req(ORIGINAL)).await.unwrap();
     assert!(created.created);
     let t = created.timer;
     assert_eq!(t.name, "webhook-test");
@@ -83,14 +78,8 @@ async fn schedule_get_list_cancel_and_stream_over_grpc() {
     let got = c.get_timer("acme", t.id).await.unwrap();
     assert_eq!(got, t);
     assert_eq!(got, r.kernel.get_timer("acme", t.id).await.unwrap());
-    // Idempotency key: the same timer comes back.
-    let again = c
-        .schedule_timer(
-            "acme",
-            req(r#"{"duration": "2h", "idempotencyKey": "k-1"}"#),
-        )
-        .await
-        .unwrap();
+    // Idempotency key: the same request gives the same timer back.
+    let again = c.schedule_timer("acme", req(ORIGINAL)).await.unwrap();
     assert!(!again.created);
     assert_eq!(again.timer.id, t.id);
 
@@ -443,5 +432,170 @@ async fn secrets_redrive_and_release_over_grpc() {
         c.redrive_timer("other", t.id).await,
         Err(KernelError::NotFound(_))
     ));
+    r.stop().await;
+}
+
+fn new_key(id: &str, tenant: &str, hash: u8, roles: &[&str]) -> minoots_store::ApiKey {
+    minoots_store::ApiKey {
+        id: id.into(),
+        tenant_id: tenant.into(),
+        name: format!("key {id}"),
+        key_hash: [hash; 32],
+        prefix: "mnt_xyz".into(),
+        roles: roles.iter().map(|r| r.to_string()).collect(),
+        created_at_us: 0,
+        expires_at_us: None,
+        revoked_at_us: None,
+        last_used_at_us: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_keys_and_authentication_over_grpc() {
+    let r = start(None).await;
+    let c = GrpcKernelClient::connect_lazy(&r.url, None).unwrap();
+    let tenant = c
+        .create_tenant(minoots_kernel::NewTenant {
+            id: "acme".into(),
+            name: "Acme".into(),
+            tier: "free".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(tenant.tier, "free");
+    assert!(tenant.created_at_us > 0);
+    let dup = c
+        .create_tenant(minoots_kernel::NewTenant {
+            id: "acme".into(),
+            name: "Again".into(),
+            tier: "free".into(),
+        })
+        .await;
+    assert!(matches!(dup, Err(KernelError::Conflict { .. })), "{dup:?}");
+    let bad = c
+        .create_tenant(minoots_kernel::NewTenant {
+            id: "no spaces".into(),
+            name: "x".into(),
+            tier: "free".into(),
+        })
+        .await;
+    assert!(
+        matches!(&bad, Err(KernelError::Invalid(e)) if e.has_field("id")),
+        "{bad:?}"
+    );
+
+    // A key for an unknown tenant is refused; a key for acme authenticates.
+    let orphan = c
+        .create_api_key(new_key("k0", "ghost", 9, &["admin"]))
+        .await;
+    assert!(
+        matches!(orphan, Err(KernelError::NotFound(_))),
+        "{orphan:?}"
+    );
+    let key = c
+        .create_api_key(new_key("k1", "acme", 1, &["timers:read", "timers:write"]))
+        .await
+        .unwrap();
+    assert_eq!(key.roles, ["timers:read", "timers:write"]);
+    let (found, found_tenant) = c.authenticate([1; 32]).await.unwrap().expect("live key");
+    assert_eq!(found.id, "k1");
+    assert_eq!(found_tenant.id, "acme");
+    assert_eq!(c.authenticate([2; 32]).await.unwrap(), None);
+
+    // A tier change shows at the next authentication (the cache is emptied).
+    c.update_tenant(
+        "acme",
+        minoots_store::TenantUpdate {
+            tier: Some("pro".into()),
+            name: None,
+        },
+    )
+    .await
+    .unwrap();
+    let (_, t) = c.authenticate([1; 32]).await.unwrap().unwrap();
+    assert_eq!(t.tier, "pro");
+
+    // Revocation takes effect at once, even though the key was cached.
+    let revoked = c.revoke_api_key("k1").await.unwrap();
+    assert!(revoked.revoked_at_us.is_some());
+    assert_eq!(c.authenticate([1; 32]).await.unwrap(), None);
+    assert!(matches!(
+        c.revoke_api_key("nope").await,
+        Err(KernelError::NotFound(_))
+    ));
+
+    // An expired key does not authenticate.
+    let mut expired = new_key("k2", "acme", 2, &["timers:read"]);
+    expired.expires_at_us = Some(SystemClock.now_us() - 1);
+    c.create_api_key(expired).await.unwrap();
+    assert_eq!(c.authenticate([2; 32]).await.unwrap(), None);
+
+    let keys = c
+        .list_api_keys(Some("acme".into()), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[0].key_hash, [1; 32]);
+    let tenants = c.list_tenants(None, 10).await.unwrap();
+    assert_eq!(tenants.len(), 1);
+    assert!(matches!(
+        c.list_tenants(None, 0).await,
+        Err(KernelError::Invalid(_))
+    ));
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_and_idempotency_conflicts_over_grpc() {
+    let r = start(None).await;
+    let c = GrpcKernelClient::connect_lazy(&r.url, None).unwrap();
+    let quotas = minoots_kernel::TenantQuotas {
+        max_per_day: Some(10),
+        max_pending: Some(2),
+    };
+    for _ in 0..2 {
+        c.schedule_timer_with("acme", req(r#"{"duration": "1h"}"#), quotas)
+            .await
+            .unwrap();
+    }
+    let over = c
+        .schedule_timer_with("acme", req(r#"{"duration": "1h"}"#), quotas)
+        .await;
+    assert_eq!(
+        over.unwrap_err(),
+        KernelError::QuotaExceeded {
+            quota: "pendingTimers".into(),
+            limit: 2
+        }
+    );
+    let usage = c.tenant_usage("acme").await.unwrap();
+    assert_eq!((usage.created_today, usage.pending), (2, 2));
+
+    let first = c
+        .schedule_timer(
+            "acme",
+            req(r#"{"duration": "1h", "idempotencyKey": "k", "metadata": {"a": 1}}"#),
+        )
+        .await
+        .unwrap();
+    let replay = c
+        .schedule_timer(
+            "acme",
+            req(r#"{"duration": "1h", "idempotencyKey": "k", "metadata": {"a": 1}}"#),
+        )
+        .await
+        .unwrap();
+    assert!(!replay.created);
+    assert_eq!(replay.timer.id, first.timer.id);
+    let other_body = c
+        .schedule_timer(
+            "acme",
+            req(r#"{"duration": "2h", "idempotencyKey": "k", "metadata": {"a": 1}}"#),
+        )
+        .await;
+    assert!(
+        matches!(&other_body, Err(KernelError::Conflict { message, .. }) if message.contains("idempotency key")),
+        "{other_body:?}"
+    );
     r.stop().await;
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use minoots_core::{DeliveryId, Event, Timer, TimerId, TimerRequest};
 use minoots_store::{
-    AttemptReport, DeliveryWithAttempts, EventQuery, LeasedDelivery, ReportOutcome, TimerPage,
-    TimerQuery,
+    ApiKey, AttemptReport, DeliveryWithAttempts, EventQuery, LeasedDelivery, ReportOutcome, Tenant,
+    TenantUpdate, TenantUsage, TimerPage, TimerQuery,
 };
 use tokio_stream::StreamExt;
 use tonic::metadata::MetadataValue;
@@ -16,7 +16,7 @@ use tonic::{Request, Status};
 
 use super::convert::*;
 use super::{from_status, pb};
-use crate::api::{BoxStream, KernelApi, LeaseRequest, ScheduleOutcome};
+use crate::api::{BoxStream, KernelApi, LeaseRequest, NewTenant, ScheduleOutcome, TenantQuotas};
 use crate::error::{KernelError, KernelResult};
 
 /// How long a unary call may take before the caller is told the kernel is unavailable.
@@ -82,12 +82,13 @@ fn err(s: Status) -> KernelError {
 
 #[async_trait]
 impl KernelApi for GrpcKernelClient {
-    async fn schedule_timer(
+    async fn schedule_timer_with(
         &self,
         tenant_id: &str,
         request: TimerRequest,
+        quotas: TenantQuotas,
     ) -> KernelResult<ScheduleOutcome> {
-        let msg = schedule_request_pb(tenant_id, request);
+        let msg = schedule_request_pb(tenant_id, request, quotas);
         let r = self
             .client
             .clone()
@@ -292,5 +293,135 @@ impl KernelApi for GrpcKernelClient {
             .into_iter()
             .next()
             .ok_or_else(|| KernelError::Internal("rotation returned no secret".into()))
+    }
+
+    async fn create_tenant(&self, tenant: NewTenant) -> KernelResult<Tenant> {
+        let msg = pb::CreateTenantRequest {
+            id: tenant.id,
+            name: tenant.name,
+            tier: tenant.tier,
+        };
+        let t = self
+            .client
+            .clone()
+            .create_tenant(self.unary(msg))
+            .await
+            .map_err(err)?;
+        Ok(tenant_of(t.into_inner()))
+    }
+
+    async fn get_tenant(&self, id: &str) -> KernelResult<Tenant> {
+        let msg = pb::GetTenantRequest { id: id.to_string() };
+        let t = self
+            .client
+            .clone()
+            .get_tenant(self.unary(msg))
+            .await
+            .map_err(err)?;
+        Ok(tenant_of(t.into_inner()))
+    }
+
+    async fn list_tenants(&self, after: Option<String>, limit: usize) -> KernelResult<Vec<Tenant>> {
+        let msg = pb::ListTenantsRequest {
+            after: after.unwrap_or_default(),
+            limit: limit.min(u32::MAX as usize) as u32,
+        };
+        let r = self
+            .client
+            .clone()
+            .list_tenants(self.unary(msg))
+            .await
+            .map_err(err)?;
+        Ok(r.into_inner().tenants.into_iter().map(tenant_of).collect())
+    }
+
+    async fn update_tenant(&self, id: &str, update: TenantUpdate) -> KernelResult<Tenant> {
+        let msg = pb::UpdateTenantRequest {
+            id: id.to_string(),
+            name: update.name,
+            tier: update.tier,
+        };
+        let t = self
+            .client
+            .clone()
+            .update_tenant(self.unary(msg))
+            .await
+            .map_err(err)?;
+        Ok(tenant_of(t.into_inner()))
+    }
+
+    async fn create_api_key(&self, key: ApiKey) -> KernelResult<ApiKey> {
+        let k = self
+            .client
+            .clone()
+            .create_api_key(self.unary(api_key_pb(&key)))
+            .await
+            .map_err(err)?;
+        api_key_of(k.into_inner())
+    }
+
+    async fn authenticate(&self, key_hash: [u8; 32]) -> KernelResult<Option<(ApiKey, Tenant)>> {
+        let msg = pb::AuthenticateRequest {
+            key_hash: key_hash.to_vec(),
+        };
+        let r = self
+            .client
+            .clone()
+            .authenticate(self.unary(msg))
+            .await
+            .map_err(err)?
+            .into_inner();
+        match (r.key, r.tenant) {
+            (Some(k), Some(t)) => Ok(Some((api_key_of(k)?, tenant_of(t)))),
+            _ => Ok(None),
+        }
+    }
+
+    async fn list_api_keys(
+        &self,
+        tenant_id: Option<String>,
+        after: Option<String>,
+        limit: usize,
+    ) -> KernelResult<Vec<ApiKey>> {
+        let msg = pb::ListApiKeysRequest {
+            tenant_id: tenant_id.unwrap_or_default(),
+            after: after.unwrap_or_default(),
+            limit: limit.min(u32::MAX as usize) as u32,
+        };
+        let r = self
+            .client
+            .clone()
+            .list_api_keys(self.unary(msg))
+            .await
+            .map_err(err)?;
+        r.into_inner().keys.into_iter().map(api_key_of).collect()
+    }
+
+    async fn revoke_api_key(&self, id: &str) -> KernelResult<ApiKey> {
+        let msg = pb::RevokeApiKeyRequest { id: id.to_string() };
+        let k = self
+            .client
+            .clone()
+            .revoke_api_key(self.unary(msg))
+            .await
+            .map_err(err)?;
+        api_key_of(k.into_inner())
+    }
+
+    async fn tenant_usage(&self, tenant_id: &str) -> KernelResult<TenantUsage> {
+        let msg = pb::GetTenantUsageRequest {
+            tenant_id: tenant_id.to_string(),
+        };
+        let u = self
+            .client
+            .clone()
+            .get_tenant_usage(self.unary(msg))
+            .await
+            .map_err(err)?
+            .into_inner();
+        Ok(TenantUsage {
+            created_today: u.created_today,
+            pending: u.pending,
+        })
     }
 }

@@ -11,12 +11,13 @@ use minoots_core::{
     TimerId, TimerRequest, TimerStatus, ValidationErrors, WebhookAction,
 };
 use minoots_store::{
-    AttemptReport, DeliveryWithAttempts, DueTimer, EventQuery, LeasedDelivery, ReportOutcome,
-    TimerQuery,
+    ApiKey, AttemptReport, DeliveryWithAttempts, DueTimer, EventQuery, LeasedDelivery,
+    ReportOutcome, Tenant, TimerQuery,
 };
 use prost_types::{ListValue, Struct, Timestamp, Value, value::Kind};
 
 use super::pb;
+use crate::api::TenantQuotas;
 use crate::error::{KernelError, KernelResult};
 
 // ---- time ---------------------------------------------------------------------------
@@ -334,7 +335,9 @@ pub fn timer_of(t: pb::Timer) -> KernelResult<Timer> {
 
 /// A client's schedule request as the kernel's input, checked field by field by
 /// [`TimerRequest::validate`] afterwards (the one place that decides validity).
-pub fn schedule_request_of(r: pb::ScheduleTimerRequest) -> KernelResult<(String, TimerRequest)> {
+pub fn schedule_request_of(
+    r: pb::ScheduleTimerRequest,
+) -> KernelResult<(String, TimerRequest, TenantQuotas)> {
     use pb::schedule_timer_request::When;
     let mut errors = ValidationErrors::new();
     let (duration, fire_at) = match r.when {
@@ -346,6 +349,10 @@ pub fn schedule_request_of(r: pb::ScheduleTimerRequest) -> KernelResult<(String,
     };
     let action_bundle = r.action_bundle.as_ref().map(|b| bundle_of(b, &mut errors));
     errors.into_result()?;
+    let quotas = TenantQuotas {
+        max_per_day: r.max_timers_per_day,
+        max_pending: r.max_pending_timers,
+    };
     Ok((
         r.tenant_id.clone(),
         TimerRequest {
@@ -362,10 +369,15 @@ pub fn schedule_request_of(r: pb::ScheduleTimerRequest) -> KernelResult<(String,
             action_bundle,
             idempotency_key: r.idempotency_key,
         },
+        quotas,
     ))
 }
 
-pub fn schedule_request_pb(tenant_id: &str, r: TimerRequest) -> pb::ScheduleTimerRequest {
+pub fn schedule_request_pb(
+    tenant_id: &str,
+    r: TimerRequest,
+    quotas: TenantQuotas,
+) -> pb::ScheduleTimerRequest {
     use pb::schedule_timer_request::When;
     let when = match (r.duration, r.fire_at) {
         (Some(DurationInput::Millis(ms)), _) => Some(When::DurationMs(ms)),
@@ -385,6 +397,8 @@ pub fn schedule_request_pb(tenant_id: &str, r: TimerRequest) -> pb::ScheduleTime
         labels: r.labels.unwrap_or_default().into_iter().collect(),
         action_bundle: r.action_bundle.as_ref().map(bundle_pb),
         idempotency_key: r.idempotency_key,
+        max_timers_per_day: quotas.max_per_day,
+        max_pending_timers: quotas.max_pending,
     }
 }
 
@@ -663,6 +677,65 @@ pub fn event_query_pb(q: &EventQuery) -> pb::StreamTimerEventsRequest {
         timer_id: q.timer_id.map(|t| t.to_string()).unwrap_or_default(),
         types: q.types.iter().map(|t| t.as_str().to_string()).collect(),
     }
+}
+
+pub fn tenant_pb(t: &Tenant) -> pb::Tenant {
+    pb::Tenant {
+        id: t.id.clone(),
+        name: t.name.clone(),
+        tier: t.tier.clone(),
+        created_at: Some(ts(t.created_at_us)),
+        updated_at: Some(ts(t.updated_at_us)),
+    }
+}
+
+pub fn tenant_of(t: pb::Tenant) -> Tenant {
+    Tenant {
+        created_at_us: us_opt(&t.created_at).unwrap_or(0),
+        updated_at_us: us_opt(&t.updated_at).unwrap_or(0),
+        id: t.id,
+        name: t.name,
+        tier: t.tier,
+    }
+}
+
+pub fn api_key_pb(k: &ApiKey) -> pb::ApiKey {
+    pb::ApiKey {
+        id: k.id.clone(),
+        tenant_id: k.tenant_id.clone(),
+        name: k.name.clone(),
+        key_hash: k.key_hash.to_vec(),
+        prefix: k.prefix.clone(),
+        roles: k.roles.clone(),
+        created_at: Some(ts(k.created_at_us)),
+        expires_at: ts_opt(k.expires_at_us),
+        revoked_at: ts_opt(k.revoked_at_us),
+        last_used_at: ts_opt(k.last_used_at_us),
+    }
+}
+
+pub fn api_key_of(k: pb::ApiKey) -> KernelResult<ApiKey> {
+    let key_hash: [u8; 32] =
+        k.key_hash.as_slice().try_into().map_err(|_| {
+            KernelError::invalid("keyHash", "must be the 32-byte SHA-256 of the key")
+        })?;
+    Ok(ApiKey {
+        id: k.id,
+        tenant_id: k.tenant_id,
+        name: k.name,
+        key_hash,
+        prefix: k.prefix,
+        roles: k.roles,
+        created_at_us: us_opt(&k.created_at).unwrap_or(0),
+        expires_at_us: us_opt(&k.expires_at),
+        revoked_at_us: us_opt(&k.revoked_at),
+        last_used_at_us: us_opt(&k.last_used_at),
+    })
+}
+
+/// Empty text means "not given" in the admin paging requests.
+pub fn non_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
 }
 
 #[cfg(test)]

@@ -39,6 +39,14 @@ pub fn to_status(e: KernelError) -> Status {
                 details.to_string().into(),
             )
         }
+        KernelError::QuotaExceeded { quota, limit } => {
+            let details = serde_json::json!({ "quota": quota, "limit": limit });
+            Status::with_details(
+                Code::ResourceExhausted,
+                format!("the tenant's {quota} quota of {limit} is reached"),
+                details.to_string().into(),
+            )
+        }
         KernelError::Fenced(m) => Status::failed_precondition(format!("fenced: {m}")),
         KernelError::Unavailable(m) => Status::unavailable(m),
         KernelError::Unauthenticated(m) => Status::unauthenticated(m),
@@ -80,7 +88,16 @@ pub fn from_status(s: Status) -> KernelError {
             }
         }
         Code::Unauthenticated | Code::PermissionDenied => KernelError::Unauthenticated(msg),
-        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::ResourceExhausted => {
+        Code::ResourceExhausted => {
+            let quota = serde_json::from_slice::<serde_json::Value>(s.details())
+                .ok()
+                .and_then(|v| Some((v["quota"].as_str()?.to_string(), v["limit"].as_u64()?)));
+            match quota {
+                Some((quota, limit)) => KernelError::QuotaExceeded { quota, limit },
+                None => KernelError::Unavailable(msg),
+            }
+        }
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
             KernelError::Unavailable(msg)
         }
         _ => KernelError::Internal(format!("{:?}: {msg}", s.code())),

@@ -13,7 +13,8 @@ use tonic::{Request, Response, Status};
 
 use super::convert::*;
 use super::{pb, to_status};
-use crate::api::{KernelApi, LeaseRequest};
+use crate::api::{KernelApi, LeaseRequest, NewTenant};
+use minoots_store::TenantUpdate;
 
 /// Largest request or response message, in bytes. A timer is at most ~1.2 MiB of input
 /// (16 actions with 64 KiB bodies, 16 KiB metadata); leave headroom.
@@ -41,10 +42,10 @@ impl pb::horology_kernel_server::HorologyKernel for Service {
         &self,
         request: Request<pb::ScheduleTimerRequest>,
     ) -> Result<Response<pb::ScheduleTimerResponse>, Status> {
-        let (tenant, req) = schedule_request_of(request.into_inner()).map_err(to_status)?;
+        let (tenant, req, quotas) = schedule_request_of(request.into_inner()).map_err(to_status)?;
         let out = self
             .kernel
-            .schedule_timer(&tenant, req)
+            .schedule_timer_with(&tenant, req, quotas)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::ScheduleTimerResponse {
@@ -213,6 +214,140 @@ impl pb::horology_kernel_server::HorologyKernel for Service {
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::WebhookSecrets { secrets }))
+    }
+
+    async fn create_tenant(
+        &self,
+        request: Request<pb::CreateTenantRequest>,
+    ) -> Result<Response<pb::Tenant>, Status> {
+        let r = request.into_inner();
+        let t = self
+            .kernel
+            .create_tenant(NewTenant {
+                id: r.id,
+                name: r.name,
+                tier: r.tier,
+            })
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(tenant_pb(&t)))
+    }
+
+    async fn get_tenant(
+        &self,
+        request: Request<pb::GetTenantRequest>,
+    ) -> Result<Response<pb::Tenant>, Status> {
+        let t = self
+            .kernel
+            .get_tenant(&request.into_inner().id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(tenant_pb(&t)))
+    }
+
+    async fn list_tenants(
+        &self,
+        request: Request<pb::ListTenantsRequest>,
+    ) -> Result<Response<pb::ListTenantsResponse>, Status> {
+        let r = request.into_inner();
+        let tenants = self
+            .kernel
+            .list_tenants(non_empty(r.after), r.limit as usize)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ListTenantsResponse {
+            tenants: tenants.iter().map(tenant_pb).collect(),
+        }))
+    }
+
+    async fn update_tenant(
+        &self,
+        request: Request<pb::UpdateTenantRequest>,
+    ) -> Result<Response<pb::Tenant>, Status> {
+        let r = request.into_inner();
+        let t = self
+            .kernel
+            .update_tenant(
+                &r.id,
+                TenantUpdate {
+                    name: r.name,
+                    tier: r.tier,
+                },
+            )
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(tenant_pb(&t)))
+    }
+
+    async fn create_api_key(
+        &self,
+        request: Request<pb::ApiKey>,
+    ) -> Result<Response<pb::ApiKey>, Status> {
+        let key = api_key_of(request.into_inner()).map_err(to_status)?;
+        let k = self.kernel.create_api_key(key).await.map_err(to_status)?;
+        Ok(Response::new(api_key_pb(&k)))
+    }
+
+    async fn authenticate(
+        &self,
+        request: Request<pb::AuthenticateRequest>,
+    ) -> Result<Response<pb::AuthenticateResponse>, Status> {
+        let hash: [u8; 32] = request
+            .into_inner()
+            .key_hash
+            .as_slice()
+            .try_into()
+            .map_err(|_| Status::invalid_argument("keyHash must be 32 bytes"))?;
+        let found = self.kernel.authenticate(hash).await.map_err(to_status)?;
+        Ok(Response::new(match found {
+            Some((k, t)) => pb::AuthenticateResponse {
+                key: Some(api_key_pb(&k)),
+                tenant: Some(tenant_pb(&t)),
+            },
+            None => pb::AuthenticateResponse::default(),
+        }))
+    }
+
+    async fn list_api_keys(
+        &self,
+        request: Request<pb::ListApiKeysRequest>,
+    ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
+        let r = request.into_inner();
+        let keys = self
+            .kernel
+            .list_api_keys(non_empty(r.tenant_id), non_empty(r.after), r.limit as usize)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ListApiKeysResponse {
+            keys: keys.iter().map(api_key_pb).collect(),
+        }))
+    }
+
+    async fn revoke_api_key(
+        &self,
+        request: Request<pb::RevokeApiKeyRequest>,
+    ) -> Result<Response<pb::ApiKey>, Status> {
+        let k = self
+            .kernel
+            .revoke_api_key(&request.into_inner().id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(api_key_pb(&k)))
+    }
+
+    async fn get_tenant_usage(
+        &self,
+        request: Request<pb::GetTenantUsageRequest>,
+    ) -> Result<Response<pb::TenantUsage>, Status> {
+        let u = self
+            .kernel
+            .tenant_usage(&request.into_inner().tenant_id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::TenantUsage {
+            created_today: u.created_today,
+            pending: u.pending,
+        }))
     }
 }
 
