@@ -15,11 +15,44 @@ use crate::model::{Timer, TimerId, TimerStatus};
 use crate::timefmt::{format_us, parse_rfc3339_us};
 
 /// `duration` as a JSON number of milliseconds or as text (`"30s"`, `"PT30S"`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum DurationInput {
     Millis(i64),
     Text(String),
+}
+
+impl<'de> Deserialize<'de> for DurationInput {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = DurationInput;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a duration like \"30s\", \"1h30m\", \"PT30S\" or a whole number of milliseconds")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<DurationInput, E> {
+                Ok(DurationInput::Millis(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<DurationInput, E> {
+                i64::try_from(v).map(DurationInput::Millis).map_err(|_| {
+                    E::custom("is too large; the farthest a timer may fire is 10 years")
+                })
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<DurationInput, E> {
+                if v.fract() == 0.0 && v.abs() < 9.0e15 {
+                    Ok(DurationInput::Millis(v as i64))
+                } else {
+                    Err(E::custom(format!(
+                        "{v} is not a whole number of milliseconds; write it like 30000 or \"30s\""
+                    )))
+                }
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<DurationInput, E> {
+                Ok(DurationInput::Text(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// The body of `POST /timers` (and the gRPC and MCP equivalents), as the client sent it.
@@ -46,6 +79,41 @@ pub struct TimerRequest {
     pub idempotency_key: Option<String>,
 }
 
+/// Parses a JSON body into `T`; a syntax or type error names the JSON path where it
+/// happened (`actionBundle.actions[0].url`), or `body` when it concerns the whole document.
+/// Every JSON body MINOOTS accepts goes through here.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ValidationErrors> {
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ValidationErrors::single(
+            "body",
+            "must be one JSON object, like {\"duration\": \"30s\"}",
+        ));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." || path == "?" || path.is_empty() {
+            "body".to_string()
+        } else {
+            path
+        };
+        let inner = e.into_inner();
+        let message = if inner.is_syntax() || inner.is_eof() {
+            format!("is not valid JSON ({inner}); send one JSON object")
+        } else {
+            inner.to_string()
+        };
+        ValidationErrors::single(field, message)
+    })?;
+    de.end().map_err(|e| {
+        ValidationErrors::single(
+            "body",
+            format!("has trailing data after the JSON object ({e})"),
+        )
+    })?;
+    Ok(value)
+}
+
 /// A validated timer request: every field is within its limits and the fire time is known.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TimerSpec {
@@ -63,16 +131,7 @@ pub struct TimerSpec {
 impl TimerRequest {
     /// Parses a JSON body; a syntax or type error names the field where it happened.
     pub fn from_json(body: &[u8]) -> Result<Self, ValidationErrors> {
-        let de = &mut serde_json::Deserializer::from_slice(body);
-        serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let field = if path == "." || path == "?" || path.is_empty() {
-                "body".to_string()
-            } else {
-                path
-            };
-            ValidationErrors::single(field, e.into_inner().to_string())
-        })
+        parse_json(body)
     }
 
     /// Validates the request for `tenant_id` at time `now_us`. All problems are reported

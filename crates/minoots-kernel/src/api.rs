@@ -108,6 +108,7 @@ pub trait KernelApi: Send + Sync + 'static {
 
     /// Events after `query.after_seq` that match the query, then live ones as they happen,
     /// in sequence order, without gaps or repeats. Ends only when the receiver drops it.
+    /// With `after_seq` = [`EVENTS_FROM_NOW`], every event committed after this returns.
     async fn stream_events(&self, query: EventQuery) -> KernelResult<BoxStream<Event>>;
 
     /// Due deliveries leased to `request.lease_owner`, as they become due.
@@ -187,6 +188,9 @@ pub struct NewTenant {
     pub name: String,
     pub tier: String,
 }
+
+/// `EventQuery::after_seq` for "only events committed from now on" (long-poll waits).
+pub const EVENTS_FROM_NOW: i64 = -1;
 
 /// Most tenants or keys listed in one page.
 pub const MAX_ADMIN_PAGE: usize = 1_000;

@@ -21,16 +21,30 @@ use crate::error::{KernelError, KernelResult};
 /// Events read from the log per query while catching up.
 const REPLAY_PAGE: usize = 1_000;
 
-pub(crate) fn start_stream(
+/// Starts a stream. The first live subscription is taken before this returns, so with
+/// `after_seq` = [`crate::api::EVENTS_FROM_NOW`] every event committed after the call
+/// returns is delivered (a caller may subscribe, then read state, and miss nothing).
+pub(crate) async fn start_stream(
     store: Arc<dyn Store>,
-    query: EventQuery,
+    mut query: EventQuery,
     buffer: usize,
-) -> BoxStream<Event> {
+) -> KernelResult<BoxStream<Event>> {
+    let mut first_live = Some(store.subscribe_events());
+    if query.after_seq == crate::api::EVENTS_FROM_NOW {
+        query.after_seq = store.latest_event_seq().await?;
+    } else if query.after_seq < 0 {
+        return Err(KernelError::invalid(
+            "afterSeq",
+            "must be 0, a sequence number from an earlier event, or -1 for events from now on",
+        ));
+    }
     let (tx, rx) = mpsc::channel::<KernelResult<Event>>(buffer.max(1));
     tokio::spawn(async move {
         let mut last = query.after_seq;
         'replay: loop {
-            let mut live = store.subscribe_events();
+            let mut live = first_live
+                .take()
+                .unwrap_or_else(|| store.subscribe_events());
             // Catch up from the log.
             loop {
                 let page = match store
@@ -78,5 +92,5 @@ pub(crate) fn start_stream(
             }
         }
     });
-    Box::pin(ReceiverStream::new(rx))
+    Ok(Box::pin(ReceiverStream::new(rx)))
 }

@@ -302,11 +302,8 @@ impl KernelApi for Kernel {
     }
 
     async fn stream_events(&self, query: EventQuery) -> KernelResult<BoxStream<Event>> {
-        Ok(crate::events::start_stream(
-            self.store.clone(),
-            query,
-            self.config.event_stream_buffer,
-        ))
+        crate::events::start_stream(self.store.clone(), query, self.config.event_stream_buffer)
+            .await
     }
 
     async fn lease_deliveries(
@@ -325,12 +322,13 @@ impl KernelApi for Kernel {
 
     async fn report_attempt(&self, report: AttemptReport) -> KernelResult<ReportOutcome> {
         let id = report.delivery_id;
+        let outcome = report.outcome;
         let out = self
             .store
             .report_attempt(report)
             .await
             .map_err(|e| not_found(e, &format!("delivery {id}")))?;
-        KernelMetrics::inc(&self.metrics.attempts_reported, 1);
+        self.metrics.record_attempt(outcome, out.delivery_status);
         if out.next_attempt_at_us.is_some() {
             self.delivery_notify.notify_waiters();
         }

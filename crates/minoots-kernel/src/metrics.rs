@@ -118,9 +118,31 @@ pub struct KernelMetrics {
     pub events_pruned: AtomicU64,
     pub deliveries_leased: AtomicU64,
     pub attempts_reported: AtomicU64,
+    /// Attempts by outcome: succeeded, retryable, permanent.
+    pub attempts_by_outcome: [AtomicU64; 3],
+    /// Deliveries that ended dead (retries exhausted or a permanent failure).
+    pub deliveries_dead: AtomicU64,
 }
 
 impl KernelMetrics {
+    /// Counts one reported attempt and what it did to its delivery.
+    pub fn record_attempt(
+        &self,
+        outcome: minoots_core::AttemptOutcome,
+        delivery: minoots_core::DeliveryStatus,
+    ) {
+        Self::inc(&self.attempts_reported, 1);
+        let i = match outcome {
+            minoots_core::AttemptOutcome::Succeeded => 0,
+            minoots_core::AttemptOutcome::Retryable => 1,
+            minoots_core::AttemptOutcome::Permanent => 2,
+        };
+        Self::inc(&self.attempts_by_outcome[i], 1);
+        if delivery == minoots_core::DeliveryStatus::Dead {
+            Self::inc(&self.deliveries_dead, 1);
+        }
+    }
+
     pub fn inc(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }

@@ -644,10 +644,10 @@ pub fn event_of(e: pb::TimerEvent) -> KernelResult<Event> {
 }
 
 pub fn event_query_of(r: pb::StreamTimerEventsRequest) -> KernelResult<EventQuery> {
-    if r.after_seq < 0 {
+    if r.after_seq < crate::api::EVENTS_FROM_NOW {
         return Err(KernelError::invalid(
             "afterSeq",
-            "must be 0 or a sequence number from an earlier event",
+            "must be 0, a sequence number from an earlier event, or -1 for events from now on",
         ));
     }
     Ok(EventQuery {

@@ -1,0 +1,303 @@
+//! API keys: their format, how they are hashed and generated, and the middleware that turns
+//! a request's key into a [`Caller`] — authenticated, role-checked and rate-limited —
+//! before any handler runs. Routes declare the [`Access`] they need in the route table, so
+//! no handler can forget the check.
+//!
+//! A key is `mnt_` + 64 hex digits (32 random bytes). It is stored as its SHA-256 (a fast
+//! hash suffices for 256-bit random secrets; a slow password hash would cost every request
+//! milliseconds) and looked up by that hash in O(1); the stored hash is compared again in
+//! constant time. The kernel caches keys and drops the cache on every key or tenant change,
+//! so revocation and expiry apply to the next request.
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use minoots_store::{ApiKey, Tenant};
+
+use crate::AppState;
+use crate::config::TierLimits;
+use crate::problem::{ApiError, ApiResult};
+
+pub const ROLE_READ: &str = "timers:read";
+pub const ROLE_WRITE: &str = "timers:write";
+pub const ROLE_ADMIN: &str = "admin";
+/// Every role a key may carry.
+pub const ROLES: [&str; 3] = [ROLE_READ, ROLE_WRITE, ROLE_ADMIN];
+
+/// Shortest and longest key text accepted before any lookup (the demo key is 17 bytes;
+/// generated keys are 68; an operator's `MINOOTS_ADMIN_KEY` is at least 32).
+pub const MIN_KEY_BYTES: usize = 16;
+pub const MAX_KEY_BYTES: usize = 256;
+/// Characters of a key kept in clear as its `prefix`, so people can tell keys apart.
+pub const KEY_PREFIX_CHARS: usize = 12;
+
+/// What a route requires of its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No key (health, metrics, docs).
+    Public,
+    /// A key with `timers:read` (or `admin`).
+    Read,
+    /// A key with `timers:write` (or `admin`).
+    Write,
+    /// A key with `admin`.
+    Admin,
+}
+
+impl Access {
+    pub fn role(self) -> Option<&'static str> {
+        match self {
+            Access::Public => None,
+            Access::Read => Some(ROLE_READ),
+            Access::Write => Some(ROLE_WRITE),
+            Access::Admin => Some(ROLE_ADMIN),
+        }
+    }
+}
+
+/// The authenticated caller, put in the request's extensions by [`authorize`].
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub key_id: String,
+    pub tenant: Tenant,
+    pub roles: Vec<String>,
+    /// The tenant's tier limits (unlimited for admin keys).
+    pub limits: TierLimits,
+}
+
+impl Caller {
+    pub fn is_admin(&self) -> bool {
+        self.roles.iter().any(|r| r == ROLE_ADMIN)
+    }
+
+    pub fn has_role(&self, role: &str) -> bool {
+        self.is_admin() || self.roles.iter().any(|r| r == role)
+    }
+
+    pub fn tenant_id(&self) -> &str {
+        &self.tenant.id
+    }
+}
+
+/// SHA-256 of the key text.
+pub fn hash_key(key: &str) -> [u8; 32] {
+    hmac_sha256::Hash::hash(key.as_bytes())
+}
+
+/// A new key: `mnt_` + 32 bytes from the operating system's random source, in hex.
+pub fn generate_key() -> ApiResult<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| ApiError::internal(format!("no randomness available: {e}")))?;
+    let mut s = String::with_capacity(4 + 64);
+    s.push_str("mnt_");
+    for b in bytes {
+        s.push_str(&format!("{b:02x}"));
+    }
+    Ok(s)
+}
+
+/// The shown part of a key.
+pub fn key_prefix(key: &str) -> String {
+    key.chars().take(KEY_PREFIX_CHARS).collect()
+}
+
+/// Compares in time independent of where the inputs differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The key a request carries: `X-API-Key`, or `Authorization: Bearer`.
+fn presented_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    let raw = if let Some(v) = headers.get("x-api-key") {
+        v.as_bytes()
+    } else if let Some(v) = headers.get(header::AUTHORIZATION) {
+        let v = v.as_bytes();
+        match v.get(..7) {
+            Some(p) if p.eq_ignore_ascii_case(b"bearer ") => &v[7..],
+            _ => {
+                return Err(ApiError::unauthorized(
+                    "the Authorization header must be \"Bearer <API key>\"",
+                ));
+            }
+        }
+    } else {
+        return Ok(None);
+    };
+    let text = std::str::from_utf8(raw).unwrap_or("").trim();
+    if text.len() < MIN_KEY_BYTES
+        || text.len() > MAX_KEY_BYTES
+        || !text.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(ApiError::unauthorized(format!(
+            "the API key is malformed: it must be {MIN_KEY_BYTES} to {MAX_KEY_BYTES} printable characters, like mnt_ followed by 64 hex digits"
+        )));
+    }
+    Ok(Some(text.to_string()))
+}
+
+/// Resolves a key to its caller, or says why not (401 / 403).
+pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<Caller> {
+    let Some(key) = presented_key(headers)? else {
+        return Err(ApiError::unauthorized(
+            "an API key is required: send it as X-API-Key: <key> or Authorization: Bearer <key>",
+        ));
+    };
+    if key == crate::admin::DEMO_KEY && !state.config.demo {
+        return Err(ApiError::unauthorized(
+            "the demo key works only while the server runs in demo mode (--demo)",
+        ));
+    }
+    let hash = hash_key(&key);
+    let found = state.kernel_call(state.kernel.authenticate(hash)).await?;
+    let Some((stored, tenant)) = found else {
+        return Err(ApiError::unauthorized(
+            "the API key is unknown, revoked or expired",
+        ));
+    };
+    if !constant_time_eq(&stored.key_hash, &hash) {
+        return Err(ApiError::unauthorized(
+            "the API key is unknown, revoked or expired",
+        ));
+    }
+    caller_of(state, stored, tenant)
+}
+
+fn caller_of(state: &AppState, key: ApiKey, tenant: Tenant) -> ApiResult<Caller> {
+    let admin = key.roles.iter().any(|r| r == ROLE_ADMIN);
+    let limits = match state.config.tiers.get(&tenant.tier) {
+        _ if admin => TierLimits::UNLIMITED,
+        Some(l) => *l,
+        None => {
+            return Err(ApiError::forbidden(format!(
+                "the tenant's tier \"{}\" is not configured on this server; an operator must set a known tier",
+                tenant.tier
+            )));
+        }
+    };
+    Ok(Caller {
+        key_id: key.id,
+        tenant,
+        roles: key.roles,
+        limits,
+    })
+}
+
+/// `RateLimit-*` headers for a decision.
+pub fn rate_headers(d: &crate::ratelimit::Decision) -> [(&'static str, HeaderValue); 3] {
+    [
+        ("ratelimit-limit", HeaderValue::from(d.limit)),
+        ("ratelimit-remaining", HeaderValue::from(d.remaining)),
+        ("ratelimit-reset", HeaderValue::from(d.reset_s)),
+    ]
+}
+
+/// 429 for a per-minute limit, with the standard headers and the quota named.
+pub fn rate_limited(quota: &str, d: &crate::ratelimit::Decision) -> ApiError {
+    let mut e = ApiError::new(
+        axum::http::StatusCode::TOO_MANY_REQUESTS,
+        "rate-limited",
+        format!(
+            "this key made more than {} {} per minute, the most its tier allows; retry after {} s",
+            d.limit,
+            if quota == "createsPerMinute" {
+                "creates"
+            } else {
+                "requests"
+            },
+            d.retry_after_s
+        ),
+    )
+    .with_extra("quota", quota.into())
+    .with_extra("limit", d.limit.into())
+    .with_header(header::RETRY_AFTER, HeaderValue::from(d.retry_after_s));
+    for (k, v) in rate_headers(d) {
+        e = e.with_header(header::HeaderName::from_static(k), v);
+    }
+    e
+}
+
+/// Route middleware: authenticates, checks the role `access` needs, applies the key's
+/// request rate, and hands the [`Caller`] to the handler.
+pub async fn authorize(
+    State((state, access)): State<(AppState, Access)>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let Some(role) = access.role() else {
+        return next.run(req).await;
+    };
+    let caller = match authenticate(&state, req.headers()).await {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    if !caller.has_role(role) {
+        return ApiError::forbidden(format!(
+            "this API key lacks the role \"{role}\" that this request needs"
+        ))
+        .into_response();
+    }
+    let decision = match caller.limits.requests_per_minute {
+        Some(n) if !caller.is_admin() => {
+            let d = state.rate.check(&caller.key_id, n);
+            if !d.allowed {
+                state.metrics.rate_limited("requestsPerMinute");
+                return rate_limited("requestsPerMinute", &d).into_response();
+            }
+            Some(d)
+        }
+        _ => None,
+    };
+    req.extensions_mut().insert(caller);
+    let mut resp = next.run(req).await;
+    if let Some(d) = decision
+        && !resp.headers().contains_key("ratelimit-limit")
+    {
+        // A handler that applied a tighter limit (creates per minute) set its own.
+        for (k, v) in rate_headers(&d) {
+            resp.headers_mut().insert(k, v);
+        }
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn keys_are_found_in_either_header_and_checked_for_shape() {
+        let k = generate_key().unwrap();
+        assert_eq!(k.len(), 68);
+        assert!(k.starts_with("mnt_"));
+        assert_ne!(k, generate_key().unwrap());
+        assert_eq!(
+            presented_key(&headers(&[("x-api-key", &k)])).unwrap(),
+            Some(k.clone())
+        );
+        let bearer = format!("Bearer {k}");
+        assert_eq!(
+            presented_key(&headers(&[("authorization", &bearer)])).unwrap(),
+            Some(k.clone())
+        );
+        assert_eq!(presented_key(&headers(&[])).unwrap(), None);
+        assert!(presented_key(&headers(&[("x-api-key", "short")])).is_err());
+        assert!(presented_key(&headers(&[("authorization", "Basic abcdefabcdefabcdef")])).is_err());
+        assert!(presented_key(&headers(&[("x-api-key", &"a".repeat(300))])).is_err());
+        assert_eq!(key_prefix(&k).len(), KEY_PREFIX_CHARS);
+        assert!(constant_time_eq(&hash_key(&k), &hash_key(&k)));
+        assert!(!constant_time_eq(
+            &hash_key(&k),
+            &hash_key("mnt_other_key_123")
+        ));
+    }
+}

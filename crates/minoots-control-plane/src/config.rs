@@ -1,0 +1,153 @@
+//! The control plane's configuration: limits on requests, the tiers and their quotas.
+//! Every field has a documented default; [`ControlPlaneConfig::check`] refuses values that
+//! would make the service unsafe or useless.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Largest request body accepted by default (1 MiB): a timer is at most ~1.2 MiB only with
+/// 16 actions carrying 64 KiB bodies each, which an operator may allow by raising this.
+pub const DEFAULT_BODY_LIMIT_BYTES: usize = 1024 * 1024;
+/// Most concurrent SSE streams served by one control plane.
+pub const DEFAULT_MAX_EVENT_STREAMS: usize = 4_096;
+/// Longest long-poll `wait` a client may ask for.
+pub const MAX_WAIT: Duration = Duration::from_secs(300);
+/// `wait` without a `timeout` parameter.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(30);
+
+/// The limits of one tier. `None` means unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TierLimits {
+    /// Requests per minute per API key (GCRA, bursts up to the same number).
+    pub requests_per_minute: Option<u32>,
+    /// `POST /timers` per minute per API key.
+    pub creates_per_minute: Option<u32>,
+    /// Timers created per tenant per UTC day.
+    pub timers_per_day: Option<u64>,
+    /// Scheduled (not yet fired or cancelled) timers per tenant.
+    pub pending_timers: Option<u64>,
+    /// Farthest fire time from now, in milliseconds.
+    pub max_duration_ms: Option<i64>,
+}
+
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+impl TierLimits {
+    pub const UNLIMITED: TierLimits = TierLimits {
+        requests_per_minute: None,
+        creates_per_minute: None,
+        timers_per_day: None,
+        pending_timers: None,
+        max_duration_ms: None,
+    };
+
+    const fn of(rpm: u32, cpm: u32, per_day: Option<u64>, pending: Option<u64>, days: i64) -> Self {
+        TierLimits {
+            requests_per_minute: Some(rpm),
+            creates_per_minute: Some(cpm),
+            timers_per_day: per_day,
+            pending_timers: pending,
+            max_duration_ms: Some(days * DAY_MS),
+        }
+    }
+}
+
+/// The tiers every MINOOTS knows, with the default limits of the API contract.
+pub fn default_tiers() -> BTreeMap<String, TierLimits> {
+    let mut t = BTreeMap::new();
+    t.insert("free".into(), TierLimits::of(60, 10, Some(100), Some(5), 7));
+    t.insert(
+        "pro".into(),
+        TierLimits::of(600, 100, Some(10_000), Some(1_000), 365),
+    );
+    t.insert(
+        "team".into(),
+        TierLimits::of(3_000, 500, Some(100_000), Some(10_000), 3_650),
+    );
+    t.insert(
+        "enterprise".into(),
+        TierLimits::of(10_000, 2_000, None, None, 3_650),
+    );
+    t.insert("unlimited".into(), TierLimits::UNLIMITED);
+    t
+}
+
+#[derive(Debug, Clone)]
+pub struct ControlPlaneConfig {
+    /// Largest request body, in bytes; larger ones get 413.
+    pub body_limit_bytes: usize,
+    /// Tier name → limits. A tenant whose tier is not listed here is refused (403) until an
+    /// operator fixes its tier, rather than silently served without limits.
+    pub tiers: BTreeMap<String, TierLimits>,
+    /// How long one call to the kernel may take before the client gets 503.
+    pub kernel_timeout: Duration,
+    /// Interval of SSE keep-alive comments.
+    pub sse_keep_alive: Duration,
+    /// Most concurrent SSE streams; more get 503 with `Retry-After`.
+    pub max_event_streams: usize,
+    /// Demo mode: said in `/healthz` so nobody mistakes a demo for production.
+    pub demo: bool,
+}
+
+impl Default for ControlPlaneConfig {
+    fn default() -> Self {
+        Self {
+            body_limit_bytes: DEFAULT_BODY_LIMIT_BYTES,
+            tiers: default_tiers(),
+            kernel_timeout: Duration::from_secs(10),
+            sse_keep_alive: Duration::from_secs(15),
+            max_event_streams: DEFAULT_MAX_EVENT_STREAMS,
+            demo: false,
+        }
+    }
+}
+
+impl ControlPlaneConfig {
+    pub fn check(&self) -> Result<(), String> {
+        if !(1024..=64 * 1024 * 1024).contains(&self.body_limit_bytes) {
+            return Err("body limit must be between 1 KiB and 64 MiB".into());
+        }
+        if self.kernel_timeout.is_zero() || self.sse_keep_alive.is_zero() {
+            return Err("the kernel timeout and SSE keep-alive must be positive".into());
+        }
+        if self.max_event_streams == 0 {
+            return Err("max event streams must be at least 1".into());
+        }
+        for (name, t) in &self.tiers {
+            if t.requests_per_minute == Some(0) || t.creates_per_minute == Some(0) {
+                return Err(format!(
+                    "tier {name}: a rate of 0 per minute would refuse everything; remove the tier instead"
+                ));
+            }
+            if t.max_duration_ms.is_some_and(|d| d <= 0) {
+                return Err(format!("tier {name}: maxDurationMs must be positive"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_contract_and_pass_the_check() {
+        let c = ControlPlaneConfig::default();
+        c.check().unwrap();
+        let free = c.tiers["free"];
+        assert_eq!(free.requests_per_minute, Some(60));
+        assert_eq!(free.creates_per_minute, Some(10));
+        assert_eq!(free.timers_per_day, Some(100));
+        assert_eq!(free.pending_timers, Some(5));
+        assert_eq!(free.max_duration_ms, Some(7 * DAY_MS));
+        assert_eq!(c.tiers["enterprise"].timers_per_day, None);
+        assert_eq!(c.tiers["unlimited"], TierLimits::UNLIMITED);
+        let mut bad = c.clone();
+        bad.tiers.get_mut("pro").unwrap().creates_per_minute = Some(0);
+        assert!(bad.check().is_err());
+    }
+}

@@ -1,0 +1,104 @@
+//! The MINOOTS control plane: the public REST API on port 3000.
+//!
+//! It owns HTTP concerns only — API keys, roles, tiers and rate limits, request parsing,
+//! problem+json errors, SSE, long-poll waits, OpenAPI, Swagger UI and metrics — and holds
+//! no state of its own: timers, tenants, keys, secrets and usage live in the kernel's
+//! store, reached through [`KernelApi`] (in-process or gRPC; the same code either way).
+//! The one thing in its memory is the rate limiters' buckets.
+//!
+//! Every route is declared once in [`routes::table`], with the access it needs and its
+//! OpenAPI description, so the router and `/openapi.json` cannot disagree.
+
+pub mod admin;
+pub mod auth;
+pub mod body;
+pub mod config;
+pub mod events;
+pub mod metrics;
+pub mod ops;
+pub mod problem;
+pub mod ratelimit;
+pub mod routes;
+pub mod timers;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use minoots_kernel::{Kernel, KernelApi, KernelResult};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+pub use admin::{Bootstrap, BootstrapOutcome, bootstrap};
+pub use config::{ControlPlaneConfig, TierLimits};
+pub use problem::{ApiError, ApiResult};
+
+/// Everything a handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub kernel: Arc<dyn KernelApi>,
+    pub config: Arc<ControlPlaneConfig>,
+    /// Requests per minute per key.
+    pub rate: Arc<ratelimit::RateLimiter>,
+    /// Creates per minute per key.
+    pub creates: Arc<ratelimit::RateLimiter>,
+    pub metrics: Arc<metrics::HttpMetrics>,
+    /// The kernel when it runs in this process: its counters and store gauges are
+    /// rendered at `/metrics` too.
+    pub local_kernel: Option<Arc<Kernel>>,
+    /// Permits for concurrent SSE streams.
+    pub streams: Arc<Semaphore>,
+}
+
+impl AppState {
+    pub fn new(
+        kernel: Arc<dyn KernelApi>,
+        config: ControlPlaneConfig,
+        local_kernel: Option<Arc<Kernel>>,
+    ) -> Result<Self, String> {
+        config.check()?;
+        Ok(Self {
+            kernel,
+            streams: Arc::new(Semaphore::new(config.max_event_streams)),
+            config: Arc::new(config),
+            rate: Arc::default(),
+            creates: Arc::default(),
+            metrics: Arc::default(),
+            local_kernel,
+        })
+    }
+
+    /// Awaits a kernel call, bounded by the configured timeout (503 when it passes).
+    pub async fn kernel_call<T>(
+        &self,
+        call: impl Future<Output = KernelResult<T>>,
+    ) -> ApiResult<T> {
+        match tokio::time::timeout(self.config.kernel_timeout, call).await {
+            Ok(r) => r.map_err(ApiError::from),
+            Err(_) => Err(ApiError::unavailable(
+                format!(
+                    "the kernel did not answer within {} ms; retry shortly",
+                    self.config.kernel_timeout.as_millis()
+                ),
+                1,
+            )),
+        }
+    }
+}
+
+/// The whole REST API as an axum router.
+pub fn router(state: AppState) -> Router {
+    routes::build(state)
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then lets requests in progress
+/// finish (SSE streams and waits end with the server).
+pub async fn serve(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,217 @@
+//! What the control plane counts, rendered as Prometheus text at `/metrics`: requests by
+//! route, method and status with a latency histogram per route, rate-limited requests by
+//! quota, and — when the kernel runs in this process — its timers, deliveries, firing
+//! lateness and store gauges. Routes are the route table's patterns (`/timers/{id}`),
+//! never raw paths, so the number of series is bounded by the table.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use minoots_kernel::metrics::{KernelMetrics, LatencyHistogram};
+
+use crate::AppState;
+
+/// Histogram bounds for request latency and firing lateness, in microseconds.
+const BOUNDS_US: [u64; 14] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 5_000_000,
+];
+
+#[derive(Default)]
+pub struct HttpMetrics {
+    /// (route, method, status) → requests.
+    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
+    /// route → latency.
+    latency: Mutex<BTreeMap<String, Arc<LatencyHistogram>>>,
+    /// quota name → refused requests.
+    limited: Mutex<BTreeMap<String, u64>>,
+}
+
+impl HttpMetrics {
+    pub fn record(&self, route: &str, method: &str, status: u16, micros: u64) {
+        *self
+            .requests
+            .lock()
+            .expect("poisoned")
+            .entry((route.to_string(), method.to_string(), status))
+            .or_insert(0) += 1;
+        let h = self
+            .latency
+            .lock()
+            .expect("poisoned")
+            .entry(route.to_string())
+            .or_default()
+            .clone();
+        h.record(micros as i64);
+    }
+
+    pub fn rate_limited(&self, quota: &str) {
+        *self
+            .limited
+            .lock()
+            .expect("poisoned")
+            .entry(quota.to_string())
+            .or_insert(0) += 1;
+    }
+}
+
+/// Global middleware: times every request and counts it under its route pattern.
+pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let method = req.method().as_str().to_string();
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    state.metrics.record(
+        &route,
+        &method,
+        resp.status().as_u16(),
+        start.elapsed().as_micros() as u64,
+    );
+    resp
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn histogram(out: &mut String, name: &str, labels: &str, h: &LatencyHistogram) {
+    let sep = if labels.is_empty() { "" } else { "," };
+    for (bound, n) in BOUNDS_US.iter().zip(h.cumulative(&BOUNDS_US)) {
+        let le = *bound as f64 / 1e6;
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {n}");
+    }
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
+        h.count()
+    );
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum_us() as f64 / 1e6);
+    let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count());
+}
+
+fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+    );
+}
+
+/// The Prometheus text exposition of everything above.
+pub async fn render(state: &AppState) -> String {
+    let mut out = String::new();
+    out.push_str("# HELP minoots_http_requests_total HTTP requests by route, method and status.\n# TYPE minoots_http_requests_total counter\n");
+    for ((route, method, status), n) in state.metrics.requests.lock().expect("poisoned").iter() {
+        let _ = writeln!(
+            out,
+            "minoots_http_requests_total{{route=\"{}\",method=\"{method}\",status=\"{status}\"}} {n}",
+            escape(route)
+        );
+    }
+    out.push_str("# HELP minoots_http_request_duration_seconds HTTP request latency by route.\n# TYPE minoots_http_request_duration_seconds histogram\n");
+    let latency: Vec<_> = state
+        .metrics
+        .latency
+        .lock()
+        .expect("poisoned")
+        .iter()
+        .map(|(r, h)| (r.clone(), h.clone()))
+        .collect();
+    for (route, h) in latency {
+        let labels = format!("route=\"{}\"", escape(&route));
+        histogram(
+            &mut out,
+            "minoots_http_request_duration_seconds",
+            &labels,
+            &h,
+        );
+    }
+    out.push_str("# HELP minoots_rate_limited_total Requests refused by a per-minute limit, by quota.\n# TYPE minoots_rate_limited_total counter\n");
+    for (quota, n) in state.metrics.limited.lock().expect("poisoned").iter() {
+        let _ = writeln!(
+            out,
+            "minoots_rate_limited_total{{quota=\"{}\"}} {n}",
+            escape(quota)
+        );
+    }
+    if let Some(kernel) = &state.local_kernel {
+        render_kernel(&mut out, kernel.metrics());
+        if let Ok(stats) = kernel.store().stats().await {
+            let _ = writeln!(
+                out,
+                "# HELP minoots_timers_pending Timers scheduled and not yet fired.\n# TYPE minoots_timers_pending gauge\nminoots_timers_pending {}",
+                stats.scheduled_timers
+            );
+            let _ = writeln!(
+                out,
+                "# HELP minoots_deliveries_pending Deliveries waiting for an attempt.\n# TYPE minoots_deliveries_pending gauge\nminoots_deliveries_pending {}",
+                stats.pending_deliveries
+            );
+            let _ = writeln!(
+                out,
+                "# HELP minoots_deliveries_in_flight Deliveries leased to an executor.\n# TYPE minoots_deliveries_in_flight gauge\nminoots_deliveries_in_flight {}",
+                stats.in_flight_deliveries
+            );
+        }
+    }
+    out
+}
+
+fn render_kernel(out: &mut String, m: &KernelMetrics) {
+    let g = KernelMetrics::get;
+    counter(
+        out,
+        "minoots_timers_created_total",
+        "Timers scheduled.",
+        g(&m.timers_scheduled),
+    );
+    counter(
+        out,
+        "minoots_timers_fired_total",
+        "Timers fired.",
+        g(&m.timers_fired),
+    );
+    counter(
+        out,
+        "minoots_timers_cancelled_total",
+        "Timers cancelled.",
+        g(&m.timers_cancelled),
+    );
+    counter(
+        out,
+        "minoots_leases_rescued_total",
+        "Expired leases returned to pending.",
+        g(&m.leases_rescued),
+    );
+    counter(
+        out,
+        "minoots_deliveries_dead_total",
+        "Deliveries that exhausted their retries or failed permanently.",
+        g(&m.deliveries_dead),
+    );
+    out.push_str("# HELP minoots_delivery_attempts_total Delivery attempts by outcome.\n# TYPE minoots_delivery_attempts_total counter\n");
+    for (i, outcome) in ["succeeded", "retryable", "permanent"].iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "minoots_delivery_attempts_total{{outcome=\"{outcome}\"}} {}",
+            g(&m.attempts_by_outcome[i])
+        );
+    }
+    out.push_str("# HELP minoots_firing_lateness_seconds Fired minus due time of each timer.\n# TYPE minoots_firing_lateness_seconds histogram\n");
+    histogram(
+        out,
+        "minoots_firing_lateness_seconds",
+        "",
+        &m.firing_lateness,
+    );
+}

@@ -1,0 +1,438 @@
+//! `/timers`: create (with idempotency, tier limits and quotas), list with filters and
+//! opaque cursors, get, cancel, deliveries with their attempts, redrive, and the long-poll
+//! `wait`. Handlers receive an authenticated [`Caller`] and act for its tenant only;
+//! another tenant's timer is answered exactly like a missing one (404).
+
+use std::time::Duration;
+
+use axum::Extension;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use minoots_core::limits::{DEFAULT_PAGE_SIZE, MAX_IDEMPOTENCY_KEY_BYTES, MAX_PAGE_SIZE};
+use minoots_core::timefmt::format_us;
+use minoots_core::{
+    AttemptRecord, Clock, Delivery, EventType, SystemClock, Timer, TimerId, TimerRequest,
+    TimerStatus,
+};
+use minoots_kernel::TenantQuotas;
+use minoots_kernel::api::EVENTS_FROM_NOW;
+use minoots_store::{DeliveryWithAttempts, DueTimer, EventQuery, TimerQuery};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio_stream::StreamExt;
+
+use crate::AppState;
+use crate::auth::{Caller, rate_headers, rate_limited};
+use crate::body::{Json, RawJson};
+use crate::config::{DEFAULT_WAIT, MAX_WAIT};
+use crate::problem::{ApiError, ApiResult};
+
+/// JSON with the right content type and status.
+pub fn json_response(status: StatusCode, body: &Value) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// Query parameters as (name, value) pairs; a name outside `allowed` is refused so a typo
+/// (`?stauts=`) is not silently ignored.
+pub fn query_params(raw: Option<&str>, allowed: &[&str]) -> ApiResult<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for (k, v) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        if !allowed.contains(&k.as_ref()) {
+            return Err(ApiError::field(
+                &k,
+                format!(
+                    "is not a query parameter of this endpoint; use {}",
+                    allowed.join(", ")
+                ),
+            ));
+        }
+        out.push((k.into_owned(), v.into_owned()));
+    }
+    Ok(out)
+}
+
+pub fn timer_id(text: &str) -> ApiResult<TimerId> {
+    text.parse::<uuid::Uuid>().map(TimerId).map_err(|_| {
+        ApiError::field(
+            "id",
+            format!("\"{text}\" is not a timer id; ids are UUIDs like 0193a0c4-8f1e-7cc3-9d0e-3f1b2a4c5d6e"),
+        )
+    })
+}
+
+/// `limit` of a list: 1 to `max`, `default` when absent.
+pub fn page_limit(v: Option<&str>, default: usize, max: usize) -> ApiResult<usize> {
+    match v {
+        None => Ok(default),
+        Some(s) => match s.parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(ApiError::field(
+                "limit",
+                format!("must be a whole number from 1 to {max}"),
+            )),
+        },
+    }
+}
+
+pub async fn create(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    RawJson(body): RawJson,
+) -> ApiResult<Response> {
+    let decision = match caller.limits.creates_per_minute {
+        Some(n) if !caller.is_admin() => {
+            let d = st.creates.check(&caller.key_id, n);
+            if !d.allowed {
+                st.metrics.rate_limited("createsPerMinute");
+                return Err(rate_limited("createsPerMinute", &d));
+            }
+            Some(d)
+        }
+        _ => None,
+    };
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::field(
+            "body",
+            "is empty; send a JSON object like {\"duration\": \"30s\"}",
+        ));
+    }
+    let mut request = TimerRequest::from_json(&body).map_err(ApiError::invalid)?;
+    if let Some(t) = &request.tenant_id
+        && t != caller.tenant_id()
+    {
+        return Err(ApiError::forbidden(format!(
+            "tenantId is \"{t}\" but this API key belongs to tenant \"{}\"; omit tenantId or send your own",
+            caller.tenant_id()
+        )));
+    }
+    if let Some(h) = headers.get("idempotency-key") {
+        let key = h
+            .to_str()
+            .ok()
+            .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY_BYTES)
+            .ok_or_else(|| {
+                ApiError::field(
+                    "Idempotency-Key",
+                    format!("must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} printable characters"),
+                )
+            })?;
+        match &request.idempotency_key {
+            Some(k) if k != key => {
+                return Err(ApiError::field(
+                    "idempotencyKey",
+                    "differs from the Idempotency-Key header; send one of them, or the same value in both",
+                ));
+            }
+            _ => request.idempotency_key = Some(key.to_string()),
+        }
+    }
+    if let Some(max_ms) = caller.limits.max_duration_ms {
+        // Validated here only for the tier's horizon; the kernel validates everything.
+        let now = SystemClock.now_us();
+        if let Ok(spec) = request.validate(caller.tenant_id(), now)
+            && spec.fire_at_us - now > max_ms.saturating_mul(1000)
+        {
+            let field = if request.fire_at.is_some() {
+                "fireAt"
+            } else {
+                "duration"
+            };
+            return Err(ApiError::field(
+                field,
+                format!(
+                    "is further out than the {} your tier \"{}\" allows; fire sooner or move to a higher tier",
+                    human_ms(max_ms),
+                    caller.tenant.tier
+                ),
+            ));
+        }
+    }
+    let quotas = if caller.is_admin() {
+        TenantQuotas::default()
+    } else {
+        TenantQuotas {
+            max_per_day: caller.limits.timers_per_day,
+            max_pending: caller.limits.pending_timers,
+        }
+    };
+    let out = st
+        .kernel_call(
+            st.kernel
+                .schedule_timer_with(caller.tenant_id(), request, quotas),
+        )
+        .await?;
+    let status = if out.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let mut resp = json_response(status, &out.timer.to_json());
+    if let Ok(loc) = HeaderValue::from_str(&format!("/timers/{}", out.timer.id)) {
+        resp.headers_mut().insert(header::LOCATION, loc);
+    }
+    if let Some(d) = decision {
+        // The tighter of the two limits is what the client should pace itself by.
+        for (k, v) in rate_headers(&d) {
+            resp.headers_mut().insert(k, v);
+        }
+    }
+    Ok(resp)
+}
+
+fn human_ms(ms: i64) -> String {
+    const DAY: i64 = 24 * 3600 * 1000;
+    if ms % DAY == 0 {
+        format!("{} days", ms / DAY)
+    } else {
+        format!("{} ms", ms)
+    }
+}
+
+pub async fn list(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let params = query_params(raw.as_deref(), &["status", "label", "limit", "cursor"])?;
+    let get = |name: &str| {
+        params
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let status = match get("status") {
+        None | Some("") => None,
+        Some(s) => Some(s.parse::<TimerStatus>().map_err(|_| {
+            ApiError::field(
+                "status",
+                format!(
+                    "\"{s}\" is not a status; use scheduled, fired, settled, failed or cancelled"
+                ),
+            )
+        })?),
+    };
+    let label = match get("label") {
+        None | Some("") => None,
+        Some(l) => match l.split_once(':') {
+            Some((k, v)) if !k.is_empty() => Some((k.to_string(), v.to_string())),
+            _ => {
+                return Err(ApiError::field("label", "must be key:value, like team:ops"));
+            }
+        },
+    };
+    let limit = page_limit(get("limit"), DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
+    let after = match get("cursor") {
+        None | Some("") => None,
+        Some(c) => Some(DueTimer::decode_cursor(c).ok_or_else(|| {
+            ApiError::field(
+                "cursor",
+                "is not a cursor from this API; pass nextCursor from the previous page unchanged",
+            )
+        })?),
+    };
+    let page = st
+        .kernel_call(st.kernel.list_timers(TimerQuery {
+            tenant_id: caller.tenant_id().to_string(),
+            status,
+            label,
+            limit,
+            after,
+        }))
+        .await?;
+    let timers: Vec<Value> = page.timers.iter().map(Timer::to_json).collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"timers": timers, "nextCursor": page.next.map(|n| n.encode_cursor())}),
+    ))
+}
+
+pub async fn get(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let id = timer_id(&id)?;
+    let t = st
+        .kernel_call(st.kernel.get_timer(caller.tenant_id(), id))
+        .await?;
+    Ok(json_response(StatusCode::OK, &t.to_json()))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CancelBody {
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+async fn cancel_timer(
+    st: &AppState,
+    caller: &Caller,
+    id: &str,
+    reason: Option<String>,
+) -> ApiResult<Response> {
+    let id = timer_id(id)?;
+    let t = st
+        .kernel_call(st.kernel.cancel_timer(caller.tenant_id(), id, reason))
+        .await?;
+    Ok(json_response(StatusCode::OK, &t.to_json()))
+}
+
+pub async fn delete(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    cancel_timer(&st, &caller, &id, None).await
+}
+
+pub async fn cancel(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    Json(body): Json<CancelBody>,
+) -> ApiResult<Response> {
+    cancel_timer(&st, &caller, &id, body.unwrap_or_default().reason).await
+}
+
+fn attempt_json(a: &AttemptRecord) -> Value {
+    json!({
+        "attempt": a.attempt,
+        "startedAt": format_us(a.started_at_us),
+        "durationMs": a.duration_us as f64 / 1000.0,
+        "outcome": a.outcome.as_str(),
+        "httpStatus": a.http_status,
+        "exitCode": a.exit_code,
+        "error": a.error,
+        "response": a.response_excerpt,
+    })
+}
+
+fn delivery_json(d: &Delivery, attempts: &[AttemptRecord]) -> Value {
+    json!({
+        "id": d.id.to_string(),
+        "timerId": d.timer_id.to_string(),
+        "actionIndex": d.action_index,
+        "status": d.status.as_str(),
+        "attempts": d.attempt,
+        "maxAttempts": d.max_attempts,
+        "nextAttemptAt": (d.status == minoots_core::DeliveryStatus::Pending).then(|| format_us(d.next_attempt_at_us)),
+        "lastError": d.last_error,
+        "createdAt": format_us(d.created_at_us),
+        "updatedAt": format_us(d.updated_at_us),
+        "attemptLog": attempts.iter().map(attempt_json).collect::<Vec<_>>(),
+    })
+}
+
+pub async fn deliveries(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let id = timer_id(&id)?;
+    let list: Vec<DeliveryWithAttempts> = st
+        .kernel_call(st.kernel.list_deliveries(caller.tenant_id(), id))
+        .await?;
+    let out: Vec<Value> = list
+        .iter()
+        .map(|d| delivery_json(&d.delivery, &d.attempts))
+        .collect();
+    Ok(json_response(StatusCode::OK, &json!({"deliveries": out})))
+}
+
+pub async fn redrive(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let id = timer_id(&id)?;
+    let t = st
+        .kernel_call(st.kernel.redrive_timer(caller.tenant_id(), id))
+        .await?;
+    Ok(json_response(StatusCode::OK, &t.to_json()))
+}
+
+/// Parses `timeout` (a duration like `30s`), at most [`MAX_WAIT`].
+fn wait_timeout(v: Option<&str>) -> ApiResult<Duration> {
+    let Some(text) = v.filter(|t| !t.is_empty()) else {
+        return Ok(DEFAULT_WAIT);
+    };
+    let ms = minoots_core::duration::parse_duration_ms(text)
+        .map_err(|m| ApiError::field("timeout", m))?;
+    if ms < 0 || ms as u128 > MAX_WAIT.as_millis() {
+        return Err(ApiError::field(
+            "timeout",
+            format!("must be between 0 and {} s", MAX_WAIT.as_secs()),
+        ));
+    }
+    Ok(Duration::from_millis(ms as u64))
+}
+
+/// Long-poll: answers as soon as the timer is no longer `scheduled`, or at the timeout.
+pub async fn wait(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let params = query_params(raw.as_deref(), &["timeout"])?;
+    let timeout = wait_timeout(params.last().map(|(_, v)| v.as_str()))?;
+    let id = timer_id(&id)?;
+    let tenant = caller.tenant_id().to_string();
+    // Subscribe before reading: a change after the read is then seen on the stream.
+    let mut changes = st
+        .kernel_call(st.kernel.stream_events(EventQuery {
+            after_seq: EVENTS_FROM_NOW,
+            limit: 1,
+            tenant_id: Some(tenant.clone()),
+            timer_id: Some(id),
+            types: vec![
+                EventType::TimerFired,
+                EventType::TimerSettled,
+                EventType::TimerFailed,
+                EventType::TimerCancelled,
+            ],
+        }))
+        .await?;
+    let t = st.kernel_call(st.kernel.get_timer(&tenant, id)).await?;
+    if t.status != TimerStatus::Scheduled {
+        return Ok(json_response(StatusCode::OK, &t.to_json()));
+    }
+    let _ = tokio::time::timeout(timeout, changes.next()).await;
+    drop(changes);
+    let t = st.kernel_call(st.kernel.get_timer(&tenant, id)).await?;
+    Ok(json_response(StatusCode::OK, &t.to_json()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parameters_and_limits() {
+        assert!(query_params(Some("status=fired&limit=5"), &["status", "limit"]).is_ok());
+        let e = query_params(Some("stauts=fired"), &["status"]).unwrap_err();
+        assert_eq!(e.errors[0].field, "stauts");
+        assert_eq!(page_limit(None, 50, 500).unwrap(), 50);
+        assert_eq!(page_limit(Some("500"), 50, 500).unwrap(), 500);
+        assert!(page_limit(Some("0"), 50, 500).is_err());
+        assert!(page_limit(Some("501"), 50, 500).is_err());
+        assert!(page_limit(Some("x"), 50, 500).is_err());
+        assert_eq!(wait_timeout(None).unwrap(), DEFAULT_WAIT);
+        assert_eq!(wait_timeout(Some("2s")).unwrap(), Duration::from_secs(2));
+        assert!(wait_timeout(Some("1h")).is_err());
+        assert!(wait_timeout(Some("soon")).is_err());
+        assert!(timer_id("nope").is_err());
+    }
+}

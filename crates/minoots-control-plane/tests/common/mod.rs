@@ -1,0 +1,182 @@
+//! A live control plane over real HTTP on loopback, with an in-process kernel on a fresh
+//! SQLite store, and a small client for it.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use minoots_control_plane::{AppState, Bootstrap, ControlPlaneConfig, bootstrap, serve};
+use minoots_core::{Clock, SystemClock};
+use minoots_kernel::{Kernel, KernelApi, KernelConfig};
+use minoots_store::{SqliteConfig, SqliteStore, Store};
+use serde_json::Value;
+use tokio::net::TcpListener;
+
+pub const ADMIN_KEY: &str = "mnt_test_admin_key_0123456789abcdef0123456789";
+
+pub struct Server {
+    pub url: String,
+    pub kernel: Arc<Kernel>,
+    pub http: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts a problem+json answer with this status, naming `field` when given.
+    pub fn assert_problem(&self, status: u16, field: Option<&str>) {
+        assert_eq!(self.status, status, "{}", self.text);
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json"),
+            "{}",
+            self.text
+        );
+        assert_eq!(self.body["status"], status);
+        assert!(self.body["detail"].as_str().is_some_and(|d| !d.is_empty()));
+        if let Some(f) = field {
+            let fields: Vec<&str> = self.body["errors"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|e| e["field"].as_str()).collect())
+                .unwrap_or_default();
+            assert!(
+                fields.contains(&f),
+                "expected an error naming {f}, got {fields:?}: {}",
+                self.text
+            );
+        }
+    }
+}
+
+pub async fn start(config: ControlPlaneConfig) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(SqliteConfig::new(dir.path()), clock.clone()).unwrap());
+    let kernel = Kernel::start(store, clock, KernelConfig::default()).unwrap();
+    let api: Arc<dyn KernelApi> = kernel.clone();
+    bootstrap(
+        api.as_ref(),
+        Bootstrap {
+            admin_key: Some(ADMIN_KEY.into()),
+            demo: config.demo,
+        },
+    )
+    .await
+    .unwrap();
+    let state = AppState::new(api, config, Some(kernel.clone())).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        serve(state, listener, async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+    Server {
+        url,
+        kernel,
+        http: reqwest::Client::builder().no_proxy().build().unwrap(),
+        stop: Some(stop),
+        task: Some(task),
+        _dir: dir,
+    }
+}
+
+impl Server {
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<&str>,
+    ) -> Reply {
+        self.call_with(method, path, key, body, &[]).await
+    }
+
+    pub async fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut req = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{}", self.url, path));
+        if let Some(k) = key {
+            req = req.header("x-api-key", k);
+        }
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    /// Creates a tenant and a key with `roles` for it through the admin API.
+    pub async fn tenant_with_key(&self, tenant: &str, tier: &str, roles: &[&str]) -> String {
+        let r = self
+            .call(
+                "POST",
+                "/admin/tenants",
+                Some(ADMIN_KEY),
+                Some(&format!(r#"{{"id": "{tenant}", "tier": "{tier}"}}"#)),
+            )
+            .await;
+        assert!(r.status == 201 || r.status == 409, "{}", r.text);
+        self.key_for(tenant, roles).await
+    }
+
+    pub async fn key_for(&self, tenant: &str, roles: &[&str]) -> String {
+        let roles = serde_json::to_string(roles).unwrap();
+        let r = self
+            .call(
+                "POST",
+                "/admin/keys",
+                Some(ADMIN_KEY),
+                Some(&format!(r#"{{"tenantId": "{tenant}", "roles": {roles}}}"#)),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        r.body["key"].as_str().unwrap().to_string()
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        // SSE streams end with the kernel; the server waits for open connections.
+        self.kernel.shutdown().await;
+        if let Some(t) = self.task.take() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
+        }
+    }
+}
