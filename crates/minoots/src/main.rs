@@ -3,6 +3,7 @@
 
 mod actions;
 mod bench;
+mod control_plane_cmd;
 mod kernel_cmd;
 mod orchestrator_cmd;
 
@@ -35,6 +36,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run everything in one process: kernel (embedded SQLite), orchestrator and REST API.
+    Serve(control_plane_cmd::ServeArgs),
+    /// Run the REST API against a kernel reached over gRPC.
+    ControlPlane(control_plane_cmd::ControlPlaneArgs),
     /// Run the horology kernel alone: embedded store and the gRPC API.
     Kernel(KernelArgs),
     /// Run the action orchestrator against a kernel reached over gRPC.
@@ -89,6 +94,8 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         match cli.command {
+            Command::Serve(args) => control_plane_cmd::run_serve(args).await,
+            Command::ControlPlane(args) => control_plane_cmd::run_control_plane(args).await,
             Command::Kernel(args) => kernel_cmd::run(args).await,
             Command::Orchestrator(args) => orchestrator_cmd::run(args).await,
             Command::Bench { workload } => bench::run(workload).await,

@@ -1,0 +1,233 @@
+//! `minoots control-plane` (the REST API against a kernel reached over gRPC) and `minoots
+//! serve` (kernel, orchestrator and REST API in one process on the embedded store).
+//! Both stop on SIGTERM or SIGINT: no new requests, work in progress finished or handed
+//! back, store closed.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use minoots_control_plane::{AppState, Bootstrap, ControlPlaneConfig, bootstrap};
+use minoots_core::{Clock, SystemClock};
+use minoots_kernel::grpc::{GrpcKernelClient, GrpcServerConfig};
+use minoots_kernel::{Kernel, KernelApi, KernelConfig};
+use minoots_orchestrator::executor::{Orchestrator, OrchestratorConfig};
+use minoots_orchestrator::ssrf::Cidr;
+use minoots_store::{SqliteConfig, SqliteStore, Store};
+use tokio::net::TcpListener;
+
+use crate::KernelArgs;
+use crate::actions::TargetArgs;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct HttpArgs {
+    /// Address of the REST API.
+    #[arg(long, env = "MINOOTS_HTTP_ADDR", default_value = "127.0.0.1:3000")]
+    pub http_addr: SocketAddr,
+    /// The bootstrap admin key (at least 32 characters). Without it, the first start on an
+    /// empty store creates one and prints it once.
+    #[arg(long, env = "MINOOTS_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+    /// Demo mode: tenant `test` with key `mnt_demo_key_free` (free tier), and webhooks
+    /// may reach loopback. Never for production.
+    #[arg(long, env = "MINOOTS_DEMO")]
+    pub demo: bool,
+    /// Largest request body in bytes.
+    #[arg(long, env = "MINOOTS_BODY_LIMIT_BYTES", default_value_t = minoots_control_plane::config::DEFAULT_BODY_LIMIT_BYTES)]
+    pub body_limit_bytes: usize,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ControlPlaneArgs {
+    /// The kernel's gRPC address.
+    #[arg(
+        long,
+        env = "MINOOTS_KERNEL_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub kernel_url: String,
+    /// Bearer token for the kernel.
+    #[arg(long, env = "MINOOTS_KERNEL_TOKEN", hide_env_values = true)]
+    pub kernel_token: Option<String>,
+    #[command(flatten)]
+    pub http: HttpArgs,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub kernel: KernelArgs,
+    #[command(flatten)]
+    pub http: HttpArgs,
+    #[command(flatten)]
+    pub targets: TargetArgs,
+    /// Deliveries executing at once.
+    #[arg(long, env = "MINOOTS_MAX_IN_FLIGHT", default_value_t = 256)]
+    pub max_in_flight: u32,
+}
+
+fn config_of(http: &HttpArgs) -> ControlPlaneConfig {
+    ControlPlaneConfig {
+        body_limit_bytes: http.body_limit_bytes,
+        demo: http.demo,
+        ..ControlPlaneConfig::default()
+    }
+}
+
+/// Runs bootstrap and tells the operator what they must know.
+async fn prepare(kernel: &dyn KernelApi, http: &HttpArgs) -> anyhow::Result<()> {
+    let outcome = bootstrap(
+        kernel,
+        Bootstrap {
+            admin_key: http.admin_key.clone(),
+            demo: http.demo,
+        },
+    )
+    .await
+    .map_err(anyhow::Error::msg)
+    .context("preparing tenants and keys")?;
+    if let Some(key) = outcome.generated_admin_key {
+        // Shown once: only its hash is stored.
+        println!("MINOOTS created an admin key (shown once; store it safely):\n  {key}");
+    }
+    if http.demo {
+        tracing::warn!(
+            "DEMO MODE: tenant \"test\" with the public key mnt_demo_key_free, and webhooks may reach loopback; never expose this server"
+        );
+        println!(
+            "DEMO MODE: key mnt_demo_key_free (tenant \"test\"); webhooks may reach loopback. Not for production."
+        );
+    }
+    Ok(())
+}
+
+async fn stop_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+    }
+    Ok(())
+}
+
+pub async fn run_control_plane(args: ControlPlaneArgs) -> anyhow::Result<()> {
+    let kernel: Arc<dyn KernelApi> = Arc::new(
+        GrpcKernelClient::connect_lazy(&args.kernel_url, args.kernel_token.as_deref())
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
+    // The kernel may still be starting: retry the bootstrap for a while.
+    let mut attempt = 0;
+    loop {
+        match prepare(kernel.as_ref(), &args.http).await {
+            Ok(()) => break,
+            Err(e) if attempt < 30 => {
+                attempt += 1;
+                tracing::warn!(error = %e, "kernel not reachable yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let state = AppState::new(kernel, config_of(&args.http), None).map_err(anyhow::Error::msg)?;
+    let listener = TcpListener::bind(args.http.http_addr)
+        .await
+        .with_context(|| format!("binding the HTTP address {}", args.http.http_addr))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(http = %addr, kernel = %args.kernel_url, "MINOOTS control plane ready");
+    println!("minoots control plane ready on http://{addr}");
+    minoots_control_plane::serve(state, listener, async {
+        let _ = stop_signal().await;
+    })
+    .await?;
+    tracing::info!("MINOOTS control plane stopped");
+    Ok(())
+}
+
+pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let store = SqliteStore::open(SqliteConfig::new(&args.kernel.data_dir), clock.clone())
+        .with_context(|| format!("opening the store in {}", args.kernel.data_dir.display()))?;
+    let store: Arc<dyn Store> = Arc::new(store);
+    let config = KernelConfig {
+        event_retention: Duration::from_secs(
+            u64::from(args.kernel.event_retention_days.max(1)) * 86_400,
+        ),
+        actions: args.kernel.actions.policy()?,
+        ..KernelConfig::default()
+    };
+    let kernel = Kernel::start(store, clock, config).map_err(anyhow::Error::msg)?;
+    let api: Arc<dyn KernelApi> = kernel.clone();
+    prepare(api.as_ref(), &args.http).await?;
+
+    // gRPC, for orchestrators and control planes in other processes.
+    let grpc_listener = TcpListener::bind(args.kernel.grpc_addr)
+        .await
+        .with_context(|| format!("binding the gRPC address {}", args.kernel.grpc_addr))?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let (grpc_stop, grpc_stopped) = tokio::sync::oneshot::channel::<()>();
+    let grpc = tokio::spawn(minoots_kernel::grpc::serve(
+        api.clone(),
+        grpc_listener,
+        GrpcServerConfig {
+            token: args.kernel.kernel_token.clone(),
+        },
+        async {
+            let _ = grpc_stopped.await;
+        },
+    ));
+
+    // The orchestrator, through the in-process kernel.
+    let mut targets = args.targets.policy()?;
+    if args.http.demo {
+        for net in ["127.0.0.0/8", "::1/128"] {
+            targets
+                .allowed_cidrs
+                .push(net.parse::<Cidr>().map_err(anyhow::Error::msg)?);
+        }
+    }
+    let mut ocfg = OrchestratorConfig::new(format!("serve-{}", std::process::id()));
+    ocfg.max_in_flight = args.max_in_flight.clamp(1, 4_096);
+    ocfg.targets = targets;
+    ocfg.commands = args.kernel.actions.commands()?;
+    ocfg.files = args.kernel.actions.files()?;
+    let orchestrator = Orchestrator::new(api.clone(), ocfg).map_err(anyhow::Error::msg)?;
+    let (orch_stop, orch_stop_rx) = tokio::sync::watch::channel(false);
+    let orch = tokio::spawn(orchestrator.run(orch_stop_rx));
+
+    // The REST API.
+    let state = AppState::new(api, config_of(&args.http), Some(kernel.clone()))
+        .map_err(anyhow::Error::msg)?;
+    let listener = TcpListener::bind(args.http.http_addr)
+        .await
+        .with_context(|| format!("binding the HTTP address {}", args.http.http_addr))?;
+    let http_addr = listener.local_addr()?;
+    let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let http = tokio::spawn(minoots_control_plane::serve(state, listener, async {
+        let _ = http_stopped.await;
+    }));
+    kernel.wait_ready(Duration::from_secs(30)).await;
+    tracing::info!(
+        http = %http_addr,
+        grpc = %grpc_addr,
+        data_dir = %args.kernel.data_dir.display(),
+        ready_ms = started.elapsed().as_millis() as u64,
+        "MINOOTS ready"
+    );
+    println!("minoots ready on http://{http_addr} (gRPC {grpc_addr})");
+
+    stop_signal().await?;
+    // Stop taking requests, let deliveries in progress finish (or hand them back), then
+    // stop the kernel and close the store.
+    let _ = http_stop.send(());
+    let _ = orch_stop.send(true);
+    let _ = orch.await;
+    let _ = grpc_stop.send(());
+    // Long-lived streams (SSE, waits, leases) would hold the servers open: at most 5 s.
+    let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), grpc).await;
+    kernel.shutdown().await;
+    tracing::info!("MINOOTS stopped");
+    Ok(())
+}

@@ -1,0 +1,154 @@
+//! `minoots serve --demo` as a real process: the original request (with a loopback webhook
+//! URL) creates a timer through REST, the webhook arrives signed with the tenant's secret,
+//! the timer is `settled` through REST, and SIGTERM stops the process with exit code 0.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+use common::{WAIT, free_port, terminate};
+use tokio::sync::Notify;
+
+#[derive(Default)]
+struct Sink {
+    got: Mutex<Vec<(HeaderMap, Bytes)>>,
+    arrived: Notify,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_demo_runs_the_original_request_end_to_end() {
+    let sink = Arc::new(Sink::default());
+    let app = {
+        let sink = sink.clone();
+        axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+                let sink = sink.clone();
+                async move {
+                    sink.got.lock().unwrap().push((headers, body));
+                    sink.arrived.notify_one();
+                    "ok"
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_minoots"))
+        .args(["serve", "--demo", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--http-addr", &format!("127.0.0.1:{http_port}")])
+        .args(["--grpc-addr", &format!("127.0.0.1:{}", free_port())])
+        .env("MINOOTS_LOG", "warn")
+        .env_remove("MINOOTS_ADMIN_KEY")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start minoots serve");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    while !lines
+        .iter()
+        .any(|l: &String| l.starts_with("minoots ready on "))
+    {
+        lines.push(rx.recv_timeout(WAIT).expect("serve became ready"));
+    }
+    assert!(lines.iter().any(|l| l.contains("DEMO MODE")), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.contains("admin key")),
+        "a first start without MINOOTS_ADMIN_KEY prints one: {lines:?}"
+    );
+
+    let base = format!("http://127.0.0.1:{http_port}");
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    // The original request, with a loopback URL and a shorter duration.
+    let body = format!(
+        r#"{{"tenantId": "test", "requestedBy": "user", "name": "webhook-test", "duration": "1s",
+            "actionBundle": {{"actions": [{{"type": "webhook", "url": "{hook}"}}]}}}}"#
+    );
+    let created = http
+        .post(format!("{base}/timers"))
+        .header("X-API-Key", "mnt_demo_key_free")
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let timer: serde_json::Value = serde_json::from_slice(&created.bytes().await.unwrap()).unwrap();
+    let id = timer["id"].as_str().unwrap().to_string();
+
+    tokio::time::timeout(WAIT, sink.arrived.notified())
+        .await
+        .expect("the webhook arrives");
+    let secret: serde_json::Value = serde_json::from_slice(
+        &http
+            .get(format!("{base}/webhook-secret"))
+            .header("X-API-Key", "mnt_demo_key_free")
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    {
+        let got = sink.got.lock().unwrap();
+        let (headers, body) = &got[0];
+        assert_eq!(headers["x-minoots-timer-id"], id.as_str());
+        standardwebhooks::Webhook::new(secret["secret"].as_str().unwrap())
+            .unwrap()
+            .verify(body, headers)
+            .expect("the webhook is signed with the tenant's secret");
+    }
+    // The settled event arrives on the tenant's SSE stream (replayed if it came first).
+    let mut events = http
+        .get(format!("{base}/events?timerId={id}&types=timer.settled"))
+        .header("X-API-Key", "mnt_demo_key_free")
+        .send()
+        .await
+        .unwrap();
+    let mut seen = String::new();
+    while !seen.contains("event: timer.settled") {
+        let chunk = tokio::time::timeout(WAIT, events.chunk())
+            .await
+            .expect("the settled event arrives")
+            .unwrap()
+            .expect("the stream stays open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    drop(events);
+    let t: serde_json::Value = serde_json::from_slice(
+        &http
+            .get(format!("{base}/timers/{id}"))
+            .header("X-API-Key", "mnt_demo_key_free")
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let status = t["status"].as_str().unwrap();
+    assert_eq!(status, "settled");
+
+    terminate(&child);
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "exit status {exit:?}");
+}
