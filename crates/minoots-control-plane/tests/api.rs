@@ -1112,3 +1112,54 @@ fn collect_refs(v: &Value, out: &mut Vec<String>) {
         _ => {}
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_kernel_is_503_with_retry_after() {
+    // A gRPC kernel client pointed at a port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let kernel = minoots_kernel::grpc::GrpcKernelClient::connect_lazy(
+        &format!("http://127.0.0.1:{port}"),
+        None,
+    )
+    .unwrap();
+    let state = minoots_control_plane::AppState::new(
+        std::sync::Arc::new(kernel),
+        ControlPlaneConfig::default(),
+        None,
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(minoots_control_plane::serve(
+        state,
+        listener,
+        std::future::pending(),
+    ));
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let r = http
+        .post(format!("{url}/timers"))
+        .header("x-api-key", ADMIN_KEY)
+        .header("content-type", "application/json")
+        .body(r#"{"duration": "30s"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let ready = http.get(format!("{url}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    // Health says the process is up, whatever the kernel does.
+    assert_eq!(
+        http.get(format!("{url}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}

@@ -11,6 +11,8 @@
 //!
 //! Each section prints one JSON object per line; nothing here asserts timings.
 
+mod http;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,6 +30,8 @@ pub enum Workload {
     Kernel(KernelBench),
     /// Webhook deliveries/s through kernel + orchestrator to a local keep-alive receiver.
     Delivery(DeliveryBench),
+    /// Durable creates/s through `POST /timers` next to a no-storage baseline endpoint.
+    Http(http::HttpBench),
 }
 
 #[derive(clap::Args, Clone)]
@@ -97,6 +101,7 @@ pub async fn run(w: Workload) -> anyhow::Result<()> {
             }
             delivery_bench(b).await
         }
+        Workload::Http(b) => http::run(b).await,
     }
 }
 

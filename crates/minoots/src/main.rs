@@ -44,6 +44,8 @@ enum Command {
     Kernel(KernelArgs),
     /// Run the action orchestrator against a kernel reached over gRPC.
     Orchestrator(orchestrator_cmd::OrchestratorArgs),
+    /// Print the REST API's OpenAPI document (the same as GET /openapi.json).
+    Openapi,
     /// Run a benchmark and print its results as JSON lines and a summary.
     Bench {
         #[command(subcommand)]
@@ -99,6 +101,10 @@ fn main() -> anyhow::Result<()> {
             Command::Kernel(args) => kernel_cmd::run(args).await,
             Command::Orchestrator(args) => orchestrator_cmd::run(args).await,
             Command::Bench { workload } => bench::run(workload).await,
+            Command::Openapi => {
+                println!("{:#}", minoots_control_plane::routes::openapi_document());
+                Ok(())
+            }
         }
     })
 }
