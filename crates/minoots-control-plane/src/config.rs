@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_BODY_LIMIT_BYTES: usize = 1024 * 1024;
 /// Most concurrent SSE streams served by one control plane.
 pub const DEFAULT_MAX_EVENT_STREAMS: usize = 4_096;
+/// Most open client connections; more wait in the accept backlog. Below the usual
+/// descriptor limit (often 1,024 soft / 20,000+ hard) with room for the store and clients.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4_096;
 /// Longest long-poll `wait` a client may ask for.
 pub const MAX_WAIT: Duration = Duration::from_secs(300);
 /// `wait` without a `timeout` parameter.
@@ -88,6 +91,8 @@ pub struct ControlPlaneConfig {
     pub sse_keep_alive: Duration,
     /// Most concurrent SSE streams; more get 503 with `Retry-After`.
     pub max_event_streams: usize,
+    /// Most open client connections at once.
+    pub max_connections: usize,
     /// Demo mode: said in `/healthz` so nobody mistakes a demo for production.
     pub demo: bool,
 }
@@ -100,6 +105,7 @@ impl Default for ControlPlaneConfig {
             kernel_timeout: Duration::from_secs(10),
             sse_keep_alive: Duration::from_secs(15),
             max_event_streams: DEFAULT_MAX_EVENT_STREAMS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             demo: false,
         }
     }
@@ -113,8 +119,8 @@ impl ControlPlaneConfig {
         if self.kernel_timeout.is_zero() || self.sse_keep_alive.is_zero() {
             return Err("the kernel timeout and SSE keep-alive must be positive".into());
         }
-        if self.max_event_streams == 0 {
-            return Err("max event streams must be at least 1".into());
+        if self.max_event_streams == 0 || self.max_connections == 0 {
+            return Err("max event streams and max connections must be at least 1".into());
         }
         for (name, t) in &self.tiers {
             if t.requests_per_minute == Some(0) || t.creates_per_minute == Some(0) {

@@ -14,6 +14,7 @@ pub mod auth;
 pub mod body;
 pub mod config;
 pub mod events;
+pub mod listener;
 pub mod metrics;
 pub mod ops;
 pub mod problem;
@@ -98,7 +99,8 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    let max = state.config.max_connections;
+    axum::serve(listener::LimitedListener::new(listener, max), router(state))
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -1163,3 +1163,51 @@ async fn an_unreachable_kernel_is_503_with_retry_after() {
         200
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_limit_wait_for_a_free_slot() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = start(ControlPlaneConfig {
+        max_connections: 2,
+        ..ControlPlaneConfig::default()
+    })
+    .await;
+    let addr = s.url.trim_start_matches("http://").to_string();
+    // Two idle keep-alive connections take both slots (each proves it was served).
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        c.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 12];
+        c.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"HTTP/1.1 200");
+        held.push(c);
+    }
+    let third = tokio::spawn({
+        let http = s.http.clone();
+        let url = s.url.clone();
+        async move {
+            http.get(format!("{url}/healthz"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    });
+    // Not served while both slots are held...
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), async {
+            while !third.is_finished() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .is_err()
+    );
+    // ...and served as soon as one closes.
+    drop(held.pop());
+    assert_eq!(third.await.unwrap(), 200);
+    s.stop().await;
+}

@@ -33,7 +33,7 @@ pub struct HttpBench {
     /// Creates per endpoint in the saturation run.
     #[arg(long, default_value_t = 100_000)]
     creates: usize,
-    /// Concurrent clients in the saturation run.
+    /// Concurrent clients in the saturation run, and connections in the open-loop run.
     #[arg(long, default_value_t = 128)]
     concurrency: usize,
     /// Offered creates per second in the open-loop run.
@@ -71,6 +71,19 @@ async fn baseline(
     ))
 }
 
+/// An error with its causes, innermost last ("connection refused" rather than "error
+/// sending request").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s.replace(|c: char| c.is_ascii_digit(), "#")
+}
+
 struct Target {
     client: reqwest::Client,
     url: String,
@@ -87,7 +100,7 @@ impl Target {
             .body(BODY)
             .send()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| error_chain(&e))?;
         let status = r.status();
         let _ = r.bytes().await;
         if status.as_u16() == 201 {
@@ -135,33 +148,49 @@ async fn saturation(
            "latency": dist_us(lat)})
 }
 
-async fn open_loop(t: Arc<Target>, rate: u32, seconds: u32, endpoint: &str) -> serde_json::Value {
+async fn open_loop(
+    t: Arc<Target>,
+    rate: u32,
+    seconds: u32,
+    connections: usize,
+    endpoint: &str,
+) -> serde_json::Value {
+    // At most `connections` requests in flight, as a load generator with a fixed number of
+    // connections; a request waiting for one still counts from when it was due.
+    let slots = Arc::new(tokio::sync::Semaphore::new(connections.max(1)));
     let total = rate as usize * seconds as usize;
     let interval = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
     let start = Instant::now();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(i64, Result<(), String>)>();
     for i in 0..total {
         let due = start + interval.mul_f64(i as f64);
         let now = Instant::now();
         if due > now {
             tokio::time::sleep_until(due.into()).await;
         }
-        let (t, tx) = (t.clone(), tx.clone());
+        let (t, tx, slots) = (t.clone(), tx.clone(), slots.clone());
         tokio::spawn(async move {
-            let ok = t.create().await.is_ok();
-            let _ = tx.send((due.elapsed().as_micros() as i64, ok));
+            let _slot = slots.acquire_owned().await;
+            let r = t.create().await;
+            let _ = tx.send((due.elapsed().as_micros() as i64, r));
         });
     }
     drop(tx);
     let mut lat = Vec::with_capacity(total);
     let mut errors = 0;
-    while let Some((l, ok)) = rx.recv().await {
+    let mut error_kinds = std::collections::BTreeMap::<String, usize>::new();
+    while let Some((l, r)) = rx.recv().await {
         lat.push(l);
-        errors += usize::from(!ok);
+        if let Err(e) = r {
+            errors += 1;
+            if error_kinds.len() < 8 || error_kinds.contains_key(&e) {
+                *error_kinds.entry(e).or_insert(0) += 1;
+            }
+        }
     }
     let secs = start.elapsed().as_secs_f64();
     json!({"section": "http_creates", "mode": "open_loop", "endpoint": endpoint, "offered_per_s": rate,
-           "seconds": seconds, "errors": errors, "achieved_per_s": (total as f64 / secs).round(),
+           "connections": connections, "seconds": seconds, "errors": errors, "error_kinds": error_kinds, "achieved_per_s": (total as f64 / secs).round(),
            "latency_from_intended_send": dist_us(lat)})
 }
 
@@ -206,6 +235,10 @@ pub async fn run(mut b: HttpBench) -> anyhow::Result<()> {
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
+    let listener = minoots_control_plane::listener::LimitedListener::new(
+        listener,
+        minoots_control_plane::config::DEFAULT_MAX_CONNECTIONS,
+    );
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
     let client = reqwest::Client::builder()
@@ -248,8 +281,8 @@ pub async fn run(mut b: HttpBench) -> anyhow::Result<()> {
     emit(
         json!({"section": "http_creates", "mode": "ratio", "durable_over_baseline": (ratio * 1000.0).round() / 1000.0}),
     );
-    emit(open_loop(base_t, b.rate, b.rate_seconds, "baseline").await);
-    emit(open_loop(durable, b.rate, b.rate_seconds, "durable").await);
+    emit(open_loop(base_t, b.rate, b.rate_seconds, b.concurrency, "baseline").await);
+    emit(open_loop(durable, b.rate, b.rate_seconds, b.concurrency, "durable").await);
     let stats = kernel.store().stats().await?;
     emit(
         json!({"section": "http_creates", "mode": "check", "scheduled_timers": stats.scheduled_timers}),
