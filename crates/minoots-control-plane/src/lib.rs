@@ -34,9 +34,19 @@ pub use admin::{Bootstrap, BootstrapOutcome, bootstrap};
 pub use config::{ControlPlaneConfig, TierLimits};
 pub use problem::{ApiError, ApiResult};
 
-/// Everything a handler needs; cheap to clone.
+/// Everything a handler needs; one reference count to clone (the router clones it for
+/// every request).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppInner>);
+
+impl std::ops::Deref for AppState {
+    type Target = AppInner;
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}
+
+pub struct AppInner {
     pub kernel: Arc<dyn KernelApi>,
     pub config: Arc<ControlPlaneConfig>,
     /// Requests per minute per key.
@@ -58,7 +68,7 @@ impl AppState {
         local_kernel: Option<Arc<Kernel>>,
     ) -> Result<Self, String> {
         config.check()?;
-        Ok(Self {
+        Ok(Self(Arc::new(AppInner {
             kernel,
             streams: Arc::new(Semaphore::new(config.max_event_streams)),
             config: Arc::new(config),
@@ -66,7 +76,7 @@ impl AppState {
             creates: Arc::default(),
             metrics: Arc::default(),
             local_kernel,
-        })
+        })))
     }
 
     /// Awaits a kernel call, bounded by the configured timeout (503 when it passes).

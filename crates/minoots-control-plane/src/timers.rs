@@ -139,8 +139,8 @@ pub async fn create(
     if let Some(max_ms) = caller.limits.max_duration_ms {
         // Validated here only for the tier's horizon; the kernel validates everything.
         let now = SystemClock.now_us();
-        if let Ok(spec) = request.validate(caller.tenant_id(), now)
-            && spec.fire_at_us - now > max_ms.saturating_mul(1000)
+        if let Some(fire_at_us) = request.fire_at_us(now)
+            && fire_at_us - now > max_ms.saturating_mul(1000)
         {
             let field = if request.fire_at.is_some() {
                 "fireAt"

@@ -229,6 +229,14 @@ impl TimerRequest {
         })
     }
 
+    /// The fire time this request asks for at `now_us`, when `duration` / `fireAt` are valid
+    /// (without validating the rest of the request).
+    pub fn fire_at_us(&self, now_us: i64) -> Option<i64> {
+        let mut errors = ValidationErrors::new();
+        let (at, _) = self.resolve_fire_time(now_us, &mut errors);
+        errors.is_empty().then_some(at)
+    }
+
     fn resolve_fire_time(&self, now_us: i64, errors: &mut ValidationErrors) -> (i64, Option<i64>) {
         match (&self.duration, &self.fire_at) {
             (Some(_), Some(_)) => {
