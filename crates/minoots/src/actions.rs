@@ -111,3 +111,11 @@ impl TargetArgs {
         })
     }
 }
+
+/// The loopback networks demo mode lets webhooks reach.
+pub fn loopback_cidrs() -> anyhow::Result<Vec<Cidr>> {
+    ["127.0.0.0/8", "::1/128"]
+        .iter()
+        .map(|c| c.parse::<Cidr>().map_err(anyhow::Error::msg))
+        .collect()
+}

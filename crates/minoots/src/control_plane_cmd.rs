@@ -13,7 +13,6 @@ use minoots_core::{Clock, SystemClock};
 use minoots_kernel::grpc::{GrpcKernelClient, GrpcServerConfig};
 use minoots_kernel::{Kernel, KernelApi, KernelConfig};
 use minoots_orchestrator::executor::{Orchestrator, OrchestratorConfig};
-use minoots_orchestrator::ssrf::Cidr;
 use minoots_store::{SqliteConfig, SqliteStore, Store};
 use tokio::net::TcpListener;
 
@@ -181,11 +180,9 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     // The orchestrator, through the in-process kernel.
     let mut targets = args.targets.policy()?;
     if args.http.demo {
-        for net in ["127.0.0.0/8", "::1/128"] {
-            targets
-                .allowed_cidrs
-                .push(net.parse::<Cidr>().map_err(anyhow::Error::msg)?);
-        }
+        targets
+            .allowed_cidrs
+            .extend(crate::actions::loopback_cidrs()?);
     }
     let mut ocfg = OrchestratorConfig::new(format!("serve-{}", std::process::id()));
     ocfg.max_in_flight = args.max_in_flight.clamp(1, 4_096);

@@ -29,6 +29,9 @@ pub struct OrchestratorArgs {
     /// Deliveries executing at once.
     #[arg(long, env = "MINOOTS_MAX_IN_FLIGHT", default_value_t = 256)]
     pub max_in_flight: u32,
+    /// Demo mode: webhooks may reach loopback (as `minoots serve --demo` allows).
+    #[arg(long, env = "MINOOTS_DEMO")]
+    pub demo: bool,
     #[command(flatten)]
     pub targets: TargetArgs,
     #[command(flatten)]
@@ -46,6 +49,12 @@ pub async fn run(args: OrchestratorArgs) -> anyhow::Result<()> {
     config.lease_ttl = Duration::from_millis(args.lease_ttl_ms.clamp(1_000, 3_600_000));
     config.max_in_flight = args.max_in_flight.clamp(1, 4_096);
     config.targets = args.targets.policy()?;
+    if args.demo {
+        config
+            .targets
+            .allowed_cidrs
+            .extend(crate::actions::loopback_cidrs()?);
+    }
     config.commands = args.actions.commands()?;
     config.files = args.actions.files()?;
     let orchestrator = Orchestrator::new(kernel, config).map_err(anyhow::Error::msg)?;

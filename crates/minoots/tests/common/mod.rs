@@ -72,3 +72,34 @@ pub fn terminate(child: &Child) {
     // SAFETY: sending a signal to our own child process.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
 }
+
+/// Starts a `minoots` subcommand with `args` and `env`, and waits for a stdout line that
+/// starts with `ready_prefix`; returns the child and that line.
+pub fn start_process(
+    args: &[&str],
+    env: &[(&str, &str)],
+    ready_prefix: &'static str,
+) -> (Child, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_minoots"));
+    cmd.args(args)
+        .env("MINOOTS_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("start minoots");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with(ready_prefix) {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let line = rx
+        .recv_timeout(WAIT)
+        .unwrap_or_else(|_| panic!("minoots {args:?} printed \"{ready_prefix}\""));
+    (child, line)
+}
