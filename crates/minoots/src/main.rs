@@ -3,6 +3,7 @@
 
 mod actions;
 mod bench;
+mod client_cmd;
 mod control_plane_cmd;
 mod kernel_cmd;
 mod orchestrator_cmd;
@@ -44,6 +45,27 @@ enum Command {
     Kernel(KernelArgs),
     /// Run the action orchestrator against a kernel reached over gRPC.
     Orchestrator(orchestrator_cmd::OrchestratorArgs),
+    /// Timers on a running server: create, list, get, cancel, wait, deliveries, events.
+    Timers {
+        #[command(flatten)]
+        client: client_cmd::ClientArgs,
+        #[command(subcommand)]
+        command: client_cmd::TimersCommand,
+    },
+    /// API keys on a running server (admin).
+    Keys {
+        #[command(flatten)]
+        client: client_cmd::ClientArgs,
+        #[command(subcommand)]
+        command: client_cmd::KeysCommand,
+    },
+    /// Tenants on a running server (admin).
+    Tenants {
+        #[command(flatten)]
+        client: client_cmd::ClientArgs,
+        #[command(subcommand)]
+        command: client_cmd::TenantsCommand,
+    },
     /// Print the REST API's OpenAPI document (the same as GET /openapi.json).
     Openapi,
     /// Run a benchmark and print its results as JSON lines and a summary.
@@ -101,6 +123,9 @@ fn main() -> anyhow::Result<()> {
             Command::Kernel(args) => kernel_cmd::run(args).await,
             Command::Orchestrator(args) => orchestrator_cmd::run(args).await,
             Command::Bench { workload } => bench::run(workload).await,
+            Command::Timers { client, command } => client_cmd::timers(client, command).await,
+            Command::Keys { client, command } => client_cmd::keys(client, command).await,
+            Command::Tenants { client, command } => client_cmd::tenants(client, command).await,
             Command::Openapi => {
                 println!("{:#}", minoots_control_plane::routes::openapi_document());
                 Ok(())

@@ -1,0 +1,171 @@
+//! The client CLI against a live `minoots serve --demo`: create, list, get, wait, cancel,
+//! deliveries, tenants and keys, with `--json` output parsed, a table checked, and a bad
+//! duration reported with the field and a non-zero exit.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::{free_port, start_process, terminate};
+
+const ADMIN_KEY: &str = "mnt_cli_admin_key_0123456789abcdef0123456789";
+
+fn cli(url: &str, key: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_minoots"))
+        .args(args)
+        .env("MINOOTS_URL", url)
+        .env("MINOOTS_API_KEY", key)
+        .env("MINOOTS_LOG", "warn")
+        .output()
+        .expect("run the CLI")
+}
+
+fn json_of(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+#[test]
+fn cli_create_list_get_wait_cancel_against_a_live_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let data = dir.path().join("data");
+    let http = format!("127.0.0.1:{port}");
+    let grpc = format!("127.0.0.1:{}", free_port());
+    let (mut server, _) = start_process(
+        &[
+            "serve",
+            "--demo",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--http-addr",
+            &http,
+            "--grpc-addr",
+            &grpc,
+        ],
+        &[("MINOOTS_ADMIN_KEY", ADMIN_KEY)],
+        "minoots ready on ",
+    );
+    let url = format!("http://{http}");
+    let key = "mnt_demo_key_free";
+
+    let created = json_of(&cli(
+        &url,
+        key,
+        &[
+            "timers", "create", "--in", "1s", "--name", "cli-test", "--label", "team=ops", "--json",
+        ],
+    ));
+    let id = created["id"].as_str().unwrap().to_string();
+    assert_eq!(created["name"], "cli-test");
+    assert_eq!(created["labels"]["team"], "ops");
+    let other = json_of(&cli(
+        &url,
+        key,
+        &["timers", "create", "--in", "1h", "--json"],
+    ));
+    let other_id = other["id"].as_str().unwrap().to_string();
+
+    let listed = json_of(&cli(
+        &url,
+        key,
+        &["timers", "list", "--label", "team:ops", "--json"],
+    ));
+    let ids: Vec<&str> = listed["timers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [id.as_str()]);
+    let table = cli(&url, key, &["timers", "list"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.starts_with("ID"), "{text}");
+    assert!(text.contains(&id) && text.contains(&other_id), "{text}");
+
+    assert_eq!(
+        json_of(&cli(&url, key, &["timers", "get", &id, "--json"]))["id"],
+        id.as_str()
+    );
+    let waited = json_of(&cli(
+        &url,
+        key,
+        &["timers", "wait", &id, "--timeout", "30s", "--json"],
+    ));
+    assert_ne!(waited["status"], "scheduled");
+    assert!(waited["firedAt"].is_string());
+
+    let cancelled = json_of(&cli(
+        &url,
+        key,
+        &["timers", "cancel", &other_id, "--reason", "done", "--json"],
+    ));
+    assert_eq!(cancelled["status"], "cancelled");
+    assert_eq!(cancelled["cancelReason"], "done");
+    let again = cli(&url, key, &["timers", "cancel", &other_id]);
+    assert!(!again.status.success());
+
+    // A bad duration: non-zero exit, the field and the fix on stderr.
+    let bad = cli(&url, key, &["timers", "create", "--in", "soon"]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("duration"), "{err}");
+
+    // Admin commands.
+    let t = json_of(&cli(
+        &url,
+        ADMIN_KEY,
+        &["tenants", "create", "acme", "--tier", "pro", "--json"],
+    ));
+    assert_eq!(t["tier"], "pro");
+    let t = json_of(&cli(
+        &url,
+        ADMIN_KEY,
+        &["tenants", "set-tier", "acme", "team", "--json"],
+    ));
+    assert_eq!(t["tier"], "team");
+    let k = json_of(&cli(
+        &url,
+        ADMIN_KEY,
+        &[
+            "keys",
+            "create",
+            "--tenant",
+            "acme",
+            "--role",
+            "timers:read",
+            "--json",
+        ],
+    ));
+    let plaintext = k["key"].as_str().unwrap().to_string();
+    let keys = json_of(&cli(
+        &url,
+        ADMIN_KEY,
+        &["keys", "list", "--tenant", "acme", "--json"],
+    ));
+    assert_eq!(keys["keys"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        json_of(&cli(&url, &plaintext, &["timers", "list", "--json"]))["timers"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    json_of(&cli(
+        &url,
+        ADMIN_KEY,
+        &["keys", "revoke", k["id"].as_str().unwrap(), "--json"],
+    ));
+    let refused = cli(&url, &plaintext, &["timers", "list"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("revoked"));
+
+    terminate(&server);
+    assert!(server.wait().unwrap().success());
+}
