@@ -32,6 +32,10 @@ pub struct HttpArgs {
     /// may reach loopback. Never for production.
     #[arg(long, env = "MINOOTS_DEMO")]
     pub demo: bool,
+    /// Tiers as JSON (`{"free": {"requestsPerMinute": 60, ...}}`), replacing or adding to
+    /// the built-in ones; usually from `[tiers.NAME]` tables of the configuration file.
+    #[arg(long, env = "MINOOTS_TIERS")]
+    pub tiers: Option<String>,
     /// Largest request body in bytes.
     #[arg(long, env = "MINOOTS_BODY_LIMIT_BYTES", default_value_t = minoots_control_plane::config::DEFAULT_BODY_LIMIT_BYTES)]
     pub body_limit_bytes: usize,
@@ -66,12 +70,20 @@ pub struct ServeArgs {
     pub max_in_flight: u32,
 }
 
-fn config_of(http: &HttpArgs) -> ControlPlaneConfig {
-    ControlPlaneConfig {
+fn config_of(http: &HttpArgs) -> anyhow::Result<ControlPlaneConfig> {
+    let mut config = ControlPlaneConfig {
         body_limit_bytes: http.body_limit_bytes,
         demo: http.demo,
         ..ControlPlaneConfig::default()
+    };
+    if let Some(json) = http.tiers.as_deref().filter(|t| !t.trim().is_empty()) {
+        let tiers: std::collections::BTreeMap<String, minoots_control_plane::TierLimits> =
+            serde_json::from_str(json)
+                .context("reading the tiers (MINOOTS_TIERS / [tiers.NAME])")?;
+        config.tiers.extend(tiers);
     }
+    config.check().map_err(anyhow::Error::msg)?;
+    Ok(config)
 }
 
 /// Runs bootstrap and tells the operator what they must know.
@@ -128,7 +140,7 @@ pub async fn run_control_plane(args: ControlPlaneArgs) -> anyhow::Result<()> {
             Err(e) => return Err(e),
         }
     }
-    let state = AppState::new(kernel, config_of(&args.http), None).map_err(anyhow::Error::msg)?;
+    let state = AppState::new(kernel, config_of(&args.http)?, None).map_err(anyhow::Error::msg)?;
     let listener = TcpListener::bind(args.http.http_addr)
         .await
         .with_context(|| format!("binding the HTTP address {}", args.http.http_addr))?;
@@ -194,7 +206,7 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let orch = tokio::spawn(orchestrator.run(orch_stop_rx));
 
     // The REST API.
-    let state = AppState::new(api, config_of(&args.http), Some(kernel.clone()))
+    let state = AppState::new(api, config_of(&args.http)?, Some(kernel.clone()))
         .map_err(anyhow::Error::msg)?;
     let listener = TcpListener::bind(args.http.http_addr)
         .await

@@ -4,6 +4,7 @@
 mod actions;
 mod bench;
 mod client_cmd;
+mod config_file;
 mod control_plane_cmd;
 mod kernel_cmd;
 mod orchestrator_cmd;
@@ -11,7 +12,7 @@ mod orchestrator_cmd;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -31,6 +32,9 @@ struct Cli {
         default_value = "text"
     )]
     log_format: String,
+    /// A TOML file of settings, below flags and environment variables in precedence.
+    #[arg(long, global = true, env = "MINOOTS_CONFIG")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -66,6 +70,11 @@ enum Command {
         #[command(subcommand)]
         command: client_cmd::TenantsCommand,
     },
+    /// Configuration: `minoots config print` shows the effective settings, secrets masked.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Print the REST API's OpenAPI document (the same as GET /openapi.json).
     Openapi,
     /// Run a benchmark and print its results as JSON lines and a summary.
@@ -73,6 +82,12 @@ enum Command {
         #[command(subcommand)]
         workload: bench::Workload,
     },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the settings from the environment and the configuration file.
+    Print,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -111,7 +126,14 @@ fn init_logging(format: &str) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
+    // The file's settings become environment variables (where unset) before flags parse.
+    let args: Vec<String> = std::env::args().collect();
+    let known = config_file::known_settings(&Cli::command());
+    if let Some(path) = config_file::config_path(&args) {
+        config_file::apply(std::path::Path::new(&path), &known)?;
+    }
     let cli = Cli::parse();
+    let _ = &cli.config;
     init_logging(&cli.log_format)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -126,6 +148,12 @@ fn main() -> anyhow::Result<()> {
             Command::Timers { client, command } => client_cmd::timers(client, command).await,
             Command::Keys { client, command } => client_cmd::keys(client, command).await,
             Command::Tenants { client, command } => client_cmd::tenants(client, command).await,
+            Command::Config {
+                command: ConfigCommand::Print,
+            } => {
+                config_file::print(&Cli::command(), &known);
+                Ok(())
+            }
             Command::Openapi => {
                 println!("{:#}", minoots_control_plane::routes::openapi_document());
                 Ok(())

@@ -169,3 +169,105 @@ fn cli_create_list_get_wait_cancel_against_a_live_server() {
     terminate(&server);
     assert!(server.wait().unwrap().success());
 }
+
+#[test]
+fn configuration_file_below_environment_and_flags_with_secrets_masked() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("minoots.toml");
+    let port = free_port();
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+data-dir = "{}"
+http_addr = "127.0.0.1:{port}"
+grpc-addr = "127.0.0.1:{}"
+admin-key = "{ADMIN_KEY}"
+demo = true
+
+[tiers.free]
+requestsPerMinute = 2
+createsPerMinute = 1
+timersPerDay = 10
+pendingTimers = 1
+maxDurationMs = 60000
+"#,
+            dir.path().join("data").display(),
+            free_port()
+        ),
+    )
+    .unwrap();
+    let print = |env: &[(&str, &str)]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_minoots"));
+        c.args(["config", "print", "--config"]).arg(&file);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.env_remove("MINOOTS_HTTP_ADDR").output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let shown = print(&[]);
+    assert!(
+        shown.contains(&format!("http-addr = \"127.0.0.1:{port}\"")),
+        "{shown}"
+    );
+    assert!(shown.contains("admin-key = \"********\""), "{shown}");
+    assert!(!shown.contains(ADMIN_KEY), "the secret is masked");
+    assert!(shown.contains("demo = \"true\""), "{shown}");
+    // The environment wins over the file.
+    let mut c = Command::new(env!("CARGO_BIN_EXE_minoots"));
+    let out = c
+        .args(["config", "print", "--config"])
+        .arg(&file)
+        .env("MINOOTS_HTTP_ADDR", "127.0.0.1:1")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("http-addr = \"127.0.0.1:1\""));
+
+    // A server started from the file applies its tiers; a flag beats the file.
+    let flag_port = free_port();
+    let (mut server, line) = start_process(
+        &[
+            "serve",
+            "--config",
+            file.to_str().unwrap(),
+            "--http-addr",
+            &format!("127.0.0.1:{flag_port}"),
+        ],
+        &[],
+        "minoots ready on ",
+    );
+    assert!(line.contains(&flag_port.to_string()), "{line}");
+    let url = format!("http://127.0.0.1:{flag_port}");
+    let v: serde_json::Value = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let r = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
+            .get(format!("{url}/usage"))
+            .header("x-api-key", "mnt_demo_key_free")
+            .send()
+            .await
+            .unwrap();
+        serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
+    });
+    assert_eq!(v["limits"]["requestsPerMinute"], 2, "{v}");
+    assert_eq!(v["limits"]["maxDurationMs"], 60000);
+    terminate(&server);
+    assert!(server.wait().unwrap().success());
+
+    // An unknown setting is an error that names it.
+    std::fs::write(&file, "htp-addr = \"x\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_minoots"))
+        .args(["config", "print", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("htp-addr"));
+}
