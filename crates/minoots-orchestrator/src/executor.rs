@@ -379,3 +379,48 @@ pub fn envelope_bytes(d: &LeasedDelivery) -> Vec<u8> {
     out.push(b'}');
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use minoots_core::{Delivery, DeliveryId, DeliveryStatus, Timer, TimerId, TimerRequest};
+
+    #[test]
+    fn the_envelope_bytes_are_the_envelope_value_encoded() {
+        let request = TimerRequest::from_json(
+            br#"{"name": "n \"q\"", "duration": "1s", "metadata": {"b": [1, 2.5], "a": null},
+                 "labels": {"env": "prod"},
+                 "actionBundle": {"actions": [{"type": "webhook", "url": "https://example.com/h"}],
+                                  "retryPolicy": {"maxAttempts": 3}}}"#,
+        )
+        .unwrap();
+        let timer: Timer = request
+            .validate("acme", 1_700_000_000_000_000)
+            .unwrap()
+            .into_timer(TimerId::new_v7(), 1_700_000_000_000_000);
+        let d = LeasedDelivery {
+            delivery: Delivery {
+                id: DeliveryId::new_v7(),
+                timer_id: timer.id,
+                tenant_id: "acme".into(),
+                occurrence: 0,
+                action_index: 0,
+                status: DeliveryStatus::InFlight,
+                attempt: 2,
+                max_attempts: 3,
+                next_attempt_at_us: 0,
+                lease_owner: Some("o".into()),
+                lease_expires_at_us: Some(1),
+                created_at_us: 0,
+                updated_at_us: 0,
+                last_error: None,
+            },
+            action: timer.action_bundle.actions[0].clone(),
+            timer,
+        };
+        assert_eq!(
+            String::from_utf8(envelope_bytes(&d)).unwrap(),
+            serde_json::to_string(&envelope_value(&d)).unwrap()
+        );
+    }
+}
