@@ -242,6 +242,74 @@ impl Timer {
             "version": self.version,
         })
     }
+
+    /// Appends [`Timer::to_json`] encoded as JSON to `out`, byte for byte what
+    /// `serde_json::to_vec(&timer.to_json())` gives (keys in sorted order), without building
+    /// the intermediate value: webhooks carry it in every attempt's body, and the value
+    /// tree cost more than the rest of the encoding.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        fn key(out: &mut Vec<u8>, first: bool, k: &str) {
+            if !first {
+                out.push(b',');
+            }
+            out.push(b'"');
+            out.extend_from_slice(k.as_bytes());
+            out.extend_from_slice(b"\":");
+        }
+        fn put<T: Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+            // Writing into a Vec fails only when the value cannot be encoded, which the
+            // types here rule out; `to_json` would have produced null in that case too.
+            if serde_json::to_writer(&mut *out, v).is_err() {
+                out.extend_from_slice(b"null");
+            }
+        }
+        let time = |us: Option<i64>| us.map(format_us);
+        out.push(b'{');
+        key(out, true, "actionBundle");
+        // Through a value so that the bundle's keys are sorted as well.
+        match serde_json::to_value(&self.action_bundle) {
+            Ok(v) => put(out, &v),
+            Err(_) => out.extend_from_slice(b"null"),
+        }
+        key(out, false, "cancelReason");
+        put(out, &self.cancel_reason);
+        key(out, false, "cancelledAt");
+        put(out, &time(self.cancelled_at_us));
+        key(out, false, "createdAt");
+        put(out, &format_us(self.created_at_us));
+        key(out, false, "durationMs");
+        put(out, &self.duration_ms);
+        key(out, false, "fireAt");
+        put(out, &format_us(self.fire_at_us));
+        key(out, false, "firedAt");
+        put(out, &time(self.fired_at_us));
+        key(out, false, "firedLateMs");
+        put(
+            out,
+            &self
+                .fired_late_us()
+                .map(|us| serde_json::Value::from(us as f64 / 1000.0)),
+        );
+        key(out, false, "id");
+        put(out, &self.id);
+        key(out, false, "labels");
+        put(out, &self.labels);
+        key(out, false, "metadata");
+        put(out, &self.metadata);
+        key(out, false, "name");
+        put(out, &self.name);
+        key(out, false, "requestedBy");
+        put(out, &self.requested_by);
+        key(out, false, "settledAt");
+        put(out, &time(self.settled_at_us));
+        key(out, false, "status");
+        put(out, self.status.as_str());
+        key(out, false, "tenantId");
+        put(out, &self.tenant_id);
+        key(out, false, "version");
+        put(out, &self.version);
+        out.push(b'}');
+    }
 }
 
 /// One action's delivery for one firing of a timer.
@@ -378,5 +446,62 @@ mod tests {
                 .unwrap_err()
                 .contains("scheduled")
         );
+    }
+
+    #[test]
+    fn the_direct_encoding_is_the_value_encoding() {
+        let bundle: ActionBundle = serde_json::from_str(
+            r#"{"actions": [{"type": "webhook", "url": "https://example.com/h?a=\"b\"",
+                             "method": "PUT", "headers": {"x-b": "2", "x-a": "1"},
+                             "body": {"z": 1, "a": [true, null, 2.5]}, "timeoutMs": 900},
+                            {"type": "file", "path": "out/ü.json"}],
+                "retryPolicy": {"maxAttempts": 3, "multiplier": 1.5}}"#,
+        )
+        .unwrap();
+        let mut metadata = serde_json::Map::new();
+        metadata.insert(
+            "zeta".into(),
+            serde_json::json!({"n": -1, "s": "line\nbreak"}),
+        );
+        metadata.insert("alpha".into(), serde_json::json!(1e21));
+        let full = Timer {
+            id: TimerId::new_v7(),
+            tenant_id: "acme".into(),
+            name: "quote \" and \\ and \u{1}".into(),
+            requested_by: Some("ops".into()),
+            status: TimerStatus::Fired,
+            created_at_us: 1_700_000_000_123_456,
+            fire_at_us: 1_700_000_010_000_000,
+            duration_ms: Some(10_000),
+            fired_at_us: Some(1_700_000_010_000_321),
+            settled_at_us: None,
+            cancelled_at_us: Some(1_700_000_020_000_000),
+            cancel_reason: Some("why".into()),
+            metadata,
+            labels: [("team".to_string(), "x".to_string())].into(),
+            action_bundle: bundle,
+            idempotency_key: Some("k".into()),
+            version: 7,
+        };
+        let bare = Timer {
+            requested_by: None,
+            status: TimerStatus::Scheduled,
+            duration_ms: None,
+            fired_at_us: None,
+            cancelled_at_us: None,
+            cancel_reason: None,
+            metadata: serde_json::Map::new(),
+            labels: BTreeMap::new(),
+            action_bundle: ActionBundle::default(),
+            ..full.clone()
+        };
+        for t in [full, bare] {
+            let mut direct = Vec::new();
+            t.write_json(&mut direct);
+            assert_eq!(
+                String::from_utf8(direct).unwrap(),
+                serde_json::to_string(&t.to_json()).unwrap()
+            );
+        }
     }
 }

@@ -21,17 +21,33 @@ pub const SECRET_BYTES: usize = 32;
 pub const MAX_SIGNING_SECRETS: usize = 2;
 
 /// A tenant's signing key. `Debug` and `Display` never show it.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct WebhookSecret {
     key: Vec<u8>,
+    /// HMAC state with the key already absorbed, computed once per secret rather than per
+    /// signature (the orchestrator caches secrets per tenant).
+    keyed: hmac_sha256::HMAC,
 }
+
+impl PartialEq for WebhookSecret {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+
+impl Eq for WebhookSecret {}
 
 impl WebhookSecret {
     /// A new secret from the operating system's random source.
     pub fn generate() -> Result<Self, String> {
         let mut key = vec![0u8; SECRET_BYTES];
         getrandom::fill(&mut key).map_err(|e| format!("no randomness available: {e}"))?;
-        Ok(Self { key })
+        Ok(Self::from_key(key))
+    }
+
+    fn from_key(key: Vec<u8>) -> Self {
+        let keyed = hmac_sha256::HMAC::new(&key);
+        Self { key, keyed }
     }
 
     /// Parses `whsec_<base64>`.
@@ -45,7 +61,7 @@ impl WebhookSecret {
         if key.len() < 24 || key.len() > 64 {
             return Err("a webhook secret holds 24 to 64 bytes".into());
         }
-        Ok(Self { key })
+        Ok(Self::from_key(key))
     }
 
     /// The text form, to show the tenant once and to store.
@@ -54,15 +70,18 @@ impl WebhookSecret {
     }
 
     /// `v1,<base64 signature>` of one message under this secret.
+    /// The signed content `{id}.{timestamp}.{body}` is streamed into the MAC, not copied.
     pub fn sign(&self, msg_id: &str, timestamp_s: i64, body: &[u8]) -> String {
-        let mut content = Vec::with_capacity(msg_id.len() + body.len() + 24);
-        content.extend_from_slice(msg_id.as_bytes());
-        content.push(b'.');
-        content.extend_from_slice(timestamp_s.to_string().as_bytes());
-        content.push(b'.');
-        content.extend_from_slice(body);
-        let mac = hmac_sha256::HMAC::mac(&content, &self.key);
-        format!("v1,{}", BASE64.encode(mac))
+        let mut mac = self.keyed.clone();
+        mac.update(msg_id.as_bytes());
+        mac.update(b".");
+        mac.update(timestamp_s.to_string().as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        let mut out = String::with_capacity(3 + 44);
+        out.push_str("v1,");
+        BASE64.encode_string(mac.finalize(), &mut out);
+        out
     }
 }
 

@@ -272,6 +272,11 @@ impl TargetPolicy {
     /// accepts), the address itself.
     pub fn check_url(&self, url: &str) -> Result<CheckedTarget, TargetError> {
         let parsed = Url::parse(url).map_err(|e| TargetError::Invalid(e.to_string()))?;
+        self.check_parsed_url(&parsed)
+    }
+
+    /// [`TargetPolicy::check_url`] for a URL the caller has already parsed.
+    pub fn check_parsed_url(&self, parsed: &Url) -> Result<CheckedTarget, TargetError> {
         if parsed.scheme() != "http" && parsed.scheme() != "https" {
             return Err(TargetError::Scheme(parsed.scheme().to_string()));
         }
