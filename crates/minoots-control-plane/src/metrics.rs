@@ -145,6 +145,16 @@ pub async fn render(state: &AppState) -> String {
         );
     }
     if let Some(kernel) = &state.local_kernel {
+        out.push_str(&render_kernel_metrics(kernel).await);
+    }
+    out
+}
+
+/// The kernel's counters, firing-lateness histogram and store gauges as Prometheus text
+/// (for the control plane's `/metrics` and `minoots kernel`'s own).
+pub async fn render_kernel_metrics(kernel: &minoots_kernel::Kernel) -> String {
+    let mut out = String::new();
+    {
         render_kernel(&mut out, kernel.metrics());
         if let Ok(stats) = kernel.store().stats().await {
             let _ = writeln!(

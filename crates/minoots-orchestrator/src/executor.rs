@@ -90,6 +90,7 @@ pub struct Orchestrator {
     webhooks: WebhookClient,
     secrets: SecretCache,
     hosts: Mutex<HashMap<String, Arc<Semaphore>>>,
+    metrics: Arc<crate::metrics::OrchestratorMetrics>,
 }
 
 impl Orchestrator {
@@ -104,7 +105,13 @@ impl Orchestrator {
             webhooks,
             secrets: Mutex::new(HashMap::new()),
             hosts: Mutex::new(HashMap::new()),
+            metrics: Arc::default(),
         }))
+    }
+
+    /// Counters for `/metrics`.
+    pub fn metrics(&self) -> &Arc<crate::metrics::OrchestratorMetrics> {
+        &self.metrics
     }
 
     /// Runs until `stop` turns true, then stops gracefully (see the module doc).
@@ -195,6 +202,9 @@ impl Orchestrator {
 
     /// Hands back deliveries leased but not started (used when stopping).
     pub async fn release(&self, d: &LeasedDelivery) {
+        self.metrics
+            .released
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Err(e) = self
             .kernel
             .release_delivery(d.delivery.id, &self.config.lease_owner, d.delivery.attempt)
@@ -280,6 +290,14 @@ impl Orchestrator {
         }
         let started_at_us = SystemClock.now_us();
         let started = Instant::now();
+        self.metrics
+            .in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let kind = match &d.action {
+            Action::Webhook(_) => 0,
+            Action::Command(_) => 1,
+            Action::File(_) => 2,
+        };
         let result = match &d.action {
             Action::Webhook(w) => match self.signing_secrets(&d.timer.tenant_id).await {
                 Ok(secrets) => {
@@ -309,6 +327,11 @@ impl Orchestrator {
             Action::Command(c) => run_command(&self.config.commands, c).await,
             Action::File(f) => run_file(self.config.files.as_ref(), f, &envelope_value(&d)).await,
         };
+        self.metrics
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.metrics
+            .attempt(kind, result.outcome, started.elapsed().as_micros() as i64);
         let report = AttemptReport {
             delivery_id: d.delivery.id,
             lease_owner: self.config.lease_owner.clone(),
@@ -339,6 +362,9 @@ impl Orchestrator {
                     let lease_over =
                         lease_expires_at_us.is_some_and(|at| SystemClock.now_us() >= at);
                     if lease_over || tries >= MAX_REPORT_TRIES {
+                        self.metrics
+                            .reports_lost
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         tracing::error!(delivery = %report.delivery_id, error = %e, "report lost; the delivery runs again when its lease expires");
                         return;
                     }
@@ -347,6 +373,9 @@ impl Orchestrator {
                     wait = (wait * 2).min(Duration::from_secs(5));
                 }
                 Err(e) => {
+                    self.metrics
+                        .reports_lost
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::warn!(delivery = %report.delivery_id, error = %e, "report refused");
                     return;
                 }

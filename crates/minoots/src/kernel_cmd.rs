@@ -13,7 +13,21 @@ use tokio::net::TcpListener;
 
 use crate::KernelArgs;
 
-pub async fn run(args: KernelArgs) -> anyhow::Result<()> {
+#[derive(clap::Args, Debug, Clone)]
+pub struct KernelCmdArgs {
+    #[command(flatten)]
+    pub kernel: KernelArgs,
+    /// Address of `/healthz`, `/readyz` and `/metrics`.
+    #[arg(
+        long = "http-addr",
+        env = "MINOOTS_KERNEL_HTTP_ADDR",
+        default_value = "127.0.0.1:9094"
+    )]
+    pub health_addr: std::net::SocketAddr,
+}
+
+pub async fn run(cmd: KernelCmdArgs) -> anyhow::Result<()> {
+    let args = cmd.kernel;
     let started = std::time::Instant::now();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store = SqliteStore::open(SqliteConfig::new(&args.data_dir), clock.clone())
@@ -41,9 +55,28 @@ pub async fn run(args: KernelArgs) -> anyhow::Result<()> {
             let _ = stop_rx.await;
         },
     ));
+    let (health_stop, health_stopped) = tokio::sync::oneshot::channel::<()>();
+    let health_addr = {
+        let (k1, k2) = (kernel.clone(), kernel.clone());
+        crate::health::serve(
+            cmd.health_addr,
+            Arc::new(move || k1.is_ready()),
+            Arc::new(move || {
+                let k = k2.clone();
+                Box::pin(
+                    async move { minoots_control_plane::metrics::render_kernel_metrics(&k).await },
+                )
+            }),
+            async {
+                let _ = health_stopped.await;
+            },
+        )
+        .await?
+    };
     kernel.wait_ready(Duration::from_secs(30)).await;
     tracing::info!(
         grpc = %addr,
+        health = %health_addr,
         data_dir = %args.data_dir.display(),
         ready_ms = started.elapsed().as_millis() as u64,
         "MINOOTS kernel ready"
@@ -62,6 +95,7 @@ pub async fn run(args: KernelArgs) -> anyhow::Result<()> {
         }
     }
     let _ = stop_tx.send(());
+    let _ = health_stop.send(());
     if tokio::time::timeout(Duration::from_secs(10), grpc)
         .await
         .is_err()

@@ -6,6 +6,7 @@ mod bench;
 mod client_cmd;
 mod config_file;
 mod control_plane_cmd;
+mod health;
 mod kernel_cmd;
 mod orchestrator_cmd;
 
@@ -46,7 +47,7 @@ enum Command {
     /// Run the REST API against a kernel reached over gRPC.
     ControlPlane(control_plane_cmd::ControlPlaneArgs),
     /// Run the horology kernel alone: embedded store and the gRPC API.
-    Kernel(KernelArgs),
+    Kernel(kernel_cmd::KernelCmdArgs),
     /// Run the action orchestrator against a kernel reached over gRPC.
     Orchestrator(orchestrator_cmd::OrchestratorArgs),
     /// Timers on a running server: create, list, get, cancel, wait, deliveries, events.

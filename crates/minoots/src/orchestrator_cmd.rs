@@ -29,6 +29,13 @@ pub struct OrchestratorArgs {
     /// Deliveries executing at once.
     #[arg(long, env = "MINOOTS_MAX_IN_FLIGHT", default_value_t = 256)]
     pub max_in_flight: u32,
+    /// Address of `/healthz`, `/readyz` and `/metrics`.
+    #[arg(
+        long = "http-addr",
+        env = "MINOOTS_ORCHESTRATOR_HTTP_ADDR",
+        default_value = "127.0.0.1:9095"
+    )]
+    pub health_addr: std::net::SocketAddr,
     /// Demo mode: webhooks may reach loopback (as `minoots serve --demo` allows).
     #[arg(long, env = "MINOOTS_DEMO")]
     pub demo: bool,
@@ -58,9 +65,23 @@ pub async fn run(args: OrchestratorArgs) -> anyhow::Result<()> {
     config.commands = args.actions.commands()?;
     config.files = args.actions.files()?;
     let orchestrator = Orchestrator::new(kernel, config).map_err(anyhow::Error::msg)?;
+    let (health_stop, health_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics = orchestrator.metrics().clone();
+    let health_addr = crate::health::serve(
+        args.health_addr,
+        Arc::new(|| true),
+        Arc::new(move || {
+            let m = metrics.clone();
+            Box::pin(async move { m.render() })
+        }),
+        async {
+            let _ = health_stopped.await;
+        },
+    )
+    .await?;
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let running = tokio::spawn(orchestrator.run(stop_rx));
-    tracing::info!(kernel = %args.kernel_url, "MINOOTS orchestrator running");
+    tracing::info!(kernel = %args.kernel_url, health = %health_addr, "MINOOTS orchestrator running");
     println!("minoots orchestrator running against {}", args.kernel_url);
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -70,6 +91,7 @@ pub async fn run(args: OrchestratorArgs) -> anyhow::Result<()> {
     }
     let _ = stop.send(true);
     running.await?;
+    let _ = health_stop.send(());
     tracing::info!("MINOOTS orchestrator stopped");
     Ok(())
 }

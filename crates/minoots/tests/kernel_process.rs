@@ -136,6 +136,7 @@ fn a_second_kernel_on_the_same_data_dir_refuses_to_start() {
         .args(["kernel", "--data-dir"])
         .arg(dir.path())
         .args(["--grpc-addr", &format!("127.0.0.1:{}", free_port())])
+        .args(["--http-addr", "127.0.0.1:0"])
         .output()
         .unwrap();
     assert!(!out.status.success());

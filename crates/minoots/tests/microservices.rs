@@ -102,6 +102,8 @@ async fn three_processes_deliver_and_survive_an_orchestrator_kill() {
     let dir = tempfile::tempdir().unwrap();
     let grpc = format!("127.0.0.1:{}", free_port());
     let http_addr = format!("127.0.0.1:{}", free_port());
+    let kernel_health = format!("127.0.0.1:{}", free_port());
+    let orch_health = format!("127.0.0.1:{}", free_port());
     let kernel_url = format!("http://{grpc}");
     let data_dir = dir.path().join("data");
     // The one environment of the compose file, handed to every process.
@@ -109,6 +111,8 @@ async fn three_processes_deliver_and_survive_an_orchestrator_kill() {
         ("MINOOTS_DATA_DIR", data_dir.to_str().unwrap()),
         ("MINOOTS_GRPC_ADDR", &grpc),
         ("MINOOTS_HTTP_ADDR", &http_addr),
+        ("MINOOTS_KERNEL_HTTP_ADDR", &kernel_health),
+        ("MINOOTS_ORCHESTRATOR_HTTP_ADDR", &orch_health),
         ("MINOOTS_KERNEL_URL", &kernel_url),
         ("MINOOTS_KERNEL_TOKEN", TOKEN),
         ("MINOOTS_ADMIN_KEY", ADMIN_KEY),
@@ -186,6 +190,28 @@ async fn three_processes_deliver_and_survive_an_orchestrator_kill() {
     let deliveries = get_json(&http, &format!("{base}/timers/{slow_id}/deliveries"), key).await;
     assert_eq!(deliveries["deliveries"][0]["status"], "succeeded");
     drop(events);
+    // The orchestrator's and the kernel's metrics count what happened.
+    let m = http
+        .get(format!("http://{orch_health}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("minoots_orchestrator_attempts_total{outcome=\"succeeded\"} 1"),
+        "{m}"
+    );
+    let k = http
+        .get(format!("http://{kernel_health}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(k.contains("minoots_timers_fired_total 2"), "{k}");
 
     for child in [&mut orch2, &mut cp, &mut kernel] {
         terminate(child);

@@ -23,6 +23,7 @@ pub fn start_kernel(data_dir: &Path) -> (Child, String) {
         .args(["kernel", "--data-dir"])
         .arg(data_dir)
         .args(["--grpc-addr", &format!("127.0.0.1:{port}")])
+        .args(["--http-addr", "127.0.0.1:0"])
         .env("MINOOTS_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -47,7 +48,13 @@ pub fn start_kernel(data_dir: &Path) -> (Child, String) {
 /// Starts `minoots orchestrator` against `kernel_url` with extra flags; waits until it runs.
 pub fn start_orchestrator(kernel_url: &str, extra: &[&str]) -> Child {
     let mut child = Command::new(env!("CARGO_BIN_EXE_minoots"))
-        .args(["orchestrator", "--kernel-url", kernel_url])
+        .args([
+            "orchestrator",
+            "--kernel-url",
+            kernel_url,
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
         .args(extra)
         .env("MINOOTS_LOG", "warn")
         .stdout(Stdio::piped())

@@ -1,0 +1,114 @@
+//! What an orchestrator counts, in atomics so executing tasks never wait on them, and
+//! their Prometheus text (served by `minoots orchestrator` at `/metrics`).
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use minoots_core::AttemptOutcome;
+use minoots_kernel::metrics::LatencyHistogram;
+
+/// Histogram bounds for attempt durations, in microseconds.
+const BOUNDS_US: [u64; 12] = [
+    1_000,
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    5_000_000,
+    30_000_000,
+    120_000_000,
+];
+
+#[derive(Default)]
+pub struct OrchestratorMetrics {
+    /// Attempts by outcome: succeeded, retryable, permanent.
+    pub attempts: [AtomicU64; 3],
+    /// Attempts by action kind: webhook, command, file.
+    pub attempts_by_kind: [AtomicU64; 3],
+    /// How long attempts took.
+    pub attempt_duration: LatencyHistogram,
+    /// Attempts running now.
+    pub in_flight: AtomicI64,
+    /// Deliveries handed back unexecuted (lease nearly gone, or a graceful stop).
+    pub released: AtomicU64,
+    /// Reports the kernel refused (fenced: the lease was lost) or that could not be sent.
+    pub reports_lost: AtomicU64,
+}
+
+impl OrchestratorMetrics {
+    pub fn attempt(&self, kind: usize, outcome: AttemptOutcome, duration_us: i64) {
+        let i = match outcome {
+            AttemptOutcome::Succeeded => 0,
+            AttemptOutcome::Retryable => 1,
+            AttemptOutcome::Permanent => 2,
+        };
+        self.attempts[i].fetch_add(1, Ordering::Relaxed);
+        self.attempts_by_kind[kind.min(2)].fetch_add(1, Ordering::Relaxed);
+        self.attempt_duration.record(duration_us);
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        out.push_str("# HELP minoots_orchestrator_attempts_total Attempts by outcome.\n# TYPE minoots_orchestrator_attempts_total counter\n");
+        for (i, o) in ["succeeded", "retryable", "permanent"].iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "minoots_orchestrator_attempts_total{{outcome=\"{o}\"}} {}",
+                g(&self.attempts[i])
+            );
+        }
+        out.push_str("# HELP minoots_orchestrator_attempts_by_action_total Attempts by action type.\n# TYPE minoots_orchestrator_attempts_by_action_total counter\n");
+        for (i, k) in ["webhook", "command", "file"].iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "minoots_orchestrator_attempts_by_action_total{{action=\"{k}\"}} {}",
+                g(&self.attempts_by_kind[i])
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP minoots_orchestrator_in_flight Attempts running now.\n# TYPE minoots_orchestrator_in_flight gauge\nminoots_orchestrator_in_flight {}",
+            self.in_flight.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP minoots_orchestrator_released_total Deliveries handed back unexecuted.\n# TYPE minoots_orchestrator_released_total counter\nminoots_orchestrator_released_total {}",
+            g(&self.released)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP minoots_orchestrator_reports_lost_total Reports refused or not delivered.\n# TYPE minoots_orchestrator_reports_lost_total counter\nminoots_orchestrator_reports_lost_total {}",
+            g(&self.reports_lost)
+        );
+        out.push_str("# HELP minoots_orchestrator_attempt_duration_seconds How long attempts took.\n# TYPE minoots_orchestrator_attempt_duration_seconds histogram\n");
+        let h = &self.attempt_duration;
+        for (b, n) in BOUNDS_US.iter().zip(h.cumulative(&BOUNDS_US)) {
+            let _ = writeln!(
+                out,
+                "minoots_orchestrator_attempt_duration_seconds_bucket{{le=\"{}\"}} {n}",
+                *b as f64 / 1e6
+            );
+        }
+        let _ = writeln!(
+            out,
+            "minoots_orchestrator_attempt_duration_seconds_bucket{{le=\"+Inf\"}} {}",
+            h.count()
+        );
+        let _ = writeln!(
+            out,
+            "minoots_orchestrator_attempt_duration_seconds_sum {}",
+            h.sum_us() as f64 / 1e6
+        );
+        let _ = writeln!(
+            out,
+            "minoots_orchestrator_attempt_duration_seconds_count {}",
+            h.count()
+        );
+        out
+    }
+}

@@ -1,0 +1,80 @@
+//! The small HTTP face of `minoots kernel` and `minoots orchestrator` in microservice
+//! mode: `/healthz` (the process answers), `/readyz` (it can do its work) and `/metrics`
+//! (Prometheus text), so orchestrators and health checks need no gRPC client.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+pub type Ready = Arc<dyn Fn() -> bool + Send + Sync>;
+pub type Metrics = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = String> + Send>> + Send + Sync>;
+
+fn json(status: StatusCode, body: &str) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// Serves the three endpoints on `addr` until `stop` completes; returns the bound address.
+pub async fn serve(
+    addr: SocketAddr,
+    ready: Ready,
+    metrics: Metrics,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<SocketAddr> {
+    let app = axum::Router::new()
+        .route(
+            "/healthz",
+            axum::routing::get(|| async { json(StatusCode::OK, r#"{"status":"ok"}"#) }),
+        )
+        .route(
+            "/readyz",
+            axum::routing::get(move || {
+                let ready = ready.clone();
+                async move {
+                    if ready() {
+                        json(StatusCode::OK, r#"{"status":"ready"}"#)
+                    } else {
+                        json(StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"starting"}"#)
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                        )],
+                        metrics().await,
+                    )
+                        .into_response()
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the health address {addr}"))?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await;
+    });
+    Ok(bound)
+}
