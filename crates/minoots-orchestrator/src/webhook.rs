@@ -146,7 +146,16 @@ impl WebhookClient {
             ),
             ("x-minoots-attempt", header_value(call.attempt.to_string())),
         ];
+        // A content type the tenant set for its own body wins over the default; the
+        // signature and MINOOTS headers cannot be set by tenants (refused at creation).
+        let tenant_content_type = action
+            .headers
+            .keys()
+            .any(|k| k.eq_ignore_ascii_case("content-type"));
         for (name, value) in ours {
+            if name == "content-type" && tenant_content_type {
+                continue;
+            }
             request = request.header(HeaderName::from_static(name), value);
         }
         request = request.body(body);

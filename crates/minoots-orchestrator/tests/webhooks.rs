@@ -236,6 +236,22 @@ async fn success_on_the_first_try_is_signed_and_settles_the_timer() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_content_type_set_by_the_tenant_replaces_the_default() {
+    let (sink, url) = start_sink(vec![]).await;
+    let s = start(loopback_allowed()).await;
+    s.schedule(
+        &url,
+        r#", "headers": {"Content-Type": "text/plain"}, "body": "hello""#,
+    )
+    .await;
+    sink.wait_for(1).await;
+    let req = &sink.requests()[0];
+    let types: Vec<_> = req.headers.get_all("content-type").iter().collect();
+    assert_eq!(types, ["text/plain"], "one content type, the tenant's");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_500_then_a_200_is_two_attempts_with_the_same_webhook_id() {
     let (sink, url) = start_sink(vec![Reply::Status(500, vec![])]).await;
     let s = start(loopback_allowed()).await;
