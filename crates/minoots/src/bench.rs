@@ -17,6 +17,7 @@
 //!
 //! Each section prints one JSON object per line; nothing here asserts timings.
 
+mod churn;
 mod http;
 
 use std::io::Write;
@@ -38,6 +39,8 @@ pub enum Workload {
     Delivery(DeliveryBench),
     /// Durable creates/s through `POST /timers` next to a no-storage baseline endpoint.
     Http(http::HttpBench),
+    /// W6: create timers, cancel 90 % before they fire; cancels/s and memory afterwards.
+    Churn(churn::ChurnBench),
 }
 
 #[derive(clap::Args, Clone)]
@@ -108,6 +111,7 @@ pub async fn run(w: Workload) -> anyhow::Result<()> {
             delivery_bench(b).await
         }
         Workload::Http(b) => http::run(b).await,
+        Workload::Churn(b) => churn::run(b).await,
     }
 }
 
