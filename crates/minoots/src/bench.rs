@@ -19,6 +19,7 @@
 
 mod churn;
 mod http;
+mod recovery;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -41,6 +42,9 @@ pub enum Workload {
     Http(http::HttpBench),
     /// W6: create timers, cancel 90 % before they fire; cancels/s and memory afterwards.
     Churn(churn::ChurnBench),
+    /// W5: many pending and some overdue timers, SIGKILL, restart: ready time, time to fire
+    /// the overdue ones, lost and duplicated.
+    Recovery(recovery::RecoveryBench),
 }
 
 #[derive(clap::Args, Clone)]
@@ -112,6 +116,7 @@ pub async fn run(w: Workload) -> anyhow::Result<()> {
         }
         Workload::Http(b) => http::run(b).await,
         Workload::Churn(b) => churn::run(b).await,
+        Workload::Recovery(b) => recovery::run(b).await,
     }
 }
 
