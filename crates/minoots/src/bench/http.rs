@@ -194,6 +194,64 @@ async fn open_loop(
            "latency_from_intended_send": dist_us(lat)})
 }
 
+/// Durable creates through the kernel's gRPC API (what a control plane in another process
+/// does), from `concurrency` callers over one HTTP/2 connection.
+async fn grpc_saturation(
+    api: Arc<dyn KernelApi>,
+    n: usize,
+    concurrency: usize,
+) -> anyhow::Result<serde_json::Value> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(minoots_kernel::grpc::serve(
+        api,
+        listener,
+        minoots_kernel::grpc::GrpcServerConfig::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let client = Arc::new(
+        minoots_kernel::grpc::GrpcKernelClient::connect_lazy(&url, None)
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
+    let request = TimerRequest::from_json(BODY.as_bytes()).expect("valid");
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency.max(1) {
+        let (c, next, req) = (client.clone(), next.clone(), request.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = 0usize;
+            while next.fetch_add(1, Ordering::Relaxed) < n {
+                let s = Instant::now();
+                if c.schedule_timer("bench", req.clone()).await.is_err() {
+                    errors += 1;
+                }
+                lat.push(s.elapsed().as_micros() as i64);
+            }
+            (lat, errors)
+        }));
+    }
+    let mut lat = Vec::with_capacity(n);
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await?;
+        lat.extend(l);
+        errors += e;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let _ = stop.send(());
+    let _ = server.await;
+    Ok(
+        json!({"section": "http_creates", "mode": "saturation", "endpoint": "grpc", "creates": n,
+              "concurrency": concurrency, "errors": errors, "creates_per_s": (n as f64 / secs).round(),
+              "latency": dist_us(lat)}),
+    )
+}
+
 pub async fn run(mut b: HttpBench) -> anyhow::Result<()> {
     if b.quick {
         b.creates = b.creates.min(2_000);
@@ -281,6 +339,7 @@ pub async fn run(mut b: HttpBench) -> anyhow::Result<()> {
     emit(
         json!({"section": "http_creates", "mode": "ratio", "durable_over_baseline": (ratio * 1000.0).round() / 1000.0}),
     );
+    emit(grpc_saturation(api.clone(), b.creates, b.concurrency).await?);
     emit(open_loop(base_t, b.rate, b.rate_seconds, b.concurrency, "baseline").await);
     emit(open_loop(durable, b.rate, b.rate_seconds, b.concurrency, "durable").await);
     let stats = kernel.store().stats().await?;
