@@ -553,3 +553,67 @@ async fn commands_and_files_the_operator_did_not_enable_are_refused_at_creation(
     ));
     k.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wall_clock_jumps_fire_what_became_due_once_and_nothing_early_or_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let k = start(dir.path(), clock.clone()).await;
+    let mut fired = k.stream_events(fired_query()).await.unwrap();
+    let mut ids = Vec::new();
+    // Two inside the 2 s window, one beyond it, one an hour out.
+    for d in ["1s", "2s", "10s", "1h"] {
+        let t = k
+            .schedule_timer("acme", req(&format!(r#"{{"duration": "{d}"}}"#)))
+            .await
+            .unwrap()
+            .timer;
+        ids.push(t.id);
+    }
+
+    // Forward jump past the first three: each fires once, the far one does not.
+    clock.set_us(T0 + 11 * SEC);
+    let got = next_events(&mut fired, 3).await;
+    let mut got_ids: Vec<_> = got.iter().map(|e| e.timer_id).collect();
+    got_ids.sort();
+    let mut want = ids[..3].to_vec();
+    want.sort();
+    assert_eq!(got_ids, want);
+
+    // Backward jump: nothing fires again, and a new timer due after the jumped-back time
+    // does not fire before the clock reaches it.
+    clock.set_us(T0 + 5 * SEC);
+    let late = k
+        .schedule_timer("acme", req(r#"{"duration": "1s"}"#))
+        .await
+        .unwrap()
+        .timer;
+    assert_eq!(late.fire_at_us, T0 + 6 * SEC);
+    clock.set_us(T0 + 6 * SEC - 1);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), fired.next())
+            .await
+            .is_err(),
+        "something fired after the backward jump"
+    );
+    clock.set_us(T0 + 6 * SEC);
+    let e = next_events(&mut fired, 1).await;
+    assert_eq!(e[0].timer_id, late.id);
+    // Nothing else, and the hour-out timer is still scheduled.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), fired.next())
+            .await
+            .is_err(),
+        "a timer fired twice"
+    );
+    for id in &ids[..3] {
+        let t = k.get_timer("acme", *id).await.unwrap();
+        assert_eq!(t.status, TimerStatus::Settled);
+        assert!(t.fired_at_us.unwrap() >= t.fire_at_us, "fired early");
+    }
+    assert_eq!(
+        k.get_timer("acme", ids[3]).await.unwrap().status,
+        TimerStatus::Scheduled
+    );
+    k.shutdown().await;
+}
