@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::auth::{
-    Caller, ROLE_ADMIN, ROLE_READ, ROLE_WRITE, ROLES, generate_key, hash_key, key_prefix,
+    Caller, ROLE_ADMIN, ROLE_READ, ROLE_WRITE, ROLES, generate_key, hash_key, hex, key_prefix,
 };
 use crate::body::Json;
 use crate::config::TierLimits;
@@ -119,20 +119,9 @@ pub async fn list_tenants(
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
     let params = query_params(raw.as_deref(), &["after", "limit"])?;
-    let get = |n: &str| {
-        params
-            .iter()
-            .rev()
-            .find(|(k, _)| k == n)
-            .map(|(_, v)| v.clone())
-    };
-    let limit = page_limit(get("limit").as_deref(), DEFAULT_ADMIN_PAGE, MAX_ADMIN_PAGE)?;
-    let list = st
-        .kernel_call(
-            st.kernel
-                .list_tenants(get("after").filter(|a| !a.is_empty()), limit),
-        )
-        .await?;
+    let limit = page_limit(params.get("limit"), DEFAULT_ADMIN_PAGE, MAX_ADMIN_PAGE)?;
+    let after = params.non_empty("after").map(str::to_string);
+    let list = st.kernel_call(st.kernel.list_tenants(after, limit)).await?;
     let next = (list.len() == limit)
         .then(|| list.last().map(|t| t.id.clone()))
         .flatten();
@@ -219,16 +208,15 @@ pub async fn create_key(
     };
     let plaintext = generate_key()?;
     let key = ApiKey {
-        id: uuid::Uuid::now_v7().to_string(),
-        tenant_id: body.tenant_id,
-        name: body.name.unwrap_or_else(|| "api key".into()),
-        key_hash: hash_key(&plaintext),
-        prefix: key_prefix(&plaintext),
-        roles,
-        created_at_us: now,
         expires_at_us,
-        revoked_at_us: None,
-        last_used_at_us: None,
+        ..key_record(
+            uuid::Uuid::now_v7().to_string(),
+            &body.tenant_id,
+            &body.name.unwrap_or_else(|| "api key".into()),
+            &plaintext,
+            roles,
+            now,
+        )
     };
     let stored = st.kernel_call(st.kernel.create_api_key(key)).await?;
     let mut out = key_json(&stored);
@@ -238,14 +226,7 @@ pub async fn create_key(
 
 pub async fn list_keys(State(st): State<AppState>, RawQuery(raw): RawQuery) -> ApiResult<Response> {
     let params = query_params(raw.as_deref(), &["tenantId", "after", "limit"])?;
-    let get = |n: &str| {
-        params
-            .iter()
-            .rev()
-            .find(|(k, _)| k == n)
-            .map(|(_, v)| v.clone())
-            .filter(|v| !v.is_empty())
-    };
+    let get = |n: &str| params.non_empty(n).map(str::to_string);
     let limit = page_limit(get("limit").as_deref(), DEFAULT_ADMIN_PAGE, MAX_ADMIN_PAGE)?;
     let list = st
         .kernel_call(
@@ -315,6 +296,29 @@ pub async fn rotate_webhook_secret(
     ))
 }
 
+/// A new, live key record for `plaintext` (stored by its hash and shown prefix only).
+fn key_record(
+    id: String,
+    tenant_id: &str,
+    name: &str,
+    plaintext: &str,
+    roles: Vec<String>,
+    now_us: i64,
+) -> ApiKey {
+    ApiKey {
+        id,
+        tenant_id: tenant_id.to_string(),
+        name: name.to_string(),
+        key_hash: hash_key(plaintext),
+        prefix: key_prefix(plaintext),
+        roles,
+        created_at_us: now_us,
+        expires_at_us: None,
+        revoked_at_us: None,
+        last_used_at_us: None,
+    }
+}
+
 /// What [`bootstrap`] should ensure.
 #[derive(Debug, Clone, Default)]
 pub struct Bootstrap {
@@ -351,17 +355,16 @@ pub async fn bootstrap(kernel: &dyn KernelApi, b: Bootstrap) -> Result<Bootstrap
             })
             .await,
     )?;
-    let admin_key = |plaintext: &str, name: &str| ApiKey {
-        id: format!("bootstrap-{}", &hex(&hash_key(plaintext))[..16]),
-        tenant_id: SYSTEM_TENANT.into(),
-        name: name.into(),
-        key_hash: hash_key(plaintext),
-        prefix: key_prefix(plaintext),
-        roles: vec![ROLE_ADMIN.into()],
-        created_at_us: now,
-        expires_at_us: None,
-        revoked_at_us: None,
-        last_used_at_us: None,
+    let admin_key = |plaintext: &str, name: &str| {
+        let id = format!("bootstrap-{}", &hex(&hash_key(plaintext))[..16]);
+        key_record(
+            id,
+            SYSTEM_TENANT,
+            name,
+            plaintext,
+            vec![ROLE_ADMIN.into()],
+            now,
+        )
     };
     let mut outcome = BootstrapOutcome::default();
     match &b.admin_key {
@@ -420,24 +423,16 @@ pub async fn bootstrap(kernel: &dyn KernelApi, b: Bootstrap) -> Result<Bootstrap
         )?;
         ignore_conflict(
             kernel
-                .create_api_key(ApiKey {
-                    id: "demo-key-free".into(),
-                    tenant_id: DEMO_TENANT.into(),
-                    name: "demo key (demo mode only)".into(),
-                    key_hash: hash_key(DEMO_KEY),
-                    prefix: key_prefix(DEMO_KEY),
-                    roles: vec![ROLE_READ.into(), ROLE_WRITE.into()],
-                    created_at_us: now,
-                    expires_at_us: None,
-                    revoked_at_us: None,
-                    last_used_at_us: None,
-                })
+                .create_api_key(key_record(
+                    "demo-key-free".into(),
+                    DEMO_TENANT,
+                    "demo key (demo mode only)",
+                    DEMO_KEY,
+                    vec![ROLE_READ.into(), ROLE_WRITE.into()],
+                    now,
+                ))
                 .await,
         )?;
     }
     Ok(outcome)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -13,6 +13,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use minoots_kernel::admin::constant_time_eq;
 use minoots_store::{ApiKey, Tenant};
 
 use crate::AppState;
@@ -90,22 +91,17 @@ pub fn generate_key() -> ApiResult<String> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes)
         .map_err(|e| ApiError::internal(format!("no randomness available: {e}")))?;
-    let mut s = String::with_capacity(4 + 64);
-    s.push_str("mnt_");
-    for b in bytes {
-        s.push_str(&format!("{b:02x}"));
-    }
-    Ok(s)
+    Ok(format!("mnt_{}", hex(&bytes)))
+}
+
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The shown part of a key.
 pub fn key_prefix(key: &str) -> String {
     key.chars().take(KEY_PREFIX_CHARS).collect()
-}
-
-/// Compares in time independent of where the inputs differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The key a request carries: `X-API-Key`, or `Authorization: Bearer`.

@@ -66,13 +66,7 @@ pub async fn stream(
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
     let params = query_params(raw.as_deref(), &["after", "timerId", "types"])?;
-    let get = |name: &str| {
-        params
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
+    let get = |name: &str| params.get(name);
     let after = after_seq(&headers, get("after"))?;
     let timer = match get("timerId") {
         None | Some("") => None,

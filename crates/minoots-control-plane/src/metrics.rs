@@ -67,12 +67,22 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
-    let method = req.method().as_str().to_string();
+    // Known methods only, so a client inventing methods cannot add series without bound.
+    let method: &'static str = match req.method().as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        _ => "OTHER",
+    };
     let start = Instant::now();
     let resp = next.run(req).await;
     state.metrics.record(
         &route,
-        &method,
+        method,
         resp.status().as_u16(),
         start.elapsed().as_micros() as u64,
     );
@@ -83,21 +93,6 @@ fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
-}
-
-fn histogram(out: &mut String, name: &str, labels: &str, h: &LatencyHistogram) {
-    let sep = if labels.is_empty() { "" } else { "," };
-    for (bound, n) in BOUNDS_US.iter().zip(h.cumulative(&BOUNDS_US)) {
-        let le = *bound as f64 / 1e6;
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {n}");
-    }
-    let _ = writeln!(
-        out,
-        "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
-        h.count()
-    );
-    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum_us() as f64 / 1e6);
-    let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count());
 }
 
 fn counter(out: &mut String, name: &str, help: &str, value: u64) {
@@ -129,11 +124,11 @@ pub async fn render(state: &AppState) -> String {
         .collect();
     for (route, h) in latency {
         let labels = format!("route=\"{}\"", escape(&route));
-        histogram(
+        h.write_prometheus(
             &mut out,
             "minoots_http_request_duration_seconds",
             &labels,
-            &h,
+            &BOUNDS_US,
         );
     }
     out.push_str("# HELP minoots_rate_limited_total Requests refused by a per-minute limit, by quota.\n# TYPE minoots_rate_limited_total counter\n");
@@ -218,10 +213,6 @@ fn render_kernel(out: &mut String, m: &KernelMetrics) {
         );
     }
     out.push_str("# HELP minoots_firing_lateness_seconds Fired minus due time of each timer.\n# TYPE minoots_firing_lateness_seconds histogram\n");
-    histogram(
-        out,
-        "minoots_firing_lateness_seconds",
-        "",
-        &m.firing_lateness,
-    );
+    m.firing_lateness
+        .write_prometheus(out, "minoots_firing_lateness_seconds", "", &BOUNDS_US);
 }

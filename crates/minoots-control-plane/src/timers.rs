@@ -41,9 +41,29 @@ pub fn json_response(status: StatusCode, body: &Value) -> Response {
         .into_response()
 }
 
-/// Query parameters as (name, value) pairs; a name outside `allowed` is refused so a typo
-/// (`?stauts=`) is not silently ignored.
-pub fn query_params(raw: Option<&str>, allowed: &[&str]) -> ApiResult<Vec<(String, String)>> {
+/// A request's query parameters, checked against the names an endpoint takes.
+#[derive(Debug)]
+pub struct Query(Vec<(String, String)>);
+
+impl Query {
+    /// The last value given for `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The last value given for `name`, unless it is empty.
+    pub fn non_empty(&self, name: &str) -> Option<&str> {
+        self.get(name).filter(|v| !v.is_empty())
+    }
+}
+
+/// Query parameters; a name outside `allowed` is refused so a typo (`?stauts=`) is not
+/// silently ignored.
+pub fn query_params(raw: Option<&str>, allowed: &[&str]) -> ApiResult<Query> {
     let mut out = Vec::new();
     for (k, v) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
         if !allowed.contains(&k.as_ref()) {
@@ -57,7 +77,7 @@ pub fn query_params(raw: Option<&str>, allowed: &[&str]) -> ApiResult<Vec<(Strin
         }
         out.push((k.into_owned(), v.into_owned()));
     }
-    Ok(out)
+    Ok(Query(out))
 }
 
 pub fn timer_id(text: &str) -> ApiResult<TimerId> {
@@ -204,13 +224,7 @@ pub async fn list(
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
     let params = query_params(raw.as_deref(), &["status", "label", "limit", "cursor"])?;
-    let get = |name: &str| {
-        params
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
+    let get = |name: &str| params.get(name);
     let status = match get("status") {
         None | Some("") => None,
         Some(s) => Some(s.parse::<TimerStatus>().map_err(|_| {
@@ -387,7 +401,7 @@ pub async fn wait(
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
     let params = query_params(raw.as_deref(), &["timeout"])?;
-    let timeout = wait_timeout(params.last().map(|(_, v)| v.as_str()))?;
+    let timeout = wait_timeout(params.get("timeout"))?;
     let id = timer_id(&id)?;
     let tenant = caller.tenant_id().to_string();
     // Subscribe before reading: a change after the read is then seen on the stream.

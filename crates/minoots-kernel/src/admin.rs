@@ -97,12 +97,18 @@ pub(crate) async fn run_touch_flusher(
     cache.flush(&store).await;
 }
 
+/// Compares two secrets in time independent of where they differ (the kernel token, key
+/// hashes).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// True when the key may be used at `now_us`.
 pub(crate) fn key_is_live(key: &ApiKey, now_us: i64) -> bool {
     key.revoked_at_us.is_none() && key.expires_at_us.is_none_or(|e| now_us < e)
 }
 
-fn check_name(field: &str, name: &str) -> KernelResult<()> {
+pub(crate) fn check_name(field: &str, name: &str) -> KernelResult<()> {
     if name.is_empty() || name.len() > MAX_ADMIN_NAME_BYTES || name.chars().any(char::is_control) {
         return Err(KernelError::invalid(
             field,

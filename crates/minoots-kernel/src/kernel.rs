@@ -418,11 +418,7 @@ impl KernelApi for Kernel {
     async fn update_tenant(&self, id: &str, update: TenantUpdate) -> KernelResult<Tenant> {
         admin::check_tenant_id(id)?;
         if let Some(name) = &update.name {
-            admin::check_new_tenant(&NewTenant {
-                id: id.to_string(),
-                name: name.clone(),
-                tier: "t".into(),
-            })?;
+            admin::check_name("name", name)?;
         }
         if let Some(tier) = &update.tier {
             admin::check_token("tier", tier)?;

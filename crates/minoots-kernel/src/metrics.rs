@@ -88,6 +88,21 @@ impl LatencyHistogram {
         self.max_us()
     }
 
+    /// Writes the histogram in the Prometheus text format under `name` with `labels`
+    /// (`key="value",...`, possibly empty), with buckets at `bounds_us` shown in seconds.
+    pub fn write_prometheus(&self, out: &mut String, name: &str, labels: &str, bounds_us: &[u64]) {
+        use std::fmt::Write as _;
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (bound, n) in bounds_us.iter().zip(self.cumulative(bounds_us)) {
+            let le = *bound as f64 / 1e6;
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {n}");
+        }
+        let count = self.count();
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum_us() as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+    }
+
     /// Cumulative counts at the given upper bounds (for Prometheus `_bucket` lines).
     pub fn cumulative(&self, bounds_us: &[u64]) -> Vec<u64> {
         bounds_us

@@ -202,9 +202,7 @@ impl Orchestrator {
 
     /// Hands back deliveries leased but not started (used when stopping).
     pub async fn release(&self, d: &LeasedDelivery) {
-        self.metrics
-            .released
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.released();
         if let Err(e) = self
             .kernel
             .release_delivery(d.delivery.id, &self.config.lease_owner, d.delivery.attempt)
@@ -290,9 +288,7 @@ impl Orchestrator {
         }
         let started_at_us = SystemClock.now_us();
         let started = Instant::now();
-        self.metrics
-            .in_flight
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let running = self.metrics.running();
         let kind = match &d.action {
             Action::Webhook(_) => 0,
             Action::Command(_) => 1,
@@ -327,9 +323,7 @@ impl Orchestrator {
             Action::Command(c) => run_command(&self.config.commands, c).await,
             Action::File(f) => run_file(self.config.files.as_ref(), f, &envelope_value(&d)).await,
         };
-        self.metrics
-            .in_flight
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        drop(running);
         self.metrics
             .attempt(kind, result.outcome, started.elapsed().as_micros() as i64);
         let report = AttemptReport {
@@ -362,9 +356,7 @@ impl Orchestrator {
                     let lease_over =
                         lease_expires_at_us.is_some_and(|at| SystemClock.now_us() >= at);
                     if lease_over || tries >= MAX_REPORT_TRIES {
-                        self.metrics
-                            .reports_lost
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        self.metrics.report_lost();
                         tracing::error!(delivery = %report.delivery_id, error = %e, "report lost; the delivery runs again when its lease expires");
                         return;
                     }
@@ -373,9 +365,7 @@ impl Orchestrator {
                     wait = (wait * 2).min(Duration::from_secs(5));
                 }
                 Err(e) => {
-                    self.metrics
-                        .reports_lost
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.metrics.report_lost();
                     tracing::warn!(delivery = %report.delivery_id, error = %e, "report refused");
                     return;
                 }

@@ -40,6 +40,26 @@ pub struct OrchestratorMetrics {
 }
 
 impl OrchestratorMetrics {
+    pub fn released(&self) {
+        self.released.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn report_lost(&self) {
+        self.reports_lost.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an attempt as running until the returned guard is dropped.
+    pub fn running(&self) -> impl Drop + '_ {
+        struct Running<'a>(&'a AtomicI64);
+        impl Drop for Running<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        Running(&self.in_flight)
+    }
+
     pub fn attempt(&self, kind: usize, outcome: AttemptOutcome, duration_us: i64) {
         let i = match outcome {
             AttemptOutcome::Succeeded => 0,
@@ -86,28 +106,11 @@ impl OrchestratorMetrics {
             g(&self.reports_lost)
         );
         out.push_str("# HELP minoots_orchestrator_attempt_duration_seconds How long attempts took.\n# TYPE minoots_orchestrator_attempt_duration_seconds histogram\n");
-        let h = &self.attempt_duration;
-        for (b, n) in BOUNDS_US.iter().zip(h.cumulative(&BOUNDS_US)) {
-            let _ = writeln!(
-                out,
-                "minoots_orchestrator_attempt_duration_seconds_bucket{{le=\"{}\"}} {n}",
-                *b as f64 / 1e6
-            );
-        }
-        let _ = writeln!(
-            out,
-            "minoots_orchestrator_attempt_duration_seconds_bucket{{le=\"+Inf\"}} {}",
-            h.count()
-        );
-        let _ = writeln!(
-            out,
-            "minoots_orchestrator_attempt_duration_seconds_sum {}",
-            h.sum_us() as f64 / 1e6
-        );
-        let _ = writeln!(
-            out,
-            "minoots_orchestrator_attempt_duration_seconds_count {}",
-            h.count()
+        self.attempt_duration.write_prometheus(
+            &mut out,
+            "minoots_orchestrator_attempt_duration_seconds",
+            "",
+            &BOUNDS_US,
         );
         out
     }

@@ -351,14 +351,6 @@ impl pb::horology_kernel_server::HorologyKernel for Service {
     }
 }
 
-/// Compares in time independent of where the inputs differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// Serves the kernel on `listener` until `shutdown` completes.
 pub async fn serve(
     kernel: Arc<dyn KernelApi>,
@@ -386,7 +378,7 @@ pub async fn serve(
                 .get("authorization")
                 .map(|v| v.as_bytes())
                 .unwrap_or_default();
-            if !constant_time_eq(given, expected.as_bytes()) {
+            if !crate::admin::constant_time_eq(given, expected.as_bytes()) {
                 return Err(Status::unauthenticated(
                     "missing or wrong kernel token (authorization: Bearer <MINOOTS_KERNEL_TOKEN>)",
                 ));
