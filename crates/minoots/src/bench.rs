@@ -120,6 +120,57 @@ pub async fn run(w: Workload) -> anyhow::Result<()> {
     }
 }
 
+/// What [`closed_loop`] measured.
+struct ClosedLoop {
+    /// Per-operation latency, µs.
+    latency_us: Vec<i64>,
+    errors: usize,
+    secs: f64,
+}
+
+/// Runs operations `0..n` from `concurrency` tasks, each starting its next operation when
+/// the last one finished; `op(i)` is true on success.
+async fn closed_loop<F, Fut>(n: usize, concurrency: usize, op: F) -> ClosedLoop
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency.max(1) {
+        let (op, next) = (op.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = 0usize;
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                let s = Instant::now();
+                if !op(i).await {
+                    errors += 1;
+                }
+                lat.push(s.elapsed().as_micros() as i64);
+            }
+            (lat, errors)
+        }));
+    }
+    let mut out = ClosedLoop {
+        latency_us: Vec::with_capacity(n),
+        errors: 0,
+        secs: 0.0,
+    };
+    for t in tasks {
+        let (l, e) = t.await.expect("benchmark task");
+        out.latency_us.extend(l);
+        out.errors += e;
+    }
+    out.secs = start.elapsed().as_secs_f64();
+    out
+}
+
 fn emit(v: serde_json::Value) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{v}");

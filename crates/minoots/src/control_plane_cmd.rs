@@ -9,11 +9,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use minoots_control_plane::{AppState, Bootstrap, ControlPlaneConfig, bootstrap};
-use minoots_core::{Clock, SystemClock};
+use minoots_kernel::KernelApi;
 use minoots_kernel::grpc::{GrpcKernelClient, GrpcServerConfig};
-use minoots_kernel::{Kernel, KernelApi, KernelConfig};
 use minoots_orchestrator::executor::{Orchestrator, OrchestratorConfig};
-use minoots_store::{SqliteConfig, SqliteStore, Store};
 use tokio::net::TcpListener;
 
 use crate::KernelArgs;
@@ -157,18 +155,7 @@ pub async fn run_control_plane(args: ControlPlaneArgs) -> anyhow::Result<()> {
 
 pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let store = SqliteStore::open(SqliteConfig::new(&args.kernel.data_dir), clock.clone())
-        .with_context(|| format!("opening the store in {}", args.kernel.data_dir.display()))?;
-    let store: Arc<dyn Store> = Arc::new(store);
-    let config = KernelConfig {
-        event_retention: Duration::from_secs(
-            u64::from(args.kernel.event_retention_days.max(1)) * 86_400,
-        ),
-        actions: args.kernel.actions.policy()?,
-        ..KernelConfig::default()
-    };
-    let kernel = Kernel::start(store, clock, config).map_err(anyhow::Error::msg)?;
+    let kernel = crate::kernel_cmd::start_kernel(&args.kernel)?;
     let api: Arc<dyn KernelApi> = kernel.clone();
     prepare(api.as_ref(), &args.http).await?;
 

@@ -26,9 +26,9 @@ pub struct KernelCmdArgs {
     pub health_addr: std::net::SocketAddr,
 }
 
-pub async fn run(cmd: KernelCmdArgs) -> anyhow::Result<()> {
-    let args = cmd.kernel;
-    let started = std::time::Instant::now();
+/// Opens the embedded store in `args.data_dir` and starts the kernel on it (also used by
+/// `minoots serve`).
+pub fn start_kernel(args: &KernelArgs) -> anyhow::Result<Arc<Kernel>> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store = SqliteStore::open(SqliteConfig::new(&args.data_dir), clock.clone())
         .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
@@ -38,7 +38,13 @@ pub async fn run(cmd: KernelCmdArgs) -> anyhow::Result<()> {
         actions: args.actions.policy()?,
         ..KernelConfig::default()
     };
-    let kernel = Kernel::start(store, clock, config).map_err(anyhow::Error::msg)?;
+    Kernel::start(store, clock, config).map_err(anyhow::Error::msg)
+}
+
+pub async fn run(cmd: KernelCmdArgs) -> anyhow::Result<()> {
+    let args = cmd.kernel;
+    let started = std::time::Instant::now();
+    let kernel = start_kernel(&args)?;
     let listener = TcpListener::bind(args.grpc_addr)
         .await
         .with_context(|| format!("binding the gRPC address {}", args.grpc_addr))?;

@@ -5,7 +5,6 @@
 //! entry and each cancel must remove it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use minoots_core::timefmt::format_us;
@@ -14,7 +13,8 @@ use minoots_kernel::KernelApi;
 use serde_json::json;
 
 use super::{
-    dist_us, emit, fsync_calibration, machine, rss_bytes, section_dir, start_kernel, trim_heap,
+    closed_loop, dist_us, emit, fsync_calibration, machine, rss_bytes, section_dir, start_kernel,
+    trim_heap,
 };
 
 #[derive(clap::Args, Clone)]
@@ -88,36 +88,13 @@ pub async fn run(mut b: ChurnBench) -> anyhow::Result<()> {
 
         let to_cancel = b.timers * b.cancel_percent.min(100) as usize / 100;
         let ids = Arc::new(ids);
-        let next = Arc::new(AtomicUsize::new(0));
-        let started = Instant::now();
-        let mut tasks = Vec::new();
-        for _ in 0..b.concurrency.max(1) {
-            let (k, ids, next) = (kernel.clone(), ids.clone(), next.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut lat = Vec::new();
-                let mut failed = 0usize;
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= to_cancel {
-                        break;
-                    }
-                    let t = Instant::now();
-                    if k.cancel_timer("churn", ids[i], None).await.is_err() {
-                        failed += 1;
-                    }
-                    lat.push(t.elapsed().as_micros() as i64);
-                }
-                (lat, failed)
-            }));
-        }
-        let mut lat = Vec::with_capacity(to_cancel);
-        let mut failed = 0;
-        for t in tasks {
-            let (l, f) = t.await?;
-            lat.extend(l);
-            failed += f;
-        }
-        let cancel_s = started.elapsed().as_secs_f64();
+        let k = kernel.clone();
+        let r = closed_loop(to_cancel, b.concurrency, move |i| {
+            let (k, ids) = (k.clone(), ids.clone());
+            async move { k.cancel_timer("churn", ids[i], None).await.is_ok() }
+        })
+        .await;
+        let (lat, failed, cancel_s) = (r.latency_us, r.errors, r.secs);
         trim_heap();
         let rss_cancelled = rss_bytes();
         let window_cancelled = kernel.window_len();

@@ -15,7 +15,6 @@
 //! Client and server share this machine's cores; nothing here asserts timings.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
@@ -26,7 +25,7 @@ use minoots_core::{Clock, SystemClock, TimerId, TimerRequest};
 use minoots_kernel::KernelApi;
 use serde_json::json;
 
-use super::{dist_us, emit, fsync_calibration, machine, section_dir, start_kernel};
+use super::{closed_loop, dist_us, emit, fsync_calibration, machine, section_dir, start_kernel};
 
 #[derive(clap::Args, Clone)]
 pub struct HttpBench {
@@ -117,35 +116,14 @@ async fn saturation(
     concurrency: usize,
     endpoint: &str,
 ) -> serde_json::Value {
-    let next = Arc::new(AtomicUsize::new(0));
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let (t, next) = (t.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            let mut errors = 0usize;
-            while next.fetch_add(1, Ordering::Relaxed) < n {
-                let s = Instant::now();
-                if t.create().await.is_err() {
-                    errors += 1;
-                }
-                lat.push(s.elapsed().as_micros() as i64);
-            }
-            (lat, errors)
-        }));
-    }
-    let mut lat = Vec::with_capacity(n);
-    let mut errors = 0;
-    for task in tasks {
-        let (l, e) = task.await.expect("client task");
-        lat.extend(l);
-        errors += e;
-    }
-    let secs = start.elapsed().as_secs_f64();
+    let r = closed_loop(n, concurrency, move |_| {
+        let t = t.clone();
+        async move { t.create().await.is_ok() }
+    })
+    .await;
     json!({"section": "http_creates", "mode": "saturation", "endpoint": endpoint, "creates": n,
-           "concurrency": concurrency, "errors": errors, "creates_per_s": (n as f64 / secs).round(),
-           "latency": dist_us(lat)})
+           "concurrency": concurrency, "errors": r.errors, "creates_per_s": (n as f64 / r.secs).round(),
+           "latency": dist_us(r.latency_us)})
 }
 
 async fn open_loop(
@@ -217,38 +195,17 @@ async fn grpc_saturation(
             .map_err(|e| anyhow::anyhow!("{e}"))?,
     );
     let request = TimerRequest::from_json(BODY.as_bytes()).expect("valid");
-    let next = Arc::new(AtomicUsize::new(0));
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency.max(1) {
-        let (c, next, req) = (client.clone(), next.clone(), request.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            let mut errors = 0usize;
-            while next.fetch_add(1, Ordering::Relaxed) < n {
-                let s = Instant::now();
-                if c.schedule_timer("bench", req.clone()).await.is_err() {
-                    errors += 1;
-                }
-                lat.push(s.elapsed().as_micros() as i64);
-            }
-            (lat, errors)
-        }));
-    }
-    let mut lat = Vec::with_capacity(n);
-    let mut errors = 0;
-    for t in tasks {
-        let (l, e) = t.await?;
-        lat.extend(l);
-        errors += e;
-    }
-    let secs = start.elapsed().as_secs_f64();
+    let r = closed_loop(n, concurrency, move |_| {
+        let (c, req) = (client.clone(), request.clone());
+        async move { c.schedule_timer("bench", req).await.is_ok() }
+    })
+    .await;
     let _ = stop.send(());
     let _ = server.await;
     Ok(
         json!({"section": "http_creates", "mode": "saturation", "endpoint": "grpc", "creates": n,
-              "concurrency": concurrency, "errors": errors, "creates_per_s": (n as f64 / secs).round(),
-              "latency": dist_us(lat)}),
+              "concurrency": concurrency, "errors": r.errors, "creates_per_s": (n as f64 / r.secs).round(),
+              "latency": dist_us(r.latency_us)}),
     )
 }
 
