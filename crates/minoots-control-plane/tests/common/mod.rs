@@ -143,6 +143,13 @@ impl Server {
         }
     }
 
+    /// How many timers `GET /timers` lists for `key` (first page).
+    pub async fn timer_count(&self, key: Option<&str>) -> usize {
+        let r = self.call("GET", "/timers", key, None).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.body["timers"].as_array().expect("a list of timers").len()
+    }
+
     /// Creates a tenant and a key with `roles` for it through the admin API.
     pub async fn tenant_with_key(&self, tenant: &str, tier: &str, roles: &[&str]) -> String {
         let r = self

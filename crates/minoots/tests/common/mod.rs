@@ -18,27 +18,17 @@ pub fn free_port() -> u16 {
 
 /// Starts `minoots kernel` and waits for its readiness line on stdout.
 pub fn start_kernel(data_dir: &Path) -> (Child, String) {
-    let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_minoots"))
-        .args(["kernel", "--data-dir"])
-        .arg(data_dir)
-        .args(["--grpc-addr", &format!("127.0.0.1:{port}")])
-        .args(["--http-addr", "127.0.0.1:0"])
-        .env("MINOOTS_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start minoots kernel");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.starts_with("minoots kernel ready on ") {
-                let _ = tx.send(line);
-            }
-        }
-    });
-    let line = rx.recv_timeout(WAIT).expect("kernel became ready");
+    let grpc = format!("127.0.0.1:{}", free_port());
+    let args = [
+        "kernel",
+        "--data-dir",
+        data_dir.to_str().expect("a UTF-8 path"),
+        "--grpc-addr",
+        &grpc,
+        "--http-addr",
+        "127.0.0.1:0",
+    ];
+    let (child, line) = start_process(&args, &[], "minoots kernel ready on ");
     let addr = line
         .trim_start_matches("minoots kernel ready on ")
         .to_string();
@@ -47,31 +37,15 @@ pub fn start_kernel(data_dir: &Path) -> (Child, String) {
 
 /// Starts `minoots orchestrator` against `kernel_url` with extra flags; waits until it runs.
 pub fn start_orchestrator(kernel_url: &str, extra: &[&str]) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_minoots"))
-        .args([
-            "orchestrator",
-            "--kernel-url",
-            kernel_url,
-            "--http-addr",
-            "127.0.0.1:0",
-        ])
-        .args(extra)
-        .env("MINOOTS_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start minoots orchestrator");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.starts_with("minoots orchestrator running") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(WAIT).expect("orchestrator started");
-    child
+    let mut args = vec![
+        "orchestrator",
+        "--kernel-url",
+        kernel_url,
+        "--http-addr",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(extra);
+    start_process(&args, &[], "minoots orchestrator running").0
 }
 
 /// Sends SIGTERM to a child process.
