@@ -32,19 +32,79 @@ use minoots_store::{EventQuery, SqliteConfig, SqliteStore, Store, TimerQuery};
 use serde_json::json;
 use tokio_stream::StreamExt;
 
+/// The workloads. W1–W6 are the project's reference workloads (docs/benchmarks.md has
+/// their targets); each can be named by number or by what it measures.
 #[derive(clap::Subcommand)]
 pub enum Workload {
-    /// Durable schedules/s, firing lateness and memory per pending timer of the kernel.
-    Kernel(KernelBench),
-    /// Webhook deliveries/s through kernel + orchestrator to a local keep-alive receiver.
-    Delivery(DeliveryBench),
-    /// Durable creates/s through `POST /timers` next to a no-storage baseline endpoint.
+    /// W1: durable creates/s through `POST /timers` and gRPC next to a no-storage
+    /// baseline endpoint, and latency at a fixed offered rate.
+    #[command(visible_aliases = ["w1", "create"])]
     Http(http::HttpBench),
-    /// W6: create timers, cancel 90 % before they fire; cancels/s and memory afterwards.
-    Churn(churn::ChurnBench),
+    /// W2: 100,000 timers with webhooks due within 10 s: lateness at the kernel (fired −
+    /// due) and at a local webhook receiver (received − due), missed and duplicated.
+    #[command(visible_alias = "w2")]
+    Lateness(LatenessBench),
+    /// W3: resident memory and store bytes per far-future timer (1,000,000 due 1 h – 7 d).
+    #[command(visible_alias = "w3")]
+    Memory(MemoryBench),
+    /// W4: webhook deliveries/s through kernel + orchestrator to a local keep-alive
+    /// receiver, with all responses 200 and again with 5 % of them 500.
+    #[command(visible_alias = "w4")]
+    Delivery(DeliveryBench),
     /// W5: many pending and some overdue timers, SIGKILL, restart: ready time, time to fire
     /// the overdue ones, lost and duplicated.
+    #[command(visible_alias = "w5")]
     Recovery(recovery::RecoveryBench),
+    /// W6: create timers, cancel 90 % before they fire; cancels/s and memory afterwards.
+    #[command(visible_alias = "w6")]
+    Churn(churn::ChurnBench),
+    /// The kernel alone: durable schedules/s, firing lateness, memory per pending timer.
+    Kernel(KernelBench),
+    /// W1 to W6 one after another, each in its own process (so one workload's memory does
+    /// not inflate the next one's baseline), in one sitting.
+    All(AllBench),
+}
+
+#[derive(clap::Args, Clone)]
+pub struct LatenessBench {
+    /// Timers, one webhook each.
+    #[arg(long, default_value_t = 100_000)]
+    timers: usize,
+    /// Seconds over which the timers fall due (uniformly).
+    #[arg(long, default_value_t = 10)]
+    spread_s: u64,
+    /// Deliveries executing at once in the orchestrator.
+    #[arg(long, default_value_t = 256)]
+    concurrency: u32,
+    /// Small size for a smoke test.
+    #[arg(long)]
+    quick: bool,
+    /// Where the store is created (default: a temporary directory).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Clone)]
+pub struct MemoryBench {
+    /// Far-future timers (due 1 h – 7 d out).
+    #[arg(long, default_value_t = 1_000_000)]
+    timers: usize,
+    /// Small size for a smoke test.
+    #[arg(long)]
+    quick: bool,
+    /// Where the store is created (default: a temporary directory).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Clone)]
+pub struct AllBench {
+    /// Small sizes for a smoke test.
+    #[arg(long)]
+    quick: bool,
+    /// Where the stores are created (default: a temporary directory per workload).
+    #[arg(long)]
+    dir: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Clone)]
@@ -58,15 +118,24 @@ pub struct DeliveryBench {
     /// Deliveries executing at once in the orchestrator.
     #[arg(long, default_value_t = 256)]
     concurrency: u32,
-    /// Share of responses that are 500 (retried), in percent.
-    #[arg(long, default_value_t = 0)]
-    fail_percent: u32,
+    /// Share of responses that are 500 (retried), in percent: one run per value given.
+    #[arg(long, value_delimiter = ',', default_values_t = [0, 5])]
+    fail_percent: Vec<u32>,
     /// Small size for a smoke test.
     #[arg(long)]
     quick: bool,
     /// Where the store is created (default: a temporary directory).
     #[arg(long)]
     dir: Option<PathBuf>,
+}
+
+/// One run of the delivery path (W2 and W4 differ in load, not in what is measured).
+struct DeliveryRun {
+    workload: &'static str,
+    timers: usize,
+    spread_ms: u64,
+    concurrency: u32,
+    fail_percent: u32,
 }
 
 #[derive(clap::Args, Clone)]
@@ -112,12 +181,96 @@ pub async fn run(w: Workload) -> anyhow::Result<()> {
             if b.quick {
                 b.timers = b.timers.min(2_000);
             }
-            delivery_bench(b).await
+            let tmp = tempfile::tempdir()?;
+            let base = b.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+            emit(machine());
+            emit(fsync_calibration(&base)?);
+            for &fail_percent in &b.fail_percent {
+                let run = DeliveryRun {
+                    workload: "W4",
+                    timers: b.timers,
+                    spread_ms: b.spread_ms,
+                    concurrency: b.concurrency,
+                    fail_percent: fail_percent.min(100),
+                };
+                emit(delivery_run(&base, run).await?);
+            }
+            emit(fsync_calibration(&base)?);
+            Ok(())
+        }
+        Workload::Lateness(mut b) => {
+            if b.quick {
+                b.timers = b.timers.min(2_000);
+                b.spread_s = b.spread_s.min(1);
+            }
+            let tmp = tempfile::tempdir()?;
+            let base = b.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+            emit(machine());
+            emit(fsync_calibration(&base)?);
+            let run = DeliveryRun {
+                workload: "W2",
+                timers: b.timers,
+                spread_ms: b.spread_s.max(1) * 1_000,
+                concurrency: b.concurrency,
+                fail_percent: 0,
+            };
+            emit(delivery_run(&base, run).await?);
+            emit(fsync_calibration(&base)?);
+            Ok(())
+        }
+        Workload::Memory(b) => {
+            kernel_bench(KernelBench {
+                rss_timers: if b.quick {
+                    b.timers.min(20_000)
+                } else {
+                    b.timers
+                },
+                only: vec!["rss".into()],
+                dir: b.dir,
+                ..defaults()
+            })
+            .await
         }
         Workload::Http(b) => http::run(b).await,
-        Workload::Churn(b) => churn::run(b).await,
         Workload::Recovery(b) => recovery::run(b).await,
+        Workload::Churn(b) => churn::run(b).await,
+        Workload::All(b) => run_all(b),
     }
+}
+
+/// A workload's settings as its flags' defaults, so they are written in one place.
+fn defaults<T: clap::Args + clap::FromArgMatches>() -> T {
+    let matches = T::augment_args(clap::Command::new("bench")).get_matches_from(["bench"]);
+    T::from_arg_matches(&matches).expect("the defaults parse")
+}
+
+/// Runs W1–W6 in order, each as a child `minoots bench wN` whose JSON lines go straight to
+/// this process's stdout. A failed workload is reported and the others still run.
+fn run_all(b: AllBench) -> anyhow::Result<()> {
+    let exe = std::env::current_exe()?;
+    let mut failed = Vec::new();
+    for w in ["w1", "w2", "w3", "w4", "w5", "w6"] {
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.args(["bench", w]);
+        if b.quick {
+            cmd.arg("--quick");
+        }
+        if let Some(dir) = &b.dir {
+            cmd.arg("--dir").arg(dir.join(w));
+        }
+        eprintln!("== minoots bench {w}");
+        let started = Instant::now();
+        let status = cmd.status()?;
+        emit(
+            json!({"section": "workload_done", "workload": w.to_uppercase(),
+            "ok": status.success(), "seconds": started.elapsed().as_secs_f64()}),
+        );
+        if !status.success() {
+            failed.push(w);
+        }
+    }
+    anyhow::ensure!(failed.is_empty(), "workloads failed: {}", failed.join(", "));
+    Ok(())
 }
 
 /// What [`closed_loop`] measured.
@@ -171,10 +324,63 @@ where
     out
 }
 
+/// Prints one result: a JSON line on stdout (for scripts) and a readable line on stderr.
 fn emit(v: serde_json::Value) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{v}");
     let _ = out.flush();
+    eprintln!("{}", human(&v));
+}
+
+/// One line a person can read: the section, then each figure; latency distributions as
+/// p50 / p99 / p99.9 / max in milliseconds.
+fn human(v: &serde_json::Value) -> String {
+    let Some(map) = v.as_object() else {
+        return v.to_string();
+    };
+    let section = map
+        .get("section")
+        .and_then(|s| s.as_str())
+        .unwrap_or("result");
+    let mut parts = Vec::new();
+    for (k, val) in map.iter().filter(|(k, _)| *k != "section") {
+        let shown = match val {
+            serde_json::Value::Object(d) if d.contains_key("p50_us") => {
+                let ms = |key: &str| {
+                    let us = d.get(key).and_then(|x| x.as_i64()).unwrap_or(0);
+                    format!("{:.2}", us as f64 / 1_000.0)
+                };
+                format!(
+                    "{} / {} / {} / {} ms",
+                    ms("p50_us"),
+                    ms("p99_us"),
+                    ms("p999_us"),
+                    ms("max_us")
+                )
+            }
+            serde_json::Value::Number(n) => match n.as_f64() {
+                Some(f) if f.fract() == 0.0 && f.abs() >= 10_000.0 => thousands(f as i64),
+                Some(f) if f.fract() != 0.0 => format!("{f:.2}"),
+                _ => n.to_string(),
+            },
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        parts.push(format!("{k} {shown}"));
+    }
+    format!("[{section}] {}", parts.join(", "))
+}
+
+fn thousands(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 { format!("-{out}") } else { out }
 }
 
 fn rss_bytes() -> u64 {
@@ -454,8 +660,24 @@ async fn bench_lateness(dir: &Path, n: usize, spread_s: u64) -> anyhow::Result<s
     }
     let missed = n - seen.len();
 
-    // The firing thread's own measurement, as stored on each timer.
-    let mut fire_late = Vec::with_capacity(n);
+    let (fire_late, early) = stored_fire_lateness(&k).await?;
+    k.shutdown().await;
+    Ok(json!({
+        "section": "lateness",
+        "timers": n,
+        "spread_s": spread_s,
+        "setup_s": setup_s,
+        "missed": missed,
+        "fired_early": early,
+        "firing_thread": dist_us(fire_late),
+        "durable_event": dist_us(event_late),
+    }))
+}
+
+/// The firing thread's own measurement (fired − due, as stored on each timer of tenant
+/// `bench`), and how many fired early.
+async fn stored_fire_lateness(k: &Kernel) -> anyhow::Result<(Vec<i64>, usize)> {
+    let mut fire_late = Vec::new();
     let mut early = 0usize;
     let mut after = None;
     loop {
@@ -479,20 +701,9 @@ async fn bench_lateness(dir: &Path, n: usize, spread_s: u64) -> anyhow::Result<s
         }
         match page.next {
             Some(n) => after = Some(n),
-            None => break,
+            None => return Ok((fire_late, early)),
         }
     }
-    k.shutdown().await;
-    Ok(json!({
-        "section": "lateness",
-        "timers": n,
-        "spread_s": spread_s,
-        "setup_s": setup_s,
-        "missed": missed,
-        "fired_early": early,
-        "firing_thread": dist_us(fire_late),
-        "durable_event": dist_us(event_late),
-    }))
 }
 
 fn dir_bytes(dir: &Path) -> u64 {
@@ -706,14 +917,10 @@ async fn start_receiver(fail_percent: u32) -> anyhow::Result<(Arc<Receiver>, Str
     Ok((r, url))
 }
 
-async fn delivery_bench(b: DeliveryBench) -> anyhow::Result<()> {
+async fn delivery_run(base: &Path, b: DeliveryRun) -> anyhow::Result<serde_json::Value> {
     use minoots_orchestrator::executor::{Orchestrator, OrchestratorConfig};
     use minoots_orchestrator::ssrf::TargetPolicy;
-    let tmp = tempfile::tempdir()?;
-    let base = b.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
-    emit(machine());
-    emit(fsync_calibration(&base)?);
-    let dir = section_dir(&base, "delivery")?;
+    let dir = section_dir(base, &format!("delivery-{}-{}", b.workload, b.fail_percent))?;
     let k = start_kernel(&dir).await?;
     let (receiver, url) = start_receiver(b.fail_percent).await?;
     let mut config = OrchestratorConfig::new("bench-orchestrator");
@@ -765,6 +972,7 @@ async fn delivery_bench(b: DeliveryBench) -> anyhow::Result<()> {
     }
     let _ = stop.send(true);
     let _ = running.await;
+    let (fire_late, fired_early) = stored_fire_lateness(&k).await?;
     k.shutdown().await;
     let arrivals = std::mem::take(&mut *receiver.arrivals.lock().expect("arrivals"));
 
@@ -790,8 +998,9 @@ async fn delivery_bench(b: DeliveryBench) -> anyhow::Result<()> {
         last = last.max(a.at_us);
     }
     let window_s = (last - base_us).max(1) as f64 / 1e6;
-    emit(json!({
-        "section": "delivery",
+    Ok(json!({
+        "section": if b.workload == "W2" { "webhook_lateness" } else { "delivery" },
+        "workload": b.workload,
         "timers": n,
         "spread_ms": b.spread_ms,
         "concurrency": b.concurrency,
@@ -803,8 +1012,43 @@ async fn delivery_bench(b: DeliveryBench) -> anyhow::Result<()> {
         "unknown": unknown,
         "seconds_from_first_due_to_last_delivery": window_s,
         "deliveries_per_s": (seen.len() as f64 / window_s).round(),
+        "fired_early": fired_early,
+        "firing_thread": dist_us(fire_late),
         "due_to_receipt": dist_us(lateness),
-    }));
-    emit(fsync_calibration(&base)?);
-    Ok(())
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_shows_distributions_in_ms_and_large_counts_grouped() {
+        let line = human(&json!({
+            "section": "delivery",
+            "deliveries_per_s": 18_500.0,
+            "timers": 100_000,
+            "due_to_receipt": {"p50_us": 1_500, "p99_us": 4_800, "p999_us": 9_000, "max_us": 51_000},
+        }));
+        assert!(line.starts_with("[delivery] "), "{line}");
+        assert!(line.contains("deliveries_per_s 18,500"), "{line}");
+        assert!(line.contains("timers 100,000"), "{line}");
+        assert!(
+            line.contains("due_to_receipt 1.50 / 4.80 / 9.00 / 51.00 ms"),
+            "{line}"
+        );
+        assert_eq!(thousands(-1_234_567), "-1,234,567");
+        assert_eq!(thousands(999), "999");
+    }
+
+    #[test]
+    fn workload_defaults_come_from_the_flags() {
+        let k: KernelBench = defaults();
+        assert_eq!(
+            (k.rss_timers, k.schedules, k.quick),
+            (1_000_000, 100_000, false)
+        );
+        let d: DeliveryBench = defaults();
+        assert_eq!(d.fail_percent, vec![0, 5]);
+    }
 }
