@@ -156,6 +156,10 @@ impl From<KernelError> for ApiError {
                     .with_header(header::RETRY_AFTER, HeaderValue::from(retry))
             }
             KernelError::Fenced(m) => ApiError::conflict(m),
+            // The disk refused the write; reads still work. Says why, without "kernel".
+            ref refused @ KernelError::Unavailable(ref m) if refused.is_store_write_refusal() => {
+                ApiError::unavailable(format!("{m}; retry later"), 5)
+            }
             KernelError::Unavailable(m) => {
                 ApiError::unavailable(format!("the kernel is unavailable: {m}; retry shortly"), 1)
             }

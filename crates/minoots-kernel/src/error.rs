@@ -24,7 +24,10 @@ pub enum KernelError {
     /// A report for a lease that is no longer held.
     #[error("{0}")]
     Fenced(String),
-    /// The store or kernel cannot serve right now; retrying later may succeed.
+    /// The store or kernel cannot serve right now; retrying later may succeed. When the
+    /// store's disk refused a write, the message starts with [`STORE_CANNOT_WRITE`] and
+    /// names the reason (see [`KernelError::is_store_write_refusal`]); over gRPC this is
+    /// UNAVAILABLE with the same message.
     #[error("unavailable: {0}")]
     Unavailable(String),
     /// Missing or wrong kernel token (gRPC only).
@@ -35,9 +38,19 @@ pub enum KernelError {
     Internal(String),
 }
 
+/// How the message of [`KernelError::Unavailable`] begins when the store's disk refused a
+/// write (full, read-only, I/O error): reads still work, writes will succeed again once the
+/// disk recovers.
+pub const STORE_CANNOT_WRITE: &str = "the store cannot write";
+
 impl KernelError {
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {
         KernelError::Invalid(ValidationErrors::single(field, message))
+    }
+
+    /// True when the store's disk refused a write (also for an error that came over gRPC).
+    pub fn is_store_write_refusal(&self) -> bool {
+        matches!(self, KernelError::Unavailable(m) if m.starts_with(STORE_CANNOT_WRITE))
     }
 }
 
@@ -60,6 +73,9 @@ impl From<StoreError> for KernelError {
             StoreError::Fenced { .. } => KernelError::Fenced(e.to_string()),
             StoreError::Locked(_) | StoreError::Unavailable(_) | StoreError::Closed => {
                 KernelError::Unavailable(e.to_string())
+            }
+            StoreError::CannotWrite(trouble) => {
+                KernelError::Unavailable(format!("{STORE_CANNOT_WRITE}: {trouble}"))
             }
             StoreError::Corrupt(m) => KernelError::Internal(m),
             StoreError::QuotaExceeded { quota, limit } => KernelError::QuotaExceeded {

@@ -23,9 +23,14 @@ pub enum StoreError {
     /// The data directory is held by another process.
     #[error("the data directory {0} is in use by another MINOOTS process")]
     Locked(String),
-    /// The store cannot write or read right now (disk full, read-only, I/O error).
+    /// The store cannot write or read right now (for a reason other than the disk refusing
+    /// writes: the writer stopped, a read task failed, the file cannot be opened).
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
+    /// The disk refused a write (full, read-only, I/O error). Nothing of the refused write
+    /// was stored; reads keep working, and the same write succeeds once the disk recovers.
+    #[error("the store cannot write: {0}")]
+    CannotWrite(WriteTrouble),
     /// Stored data that cannot be decoded: a bug or corruption, never user input.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
@@ -40,6 +45,21 @@ pub enum StoreError {
     /// An object with this id exists already (tenants, keys).
     #[error("{0} already exists")]
     AlreadyExists(String),
+}
+
+/// Why the disk refused a write.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteTrouble {
+    /// No room left: the file system is full, or the database reached its page cap
+    /// (`SqliteConfig::max_db_pages`).
+    #[error("disk full")]
+    DiskFull,
+    /// The database or its file system is read-only.
+    #[error("the disk is read-only")]
+    ReadOnly,
+    /// The operating system reported an I/O error while writing.
+    #[error("I/O error ({0})")]
+    Io(String),
 }
 
 /// The tenant quotas a create is checked against inside its transaction.

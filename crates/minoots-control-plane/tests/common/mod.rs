@@ -17,6 +17,8 @@ pub const ADMIN_KEY: &str = "mnt_test_admin_key_0123456789abcdef0123456789";
 pub struct Server {
     pub url: String,
     pub kernel: Arc<Kernel>,
+    /// The kernel's store, for tests that make its disk misbehave.
+    pub sqlite: SqliteStore,
     pub http: reqwest::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -63,8 +65,8 @@ impl Reply {
 pub async fn start(config: ControlPlaneConfig) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let store: Arc<dyn Store> =
-        Arc::new(SqliteStore::open(SqliteConfig::new(dir.path()), clock.clone()).unwrap());
+    let sqlite = SqliteStore::open(SqliteConfig::new(dir.path()), clock.clone()).unwrap();
+    let store: Arc<dyn Store> = Arc::new(sqlite.clone());
     let kernel = Kernel::start(store, clock, KernelConfig::default()).unwrap();
     let api: Arc<dyn KernelApi> = kernel.clone();
     bootstrap(
@@ -90,6 +92,7 @@ pub async fn start(config: ControlPlaneConfig) -> Server {
     Server {
         url,
         kernel,
+        sqlite,
         http: reqwest::Client::builder().no_proxy().build().unwrap(),
         stop: Some(stop),
         task: Some(task),

@@ -14,6 +14,11 @@
 //! Reads go to a small pool of read-only connections on blocking threads; in WAL mode
 //! they see the last committed state and never wait for the writer.
 //!
+//! When the disk refuses a write (full, read-only, I/O error), the writes of that group
+//! commit are answered [`StoreError::CannotWrite`] and rolled back; the writer thread
+//! goes on with the next batch, so writes succeed again as soon as the disk recovers,
+//! and reads never depend on the writer.
+//!
 //! An exclusive `flock` on `minoots.lock` keeps a second process from opening the same
 //! data directory; it is released when the store is closed or the process dies.
 
@@ -54,6 +59,13 @@ pub struct SqliteConfig {
     pub writer_cache_kib: u32,
     /// Live events buffered per subscriber before it is told it lagged.
     pub event_broadcast_capacity: usize,
+    /// A cap on the database file, in pages of 4 KiB (SQLite's `max_page_count` on the
+    /// writer). Writes that would grow the file beyond it are refused as
+    /// [`WriteTrouble::DiskFull`], exactly like a full disk, while reads go on. An
+    /// operator's storage budget, and how tests make the disk "full" without root. A
+    /// value below the current size caps the file at its current size. `None`: no cap
+    /// beyond SQLite's own.
+    pub max_db_pages: Option<u64>,
 }
 
 impl SqliteConfig {
@@ -65,18 +77,28 @@ impl SqliteConfig {
             reader_connections: 4,
             writer_cache_kib: 16 * 1024,
             event_broadcast_capacity: 16_384,
+            max_db_pages: None,
         }
     }
 }
 
 type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-/// A write closure. It receives the transaction context, or the reason it cannot run.
-type WriteJob = Box<dyn FnOnce(Result<&mut WriteCtx<'_>, StoreError>) -> (Completion, bool) + Send>;
+/// A write closure. It receives the transaction context, or the reason it cannot run, and
+/// returns its completion and its error, if it failed.
+type WriteJob = Box<
+    dyn FnOnce(Result<&mut WriteCtx<'_>, StoreError>) -> (Completion, Option<StoreError>) + Send,
+>;
+/// A change of the writer connection's settings, run between two batches.
+type Setting = Box<dyn FnOnce(&Connection) + Send>;
 
 enum WriterMsg {
     Job(WriteJob),
+    Setting(Setting),
     Stop,
 }
+
+/// SQLite's own largest `max_page_count`: what "no cap" means.
+const SQLITE_MAX_PAGE_COUNT: u64 = 4_294_967_294;
 
 struct Inner {
     writer: mpsc::Sender<WriterMsg>,
@@ -128,6 +150,9 @@ impl SqliteStore {
             ))
             .map_err(unavailable)?;
         migrate(&mut writer)?;
+        if let Some(pages) = config.max_db_pages {
+            set_max_page_count(&writer, pages).map_err(unavailable)?;
+        }
         writer.set_prepared_statement_cache_capacity(64);
 
         let mut readers = Vec::with_capacity(config.reader_connections);
@@ -180,11 +205,11 @@ impl SqliteStore {
                 Ok(ctx) => f(ctx),
                 Err(e) => Err(e),
             };
-            let failed = result.is_err();
+            let error = result.as_ref().err().cloned();
             let done: Completion = Box::new(move |commit| {
                 let _ = tx.send(commit.and(result));
             });
-            (done, failed)
+            (done, error)
         });
         self.inner
             .writer
@@ -192,6 +217,62 @@ impl SqliteStore {
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `f` on the writer connection between two batches: every write queued before
+    /// it is committed without the change, every write queued after it with it.
+    async fn configure_writer<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let setting: Setting = Box::new(move |conn| {
+            let _ = tx.send(f(conn));
+        });
+        self.inner
+            .writer
+            .send(WriterMsg::Setting(setting))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Changes the cap on the database file while the store runs (see
+    /// [`SqliteConfig::max_db_pages`]); `None` lifts it. Returns the cap in force, which
+    /// is never below the file's current size. Writes beyond the cap are refused as
+    /// [`WriteTrouble::DiskFull`]; writes succeed again once the cap is raised.
+    pub async fn set_max_db_pages(&self, pages: Option<u64>) -> StoreResult<u64> {
+        self.configure_writer(move |conn| {
+            set_max_page_count(conn, pages.unwrap_or(SQLITE_MAX_PAGE_COUNT))
+                .map_err(StoreError::from)
+        })
+        .await
+    }
+
+    /// Makes every write fail as on a read-only file system (`PRAGMA query_only` on the
+    /// writer connection: SQLite answers each write SQLITE_READONLY), or lifts that.
+    /// For tests of the refused-write path; reads are not affected.
+    #[doc(hidden)]
+    pub async fn set_writer_read_only(&self, read_only: bool) -> StoreResult<()> {
+        self.configure_writer(move |conn| {
+            conn.pragma_update(None, "query_only", read_only)
+                .map_err(StoreError::from)
+        })
+        .await
+    }
+
+    /// SQLite's `PRAGMA integrity_check` on a reader connection: `"ok"` when the database
+    /// file is sound, else the problems it found (at most 100 lines).
+    pub async fn integrity_check(&self) -> StoreResult<String> {
+        self.read(|c| {
+            let mut stmt = c.prepare("PRAGMA integrity_check(100)")?;
+            let lines = stmt
+                .query_map([], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(lines.join("\n"))
+        })
+        .await
     }
 
     /// Runs `f` on a pooled read-only connection on a blocking thread.
@@ -319,6 +400,17 @@ impl Checkpointer {
     }
 }
 
+/// Sets the writer's page cap; returns the cap in force (SQLite never sets it below the
+/// current size).
+fn set_max_page_count(conn: &Connection, pages: u64) -> rusqlite::Result<u64> {
+    // 0 would only read the setting; 1 means "no bigger than now".
+    let pages = pages.clamp(1, SQLITE_MAX_PAGE_COUNT);
+    conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map(|n| n.max(0) as u64)
+}
+
 /// Runs one checkpoint; returns the WAL's size in pages before it.
 fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<i64> {
     conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
@@ -381,11 +473,21 @@ fn writer_loop(
     while !stop {
         match rx.blocking_recv() {
             Some(WriterMsg::Job(j)) => batch.push(j),
+            Some(WriterMsg::Setting(f)) => {
+                f(&conn);
+                continue;
+            }
             Some(WriterMsg::Stop) | None => break,
         }
+        // A setting ends the batch: it applies to the writes queued after it only.
+        let mut setting = None;
         while batch.len() < max_batch {
             match rx.try_recv() {
                 Ok(WriterMsg::Job(j)) => batch.push(j),
+                Ok(WriterMsg::Setting(f)) => {
+                    setting = Some(f);
+                    break;
+                }
                 Ok(WriterMsg::Stop) => {
                     stop = true;
                     break;
@@ -394,6 +496,9 @@ fn writer_loop(
             }
         }
         run_batch(&mut conn, &mut batch, &events, clock.as_ref());
+        if let Some(f) = setting {
+            f(&conn);
+        }
     }
     // Anything still queued after Stop is answered "closed" by dropping it.
     rx.close();
@@ -409,7 +514,7 @@ fn run_batch(
         Ok(tx) => tx,
         Err(e) => {
             tracing::error!(error = %e, "store: cannot begin a write transaction");
-            let err = unavailable(e);
+            let err = StoreError::from(e);
             for job in batch.drain(..) {
                 let (done, _) = job(Err(err.clone()));
                 done(Ok(()));
@@ -424,22 +529,30 @@ fn run_batch(
     while let Some(job) = jobs.next() {
         let mark = pending_events.len();
         let changes_before = tx.total_changes();
-        let (done, failed) = job(Ok(&mut WriteCtx::new(&tx, now_us, &mut pending_events)));
+        let (done, error) = job(Ok(&mut WriteCtx::new(&tx, now_us, &mut pending_events)));
+        let failed = error.is_some();
         // A job that failed before writing anything (not found, conflict, fenced: the
         // usual failures) leaves the transaction as it was, and the batch goes on. One
         // that failed after writing (an I/O error mid-way, corrupt data discovered late)
         // cannot be undone alone, so nothing of this batch is committed; SQLite may also
         // have rolled the transaction back by itself. Every job is then answered with
-        // the error and callers retry.
+        // the error and callers retry. When the disk refused the write, that is the error
+        // every caller gets, so each knows why (disk full, read-only) and that retrying
+        // later will do.
         let poisoned = failed && tx.total_changes() != changes_before;
         if failed {
             pending_events.truncate(mark);
         }
         if poisoned || tx.is_autocommit() {
             completions.push(done);
-            let err = StoreError::Unavailable(
-                "a write failed part-way, so nothing of its group commit was stored; retry".into(),
-            );
+            let err = match error {
+                Some(e @ StoreError::CannotWrite(_)) => e,
+                _ => StoreError::Unavailable(
+                    "a write failed part-way, so nothing of its group commit was stored; retry"
+                        .into(),
+                ),
+            };
+            tracing::warn!(error = %err, writes = completions.len(), "store: group commit rolled back");
             for job in jobs.by_ref() {
                 let (d, _) = job(Err(err.clone()));
                 completions.push(d);
@@ -464,7 +577,7 @@ fn run_batch(
         }
         Err(e) => {
             tracing::error!(error = %e, "store: commit failed; the batch is rolled back");
-            let err = unavailable(e);
+            let err = StoreError::from(e);
             for done in completions {
                 done(Err(err.clone()));
             }

@@ -21,9 +21,23 @@ use crate::types::*;
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode;
         match e {
             rusqlite::Error::FromSqlConversionFailure(..)
             | rusqlite::Error::InvalidColumnType(..) => StoreError::Corrupt(e.to_string()),
+            // The disk refusing a write: callers get a clear reason and retry later.
+            rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::DiskFull => {
+                StoreError::CannotWrite(WriteTrouble::DiskFull)
+            }
+            rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::ReadOnly => {
+                StoreError::CannotWrite(WriteTrouble::ReadOnly)
+            }
+            rusqlite::Error::SqliteFailure(f, ref m) if f.code == ErrorCode::SystemIoFailure => {
+                StoreError::CannotWrite(WriteTrouble::Io(
+                    m.clone()
+                        .unwrap_or_else(|| format!("extended code {}", f.extended_code)),
+                ))
+            }
             other => StoreError::Unavailable(other.to_string()),
         }
     }
