@@ -91,6 +91,16 @@ impl Setup {
             if t.status == status {
                 return t;
             }
+            let terminal = [
+                TimerStatus::Settled,
+                TimerStatus::Failed,
+                TimerStatus::Cancelled,
+            ];
+            assert!(
+                !terminal.contains(&t.status),
+                "timer ended {} (wanted {status})",
+                t.status
+            );
             tokio::time::timeout(WAIT, events.next())
                 .await
                 .unwrap_or_else(|_| panic!("timer stayed {} (wanted {status})", t.status))
