@@ -39,9 +39,9 @@ fn installed() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// Runs schemathesis against `base` with `key`, `extra` arguments; panics with its report
-/// unless it passed.
-fn run_schemathesis(base: &str, key: &str, extra: &[&str]) {
+/// Runs schemathesis in `work_dir` against `base` with `key` and `extra` arguments; panics
+/// with its report unless it passed.
+fn run_schemathesis(base: &str, key: &str, extra: &[&str], work_dir: &std::path::Path) {
     let schema = format!("{base}/openapi.json");
     let header = format!("X-API-Key: {key}");
     let mut args = vec![
@@ -64,8 +64,11 @@ fn run_schemathesis(base: &str, key: &str, extra: &[&str]) {
         "--no-color",
     ];
     args.extend_from_slice(extra);
+    // Run in a scratch directory: schemathesis keeps its example database in the current
+    // directory.
     let out = Command::new("schemathesis")
         .args(&args)
+        .current_dir(work_dir)
         .env("SCHEMATHESIS_TELEMETRY", "false")
         .output()
         .expect("run schemathesis");
@@ -89,6 +92,7 @@ fn the_live_api_matches_its_openapi_document_under_schema_fuzzing() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
     let (kernel, kernel_url) = start_kernel(dir.path());
     let mut procs = Processes(vec![kernel]);
     let http = format!("127.0.0.1:{}", free_port());
@@ -122,8 +126,14 @@ fn the_live_api_matches_its_openapi_document_under_schema_fuzzing() {
             "--exclude-path-regex",
             "^/admin",
         ],
+        scratch.path(),
     );
     // The admin routes with the admin key.
-    run_schemathesis(&base, ADMIN_KEY, &["--include-path-regex", "^/admin"]);
+    run_schemathesis(
+        &base,
+        ADMIN_KEY,
+        &["--include-path-regex", "^/admin"],
+        scratch.path(),
+    );
     drop(procs);
 }
