@@ -105,7 +105,13 @@ fn op(
 }
 
 fn path_id(what: &str) -> Value {
-    json!({"name": "id", "in": "path", "required": true, "description": format!("The {what} id"), "schema": {"type": "string"}})
+    // Timer ids are UUIDs; tenant and key ids are other text.
+    let schema = if what == "timer" {
+        json!({"type": "string", "format": "uuid"})
+    } else {
+        json!({"type": "string"})
+    };
+    json!({"name": "id", "in": "path", "required": true, "description": format!("The {what} id"), "schema": schema})
 }
 
 fn query(name: &str, description: &str, schema: Value) -> Value {

@@ -40,6 +40,8 @@ pub const MIN_LEASE_TTL_MS: u32 = 1_000;
 pub const MAX_LEASE_TTL_MS: u32 = 3_600_000;
 pub const MAX_LEASE_IN_FLIGHT: u32 = 1_024;
 pub const MAX_LEASE_OWNER_BYTES: usize = 128;
+/// Longest delay of a delivery handed back with [`KernelApi::release_delivery_after`].
+pub const MAX_RELEASE_DELAY_MS: u32 = 60_000;
 
 impl LeaseRequest {
     pub fn validate(&self) -> KernelResult<()> {
@@ -127,6 +129,17 @@ pub trait KernelApi: Send + Sync + 'static {
         delivery_id: DeliveryId,
         lease_owner: &str,
         attempt: u32,
+    ) -> KernelResult<()>;
+
+    /// Hands a leased delivery back unexecuted, due again `delay_ms` from now (at most
+    /// [`MAX_RELEASE_DELAY_MS`]): an executor that cannot start it yet, e.g. because its
+    /// destination is saturated, lets other executors and other deliveries go first.
+    async fn release_delivery_after(
+        &self,
+        delivery_id: DeliveryId,
+        lease_owner: &str,
+        attempt: u32,
+        delay_ms: u32,
     ) -> KernelResult<()>;
 
     /// Re-queues a failed timer's dead deliveries; `Conflict` when none is dead.

@@ -349,6 +349,32 @@ impl KernelApi for Kernel {
         Ok(())
     }
 
+    async fn release_delivery_after(
+        &self,
+        delivery_id: DeliveryId,
+        lease_owner: &str,
+        attempt: u32,
+        delay_ms: u32,
+    ) -> KernelResult<()> {
+        if delay_ms > crate::api::MAX_RELEASE_DELAY_MS {
+            return Err(KernelError::invalid(
+                "delayMs",
+                format!("must be at most {}", crate::api::MAX_RELEASE_DELAY_MS),
+            ));
+        }
+        self.store
+            .release_delivery_after(
+                delivery_id,
+                lease_owner,
+                attempt,
+                i64::from(delay_ms) * 1_000,
+            )
+            .await
+            .map_err(|e| not_found(e, &format!("delivery {delivery_id}")))?;
+        self.delivery_notify.notify_waiters();
+        Ok(())
+    }
+
     async fn redrive_timer(&self, tenant_id: &str, id: TimerId) -> KernelResult<Timer> {
         let timer = self
             .store

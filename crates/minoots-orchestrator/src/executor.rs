@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use minoots_core::{Action, AttemptOutcome, Clock, SystemClock};
 use minoots_kernel::{KernelApi, KernelError, LeaseRequest};
 use minoots_store::{AttemptReport, LeasedDelivery};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_stream::StreamExt;
 
 use crate::ExecResult;
@@ -60,6 +60,18 @@ const MAX_CACHED_TENANTS: usize = 10_000;
 /// Attempts to deliver one report while the kernel is unavailable (also bounded by the
 /// lease: at most about an hour of 5 s retries).
 const MAX_REPORT_TRIES: u32 = 800;
+/// A delivery whose host has no free slot is handed back, due again after this delay plus
+/// up to the same again of jitter (so a saturated host's backlog does not return at once).
+const HOST_BUSY_DELAY: Duration = Duration::from_millis(500);
+
+/// [`HOST_BUSY_DELAY`] with jitter taken from the clock's microseconds.
+fn host_busy_delay() -> Duration {
+    let jitter_us = SystemClock
+        .now_us()
+        .rem_euclid(HOST_BUSY_DELAY.as_micros() as i64);
+    HOST_BUSY_DELAY + Duration::from_micros(jitter_us as u64)
+}
+
 /// An attempt is not started with less than this left of its lease.
 const LEASE_MARGIN: Duration = Duration::from_millis(500);
 
@@ -80,6 +92,22 @@ impl OrchestratorConfig {
     }
 }
 
+/// The limits of one destination host.
+#[derive(Clone)]
+struct HostLimit {
+    /// Attempts running against the host (`max_per_host`).
+    running: Arc<Semaphore>,
+    /// Deliveries waiting for a running slot (`max_per_host * HOST_QUEUE_FACTOR`); more are
+    /// handed back for later.
+    queue: Arc<Semaphore>,
+}
+
+/// A host's queue holds this many times its running limit.
+const HOST_QUEUE_FACTOR: usize = 4;
+/// Deliveries waiting for their host, over all hosts, are bounded by this many times
+/// `max_in_flight`.
+const WAITING_FACTOR: usize = 2;
+
 /// Signing secrets per tenant, with the time they were fetched.
 type SecretCache = Mutex<HashMap<String, (Instant, Arc<Vec<WebhookSecret>>)>>;
 
@@ -89,7 +117,7 @@ pub struct Orchestrator {
     config: OrchestratorConfig,
     webhooks: WebhookClient,
     secrets: SecretCache,
-    hosts: Mutex<HashMap<String, Arc<Semaphore>>>,
+    hosts: Mutex<HashMap<String, HostLimit>>,
     metrics: Arc<crate::metrics::OrchestratorMetrics>,
 }
 
@@ -117,6 +145,11 @@ impl Orchestrator {
     /// Runs until `stop` turns true, then stops gracefully (see the module doc).
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let slots = Arc::new(Semaphore::new(self.config.max_in_flight as usize));
+        // Deliveries waiting for a slot of their host, over all hosts: room for a few hosts'
+        // full queues, so one dead host cannot take all of it.
+        let waiting = Arc::new(Semaphore::new(
+            self.config.max_in_flight as usize * WAITING_FACTOR,
+        ));
         let mut tasks = tokio::task::JoinSet::new();
         let mut backoff = Duration::from_millis(100);
         let mut stream: Option<minoots_kernel::BoxStream<LeasedDelivery>> = None;
@@ -161,9 +194,47 @@ impl Orchestrator {
             };
             match item {
                 Some(Ok(d)) => {
+                    // A webhook starts only with a slot of its host, taken here without
+                    // waiting. A delivery whose host is saturated (say, black-holed) waits in
+                    // that host's bounded queue *without* a global slot; when the queue is
+                    // full it is handed back, due again shortly. So a dead host holds at
+                    // most `max_per_host` global slots and never stalls the lease stream.
+                    let url = match &d.action {
+                        Action::Webhook(w) => Some(url::Url::parse(&w.url)),
+                        _ => None,
+                    };
+                    let host_slot = match &url {
+                        Some(u) => {
+                            let host =
+                                self.host_limit(u.as_ref().ok().and_then(url::Url::host_str));
+                            match host.running.clone().try_acquire_owned() {
+                                Ok(slot) => Some(slot),
+                                Err(_) => {
+                                    let me = self.clone();
+                                    let slots = slots.clone();
+                                    let queue = (
+                                        host.queue.clone().try_acquire_owned(),
+                                        waiting.clone().try_acquire_owned(),
+                                    );
+                                    tasks.spawn(async move {
+                                        drop(permit);
+                                        match queue {
+                                            (Ok(_in_host_queue), Ok(_waiting)) => {
+                                                me.wait_for_host(d, url, host.running, slots).await
+                                            }
+                                            _ => me.release_later(&d, host_busy_delay()).await,
+                                        }
+                                    });
+                                    while tasks.try_join_next().is_some() {}
+                                    continue;
+                                }
+                            }
+                        }
+                        None => None,
+                    };
                     let me = self.clone();
                     tasks.spawn(async move {
-                        me.execute(d).await;
+                        me.execute(d, url, host_slot).await;
                         drop(permit);
                     });
                 }
@@ -212,6 +283,23 @@ impl Orchestrator {
         }
     }
 
+    /// Hands back a delivery this executor cannot start yet; it is due again after `delay`.
+    async fn release_later(&self, d: &LeasedDelivery, delay: Duration) {
+        self.metrics.deferred();
+        if let Err(e) = self
+            .kernel
+            .release_delivery_after(
+                d.delivery.id,
+                &self.config.lease_owner,
+                d.delivery.attempt,
+                delay.as_millis() as u32,
+            )
+            .await
+        {
+            tracing::warn!(delivery = %d.delivery.id, error = %e, "could not hand a delivery back");
+        }
+    }
+
     async fn signing_secrets(&self, tenant: &str) -> Result<Arc<Vec<WebhookSecret>>, KernelError> {
         if let Some((at, s)) = self
             .secrets
@@ -241,8 +329,9 @@ impl Orchestrator {
         Ok(parsed)
     }
 
-    /// The per-host limit of a webhook's host (URLs without one share the empty host).
-    fn host_slots(&self, host: Option<&str>) -> Arc<Semaphore> {
+    /// The per-host limits of a webhook's host (URLs without one share the empty host).
+    /// Keyed by host name or address without the port: one machine, one limit.
+    fn host_limit(&self, host: Option<&str>) -> HostLimit {
         let host = host.unwrap_or_default();
         let mut hosts = self.hosts.lock().expect("host map poisoned");
         if let Some(s) = hosts.get(host) {
@@ -250,32 +339,68 @@ impl Orchestrator {
         }
         if hosts.len() >= MAX_TRACKED_HOSTS {
             let max = self.config.max_per_host;
-            hosts.retain(|_, s| s.available_permits() < max);
+            hosts.retain(|_, s| {
+                s.running.available_permits() < max
+                    || s.queue.available_permits() < max * HOST_QUEUE_FACTOR
+            });
         }
         hosts
             .entry(host.to_string())
-            .or_insert_with(|| Arc::new(Semaphore::new(self.config.max_per_host)))
+            .or_insert_with(|| HostLimit {
+                running: Arc::new(Semaphore::new(self.config.max_per_host)),
+                queue: Arc::new(Semaphore::new(self.config.max_per_host * HOST_QUEUE_FACTOR)),
+            })
             .clone()
     }
 
-    /// Runs one leased delivery and reports the attempt.
-    async fn execute(&self, d: LeasedDelivery) {
-        // A host slot is waited for before anything starts; by then the lease may be
-        // nearly gone, and an attempt started on an expired lease would run alongside the
-        // executor the delivery was handed to next. Such a delivery is handed back instead.
-        // A webhook's URL is parsed once per attempt, for the host limit, the SSRF check
-        // and the request.
-        let parsed_url = match &d.action {
-            Action::Webhook(w) => Some(url::Url::parse(&w.url)),
-            _ => None,
-        };
-        let slot = parsed_url
-            .as_ref()
-            .map(|u| self.host_slots(u.as_ref().ok().and_then(url::Url::host_str)));
-        let _slot = match &slot {
-            Some(s) => Some(s.acquire().await.expect("semaphore open")),
-            None => None,
-        };
+    /// Waits (holding no global slot) for a slot of the delivery's host, then for a global
+    /// slot, then runs it. Gives up, handing the delivery back, when its lease would be
+    /// nearly gone.
+    async fn wait_for_host(
+        &self,
+        d: LeasedDelivery,
+        url: Option<Result<url::Url, url::ParseError>>,
+        host: Arc<Semaphore>,
+        slots: Arc<Semaphore>,
+    ) {
+        let lease_left_us = d
+            .delivery
+            .lease_expires_at_us
+            .unwrap_or(i64::MAX)
+            .saturating_sub(SystemClock.now_us())
+            .saturating_sub(LEASE_MARGIN.as_micros() as i64)
+            .max(0);
+        let wait = Duration::from_micros(lease_left_us as u64);
+        let permits = tokio::time::timeout(wait, async {
+            let slot = host.acquire_owned().await.expect("semaphore open");
+            let permit = slots.acquire_owned().await.expect("semaphore open");
+            (slot, permit)
+        })
+        .await;
+        match permits {
+            Ok((slot, permit)) => {
+                self.execute(d, url, Some(slot)).await;
+                drop(permit);
+            }
+            Err(_) => {
+                tracing::warn!(delivery = %d.delivery.id, "host saturated for the whole lease; handing it back");
+                self.release(&d).await;
+            }
+        }
+    }
+
+    /// Runs one leased delivery and reports the attempt. A webhook comes with its URL,
+    /// parsed once for the host limit, the SSRF check and the request, and with a slot of
+    /// its host, held until the attempt ends.
+    async fn execute(
+        &self,
+        d: LeasedDelivery,
+        parsed_url: Option<Result<url::Url, url::ParseError>>,
+        _host_slot: Option<OwnedSemaphorePermit>,
+    ) {
+        // The delivery may have waited in the lease buffer; an attempt started on a nearly
+        // expired lease would run alongside the executor it is handed to next. Such a
+        // delivery is handed back instead.
         let lease_left_us = d
             .delivery
             .lease_expires_at_us

@@ -35,6 +35,8 @@ pub struct OrchestratorMetrics {
     pub in_flight: AtomicI64,
     /// Deliveries handed back unexecuted (lease nearly gone, or a graceful stop).
     pub released: AtomicU64,
+    /// Deliveries handed back, due again shortly, because their host had no free slot.
+    pub deferred: AtomicU64,
     /// Reports the kernel refused (fenced: the lease was lost) or that could not be sent.
     pub reports_lost: AtomicU64,
 }
@@ -42,6 +44,10 @@ pub struct OrchestratorMetrics {
 impl OrchestratorMetrics {
     pub fn released(&self) {
         self.released.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn deferred(&self) {
+        self.deferred.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn report_lost(&self) {
@@ -99,6 +105,11 @@ impl OrchestratorMetrics {
             out,
             "# HELP minoots_orchestrator_released_total Deliveries handed back unexecuted.\n# TYPE minoots_orchestrator_released_total counter\nminoots_orchestrator_released_total {}",
             g(&self.released)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP minoots_orchestrator_deferred_total Deliveries handed back for later because their host was saturated.\n# TYPE minoots_orchestrator_deferred_total counter\nminoots_orchestrator_deferred_total {}",
+            g(&self.deferred)
         );
         let _ = writeln!(
             out,

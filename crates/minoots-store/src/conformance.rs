@@ -51,6 +51,7 @@ macro_rules! conformance_tests {
             concurrent_writes_all_commit,
             redrive_requeues_dead_deliveries,
             release_hands_a_lease_back_without_using_an_attempt,
+            release_after_a_delay_is_not_due_before_it,
             signing_secrets_rotate_with_a_grace_period,
             idempotency_fingerprint_and_expiry,
             quotas_refuse_without_writing,
@@ -1034,6 +1035,31 @@ pub async fn release_hands_a_lease_back_without_using_an_attempt(h: &Harness) {
             .await,
         Err(StoreError::Fenced { .. })
     ));
+}
+
+pub async fn release_after_a_delay_is_not_due_before_it(h: &Harness) {
+    let t = create(h, timer(h, "acme", T0 + SEC, 1)).await;
+    h.clock.advance_us(SEC);
+    fire(h, t.id).await;
+    let d = h
+        .store
+        .claim_deliveries("w1", 30 * SEC, 10)
+        .await
+        .unwrap()
+        .remove(0);
+    h.store
+        .release_delivery_after(d.delivery.id, "w1", d.delivery.attempt, 2 * SEC)
+        .await
+        .unwrap();
+    let back = h.store.get_delivery(d.delivery.id).await.unwrap().unwrap();
+    assert_eq!(back.status, DeliveryStatus::Pending);
+    assert_eq!(back.next_attempt_at_us, h.clock.now_us() + 2 * SEC);
+    h.clock.advance_us(2 * SEC - 1);
+    let early = h.store.claim_deliveries("w2", 30 * SEC, 10).await.unwrap();
+    assert!(early.is_empty(), "claimed before its delay");
+    h.clock.advance_us(1);
+    let again = h.store.claim_deliveries("w2", 30 * SEC, 10).await.unwrap();
+    assert_eq!(again.len(), 1, "due once the delay has passed");
 }
 
 pub async fn signing_secrets_rotate_with_a_grace_period(h: &Harness) {

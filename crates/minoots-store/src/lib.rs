@@ -136,6 +136,17 @@ pub trait Store: Send + Sync + 'static {
         attempt: u32,
     ) -> StoreResult<()>;
 
+    /// Like [`Store::release_delivery`], but the delivery is due again only `delay_us`
+    /// from now (an executor handing back work it cannot start yet, e.g. because the
+    /// destination is saturated).
+    async fn release_delivery_after(
+        &self,
+        delivery_id: minoots_core::DeliveryId,
+        lease_owner: &str,
+        attempt: u32,
+        delay_us: i64,
+    ) -> StoreResult<()>;
+
     /// The tenant's webhook signing secrets, newest first: the current one and those retired
     /// less than `grace_us` ago. When the tenant has none, `candidate` becomes its first.
     async fn signing_secrets(

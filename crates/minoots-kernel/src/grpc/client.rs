@@ -235,10 +235,22 @@ impl KernelApi for GrpcKernelClient {
         lease_owner: &str,
         attempt: u32,
     ) -> KernelResult<()> {
+        self.release_delivery_after(delivery_id, lease_owner, attempt, 0)
+            .await
+    }
+
+    async fn release_delivery_after(
+        &self,
+        delivery_id: DeliveryId,
+        lease_owner: &str,
+        attempt: u32,
+        delay_ms: u32,
+    ) -> KernelResult<()> {
         let msg = pb::ReleaseDeliveryRequest {
             delivery_id: delivery_id.to_string(),
             lease_owner: lease_owner.to_string(),
             attempt,
+            delay_ms,
         };
         self.client
             .clone()

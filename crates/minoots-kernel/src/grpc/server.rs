@@ -167,7 +167,7 @@ impl pb::horology_kernel_server::HorologyKernel for Service {
         let r = request.into_inner();
         let id = delivery_id_of(&r.delivery_id, "deliveryId").map_err(to_status)?;
         self.kernel
-            .release_delivery(id, &r.lease_owner, r.attempt)
+            .release_delivery_after(id, &r.lease_owner, r.attempt, r.delay_ms)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::ReleaseDeliveryResponse {}))

@@ -715,7 +715,19 @@ impl Store for SqliteStore {
         attempt: u32,
     ) -> StoreResult<()> {
         let owner = lease_owner.to_string();
-        self.write(move |ctx| ops::release_delivery(ctx, delivery_id, &owner, attempt))
+        self.write(move |ctx| ops::release_delivery(ctx, delivery_id, &owner, attempt, 0))
+            .await
+    }
+
+    async fn release_delivery_after(
+        &self,
+        delivery_id: DeliveryId,
+        lease_owner: &str,
+        attempt: u32,
+        delay_us: i64,
+    ) -> StoreResult<()> {
+        let owner = lease_owner.to_string();
+        self.write(move |ctx| ops::release_delivery(ctx, delivery_id, &owner, attempt, delay_us))
             .await
     }
 

@@ -1195,6 +1195,7 @@ pub fn release_delivery(
     id: DeliveryId,
     owner: &str,
     attempt: u32,
+    delay_us: i64,
 ) -> StoreResult<()> {
     let d = get_delivery(ctx.conn, id)?.ok_or(StoreError::NotFound)?;
     if d.status != DeliveryStatus::InFlight
@@ -1208,9 +1209,13 @@ pub fn release_delivery(
     ctx.conn
         .prepare_cached(
             "UPDATE deliveries SET status = 'pending', next_attempt_at = ?2, max_attempts = max_attempts + 1,
-                    lease_owner = NULL, lease_expires_at = NULL, updated_at = ?2 WHERE id = ?1",
+                    lease_owner = NULL, lease_expires_at = NULL, updated_at = ?3 WHERE id = ?1",
         )?
-        .execute(params![id.as_bytes(), ctx.now_us])?;
+        .execute(params![
+            id.as_bytes(),
+            ctx.now_us.saturating_add(delay_us.max(0)),
+            ctx.now_us
+        ])?;
     Ok(())
 }
 
