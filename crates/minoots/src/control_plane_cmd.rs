@@ -138,13 +138,19 @@ fn serve_http(
     }
 }
 
-async fn stop_signal() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
-    }
-    Ok(())
+/// Registers for SIGTERM and SIGINT at once (before readiness is announced, so a
+/// supervisor's early SIGTERM stops the server gracefully instead of killing it) and
+/// returns a future that completes at the first of them.
+fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = int.recv() => tracing::info!("SIGINT: stopping"),
+        }
+    })
 }
 
 pub async fn run_control_plane(args: ControlPlaneArgs) -> anyhow::Result<()> {
@@ -170,12 +176,10 @@ pub async fn run_control_plane(args: ControlPlaneArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the HTTP address {}", args.http.http_addr))?;
     let addr = listener.local_addr()?;
+    let stop = stop_signal()?;
     tracing::info!(http = %addr, kernel = %args.kernel_url, "MINOOTS control plane ready");
     println!("minoots control plane ready on http://{addr}");
-    serve_http(state, listener, &args.http, async {
-        let _ = stop_signal().await;
-    })
-    .await?;
+    serve_http(state, listener, &args.http, stop).await?;
     tracing::info!("MINOOTS control plane stopped");
     Ok(())
 }
@@ -231,6 +235,7 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         let _ = http_stopped.await;
     }));
     kernel.wait_ready(Duration::from_secs(30)).await;
+    let stop = stop_signal()?;
     tracing::info!(
         http = %http_addr,
         grpc = %grpc_addr,
@@ -240,7 +245,7 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     println!("minoots ready on http://{http_addr} (gRPC {grpc_addr})");
 
-    stop_signal().await?;
+    stop.await;
     // Stop taking requests, let deliveries in progress finish (or hand them back), then
     // stop the kernel and close the store.
     let _ = http_stop.send(());
