@@ -21,6 +21,18 @@ const DEMO_KEY: &str = "mnt_demo_key_free";
 /// The client script's whole run, on a loaded machine.
 const CLIENT_LIMIT: Duration = Duration::from_secs(180);
 
+/// Kills the server if the test fails before stopping it, so no process outlives the test.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 fn python_mcp_installed() -> bool {
     Command::new("python3")
         .args(["-c", "import mcp"])
@@ -178,7 +190,7 @@ async fn mcp_tools_over_stdio_and_streamable_http_against_a_live_server() {
     let data = dir.path().join("data");
     let addr = format!("127.0.0.1:{}", free_port());
     let grpc = format!("127.0.0.1:{}", free_port());
-    let (mut server, _) = start_process(
+    let (server, _) = start_process(
         &[
             "serve",
             "--demo",
@@ -192,6 +204,7 @@ async fn mcp_tools_over_stdio_and_streamable_http_against_a_live_server() {
         &[("MINOOTS_ADMIN_KEY", ADMIN_KEY)],
         "minoots ready on ",
     );
+    let mut server = KillOnDrop(Some(server));
     let base = format!("http://{addr}");
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
 
@@ -310,7 +323,8 @@ async fn mcp_tools_over_stdio_and_streamable_http_against_a_live_server() {
     check_scenario(&streamable, "streamable HTTP");
     assert_ne!(stdio["createdId"], streamable["createdId"]);
 
-    terminate(&server);
-    let status = server.wait().unwrap();
+    let mut child = server.0.take().unwrap();
+    terminate(&child);
+    let status = child.wait().unwrap();
     assert!(status.success(), "minoots serve exited with {status}");
 }
