@@ -37,6 +37,8 @@ pub struct HttpArgs {
     /// Largest request body in bytes.
     #[arg(long, env = "MINOOTS_BODY_LIMIT_BYTES", default_value_t = minoots_control_plane::config::DEFAULT_BODY_LIMIT_BYTES)]
     pub body_limit_bytes: usize,
+    #[command(flatten)]
+    pub mcp: crate::mcp_cmd::McpHttpArgs,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -111,13 +113,44 @@ async fn prepare(kernel: &dyn KernelApi, http: &HttpArgs) -> anyhow::Result<()> 
     Ok(())
 }
 
-async fn stop_signal() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+/// Serves the REST API with the MCP endpoint (`/mcp`) beside it until `shutdown`
+/// completes; MCP sessions and streams end then too.
+fn serve_http(
+    state: AppState,
+    listener: TcpListener,
+    http: &HttpArgs,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> impl std::future::Future<Output = std::io::Result<()>> + Send + 'static {
+    let api = minoots_control_plane::router(state.clone());
+    let (mcp, mcp_stop) = minoots_mcp::http::router(state.clone(), api.clone(), &http.mcp.config());
+    let app = mcp.merge(api);
+    let listener = minoots_control_plane::listener::LimitedListener::new(
+        listener,
+        state.config.max_connections,
+    );
+    async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                mcp_stop.stop();
+            })
+            .await
     }
-    Ok(())
+}
+
+/// Registers for SIGTERM and SIGINT at once (before readiness is announced, so a
+/// supervisor's early SIGTERM stops the server gracefully instead of killing it) and
+/// returns a future that completes at the first of them.
+fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = int.recv() => tracing::info!("SIGINT: stopping"),
+        }
+    })
 }
 
 pub async fn run_control_plane(args: ControlPlaneArgs) -> anyhow::Result<()> {
@@ -143,12 +176,10 @@ pub async fn run_control_plane(args: ControlPlaneArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the HTTP address {}", args.http.http_addr))?;
     let addr = listener.local_addr()?;
+    let stop = stop_signal()?;
     tracing::info!(http = %addr, kernel = %args.kernel_url, "MINOOTS control plane ready");
     println!("minoots control plane ready on http://{addr}");
-    minoots_control_plane::serve(state, listener, async {
-        let _ = stop_signal().await;
-    })
-    .await?;
+    serve_http(state, listener, &args.http, stop).await?;
     tracing::info!("MINOOTS control plane stopped");
     Ok(())
 }
@@ -200,10 +231,11 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding the HTTP address {}", args.http.http_addr))?;
     let http_addr = listener.local_addr()?;
     let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let http = tokio::spawn(minoots_control_plane::serve(state, listener, async {
+    let http = tokio::spawn(serve_http(state, listener, &args.http, async {
         let _ = http_stopped.await;
     }));
     kernel.wait_ready(Duration::from_secs(30)).await;
+    let stop = stop_signal()?;
     tracing::info!(
         http = %http_addr,
         grpc = %grpc_addr,
@@ -213,7 +245,7 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     println!("minoots ready on http://{http_addr} (gRPC {grpc_addr})");
 
-    stop_signal().await?;
+    stop.await;
     // Stop taking requests, let deliveries in progress finish (or hand them back), then
     // stop the kernel and close the store.
     let _ = http_stop.send(());

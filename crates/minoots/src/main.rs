@@ -8,6 +8,7 @@ mod config_file;
 mod control_plane_cmd;
 mod health;
 mod kernel_cmd;
+mod mcp_cmd;
 mod orchestrator_cmd;
 
 use std::net::SocketAddr;
@@ -76,6 +77,8 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Serve MINOOTS's MCP tools on stdin/stdout for an agent, through a server's REST API.
+    Mcp(mcp_cmd::McpArgs),
     /// Print the REST API's OpenAPI document (the same as GET /openapi.json).
     Openapi,
     /// Run a benchmark and print its results as JSON lines and a summary.
@@ -145,6 +148,7 @@ fn main() -> anyhow::Result<()> {
             Command::ControlPlane(args) => control_plane_cmd::run_control_plane(args).await,
             Command::Kernel(args) => kernel_cmd::run(args).await,
             Command::Orchestrator(args) => orchestrator_cmd::run(args).await,
+            Command::Mcp(args) => mcp_cmd::run(args).await,
             Command::Bench { workload } => bench::run(workload).await,
             Command::Timers { client, command } => client_cmd::timers(client, command).await,
             Command::Keys { client, command } => client_cmd::keys(client, command).await,

@@ -1,0 +1,149 @@
+//! The MCP tools through rmcp's own client, against a live control plane on loopback
+//! (in-process kernel on a fresh SQLite store) reached over HTTP with the demo key:
+//! the tool list, create then wait until fired, a bad duration as a tool error naming the
+//! field, cancel, and an unknown timer as "not found".
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use minoots_control_plane::{AppState, Bootstrap, ControlPlaneConfig, bootstrap, serve};
+use minoots_core::{Clock, SystemClock};
+use minoots_kernel::{Kernel, KernelApi, KernelConfig};
+use minoots_mcp::{Backend, MinootsMcp, RemoteApi};
+use minoots_store::{SqliteConfig, SqliteStore, Store};
+use rmcp::ServiceExt;
+use rmcp::model::{CallToolRequestParams, CallToolResult, JsonObject};
+use serde_json::{Value, json};
+
+/// Bound on every client call: a wait for a 1 s timer on a loaded machine.
+const CALL_LIMIT: Duration = Duration::from_secs(60);
+
+fn args(v: Value) -> JsonObject {
+    v.as_object().unwrap().clone()
+}
+
+fn text(r: &CallToolResult) -> String {
+    r.content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_against_a_live_control_plane() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(SqliteConfig::new(dir.path()), clock.clone()).unwrap());
+    let kernel = Kernel::start(store, clock, KernelConfig::default()).unwrap();
+    let api: Arc<dyn KernelApi> = kernel.clone();
+    bootstrap(
+        api.as_ref(),
+        Bootstrap {
+            admin_key: None,
+            demo: true,
+        },
+    )
+    .await
+    .unwrap();
+    let config = ControlPlaneConfig {
+        demo: true,
+        ..ControlPlaneConfig::default()
+    };
+    let state = AppState::new(api, config, Some(kernel.clone())).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let http = tokio::spawn(serve(state, listener, async {
+        let _ = stopped.await;
+    }));
+
+    let backend = Backend::Remote(RemoteApi::new(&url, "mnt_demo_key_free").unwrap());
+    let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+    let server = tokio::spawn(async move {
+        let running = MinootsMcp::new(backend).serve(server_io).await.unwrap();
+        let _ = running.waiting().await;
+    });
+    let client = ().serve(client_io).await.unwrap();
+    let call = |name: &'static str, a: Value| {
+        let client = &client;
+        async move {
+            tokio::time::timeout(
+                CALL_LIMIT,
+                client.call_tool(CallToolRequestParams::new(name).with_arguments(args(a))),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("{name} did not answer within {CALL_LIMIT:?}"))
+            .unwrap()
+        }
+    };
+
+    let tools = client.list_all_tools().await.unwrap();
+    let mut names: Vec<String> = tools.iter().map(|t| t.name.to_string()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "cancel_timer",
+            "create_timer",
+            "get_timer",
+            "list_deliveries",
+            "list_timers",
+            "redrive_timer",
+            "sleep",
+            "wait_for_timer"
+        ]
+    );
+
+    let created = call(
+        "create_timer",
+        json!({"duration": "1s", "name": "rust-client"}),
+    )
+    .await;
+    assert_eq!(created.is_error, Some(false), "{}", text(&created));
+    let timer = created.structured_content.clone().unwrap();
+    assert_eq!(timer["status"], "scheduled");
+    assert_eq!(timer["requestedBy"], "mcp");
+    assert_eq!(
+        serde_json::from_str::<Value>(&text(&created)).unwrap(),
+        timer,
+        "the text and the structured content carry the same timer"
+    );
+    let id = timer["id"].as_str().unwrap().to_string();
+
+    let waited = call("wait_for_timer", json!({"id": id, "timeout": "30s"})).await;
+    assert_eq!(waited.is_error, Some(false), "{}", text(&waited));
+    let fired = waited.structured_content.unwrap();
+    assert!(
+        ["fired", "settled"].contains(&fired["status"].as_str().unwrap()),
+        "wait_for_timer answered before the timer fired: {fired}"
+    );
+
+    let bad = call("create_timer", json!({"duration": "soon"})).await;
+    assert_eq!(bad.is_error, Some(true));
+    assert!(text(&bad).starts_with("duration:"), "{}", text(&bad));
+    assert_eq!(
+        bad.structured_content.unwrap()["status"],
+        400,
+        "the API's problem document comes along"
+    );
+
+    let later = call("create_timer", json!({"duration": "1h"})).await;
+    let later_id = later.structured_content.unwrap()["id"].clone();
+    let cancelled = call("cancel_timer", json!({"id": later_id, "reason": "done"})).await;
+    assert_eq!(cancelled.structured_content.unwrap()["status"], "cancelled");
+
+    let missing = call(
+        "get_timer",
+        json!({"id": "0193a0c4-8f1e-7cc3-9d0e-3f1b2a4c5d6e"}),
+    )
+    .await;
+    assert_eq!(missing.is_error, Some(true));
+    assert!(text(&missing).contains("not found"), "{}", text(&missing));
+
+    client.cancel().await.unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), http).await;
+    kernel.shutdown().await;
+}

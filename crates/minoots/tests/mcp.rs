@@ -1,0 +1,330 @@
+//! The MCP server driven by a real MCP client (the official Python SDK, `mcp` on PyPI)
+//! against a live `minoots serve --demo`: over stdio (`minoots mcp --url --api-key`) and
+//! over streamable HTTP (`/mcp` on the control plane). The client initializes, lists the
+//! tools, creates a 1 s timer and waits for it (with progress), cancels another, gets a
+//! tool error naming the field for a bad duration, gets "not found" for another tenant's
+//! timer, and sleeps 1 s. Also: `/mcp` without or with an unknown key is 401, and a
+//! foreign `Origin` or `Host` is 403.
+//!
+//! Without the Python SDK the test prints "skipped: python mcp SDK not installed".
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_port, start_process, terminate};
+use serde_json::{Value, json};
+
+const ADMIN_KEY: &str = "mnt_mcp_admin_key_0123456789abcdef0123456789";
+const DEMO_KEY: &str = "mnt_demo_key_free";
+/// The client script's whole run, on a loaded machine.
+const CLIENT_LIMIT: Duration = Duration::from_secs(180);
+
+/// Kills the server if the test fails before stopping it, so no process outlives the test.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn python_mcp_installed() -> bool {
+    Command::new("python3")
+        .args(["-c", "import mcp"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Runs the client script with `args` and returns its RESULT line as JSON.
+fn run_client(args: &[&str]) -> Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp_client.py");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .args(args)
+        .env("MINOOTS_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start python3");
+    let started = Instant::now();
+    while child.try_wait().expect("poll the client").is_none() {
+        if started.elapsed() > CLIENT_LIMIT {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "the MCP client did not finish within {CLIENT_LIMIT:?}; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the MCP client failed ({:?}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .unwrap_or_else(|| panic!("no RESULT line in the client's output:\n{stdout}"));
+    serde_json::from_str(line).unwrap()
+}
+
+/// What every run of the scenario must have seen.
+fn check_scenario(r: &Value, transport: &str) {
+    let ctx = format!("{transport}: {r:#}");
+    assert_eq!(r["serverName"], "minoots", "{ctx}");
+    assert_eq!(
+        r["tools"],
+        json!([
+            "cancel_timer",
+            "create_timer",
+            "get_timer",
+            "list_deliveries",
+            "list_timers",
+            "redrive_timer",
+            "sleep",
+            "wait_for_timer"
+        ]),
+        "{ctx}"
+    );
+    assert_eq!(r["toolsWithSchemas"], 8, "{ctx}");
+    assert_eq!(r["createdStatus"], "scheduled", "{ctx}");
+    assert_eq!(r["createdTextIsJson"], true, "{ctx}");
+    let fired = ["fired", "settled"];
+    assert!(
+        fired.contains(&r["waitedStatus"].as_str().unwrap_or("")),
+        "wait_for_timer returned before the timer fired; {ctx}"
+    );
+    assert!(r["waitedFiredAt"].is_string(), "{ctx}");
+    let progress = r["progress"].as_array().unwrap();
+    assert!(!progress.is_empty(), "no progress notification; {ctx}");
+    assert!(
+        progress[0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("waiting for timer"),
+        "{ctx}"
+    );
+    assert!(
+        fired.contains(&r["getStatus"].as_str().unwrap_or("")),
+        "{ctx}"
+    );
+    assert_eq!(r["listedIds"], json!([r["createdId"]]), "{ctx}");
+    assert_eq!(r["deliveriesIsError"], false, "{ctx}");
+    assert_eq!(r["cancelled"]["isError"], false, "{ctx}");
+    assert_eq!(r["cancelled"]["status"], "cancelled", "{ctx}");
+    assert_eq!(r["cancelled"]["cancelReason"], "not needed", "{ctx}");
+    assert_eq!(r["cancelAgain"]["isError"], true, "{ctx}");
+    assert_eq!(r["badDuration"]["isError"], true, "{ctx}");
+    assert!(
+        r["badDuration"]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("duration:"),
+        "the bad duration's tool error does not name the field; {ctx}"
+    );
+    assert_eq!(r["unknownArgument"]["isError"], true, "{ctx}");
+    assert!(
+        r["unknownArgument"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("colour"),
+        "{ctx}"
+    );
+    for key in ["foreign", "foreignCancel"] {
+        assert_eq!(
+            r[key]["isError"], true,
+            "another tenant's timer was reachable; {ctx}"
+        );
+        assert!(
+            r[key]["text"].as_str().unwrap().contains("not found"),
+            "{ctx}"
+        );
+    }
+    assert_eq!(r["sleep"]["isError"], false, "{ctx}");
+    assert!(
+        fired.contains(&r["sleep"]["status"].as_str().unwrap_or("")),
+        "{ctx}"
+    );
+    assert!(
+        r["sleep"]["seconds"].as_f64().unwrap() >= 1.0,
+        "sleep 1s returned early; {ctx}"
+    );
+}
+
+/// Creates a 1 h timer with `key` through REST; returns its id.
+async fn timer_of(http: &reqwest::Client, base: &str, key: &str) -> String {
+    let r = http
+        .post(format!("{base}/timers"))
+        .header("x-api-key", key)
+        .header("content-type", "application/json")
+        .body(json!({"duration": "1h", "name": "not-yours"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    serde_json::from_str::<Value>(&r.text().await.unwrap()).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_tools_over_stdio_and_streamable_http_against_a_live_server() {
+    if !python_mcp_installed() {
+        println!("skipped: python mcp SDK not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let grpc = format!("127.0.0.1:{}", free_port());
+    let (server, _) = start_process(
+        &[
+            "serve",
+            "--demo",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--http-addr",
+            &addr,
+            "--grpc-addr",
+            &grpc,
+        ],
+        &[("MINOOTS_ADMIN_KEY", ADMIN_KEY)],
+        "minoots ready on ",
+    );
+    let mut server = KillOnDrop(Some(server));
+    let base = format!("http://{addr}");
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+
+    // A second tenant with its own key, through the admin API.
+    let post = |path: &str, key: &str, body: Value| {
+        http.post(format!("{base}{path}"))
+            .header("x-api-key", key)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    let r = post(
+        "/admin/tenants",
+        ADMIN_KEY,
+        json!({"id": "other", "name": "Other", "tier": "pro"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let r = post(
+        "/admin/keys",
+        ADMIN_KEY,
+        json!({"tenantId": "other", "name": "mcp-test", "roles": ["timers:read", "timers:write"]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    let other_key = serde_json::from_str::<Value>(&r.text().await.unwrap()).unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let others_timer = timer_of(&http, &base, &other_key).await;
+    let demo_timer = timer_of(&http, &base, DEMO_KEY).await;
+
+    // `/mcp` refuses a missing or unknown key before any MCP handling, and foreign
+    // browser origins and host names (DNS rebinding).
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "probe", "version": "1"}}});
+    let mcp = format!("{base}/mcp");
+    let probe = |headers: &[(&str, &str)]| {
+        let mut rb = http
+            .post(&mcp)
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .body(init.to_string());
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
+        }
+        rb.send()
+    };
+    let r = probe(&[]).await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/problem+json",
+        "a refused key is answered like the REST API"
+    );
+    assert!(r.text().await.unwrap().contains("API key"));
+    let r = probe(&[("authorization", "Bearer mnt_no_such_key_0000000000000000")])
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = probe(&[("x-api-key", DEMO_KEY), ("origin", "http://evil.example")])
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "a foreign Origin was accepted");
+    let r = probe(&[("x-api-key", DEMO_KEY), ("host", "evil.example")])
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "a foreign Host was accepted");
+    let own_origin = format!("http://{addr}");
+    let r = probe(&[("x-api-key", DEMO_KEY), ("origin", &own_origin)])
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the server's own origin was refused");
+    assert!(r.headers().contains_key("mcp-session-id"));
+    drop(r);
+
+    // Over stdio, acting as tenant "test" with the demo key.
+    let bin = env!("CARGO_BIN_EXE_minoots");
+    let stdio = tokio::task::spawn_blocking({
+        let base = base.clone();
+        move || {
+            run_client(&[
+                "stdio",
+                "--foreign-id",
+                &others_timer,
+                "--",
+                bin,
+                "mcp",
+                "--url",
+                &base,
+                "--api-key",
+                DEMO_KEY,
+            ])
+        }
+    })
+    .await
+    .unwrap();
+    check_scenario(&stdio, "stdio");
+
+    // Over streamable HTTP, acting as tenant "other" with its key.
+    let streamable = tokio::task::spawn_blocking(move || {
+        run_client(&[
+            "http",
+            &mcp,
+            "--api-key",
+            &other_key,
+            "--foreign-id",
+            &demo_timer,
+        ])
+    })
+    .await
+    .unwrap();
+    check_scenario(&streamable, "streamable HTTP");
+    assert_ne!(stdio["createdId"], streamable["createdId"]);
+
+    let mut child = server.0.take().unwrap();
+    terminate(&child);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "minoots serve exited with {status}");
+}
