@@ -382,6 +382,9 @@ async fn dispatch_fires(
     delivery_notify: Arc<Notify>,
 ) {
     let max_merged = shared.config.fire_batch;
+    // Fires that failed in a row (the store cannot write): the pause before the next try
+    // doubles with each, so a read-only or full disk costs a try every few seconds.
+    let mut failures = 0u32;
     loop {
         let batch = outbox.take(max_merged);
         if batch.is_empty() {
@@ -393,18 +396,36 @@ async fn dispatch_fires(
             outbox.ready.notified().await;
             continue;
         }
-        fire_with_retry(store.as_ref(), &shared, batch, &delivery_notify).await;
+        if fire_with_retry(store.as_ref(), &shared, batch, &delivery_notify, failures).await {
+            failures = 0;
+        } else {
+            failures = failures.saturating_add(1);
+        }
     }
 }
 
+/// The pause after the first failed fire; it doubles per failure in a row.
+const FIRE_RETRY_FIRST: Duration = Duration::from_millis(200);
+/// The longest pause between tries of a failing fire.
+const FIRE_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// The pause after `failures_before + 1` failed fires in a row.
+fn fire_retry_pause(failures_before: u32) -> Duration {
+    FIRE_RETRY_FIRST
+        .saturating_mul(1u32 << failures_before.min(8))
+        .min(FIRE_RETRY_MAX)
+}
+
 /// Fires a batch; on a store error the timers go back to the window and are tried again
-/// after a short pause (they are still `scheduled` in the store, so nothing is lost).
+/// after a pause that grows with the failures in a row (they are still `scheduled` in the
+/// store, so nothing is lost). True when the batch was fired.
 async fn fire_with_retry(
     store: &dyn Store,
     shared: &Shared,
     batch: Vec<FireRequest>,
     notify: &Notify,
-) {
+    failures_before: u32,
+) -> bool {
     match store.fire_timers(batch.clone()).await {
         Ok(outcomes) => {
             if outcomes
@@ -413,11 +434,19 @@ async fn fire_with_retry(
             {
                 notify.notify_waiters();
             }
+            true
         }
         Err(e) => {
             KernelMetrics::inc(&shared.metrics.fire_errors, 1);
-            tracing::error!(error = %e, timers = batch.len(), "firing failed; retrying shortly");
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            let pause = fire_retry_pause(failures_before);
+            // One error per outage, then quieter reminders at each (growing) pause.
+            if failures_before == 0 {
+                tracing::error!(error = %e, timers = batch.len(), "firing failed; retrying shortly");
+            } else {
+                tracing::warn!(error = %e, timers = batch.len(), failures = failures_before + 1,
+                    retry_in_ms = pause.as_millis() as u64, "firing still failing");
+            }
+            tokio::time::sleep(pause).await;
             // Back into the window. The request carries the fired time, not the due time;
             // the fired time is at or after it, so the timer still never fires early.
             let mut st = shared.state.lock().expect("scheduler poisoned");
@@ -428,6 +457,7 @@ async fn fire_with_retry(
                 });
             }
             shared.wake.notify_one();
+            false
         }
     }
 }
@@ -495,5 +525,17 @@ async fn run_loader(store: Arc<dyn Store>, shared: Arc<Shared>) {
             _ = tokio::time::sleep(cfg.refill_interval) => {}
             _ = shared.loader_wake.notified() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_fire_is_retried_after_doubling_pauses_capped_at_five_seconds() {
+        let pauses: Vec<u128> = (0..8).map(|f| fire_retry_pause(f).as_millis()).collect();
+        assert_eq!(pauses, [200, 400, 800, 1_600, 3_200, 5_000, 5_000, 5_000]);
+        assert_eq!(fire_retry_pause(u32::MAX), FIRE_RETRY_MAX);
     }
 }
