@@ -18,6 +18,7 @@
 //! Each section prints one JSON object per line; nothing here asserts timings.
 
 mod churn;
+mod crash;
 mod http;
 mod recovery;
 
@@ -45,6 +46,9 @@ pub enum Workload {
     /// W5: many pending and some overdue timers, SIGKILL, restart: ready time, time to fire
     /// the overdue ones, lost and duplicated.
     Recovery(recovery::RecoveryBench),
+    /// Timers created at a steady rate while `minoots serve` is SIGKILLed and
+    /// restarted; lost, early and duplicated deliveries, then a SIGTERM that must exit 0.
+    Crash(crash::CrashBench),
 }
 
 #[derive(clap::Args, Clone)]
@@ -117,6 +121,7 @@ pub async fn run(w: Workload) -> anyhow::Result<()> {
         Workload::Http(b) => http::run(b).await,
         Workload::Churn(b) => churn::run(b).await,
         Workload::Recovery(b) => recovery::run(b).await,
+        Workload::Crash(b) => crash::run(b).await,
     }
 }
 
