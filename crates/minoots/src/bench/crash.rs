@@ -11,10 +11,11 @@
 //!   every timer that exists counts as acknowledged);
 //! * early = receipts before the timer's `fireAt` (from the server's answer) = 0, with no
 //!   tolerance: the sink and the server read the same clock;
-//! * every repeated receipt of a `webhook-id` has a kill between it and the previous one
-//!   (only a delivery in flight at a kill may run twice), and duplicates ≤ kills × the
-//!   orchestrator's `--max-in-flight` (at most that many webhooks are executing when the
-//!   process dies);
+//! * every repeated receipt of a `webhook-id` has a kill between it and the previous one,
+//!   and that previous receipt came at most the webhook timeout (plus an allowance) before
+//!   the kill: only a delivery in flight at a kill may run twice. Duplicates across one kill
+//!   ≤ the orchestrator's `--max-in-flight` (at most that many webhooks are executing when
+//!   the process dies), so in all ≤ kills × `--max-in-flight`;
 //! * the final SIGTERM exits 0.
 //!
 //! It prints one JSON line (`"section": "crash"`) and fails if a guarantee is violated. It
@@ -89,6 +90,9 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_DOWNTIME_MS: u64 = 300;
 /// The webhook's own timeout; below the lease, so an attempt never outlives its lease.
 const WEBHOOK_TIMEOUT_MS: u64 = 2_000;
+/// An attempt in flight at a kill was received by the sink at most this long before it: the
+/// webhook's timeout plus a generous allowance for the sink's answer and the report's commit.
+const IN_FLIGHT_WINDOW_US: i64 = (WEBHOOK_TIMEOUT_MS as i64 + 2_000) * 1_000;
 /// Receipts fsynced together by the sink's writer.
 const MAX_SINK_BATCH: usize = 4_096;
 /// Receipts waiting for the sink's writer.
@@ -687,7 +691,9 @@ pub async fn run(b: CrashBench) -> anyhow::Result<()> {
             let straddled: Vec<usize> = kills
                 .iter()
                 .enumerate()
-                .filter(|(_, (sent, dead))| pair[0] <= *dead && pair[1] >= *sent)
+                .filter(|(_, (sent, dead))| {
+                    pair[0] <= *dead && pair[0] >= sent - IN_FLIGHT_WINDOW_US && pair[1] >= *sent
+                })
                 .map(|(k, _)| k)
                 .collect();
             match straddled.first() {
