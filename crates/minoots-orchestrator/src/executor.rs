@@ -72,6 +72,9 @@ fn host_busy_delay() -> Duration {
     HOST_BUSY_DELAY + Duration::from_micros(jitter_us as u64)
 }
 
+/// On a graceful stop, the stream of leases is read until it stays quiet this long, so a
+/// claim the kernel is committing is received and handed back rather than left leased.
+const STOP_DRAIN_QUIET: Duration = Duration::from_millis(50);
 /// An attempt is not started with less than this left of its lease.
 const LEASE_MARGIN: Duration = Duration::from_millis(500);
 
@@ -247,13 +250,22 @@ impl Orchestrator {
             while tasks.try_join_next().is_some() {}
         }
         // Graceful stop: hand back what was leased but not started, then let the started
-        // deliveries finish and report.
+        // deliveries finish and report. What the stream holds is taken first and released
+        // only after the stream is closed: a delivery released while the lease session is
+        // still open is due at once and would be leased to this executor again.
         if let Some(mut leases) = stream.take() {
+            let mut unstarted = Vec::new();
             for _ in 0..self.config.prefetch.saturating_mul(2).max(1) {
-                match tokio::time::timeout(Duration::from_millis(20), leases.next()).await {
-                    Ok(Some(Ok(d))) => self.release(&d).await,
+                match tokio::time::timeout(STOP_DRAIN_QUIET, leases.next()).await {
+                    Ok(Some(Ok(d))) => unstarted.push(d),
                     _ => break,
                 }
+            }
+            // Closing the stream ends the lease session; a claim it commits after this is
+            // handed back by the kernel itself.
+            drop(leases);
+            for d in &unstarted {
+                self.release(d).await;
             }
         }
         let deadline = tokio::time::Instant::now() + self.config.shutdown_grace;

@@ -18,6 +18,7 @@
 //! Each section prints one JSON object per line; nothing here asserts timings.
 
 mod churn;
+mod crash;
 mod http;
 mod recovery;
 
@@ -63,6 +64,9 @@ pub enum Workload {
     /// W1 to W6 one after another, each in its own process (so one workload's memory does
     /// not inflate the next one's baseline), in one sitting.
     All(AllBench),
+    /// Timers created at a steady rate while `minoots serve` is SIGKILLed and
+    /// restarted; lost, early and duplicated deliveries, then a SIGTERM that must exit 0.
+    Crash(crash::CrashBench),
 }
 
 #[derive(clap::Args, Clone)]
@@ -234,6 +238,7 @@ pub async fn run(w: Workload) -> anyhow::Result<()> {
         Workload::Http(b) => http::run(b).await,
         Workload::Recovery(b) => recovery::run(b).await,
         Workload::Churn(b) => churn::run(b).await,
+        Workload::Crash(b) => crash::run(b).await,
         Workload::All(b) => run_all(b),
     }
 }

@@ -68,7 +68,15 @@ pub struct ServeArgs {
     /// Deliveries executing at once.
     #[arg(long, env = "MINOOTS_MAX_IN_FLIGHT", default_value_t = 256)]
     pub max_in_flight: u32,
+    /// How long a delivery is leased: after a crash, what was in flight runs again once
+    /// this has passed. Keep it above your longest action timeout.
+    #[arg(long, env = "MINOOTS_LEASE_TTL_MS", default_value_t = 150_000)]
+    pub lease_ttl_ms: u64,
 }
+
+/// On a graceful stop, how long `serve` waits for leased deliveries to be handed back
+/// before it closes the store.
+const LEASES_BACK_WAIT: Duration = Duration::from_secs(5);
 
 fn config_of(http: &HttpArgs) -> anyhow::Result<ControlPlaneConfig> {
     let mut config = ControlPlaneConfig {
@@ -216,6 +224,7 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let mut ocfg = OrchestratorConfig::new(format!("serve-{}", std::process::id()));
     ocfg.max_in_flight = args.max_in_flight.clamp(1, 4_096);
+    ocfg.lease_ttl = Duration::from_millis(args.lease_ttl_ms.clamp(1_000, 3_600_000));
     ocfg.targets = targets;
     ocfg.commands = args.kernel.actions.commands()?;
     ocfg.files = args.kernel.actions.files()?;
@@ -255,6 +264,20 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     // Long-lived streams (SSE, waits, leases) would hold the servers open: at most 5 s.
     let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), grpc).await;
+    // A lease session that was committing a claim when the orchestrator left hands that
+    // claim back on its own: wait (bounded) for no lease to be left before closing the
+    // store, or those deliveries would wait for their leases to expire after a restart.
+    // Orchestrators of other processes may hold leases too; they only cost the bound.
+    let leases_back = tokio::time::Instant::now() + LEASES_BACK_WAIT;
+    while tokio::time::Instant::now() < leases_back
+        && kernel
+            .store()
+            .stats()
+            .await
+            .is_ok_and(|s| s.in_flight_deliveries > 0)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     kernel.shutdown().await;
     tracing::info!("MINOOTS stopped");
     Ok(())

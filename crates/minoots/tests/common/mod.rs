@@ -84,3 +84,55 @@ pub fn start_process(
         .unwrap_or_else(|_| panic!("minoots {args:?} printed \"{ready_prefix}\""));
     (child, line)
 }
+
+/// Starts `minoots serve` on `data_dir` with fixed ports (so a restart answers at the same
+/// address) and extra flags; waits for its ready line. Returns the child and the REST base URL.
+pub fn start_serve(
+    data_dir: &Path,
+    http_port: u16,
+    grpc_port: u16,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (Child, String) {
+    let http = format!("127.0.0.1:{http_port}");
+    let grpc = format!("127.0.0.1:{grpc_port}");
+    let mut args = vec![
+        "serve",
+        "--data-dir",
+        data_dir.to_str().expect("a UTF-8 path"),
+        "--http-addr",
+        &http,
+        "--grpc-addr",
+        &grpc,
+    ];
+    args.extend_from_slice(extra);
+    let (child, _) = start_process(&args, env, "minoots ready on ");
+    (child, format!("http://{http}"))
+}
+
+/// Waits (bounded by `limit`) for a child to exit; kills it and panics if it does not.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for minoots") {
+            return status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("minoots did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Owns a child process and SIGKILLs it when dropped, so a failing test leaves no server
+/// running.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
