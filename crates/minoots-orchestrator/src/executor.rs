@@ -78,6 +78,31 @@ const STOP_DRAIN_QUIET: Duration = Duration::from_millis(50);
 /// An attempt is not started with less than this left of its lease.
 const LEASE_MARGIN: Duration = Duration::from_millis(500);
 
+/// What to do with a leased delivery, given how much of its lease is left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LeasePlan {
+    /// The attempt fits in what is left of the lease.
+    Run,
+    /// Hand it back: it is leased again soon with a full lease, which fits the attempt.
+    HandBack,
+    /// Even a full lease is shorter than the attempt may take (the lease TTL is set below
+    /// the action's timeout): run it, but stop it after this long, before the lease ends.
+    RunCutAt(Duration),
+}
+
+/// Decides how an attempt that may take `budget` starts with `lease_left` of its lease,
+/// leases lasting `lease_ttl`: never so that it can still run when the lease ends.
+fn lease_plan(lease_left: Duration, budget: Duration, lease_ttl: Duration) -> LeasePlan {
+    let needed = budget + LEASE_MARGIN;
+    if lease_left >= needed {
+        LeasePlan::Run
+    } else if lease_ttl >= needed || lease_left <= LEASE_MARGIN {
+        LeasePlan::HandBack
+    } else {
+        LeasePlan::RunCutAt(lease_left - LEASE_MARGIN)
+    }
+}
+
 impl OrchestratorConfig {
     pub fn new(lease_owner: impl Into<String>) -> Self {
         Self {
@@ -295,6 +320,18 @@ impl Orchestrator {
         }
     }
 
+    /// The longest an attempt of `action` may take: the webhook's or command's timeout (a
+    /// command also gets its kill grace); a file append is quick.
+    fn attempt_budget(&self, action: &Action) -> Duration {
+        match action {
+            Action::Webhook(w) => Duration::from_millis(u64::from(w.timeout_ms())),
+            Action::Command(c) => {
+                Duration::from_millis(u64::from(c.timeout_ms())) + self.config.commands.kill_grace
+            }
+            Action::File(_) => Duration::ZERO,
+        }
+    }
+
     /// Hands back a delivery this executor cannot start yet; it is due again after `delay`.
     async fn release_later(&self, d: &LeasedDelivery, delay: Duration) {
         self.metrics.deferred();
@@ -410,19 +447,29 @@ impl Orchestrator {
         parsed_url: Option<Result<url::Url, url::ParseError>>,
         _host_slot: Option<OwnedSemaphorePermit>,
     ) {
-        // The delivery may have waited in the lease buffer; an attempt started on a nearly
-        // expired lease would run alongside the executor it is handed to next. Such a
-        // delivery is handed back instead.
+        // The delivery may have waited in the lease buffer or for its host; an attempt
+        // still running when the lease ends would run alongside the executor the delivery
+        // is handed to next (a duplicate without any crash). See [`lease_plan`].
         let lease_left_us = d
             .delivery
             .lease_expires_at_us
             .unwrap_or(i64::MAX)
-            .saturating_sub(SystemClock.now_us());
-        if lease_left_us < LEASE_MARGIN.as_micros() as i64 {
-            tracing::warn!(delivery = %d.delivery.id, "lease nearly expired before the attempt started; handing it back");
-            self.release(&d).await;
-            return;
-        }
+            .saturating_sub(SystemClock.now_us())
+            .max(0);
+        let plan = lease_plan(
+            Duration::from_micros(lease_left_us as u64),
+            self.attempt_budget(&d.action),
+            self.config.lease_ttl,
+        );
+        let cut_at = match plan {
+            LeasePlan::HandBack => {
+                tracing::debug!(delivery = %d.delivery.id, "lease too short for the attempt; handing it back");
+                self.release(&d).await;
+                return;
+            }
+            LeasePlan::Run => None,
+            LeasePlan::RunCutAt(limit) => Some(limit),
+        };
         let started_at_us = SystemClock.now_us();
         let started = Instant::now();
         let running = self.metrics.running();
@@ -439,18 +486,30 @@ impl Orchestrator {
                         Some(b) => serde_json::to_vec(b).unwrap_or_default(),
                         None => envelope_bytes(&d),
                     };
-                    self.webhooks
-                        .deliver(WebhookCall {
-                            action: w,
-                            url: parsed_url.as_ref().and_then(|u| u.as_ref().ok()),
-                            delivery_id: &d.delivery.id.to_string(),
-                            timer_id: &d.timer.id.to_string(),
-                            attempt: d.delivery.attempt,
-                            secrets: &secrets,
-                            timestamp_s: started_at_us.div_euclid(1_000_000),
-                            body,
-                        })
-                        .await
+                    let (delivery_id, timer_id) =
+                        (d.delivery.id.to_string(), d.timer.id.to_string());
+                    let call = self.webhooks.deliver(WebhookCall {
+                        action: w,
+                        url: parsed_url.as_ref().and_then(|u| u.as_ref().ok()),
+                        delivery_id: &delivery_id,
+                        timer_id: &timer_id,
+                        attempt: d.delivery.attempt,
+                        secrets: &secrets,
+                        timestamp_s: started_at_us.div_euclid(1_000_000),
+                        body,
+                    });
+                    match cut_at {
+                        None => call.await,
+                        Some(limit) => tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+                            ExecResult::failure(
+                                AttemptOutcome::Retryable,
+                                format!(
+                                    "stopped after {} ms at the end of its lease (the lease is shorter than the webhook's timeout; raise the lease TTL)",
+                                    limit.as_millis()
+                                ),
+                            )
+                        }),
+                    }
                 }
                 Err(e) => ExecResult::failure(
                     AttemptOutcome::Retryable,
@@ -540,6 +599,25 @@ pub fn envelope_bytes(d: &LeasedDelivery) -> Vec<u8> {
 mod tests {
     use super::*;
     use minoots_core::{Delivery, DeliveryId, DeliveryStatus, Timer, TimerId, TimerRequest};
+
+    #[test]
+    fn an_attempt_never_starts_so_that_it_can_outlive_its_lease() {
+        let s = Duration::from_secs;
+        let ttl = s(150);
+        // A fresh lease covers a 30 s webhook.
+        assert_eq!(lease_plan(s(150), s(30), ttl), LeasePlan::Run);
+        // After waiting for its host, 20 s are left for a 30 s webhook: handed back, to be
+        // leased again with a full lease.
+        assert_eq!(lease_plan(s(20), s(30), ttl), LeasePlan::HandBack);
+        assert_eq!(lease_plan(s(30), s(30), ttl), LeasePlan::HandBack);
+        // A lease TTL below the timeout (misconfigured): the attempt runs but is stopped
+        // before the lease ends, and one with almost nothing left is handed back.
+        assert_eq!(
+            lease_plan(s(2), s(30), s(2)),
+            LeasePlan::RunCutAt(s(2) - LEASE_MARGIN)
+        );
+        assert_eq!(lease_plan(LEASE_MARGIN, s(30), s(2)), LeasePlan::HandBack);
+    }
 
     #[test]
     fn the_envelope_bytes_are_the_envelope_value_encoded() {
