@@ -428,6 +428,8 @@ fn dist_us(mut v: Vec<i64>) -> serde_json::Value {
 /// Appends 4 KiB and fdatasyncs, repeatedly for about a second: the disk's durable-write rate.
 fn fsync_calibration(dir: &Path) -> anyhow::Result<serde_json::Value> {
     use std::os::unix::io::AsRawFd;
+    // The first thing a workload does with its `--dir`, which may not exist yet.
+    std::fs::create_dir_all(dir)?;
     let path = dir.join("fsync-calibration.tmp");
     let mut f = std::fs::OpenOptions::new()
         .create(true)
