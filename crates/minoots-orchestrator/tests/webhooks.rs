@@ -8,15 +8,13 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use minoots_core::{Clock, DeliveryStatus, EventType, SystemClock, TimerRequest, TimerStatus};
-use minoots_kernel::{Kernel, KernelApi, KernelConfig};
-use minoots_orchestrator::executor::{Orchestrator, OrchestratorConfig};
+use minoots_core::{DeliveryStatus, TimerStatus};
+use minoots_kernel::KernelApi;
 use minoots_orchestrator::ssrf::TargetPolicy;
-use minoots_store::{EventQuery, SqliteConfig, SqliteStore, Store};
-use tokio::sync::{Notify, watch};
-use tokio_stream::StreamExt;
+use tokio::sync::Notify;
 
-const WAIT: Duration = Duration::from_secs(20);
+mod common;
+use common::{Setup, WAIT, loopback_allowed};
 
 /// How the sink answers one request.
 #[derive(Clone)]
@@ -108,98 +106,33 @@ async fn start_sink(script: Vec<Reply>) -> (Arc<Sink>, String) {
     (sink, url)
 }
 
-struct Setup {
-    kernel: Arc<Kernel>,
-    stop: watch::Sender<bool>,
-    orchestrator: tokio::task::JoinHandle<()>,
-    _dir: tempfile::TempDir,
-}
-
 async fn start(targets: TargetPolicy) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let store: Arc<dyn Store> =
-        Arc::new(SqliteStore::open(SqliteConfig::new(dir.path()), clock.clone()).unwrap());
-    let kernel = Kernel::start(store, clock, KernelConfig::default()).unwrap();
-    let mut config = OrchestratorConfig::new("orch-test");
-    config.targets = targets;
-    let orch = Orchestrator::new(kernel.clone(), config).unwrap();
-    let (stop, stop_rx) = watch::channel(false);
-    let orchestrator = tokio::spawn(orch.run(stop_rx));
-    Setup {
-        kernel,
-        stop,
-        orchestrator,
-        _dir: dir,
-    }
+    common::start_with(|c| c.targets = targets).await
 }
 
-impl Setup {
-    async fn schedule(&self, url: &str, extra: &str) -> minoots_core::Timer {
-        self.schedule_with(url, extra, 200).await
-    }
-
-    async fn schedule_with(
-        &self,
-        url: &str,
-        extra: &str,
-        max_backoff_ms: u64,
-    ) -> minoots_core::Timer {
-        let json = format!(
-            r#"{{"duration": "10ms", "actionBundle": {{"actions": [{{"type": "webhook", "url": "{url}"{extra}}}],
-                "retryPolicy": {{"maxAttempts": 3, "initialBackoffMs": 50, "maxBackoffMs": {max_backoff_ms}}}}}}}"#
-        );
-        self.kernel
-            .schedule_timer("acme", TimerRequest::from_json(json.as_bytes()).unwrap())
-            .await
-            .unwrap()
-            .timer
-    }
-
-    /// Waits until the timer reaches `status` (settled or failed), woken by its events.
-    async fn wait_status(
-        &self,
-        id: minoots_core::TimerId,
-        status: TimerStatus,
-    ) -> minoots_core::Timer {
-        let query = EventQuery {
-            timer_id: Some(id),
-            types: vec![EventType::TimerSettled, EventType::TimerFailed],
-            ..Default::default()
-        };
-        let mut events = self.kernel.stream_events(query).await.unwrap();
-        loop {
-            let t = self.kernel.get_timer("acme", id).await.unwrap();
-            if t.status == status {
-                return t;
-            }
-            tokio::time::timeout(WAIT, events.next())
-                .await
-                .unwrap_or_else(|_| panic!("timer stayed {} (wanted {status})", t.status))
-                .expect("event stream open")
-                .unwrap();
-        }
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(true);
-        let _ = self.orchestrator.await;
-        self.kernel.shutdown().await;
-    }
+/// A webhook timer due in 10 ms, retried fast: 3 attempts, backoff from 50 ms up to 200 ms.
+async fn schedule(s: &Setup, url: &str, extra: &str) -> minoots_core::Timer {
+    schedule_with(s, url, extra, 200).await
 }
 
-fn loopback_allowed() -> TargetPolicy {
-    TargetPolicy {
-        allow_private: true,
-        allowed_cidrs: vec![],
-    }
+/// [`schedule`] with another backoff ceiling.
+async fn schedule_with(
+    s: &Setup,
+    url: &str,
+    extra: &str,
+    max_backoff_ms: u64,
+) -> minoots_core::Timer {
+    let retry = format!(
+        r#"{{"maxAttempts": 3, "initialBackoffMs": 50, "maxBackoffMs": {max_backoff_ms}}}"#
+    );
+    s.schedule("10ms", url, extra, &retry).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn success_on_the_first_try_is_signed_and_settles_the_timer() {
     let (sink, url) = start_sink(vec![]).await;
     let s = start(loopback_allowed()).await;
-    let t = s.schedule(&url, r#", "headers": {"x-team": "ops"}"#).await;
+    let t = schedule(&s, &url, r#", "headers": {"x-team": "ops"}"#).await;
     sink.wait_for(1).await;
     let t = s.wait_status(t.id, TimerStatus::Settled).await;
     let req = &sink.requests()[0];
@@ -239,7 +172,8 @@ async fn success_on_the_first_try_is_signed_and_settles_the_timer() {
 async fn a_content_type_set_by_the_tenant_replaces_the_default() {
     let (sink, url) = start_sink(vec![]).await;
     let s = start(loopback_allowed()).await;
-    s.schedule(
+    schedule(
+        &s,
         &url,
         r#", "headers": {"Content-Type": "text/plain"}, "body": "hello""#,
     )
@@ -255,7 +189,7 @@ async fn a_content_type_set_by_the_tenant_replaces_the_default() {
 async fn a_500_then_a_200_is_two_attempts_with_the_same_webhook_id() {
     let (sink, url) = start_sink(vec![Reply::Status(500, vec![])]).await;
     let s = start(loopback_allowed()).await;
-    let t = s.schedule(&url, "").await;
+    let t = schedule(&s, &url, "").await;
     sink.wait_for(2).await;
     s.wait_status(t.id, TimerStatus::Settled).await;
     let r = sink.requests();
@@ -279,7 +213,7 @@ async fn a_429_with_retry_after_waits_about_that_long() {
     let (sink, url) = start_sink(vec![Reply::Status(429, vec![("retry-after", "2".into())])]).await;
     let s = start(loopback_allowed()).await;
     // Retry-After is honoured up to maxBackoffMs (here 10 s, so 2 s is taken as given).
-    let t = s.schedule_with(&url, "", 10_000).await;
+    let t = schedule_with(&s, &url, "", 10_000).await;
     sink.wait_for(2).await;
     let r = sink.requests();
     let gap = r[1].at - r[0].at;
@@ -295,7 +229,7 @@ async fn a_429_with_retry_after_waits_about_that_long() {
 async fn a_410_stops_at_once() {
     let (sink, url) = start_sink(vec![Reply::Status(410, vec![])]).await;
     let s = start(loopback_allowed()).await;
-    let t = s.schedule(&url, "").await;
+    let t = schedule(&s, &url, "").await;
     let t = s.wait_status(t.id, TimerStatus::Failed).await;
     let ds = s.kernel.list_deliveries("acme", t.id).await.unwrap();
     assert_eq!(ds[0].delivery.status, DeliveryStatus::Dead);
@@ -308,7 +242,7 @@ async fn a_410_stops_at_once() {
 async fn a_hanging_server_times_out_and_is_retried() {
     let (sink, url) = start_sink(vec![Reply::Hang]).await;
     let s = start(loopback_allowed()).await;
-    let t = s.schedule(&url, r#", "timeoutMs": 300"#).await;
+    let t = schedule(&s, &url, r#", "timeoutMs": 300"#).await;
     sink.wait_for(2).await;
     let t = s.wait_status(t.id, TimerStatus::Settled).await;
     let ds = s.kernel.list_deliveries("acme", t.id).await.unwrap();
@@ -335,7 +269,7 @@ async fn exhausted_retries_fail_the_timer_and_a_redrive_runs_it_again() {
     ])
     .await;
     let s = start(loopback_allowed()).await;
-    let t = s.schedule(&url, "").await;
+    let t = schedule(&s, &url, "").await;
     let t = s.wait_status(t.id, TimerStatus::Failed).await;
     assert_eq!(sink.count(), 3, "maxAttempts 3");
     let ds = s.kernel.list_deliveries("acme", t.id).await.unwrap();
@@ -355,8 +289,8 @@ async fn exhausted_retries_fail_the_timer_and_a_redrive_runs_it_again() {
 async fn the_guard_blocks_loopback_targets_unless_allowed() {
     let (sink, url) = start_sink(vec![]).await;
     let s = start(TargetPolicy::default()).await;
-    let literal = s.schedule(&url, "").await;
-    let by_name = s.schedule(&url.replace("127.0.0.1", "localhost"), "").await;
+    let literal = schedule(&s, &url, "").await;
+    let by_name = schedule(&s, &url.replace("127.0.0.1", "localhost"), "").await;
     for id in [literal.id, by_name.id] {
         let t = s.wait_status(id, TimerStatus::Failed).await;
         let ds = s.kernel.list_deliveries("acme", t.id).await.unwrap();
@@ -376,7 +310,7 @@ async fn a_redirect_is_not_followed_and_is_recorded_with_its_location() {
     )])
     .await;
     let s = start(loopback_allowed()).await;
-    let t = s.schedule(&url, "").await;
+    let t = schedule(&s, &url, "").await;
     let t = s.wait_status(t.id, TimerStatus::Failed).await;
     let ds = s.kernel.list_deliveries("acme", t.id).await.unwrap();
     assert_eq!(ds[0].attempts.len(), 1, "not retried");
