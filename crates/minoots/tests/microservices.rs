@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::HeaderMap;
-use common::{WAIT, free_port, start_process, terminate};
+use common::{WAIT, free_port, get_json, start_process, terminate, until_event};
 use tokio::sync::Notify;
 
 const ADMIN_KEY: &str = "mnt_compose_admin_key_0123456789abcdef0123";
@@ -75,24 +75,6 @@ impl Sink {
         })
         .await
         .unwrap_or_else(|_| panic!("{n} requests to {path}"))
-    }
-}
-
-async fn get_json(http: &reqwest::Client, url: &str, key: &str) -> serde_json::Value {
-    let r = http.get(url).header("x-api-key", key).send().await.unwrap();
-    serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
-}
-
-/// Reads an SSE stream until an event of `ty` arrives.
-async fn until_event(resp: &mut reqwest::Response, ty: &str) {
-    let mut seen = String::new();
-    while !seen.contains(&format!("event: {ty}")) {
-        let chunk = tokio::time::timeout(WAIT, resp.chunk())
-            .await
-            .unwrap_or_else(|_| panic!("event {ty} arrives"))
-            .unwrap()
-            .expect("stream open");
-        seen.push_str(&String::from_utf8_lossy(&chunk));
     }
 }
 

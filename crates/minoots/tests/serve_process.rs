@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::http::HeaderMap;
-use common::{WAIT, free_port, terminate};
+use common::{WAIT, free_port, get_json, terminate, until_event};
 use tokio::sync::Notify;
 
 #[derive(Default)]
@@ -95,18 +95,12 @@ async fn serve_demo_runs_the_original_request_end_to_end() {
     tokio::time::timeout(WAIT, sink.arrived.notified())
         .await
         .expect("the webhook arrives");
-    let secret: serde_json::Value = serde_json::from_slice(
-        &http
-            .get(format!("{base}/webhook-secret"))
-            .header("X-API-Key", "mnt_demo_key_free")
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
+    let secret = get_json(
+        &http,
+        &format!("{base}/webhook-secret"),
+        "mnt_demo_key_free",
     )
-    .unwrap();
+    .await;
     {
         let got = sink.got.lock().unwrap();
         let (headers, body) = &got[0];
@@ -123,28 +117,9 @@ async fn serve_demo_runs_the_original_request_end_to_end() {
         .send()
         .await
         .unwrap();
-    let mut seen = String::new();
-    while !seen.contains("event: timer.settled") {
-        let chunk = tokio::time::timeout(WAIT, events.chunk())
-            .await
-            .expect("the settled event arrives")
-            .unwrap()
-            .expect("the stream stays open");
-        seen.push_str(&String::from_utf8_lossy(&chunk));
-    }
+    until_event(&mut events, "timer.settled").await;
     drop(events);
-    let t: serde_json::Value = serde_json::from_slice(
-        &http
-            .get(format!("{base}/timers/{id}"))
-            .header("X-API-Key", "mnt_demo_key_free")
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let t = get_json(&http, &format!("{base}/timers/{id}"), "mnt_demo_key_free").await;
     let status = t["status"].as_str().unwrap();
     assert_eq!(status, "settled");
 

@@ -136,3 +136,22 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// GETs `url` with the API key and parses the JSON body.
+pub async fn get_json(http: &reqwest::Client, url: &str, key: &str) -> serde_json::Value {
+    let r = http.get(url).header("x-api-key", key).send().await.unwrap();
+    serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
+}
+
+/// Reads an SSE stream until an event of `ty` arrives.
+pub async fn until_event(resp: &mut reqwest::Response, ty: &str) {
+    let mut seen = String::new();
+    while !seen.contains(&format!("event: {ty}")) {
+        let chunk = tokio::time::timeout(WAIT, resp.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("event {ty} arrives"))
+            .unwrap()
+            .expect("stream open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
