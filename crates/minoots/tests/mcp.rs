@@ -13,25 +13,14 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, start_process, terminate};
+use common::{KillOnDrop, call, free_port, start_process, terminate};
+use reqwest::Method;
 use serde_json::{Value, json};
 
 const ADMIN_KEY: &str = "mnt_mcp_admin_key_0123456789abcdef0123456789";
 const DEMO_KEY: &str = "mnt_demo_key_free";
 /// The client script's whole run, on a loaded machine.
 const CLIENT_LIMIT: Duration = Duration::from_secs(180);
-
-/// Kills the server if the test fails before stopping it, so no process outlives the test.
-struct KillOnDrop(Option<std::process::Child>);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 fn python_mcp_installed() -> bool {
     Command::new("python3")
@@ -165,19 +154,17 @@ fn check_scenario(r: &Value, transport: &str) {
 
 /// Creates a 1 h timer with `key` through REST; returns its id.
 async fn timer_of(http: &reqwest::Client, base: &str, key: &str) -> String {
-    let r = http
-        .post(format!("{base}/timers"))
-        .header("x-api-key", key)
-        .header("content-type", "application/json")
-        .body(json!({"duration": "1h", "name": "not-yours"}).to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    serde_json::from_str::<Value>(&r.text().await.unwrap()).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    let body = json!({"duration": "1h", "name": "not-yours"});
+    let (status, t) = call(
+        http,
+        Method::POST,
+        format!("{base}/timers"),
+        key,
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, 201);
+    t["id"].as_str().unwrap().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,38 +191,35 @@ async fn mcp_tools_over_stdio_and_streamable_http_against_a_live_server() {
         &[("MINOOTS_ADMIN_KEY", ADMIN_KEY)],
         "minoots ready on ",
     );
-    let mut server = KillOnDrop(Some(server));
+    let mut server = KillOnDrop(server);
     let base = format!("http://{addr}");
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
 
     // A second tenant with its own key, through the admin API.
-    let post = |path: &str, key: &str, body: Value| {
-        http.post(format!("{base}{path}"))
-            .header("x-api-key", key)
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
+    let post = |path: &str, key: &'static str, body: Value| {
+        call(
+            &http,
+            Method::POST,
+            format!("{base}{path}"),
+            key,
+            Some(body),
+        )
     };
-    let r = post(
+    let (status, answer) = post(
         "/admin/tenants",
         ADMIN_KEY,
         json!({"id": "other", "name": "Other", "tier": "pro"}),
     )
-    .await
-    .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-    let r = post(
+    .await;
+    assert_eq!(status, 201, "{answer}");
+    let (status, answer) = post(
         "/admin/keys",
         ADMIN_KEY,
         json!({"tenantId": "other", "name": "mcp-test", "roles": ["timers:read", "timers:write"]}),
     )
-    .await
-    .unwrap();
-    assert_eq!(r.status(), 201);
-    let other_key = serde_json::from_str::<Value>(&r.text().await.unwrap()).unwrap()["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    .await;
+    assert_eq!(status, 201);
+    let other_key = answer["key"].as_str().unwrap().to_string();
     let others_timer = timer_of(&http, &base, &other_key).await;
     let demo_timer = timer_of(&http, &base, DEMO_KEY).await;
 
@@ -323,8 +307,7 @@ async fn mcp_tools_over_stdio_and_streamable_http_against_a_live_server() {
     check_scenario(&streamable, "streamable HTTP");
     assert_ne!(stdio["createdId"], streamable["createdId"]);
 
-    let mut child = server.0.take().unwrap();
-    terminate(&child);
-    let status = child.wait().unwrap();
+    terminate(&server.0);
+    let status = server.0.wait().unwrap();
     assert!(status.success(), "minoots serve exited with {status}");
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use common::{KillOnDrop, free_port, start_serve, terminate, wait_exit};
+use common::{KillOnDrop, call, free_port, start_serve, terminate, wait_exit};
 use tokio::sync::Notify;
 
 const ADMIN_KEY: &str = "mnt_shutdown_test_admin_key_0123456789abcdef";
@@ -64,25 +64,6 @@ async fn hook(State(sink): State<Arc<Sink>>, headers: HeaderMap, _body: Bytes) -
     sink.arrived.notify_waiters();
     tokio::time::sleep(SINK_DELAY).await;
     "ok"
-}
-
-async fn call(
-    http: &reqwest::Client,
-    method: reqwest::Method,
-    url: String,
-    key: &str,
-    body: Option<serde_json::Value>,
-) -> (u16, serde_json::Value) {
-    let mut r = http.request(method, url).header("X-API-Key", key);
-    if let Some(b) = body {
-        r = r
-            .header("content-type", "application/json")
-            .body(b.to_string());
-    }
-    let resp = r.send().await.expect("the server answers");
-    let status = resp.status().as_u16();
-    let bytes = resp.bytes().await.unwrap();
-    (status, serde_json::from_slice(&bytes).unwrap_or_default())
 }
 
 fn parse_us(s: &str) -> i64 {

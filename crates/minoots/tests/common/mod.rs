@@ -137,10 +137,32 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// Sends `method url` with the API key and an optional JSON body; returns the status and
+/// the JSON answer (null when the answer is not JSON).
+pub async fn call(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    key: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut r = http.request(method, url).header("X-API-Key", key);
+    if let Some(b) = body {
+        r = r
+            .header("content-type", "application/json")
+            .body(b.to_string());
+    }
+    let resp = r.send().await.expect("the server answers");
+    let status = resp.status().as_u16();
+    let bytes = resp.bytes().await.unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap_or_default())
+}
+
 /// GETs `url` with the API key and parses the JSON body.
 pub async fn get_json(http: &reqwest::Client, url: &str, key: &str) -> serde_json::Value {
-    let r = http.get(url).header("x-api-key", key).send().await.unwrap();
-    serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
+    call(http, reqwest::Method::GET, url.to_string(), key, None)
+        .await
+        .1
 }
 
 /// Reads an SSE stream until an event of `ty` arrives.
