@@ -96,10 +96,21 @@ fn lease_plan(lease_left: Duration, budget: Duration, lease_ttl: Duration) -> Le
     let needed = budget + LEASE_MARGIN;
     if lease_left >= needed {
         LeasePlan::Run
-    } else if lease_ttl >= needed || lease_left <= LEASE_MARGIN {
+    } else if lease_left <= latest_start(budget, lease_ttl) {
         LeasePlan::HandBack
     } else {
         LeasePlan::RunCutAt(lease_left - LEASE_MARGIN)
+    }
+}
+
+/// The lease left below which [`lease_plan`] hands an attempt of `budget` back: all it
+/// needs when a full lease covers it, else only the margin.
+fn latest_start(budget: Duration, lease_ttl: Duration) -> Duration {
+    let needed = budget + LEASE_MARGIN;
+    if lease_ttl >= needed {
+        needed
+    } else {
+        LEASE_MARGIN
     }
 }
 
@@ -412,12 +423,14 @@ impl Orchestrator {
         host: Arc<Semaphore>,
         slots: Arc<Semaphore>,
     ) {
+        // Waiting is pointless once the attempt could no longer start (see `lease_plan`).
+        let must_be_left = latest_start(self.attempt_budget(&d.action), self.config.lease_ttl);
         let lease_left_us = d
             .delivery
             .lease_expires_at_us
             .unwrap_or(i64::MAX)
             .saturating_sub(SystemClock.now_us())
-            .saturating_sub(LEASE_MARGIN.as_micros() as i64)
+            .saturating_sub(must_be_left.as_micros() as i64)
             .max(0);
         let wait = Duration::from_micros(lease_left_us as u64);
         let permits = tokio::time::timeout(wait, async {
