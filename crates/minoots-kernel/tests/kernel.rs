@@ -77,17 +77,13 @@ async fn timers_fire_in_due_order_and_never_early_on_the_real_clock() {
     let dir = tempfile::tempdir().unwrap();
     let k = start(dir.path(), Arc::new(SystemClock)).await;
     let mut fired = k.stream_events(fired_query()).await.unwrap();
-    let mut ids = Vec::new();
-    for i in 0..200u32 {
-        // Spread over 40–1,000 ms, created in an order unrelated to their due order.
-        let ms = 40 + (i * 7919) % 960;
-        ids.push(
-            k.schedule_timer("acme", req(&format!(r#"{{"duration": {ms}}}"#)))
-                .await
-                .unwrap()
-                .timer,
-        );
-    }
+    // Spread over 40–1,000 ms, in an order unrelated to their due order, and created in
+    // one call: created one by one on a slow disk, a timer could be committed after its
+    // due time, later than one due after it had already fired.
+    let requests: Vec<_> = (0..200u32)
+        .map(|i| req(&format!(r#"{{"duration": {}}}"#, 40 + (i * 7919) % 960)))
+        .collect();
+    k.schedule_many("acme", requests).await.unwrap();
     let events = next_events(&mut fired, 200).await;
     let mut last_due = i64::MIN;
     for e in &events {
