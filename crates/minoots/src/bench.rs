@@ -19,6 +19,7 @@
 
 mod churn;
 mod crash;
+mod cycle;
 mod http;
 mod recovery;
 
@@ -61,6 +62,9 @@ pub enum Workload {
     Churn(churn::ChurnBench),
     /// The kernel alone: durable schedules/s, firing lateness, memory per pending timer.
     Kernel(KernelBench),
+    /// The embedded store's part of each delivery alone (fire, lease, report), without
+    /// HTTP: the single writer's throughput, for comparing changes to the write path.
+    Cycle(cycle::CycleBench),
     /// W1 to W6 one after another, each in its own process (so one workload's memory does
     /// not inflate the next one's baseline), in one sitting.
     All(AllBench),
@@ -185,10 +189,7 @@ pub async fn run(w: Workload) -> anyhow::Result<()> {
             if b.quick {
                 b.timers = b.timers.min(2_000);
             }
-            let tmp = tempfile::tempdir()?;
-            let base = b.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
-            emit(machine());
-            emit(fsync_calibration(&base)?);
+            let (_tmp, base) = bench_base(b.dir.as_deref())?;
             for &fail_percent in &b.fail_percent {
                 let run = DeliveryRun {
                     workload: "W4",
@@ -207,10 +208,7 @@ pub async fn run(w: Workload) -> anyhow::Result<()> {
                 b.timers = b.timers.min(2_000);
                 b.spread_s = b.spread_s.min(1);
             }
-            let tmp = tempfile::tempdir()?;
-            let base = b.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
-            emit(machine());
-            emit(fsync_calibration(&base)?);
+            let (_tmp, base) = bench_base(b.dir.as_deref())?;
             let run = DeliveryRun {
                 workload: "W2",
                 timers: b.timers,
@@ -238,6 +236,7 @@ pub async fn run(w: Workload) -> anyhow::Result<()> {
         Workload::Http(b) => http::run(b).await,
         Workload::Recovery(b) => recovery::run(b).await,
         Workload::Churn(b) => churn::run(b).await,
+        Workload::Cycle(b) => cycle::run(b).await,
         Workload::Crash(b) => crash::run(b).await,
         Workload::All(b) => run_all(b),
     }
@@ -505,6 +504,17 @@ async fn schedule_due(
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(timers.iter().map(|t| t.id).zip(ats).collect())
+}
+
+/// Where a workload puts its stores (`--dir`, else a temporary directory that lives as long
+/// as the returned guard), after printing the machine and the fsync calibration of that
+/// directory's disk, which every workload reports first.
+fn bench_base(dir: Option<&Path>) -> anyhow::Result<(tempfile::TempDir, PathBuf)> {
+    let tmp = tempfile::tempdir()?;
+    let base = dir.map_or_else(|| tmp.path().to_path_buf(), Path::to_path_buf);
+    emit(machine());
+    emit(fsync_calibration(&base)?);
+    Ok((tmp, base))
 }
 
 fn section_dir(base: &Path, name: &str) -> anyhow::Result<PathBuf> {

@@ -13,8 +13,7 @@ use minoots_kernel::KernelApi;
 use serde_json::json;
 
 use super::{
-    closed_loop, dist_us, emit, fsync_calibration, machine, rss_bytes, section_dir, start_kernel,
-    trim_heap,
+    bench_base, closed_loop, dist_us, emit, rss_bytes, section_dir, start_kernel, trim_heap,
 };
 
 #[derive(clap::Args, Clone)]
@@ -48,10 +47,7 @@ pub async fn run(mut b: ChurnBench) -> anyhow::Result<()> {
         b.timers = b.timers.min(5_000);
         b.rounds = b.rounds.min(2);
     }
-    let tmp = tempfile::tempdir()?;
-    let base = b.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
-    emit(machine());
-    emit(fsync_calibration(&base)?);
+    let (_tmp, base) = bench_base(b.dir.as_deref())?;
     let kernel = start_kernel(&section_dir(&base, "churn")?).await?;
 
     trim_heap();

@@ -25,7 +25,7 @@ use minoots_core::{Clock, SystemClock, TimerId, TimerRequest};
 use minoots_kernel::KernelApi;
 use serde_json::json;
 
-use super::{closed_loop, dist_us, emit, fsync_calibration, machine, section_dir, start_kernel};
+use super::{bench_base, closed_loop, dist_us, emit, section_dir, start_kernel};
 
 #[derive(clap::Args, Clone)]
 pub struct HttpBench {
@@ -215,10 +215,7 @@ pub async fn run(mut b: HttpBench) -> anyhow::Result<()> {
         b.rate = b.rate.min(1_000);
         b.rate_seconds = b.rate_seconds.min(1);
     }
-    let tmp = tempfile::tempdir()?;
-    let base = b.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
-    emit(machine());
-    emit(fsync_calibration(&base)?);
+    let (_tmp, base) = bench_base(b.dir.as_deref())?;
     let dir = section_dir(&base, "http")?;
     let kernel = start_kernel(&dir).await?;
     let api: Arc<dyn KernelApi> = kernel.clone();

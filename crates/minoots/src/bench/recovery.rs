@@ -19,7 +19,7 @@ use minoots_store::EventQuery;
 use serde_json::json;
 use tokio_stream::StreamExt;
 
-use super::{emit, fsync_calibration, machine, section_dir, start_kernel};
+use super::{bench_base, emit, section_dir, start_kernel};
 
 #[derive(clap::Args, Clone)]
 pub struct RecoveryBench {
@@ -78,10 +78,7 @@ pub async fn run(mut b: RecoveryBench) -> anyhow::Result<()> {
         b.pending = b.pending.min(20_000);
         b.overdue = b.overdue.min(1_000);
     }
-    let tmp = tempfile::tempdir()?;
-    let base = b.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
-    emit(machine());
-    emit(fsync_calibration(&base)?);
+    let (_tmp, base) = bench_base(b.dir.as_deref())?;
     let dir = section_dir(&base, "recovery")?;
 
     // Load the store in-process (fast), then hand it to a kernel process.
