@@ -720,12 +720,20 @@ pub fn get_delivery(conn: &Connection, id: DeliveryId) -> StoreResult<Option<Del
 }
 
 fn timer_status(conn: &Connection, id: TimerId) -> StoreResult<TimerStatus> {
-    let s: String = conn
+    let s: Option<String> = conn
         .prepare_cached("SELECT status FROM timers WHERE id = ?1")?
         .query_row(params![id.as_bytes()], |r| r.get(0))
-        .optional()?
-        .ok_or_else(|| StoreError::Corrupt(format!("timer {id} of a delivery is missing")))?;
-    s.parse().map_err(StoreError::Corrupt)
+        .optional()?;
+    delivery_timer_status(id, s)
+}
+
+/// The status of a delivery's timer as read from the store; a delivery whose timer is
+/// missing is corrupt data.
+fn delivery_timer_status(id: TimerId, status: Option<String>) -> StoreResult<TimerStatus> {
+    status
+        .ok_or_else(|| StoreError::Corrupt(format!("timer {id} of a delivery is missing")))?
+        .parse()
+        .map_err(StoreError::Corrupt)
 }
 
 /// Writes a timer's new terminal status with its event. The transition must have been
@@ -789,12 +797,7 @@ pub fn report_attempt(ctx: &mut WriteCtx<'_>, r: AttemptReport) -> StoreResult<R
             delivery_id: r.delivery_id,
         });
     }
-    let timer_now: TimerStatus = timer_now
-        .ok_or_else(|| {
-            StoreError::Corrupt(format!("timer {} of a delivery is missing", d.timer_id))
-        })?
-        .parse()
-        .map_err(StoreError::Corrupt)?;
+    let timer_now = delivery_timer_status(d.timer_id, timer_now)?;
     let plan = match r.outcome {
         AttemptOutcome::Succeeded => {
             check_delivery_transition(d.id, d.status, DeliveryStatus::Succeeded)?;
