@@ -527,12 +527,8 @@ fn section_dir(base: &Path, name: &str) -> anyhow::Result<PathBuf> {
 }
 
 async fn kernel_bench(b: KernelBench) -> anyhow::Result<()> {
-    let tmp = tempfile::tempdir()?;
-    let base = b.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
-    std::fs::create_dir_all(&base)?;
+    let (_tmp, base) = bench_base(b.dir.as_deref())?;
     let wants = |s: &str| b.only.is_empty() || b.only.iter().any(|o| o == s);
-    emit(machine());
-    emit(fsync_calibration(&base)?);
     // Memory first: the allocator keeps memory that earlier sections used, which would
     // inflate the baseline of a later memory measurement.
     if wants("rss") {

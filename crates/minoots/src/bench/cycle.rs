@@ -89,11 +89,10 @@ pub async fn run(mut b: CycleBench) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     let mut leased = 0usize;
     while leased < ids.len() {
-        let permits = slots.clone().acquire_many_owned(batch as u32).await?;
+        let mut permits = slots.clone().acquire_many_owned(batch as u32).await?;
         let claimed = store.claim_deliveries("cycle", 60_000_000, batch).await?;
         anyhow::ensure!(!claimed.is_empty(), "deliveries missing after firing");
         leased += claimed.len();
-        let mut permits = permits;
         for d in claimed {
             // Each report gives back its own slot; spare ones go back below.
             let one = permits.split(1);
