@@ -200,6 +200,18 @@ fn render_kernel(out: &mut String, m: &KernelMetrics) {
     );
     counter(
         out,
+        "minoots_leases_lost_total",
+        "Leases an executor tried to renew after losing them (its attempts were stopped).",
+        g(&m.leases_lost),
+    );
+    counter(
+        out,
+        "minoots_leases_handed_back_total",
+        "Leases of a previous process's executor ended at start-up.",
+        g(&m.leases_handed_back),
+    );
+    counter(
+        out,
         "minoots_deliveries_dead_total",
         "Deliveries that exhausted their retries or failed permanently.",
         g(&m.deliveries_dead),

@@ -19,6 +19,12 @@ pub trait Clock: Send + Sync + 'static {
     fn on_change(&self, _callback: Box<dyn Fn() + Send + Sync>) {}
 }
 
+impl std::fmt::Debug for dyn Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Clock(now_us={})", self.now_us())
+    }
+}
+
 /// The operating system's wall clock.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;

@@ -8,8 +8,8 @@ use std::pin::Pin;
 use async_trait::async_trait;
 use minoots_core::{DeliveryId, Event, Timer, TimerId, TimerRequest};
 use minoots_store::{
-    ApiKey, AttemptReport, DeliveryWithAttempts, EventQuery, LeasedDelivery, ReportOutcome, Tenant,
-    TenantUpdate, TenantUsage, TimerPage, TimerQuery,
+    ApiKey, AttemptReport, DeliveryWithAttempts, EventQuery, LeaseRenewal, LeasedDelivery,
+    ReportOutcome, Tenant, TenantUpdate, TenantUsage, TimerPage, TimerQuery,
 };
 use tokio_stream::Stream;
 
@@ -36,6 +36,48 @@ pub struct LeaseRequest {
     pub max_in_flight: u32,
 }
 
+/// An executor renewing the leases it holds (its heartbeat).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenewLeasesRequest {
+    pub lease_owner: String,
+    /// The renewed leases end this long from the kernel's now.
+    pub lease_ttl_ms: u32,
+    /// (delivery, attempt) of each lease held; empty asks only for the kernel's time.
+    pub leases: Vec<(DeliveryId, u32)>,
+}
+
+/// Most leases renewed by one call (an executor holding more renews in several calls).
+pub const MAX_RENEW_LEASES: usize = 4_096;
+
+impl RenewLeasesRequest {
+    pub fn validate(&self) -> KernelResult<()> {
+        validate_owner_and_ttl(&self.lease_owner, self.lease_ttl_ms)?;
+        if self.leases.len() > MAX_RENEW_LEASES {
+            return Err(KernelError::invalid(
+                "leases",
+                format!("at most {MAX_RENEW_LEASES} per call; send the rest in another call"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn validate_owner_and_ttl(lease_owner: &str, lease_ttl_ms: u32) -> KernelResult<()> {
+    if lease_owner.is_empty() || lease_owner.len() > MAX_LEASE_OWNER_BYTES {
+        return Err(KernelError::invalid(
+            "leaseOwner",
+            format!("must be 1 to {MAX_LEASE_OWNER_BYTES} bytes"),
+        ));
+    }
+    if !(MIN_LEASE_TTL_MS..=MAX_LEASE_TTL_MS).contains(&lease_ttl_ms) {
+        return Err(KernelError::invalid(
+            "leaseTtlMs",
+            format!("must be between {MIN_LEASE_TTL_MS} and {MAX_LEASE_TTL_MS}"),
+        ));
+    }
+    Ok(())
+}
+
 pub const MIN_LEASE_TTL_MS: u32 = 1_000;
 pub const MAX_LEASE_TTL_MS: u32 = 3_600_000;
 pub const MAX_LEASE_IN_FLIGHT: u32 = 1_024;
@@ -45,18 +87,7 @@ pub const MAX_RELEASE_DELAY_MS: u32 = 60_000;
 
 impl LeaseRequest {
     pub fn validate(&self) -> KernelResult<()> {
-        if self.lease_owner.is_empty() || self.lease_owner.len() > MAX_LEASE_OWNER_BYTES {
-            return Err(KernelError::invalid(
-                "leaseOwner",
-                format!("must be 1 to {MAX_LEASE_OWNER_BYTES} bytes"),
-            ));
-        }
-        if !(MIN_LEASE_TTL_MS..=MAX_LEASE_TTL_MS).contains(&self.lease_ttl_ms) {
-            return Err(KernelError::invalid(
-                "leaseTtlMs",
-                format!("must be between {MIN_LEASE_TTL_MS} and {MAX_LEASE_TTL_MS}"),
-            ));
-        }
+        validate_owner_and_ttl(&self.lease_owner, self.lease_ttl_ms)?;
         if self.max_in_flight == 0 || self.max_in_flight > MAX_LEASE_IN_FLIGHT {
             return Err(KernelError::invalid(
                 "maxInFlight",
@@ -118,6 +149,12 @@ pub trait KernelApi: Send + Sync + 'static {
         &self,
         request: LeaseRequest,
     ) -> KernelResult<BoxStream<LeasedDelivery>>;
+
+    /// Extends the leases the executor still holds to `lease_ttl_ms` from now and names
+    /// those it lost; also tells the kernel's time, so the executor can bound the clock
+    /// skew between them. Executors call it every third of their lease TTL while they hold
+    /// deliveries, so a lease can be short and an executor that dies is replaced soon.
+    async fn renew_leases(&self, request: RenewLeasesRequest) -> KernelResult<LeaseRenewal>;
 
     /// Records an attempt; `Fenced` when the lease is no longer held.
     async fn report_attempt(&self, report: AttemptReport) -> KernelResult<ReportOutcome>;

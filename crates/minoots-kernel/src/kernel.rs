@@ -8,15 +8,15 @@ use minoots_core::request::check_cancel_reason;
 use minoots_core::{Clock, DeliveryId, Event, Timer, TimerId, TimerRequest, TimerStatus};
 use minoots_store::{
     ApiKey, AttemptReport, CreateOptions, CreateOutcome, DeliveryWithAttempts, DueTimer,
-    EventQuery, LeasedDelivery, ReportOutcome, Store, StoreError, Tenant, TenantUpdate,
-    TenantUsage, TimerPage, TimerQuery,
+    EventQuery, LeaseRenewal, LeasedDelivery, ReportOutcome, Store, StoreError, Tenant,
+    TenantUpdate, TenantUsage, TimerPage, TimerQuery,
 };
 use tokio::sync::{Notify, watch};
 
 use crate::admin::{self, KeyCache};
 use crate::api::{
-    BoxStream, KernelApi, LeaseRequest, NewTenant, SECRET_ROTATION_GRACE, ScheduleOutcome,
-    TenantQuotas,
+    BoxStream, KernelApi, LeaseRequest, NewTenant, RenewLeasesRequest, SECRET_ROTATION_GRACE,
+    ScheduleOutcome, TenantQuotas,
 };
 use crate::config::KernelConfig;
 use crate::error::{KernelError, KernelResult};
@@ -119,6 +119,31 @@ impl Kernel {
     }
 
     /// Stops firing and maintenance, waits for fires in progress, then closes the store.
+    /// Hands back at once the deliveries held by executors whose lease owner starts with
+    /// `owner_prefix` and that the caller knows to be gone: `serve` calls it at start-up
+    /// for the embedded executor of the previous process on this store (the store's lock
+    /// proves that process has exited), so what it had in flight runs again now rather
+    /// than when its leases expire. Each counts as a lost lease (the attempt may have
+    /// started): rescued like an expired one. Returns how many were handed back.
+    pub async fn hand_back_leases_of(&self, owner_prefix: &str) -> KernelResult<usize> {
+        let ended = self.store.end_leases_of(owner_prefix).await?;
+        if ended > 0 {
+            while self
+                .store
+                .rescue_expired_leases(self.config.rescue_batch)
+                .await?
+                == self.config.rescue_batch
+            {}
+            KernelMetrics::inc(&self.metrics.leases_handed_back, ended as u64);
+            tracing::info!(
+                handed_back = ended,
+                "deliveries a previous process had in flight are due again"
+            );
+            self.delivery_notify.notify_waiters();
+        }
+        Ok(ended)
+    }
+
     pub async fn shutdown(&self) {
         let _ = self.stop.send(true);
         self.scheduler.shutdown().await;
@@ -318,6 +343,29 @@ impl KernelApi for Kernel {
             self.metrics.clone(),
             request,
         ))
+    }
+
+    async fn renew_leases(&self, request: RenewLeasesRequest) -> KernelResult<LeaseRenewal> {
+        request.validate()?;
+        if request.leases.is_empty() {
+            // A clock probe: nothing to write.
+            let now_us = self.clock.now_us();
+            return Ok(LeaseRenewal {
+                now_us,
+                expires_at_us: now_us + i64::from(request.lease_ttl_ms) * 1_000,
+                lost: Vec::new(),
+            });
+        }
+        let renewal = self
+            .store
+            .renew_leases(
+                &request.lease_owner,
+                request.leases,
+                i64::from(request.lease_ttl_ms) * 1_000,
+            )
+            .await?;
+        KernelMetrics::inc(&self.metrics.leases_lost, renewal.lost.len() as u64);
+        Ok(renewal)
     }
 
     async fn report_attempt(&self, report: AttemptReport) -> KernelResult<ReportOutcome> {

@@ -4,16 +4,21 @@
 //! lease with an expiry, fenced by owner and attempt number) only when its outgoing buffer
 //! has room, so leases are not taken faster than the executor reads them. It sleeps until
 //! the earliest pending delivery is due, or until woken because firing, a retry report or
-//! the rescuer made deliveries due. A session whose executor disconnected stops; deliveries
-//! it had already leased come back through the rescuer when their leases expire.
+//! the rescuer made deliveries due. A session whose executor disconnected stops, and hands
+//! back at once what it had leased but not yet passed on (a claim committing while the
+//! executor left, and the deliveries still in the session's buffer). Deliveries already
+//! passed on are the executor's: it renews their leases while it works on them, so those
+//! lost in transit come back through the rescuer within one lease TTL.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use minoots_core::Clock;
 use minoots_store::{LeasedDelivery, Store};
 use tokio::sync::{Notify, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
 
 use crate::api::{BoxStream, LeaseRequest};
 use crate::error::KernelResult;
@@ -31,6 +36,12 @@ pub(crate) fn start_session(
     request: LeaseRequest,
 ) -> BoxStream<LeasedDelivery> {
     let (tx, rx) = mpsc::channel::<KernelResult<LeasedDelivery>>(request.max_in_flight as usize);
+    let session_end = SessionStream {
+        rx,
+        store: store.clone(),
+        notify: notify.clone(),
+        lease_owner: request.lease_owner.clone(),
+    };
     tokio::spawn(async move {
         let ttl_us = i64::from(request.lease_ttl_ms) * 1_000;
         let batch = (request.max_in_flight as usize / 2).max(1);
@@ -55,16 +66,7 @@ pub(crate) fn start_session(
                     if tx.is_closed() {
                         // The executor went away while this claim committed: hand the
                         // deliveries back now rather than when their leases expire.
-                        for d in claimed {
-                            let _ = store
-                                .release_delivery(
-                                    d.delivery.id,
-                                    &request.lease_owner,
-                                    d.delivery.attempt,
-                                )
-                                .await;
-                        }
-                        notify.notify_waiters();
+                        hand_back(store.as_ref(), &notify, &request.lease_owner, claimed).await;
                         return;
                     }
                     for (permit, d) in permits.zip(claimed) {
@@ -99,5 +101,66 @@ pub(crate) fn start_session(
             }
         }
     });
-    Box::pin(ReceiverStream::new(rx))
+    Box::pin(session_end)
+}
+
+/// Releases deliveries leased to `owner` that it never received.
+async fn hand_back(
+    store: &dyn Store,
+    notify: &Notify,
+    owner: &str,
+    deliveries: Vec<LeasedDelivery>,
+) {
+    for d in deliveries {
+        if let Err(e) = store
+            .release_delivery(d.delivery.id, owner, d.delivery.attempt)
+            .await
+        {
+            tracing::warn!(delivery = %d.delivery.id, error = %e, "could not hand back a delivery of a closed lease session");
+        }
+    }
+    notify.notify_waiters();
+}
+
+/// The executor's end of a lease session. Dropping it (the executor disconnected or
+/// stopped) hands back the deliveries still in the buffer: they were leased to the
+/// executor but never reached it.
+struct SessionStream {
+    rx: mpsc::Receiver<KernelResult<LeasedDelivery>>,
+    store: Arc<dyn Store>,
+    notify: Arc<Notify>,
+    lease_owner: String,
+}
+
+impl Stream for SessionStream {
+    type Item = KernelResult<LeasedDelivery>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+impl Drop for SessionStream {
+    fn drop(&mut self) {
+        self.rx.close();
+        let mut unsent = Vec::new();
+        while let Ok(item) = self.rx.try_recv() {
+            if let Ok(d) = item {
+                unsent.push(d);
+            }
+        }
+        if unsent.is_empty() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // No runtime left (the process is ending): the leases expire and are rescued.
+            return;
+        };
+        let (store, notify, owner) = (
+            self.store.clone(),
+            self.notify.clone(),
+            std::mem::take(&mut self.lease_owner),
+        );
+        runtime.spawn(async move { hand_back(store.as_ref(), &notify, &owner, unsent).await });
+    }
 }

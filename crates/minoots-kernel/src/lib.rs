@@ -20,7 +20,10 @@ mod maintenance;
 pub mod metrics;
 mod scheduler;
 
-pub use api::{BoxStream, KernelApi, LeaseRequest, NewTenant, ScheduleOutcome, TenantQuotas};
+pub use api::{
+    BoxStream, KernelApi, LeaseRequest, MAX_RENEW_LEASES, NewTenant, RenewLeasesRequest,
+    ScheduleOutcome, TenantQuotas,
+};
 pub use config::KernelConfig;
 pub use error::{KernelError, KernelResult};
 pub use kernel::Kernel;

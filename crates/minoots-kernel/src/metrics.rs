@@ -130,6 +130,10 @@ pub struct KernelMetrics {
     /// Fire transactions that failed and were retried.
     pub fire_errors: AtomicU64,
     pub leases_rescued: AtomicU64,
+    /// Leases an executor asked to renew but no longer held (rescued or fenced meanwhile).
+    pub leases_lost: AtomicU64,
+    /// Leases ended at start-up because the executor holding them was a previous process.
+    pub leases_handed_back: AtomicU64,
     pub events_pruned: AtomicU64,
     pub deliveries_leased: AtomicU64,
     pub attempts_reported: AtomicU64,

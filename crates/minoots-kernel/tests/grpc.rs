@@ -391,17 +391,18 @@ async fn secrets_redrive_and_release_over_grpc() {
         .await
         .unwrap();
     let d = next_item(&mut leases).await;
-    // Handed back unexecuted: it comes straight back, with the next attempt number.
-    c.release_delivery(d.delivery.id, "orch-1", d.delivery.attempt)
-        .await
-        .unwrap();
+    // Only the lease holder can hand it back.
     assert!(matches!(
-        c.release_delivery(d.delivery.id, "orch-1", d.delivery.attempt)
+        c.release_delivery(d.delivery.id, "orch-2", d.delivery.attempt)
             .await,
         Err(KernelError::Fenced(_))
     ));
+    // Handed back unexecuted: it comes straight back, and the hand-back was no attempt.
+    c.release_delivery(d.delivery.id, "orch-1", d.delivery.attempt)
+        .await
+        .unwrap();
     let d = next_item(&mut leases).await;
-    assert_eq!(d.delivery.attempt, 2);
+    assert_eq!(d.delivery.attempt, 1);
     let report = AttemptReport {
         delivery_id: d.delivery.id,
         lease_owner: "orch-1".into(),
@@ -422,7 +423,7 @@ async fn secrets_redrive_and_release_over_grpc() {
     let redriven = c.redrive_timer("acme", t.id).await.unwrap();
     assert_eq!(redriven.status, TimerStatus::Fired);
     let d = next_item(&mut leases).await;
-    assert_eq!(d.delivery.attempt, 3, "runs again after the redrive");
+    assert_eq!(d.delivery.attempt, 2, "runs again after the redrive");
     let conflict = c.redrive_timer("acme", t.id).await.unwrap_err();
     assert!(
         matches!(conflict, KernelError::Conflict { .. }),

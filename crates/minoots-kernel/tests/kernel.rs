@@ -613,3 +613,104 @@ async fn wall_clock_jumps_fire_what_became_due_once_and_nothing_early_or_twice()
     );
     k.shutdown().await;
 }
+
+/// Polls the store (bounded) until `done` holds for its counts; the hand-back has no
+/// event of its own to wait on.
+async fn until_stats(k: &Kernel, what: &str, done: impl Fn(&minoots_store::StoreStats) -> bool) {
+    let waited = tokio::time::timeout(WAIT, async {
+        while !done(&k.store().stats().await.unwrap()) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    if waited.is_err() {
+        panic!("{what}: {:?}", k.store().stats().await);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_lease_session_hands_back_what_it_had_not_passed_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let k = start(dir.path(), clock.clone()).await;
+    for _ in 0..4 {
+        k.schedule_timer("acme", webhook_req("1s", 3))
+            .await
+            .unwrap();
+    }
+    let mut leases = k.lease_deliveries(lease("w1", 30_000, 4)).await.unwrap();
+    clock.advance_us(SEC);
+    let taken = next_item(&mut leases).await;
+    // The session fills its buffer: all four are leased, three not yet passed on.
+    until_stats(&k, "all four leased", |s| s.in_flight_deliveries == 4).await;
+    drop(leases);
+    // The clock stands still, so no lease can expire: what comes back was handed back.
+    until_stats(&k, "three handed back", |s| {
+        s.in_flight_deliveries == 1 && s.pending_deliveries == 3
+    })
+    .await;
+    let held = k
+        .store()
+        .get_delivery(taken.delivery.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        held.lease_owner.as_deref(),
+        Some("w1"),
+        "the one passed on stays leased"
+    );
+    // Another executor gets the three, each as its first attempt.
+    let mut other = k.lease_deliveries(lease("w2", 30_000, 4)).await.unwrap();
+    for _ in 0..3 {
+        let d = next_item(&mut other).await;
+        assert_ne!(d.delivery.id, taken.delivery.id);
+        assert_eq!(d.delivery.attempt, 1, "a hand-back is not an attempt");
+    }
+    drop(other);
+    k.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_of_a_gone_executor_are_handed_back_at_once_and_counted_as_attempts() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let k = start(dir.path(), clock.clone()).await;
+    k.schedule_timer("acme", webhook_req("1s", 3))
+        .await
+        .unwrap();
+    let mut old = k
+        .lease_deliveries(lease("serve/h/7/00c0ffee", 30_000, 1))
+        .await
+        .unwrap();
+    clock.advance_us(SEC);
+    let d = next_item(&mut old).await;
+    drop(old); // what it passed on stays leased, as after a SIGKILL
+    assert_eq!(k.hand_back_leases_of("serve").await.unwrap(), 1);
+    let back = k
+        .store()
+        .get_delivery(d.delivery.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(back.status, minoots_core::DeliveryStatus::Pending);
+    let mut new = k
+        .lease_deliveries(lease("orch/h/8/0badf00d", 30_000, 1))
+        .await
+        .unwrap();
+    let again = next_item(&mut new).await;
+    assert_eq!(again.delivery.id, d.delivery.id);
+    assert_eq!(
+        again.delivery.attempt, 2,
+        "the lost attempt may have run: it counts"
+    );
+    // Leases of other owners are not touched.
+    assert_eq!(k.hand_back_leases_of("serve").await.unwrap(), 0);
+    assert_eq!(
+        k.store().stats().await.unwrap().in_flight_deliveries,
+        1,
+        "the orchestrator's lease stays"
+    );
+    drop(new);
+    k.shutdown().await;
+}

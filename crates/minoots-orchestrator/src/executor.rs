@@ -1,11 +1,13 @@
 //! The executor loop: lease deliveries from the kernel, run them with bounded
 //! concurrency (overall and per destination host), report every attempt.
 //!
-//! Stateless: all it holds is what it is executing. Killed mid-delivery, it loses
-//! nothing — the lease expires and the kernel hands the delivery out again with the same
-//! delivery id. On a graceful stop it stops leasing, hands back (releases) deliveries it
-//! leased but did not start, and lets the started ones finish and report, so a SIGTERM
-//! produces no duplicate. Works against any [`KernelApi`]: in process or over gRPC.
+//! Stateless: all it holds is what it is executing, and the leases on it, which a
+//! heartbeat renews (see [`crate::leasebook`]). Killed mid-delivery, it loses nothing —
+//! its short leases end within seconds and the kernel hands the deliveries out again with
+//! the same delivery id. On a graceful stop it stops leasing, hands back (releases)
+//! deliveries it leased but did not start — including those waiting for their host — and
+//! lets the started ones finish and report, so a SIGTERM produces no duplicate. Works
+//! against any [`KernelApi`]: in process or over gRPC.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,11 +17,13 @@ use minoots_core::{Action, AttemptOutcome, Clock, SystemClock};
 use minoots_kernel::{KernelApi, KernelError, LeaseRequest};
 use minoots_store::{AttemptReport, LeasedDelivery};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinSet;
 use tokio_stream::StreamExt;
 
 use crate::ExecResult;
 use crate::command::{CommandConfig, run_command};
 use crate::file::{FileConfig, run_file};
+use crate::leasebook::{Held, LEASE_MARGIN, LeaseBook};
 use crate::signing::WebhookSecret;
 use crate::ssrf::TargetPolicy;
 use crate::webhook::{WebhookCall, WebhookClient};
@@ -27,10 +31,12 @@ use crate::webhook::{WebhookCall, WebhookClient};
 /// Settings of one orchestrator, with documented defaults.
 #[derive(Debug, Clone)]
 pub struct OrchestratorConfig {
-    /// Names this executor in leases and reports (fencing); unique per process.
+    /// Names this executor in leases and reports (fencing); unique per process start (see
+    /// [`lease_owner`]).
     pub lease_owner: String,
-    /// How long a delivery is leased. Longer than the longest webhook timeout (120 s), so a
-    /// running attempt is not handed to another executor.
+    /// How long a delivery is leased; the heartbeat renews held leases every third of it.
+    /// Short, so the deliveries of an executor that died run again within seconds; an
+    /// attempt may take longer (up to its own timeout) because its lease is renewed.
     pub lease_ttl: Duration,
     /// Deliveries executing at once.
     pub max_in_flight: u32,
@@ -51,6 +57,24 @@ pub struct OrchestratorConfig {
     pub secret_cache_ttl: Duration,
     /// On a graceful stop, how long started deliveries may take to finish.
     pub shutdown_grace: Duration,
+    /// Where this executor reads the wall clock (lease arithmetic, signatures' timestamps).
+    pub clock: Arc<dyn Clock>,
+}
+
+/// A lease owner naming this process start: `kind`, the host, the pid and a random boot
+/// identity, so two starts never share an owner (pids are reused) and leases of a
+/// previous start can be told from this one's by prefix.
+pub fn lease_owner(kind: &str) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().chars().take(48).collect::<String>())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into());
+    format!(
+        "{kind}/{host}/{}/{:08x}",
+        std::process::id(),
+        fastrand::u32(..)
+    )
 }
 
 /// Hosts tracked for per-host limits before idle entries are dropped.
@@ -64,53 +88,36 @@ const MAX_REPORT_TRIES: u32 = 800;
 /// up to the same again of jitter (so a saturated host's backlog does not return at once).
 const HOST_BUSY_DELAY: Duration = Duration::from_millis(500);
 
-/// [`HOST_BUSY_DELAY`] with jitter taken from the clock's microseconds.
+/// [`HOST_BUSY_DELAY`] plus up to as much again of random jitter.
 fn host_busy_delay() -> Duration {
-    let jitter_us = SystemClock
-        .now_us()
-        .rem_euclid(HOST_BUSY_DELAY.as_micros() as i64);
-    HOST_BUSY_DELAY + Duration::from_micros(jitter_us as u64)
+    HOST_BUSY_DELAY + HOST_BUSY_DELAY.mul_f64(fastrand::f64())
 }
+
+/// The longest a delivery waits in its host's queue before it is handed back for later
+/// (its lease is renewed meanwhile, so the wait itself needs a bound).
+const MAX_HOST_WAIT: Duration = Duration::from_secs(60);
 
 /// On a graceful stop, the stream of leases is read until it stays quiet this long, so a
 /// claim the kernel is committing is received and handed back rather than left leased.
 const STOP_DRAIN_QUIET: Duration = Duration::from_millis(50);
-/// An attempt is not started with less than this left of its lease.
-const LEASE_MARGIN: Duration = Duration::from_millis(500);
 
-/// What to do with a leased delivery, given how much of its lease is left.
+/// What to do with a leased delivery, given how much of its lease is surely left.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum LeasePlan {
-    /// The attempt fits in what is left of the lease.
+    /// The lease lasts until the next heartbeat renews it, with the margin to spare.
     Run,
-    /// Hand it back: it is leased again soon with a full lease, which fits the attempt.
+    /// Hand it back (not counted as an attempt): it would be stopped before the next
+    /// renewal could reach it, so it is leased again at once with a full lease.
     HandBack,
-    /// Even a full lease is shorter than the attempt may take (the lease TTL is set below
-    /// the action's timeout): run it, but stop it after this long, before the lease ends.
-    RunCutAt(Duration),
 }
 
-/// Decides how an attempt that may take `budget` starts with `lease_left` of its lease,
-/// leases lasting `lease_ttl`: never so that it can still run when the lease ends.
-fn lease_plan(lease_left: Duration, budget: Duration, lease_ttl: Duration) -> LeasePlan {
-    let needed = budget + LEASE_MARGIN;
-    if lease_left >= needed {
+/// Decides whether an attempt starts with `lease_left` of its lease, renewed every
+/// `renew_every`: never so that it could run on after its lease ended unrenewed.
+fn lease_plan(lease_left: Duration, renew_every: Duration) -> LeasePlan {
+    if lease_left > renew_every + LEASE_MARGIN {
         LeasePlan::Run
-    } else if lease_left <= latest_start(budget, lease_ttl) {
+    } else {
         LeasePlan::HandBack
-    } else {
-        LeasePlan::RunCutAt(lease_left - LEASE_MARGIN)
-    }
-}
-
-/// The lease left below which [`lease_plan`] hands an attempt of `budget` back: all it
-/// needs when a full lease covers it, else only the margin.
-fn latest_start(budget: Duration, lease_ttl: Duration) -> Duration {
-    let needed = budget + LEASE_MARGIN;
-    if lease_ttl >= needed {
-        needed
-    } else {
-        LEASE_MARGIN
     }
 }
 
@@ -118,7 +125,7 @@ impl OrchestratorConfig {
     pub fn new(lease_owner: impl Into<String>) -> Self {
         Self {
             lease_owner: lease_owner.into(),
-            lease_ttl: Duration::from_secs(150),
+            lease_ttl: DEFAULT_LEASE_TTL,
             max_in_flight: 256,
             prefetch: 32,
             max_per_host: 32,
@@ -127,9 +134,15 @@ impl OrchestratorConfig {
             files: None,
             secret_cache_ttl: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(130),
+            clock: Arc::new(SystemClock),
         }
     }
 }
+
+/// The default lease TTL: renewed every 2 s, so an executor killed with SIGKILL holds its
+/// deliveries at most 6 s, and with the kernel's 1 s rescue pass they run again within
+/// 7 s (the guarantee says 10 s).
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(6);
 
 /// The limits of one destination host.
 #[derive(Clone)]
@@ -157,7 +170,20 @@ pub struct Orchestrator {
     webhooks: WebhookClient,
     secrets: SecretCache,
     hosts: Mutex<HashMap<String, HostLimit>>,
+    /// The leases held, renewed by the heartbeat.
+    leases: LeaseBook,
     metrics: Arc<crate::metrics::OrchestratorMetrics>,
+}
+
+/// What the lease loop shares with the tasks it spawns.
+struct Lanes {
+    /// Deliveries executing at once (`max_in_flight`).
+    slots: Arc<Semaphore>,
+    /// Deliveries waiting for a slot of their host, over all hosts: room for a few hosts'
+    /// full queues, so one dead host cannot take all of it.
+    waiting: Arc<Semaphore>,
+    /// Turns true on a graceful stop: nothing waiting starts after it.
+    stop: watch::Receiver<bool>,
 }
 
 impl Orchestrator {
@@ -166,12 +192,18 @@ impl Orchestrator {
         config: OrchestratorConfig,
     ) -> Result<Arc<Self>, String> {
         let webhooks = WebhookClient::new(config.targets.clone(), config.max_per_host)?;
+        let leases = LeaseBook::new(
+            config.lease_owner.clone(),
+            config.lease_ttl,
+            config.clock.clone(),
+        );
         Ok(Arc::new(Self {
             kernel,
             config,
             webhooks,
             secrets: Mutex::new(HashMap::new()),
             hosts: Mutex::new(HashMap::new()),
+            leases,
             metrics: Arc::default(),
         }))
     }
@@ -182,30 +214,56 @@ impl Orchestrator {
     }
 
     /// Runs until `stop` turns true, then stops gracefully (see the module doc).
-    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let slots = Arc::new(Semaphore::new(self.config.max_in_flight as usize));
-        // Deliveries waiting for a slot of their host, over all hosts: room for a few hosts'
-        // full queues, so one dead host cannot take all of it.
-        let waiting = Arc::new(Semaphore::new(
-            self.config.max_in_flight as usize * WAITING_FACTOR,
-        ));
-        let mut tasks = tokio::task::JoinSet::new();
+    pub async fn run(self: Arc<Self>, stop: watch::Receiver<bool>) {
+        let lanes = Arc::new(Lanes {
+            slots: Arc::new(Semaphore::new(self.config.max_in_flight as usize)),
+            waiting: Arc::new(Semaphore::new(
+                self.config.max_in_flight as usize * WAITING_FACTOR,
+            )),
+            stop: stop.clone(),
+        });
+        // The heartbeat outlives the lease loop: started attempts keep their leases while
+        // they finish during a graceful stop.
+        let (beat_stop, beat_stop_rx) = watch::channel(false);
+        let me = self.clone();
+        let heartbeat =
+            tokio::spawn(async move { me.leases.heartbeat(me.kernel.clone(), beat_stop_rx).await });
+        let mut tasks = JoinSet::new();
+        let stream = self.lease_loop(&lanes, &mut tasks).await;
+        self.hand_back_unstarted(stream).await;
+        let deadline = tokio::time::Instant::now() + self.config.shutdown_grace;
+        while !tasks.is_empty() {
+            if tokio::time::timeout_at(deadline, tasks.join_next())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    running = tasks.len(),
+                    "deliveries still running at the end of the grace period"
+                );
+                break;
+            }
+        }
+        let _ = beat_stop.send(true);
+        let _ = heartbeat.await;
+    }
+
+    /// Leases and dispatches deliveries until the stop signal; returns the open lease
+    /// stream, if any, for [`Orchestrator::hand_back_unstarted`].
+    async fn lease_loop(
+        self: &Arc<Self>,
+        lanes: &Arc<Lanes>,
+        tasks: &mut JoinSet<()>,
+    ) -> Option<minoots_kernel::BoxStream<LeasedDelivery>> {
+        let mut stop = lanes.stop.clone();
         let mut backoff = Duration::from_millis(100);
         let mut stream: Option<minoots_kernel::BoxStream<LeasedDelivery>> = None;
         loop {
             if *stop.borrow() {
-                break;
+                return stream;
             }
             let Some(leases) = stream.as_mut() else {
-                let request = LeaseRequest {
-                    lease_owner: self.config.lease_owner.clone(),
-                    lease_ttl_ms: self.config.lease_ttl.as_millis() as u32,
-                    max_in_flight: self
-                        .config
-                        .prefetch
-                        .clamp(1, self.config.max_in_flight.max(1)),
-                };
-                match self.kernel.lease_deliveries(request).await {
+                match self.kernel.lease_deliveries(self.lease_request()).await {
                     Ok(s) => {
                         stream = Some(s);
                         backoff = Duration::from_millis(100);
@@ -224,7 +282,7 @@ impl Orchestrator {
             // Take a slot first: nothing is read (so nothing more is leased) while every
             // slot is busy.
             let permit = tokio::select! {
-                p = slots.clone().acquire_owned() => p.expect("semaphore open"),
+                p = lanes.slots.clone().acquire_owned() => p.expect("semaphore open"),
                 _ = stop.changed() => continue,
             };
             let item = tokio::select! {
@@ -232,51 +290,7 @@ impl Orchestrator {
                 _ = stop.changed() => continue,
             };
             match item {
-                Some(Ok(d)) => {
-                    // A webhook starts only with a slot of its host, taken here without
-                    // waiting. A delivery whose host is saturated (say, black-holed) waits in
-                    // that host's bounded queue *without* a global slot; when the queue is
-                    // full it is handed back, due again shortly. So a dead host holds at
-                    // most `max_per_host` global slots and never stalls the lease stream.
-                    let url = match &d.action {
-                        Action::Webhook(w) => Some(url::Url::parse(&w.url)),
-                        _ => None,
-                    };
-                    let host_slot = match &url {
-                        Some(u) => {
-                            let host =
-                                self.host_limit(u.as_ref().ok().and_then(url::Url::host_str));
-                            match host.running.clone().try_acquire_owned() {
-                                Ok(slot) => Some(slot),
-                                Err(_) => {
-                                    let me = self.clone();
-                                    let slots = slots.clone();
-                                    let queue = (
-                                        host.queue.clone().try_acquire_owned(),
-                                        waiting.clone().try_acquire_owned(),
-                                    );
-                                    tasks.spawn(async move {
-                                        drop(permit);
-                                        match queue {
-                                            (Ok(_in_host_queue), Ok(_waiting)) => {
-                                                me.wait_for_host(d, url, host.running, slots).await
-                                            }
-                                            _ => me.release_later(&d, host_busy_delay()).await,
-                                        }
-                                    });
-                                    while tasks.try_join_next().is_some() {}
-                                    continue;
-                                }
-                            }
-                        }
-                        None => None,
-                    };
-                    let me = self.clone();
-                    tasks.spawn(async move {
-                        me.execute(d, url, host_slot).await;
-                        drop(permit);
-                    });
-                }
+                Some(Ok(d)) => self.dispatch(d, permit, lanes, tasks),
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "lease stream failed; reconnecting");
                     stream = None;
@@ -285,41 +299,102 @@ impl Orchestrator {
             }
             while tasks.try_join_next().is_some() {}
         }
-        // Graceful stop: hand back what was leased but not started, then let the started
-        // deliveries finish and report. What the stream holds is taken first and released
-        // only after the stream is closed: a delivery released while the lease session is
-        // still open is due at once and would be leased to this executor again.
-        if let Some(mut leases) = stream.take() {
-            let mut unstarted = Vec::new();
-            for _ in 0..self.config.prefetch.saturating_mul(2).max(1) {
-                match tokio::time::timeout(STOP_DRAIN_QUIET, leases.next()).await {
-                    Ok(Some(Ok(d))) => unstarted.push(d),
-                    _ => break,
-                }
-            }
-            // Closing the stream ends the lease session; a claim it commits after this is
-            // handed back by the kernel itself.
-            drop(leases);
-            for d in &unstarted {
-                self.release(d).await;
-            }
+    }
+
+    fn lease_request(&self) -> LeaseRequest {
+        LeaseRequest {
+            lease_owner: self.config.lease_owner.clone(),
+            lease_ttl_ms: self.config.lease_ttl.as_millis() as u32,
+            max_in_flight: self
+                .config
+                .prefetch
+                .clamp(1, self.config.max_in_flight.max(1)),
         }
-        let deadline = tokio::time::Instant::now() + self.config.shutdown_grace;
-        while !tasks.is_empty() {
-            if tokio::time::timeout_at(deadline, tasks.join_next())
-                .await
-                .is_err()
-            {
-                tracing::warn!(
-                    running = tasks.len(),
-                    "deliveries still running at the end of the grace period"
+    }
+
+    /// Starts one leased delivery, holding a global slot (`permit`). A webhook starts only
+    /// with a slot of its host, taken here without waiting. A delivery whose host is
+    /// saturated (say, black-holed) waits in that host's bounded queue *without* a global
+    /// slot; when the queue is full it is handed back, due again shortly. So a dead host
+    /// holds at most `max_per_host` global slots and never stalls the lease stream.
+    fn dispatch(
+        self: &Arc<Self>,
+        d: LeasedDelivery,
+        permit: OwnedSemaphorePermit,
+        lanes: &Arc<Lanes>,
+        tasks: &mut JoinSet<()>,
+    ) {
+        let held = self.leases.enter(&d);
+        let me = self.clone();
+        if lease_plan(held.left(), self.leases.renew_every()) == LeasePlan::HandBack {
+            tracing::debug!(delivery = %d.delivery.id, "lease too short to start; handing it back");
+            tasks.spawn(async move {
+                drop(permit);
+                me.release(&d).await;
+            });
+            return;
+        }
+        let url = match &d.action {
+            Action::Webhook(w) => Some(url::Url::parse(&w.url)),
+            _ => None,
+        };
+        let Some(parsed) = &url else {
+            tasks.spawn(async move {
+                me.execute(d, None, None, held).await;
+                drop(permit);
+            });
+            return;
+        };
+        let host = self.host_limit(parsed.as_ref().ok().and_then(url::Url::host_str));
+        match host.running.clone().try_acquire_owned() {
+            Ok(slot) => {
+                tasks.spawn(async move {
+                    me.execute(d, url, Some(slot), held).await;
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                let queue = (
+                    host.queue.clone().try_acquire_owned(),
+                    lanes.waiting.clone().try_acquire_owned(),
                 );
-                break;
+                let lanes = lanes.clone();
+                tasks.spawn(async move {
+                    drop(permit);
+                    match queue {
+                        (Ok(_in_host_queue), Ok(_waiting)) => {
+                            me.wait_for_host(d, url, host.running, &lanes, held).await
+                        }
+                        _ => me.release_later(&d, host_busy_delay()).await,
+                    }
+                });
             }
         }
     }
 
-    /// Hands back deliveries leased but not started (used when stopping).
+    /// Graceful stop: hands back what was leased but not started. What the stream holds
+    /// is taken first and released only after the stream is closed: a delivery released
+    /// while the lease session is still open is due at once and would be leased to this
+    /// executor again.
+    async fn hand_back_unstarted(&self, stream: Option<minoots_kernel::BoxStream<LeasedDelivery>>) {
+        let Some(mut leases) = stream else { return };
+        let mut unstarted = Vec::new();
+        for _ in 0..self.config.prefetch.saturating_mul(2).max(1) {
+            match tokio::time::timeout(STOP_DRAIN_QUIET, leases.next()).await {
+                Ok(Some(Ok(d))) => unstarted.push(d),
+                _ => break,
+            }
+        }
+        // Closing the stream ends the lease session; what it leased but had not sent yet
+        // is handed back by the kernel itself.
+        drop(leases);
+        for d in &unstarted {
+            self.release(d).await;
+        }
+    }
+
+    /// Hands back a delivery leased but not started; it is due again at once and the
+    /// hand-back is not counted as an attempt.
     pub async fn release(&self, d: &LeasedDelivery) {
         self.metrics.released();
         if let Err(e) = self
@@ -329,18 +404,7 @@ impl Orchestrator {
         {
             tracing::warn!(delivery = %d.delivery.id, error = %e, "could not hand a delivery back");
         }
-    }
-
-    /// The longest an attempt of `action` may take: the webhook's or command's timeout (a
-    /// command also gets its kill grace); a file append is quick.
-    fn attempt_budget(&self, action: &Action) -> Duration {
-        match action {
-            Action::Webhook(w) => Duration::from_millis(u64::from(w.timeout_ms())),
-            Action::Command(c) => {
-                Duration::from_millis(u64::from(c.timeout_ms())) + self.config.commands.kill_grace
-            }
-            Action::File(_) => Duration::ZERO,
-        }
+        self.leases.leave(d.delivery.id);
     }
 
     /// Hands back a delivery this executor cannot start yet; it is due again after `delay`.
@@ -358,6 +422,7 @@ impl Orchestrator {
         {
             tracing::warn!(delivery = %d.delivery.id, error = %e, "could not hand a delivery back");
         }
+        self.leases.leave(d.delivery.id);
     }
 
     async fn signing_secrets(&self, tenant: &str) -> Result<Arc<Vec<WebhookSecret>>, KernelError> {
@@ -414,76 +479,74 @@ impl Orchestrator {
     }
 
     /// Waits (holding no global slot) for a slot of the delivery's host, then for a global
-    /// slot, then runs it. Gives up, handing the delivery back, when its lease would be
-    /// nearly gone.
+    /// slot, then runs it. Hands the delivery back instead when a graceful stop begins
+    /// (nothing new starts during the grace period), or after [`MAX_HOST_WAIT`]; drops it
+    /// when its lease is lost (another executor has it).
     async fn wait_for_host(
         &self,
         d: LeasedDelivery,
         url: Option<Result<url::Url, url::ParseError>>,
         host: Arc<Semaphore>,
-        slots: Arc<Semaphore>,
+        lanes: &Lanes,
+        mut held: Held,
     ) {
-        // Waiting is pointless once the attempt could no longer start (see `lease_plan`).
-        let must_be_left = latest_start(self.attempt_budget(&d.action), self.config.lease_ttl);
-        let lease_left_us = d
-            .delivery
-            .lease_expires_at_us
-            .unwrap_or(i64::MAX)
-            .saturating_sub(SystemClock.now_us())
-            .saturating_sub(must_be_left.as_micros() as i64)
-            .max(0);
-        let wait = Duration::from_micros(lease_left_us as u64);
-        let permits = tokio::time::timeout(wait, async {
-            let slot = host.acquire_owned().await.expect("semaphore open");
-            let permit = slots.acquire_owned().await.expect("semaphore open");
-            (slot, permit)
-        })
-        .await;
-        match permits {
-            Ok((slot, permit)) => {
-                self.execute(d, url, Some(slot)).await;
-                drop(permit);
+        enum Waited {
+            Stopping,
+            LeaseGone,
+            TooLong,
+            Ready(OwnedSemaphorePermit, OwnedSemaphorePermit),
+        }
+        let mut stop = lanes.stop.clone();
+        let slots = lanes.slots.clone();
+        let waited = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => Waited::Stopping,
+            _ = held.gone() => Waited::LeaseGone,
+            _ = tokio::time::sleep(MAX_HOST_WAIT) => Waited::TooLong,
+            (slot, permit) = async {
+                let slot = host.acquire_owned().await.expect("semaphore open");
+                let permit = slots.acquire_owned().await.expect("semaphore open");
+                (slot, permit)
+            } => Waited::Ready(slot, permit),
+        };
+        let stopping = *lanes.stop.borrow();
+        match waited {
+            Waited::Stopping => self.release(&d).await,
+            Waited::Ready(..) if stopping => self.release(&d).await,
+            Waited::LeaseGone => {
+                tracing::warn!(delivery = %d.delivery.id, "lease lost while waiting for the host");
+                self.leases.leave(d.delivery.id);
             }
-            Err(_) => {
-                tracing::warn!(delivery = %d.delivery.id, "host saturated for the whole lease; handing it back");
-                self.release(&d).await;
+            Waited::TooLong => {
+                tracing::warn!(delivery = %d.delivery.id, "host saturated; handing the delivery back for later");
+                self.release_later(&d, host_busy_delay()).await;
+            }
+            Waited::Ready(slot, permit) => {
+                self.execute(d, url, Some(slot), held).await;
+                drop(permit);
             }
         }
     }
 
     /// Runs one leased delivery and reports the attempt. A webhook comes with its URL,
     /// parsed once for the host limit, the SSRF check and the request, and with a slot of
-    /// its host, held until the attempt ends.
+    /// its host, held until the attempt ends. The attempt is stopped if its lease is gone
+    /// (lost, or not renewed in time): the kernel may hand the delivery to another
+    /// executor then, and the two must never run side by side.
     async fn execute(
         &self,
         d: LeasedDelivery,
         parsed_url: Option<Result<url::Url, url::ParseError>>,
         _host_slot: Option<OwnedSemaphorePermit>,
+        mut held: Held,
     ) {
-        // The delivery may have waited in the lease buffer or for its host; an attempt
-        // still running when the lease ends would run alongside the executor the delivery
-        // is handed to next (a duplicate without any crash). See [`lease_plan`].
-        let lease_left_us = d
-            .delivery
-            .lease_expires_at_us
-            .unwrap_or(i64::MAX)
-            .saturating_sub(SystemClock.now_us())
-            .max(0);
-        let plan = lease_plan(
-            Duration::from_micros(lease_left_us as u64),
-            self.attempt_budget(&d.action),
-            self.config.lease_ttl,
-        );
-        let cut_at = match plan {
-            LeasePlan::HandBack => {
-                tracing::debug!(delivery = %d.delivery.id, "lease too short for the attempt; handing it back");
-                self.release(&d).await;
-                return;
-            }
-            LeasePlan::Run => None,
-            LeasePlan::RunCutAt(limit) => Some(limit),
-        };
-        let started_at_us = SystemClock.now_us();
+        // The delivery may have waited in the lease buffer or for its host.
+        if lease_plan(held.left(), self.leases.renew_every()) == LeasePlan::HandBack {
+            tracing::debug!(delivery = %d.delivery.id, "lease too short to start; handing it back");
+            self.release(&d).await;
+            return;
+        }
+        let started_at_us = self.config.clock.now_us();
         let started = Instant::now();
         let running = self.metrics.running();
         let kind = match &d.action {
@@ -491,46 +554,16 @@ impl Orchestrator {
             Action::Command(_) => 1,
             Action::File(_) => 2,
         };
-        let result = match &d.action {
-            Action::Webhook(w) => match self.signing_secrets(&d.timer.tenant_id).await {
-                Ok(secrets) => {
-                    // The envelope is encoded only when the action has no body of its own.
-                    let body = match &w.body {
-                        Some(b) => serde_json::to_vec(b).unwrap_or_default(),
-                        None => envelope_bytes(&d),
-                    };
-                    let (delivery_id, timer_id) =
-                        (d.delivery.id.to_string(), d.timer.id.to_string());
-                    let call = self.webhooks.deliver(WebhookCall {
-                        action: w,
-                        url: parsed_url.as_ref().and_then(|u| u.as_ref().ok()),
-                        delivery_id: &delivery_id,
-                        timer_id: &timer_id,
-                        attempt: d.delivery.attempt,
-                        secrets: &secrets,
-                        timestamp_s: started_at_us.div_euclid(1_000_000),
-                        body,
-                    });
-                    match cut_at {
-                        None => call.await,
-                        Some(limit) => tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
-                            ExecResult::failure(
-                                AttemptOutcome::Retryable,
-                                format!(
-                                    "stopped after {} ms at the end of its lease (the lease is shorter than the webhook's timeout; raise the lease TTL)",
-                                    limit.as_millis()
-                                ),
-                            )
-                        }),
-                    }
-                }
-                Err(e) => ExecResult::failure(
-                    AttemptOutcome::Retryable,
-                    format!("signing secret unavailable: {e}"),
-                ),
-            },
-            Action::Command(c) => run_command(&self.config.commands, c).await,
-            Action::File(f) => run_file(self.config.files.as_ref(), f, &envelope_value(&d)).await,
+        let attempt = self.attempt(&d, parsed_url.as_ref(), started_at_us);
+        let result = tokio::select! {
+            result = attempt => result,
+            _ = held.gone() => {
+                drop(running);
+                self.metrics.lease_lost();
+                tracing::warn!(delivery = %d.delivery.id, "lease lost or not renewed in time; the attempt was stopped and will run again");
+                self.leases.leave(d.delivery.id);
+                return;
+            }
         };
         drop(running);
         self.metrics
@@ -548,13 +581,55 @@ impl Orchestrator {
             error: result.error,
             response_excerpt: result.response_excerpt,
         };
-        self.report(report, d.delivery.lease_expires_at_us).await;
+        self.report(report, &held).await;
+        self.leases.leave(d.delivery.id);
+    }
+
+    /// One attempt of the delivery's action, bounded by the action's own timeout.
+    async fn attempt(
+        &self,
+        d: &LeasedDelivery,
+        parsed_url: Option<&Result<url::Url, url::ParseError>>,
+        started_at_us: i64,
+    ) -> ExecResult {
+        match &d.action {
+            Action::Webhook(w) => match self.signing_secrets(&d.timer.tenant_id).await {
+                Ok(secrets) => {
+                    // The envelope is encoded only when the action has no body of its own.
+                    let body = match &w.body {
+                        Some(b) => serde_json::to_vec(b).unwrap_or_default(),
+                        None => envelope_bytes(d),
+                    };
+                    let (delivery_id, timer_id) =
+                        (d.delivery.id.to_string(), d.timer.id.to_string());
+                    self.webhooks
+                        .deliver(WebhookCall {
+                            action: w,
+                            url: parsed_url.and_then(|u| u.as_ref().ok()),
+                            delivery_id: &delivery_id,
+                            timer_id: &timer_id,
+                            attempt: d.delivery.attempt,
+                            secrets: &secrets,
+                            timestamp_s: started_at_us.div_euclid(1_000_000),
+                            body,
+                        })
+                        .await
+                }
+                Err(e) => ExecResult::failure(
+                    AttemptOutcome::Retryable,
+                    format!("signing secret unavailable: {e}"),
+                ),
+            },
+            Action::Command(c) => run_command(&self.config.commands, c).await,
+            Action::File(f) => run_file(self.config.files.as_ref(), f, &envelope_value(d)).await,
+        }
     }
 
     /// Reports an attempt, retrying while the kernel is unavailable and the lease lasts
-    /// (after that the kernel hands the delivery out again anyway). A fenced report means
-    /// the lease was lost (this attempt ran late); the kernel has already moved on.
-    async fn report(&self, report: AttemptReport, lease_expires_at_us: Option<i64>) {
+    /// (the heartbeat keeps renewing it meanwhile; once it is gone the kernel hands the
+    /// delivery out again anyway). A fenced report means the lease was lost; the kernel
+    /// has already moved on.
+    async fn report(&self, report: AttemptReport, held: &Held) {
         let mut wait = Duration::from_millis(100);
         let mut tries = 0u32;
         loop {
@@ -562,9 +637,7 @@ impl Orchestrator {
             match self.kernel.report_attempt(report.clone()).await {
                 Ok(_) => return,
                 Err(KernelError::Unavailable(e)) => {
-                    let lease_over =
-                        lease_expires_at_us.is_some_and(|at| SystemClock.now_us() >= at);
-                    if lease_over || tries >= MAX_REPORT_TRIES {
+                    if held.is_gone() || tries >= MAX_REPORT_TRIES {
                         self.metrics.report_lost();
                         tracing::error!(delivery = %report.delivery_id, error = %e, "report lost; the delivery runs again when its lease expires");
                         return;
@@ -614,22 +687,16 @@ mod tests {
     use minoots_core::{Delivery, DeliveryId, DeliveryStatus, Timer, TimerId, TimerRequest};
 
     #[test]
-    fn an_attempt_never_starts_so_that_it_can_outlive_its_lease() {
-        let s = Duration::from_secs;
-        let ttl = s(150);
-        // A fresh lease covers a 30 s webhook.
-        assert_eq!(lease_plan(s(150), s(30), ttl), LeasePlan::Run);
-        // After waiting for its host, 20 s are left for a 30 s webhook: handed back, to be
-        // leased again with a full lease.
-        assert_eq!(lease_plan(s(20), s(30), ttl), LeasePlan::HandBack);
-        assert_eq!(lease_plan(s(30), s(30), ttl), LeasePlan::HandBack);
-        // A lease TTL below the timeout (misconfigured): the attempt runs but is stopped
-        // before the lease ends, and one with almost nothing left is handed back.
-        assert_eq!(
-            lease_plan(s(2), s(30), s(2)),
-            LeasePlan::RunCutAt(s(2) - LEASE_MARGIN)
-        );
-        assert_eq!(lease_plan(LEASE_MARGIN, s(30), s(2)), LeasePlan::HandBack);
+    fn an_attempt_starts_only_when_its_lease_outlasts_the_next_renewal() {
+        let ms = Duration::from_millis;
+        let every = ms(2_000);
+        // A fresh 6 s lease: runs.
+        assert_eq!(lease_plan(ms(6_000), every), LeasePlan::Run);
+        // The next heartbeat comes within 2 s; the attempt would be stopped 0.5 s before
+        // the lease ends, so it needs more than 2.5 s.
+        assert_eq!(lease_plan(ms(2_501), every), LeasePlan::Run);
+        assert_eq!(lease_plan(ms(2_500), every), LeasePlan::HandBack);
+        assert_eq!(lease_plan(Duration::ZERO, every), LeasePlan::HandBack);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 pub mod command;
 pub mod executor;
 pub mod file;
+pub mod leasebook;
 pub mod metrics;
 pub mod signing;
 pub mod ssrf;

@@ -39,6 +39,8 @@ pub struct OrchestratorMetrics {
     pub deferred: AtomicU64,
     /// Reports the kernel refused (fenced: the lease was lost) or that could not be sent.
     pub reports_lost: AtomicU64,
+    /// Attempts stopped because their lease was lost or could not be renewed in time.
+    pub leases_lost: AtomicU64,
 }
 
 impl OrchestratorMetrics {
@@ -48,6 +50,10 @@ impl OrchestratorMetrics {
 
     pub fn deferred(&self) {
         self.deferred.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn lease_lost(&self) {
+        self.leases_lost.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn report_lost(&self) {
@@ -115,6 +121,11 @@ impl OrchestratorMetrics {
             out,
             "# HELP minoots_orchestrator_reports_lost_total Reports refused or not delivered.\n# TYPE minoots_orchestrator_reports_lost_total counter\nminoots_orchestrator_reports_lost_total {}",
             g(&self.reports_lost)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP minoots_orchestrator_leases_lost_total Attempts stopped because their lease was lost or not renewed in time.\n# TYPE minoots_orchestrator_leases_lost_total counter\nminoots_orchestrator_leases_lost_total {}",
+            g(&self.leases_lost)
         );
         out.push_str("# HELP minoots_orchestrator_attempt_duration_seconds How long attempts took.\n# TYPE minoots_orchestrator_attempt_duration_seconds histogram\n");
         self.attempt_duration.write_prometheus(

@@ -52,6 +52,8 @@ macro_rules! conformance_tests {
             redrive_requeues_dead_deliveries,
             release_hands_a_lease_back_without_using_an_attempt,
             release_after_a_delay_is_not_due_before_it,
+            renewal_extends_only_the_leases_the_owner_still_holds,
+            ending_a_gone_owners_leases_hands_them_back_and_spares_others,
             signing_secrets_rotate_with_a_grace_period,
             idempotency_fingerprint_and_expiry,
             quotas_refuse_without_writing,
@@ -1020,14 +1022,18 @@ pub async fn release_hands_a_lease_back_without_using_an_attempt(h: &Harness) {
         .unwrap();
     let back = h.store.get_delivery(d.delivery.id).await.unwrap().unwrap();
     assert_eq!(back.status, DeliveryStatus::Pending);
-    assert_eq!(back.max_attempts, 4, "the unexecuted attempt is given back");
+    assert_eq!(back.attempt, 0, "a hand-back is not an attempt");
+    assert_eq!(back.max_attempts, 3, "nor does it change the budget");
     let again = h
         .store
         .claim_deliveries("w2", 30 * SEC, 10)
         .await
         .unwrap()
         .remove(0);
-    assert_eq!(again.delivery.attempt, 2);
+    assert_eq!(
+        again.delivery.attempt, 1,
+        "the first attempt that starts is attempt 1"
+    );
     // The released lease can no longer report.
     assert!(matches!(
         h.store
@@ -1035,6 +1041,100 @@ pub async fn release_hands_a_lease_back_without_using_an_attempt(h: &Harness) {
             .await,
         Err(StoreError::Fenced { .. })
     ));
+}
+
+pub async fn renewal_extends_only_the_leases_the_owner_still_holds(h: &Harness) {
+    let a = create(h, timer(h, "acme", T0 + SEC, 1)).await;
+    let b = create(h, timer(h, "acme", T0 + SEC, 1)).await;
+    h.clock.advance_us(SEC);
+    fire(h, a.id).await;
+    fire(h, b.id).await;
+    let claimed = h.store.claim_deliveries("w1", 10 * SEC, 10).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    let (da, db) = (&claimed[0].delivery, &claimed[1].delivery);
+    h.clock.advance_us(8 * SEC);
+    // The second is named with a stale attempt number: not held, so lost.
+    let renewal = h
+        .store
+        .renew_leases(
+            "w1",
+            vec![(da.id, da.attempt), (db.id, db.attempt + 1)],
+            10 * SEC,
+        )
+        .await
+        .unwrap();
+    assert_eq!(renewal.now_us, h.clock.now_us());
+    assert_eq!(renewal.expires_at_us, h.clock.now_us() + 10 * SEC);
+    assert_eq!(renewal.lost, vec![db.id]);
+    let renewed = h.store.get_delivery(da.id).await.unwrap().unwrap();
+    assert_eq!(renewed.lease_expires_at_us, Some(renewal.expires_at_us));
+    // Past the first lease's end only the unrenewed one is rescued.
+    h.clock.advance_us(5 * SEC);
+    assert_eq!(h.store.rescue_expired_leases(10).await.unwrap(), 1);
+    let still = h.store.get_delivery(da.id).await.unwrap().unwrap();
+    assert_eq!(still.status, DeliveryStatus::InFlight);
+    let rescued = h.store.get_delivery(db.id).await.unwrap().unwrap();
+    assert_eq!(rescued.status, DeliveryStatus::Pending);
+    // Another owner cannot renew a lease it does not hold, and nothing changes.
+    let other = h
+        .store
+        .renew_leases("w2", vec![(da.id, da.attempt)], 60 * SEC)
+        .await
+        .unwrap();
+    assert_eq!(other.lost, vec![da.id]);
+    let unchanged = h.store.get_delivery(da.id).await.unwrap().unwrap();
+    assert_eq!(unchanged.lease_expires_at_us, Some(renewal.expires_at_us));
+}
+
+pub async fn ending_a_gone_owners_leases_hands_them_back_and_spares_others(h: &Harness) {
+    let a = create(h, timer(h, "acme", T0 + SEC, 1)).await;
+    let b = create(h, timer(h, "acme", T0 + SEC, 1)).await;
+    h.clock.advance_us(SEC);
+    fire(h, a.id).await;
+    fire(h, b.id).await;
+    let old = h
+        .store
+        .claim_deliveries("serve/h/41/0a0b0c0d", 60 * SEC, 1)
+        .await
+        .unwrap()
+        .remove(0);
+    let alive = h
+        .store
+        .claim_deliveries("orch/h/42/01020304", 60 * SEC, 1)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(h.store.end_leases_of("serve").await.unwrap(), 1);
+    h.clock.advance_us(1);
+    assert_eq!(h.store.rescue_expired_leases(10).await.unwrap(), 1);
+    let back = h
+        .store
+        .get_delivery(old.delivery.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(back.status, DeliveryStatus::Pending);
+    assert_eq!(back.next_attempt_at_us, h.clock.now_us(), "due at once");
+    assert_eq!(
+        back.attempt, 1,
+        "the lost attempt may have started: it counts"
+    );
+    let kept = h
+        .store
+        .get_delivery(alive.delivery.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(kept.status, DeliveryStatus::InFlight);
+    assert_eq!(kept.lease_owner.as_deref(), Some("orch/h/42/01020304"));
+    // The old holder's late report stays fenced.
+    assert!(matches!(
+        h.store
+            .report_attempt(report(&old, AttemptOutcome::Succeeded, h.clock.now_us()))
+            .await,
+        Err(StoreError::Fenced { .. })
+    ));
+    assert_eq!(h.store.end_leases_of("serve").await.unwrap(), 0);
 }
 
 pub async fn release_after_a_delay_is_not_due_before_it(h: &Harness) {

@@ -147,6 +147,22 @@ pub trait Store: Send + Sync + 'static {
         delay_us: i64,
     ) -> StoreResult<()>;
 
+    /// Extends to `lease_ttl_us` from now each lease in `leases` ((delivery, attempt)
+    /// pairs) that `lease_owner` still holds; the rest come back as `lost`. An executor
+    /// renews what it holds while it works, so its leases can be short: when it dies, they
+    /// end soon and its deliveries run again.
+    async fn renew_leases(
+        &self,
+        lease_owner: &str,
+        leases: Vec<(minoots_core::DeliveryId, u32)>,
+        lease_ttl_us: i64,
+    ) -> StoreResult<LeaseRenewal>;
+
+    /// Ends now the leases of every owner whose name starts with `owner_prefix` (executors
+    /// known to be gone, such as the embedded executor of a previous process on this
+    /// store); the next rescue pass returns their deliveries. Returns how many ended.
+    async fn end_leases_of(&self, owner_prefix: &str) -> StoreResult<usize>;
+
     /// The tenant's webhook signing secrets, newest first: the current one and those retired
     /// less than `grace_us` ago. When the tenant has none, `candidate` becomes its first.
     async fn signing_secrets(

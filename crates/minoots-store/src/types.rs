@@ -314,6 +314,18 @@ impl EventQuery {
     }
 }
 
+/// What [`crate::Store::renew_leases`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRenewal {
+    /// The store's time of the renewal (its clock, not the executor's).
+    pub now_us: i64,
+    /// The renewed leases end at this time.
+    pub expires_at_us: i64,
+    /// Deliveries whose lease the owner no longer holds (handed to another executor,
+    /// rescued, or finished): their attempts must stop.
+    pub lost: Vec<minoots_core::DeliveryId>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct StoreStats {
     pub scheduled_timers: u64,

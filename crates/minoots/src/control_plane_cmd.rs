@@ -11,7 +11,7 @@ use anyhow::Context;
 use minoots_control_plane::{AppState, Bootstrap, ControlPlaneConfig, bootstrap};
 use minoots_kernel::KernelApi;
 use minoots_kernel::grpc::{GrpcKernelClient, GrpcServerConfig};
-use minoots_orchestrator::executor::{Orchestrator, OrchestratorConfig};
+use minoots_orchestrator::executor::{Orchestrator, OrchestratorConfig, lease_owner};
 use tokio::net::TcpListener;
 
 use crate::KernelArgs;
@@ -68,9 +68,11 @@ pub struct ServeArgs {
     /// Deliveries executing at once.
     #[arg(long, env = "MINOOTS_MAX_IN_FLIGHT", default_value_t = 256)]
     pub max_in_flight: u32,
-    /// How long a delivery is leased: after a crash, what was in flight runs again once
-    /// this has passed. Keep it above your longest action timeout.
-    #[arg(long, env = "MINOOTS_LEASE_TTL_MS", default_value_t = 150_000)]
+    /// How long a delivery is leased; the executor renews the leases it holds every third
+    /// of this while it works. After a crash of another executor, what it had in flight
+    /// runs again once this has passed (`serve`'s own executor hands back at once on
+    /// restart).
+    #[arg(long, env = "MINOOTS_LEASE_TTL_MS", default_value_t = 6_000)]
     pub lease_ttl_ms: u64,
 }
 
@@ -192,6 +194,10 @@ pub async fn run_control_plane(args: ControlPlaneArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The first part of the lease owner of `serve`'s embedded executor; owners of earlier
+/// versions (`serve-PID`) start with it too.
+const SERVE_LEASE_OWNER_KIND: &str = "serve";
+
 pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let kernel = crate::kernel_cmd::start_kernel(&args.kernel)?;
@@ -222,7 +228,14 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             .allowed_cidrs
             .extend(crate::actions::loopback_cidrs()?);
     }
-    let mut ocfg = OrchestratorConfig::new(format!("serve-{}", std::process::id()));
+    // The embedded executor of an earlier process on this store is gone (the store's lock
+    // proves it): what it had in flight is due again now, not when its leases expire.
+    // Leases of orchestrators in other processes are theirs, and stay.
+    kernel
+        .hand_back_leases_of(SERVE_LEASE_OWNER_KIND)
+        .await
+        .context("handing back the leases of the previous process")?;
+    let mut ocfg = OrchestratorConfig::new(lease_owner(SERVE_LEASE_OWNER_KIND));
     ocfg.max_in_flight = args.max_in_flight.clamp(1, 4_096);
     ocfg.lease_ttl = Duration::from_millis(args.lease_ttl_ms.clamp(1_000, 3_600_000));
     ocfg.targets = targets;

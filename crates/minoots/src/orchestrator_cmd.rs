@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use minoots_kernel::KernelApi;
 use minoots_kernel::grpc::GrpcKernelClient;
-use minoots_orchestrator::executor::{Orchestrator, OrchestratorConfig};
+use minoots_orchestrator::executor::{Orchestrator, OrchestratorConfig, lease_owner};
 
 use crate::actions::{ActionArgs, TargetArgs};
 
@@ -23,8 +23,9 @@ pub struct OrchestratorArgs {
     /// Bearer token for the kernel.
     #[arg(long, env = "MINOOTS_KERNEL_TOKEN", hide_env_values = true)]
     pub kernel_token: Option<String>,
-    /// How long a delivery is leased before another executor may take it.
-    #[arg(long, env = "MINOOTS_LEASE_TTL_MS", default_value_t = 150_000)]
+    /// How long a delivery is leased; held leases are renewed every third of this, so
+    /// after a SIGKILL the deliveries in flight run again elsewhere once it has passed.
+    #[arg(long, env = "MINOOTS_LEASE_TTL_MS", default_value_t = 6_000)]
     pub lease_ttl_ms: u64,
     /// Deliveries executing at once.
     #[arg(long, env = "MINOOTS_MAX_IN_FLIGHT", default_value_t = 256)]
@@ -50,9 +51,7 @@ pub async fn run(args: OrchestratorArgs) -> anyhow::Result<()> {
         GrpcKernelClient::connect_lazy(&args.kernel_url, args.kernel_token.as_deref())
             .map_err(|e| anyhow::anyhow!("{e}"))?,
     );
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let mut config =
-        OrchestratorConfig::new(format!("orch-{}-{}", host.trim(), std::process::id()));
+    let mut config = OrchestratorConfig::new(lease_owner("orch"));
     config.lease_ttl = Duration::from_millis(args.lease_ttl_ms.clamp(1_000, 3_600_000));
     config.max_in_flight = args.max_in_flight.clamp(1, 4_096);
     config.targets = args.targets.policy()?;

@@ -1,6 +1,9 @@
-//! A real `minoots orchestrator` process against a real `minoots kernel` process and a
-//! local HTTP receiver: SIGKILL mid-delivery redelivers with the same id after the lease
-//! expires; SIGTERM mid-delivery finishes it and nothing is delivered twice.
+//! Real `minoots orchestrator` processes against a real `minoots kernel` process, and real
+//! `minoots serve` processes, with a local HTTP receiver, all with default lease settings:
+//! SIGKILL mid-delivery redelivers with the same id within 10 s (short leases, renewed
+//! while an attempt runs; `serve` hands its previous process's leases back at start); a
+//! webhook that outlasts the lease TTL runs once; SIGTERM mid-delivery finishes it and
+//! nothing is delivered twice.
 
 mod common;
 
@@ -8,7 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::HeaderMap;
-use common::{WAIT, start_kernel, start_orchestrator, terminate};
+use common::{
+    KillOnDrop, WAIT, call, free_port, start_kernel, start_orchestrator, start_serve, terminate,
+};
 use minoots_core::{EventType, TimerRequest, TimerStatus};
 use minoots_kernel::KernelApi;
 use minoots_kernel::grpc::GrpcKernelClient;
@@ -94,7 +99,12 @@ async fn wait_status(c: &GrpcKernelClient, id: minoots_core::TimerId, status: Ti
     }
 }
 
-const ORCH_FLAGS: &[&str] = &["--allow-private-targets", "--lease-ttl-ms", "2000"];
+/// Default settings, except that webhooks may reach the loopback receiver.
+const ORCH_FLAGS: &[&str] = &["--allow-private-targets"];
+/// The guarantee: work in flight in a killed process runs again within this.
+const RECOVERY_LIMIT: Duration = Duration::from_secs(10);
+/// The default lease TTL (`--lease-ttl-ms`).
+const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(6);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_orchestrator_killed_mid_delivery_loses_nothing() {
@@ -110,10 +120,17 @@ async fn an_orchestrator_killed_mid_delivery_loses_nothing() {
         .timer;
     receiver.wait_for(1).await;
     first.kill().unwrap(); // SIGKILL while the receiver is still answering
+    let killed = std::time::Instant::now();
     first.wait().unwrap();
     let mut second = start_orchestrator(&kernel_url, ORCH_FLAGS);
-    // The lease (2 s) expires, the rescuer returns the delivery, the new executor runs it.
+    // The lease (6 s, no longer renewed) expires, the rescuer returns the delivery, the
+    // new executor runs it.
     receiver.wait_for(2).await;
+    let recovered = killed.elapsed();
+    assert!(
+        recovered < RECOVERY_LIMIT,
+        "redelivered {recovered:?} after the SIGKILL"
+    );
     wait_status(&client, t.id, TimerStatus::Settled).await;
     let h = receiver.headers();
     assert_eq!(
@@ -145,10 +162,10 @@ async fn sigterm_mid_delivery_finishes_it_and_delivers_nothing_twice() {
     let status = first.wait_with_output().unwrap().status;
     assert!(status.success(), "exit status {status:?}");
     wait_status(&client, t.id, TimerStatus::Settled).await;
-    // Another executor comes up; give a duplicate every chance to appear (lease 2 s,
-    // rescuer every 1 s). There is no event for "nothing happened", so wait bounded.
+    // Another executor comes up; give a duplicate every chance to appear (a lease, then
+    // the rescuer's 1 s). There is no event for "nothing happened", so wait bounded.
     let mut second = start_orchestrator(&kernel_url, ORCH_FLAGS);
-    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    tokio::time::sleep(DEFAULT_LEASE_TTL + Duration::from_millis(1_500)).await;
     assert_eq!(receiver.headers().len(), 1, "delivered exactly once");
     let ds = client.list_deliveries("acme", t.id).await.unwrap();
     assert_eq!(ds[0].attempts.len(), 1);
@@ -157,3 +174,87 @@ async fn sigterm_mid_delivery_finishes_it_and_delivers_nothing_twice() {
     kernel.kill().unwrap();
     kernel.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_slower_than_the_lease_runs_once_while_its_lease_is_renewed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut kernel, kernel_url) = start_kernel(dir.path());
+    let client = GrpcKernelClient::connect_lazy(&kernel_url, None).unwrap();
+    // Half again the lease TTL: without renewals the lease would end mid-request.
+    let (receiver, url) = Receiver::start(DEFAULT_LEASE_TTL * 3 / 2).await;
+    let mut orch = start_orchestrator(&kernel_url, ORCH_FLAGS);
+    let t = client
+        .schedule_timer("acme", webhook_timer(&url))
+        .await
+        .unwrap()
+        .timer;
+    wait_status(&client, t.id, TimerStatus::Settled).await;
+    assert_eq!(receiver.headers().len(), 1, "delivered exactly once");
+    let ds = client.list_deliveries("acme", t.id).await.unwrap();
+    assert_eq!(ds[0].attempts.len(), 1);
+    assert_eq!(ds[0].delivery.attempt, 1);
+    orch.kill().unwrap();
+    orch.wait().unwrap();
+    kernel.kill().unwrap();
+    kernel.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_killed_mid_delivery_hands_it_back_when_it_starts_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (http_port, grpc_port) = (free_port(), free_port());
+    let (receiver, url) = Receiver::start(Duration::from_secs(60)).await;
+    let (first, base) = start_serve(dir.path(), http_port, grpc_port, &["--demo"], &[]);
+    let mut first = KillOnDrop(first);
+    let http = reqwest::Client::new();
+    let body = serde_json::json!({
+        "duration": "100ms",
+        "actionBundle": {"actions": [{"type": "webhook", "url": url, "timeoutMs": 60000}]}
+    });
+    let (status, timer) = call(
+        &http,
+        reqwest::Method::POST,
+        format!("{base}/timers"),
+        DEMO_KEY,
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, 201, "{timer}");
+    receiver.wait_for(1).await;
+    first.0.kill().unwrap(); // SIGKILL while the webhook is being answered
+    let killed = std::time::Instant::now();
+    first.0.wait().unwrap();
+    let (second, base) = start_serve(dir.path(), http_port, grpc_port, &["--demo"], &[]);
+    let _second = KillOnDrop(second);
+    receiver.wait_for(2).await;
+    let recovered = killed.elapsed();
+    assert!(
+        recovered < RECOVERY_LIMIT,
+        "redelivered {recovered:?} after the SIGKILL"
+    );
+    let h = receiver.headers();
+    assert_eq!(
+        h[0]["webhook-id"], h[1]["webhook-id"],
+        "the same delivery id"
+    );
+    assert_eq!(h[1]["x-minoots-attempt"], "2");
+    // It came back because the new process handed the old one's lease back at start, not
+    // because the lease ran out.
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .header("X-API-Key", DEMO_KEY)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "minoots_leases_handed_back_total 1"),
+        "{metrics}"
+    );
+}
+
+const DEMO_KEY: &str = "mnt_demo_key_free";

@@ -6,8 +6,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use minoots_core::{DeliveryId, Event, Timer, TimerId, TimerRequest};
 use minoots_store::{
-    ApiKey, AttemptReport, DeliveryWithAttempts, EventQuery, LeasedDelivery, ReportOutcome, Tenant,
-    TenantUpdate, TenantUsage, TimerPage, TimerQuery,
+    ApiKey, AttemptReport, DeliveryWithAttempts, EventQuery, LeaseRenewal, LeasedDelivery,
+    ReportOutcome, Tenant, TenantUpdate, TenantUsage, TimerPage, TimerQuery,
 };
 use tokio_stream::StreamExt;
 use tonic::metadata::MetadataValue;
@@ -16,7 +16,10 @@ use tonic::{Request, Status};
 
 use super::convert::*;
 use super::{from_status, pb};
-use crate::api::{BoxStream, KernelApi, LeaseRequest, NewTenant, ScheduleOutcome, TenantQuotas};
+use crate::api::{
+    BoxStream, KernelApi, LeaseRequest, NewTenant, RenewLeasesRequest, ScheduleOutcome,
+    TenantQuotas,
+};
 use crate::error::{KernelError, KernelResult};
 
 /// How long a unary call may take before the caller is told the kernel is unavailable.
@@ -227,6 +230,38 @@ impl KernelApi for GrpcKernelClient {
             .map_err(err)?
             .into_inner();
         report_outcome_of(r)
+    }
+
+    async fn renew_leases(&self, request: RenewLeasesRequest) -> KernelResult<LeaseRenewal> {
+        let msg = pb::RenewLeasesRequest {
+            lease_owner: request.lease_owner,
+            lease_ttl_ms: request.lease_ttl_ms,
+            leases: request
+                .leases
+                .iter()
+                .map(|(id, attempt)| pb::HeldLease {
+                    delivery_id: id.to_string(),
+                    attempt: *attempt,
+                })
+                .collect(),
+        };
+        let r = self
+            .client
+            .clone()
+            .renew_leases(self.unary(msg))
+            .await
+            .map_err(err)?
+            .into_inner();
+        let lost = r
+            .lost_delivery_ids
+            .iter()
+            .map(|id| delivery_id_of(id, "lostDeliveryIds"))
+            .collect::<KernelResult<Vec<_>>>()?;
+        Ok(LeaseRenewal {
+            now_us: r.kernel_now.as_ref().map(us_of).unwrap_or_default(),
+            expires_at_us: r.expires_at.as_ref().map(us_of).unwrap_or_default(),
+            lost,
+        })
     }
 
     async fn release_delivery(

@@ -13,7 +13,8 @@ use tonic::{Request, Response, Status};
 
 use super::convert::*;
 use super::{pb, to_status};
-use crate::api::{KernelApi, LeaseRequest, NewTenant};
+use crate::api::{KernelApi, LeaseRequest, NewTenant, RenewLeasesRequest};
+use crate::error::{KernelError, KernelResult};
 use minoots_store::TenantUpdate;
 
 /// Largest request or response message, in bytes. A timer is at most ~1.2 MiB of input
@@ -158,6 +159,47 @@ impl pb::horology_kernel_server::HorologyKernel for Service {
             .await
             .map_err(to_status)?;
         Ok(Response::new(report_outcome_pb(&out)))
+    }
+
+    async fn renew_leases(
+        &self,
+        request: Request<pb::RenewLeasesRequest>,
+    ) -> Result<Response<pb::RenewLeasesResponse>, Status> {
+        let r = request.into_inner();
+        if r.leases.len() > crate::api::MAX_RENEW_LEASES {
+            return Err(to_status(KernelError::invalid(
+                "leases",
+                format!(
+                    "at most {} per call; send the rest in another call",
+                    crate::api::MAX_RENEW_LEASES
+                ),
+            )));
+        }
+        let leases = r
+            .leases
+            .iter()
+            .map(|l| {
+                Ok((
+                    delivery_id_of(&l.delivery_id, "leases.deliveryId")?,
+                    l.attempt,
+                ))
+            })
+            .collect::<KernelResult<Vec<_>>>()
+            .map_err(to_status)?;
+        let renewal = self
+            .kernel
+            .renew_leases(RenewLeasesRequest {
+                lease_owner: r.lease_owner,
+                lease_ttl_ms: r.lease_ttl_ms,
+                leases,
+            })
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::RenewLeasesResponse {
+            kernel_now: Some(ts(renewal.now_us)),
+            expires_at: Some(ts(renewal.expires_at_us)),
+            lost_delivery_ids: renewal.lost.iter().map(|id| id.to_string()).collect(),
+        }))
     }
 
     async fn release_delivery(

@@ -23,6 +23,7 @@
 //! data directory; it is released when the store is closed or the process dies.
 
 mod admin;
+mod leases;
 mod ops;
 mod schema;
 
@@ -728,6 +729,23 @@ impl Store for SqliteStore {
     ) -> StoreResult<()> {
         let owner = lease_owner.to_string();
         self.write(move |ctx| ops::release_delivery(ctx, delivery_id, &owner, attempt, delay_us))
+            .await
+    }
+
+    async fn renew_leases(
+        &self,
+        lease_owner: &str,
+        leases: Vec<(DeliveryId, u32)>,
+        lease_ttl_us: i64,
+    ) -> StoreResult<LeaseRenewal> {
+        let owner = lease_owner.to_string();
+        self.write(move |ctx| leases::renew_leases(ctx, &owner, &leases, lease_ttl_us))
+            .await
+    }
+
+    async fn end_leases_of(&self, owner_prefix: &str) -> StoreResult<usize> {
+        let prefix = owner_prefix.to_string();
+        self.write(move |ctx| leases::end_leases_of(ctx, &prefix))
             .await
     }
 

@@ -1229,10 +1229,13 @@ pub fn release_delivery(
         return Err(StoreError::Fenced { delivery_id: id });
     }
     check_delivery_transition(id, d.status, DeliveryStatus::Pending)?;
-    // Not executed: the attempt does not count against the budget.
+    // Not executed: the claim's attempt number is taken back, so `attempt` counts only
+    // attempts that started and the budget is unchanged. Fencing still holds: the lease
+    // owner carries its process's boot identity, and an owner that handed a delivery back
+    // has no attempt of it left to report.
     ctx.conn
         .prepare_cached(
-            "UPDATE deliveries SET status = 'pending', next_attempt_at = ?2, max_attempts = max_attempts + 1,
+            "UPDATE deliveries SET status = 'pending', next_attempt_at = ?2, attempt = attempt - 1,
                     lease_owner = NULL, lease_expires_at = NULL, updated_at = ?3 WHERE id = ?1",
         )?
         .execute(params![

@@ -16,6 +16,8 @@
 //!   the kill: only a delivery in flight at a kill may run twice. Duplicates across one kill
 //!   ≤ the orchestrator's `--max-in-flight` (at most that many webhooks are executing when
 //!   the process dies), so in all ≤ kills × `--max-in-flight`;
+//! * every delivery in flight at a kill (a repeated receipt) is received again within 10 s
+//!   of the restart: the new process hands back its predecessor's leases at start;
 //! * the final SIGTERM exits 0.
 //!
 //! It prints one JSON line (`"section": "crash"`) and fails if a guarantee is violated. It
@@ -61,9 +63,11 @@ pub struct CrashBench {
     /// Longest timer duration, in milliseconds.
     #[arg(long, default_value_t = 3_000)]
     max_duration_ms: u64,
-    /// The server's delivery lease: what was in flight at a kill runs again after this.
-    #[arg(long, default_value_t = 5_000)]
-    lease_ttl_ms: u64,
+    /// The server's delivery lease (`serve --lease-ttl-ms`); by default the server's own
+    /// default. What was in flight at a kill runs again at the restart, when the new
+    /// process hands its predecessor's leases back.
+    #[arg(long)]
+    lease_ttl_ms: Option<u64>,
     /// The server's orchestrator: deliveries executing at once (the duplicate bound per kill).
     #[arg(long, default_value_t = 64)]
     max_in_flight: u32,
@@ -88,8 +92,13 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest downtime between a kill and the next start.
 const MAX_DOWNTIME_MS: u64 = 300;
-/// The webhook's own timeout; below the lease, so an attempt never outlives its lease.
+/// The webhook's own timeout.
 const WEBHOOK_TIMEOUT_MS: u64 = 2_000;
+/// The guarantee checked for every delivery in flight at a kill: it is received again
+/// within this of the restart.
+const REDELIVERY_LIMIT_US: i64 = 10_000_000;
+/// `serve`'s default lease TTL, used to bound the final wait when no lease is given.
+const DEFAULT_LEASE_TTL_MS: u64 = 6_000;
 /// An attempt in flight at a kill was received by the sink at most this long before it: the
 /// webhook's timeout plus a generous allowance for the sink's answer and the report's commit.
 const IN_FLIGHT_WINDOW_US: i64 = (WEBHOOK_TIMEOUT_MS as i64 + 2_000) * 1_000;
@@ -127,7 +136,7 @@ struct Server {
     log: PathBuf,
     http_port: u16,
     grpc_port: u16,
-    lease_ttl_ms: u64,
+    lease_ttl_ms: Option<u64>,
     max_in_flight: u32,
     child: Option<Child>,
 }
@@ -140,6 +149,10 @@ impl Server {
             .append(true)
             .open(&self.log)?;
         let started = Instant::now();
+        let lease: Vec<String> = self
+            .lease_ttl_ms
+            .map(|ms| vec!["--lease-ttl-ms".into(), ms.to_string()])
+            .unwrap_or_default();
         let mut child = Command::new(std::env::current_exe()?)
             .arg("serve")
             .arg("--data-dir")
@@ -150,11 +163,10 @@ impl Server {
                 "--grpc-addr",
                 &format!("127.0.0.1:{}", self.grpc_port),
                 "--allow-private-targets",
-                "--lease-ttl-ms",
-                &self.lease_ttl_ms.to_string(),
                 "--max-in-flight",
                 &self.max_in_flight.to_string(),
             ])
+            .args(&lease)
             .env("MINOOTS_ADMIN_KEY", ADMIN_KEY)
             .env("MINOOTS_LOG", "warn")
             .env_remove("MINOOTS_CONFIG")
@@ -502,10 +514,11 @@ pub async fn run(b: CrashBench) -> anyhow::Result<()> {
         "--min-duration-ms must be at least 1 and at most --max-duration-ms (at most 600000)"
     );
     anyhow::ensure!(
-        b.lease_ttl_ms > WEBHOOK_TIMEOUT_MS + 1_000 && b.lease_ttl_ms <= 3_600_000,
-        "--lease-ttl-ms must be above {} and at most 3600000",
-        WEBHOOK_TIMEOUT_MS + 1_000
+        b.lease_ttl_ms
+            .is_none_or(|ms| (1_000..=3_600_000).contains(&ms)),
+        "--lease-ttl-ms must be 1000 to 3600000"
     );
+    let lease_ttl_ms = b.lease_ttl_ms.unwrap_or(DEFAULT_LEASE_TTL_MS);
     anyhow::ensure!(
         (1..=4_096).contains(&b.max_in_flight),
         "--max-in-flight must be 1 to 4096"
@@ -617,6 +630,8 @@ pub async fn run(b: CrashBench) -> anyhow::Result<()> {
     let mean_up = (create_secs / b.kills as f64).max(0.3);
     let mut kills: Vec<(i64, i64)> = Vec::with_capacity(b.kills);
     let mut downtime_ms = Vec::with_capacity(b.kills);
+    // When each restarted server printed its ready line.
+    let mut restarted_us: Vec<i64> = Vec::with_capacity(b.kills);
     for _ in 0..b.kills {
         let up = mean_up * (0.2 + 1.6 * (rng.next() % 1_000) as f64 / 1_000.0);
         tokio::time::sleep(Duration::from_secs_f64(up)).await;
@@ -625,6 +640,7 @@ pub async fn run(b: CrashBench) -> anyhow::Result<()> {
         downtime_ms.push(down);
         tokio::time::sleep(Duration::from_millis(down)).await;
         ready_ms.push(tokio::task::block_in_place(|| server.start())?.as_millis() as u64);
+        restarted_us.push(SystemClock.now_us());
     }
     creator.await?;
     let created_s = started.elapsed().as_secs_f64();
@@ -644,7 +660,7 @@ pub async fn run(b: CrashBench) -> anyhow::Result<()> {
 
     // Wait (bounded) until every acknowledged timer was received and none is left to run.
     let settle_deadline =
-        Instant::now() + SETTLE_TIMEOUT + Duration::from_millis(b.lease_ttl_ms + b.max_duration_ms);
+        Instant::now() + SETTLE_TIMEOUT + Duration::from_millis(lease_ttl_ms + b.max_duration_ms);
     let settled = loop {
         let all_received = {
             let got = sink.timers.lock().expect("sink");
@@ -685,6 +701,8 @@ pub async fn run(b: CrashBench) -> anyhow::Result<()> {
     // A repeat is explained only by a kill between it and the previous receipt.
     let mut unexplained = 0usize;
     let mut per_kill = vec![0usize; kills.len()];
+    // For each repeat across a kill: how long after the restart it was received again.
+    let mut after_restart_us: Vec<i64> = Vec::new();
     for times in by_webhook.values_mut().filter(|t| t.len() > 1) {
         times.sort_unstable();
         for pair in times.windows(2) {
@@ -697,7 +715,10 @@ pub async fn run(b: CrashBench) -> anyhow::Result<()> {
                 .map(|(k, _)| k)
                 .collect();
             match straddled.first() {
-                Some(k) => per_kill[*k] += 1,
+                Some(k) => {
+                    per_kill[*k] += 1;
+                    after_restart_us.push(pair[1] - restarted_us[*k]);
+                }
                 None => unexplained += 1,
             }
         }
@@ -750,6 +771,17 @@ pub async fn run(b: CrashBench) -> anyhow::Result<()> {
             failed[0]
         ));
     }
+    after_restart_us.sort_unstable();
+    let slow_redeliveries = after_restart_us
+        .iter()
+        .filter(|&&us| us > REDELIVERY_LIMIT_US)
+        .count();
+    if slow_redeliveries > 0 {
+        violations.push(format!(
+            "{slow_redeliveries} deliveries in flight at a kill were received again more than {} s after the restart",
+            REDELIVERY_LIMIT_US / 1_000_000
+        ));
+    }
     if !settled {
         violations.push("timers still open at the end of the wait".into());
     }
@@ -772,6 +804,11 @@ pub async fn run(b: CrashBench) -> anyhow::Result<()> {
         "duplicates_per_kill": per_kill,
         "duplicates_without_a_kill_between": unexplained,
         "in_flight_at_kills_bound": bound,
+        "lease_ttl_ms": b.lease_ttl_ms.map_or_else(|| json!("default"), |ms| json!(ms)),
+        "redelivered_after_restart_ms": {
+            "p50": after_restart_us.get(after_restart_us.len() / 2).map(|us| us / 1_000),
+            "max": after_restart_us.last().map(|us| us / 1_000),
+        },
         "unknown_receipts": unknown,
         "kills": kills.len(),
         "downtime_ms": downtime_ms,
