@@ -52,8 +52,9 @@ pub struct OrchestratorConfig {
     pub commands: CommandConfig,
     /// Root for file actions (None: file actions are off).
     pub files: Option<FileConfig>,
-    /// How long a tenant's signing secrets are cached (rotation keeps the old secret valid
-    /// for 24 h, so a short staleness is harmless).
+    /// How long a tenant's signing secrets are cached at most. A rotation reaches the
+    /// cache sooner: every lease carries the tenant's secrets version, and an older cache
+    /// entry is fetched again.
     pub secret_cache_ttl: Duration,
     /// On a graceful stop, how long started deliveries may take to finish.
     pub shutdown_grace: Duration,
@@ -160,8 +161,9 @@ const HOST_QUEUE_FACTOR: usize = 4;
 /// `max_in_flight`.
 const WAITING_FACTOR: usize = 2;
 
-/// Signing secrets per tenant, with the time they were fetched.
-type SecretCache = Mutex<HashMap<String, (Instant, Arc<Vec<WebhookSecret>>)>>;
+/// Signing secrets per tenant: when they were fetched, the secrets version they are at
+/// least as new as, and the secrets.
+type SecretCache = Mutex<HashMap<String, (Instant, i64, Arc<Vec<WebhookSecret>>)>>;
 
 /// A running orchestrator.
 pub struct Orchestrator {
@@ -425,13 +427,21 @@ impl Orchestrator {
         self.leases.leave(d.delivery.id);
     }
 
-    async fn signing_secrets(&self, tenant: &str) -> Result<Arc<Vec<WebhookSecret>>, KernelError> {
-        if let Some((at, s)) = self
+    /// The tenant's signing secrets, from the cache unless it is older than
+    /// `secrets_version` (the version the delivery was leased with: a rotation since the
+    /// cache was filled) or than the cache TTL.
+    async fn signing_secrets(
+        &self,
+        tenant: &str,
+        secrets_version: i64,
+    ) -> Result<Arc<Vec<WebhookSecret>>, KernelError> {
+        if let Some((at, version, s)) = self
             .secrets
             .lock()
             .expect("secret cache poisoned")
             .get(tenant)
             && at.elapsed() < self.config.secret_cache_ttl
+            && *version >= secrets_version
         {
             return Ok(s.clone());
         }
@@ -450,7 +460,11 @@ impl Orchestrator {
         if cache.len() >= MAX_CACHED_TENANTS {
             cache.clear();
         }
-        cache.insert(tenant.to_string(), (Instant::now(), parsed.clone()));
+        // Fetched after the delivery was leased, so at least as new as its version.
+        cache.insert(
+            tenant.to_string(),
+            (Instant::now(), secrets_version, parsed.clone()),
+        );
         Ok(parsed)
     }
 
@@ -593,7 +607,10 @@ impl Orchestrator {
         started_at_us: i64,
     ) -> ExecResult {
         match &d.action {
-            Action::Webhook(w) => match self.signing_secrets(&d.timer.tenant_id).await {
+            Action::Webhook(w) => match self
+                .signing_secrets(&d.timer.tenant_id, d.secrets_version)
+                .await
+            {
                 Ok(secrets) => {
                     // The envelope is encoded only when the action has no body of its own.
                     let body = match &w.body {
@@ -731,6 +748,7 @@ mod tests {
             },
             action: timer.action_bundle.actions[0].clone(),
             timer,
+            secrets_version: 0,
         };
         assert_eq!(
             String::from_utf8(envelope_bytes(&d)).unwrap(),

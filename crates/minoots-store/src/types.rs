@@ -257,6 +257,11 @@ pub struct LeasedDelivery {
     pub delivery: Delivery,
     pub action: Action,
     pub timer: Timer,
+    /// The version of the tenant's signing secrets when this was leased (the creation
+    /// time of its current secret; 0 when it has none yet). An executor whose cached
+    /// secrets are older fetches them again, so a delivery leased after a rotation
+    /// returned carries the new signature at once.
+    pub secrets_version: i64,
 }
 
 /// An executor's report of one attempt.

@@ -534,6 +534,7 @@ pub fn leased_pb(l: &LeasedDelivery) -> pb::LeasedDelivery {
         delivery: Some(delivery_pb(&l.delivery, &[])),
         action: Some(action_pb(&l.action)),
         timer: Some(timer_pb(&l.timer)),
+        secrets_version: l.secrets_version,
     }
 }
 
@@ -550,6 +551,7 @@ pub fn leased_of(l: pb::LeasedDelivery) -> KernelResult<LeasedDelivery> {
         delivery: delivery_of(l.delivery.ok_or_else(|| missing("delivery"))?)?.delivery,
         action,
         timer: timer_of(l.timer.ok_or_else(|| missing("timer"))?)?,
+        secrets_version: l.secrets_version,
     })
 }
 

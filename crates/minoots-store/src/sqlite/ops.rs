@@ -660,6 +660,7 @@ pub fn claim_deliveries(
     }
     deliveries.sort_by_key(|d| (d.next_attempt_at_us, d.id));
     let mut timers: HashMap<TimerId, Option<Timer>> = HashMap::new();
+    let mut secret_versions: HashMap<String, i64> = HashMap::new();
     let mut out = Vec::with_capacity(deliveries.len());
     for d in deliveries {
         let timer = match timers.entry(d.timer_id) {
@@ -692,10 +693,19 @@ pub fn claim_deliveries(
             ));
             continue;
         };
+        let secrets_version = match secret_versions.get(&d.tenant_id) {
+            Some(v) => *v,
+            None => {
+                let v = signing_secrets_version(ctx.conn, &d.tenant_id)?;
+                secret_versions.insert(d.tenant_id.clone(), v);
+                v
+            }
+        };
         out.push(LeasedDelivery {
             delivery: d,
             action,
             timer,
+            secrets_version,
         });
     }
     for (raw_id, why) in quarantine {
@@ -1262,6 +1272,17 @@ pub fn ensure_signing_secret(
             .execute(params![tenant_id, candidate, ctx.now_us])?;
     }
     signing_secrets_at(ctx.conn, tenant_id, ctx.now_us, grace_us)
+}
+
+/// The creation time of the tenant's current signing secret (0 when it has none): it grows
+/// with every rotation.
+pub fn signing_secrets_version(conn: &Connection, tenant_id: &str) -> StoreResult<i64> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT COALESCE(MAX(created_at), 0) FROM signing_secrets
+              WHERE tenant_id = ?1 AND retired_at IS NULL",
+        )?
+        .query_row(params![tenant_id], |r| r.get(0))?)
 }
 
 /// The current secret (never retired) first, then those retired within the grace period.
