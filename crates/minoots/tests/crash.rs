@@ -1,9 +1,11 @@
-//! The crash harness at a small size, through the binary: `minoots bench crash` creates
-//! timers at a steady rate while it SIGKILLs and restarts a real `minoots serve` at random
-//! moments, then checks from its durable webhook sink that no acknowledged timer was lost,
-//! none was delivered early, every duplicate had a kill between its receipts and they stay
-//! within kills × max in flight, and that the final SIGTERM exits 0. The seed is random
-//! and printed; `MINOOTS_CRASH_SEED` repeats a run.
+//! The crash harness at a small size, through the binary, with default lease settings:
+//! `minoots bench crash` creates timers at a steady rate while it SIGKILLs and restarts a
+//! real `minoots serve` (or, in microservice mode, the `minoots orchestrator` beside a
+//! kernel and a control plane) at random moments, then checks from its durable webhook sink
+//! that no acknowledged timer was lost, none was delivered early, every duplicate had a
+//! kill between its receipts, stays within kills × max in flight and was received again
+//! within 10 s of the restart, and that the final SIGTERM exits 0. The seed is random and
+//! printed; `MINOOTS_CRASH_SEED` repeats a run.
 
 use std::process::Command;
 
@@ -13,6 +15,15 @@ const MAX_IN_FLIGHT: usize = 64;
 
 #[test]
 fn timers_survive_ten_sigkills_never_lost_never_early_duplicates_bounded() {
+    crash_run("serve");
+}
+
+#[test]
+fn timers_survive_ten_sigkills_of_the_orchestrator_in_microservice_mode() {
+    crash_run("orchestrator");
+}
+
+fn crash_run(kill: &str) {
     let dir = tempfile::tempdir().unwrap();
     let seed = std::env::var("MINOOTS_CRASH_SEED").unwrap_or_else(|_| {
         std::time::SystemTime::now()
@@ -36,6 +47,8 @@ fn timers_survive_ten_sigkills_never_lost_never_early_duplicates_bounded() {
             &MAX_IN_FLIGHT.to_string(),
             "--seed",
             &seed,
+            "--kill",
+            kill,
         ])
         .env("MINOOTS_LOG", "warn")
         .output()
@@ -76,6 +89,13 @@ fn timers_survive_ten_sigkills_never_lost_never_early_duplicates_bounded() {
         duplicates <= KILLS * MAX_IN_FLIGHT,
         "{duplicates} duplicates above kills × max in flight\n{context}"
     );
+    if duplicates > 0 {
+        let slowest = r["redelivered_after_restart_ms"]["max"].as_u64().unwrap();
+        assert!(
+            slowest <= 10_000,
+            "a delivery in flight at a kill came back {slowest} ms after the restart\n{context}"
+        );
+    }
     assert_eq!(r["sigterm_exit_code"], 0, "{context}");
     assert!(
         out.status.success(),

@@ -1,6 +1,7 @@
 //! `minoots bench crash`: the crash harness. A real `minoots serve` process on a fixed data
-//! directory and fixed ports is killed with SIGKILL at random moments (seeded, the seed is
-//! printed) and started again, while a client creates timers at a steady rate, each with a
+//! directory and fixed ports (or, with `--kill orchestrator`, the orchestrator of a
+//! microservice deployment whose kernel and control plane stay up) is killed with SIGKILL
+//! at random moments (seeded, the seed is printed) and started again, while a client creates timers at a steady rate, each with a
 //! webhook to a sink in this process that appends `(webhook-id, timer id, receive time)` to a
 //! file and fsyncs it before answering 200. At the end, with the server up again, it waits
 //! (bounded) until every acknowledged timer is delivered and settled, stops the server with
@@ -71,6 +72,10 @@ pub struct CrashBench {
     /// The server's orchestrator: deliveries executing at once (the duplicate bound per kill).
     #[arg(long, default_value_t = 64)]
     max_in_flight: u32,
+    /// Which process is killed: `serve`, or the orchestrator of a microservice deployment
+    /// (kernel, control plane and orchestrator as three processes).
+    #[arg(long, value_enum, default_value_t = KillTarget::Serve)]
+    kill: KillTarget,
     /// Where the data directory and the sink's file are kept (default: a temporary directory).
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -129,9 +134,21 @@ impl Rng {
     }
 }
 
-/// The server under test: one `minoots serve` process at a time on the same data directory
-/// and ports.
+/// Which process the harness kills.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KillTarget {
+    /// `minoots serve`: kernel, orchestrator and REST in one process.
+    Serve,
+    /// A `minoots orchestrator` of a microservice deployment; its `minoots kernel` and
+    /// `minoots control-plane` stay up.
+    Orchestrator,
+}
+
+/// The processes under test. The killed one (`serve`, or the orchestrator) runs one at a
+/// time on the same data directory and ports; in microservice mode the kernel and the
+/// control plane are `companions`, started once and stopped at the end.
 struct Server {
+    target: KillTarget,
     data_dir: PathBuf,
     log: PathBuf,
     http_port: u16,
@@ -139,34 +156,19 @@ struct Server {
     lease_ttl_ms: Option<u64>,
     max_in_flight: u32,
     child: Option<Child>,
+    companions: Vec<Child>,
 }
 
 impl Server {
-    /// Starts the process and waits for its ready line; returns the time that took.
-    fn start(&mut self) -> anyhow::Result<Duration> {
+    /// Spawns `minoots ARGS` with stderr to the log and waits for a stdout line starting
+    /// with `ready`.
+    fn spawn(&self, args: &[String], ready: &'static str) -> anyhow::Result<Child> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)?;
-        let started = Instant::now();
-        let lease: Vec<String> = self
-            .lease_ttl_ms
-            .map(|ms| vec!["--lease-ttl-ms".into(), ms.to_string()])
-            .unwrap_or_default();
         let mut child = Command::new(std::env::current_exe()?)
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .args([
-                "--http-addr",
-                &format!("127.0.0.1:{}", self.http_port),
-                "--grpc-addr",
-                &format!("127.0.0.1:{}", self.grpc_port),
-                "--allow-private-targets",
-                "--max-in-flight",
-                &self.max_in_flight.to_string(),
-            ])
-            .args(&lease)
+            .args(args)
             .env("MINOOTS_ADMIN_KEY", ADMIN_KEY)
             .env("MINOOTS_LOG", "warn")
             .env_remove("MINOOTS_CONFIG")
@@ -174,25 +176,97 @@ impl Server {
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
-            .context("starting minoots serve")?;
+            .with_context(|| format!("starting minoots {}", args[0]))?;
         let stdout = child.stdout.take().expect("piped");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.starts_with("minoots ready on ") {
+                if line.starts_with(ready) {
                     let _ = tx.send(());
                 }
             }
         });
-        let ready = rx.recv_timeout(READY_TIMEOUT);
-        self.child = Some(child);
-        if ready.is_err() {
-            let _ = self.kill();
+        if rx.recv_timeout(READY_TIMEOUT).is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
             anyhow::bail!(
-                "minoots serve did not print its ready line within {READY_TIMEOUT:?}; see {}",
+                "minoots {} did not print its ready line within {READY_TIMEOUT:?}; see {}",
+                args[0],
                 self.log.display()
             );
         }
+        Ok(child)
+    }
+
+    /// In microservice mode, starts the kernel and the control plane (once).
+    fn start_companions(&mut self) -> anyhow::Result<()> {
+        if self.target != KillTarget::Orchestrator {
+            return Ok(());
+        }
+        let port = || -> anyhow::Result<u16> {
+            Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port())
+        };
+        let kernel = vec![
+            "kernel".to_string(),
+            "--data-dir".into(),
+            self.data_dir.display().to_string(),
+            "--grpc-addr".into(),
+            format!("127.0.0.1:{}", self.grpc_port),
+            "--http-addr".into(),
+            format!("127.0.0.1:{}", port()?),
+        ];
+        let kernel = self.spawn(&kernel, "minoots kernel ready on ")?;
+        self.companions.push(kernel);
+        let control_plane = vec![
+            "control-plane".to_string(),
+            "--kernel-url".into(),
+            format!("http://127.0.0.1:{}", self.grpc_port),
+            "--http-addr".into(),
+            format!("127.0.0.1:{}", self.http_port),
+        ];
+        let control_plane = self.spawn(&control_plane, "minoots control plane ready on ")?;
+        self.companions.push(control_plane);
+        Ok(())
+    }
+
+    /// Starts the process the harness kills and waits for its ready line; returns the time
+    /// that took.
+    fn start(&mut self) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        let mut args: Vec<String> = match self.target {
+            KillTarget::Serve => vec![
+                "serve".into(),
+                "--data-dir".into(),
+                self.data_dir.display().to_string(),
+                "--http-addr".into(),
+                format!("127.0.0.1:{}", self.http_port),
+                "--grpc-addr".into(),
+                format!("127.0.0.1:{}", self.grpc_port),
+            ],
+            KillTarget::Orchestrator => vec![
+                "orchestrator".into(),
+                "--kernel-url".into(),
+                format!("http://127.0.0.1:{}", self.grpc_port),
+                // Its health port: any free one.
+                "--http-addr".into(),
+                "127.0.0.1:0".into(),
+            ],
+        };
+        args.extend([
+            "--allow-private-targets".into(),
+            "--max-in-flight".into(),
+            self.max_in_flight.to_string(),
+        ]);
+        if let Some(ms) = self.lease_ttl_ms {
+            args.extend(["--lease-ttl-ms".into(), ms.to_string()]);
+        }
+        let ready = match self.target {
+            KillTarget::Serve => "minoots ready on ",
+            KillTarget::Orchestrator => "minoots orchestrator running against ",
+        };
+        self.child = Some(self.spawn(&args, ready)?);
         Ok(started.elapsed())
     }
 
@@ -205,31 +279,52 @@ impl Server {
         Ok((sent, SystemClock.now_us()))
     }
 
-    /// SIGTERM, then waits (bounded) for the exit; returns its status and how long it took.
+    /// SIGTERM to the killed process, then to the companions (control plane before
+    /// kernel); waits (bounded) for each exit. Returns the first process's status and how
+    /// long the whole stop took.
     fn terminate(&mut self) -> anyhow::Result<(ExitStatus, Duration)> {
-        let mut child = self.child.take().context("no server running")?;
         let started = Instant::now();
-        // SAFETY: sending a signal to our own child process.
-        if unsafe { libc::kill(child.id() as i32, libc::SIGTERM) } != 0 {
-            anyhow::bail!("SIGTERM failed: {}", std::io::Error::last_os_error());
+        let child = self.child.take().context("no server running")?;
+        let status = terminate_child(child)?;
+        while let Some(c) = self.companions.pop() {
+            let companion = terminate_child(c)?;
+            anyhow::ensure!(
+                companion.success(),
+                "a companion process ended with {companion}"
+            );
         }
-        loop {
-            if let Some(status) = child.try_wait()? {
-                return Ok((status, started.elapsed()));
-            }
-            if started.elapsed() > STOP_TIMEOUT {
-                let _ = child.kill();
-                let _ = child.wait();
-                anyhow::bail!("minoots serve did not stop within {STOP_TIMEOUT:?} of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        Ok((status, started.elapsed()))
+    }
+}
+
+/// SIGTERM, then waits (bounded by [`STOP_TIMEOUT`]) for the exit.
+fn terminate_child(mut child: Child) -> anyhow::Result<ExitStatus> {
+    let started = Instant::now();
+    // SAFETY: sending a signal to our own child process.
+    if unsafe { libc::kill(child.id() as i32, libc::SIGTERM) } != 0 {
+        anyhow::bail!("SIGTERM failed: {}", std::io::Error::last_os_error());
+    }
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
         }
+        if started.elapsed() > STOP_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            anyhow::bail!("minoots did not stop within {STOP_TIMEOUT:?} of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
+        for mut c in self
+            .child
+            .take()
+            .into_iter()
+            .chain(self.companions.drain(..))
+        {
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -545,9 +640,12 @@ pub async fn run(b: CrashBench) -> anyhow::Result<()> {
         lease_ttl_ms: b.lease_ttl_ms,
         max_in_flight: b.max_in_flight,
         child: None,
+        companions: Vec::new(),
+        target: b.kill,
     };
     let (sink, hook_url) = start_sink(&receipts_path).await?;
     let started = Instant::now();
+    tokio::task::block_in_place(|| server.start_companions())?;
     let mut ready_ms = vec![tokio::task::block_in_place(|| server.start())?.as_millis() as u64];
 
     // A tenant without limits and a key for it.
@@ -804,6 +902,7 @@ pub async fn run(b: CrashBench) -> anyhow::Result<()> {
         "duplicates_per_kill": per_kill,
         "duplicates_without_a_kill_between": unexplained,
         "in_flight_at_kills_bound": bound,
+        "killed": format!("{:?}", b.kill).to_lowercase(),
         "lease_ttl_ms": b.lease_ttl_ms.map_or_else(|| json!("default"), |ms| json!(ms)),
         "redelivered_after_restart_ms": {
             "p50": after_restart_us.get(after_restart_us.len() / 2).map(|us| us / 1_000),
