@@ -83,6 +83,18 @@ fn check_tier(st: &AppState, field: &str, tier: &str) -> ApiResult<()> {
     ))
 }
 
+/// Key ids as the document describes them (`crate::openapi::KEY_ID_PATTERN`): 1 to 64
+/// printable ASCII characters. Used for the `{id}` of a revoke and the `after` of a list.
+fn check_key_id(field: &str, id: &str) -> ApiResult<()> {
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::field(
+            field,
+            "must be a key id: 1 to 64 printable ASCII characters, as listed by GET /admin/keys",
+        ));
+    }
+    Ok(())
+}
+
 fn required<T>(body: Option<T>) -> ApiResult<T> {
     body.ok_or_else(|| ApiError::field("body", "is required: send a JSON object"))
 }
@@ -121,6 +133,9 @@ pub async fn list_tenants(
     let params = query_params(raw.as_deref(), &["after", "limit"])?;
     let limit = page_limit(params.get("limit"), DEFAULT_ADMIN_PAGE, MAX_ADMIN_PAGE)?;
     let after = params.non_empty("after").map(str::to_string);
+    if let Some(a) = &after {
+        minoots_core::request::check_tenant_id(a).map_err(|m| ApiError::field("after", m))?;
+    }
     let list = st.kernel_call(st.kernel.list_tenants(after, limit)).await?;
     let next = (list.len() == limit)
         .then(|| list.last().map(|t| t.id.clone()))
@@ -228,6 +243,9 @@ pub async fn list_keys(State(st): State<AppState>, RawQuery(raw): RawQuery) -> A
     let params = query_params(raw.as_deref(), &["tenantId", "after", "limit"])?;
     let get = |n: &str| params.non_empty(n).map(str::to_string);
     let limit = page_limit(get("limit").as_deref(), DEFAULT_ADMIN_PAGE, MAX_ADMIN_PAGE)?;
+    if let Some(a) = get("after") {
+        check_key_id("after", &a)?;
+    }
     let list = st
         .kernel_call(
             st.kernel
@@ -244,6 +262,7 @@ pub async fn list_keys(State(st): State<AppState>, RawQuery(raw): RawQuery) -> A
 }
 
 pub async fn revoke_key(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    check_key_id("id", &id)?;
     let k = st.kernel_call(st.kernel.revoke_api_key(&id)).await?;
     Ok(json_response(StatusCode::OK, &key_json(&k)))
 }

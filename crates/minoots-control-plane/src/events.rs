@@ -7,6 +7,9 @@
 //! Streams are bounded by `max_event_streams`; beyond it, 503 with `Retry-After`.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use axum::Extension;
 use axum::extract::{RawQuery, State};
@@ -17,23 +20,30 @@ use minoots_core::timefmt::format_us;
 use minoots_core::{Event, EventType};
 use minoots_store::EventQuery;
 use serde_json::json;
-use tokio_stream::StreamExt;
+use tokio_stream::{Stream, StreamExt};
 
 use crate::AppState;
 use crate::auth::Caller;
 use crate::problem::{ApiError, ApiResult};
-use crate::timers::{query_params, timer_id};
+use crate::timers::{query_params, timeout_param, timer_id};
 
 /// Events read per replay page by the kernel for one stream.
 const REPLAY_PAGE: usize = 1_000;
 
 fn after_seq(headers: &HeaderMap, param: Option<&str>) -> ApiResult<i64> {
-    let header = headers
-        .get("last-event-id")
-        .map(|v| v.to_str().unwrap_or("").trim().to_string());
+    let header = match headers.get("last-event-id").map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(v)) => Some(v.trim().to_string()),
+        Some(Err(_)) => {
+            return Err(ApiError::field(
+                "Last-Event-ID",
+                "must be the sequence number (id) of an event already received, in ASCII digits",
+            ));
+        }
+    };
     let (field, text) = match (&header, param) {
         (Some(h), _) if !h.is_empty() => ("Last-Event-ID", h.as_str()),
-        (_, Some(p)) if !p.is_empty() => ("after", p),
+        (_, Some(p)) => ("after", p),
         _ => return Ok(0),
     };
     text.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
@@ -65,7 +75,7 @@ pub async fn stream(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
-    let params = query_params(raw.as_deref(), &["after", "timerId", "types"])?;
+    let params = query_params(raw.as_deref(), &["after", "timerId", "types", "timeout"])?;
     let get = |name: &str| params.get(name);
     let after = after_seq(&headers, get("after"))?;
     let timer = match get("timerId") {
@@ -74,6 +84,7 @@ pub async fn stream(
             ApiError::field("timerId", format!("\"{t}\" is not a timer id (a UUID)"))
         })?),
     };
+    let until = timeout_param(get("timeout"))?.map(|d| tokio::time::Instant::now() + d);
     let mut types = Vec::new();
     for t in get("types")
         .unwrap_or("")
@@ -103,6 +114,11 @@ pub async fn stream(
         }))
         .await?;
     let kernel = st.kernel.clone();
+    // `timeout`: the stream ends then, as if the client had left.
+    let events = Until {
+        inner: events,
+        end: until.map(|at| Box::pin(tokio::time::sleep_until(at))),
+    };
     let out = events
         .take_while(|r| r.is_ok())
         .filter_map(|r| r.ok())
@@ -130,6 +146,25 @@ pub async fn stream(
         .into_response())
 }
 
+/// A stream that ends at a deadline (or never, without one).
+struct Until<S> {
+    inner: S,
+    end: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S: Stream + Unpin> Stream for Until<S> {
+    type Item = S::Item;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        if let Some(end) = self.end.as_mut()
+            && end.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(None);
+        }
+        Pin::new(&mut self.inner).poll_next(cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,5 +182,7 @@ mod tests {
             "Last-Event-ID"
         );
         assert!(after_seq(&HeaderMap::new(), Some("-3")).is_err());
+        // An empty `after` is not a number (the document says integer).
+        assert!(after_seq(&HeaderMap::new(), Some("")).is_err());
     }
 }

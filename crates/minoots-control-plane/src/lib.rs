@@ -16,6 +16,7 @@ pub mod config;
 pub mod events;
 pub mod listener;
 pub mod metrics;
+pub mod openapi;
 pub mod ops;
 pub mod problem;
 pub mod ratelimit;

@@ -48,8 +48,9 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
         .into_response()
 }
 
-pub async fn openapi() -> Response {
-    json_response(StatusCode::OK, &crate::routes::openapi_document())
+pub async fn openapi(State(st): State<AppState>) -> Response {
+    let tiers: Vec<String> = st.config.tiers.keys().cloned().collect();
+    json_response(StatusCode::OK, &crate::routes::openapi_document_for(&tiers))
 }
 
 pub async fn not_found(uri: Uri) -> ApiError {

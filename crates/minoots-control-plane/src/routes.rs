@@ -9,6 +9,10 @@ use axum::routing::{MethodRouter, delete, get, patch, post};
 use serde_json::{Value, json};
 
 use crate::auth::{Access, authorize};
+use crate::openapi::{
+    CURSOR_PATTERN, EVENT_TYPES_PATTERN, KEY_ID_PATTERN, LABEL_FILTER_PATTERN, TENANT_ID_PATTERN,
+    TIMEOUT_PATTERN, TIMER_ID_PATTERN, schema, schemas,
+};
 use crate::{AppState, admin, events, ops, timers};
 
 /// Where the Swagger UI is served (outside the table: its assets are many paths).
@@ -40,10 +44,6 @@ fn r(
     }
 }
 
-fn schema(name: &str) -> Value {
-    json!({"$ref": format!("#/components/schemas/{name}")})
-}
-
 fn body(name: &str, required: bool) -> Value {
     json!({"required": required, "content": {"application/json": {"schema": schema(name)}}})
 }
@@ -62,6 +62,33 @@ fn problem(code: &str, description: &str) -> (String, Value) {
     )
 }
 
+/// A response header; `required` when every answer with this status carries it.
+fn header_doc(description: &str, required: bool, schema: Value) -> Value {
+    json!({"description": description, "required": required, "schema": schema})
+}
+
+/// The `RateLimit-*` headers of a keyed answer (present when the key's tier limits its
+/// request rate).
+fn rate_limit_headers() -> serde_json::Map<String, Value> {
+    let int = || json!({"type": "integer", "minimum": 0});
+    [
+        ("RateLimit-Limit", "Requests allowed per minute"),
+        ("RateLimit-Remaining", "Requests left in the window"),
+        ("RateLimit-Reset", "Seconds until the window is full again"),
+    ]
+    .into_iter()
+    .map(|(n, d)| (n.to_string(), header_doc(d, false, int())))
+    .collect()
+}
+
+fn retry_after(required: bool) -> Value {
+    header_doc(
+        "Seconds to wait before retrying",
+        required,
+        json!({"type": "integer", "minimum": 0}),
+    )
+}
+
 /// An operation with the error answers every route of its access level can give.
 fn op(
     id: &str,
@@ -73,23 +100,40 @@ fn op(
 ) -> Value {
     responses.push(problem("400", "Invalid input; `errors` names each field"));
     if access != Access::Public {
-        responses.push(problem(
+        let mut unauthorized = problem(
             "401",
             "Missing, malformed, unknown, revoked or expired API key",
-        ));
+        );
+        unauthorized.1["headers"] = json!({"WWW-Authenticate": header_doc("The scheme to authenticate with", true, json!({"type": "string"}))});
+        responses.push(unauthorized);
         responses.push(problem(
             "403",
             "The key lacks the role, or acts for another tenant",
         ));
-        responses.push(problem(
+        let mut limited = problem(
             "429",
             "A rate limit or quota was hit (`Retry-After`, `RateLimit-*`)",
-        ));
+        );
+        let mut h = rate_limit_headers();
+        h.insert("Retry-After".into(), retry_after(true));
+        limited.1["headers"] = Value::Object(h);
+        responses.push(limited);
+        for (code, r) in responses.iter_mut() {
+            if code.starts_with('2') {
+                r["headers"] = Value::Object(rate_limit_headers());
+            }
+        }
     }
-    responses.push(problem(
+    if extra.get("requestBody").is_some() {
+        responses.push(problem("413", "Body over the size limit"));
+        responses.push(problem("415", "Body is not JSON"));
+    }
+    let mut unavailable = problem(
         "503",
         "The kernel is unavailable; retry after `Retry-After`",
-    ));
+    );
+    unavailable.1["headers"] = json!({"Retry-After": retry_after(true)});
+    responses.push(unavailable);
     let mut o = json!({
         "operationId": id,
         "tags": [tag],
@@ -105,11 +149,10 @@ fn op(
 }
 
 fn path_id(what: &str) -> Value {
-    // Timer ids are UUIDs; tenant and key ids are other text.
-    let schema = if what == "timer" {
-        json!({"type": "string", "format": "uuid"})
-    } else {
-        json!({"type": "string"})
+    let schema = match what {
+        "timer" => json!({"type": "string", "format": "uuid", "pattern": TIMER_ID_PATTERN}),
+        "tenant" => json!({"type": "string", "pattern": TENANT_ID_PATTERN}),
+        _ => json!({"type": "string", "pattern": KEY_ID_PATTERN}),
     };
     json!({"name": "id", "in": "path", "required": true, "description": format!("The {what} id"), "schema": schema})
 }
@@ -135,17 +178,20 @@ pub fn table() -> Vec<RouteSpec> {
                 "Schedule a timer",
                 Write,
                 vec![
-                    timer_ok("201", "Created"),
-                    timer_ok("200", "The timer created earlier with this idempotency key"),
+                    located(timer_ok("201", "Created")),
+                    located(timer_ok(
+                        "200",
+                        "The timer created earlier with this idempotency key",
+                    )),
                     problem(
                         "409",
                         "The idempotency key was used for a different request",
                     ),
-                    problem("413", "Body over the size limit"),
-                    problem("415", "Body is not JSON"),
                 ],
                 json!({"requestBody": body("TimerRequest", true),
-                   "parameters": [{"name": "Idempotency-Key", "in": "header", "required": false, "schema": {"type": "string", "maxLength": 256}}]}),
+                   "parameters": [{"name": "Idempotency-Key", "in": "header", "required": false,
+                                   "description": "The same as idempotencyKey in the body (both: they must match)",
+                                   "schema": {"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[ -~]*$"}}]}),
             ),
         ),
         r(
@@ -161,9 +207,9 @@ pub fn table() -> Vec<RouteSpec> {
                 vec![ok("200", "A page of timers", "TimerList")],
                 json!({"parameters": [
                 query("status", "Only timers with this status", json!({"type": "string", "enum": ["scheduled", "fired", "settled", "failed", "cancelled"]})),
-                query("label", "Only timers with this label, as key:value", json!({"type": "string"})),
+                query("label", "Only timers with this label, as key:value (empty: no filter)", json!({"type": "string", "pattern": LABEL_FILTER_PATTERN})),
                 query("limit", "Page size (1 to 500, default 50)", json!({"type": "integer", "minimum": 1, "maximum": 500})),
-                query("cursor", "nextCursor of the previous page", json!({"type": "string"}))]}),
+                query("cursor", "nextCursor of the previous page, unchanged (opaque; empty: the first page)", json!({"type": "string", "pattern": CURSOR_PATTERN}))]}),
             ),
         ),
         r(
@@ -178,7 +224,7 @@ pub fn table() -> Vec<RouteSpec> {
                 Read,
                 vec![(
                     "200".into(),
-                    json!({"description": "An event stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}}),
+                    json!({"description": "An event stream", "content": {"text/event-stream": {"schema": schema("ServerSentEvent")}}}),
                 )],
                 events_params(),
             ),
@@ -279,7 +325,7 @@ pub fn table() -> Vec<RouteSpec> {
                     timer_ok("200", "The timer when it changed, or at the timeout"),
                     not_found(),
                 ],
-                json!({"parameters": [path_id("timer"), query("timeout", "How long to wait, like 30s (at most 300s)", json!({"type": "string"}))]}),
+                json!({"parameters": [path_id("timer"), timeout_param("How long to wait, like 30s (default 30s, at most 300s)")]}),
             ),
         ),
         r(
@@ -294,7 +340,7 @@ pub fn table() -> Vec<RouteSpec> {
                 Read,
                 vec![(
                     "200".into(),
-                    json!({"description": "An event stream; each data is an Event", "content": {"text/event-stream": {"schema": {"type": "string"}}}}),
+                    json!({"description": "An event stream; each data is an Event", "content": {"text/event-stream": {"schema": schema("ServerSentEvent")}}}),
                 )],
                 events_params(),
             ),
@@ -369,7 +415,7 @@ pub fn table() -> Vec<RouteSpec> {
                 "List tenants",
                 Admin,
                 vec![ok("200", "Tenants", "TenantList")],
-                json!({"parameters": [query("after", "nextCursor of the previous page", json!({"type": "string"})),
+                json!({"parameters": [query("after", "nextCursor of the previous page (a tenant id; empty: the first page)", json!({"type": "string", "pattern": format!("^({})?$", &TENANT_ID_PATTERN[1..TENANT_ID_PATTERN.len() - 1])})),
                                   query("limit", "Page size (1 to 1000)", json!({"type": "integer", "minimum": 1, "maximum": 1000}))]}),
             ),
         ),
@@ -418,8 +464,8 @@ pub fn table() -> Vec<RouteSpec> {
                 "List API keys",
                 Admin,
                 vec![ok("200", "Keys", "ApiKeyList")],
-                json!({"parameters": [query("tenantId", "Only this tenant's keys", json!({"type": "string"})),
-                                  query("after", "nextCursor of the previous page", json!({"type": "string"})),
+                json!({"parameters": [query("tenantId", "Only this tenant's keys (empty: every tenant)", json!({"type": "string", "pattern": format!("^({})?$", &TENANT_ID_PATTERN[1..TENANT_ID_PATTERN.len() - 1])})),
+                                  query("after", "nextCursor of the previous page (a key id; empty: the first page)", json!({"type": "string", "pattern": format!("^({})?$", &KEY_ID_PATTERN[1..KEY_ID_PATTERN.len() - 1])})),
                                   query("limit", "Page size (1 to 1000)", json!({"type": "integer", "minimum": 1, "maximum": 1000}))]}),
             ),
         ),
@@ -505,12 +551,29 @@ pub fn table() -> Vec<RouteSpec> {
     ]
 }
 
+fn timeout_param(description: &str) -> Value {
+    query(
+        "timeout",
+        description,
+        json!({"type": "string", "pattern": TIMEOUT_PATTERN}),
+    )
+}
+
+/// A response that carries `Location` (the timer's URL).
+fn located(mut r: (String, Value)) -> (String, Value) {
+    r.1["headers"] =
+        json!({"Location": header_doc("The timer's URL", true, json!({"type": "string"}))});
+    r
+}
+
 fn events_params() -> Value {
     json!({"parameters": [
-        query("after", "Resume after this sequence number (or send Last-Event-ID)", json!({"type": "integer", "minimum": 0})),
-        query("timerId", "Only this timer's events", json!({"type": "string"})),
-        query("types", "Comma-separated event types, like timer.fired,timer.settled", json!({"type": "string"})),
-        {"name": "Last-Event-ID", "in": "header", "required": false, "schema": {"type": "string"}}]})
+        query("after", "Resume after this sequence number (or send Last-Event-ID)", json!({"type": "integer", "minimum": 0, "maximum": i64::MAX})),
+        query("timerId", "Only this timer's events (empty: every timer)", json!({"type": "string", "pattern": format!("^({})?$", &TIMER_ID_PATTERN[1..TIMER_ID_PATTERN.len() - 1])})),
+        query("types", "Comma-separated event types, like timer.fired,timer.settled (empty: every type)", json!({"type": "string", "pattern": EVENT_TYPES_PATTERN})),
+        timeout_param("Close the stream after this long, like 30s (at most 300s; default: open until the client leaves)"),
+        {"name": "Last-Event-ID", "in": "header", "required": false, "description": "The id of the last event received (empty: the start)",
+         "schema": {"type": "string", "pattern": "^[ \\t]*([0-9]{1,18}[ \\t]*)?$"}}]})
 }
 
 /// The router of the whole API.
@@ -533,8 +596,15 @@ pub fn build(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// `/openapi.json`: OpenAPI 3.1 built from [`table`] and the schemas below.
+/// `/openapi.json` with the default tiers (what `minoots openapi` prints).
 pub fn openapi_document() -> Value {
+    let tiers: Vec<String> = crate::config::default_tiers().into_keys().collect();
+    openapi_document_for(&tiers)
+}
+
+/// `/openapi.json`: OpenAPI 3.1 built from [`table`] and [`schemas`]; `tiers` are the tier
+/// names the server knows.
+pub fn openapi_document_for(tiers: &[String]) -> Value {
     let mut paths = serde_json::Map::new();
     for spec in table() {
         let mut doc = spec.doc;
@@ -572,104 +642,7 @@ pub fn openapi_document() -> Value {
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
                 "bearer": {"type": "http", "scheme": "bearer"},
             },
-            "schemas": schemas(),
+            "schemas": schemas(tiers),
         },
-    })
-}
-
-fn nullable(t: &str) -> Value {
-    json!({"type": [t, "null"]})
-}
-
-fn schemas() -> Value {
-    let time = json!({"type": "string", "format": "date-time"});
-    let time_or_null = json!({"type": ["string", "null"], "format": "date-time"});
-    let string_map = json!({"type": "object", "additionalProperties": {"type": "string"}});
-    json!({
-        "Problem": {"type": "object", "required": ["type", "title", "status", "detail"], "properties": {
-            "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
-            "detail": {"type": "string"},
-            "errors": {"type": "array", "items": {"type": "object", "required": ["field", "message"], "properties": {
-                "field": {"type": "string"}, "message": {"type": "string"}}}},
-            "quota": {"type": "string"}, "limit": {"type": "integer"}, "timerStatus": {"type": "string"}}},
-        "WebhookAction": {"type": "object", "required": ["type", "url"], "additionalProperties": false, "properties": {
-            "type": {"const": "webhook"}, "url": {"type": "string", "maxLength": 2048},
-            "method": {"type": "string", "enum": ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]},
-            "headers": string_map, "body": {}, "timeoutMs": {"type": "integer", "minimum": 1, "maximum": 120000}}},
-        "CommandAction": {"type": "object", "required": ["type", "command"], "additionalProperties": false, "properties": {
-            "type": {"const": "command"}, "command": {"type": "string"},
-            "args": {"type": "array", "items": {"type": "string"}, "maxItems": 64}, "env": string_map,
-            "timeoutMs": {"type": "integer", "minimum": 1}}},
-        "FileAction": {"type": "object", "required": ["type", "path"], "additionalProperties": false, "properties": {
-            "type": {"const": "file"}, "path": {"type": "string"}, "mode": {"type": "string", "enum": ["append", "overwrite"]},
-            "content": {}}},
-        "Action": {"oneOf": [schema("WebhookAction"), schema("CommandAction"), schema("FileAction")]},
-        "RetryPolicy": {"type": "object", "additionalProperties": false, "properties": {
-            "maxAttempts": {"type": "integer", "minimum": 1, "maximum": 100},
-            "initialBackoffMs": {"type": "integer", "minimum": 1}, "maxBackoffMs": {"type": "integer", "minimum": 1},
-            "multiplier": {"type": "number", "minimum": 1}}},
-        "ActionBundle": {"type": "object", "additionalProperties": false, "properties": {
-            "actions": {"type": "array", "items": schema("Action"), "maxItems": 16},
-            "retryPolicy": schema("RetryPolicy")}},
-        "TimerRequest": {"type": "object", "additionalProperties": false,
-            "description": "Exactly one of duration and fireAt.",
-            "properties": {
-                "tenantId": {"type": "string"}, "requestedBy": {"type": "string"}, "name": {"type": "string"},
-                "duration": {"oneOf": [{"type": "string", "examples": ["30s", "1h30m", "PT30S"]}, {"type": "integer", "description": "milliseconds"}]},
-                "fireAt": time, "metadata": {"type": "object"}, "labels": string_map,
-                "actionBundle": schema("ActionBundle"), "idempotencyKey": {"type": "string", "maxLength": 256}}},
-        "Timer": {"type": "object", "required": ["id", "tenantId", "name", "status", "createdAt", "fireAt", "version"], "properties": {
-            "id": {"type": "string"}, "tenantId": {"type": "string"}, "name": {"type": "string"},
-            "requestedBy": nullable("string"),
-            "status": {"type": "string", "enum": ["scheduled", "fired", "settled", "failed", "cancelled"]},
-            "createdAt": time, "fireAt": time, "durationMs": nullable("integer"),
-            "firedAt": time_or_null, "firedLateMs": nullable("number"), "settledAt": time_or_null,
-            "cancelledAt": time_or_null, "cancelReason": nullable("string"),
-            "metadata": {"type": "object"}, "labels": string_map, "actionBundle": schema("ActionBundle"),
-            "version": {"type": "integer"}}},
-        "TimerList": {"type": "object", "required": ["timers", "nextCursor"], "properties": {
-            "timers": {"type": "array", "items": schema("Timer")}, "nextCursor": nullable("string")}},
-        "CancelRequest": {"type": "object", "additionalProperties": false, "properties": {"reason": {"type": "string", "maxLength": 1024}}},
-        "Attempt": {"type": "object", "properties": {
-            "attempt": {"type": "integer"}, "startedAt": time, "durationMs": {"type": "number"},
-            "outcome": {"type": "string", "enum": ["succeeded", "retryable", "permanent"]},
-            "httpStatus": nullable("integer"), "exitCode": nullable("integer"), "error": nullable("string"),
-            "response": nullable("string")}},
-        "Delivery": {"type": "object", "properties": {
-            "id": {"type": "string"}, "timerId": {"type": "string"}, "actionIndex": {"type": "integer"},
-            "status": {"type": "string", "enum": ["pending", "in_flight", "succeeded", "dead"]},
-            "attempts": {"type": "integer"}, "maxAttempts": {"type": "integer"}, "nextAttemptAt": time_or_null,
-            "lastError": nullable("string"), "createdAt": time, "updatedAt": time,
-            "attemptLog": {"type": "array", "items": schema("Attempt")}}},
-        "DeliveryList": {"type": "object", "required": ["deliveries"], "properties": {"deliveries": {"type": "array", "items": schema("Delivery")}}},
-        "Event": {"type": "object", "properties": {
-            "seq": {"type": "integer"}, "type": {"type": "string"}, "tenantId": {"type": "string"}, "timerId": {"type": "string"},
-            "deliveryId": nullable("string"), "occurredAt": time, "data": {"type": "object"},
-            "timer": {"oneOf": [schema("Timer"), {"type": "null"}]}}},
-        "Tenant": {"type": "object", "properties": {
-            "id": {"type": "string"}, "name": {"type": "string"}, "tier": {"type": "string"}, "createdAt": time, "updatedAt": time}},
-        "TenantList": {"type": "object", "properties": {"tenants": {"type": "array", "items": schema("Tenant")}, "nextCursor": nullable("string")}},
-        "NewTenant": {"type": "object", "required": ["id"], "additionalProperties": false, "properties": {
-            "id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}, "name": {"type": "string"}, "tier": {"type": "string"}}},
-        "TenantPatch": {"type": "object", "additionalProperties": false, "properties": {"name": {"type": "string"}, "tier": {"type": "string"}}},
-        "ApiKey": {"type": "object", "properties": {
-            "id": {"type": "string"}, "tenantId": {"type": "string"}, "name": {"type": "string"}, "prefix": {"type": "string"},
-            "roles": {"type": "array", "items": {"type": "string"}}, "createdAt": time, "expiresAt": time_or_null,
-            "revokedAt": time_or_null, "lastUsedAt": time_or_null}},
-        "CreatedApiKey": {"allOf": [schema("ApiKey"), {"type": "object", "required": ["key"], "properties": {"key": {"type": "string"}}}]},
-        "ApiKeyList": {"type": "object", "properties": {"keys": {"type": "array", "items": schema("ApiKey")}, "nextCursor": nullable("string")}},
-        "NewApiKey": {"type": "object", "required": ["tenantId"], "additionalProperties": false, "properties": {
-            "tenantId": {"type": "string"}, "name": {"type": "string"},
-            "roles": {"type": "array", "items": {"type": "string", "enum": ["timers:read", "timers:write", "admin"]}},
-            "expiresAt": time}},
-        "Usage": {"type": "object", "properties": {
-            "tenantId": {"type": "string"}, "tier": {"type": "string"},
-            "limits": {"type": "object", "properties": {
-                "requestsPerMinute": nullable("integer"), "createsPerMinute": nullable("integer"),
-                "timersPerDay": nullable("integer"), "pendingTimers": nullable("integer"), "maxDurationMs": nullable("integer")}},
-            "usage": {"type": "object", "properties": {"timersCreatedToday": {"type": "integer"}, "pendingTimers": {"type": "integer"}}}}},
-        "WebhookSecret": {"type": "object", "required": ["secret"], "properties": {
-            "secret": {"type": "string"}, "signingSecrets": {"type": "integer"}, "previousSecretValidUntil": time}},
-        "Health": {"type": "object", "properties": {"status": {"type": "string"}, "version": {"type": "string"}, "mode": {"type": "string"}}},
     })
 }

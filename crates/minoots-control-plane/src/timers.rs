@@ -80,13 +80,42 @@ pub fn query_params(raw: Option<&str>, allowed: &[&str]) -> ApiResult<Query> {
     Ok(Query(out))
 }
 
+/// A timer id in its hyphenated form (`crate::openapi::TIMER_ID_PATTERN`); the other
+/// spellings a UUID parser reads (braces, `urn:uuid:`, no hyphens) are refused.
 pub fn timer_id(text: &str) -> ApiResult<TimerId> {
-    text.parse::<uuid::Uuid>().map(TimerId).map_err(|_| {
+    let hyphenated = text.len() == 36 && text.bytes().filter(|b| *b == b'-').count() == 4;
+    hyphenated
+        .then(|| text.parse::<uuid::Uuid>().ok())
+        .flatten()
+        .map(TimerId)
+        .ok_or_else(|| {
         ApiError::field(
             "id",
             format!("\"{text}\" is not a timer id; ids are UUIDs like 0193a0c4-8f1e-7cc3-9d0e-3f1b2a4c5d6e"),
         )
     })
+}
+
+/// A list cursor exactly as [`DueTimer::encode_cursor`] writes it
+/// (`crate::openapi::CURSOR_PATTERN`): hex of `v1.`, 1 to 18 digits, `.`, 32 lowercase hex
+/// digits. Anything else is refused before it is decoded.
+pub fn cursor(text: &str) -> Option<DueTimer> {
+    let b = text.as_bytes();
+    let digits = b.len().checked_sub(6 + 2 + 64)? / 2;
+    let pairs_are = |from: usize, n: usize, ok: &dyn Fn(&[u8]) -> bool| {
+        b.get(from..from + 2 * n)
+            .is_some_and(|s| s.chunks(2).all(ok))
+    };
+    let well_formed = b.len().is_multiple_of(2)
+        && (1..=18).contains(&digits)
+        && b.starts_with(b"76312e")
+        && pairs_are(6, digits, &|p| p[0] == b'3' && p[1].is_ascii_digit())
+        && b.get(6 + 2 * digits..8 + 2 * digits) == Some(b"2e".as_slice())
+        && pairs_are(8 + 2 * digits, 32, &|p| {
+            (p[0] == b'3' && p[1].is_ascii_digit())
+                || (p[0] == b'6' && (b'1'..=b'6').contains(&p[1]))
+        });
+    well_formed.then(|| DueTimer::decode_cursor(text)).flatten()
 }
 
 /// `limit` of a list: 1 to `max`, `default` when absent.
@@ -226,7 +255,7 @@ pub async fn list(
     let params = query_params(raw.as_deref(), &["status", "label", "limit", "cursor"])?;
     let get = |name: &str| params.get(name);
     let status = match get("status") {
-        None | Some("") => None,
+        None => None,
         Some(s) => Some(s.parse::<TimerStatus>().map_err(|_| {
             ApiError::field(
                 "status",
@@ -248,7 +277,7 @@ pub async fn list(
     let limit = page_limit(get("limit"), DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
     let after = match get("cursor") {
         None | Some("") => None,
-        Some(c) => Some(DueTimer::decode_cursor(c).ok_or_else(|| {
+        Some(c) => Some(cursor(c).ok_or_else(|| {
             ApiError::field(
                 "cursor",
                 "is not a cursor from this API; pass nextCursor from the previous page unchanged",
@@ -377,10 +406,11 @@ pub async fn redrive(
     Ok(json_response(StatusCode::OK, &t.to_json()))
 }
 
-/// Parses `timeout` (a duration like `30s`), at most [`MAX_WAIT`].
-fn wait_timeout(v: Option<&str>) -> ApiResult<Duration> {
+/// Parses `timeout` (a duration like `30s`), at most [`MAX_WAIT`]; `None` when absent or
+/// empty.
+pub fn timeout_param(v: Option<&str>) -> ApiResult<Option<Duration>> {
     let Some(text) = v.filter(|t| !t.is_empty()) else {
-        return Ok(DEFAULT_WAIT);
+        return Ok(None);
     };
     let ms = minoots_core::duration::parse_duration_ms(text)
         .map_err(|m| ApiError::field("timeout", m))?;
@@ -390,7 +420,11 @@ fn wait_timeout(v: Option<&str>) -> ApiResult<Duration> {
             format!("must be between 0 and {} s", MAX_WAIT.as_secs()),
         ));
     }
-    Ok(Duration::from_millis(ms as u64))
+    Ok(Some(Duration::from_millis(ms as u64)))
+}
+
+fn wait_timeout(v: Option<&str>) -> ApiResult<Duration> {
+    Ok(timeout_param(v)?.unwrap_or(DEFAULT_WAIT))
 }
 
 /// Long-poll: answers as soon as the timer is no longer `scheduled`, or at the timeout.
@@ -434,6 +468,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn cursors_are_exactly_what_the_list_hands_out() {
+        let d = DueTimer {
+            fire_at_us: 1_795_773_600_000_000,
+            id: TimerId::new_v7(),
+        };
+        assert_eq!(cursor(&d.encode_cursor()), Some(d));
+        let upper = d.encode_cursor().to_ascii_uppercase();
+        // Decodable, but not a cursor this API hands out.
+        assert!(DueTimer::decode_cursor(&upper).is_some());
+        for bad in [
+            "~",
+            "",
+            "76312e",
+            &upper,
+            &format!("{}00", d.encode_cursor()),
+        ] {
+            assert_eq!(cursor(bad), None, "{bad}");
+        }
+        // A fire time of 19 digits is outside the documented form.
+        let far = DueTimer {
+            fire_at_us: 1_000_000_000_000_000_000,
+            id: d.id,
+        };
+        assert_eq!(cursor(&far.encode_cursor()), None);
+    }
+
+    #[test]
     fn query_parameters_and_limits() {
         assert!(query_params(Some("status=fired&limit=5"), &["status", "limit"]).is_ok());
         let e = query_params(Some("stauts=fired"), &["status"]).unwrap_err();
@@ -448,5 +509,9 @@ mod tests {
         assert!(wait_timeout(Some("1h")).is_err());
         assert!(wait_timeout(Some("soon")).is_err());
         assert!(timer_id("nope").is_err());
+        assert!(timer_id("0193a0c4-8f1e-7cc3-9d0e-3f1b2a4c5d6e").is_ok());
+        // Other spellings of the same UUID are refused: the document names one form.
+        assert!(timer_id("0193a0c48f1e7cc39d0e3f1b2a4c5d6e").is_err());
+        assert!(timer_id("{0193a0c4-8f1e-7cc3-9d0e-3f1b2a4c5d6e}").is_err());
     }
 }

@@ -1,0 +1,79 @@
+"""Schemathesis hooks for the schema fuzzing test of the MINOOTS REST API.
+
+A few rules of the API depend on the moment of the request or on two fields at once, which
+JSON Schema cannot state; the document gives them in the field's `description`. Positive
+cases (the ones the fuzzer expects the server to accept) that break one of these rules are
+not sent. Negative cases are never filtered, and nothing else is.
+"""
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import schemathesis
+
+# A `fireAt` may lie from 5 s in the past to 10 years (3660 days) ahead; one hour of margin
+# on each side keeps a case valid while it is sent.
+MARGIN = timedelta(hours=1)
+HORIZON = timedelta(days=3660)
+# Metadata and webhook bodies / file contents are bounded as serialized JSON.
+MAX_METADATA_BYTES = 16 * 1024
+MAX_BODY_BYTES = 64 * 1024
+DEFAULT_MAX_BACKOFF_MS = 3_600_000
+DEFAULT_INITIAL_BACKOFF_MS = 1_000
+
+
+def _time(text):
+    try:
+        t = datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        return None
+    return t if t.tzinfo is not None else None
+
+
+def _json_size(value):
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def _timer_request_is_valid(body, now):
+    at = body.get("fireAt")
+    if isinstance(at, str):
+        t = _time(at)
+        if t is None or not (now + MARGIN <= t <= now + HORIZON - MARGIN):
+            return False
+    metadata = body.get("metadata")
+    if isinstance(metadata, dict) and _json_size(metadata) > MAX_METADATA_BYTES:
+        return False
+    bundle = body.get("actionBundle") or {}
+    for action in bundle.get("actions") or []:
+        # The demo server enables neither command nor file actions.
+        if action.get("type") in ("command", "file"):
+            return False
+        if action.get("body") is not None and _json_size(action["body"]) > MAX_BODY_BYTES:
+            return False
+    policy = bundle.get("retryPolicy") or {}
+    initial = policy.get("initialBackoffMs") or DEFAULT_INITIAL_BACKOFF_MS
+    maximum = policy.get("maxBackoffMs") or DEFAULT_MAX_BACKOFF_MS
+    return initial <= maximum
+
+
+@schemathesis.hook
+def filter_case(context, case):
+    meta = case.meta
+    if meta is None or not meta.generation.mode.is_positive or not isinstance(case.body, dict):
+        return True
+    now = datetime.now(timezone.utc)
+    where = (case.method.upper(), case.operation.path)
+    if where == ("POST", "/timers"):
+        # The Idempotency-Key header and the body's idempotencyKey, when both are sent,
+        # must be equal.
+        header = (case.headers or {}).get("Idempotency-Key")
+        key = case.body.get("idempotencyKey")
+        if header is not None and key is not None and header != key:
+            return False
+        return _timer_request_is_valid(case.body, now)
+    if where == ("POST", "/admin/keys"):
+        at = case.body.get("expiresAt")
+        if isinstance(at, str):
+            t = _time(at)
+            return t is not None and t >= now + MARGIN
+    return True
