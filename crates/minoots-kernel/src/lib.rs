@@ -24,3 +24,5 @@ pub use api::{BoxStream, KernelApi, LeaseRequest, NewTenant, ScheduleOutcome, Te
 pub use config::KernelConfig;
 pub use error::{KernelError, KernelResult};
 pub use kernel::Kernel;
+#[doc(hidden)]
+pub use scheduler::Fault;
