@@ -259,7 +259,8 @@ impl KernelApi for Kernel {
             idempotency_fingerprint: spec
                 .idempotency_key
                 .is_some()
-                .then(|| admin::request_fingerprint(&request)),
+                .then(|| admin::request_fingerprint(&request))
+                .transpose()?,
         };
         let timer = spec.into_timer(TimerId::new_v7(), now);
         let outcome = self
