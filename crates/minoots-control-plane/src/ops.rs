@@ -1,5 +1,5 @@
 //! Operations endpoints, all without a key: `/healthz` (the process answers), `/readyz`
-//! (the kernel and its store answer), `/metrics` (Prometheus text), `/openapi.json` and
+//! (the kernel and its store answer, and an in-process kernel still fires timers), `/metrics` (Prometheus text), `/openapi.json` and
 //! the Swagger UI at `/docs`, served from the binary. Unknown routes and methods answer
 //! problem+json here too.
 
@@ -26,6 +26,24 @@ pub async fn healthz(State(st): State<AppState>) -> Response {
 }
 
 pub async fn readyz(State(st): State<AppState>) -> ApiResult<Response> {
+    if let Some(kernel) = &st.local_kernel
+        && !kernel.is_ready()
+    {
+        return Err(match kernel.failure() {
+            // The process is stopping with an error so that its supervisor restarts it.
+            // Problem type `kernel-failed`, with the reason as its own member.
+            Some(reason) => {
+                let mut e = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "kernel-failed",
+                    format!("not ready: timers no longer fire ({reason}); MINOOTS is stopping"),
+                );
+                e.extra.insert("reason".into(), reason.into());
+                e
+            }
+            None => ApiError::unavailable("not ready: the kernel is loading its timers", 1),
+        });
+    }
     let probe = st.kernel.tenant_usage(crate::admin::SYSTEM_TENANT);
     match tokio::time::timeout(READY_TIMEOUT, probe).await {
         Ok(Ok(_)) => Ok(json_response(StatusCode::OK, &json!({"status": "ready"}))),

@@ -94,6 +94,91 @@ pub struct ActionPolicy {
 
 const HTTP_METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
 
+/// Headers about the connection or the message's framing, which HTTP sets per hop and the
+/// client library sets from the body: a tenant's value would be dropped, duplicated or
+/// would contradict the real framing (request smuggling), so none is forwarded.
+const HOP_BY_HOP_HEADERS: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// What is wrong with one webhook header a tenant set, if anything: a name that is not an
+/// HTTP token, a name MINOOTS or HTTP itself sets, or a value HTTP cannot carry as given.
+/// Validation refuses such headers at creation; the orchestrator checks again before
+/// sending (a timer stored by an older version may carry one) and never sends a header
+/// other than exactly as written.
+pub fn webhook_header_problem(name: &str, value: &str) -> Option<String> {
+    let valid_name = !name.is_empty()
+        && name.len() <= MAX_HEADER_NAME_BYTES
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !valid_name {
+        return Some(format!(
+            "is not a valid HTTP header name (1 to {MAX_HEADER_NAME_BYTES} letters, digits and !#$%&'*+-.^_`|~)"
+        ));
+    }
+    let lower = name.to_ascii_lowercase();
+    if lower.starts_with("webhook-")
+        || lower.starts_with("x-minoots-")
+        || lower == "host"
+        || lower == "content-length"
+    {
+        return Some("is set by MINOOTS itself and cannot be overridden".to_string());
+    }
+    if HOP_BY_HOP_HEADERS.contains(&lower.as_str()) {
+        return Some(
+            "is a connection header that HTTP sets per hop; MINOOTS cannot forward it".to_string(),
+        );
+    }
+    if value.len() > MAX_HEADER_VALUE_BYTES {
+        return Some(format!(
+            "value is {} bytes; at most {MAX_HEADER_VALUE_BYTES} are allowed",
+            value.len()
+        ));
+    }
+    if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        return Some(
+            "value must not contain control characters (such as CR, LF or NUL)".to_string(),
+        );
+    }
+    if value.starts_with([' ', '\t']) || value.ends_with([' ', '\t']) {
+        return Some(
+            "value must not start or end with a space or tab (HTTP drops them, so the receiver would see another value)"
+                .to_string(),
+        );
+    }
+    None
+}
+
+/// The JSON encoding of a webhook body or file content, or why it has none. (A JSON
+/// value read from a request always encodes; this keeps the failure explicit anyway.)
+pub fn encode_json<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, String> {
+    serde_json::to_vec(value).map_err(|e| format!("cannot be encoded as JSON ({e})"))
+}
+
+/// Checks the size of a JSON body at `field`, refusing one that cannot be encoded.
+fn check_json_size<T: Serialize + ?Sized>(
+    value: &T,
+    field: String,
+    max_bytes: usize,
+    errors: &mut ValidationErrors,
+) {
+    match encode_json(value) {
+        Ok(bytes) if bytes.len() > max_bytes => errors.push(
+            field,
+            format!("is {} bytes; at most {max_bytes} are allowed", bytes.len()),
+        ),
+        Ok(_) => {}
+        Err(e) => errors.push(field, e),
+    }
+}
+
 impl ActionBundle {
     pub fn retry_policy(&self) -> RetryPolicy {
         self.retry_policy.clone().unwrap_or_default()
@@ -222,50 +307,23 @@ impl WebhookAction {
                 format!("at most {MAX_WEBHOOK_HEADERS} headers are allowed"),
             );
         }
+        // Header names are case-insensitive: two spellings of one name would both be sent.
+        let mut seen = std::collections::BTreeMap::<String, &str>::new();
         for (name, value) in &self.headers {
-            let valid_name = !name.is_empty()
-                && name.len() <= MAX_HEADER_NAME_BYTES
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-            if !valid_name {
-                errors.push(
-                    format!("{p}.headers.{name}"),
-                    "is not a valid HTTP header name",
-                );
+            if let Some(problem) = webhook_header_problem(name, value) {
+                errors.push(format!("{p}.headers.{name}"), problem);
             }
-            if value.len() > MAX_HEADER_VALUE_BYTES
-                || value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f)
-            {
+            if let Some(first) = seen.insert(name.to_ascii_lowercase(), name) {
                 errors.push(
                     format!("{p}.headers.{name}"),
                     format!(
-                        "value must be at most {MAX_HEADER_VALUE_BYTES} bytes without control characters"
+                        "is also given as \"{first}\" (header names are case-insensitive); keep one"
                     ),
-                );
-            }
-            let lower = name.to_ascii_lowercase();
-            if lower.starts_with("webhook-")
-                || lower.starts_with("x-minoots-")
-                || lower == "host"
-                || lower == "content-length"
-            {
-                errors.push(
-                    format!("{p}.headers.{name}"),
-                    "is set by MINOOTS itself and cannot be overridden",
                 );
             }
         }
         if let Some(body) = &self.body {
-            let size = serde_json::to_vec(body)
-                .map(|v| v.len())
-                .unwrap_or(usize::MAX);
-            if size > MAX_WEBHOOK_BODY_BYTES {
-                errors.push(
-                    format!("{p}.body"),
-                    format!("is {size} bytes; at most {MAX_WEBHOOK_BODY_BYTES} are allowed"),
-                );
-            }
+            check_json_size(body, format!("{p}.body"), MAX_WEBHOOK_BODY_BYTES, errors);
         }
         if let Some(t) = self.timeout_ms
             && (t == 0 || t > MAX_WEBHOOK_TIMEOUT_MS)
@@ -356,13 +414,7 @@ impl FileAction {
             );
         }
         if let Some(c) = &self.content {
-            let size = serde_json::to_vec(c).map(|v| v.len()).unwrap_or(usize::MAX);
-            if size > MAX_WEBHOOK_BODY_BYTES {
-                errors.push(
-                    format!("{p}.content"),
-                    format!("is {size} bytes; at most {MAX_WEBHOOK_BODY_BYTES} are allowed"),
-                );
-            }
+            check_json_size(c, format!("{p}.content"), MAX_WEBHOOK_BODY_BYTES, errors);
         }
     }
 }
@@ -528,6 +580,117 @@ mod tests {
             e.errors[0].message.contains("notify"),
             "names what is allowed: {e}"
         );
+    }
+
+    fn with_headers(headers: &[(&str, &str)]) -> ValidationErrors {
+        let b = ActionBundle {
+            actions: vec![Action::Webhook(WebhookAction {
+                url: "https://example.com/hook".into(),
+                method: None,
+                headers: headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                body: None,
+                timeout_ms: None,
+            })],
+            retry_policy: None,
+        };
+        let mut e = ValidationErrors::new();
+        b.validate("actionBundle", &mut e);
+        e
+    }
+
+    #[test]
+    fn webhook_headers_http_cannot_carry_as_written_are_refused_naming_the_header() {
+        let long_name = "x".repeat(MAX_HEADER_NAME_BYTES + 1);
+        let long_value = "v".repeat(MAX_HEADER_VALUE_BYTES + 1);
+        let cases: &[(&str, &str)] = &[
+            // Values HTTP cannot carry, or would carry as another value.
+            ("X-Foo", "a\r\nX-Injected: 1"),
+            ("X-Foo", "a\nb"),
+            ("X-Foo", "a\0b"),
+            ("X-Foo", "a\u{7f}"),
+            ("X-Foo", " leading space"),
+            ("X-Foo", "trailing tab\t"),
+            ("X-Foo", &long_value),
+            // Names that are not HTTP tokens.
+            ("X Foo", "v"),
+            ("X-Foo:", "v"),
+            ("", "v"),
+            ("Ä-Header", "v"),
+            ("X-Foo\r\n", "v"),
+            (&long_name, "v"),
+            // Names MINOOTS sets.
+            ("webhook-signature", "v1,forged"),
+            ("Webhook-Id", "x"),
+            ("X-Minoots-Attempt", "9"),
+            ("Content-Length", "5"),
+            ("Host", "other.example"),
+            // Names HTTP sets per hop or from the body's framing.
+            ("Transfer-Encoding", "chunked"),
+            ("Connection", "close"),
+            ("Keep-Alive", "timeout=5"),
+            ("Proxy-Connection", "keep-alive"),
+            ("TE", "trailers"),
+            ("Trailer", "X-Foo"),
+            ("Upgrade", "h2c"),
+        ];
+        for (name, value) in cases {
+            let e = with_headers(&[(name, value)]);
+            let field = format!("actionBundle.actions[0].headers.{name}");
+            assert!(
+                e.has_field(&field) && e.errors.len() == 1,
+                "{name:?}: {value:?} should fail on {field}, got: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn one_header_spelled_twice_is_refused() {
+        let e = with_headers(&[("X-Trace", "a"), ("x-trace", "b")]);
+        assert!(
+            e.has_field("actionBundle.actions[0].headers.x-trace"),
+            "{e}"
+        );
+        assert!(e.errors[0].message.contains("X-Trace"), "{e}");
+    }
+
+    #[test]
+    fn headers_http_carries_as_written_are_accepted() {
+        let e = with_headers(&[
+            ("Authorization", "Bearer abc.def"),
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("X-Empty", ""),
+            ("X-Inner-Tab", "a\tb"),
+            ("X-Unicode", "caf\u{e9}"),
+            ("x!#$%&'*+-.^_`|~1", "v"),
+        ]);
+        assert!(e.is_empty(), "{e}");
+        assert_eq!(webhook_header_problem("X-Ok", "fine"), None);
+    }
+
+    #[test]
+    fn a_body_that_cannot_be_encoded_is_refused_naming_the_field() {
+        struct Unencodable;
+        impl Serialize for Unencodable {
+            fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+                Err(serde::ser::Error::custom("no JSON form"))
+            }
+        }
+        let mut e = ValidationErrors::new();
+        check_json_size(
+            &Unencodable,
+            "actionBundle.actions[0].body".into(),
+            MAX_WEBHOOK_BODY_BYTES,
+            &mut e,
+        );
+        assert!(e.has_field("actionBundle.actions[0].body"), "{e}");
+        assert!(e.errors[0].message.contains("no JSON form"), "{e}");
+        assert!(encode_json(&Unencodable).is_err());
+        // A map whose keys are not strings has no JSON form either.
+        let map: BTreeMap<Vec<u8>, u8> = [(vec![1], 1)].into();
+        assert!(encode_json(&map).is_err());
     }
 
     #[test]

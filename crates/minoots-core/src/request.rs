@@ -163,14 +163,16 @@ impl TimerRequest {
         let metadata = match &self.metadata {
             None | Some(serde_json::Value::Null) => serde_json::Map::new(),
             Some(serde_json::Value::Object(m)) => {
-                let size = serde_json::to_vec(m).map(|v| v.len()).unwrap_or(usize::MAX);
-                if size > MAX_METADATA_BYTES {
-                    errors.push(
+                match crate::action::encode_json(m) {
+                    Ok(v) if v.len() > MAX_METADATA_BYTES => errors.push(
                         "metadata",
                         format!(
-                            "is {size} bytes as JSON; at most {MAX_METADATA_BYTES} are allowed"
+                            "is {} bytes as JSON; at most {MAX_METADATA_BYTES} are allowed",
+                            v.len()
                         ),
-                    );
+                    ),
+                    Ok(_) => {}
+                    Err(e) => errors.push("metadata", e),
                 }
                 m.clone()
             }
@@ -226,6 +228,25 @@ impl TimerRequest {
             labels,
             action_bundle,
             idempotency_key: self.idempotency_key.clone(),
+        })
+    }
+
+    /// What identifies this request for its idempotency key: the request as JSON without
+    /// `tenantId` and `idempotencyKey` (maps serialise in key order, so the same body
+    /// always gives the same bytes). A request that cannot be encoded is refused, naming
+    /// `idempotencyKey`, instead of being identified by nothing (which would make every
+    /// such request look like a repeat of the first).
+    pub fn idempotency_identity(&self) -> Result<Vec<u8>, ValidationErrors> {
+        let canonical = TimerRequest {
+            tenant_id: None,
+            idempotency_key: None,
+            ..self.clone()
+        };
+        crate::action::encode_json(&canonical).map_err(|e| {
+            ValidationErrors::single(
+                "idempotencyKey",
+                format!("cannot be checked: the request {e}; send it without an idempotency key or fix the request"),
+            )
         })
     }
 

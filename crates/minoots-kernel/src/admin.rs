@@ -178,17 +178,10 @@ pub(crate) fn check_page(limit: usize) -> KernelResult<()> {
     Ok(())
 }
 
-/// What identifies a create request for its idempotency key: the SHA-256 of the request
-/// as JSON without `tenantId` and `idempotencyKey` (maps serialise in key order, so the
-/// same body always gives the same fingerprint).
-pub(crate) fn request_fingerprint(r: &TimerRequest) -> [u8; 32] {
-    let canonical = TimerRequest {
-        tenant_id: None,
-        idempotency_key: None,
-        ..r.clone()
-    };
-    let bytes = serde_json::to_vec(&canonical).unwrap_or_default();
-    hmac_sha256::Hash::hash(&bytes)
+/// What identifies a create request for its idempotency key: the SHA-256 of
+/// [`TimerRequest::idempotency_identity`]; a request without one is refused (400).
+pub(crate) fn request_fingerprint(r: &TimerRequest) -> KernelResult<[u8; 32]> {
+    Ok(hmac_sha256::Hash::hash(&r.idempotency_identity()?))
 }
 
 #[cfg(test)]
@@ -207,8 +200,9 @@ mod tests {
         .unwrap();
         let c = TimerRequest::from_json(br#"{"duration": "31s", "metadata": {"a": 2, "b": 1}}"#)
             .unwrap();
-        assert_eq!(request_fingerprint(&a), request_fingerprint(&b));
-        assert_ne!(request_fingerprint(&a), request_fingerprint(&c));
+        let fp = |r: &TimerRequest| request_fingerprint(r).unwrap();
+        assert_eq!(fp(&a), fp(&b));
+        assert_ne!(fp(&a), fp(&c));
     }
 
     #[test]

@@ -101,9 +101,37 @@ impl Kernel {
         &self.clock
     }
 
-    /// True once overdue timers from before a restart are queued for firing.
+    /// True once overdue timers from before a restart are queued for firing, and as long
+    /// as the scheduler runs: false for good once a part of it died ([`Kernel::failure`]).
     pub fn is_ready(&self) -> bool {
         self.scheduler.is_ready()
+    }
+
+    /// Why timers no longer fire, once a part of the scheduler died (a panic of the firing
+    /// thread, the dispatcher or the loader). The kernel does not restart it: the process
+    /// should report the reason and exit, and its supervisor restart it (see
+    /// [`Kernel::failed`]).
+    pub fn failure(&self) -> Option<String> {
+        self.scheduler.failure()
+    }
+
+    /// Waits until a part of the scheduler died, and returns why.
+    ///
+    /// The process should then exit with an error rather than restart the part in place:
+    /// a part that panicked may have left the window half-updated (timers popped but not
+    /// committed, `covered` ahead of the index) and its lock poisoned, and rebuilding all
+    /// of that in place would be new, rarely run code. A new process rebuilds the window
+    /// from the store, the only source of truth, where every timer not yet fired is still
+    /// scheduled (firing commits before anything leaves the store), so nothing is lost:
+    /// timers that were due meanwhile fire late, once, after the restart.
+    pub async fn failed(&self) -> String {
+        self.scheduler.failed().await
+    }
+
+    /// Arms a fault in the scheduler, for tests that prove a failure is noticed.
+    #[doc(hidden)]
+    pub fn inject_fault(&self, fault: crate::scheduler::Fault) {
+        self.scheduler.inject_fault(fault);
     }
 
     /// Timers held in the in-memory window right now.
@@ -256,7 +284,8 @@ impl KernelApi for Kernel {
             idempotency_fingerprint: spec
                 .idempotency_key
                 .is_some()
-                .then(|| admin::request_fingerprint(&request)),
+                .then(|| admin::request_fingerprint(&request))
+                .transpose()?,
         };
         let timer = spec.into_timer(TimerId::new_v7(), now);
         let outcome = self

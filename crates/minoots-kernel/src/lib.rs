@@ -27,3 +27,5 @@ pub use api::{
 pub use config::KernelConfig;
 pub use error::{KernelError, KernelResult};
 pub use kernel::Kernel;
+#[doc(hidden)]
+pub use scheduler::Fault;

@@ -22,10 +22,20 @@
 //!
 //! Must never: spawn a task or OS timer per timer, hold the index lock across an await or
 //! a store call, or fire early.
+//!
+//! Liveness: the firing thread, the dispatcher and the loader are each watched. When one
+//! of them panics or ends while the scheduler is not shutting down, the first such failure
+//! is recorded with its reason ([`Scheduler::failure`]), [`Scheduler::is_ready`] turns
+//! false for good, and [`Scheduler::failed`] wakes, so the process can report it and exit
+//! instead of answering "ready" while no timer fires any more.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -64,6 +74,139 @@ pub(crate) struct Shared {
     loaded_once: tokio::sync::watch::Sender<bool>,
     /// Wakes the loader early (the index drained below the low-water mark).
     loader_wake: Notify,
+    /// Why the scheduler can no longer fire timers: set once, by the first part that died.
+    failure: tokio::sync::watch::Sender<Option<String>>,
+    /// Faults a test asked for (none unless [`Scheduler::inject_fault`] was called).
+    faults: Faults,
+}
+
+/// The longest failure reason kept, in bytes: a panic message can be any size, and the
+/// reason is logged and served at `/readyz`. 1 KiB holds any message MINOOTS writes.
+const MAX_FAILURE_REASON_BYTES: usize = 1024;
+
+impl Shared {
+    /// The state, even when a panicking part poisoned its lock: the state is only read
+    /// or cleared on the way down, so a poisoned lock must not turn a failure into a hang.
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn shutting_down(&self) -> bool {
+        self.state().shutdown
+    }
+
+    /// Records that a part of the scheduler died; only the first reason is kept.
+    fn fail(&self, mut reason: String) {
+        reason.truncate(reason.floor_char_boundary(MAX_FAILURE_REASON_BYTES));
+        let first = self.failure.send_if_modified(|f| {
+            if f.is_some() {
+                return false;
+            }
+            *f = Some(reason.clone());
+            true
+        });
+        if first {
+            tracing::error!(reason = %reason, "the scheduler stopped: timers no longer fire");
+        }
+    }
+
+    /// What a part's end means: a panic or an end outside shutdown is a failure.
+    fn part_ended(&self, part: &str, outcome: Result<(), String>) {
+        match outcome {
+            Err(message) => self.fail(format!("the {part} stopped: it panicked: {message}")),
+            Ok(()) if !self.shutting_down() => self.fail(format!(
+                "the {part} stopped: it ended while the kernel was running"
+            )),
+            Ok(()) => {}
+        }
+    }
+}
+
+/// A fault a test injects to prove that a dead part of the scheduler is noticed. Not for
+/// production use: nothing in MINOOTS calls it except tests (and, in debug builds only,
+/// the `MINOOTS_TEST_PANIC_FIRING_AFTER` variable of the binary).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The firing thread panics when it has popped this many more timers.
+    PanicFiringAfter(u64),
+    /// The dispatcher panics when it has taken this many more fires.
+    PanicDispatcherAfter(u64),
+    /// The loader panics at its next round.
+    PanicLoader,
+}
+
+/// Countdowns of the injected faults; 0 means off. Checked once per batch (one relaxed
+/// atomic load when off), never per timer.
+#[derive(Default)]
+struct Faults {
+    firing_after: AtomicU64,
+    dispatcher_after: AtomicU64,
+    loader: AtomicBool,
+}
+
+impl Faults {
+    /// Counts `n` more items down; true when this crossed zero (the fault fires once).
+    fn trip(counter: &AtomicU64, n: usize) -> bool {
+        let n = n as u64;
+        counter
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                (left > 0 && n > 0).then(|| left.saturating_sub(n))
+            })
+            .is_ok_and(|left| left <= n)
+    }
+}
+
+/// The message of a panic's payload (`panic!` gives a `&str` or a `String`).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a text message".to_string()
+    }
+}
+
+/// Runs a future and turns a panic while polling it into `Err(message)`.
+struct CatchPanic<F>(Pin<Box<F>>);
+
+impl<F: Future> Future for CatchPanic<F> {
+    type Output = Result<F::Output, String>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        match std::panic::catch_unwind(AssertUnwindSafe(move || inner.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Err(payload) => Poll::Ready(Err(panic_message(&*payload))),
+        }
+    }
+}
+
+/// Runs `f` when dropped.
+struct OnDrop<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        (self.0)()
+    }
+}
+
+/// Spawns a part of the scheduler that is watched: its panic, or its end outside
+/// shutdown, is recorded as the scheduler's failure before `on_exit` runs. Aborting the
+/// task (the loader at shutdown) records nothing.
+fn spawn_watched(
+    shared: Arc<Shared>,
+    part: &'static str,
+    work: impl Future<Output = ()> + Send + 'static,
+    on_exit: impl FnMut() + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let _on_exit = OnDrop(on_exit);
+        let outcome = CatchPanic(Box::pin(work)).await;
+        shared.part_ended(part, outcome);
+    })
 }
 
 /// Timers popped by the firing thread, waiting for the dispatcher to commit them.
@@ -152,6 +295,8 @@ impl Scheduler {
             metrics,
             loaded_once: tokio::sync::watch::Sender::new(false),
             loader_wake: Notify::new(),
+            failure: tokio::sync::watch::Sender::new(None),
+            faults: Faults::default(),
         });
         let weak: Weak<Shared> = Arc::downgrade(&shared);
         clock.on_change(Box::new(move || {
@@ -169,27 +314,41 @@ impl Scheduler {
             closed: AtomicBool::new(false),
             max_queued: config.fire_batch * config.max_fire_batches_in_flight,
         });
-        let dispatcher = tokio::spawn(dispatch_fires(
-            store.clone(),
+        // A dispatcher that is gone closes the outbox, so the firing thread does not wait
+        // for room forever (it stops at its next push) and shutdown can join it.
+        let dispatcher = spawn_watched(
             shared.clone(),
-            outbox.clone(),
-            delivery_notify,
-        ));
-        let loader = tokio::spawn(run_loader(store, shared.clone()));
+            "dispatcher",
+            dispatch_fires(
+                store.clone(),
+                shared.clone(),
+                outbox.clone(),
+                delivery_notify,
+            ),
+            {
+                let outbox = outbox.clone();
+                move || outbox.close()
+            },
+        );
+        let loader = spawn_watched(
+            shared.clone(),
+            "loader",
+            run_loader(store, shared.clone()),
+            || {},
+        );
         let thread_shared = shared.clone();
         let firing_thread = std::thread::Builder::new()
             .name("minoots-firing".into())
             .spawn(move || {
                 // Closes the outbox however the loop ends (even by a panic), so the
-                // dispatcher and shutdown never wait for a thread that is gone.
-                struct CloseOnExit(Arc<Outbox>);
-                impl Drop for CloseOnExit {
-                    fn drop(&mut self) {
-                        self.0.close();
-                    }
-                }
-                let guard = CloseOnExit(outbox);
-                firing_loop(&thread_shared, &guard.0);
+                // dispatcher and shutdown never wait for a thread that is gone. The
+                // failure is recorded first, so it is the reason reported.
+                let _close = OnDrop(|| outbox.close());
+                let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    firing_loop(&thread_shared, &outbox)
+                }))
+                .map_err(|payload| panic_message(&*payload));
+                thread_shared.part_ended("firing thread", outcome);
             })
             .expect("spawn the firing thread");
         Arc::new(Self {
@@ -223,9 +382,39 @@ impl Scheduler {
             .remove(&key);
     }
 
-    /// True once the first refill finished: every overdue timer is queued for firing.
+    /// True once the first refill finished (every overdue timer is queued for firing), and
+    /// as long as no part of the scheduler died.
     pub fn is_ready(&self) -> bool {
-        *self.shared.loaded_once.borrow()
+        *self.shared.loaded_once.borrow() && self.shared.failure.borrow().is_none()
+    }
+
+    /// Why the scheduler can no longer fire timers, once a part of it died.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.failure.borrow().clone()
+    }
+
+    /// Waits until a part of the scheduler died, and returns why.
+    pub async fn failed(&self) -> String {
+        let mut rx = self.shared.failure.subscribe();
+        match rx.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone().unwrap_or_default(),
+            // The sender lives as long as `self`: this cannot happen while we wait.
+            Err(_) => std::future::pending().await,
+        }
+    }
+
+    /// Arms a fault for a test (see [`Fault`]).
+    #[doc(hidden)]
+    pub fn inject_fault(&self, fault: Fault) {
+        let f = &self.shared.faults;
+        match fault {
+            Fault::PanicFiringAfter(n) => f.firing_after.store(n, Ordering::Relaxed),
+            Fault::PanicDispatcherAfter(n) => f.dispatcher_after.store(n, Ordering::Relaxed),
+            Fault::PanicLoader => {
+                f.loader.store(true, Ordering::Relaxed);
+                self.shared.loader_wake.notify_one();
+            }
+        }
     }
 
     /// Waits until [`Scheduler::is_ready`].
@@ -245,9 +434,10 @@ impl Scheduler {
     }
 
     /// Stops the firing thread and the loader; fires already handed over complete first.
+    /// Also after a failure (a part that panicked may have poisoned the state's lock).
     pub async fn shutdown(&self) {
         {
-            let mut st = self.shared.state.lock().expect("scheduler poisoned");
+            let mut st = self.shared.state();
             st.shutdown = true;
             self.shared.wake.notify_all();
         }
@@ -342,6 +532,12 @@ fn firing_loop(shared: &Shared, outbox: &Outbox) {
         }
         let remaining = guard.index.len();
         drop(guard);
+        if Faults::trip(&shared.faults.firing_after, batch.len()) {
+            panic!(
+                "injected fault: the firing thread panics with {} timers popped",
+                batch.len()
+            );
+        }
         // A clock stepped back since `now` must not record a firing before its due time.
         let fired_at_us = shared.clock.now_us().max(now);
         let mut requests = Vec::with_capacity(batch.len());
@@ -387,6 +583,12 @@ async fn dispatch_fires(
     let mut failures = 0u32;
     loop {
         let batch = outbox.take(max_merged);
+        if Faults::trip(&shared.faults.dispatcher_after, batch.len()) {
+            panic!(
+                "injected fault: the dispatcher panics with {} fires taken",
+                batch.len()
+            );
+        }
         if batch.is_empty() {
             if outbox.closed.load(Ordering::Acquire)
                 && outbox.queue.lock().expect("outbox poisoned").is_empty()
@@ -468,6 +670,9 @@ async fn run_loader(store: Arc<dyn Store>, shared: Arc<Shared>) {
     loop {
         if shared.state.lock().expect("scheduler poisoned").shutdown {
             return;
+        }
+        if shared.faults.loader.swap(false, Ordering::Relaxed) {
+            panic!("injected fault: the loader panics");
         }
         let target = DueTimer {
             fire_at_us: shared.clock.now_us().saturating_add(window_us),

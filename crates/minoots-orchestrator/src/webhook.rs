@@ -9,15 +9,21 @@
 //! Outcome: 2xx succeeded; 410 and other 4xx (but 429) permanent; 3xx permanent with the
 //! `Location`; 429, 5xx, timeouts, connection and TLS errors retryable, honouring
 //! `Retry-After` (seconds or an HTTP date). Only the first 4 KiB of a response is read.
+//!
+//! Nothing is sent other than as the timer says: a header or body that cannot be sent
+//! exactly as written (refused at creation, but a timer stored by an older version may
+//! carry one) fails the attempt for good with the reason, instead of being dropped,
+//! emptied or replaced.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use minoots_core::action::{encode_json, webhook_header_problem};
 use minoots_core::limits::{MAX_ATTEMPT_ERROR_BYTES, MAX_ATTEMPT_RESPONSE_BYTES};
 use minoots_core::{AttemptOutcome, WebhookAction};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use reqwest::header::{HeaderName, HeaderValue};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::ExecResult;
 use crate::signing::{WebhookSecret, sign_webhook};
@@ -125,38 +131,42 @@ impl WebhookClient {
                 );
             }
         };
+        let tenant = match tenant_headers(action) {
+            Ok(h) => h,
+            Err(e) => return ExecResult::failure(AttemptOutcome::Permanent, e),
+        };
         let body = call.body;
         let sig = sign_webhook(call.secrets, call.delivery_id, call.timestamp_s, &body);
+        // MINOOTS's own headers, by static name: nothing to parse per request.
+        let ours = [
+            ("webhook-id", sig.webhook_id),
+            ("webhook-timestamp", sig.webhook_timestamp),
+            ("webhook-signature", sig.webhook_signature),
+            ("x-minoots-timer-id", call.timer_id.to_string()),
+            ("x-minoots-attempt", call.attempt.to_string()),
+        ];
+        let mut own = Vec::with_capacity(ours.len() + 1);
+        // A content type the tenant set for its own body wins over the default; the
+        // signature and MINOOTS headers cannot be set by tenants (refused at creation).
+        if !tenant.contains_key(reqwest::header::CONTENT_TYPE) {
+            own.push((
+                reqwest::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ));
+        }
+        for (name, text) in ours {
+            match header_value(name, text) {
+                Ok(v) => own.push((HeaderName::from_static(name), v)),
+                Err(e) => return ExecResult::failure(AttemptOutcome::Permanent, e),
+            }
+        }
         let mut request = self
             .client
             .request(method, url.clone())
-            .timeout(Duration::from_millis(u64::from(action.timeout_ms())));
-        for (k, v) in &action.headers {
-            request = request.header(k, v);
-        }
-        // MINOOTS's own headers, by static name: nothing to parse per request.
-        let ours = [
-            ("content-type", HeaderValue::from_static("application/json")),
-            ("webhook-id", header_value(sig.webhook_id)),
-            ("webhook-timestamp", header_value(sig.webhook_timestamp)),
-            ("webhook-signature", header_value(sig.webhook_signature)),
-            (
-                "x-minoots-timer-id",
-                header_value(call.timer_id.to_string()),
-            ),
-            ("x-minoots-attempt", header_value(call.attempt.to_string())),
-        ];
-        // A content type the tenant set for its own body wins over the default; the
-        // signature and MINOOTS headers cannot be set by tenants (refused at creation).
-        let tenant_content_type = action
-            .headers
-            .keys()
-            .any(|k| k.eq_ignore_ascii_case("content-type"));
-        for (name, value) in ours {
-            if name == "content-type" && tenant_content_type {
-                continue;
-            }
-            request = request.header(HeaderName::from_static(name), value);
+            .timeout(Duration::from_millis(u64::from(action.timeout_ms())))
+            .headers(tenant);
+        for (name, value) in own {
+            request = request.header(name, value);
         }
         request = request.body(body);
 
@@ -181,10 +191,48 @@ impl WebhookClient {
     }
 }
 
+/// The body of a webhook action that has its own, encoded; when it cannot be encoded, the
+/// failed attempt to record instead (an empty body is never sent in its place).
+pub fn encode_body(body: &serde_json::Value) -> Result<Vec<u8>, ExecResult> {
+    encode_json(body).map_err(|e| {
+        ExecResult::failure(
+            AttemptOutcome::Permanent,
+            format!("the webhook body {e}; nothing was sent"),
+        )
+    })
+}
+
+/// The tenant's headers exactly as written, or why they cannot be sent so. Creation
+/// refuses such headers ([`webhook_header_problem`]); one stored by an older version fails
+/// the attempt for good rather than being dropped or sent with another value.
+fn tenant_headers(action: &WebhookAction) -> Result<HeaderMap, String> {
+    let mut map = HeaderMap::with_capacity(action.headers.len());
+    for (name, value) in &action.headers {
+        let refused = |why: String| {
+            format!("header \"{name}\" {why}; nothing was sent (recreate the timer without it)")
+        };
+        if let Some(problem) = webhook_header_problem(name, value) {
+            return Err(refused(problem));
+        }
+        let header = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|e| refused(format!("is not a valid HTTP header name ({e})")))?;
+        let value = HeaderValue::from_str(value)
+            .map_err(|e| refused(format!("has a value HTTP cannot carry ({e})")))?;
+        if map.insert(header, value).is_some() {
+            return Err(refused(
+                "is given twice (header names are case-insensitive)".to_string(),
+            ));
+        }
+    }
+    Ok(map)
+}
+
 /// A header value from text MINOOTS made (ids, numbers, base64), which is always visible
-/// ASCII; anything else would be a bug, and is sent as an empty value rather than panicking.
-fn header_value(text: String) -> HeaderValue {
-    HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static(""))
+/// ASCII; anything else is a bug, reported as such rather than sent as another value.
+fn header_value(name: &str, text: String) -> Result<HeaderValue, String> {
+    HeaderValue::try_from(text).map_err(|e| {
+        format!("MINOOTS made a {name} header that HTTP cannot carry ({e}); this is a bug in MINOOTS, please report it; nothing was sent")
+    })
 }
 
 /// The least time given to reading a response excerpt, even when the timeout is spent.
@@ -299,6 +347,72 @@ pub fn parse_retry_after_ms(value: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn action(headers: &[(&str, &str)]) -> WebhookAction {
+        WebhookAction {
+            url: "https://example.com/hook".into(),
+            method: None,
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            body: None,
+            timeout_ms: None,
+        }
+    }
+
+    #[test]
+    fn headers_that_cannot_be_sent_as_written_fail_the_attempt_naming_them() {
+        // Stored before creation refused them: each is reported, none dropped or emptied.
+        for (name, value) in [
+            ("X-Foo", "a\r\nb"),
+            ("X-Foo", " padded "),
+            ("bad name", "v"),
+            ("Transfer-Encoding", "chunked"),
+            ("webhook-signature", "v1,x"),
+        ] {
+            let e = tenant_headers(&action(&[(name, value)])).unwrap_err();
+            assert!(e.contains(&format!("\"{name}\"")), "{e}");
+        }
+        let e = tenant_headers(&action(&[("X-A", "1"), ("x-a", "2")])).unwrap_err();
+        assert!(e.contains("twice"), "{e}");
+    }
+
+    #[test]
+    fn headers_creation_accepts_are_sent_exactly_as_written() {
+        let a = action(&[
+            ("Authorization", "Bearer abc"),
+            ("X-Empty", ""),
+            ("X-Inner-Tab", "a\tb"),
+            ("X-Unicode", "caf\u{e9}"),
+            ("x!#$%&'*+-.^_`|~1", "v"),
+        ]);
+        let mut errors = minoots_core::ValidationErrors::new();
+        minoots_core::ActionBundle {
+            actions: vec![minoots_core::Action::Webhook(a.clone())],
+            retry_policy: None,
+        }
+        .validate("actionBundle", &mut errors);
+        assert!(errors.is_empty(), "{errors}");
+        let map = tenant_headers(&a).unwrap();
+        assert_eq!(map.len(), a.headers.len());
+        for (k, v) in &a.headers {
+            assert_eq!(map[k.as_str()].as_bytes(), v.as_bytes(), "{k}");
+        }
+    }
+
+    #[test]
+    fn minoots_headers_that_cannot_be_carried_are_an_error_not_an_empty_value() {
+        assert!(header_value("webhook-id", "msg_1".into()).is_ok());
+        let e = header_value("webhook-id", "a\nb".into()).unwrap_err();
+        assert!(e.contains("webhook-id") && e.contains("bug"), "{e}");
+    }
+
+    #[test]
+    fn a_body_is_encoded_as_json() {
+        let body = serde_json::json!({"k": [1, "two"]});
+        assert_eq!(encode_body(&body).unwrap(), br#"{"k":[1,"two"]}"#);
+    }
 
     #[test]
     fn retry_after_in_both_forms() {

@@ -256,7 +256,7 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let http = tokio::spawn(serve_http(state, listener, &args.http, async {
         let _ = http_stopped.await;
     }));
-    kernel.wait_ready(Duration::from_secs(30)).await;
+    crate::kernel_cmd::wait_ready_or_failed(&kernel, Duration::from_secs(30)).await;
     let stop = stop_signal()?;
     tracing::info!(
         http = %http_addr,
@@ -267,7 +267,15 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     println!("minoots ready on http://{http_addr} (gRPC {grpc_addr})");
 
-    stop.await;
+    // A kernel whose scheduler died stops the process with an error (after the same
+    // graceful stop), so that its supervisor restarts it; `/readyz` says why meanwhile.
+    let failure = tokio::select! {
+        _ = stop => None,
+        reason = kernel.failed() => {
+            crate::kernel_cmd::log_failure(&reason);
+            Some(reason)
+        }
+    };
     // Stop taking requests, let deliveries in progress finish (or hand them back), then
     // stop the kernel and close the store.
     let _ = http_stop.send(());
@@ -292,6 +300,9 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     kernel.shutdown().await;
+    if let Some(reason) = failure {
+        anyhow::bail!("the kernel stopped firing timers: {reason}");
+    }
     tracing::info!("MINOOTS stopped");
     Ok(())
 }

@@ -12,7 +12,44 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 pub type Ready = Arc<dyn Fn() -> bool + Send + Sync>;
+/// Readiness with its reason, for processes that can fail or stop while serving.
+pub type ReadinessProbe = Arc<dyn Fn() -> Readiness + Send + Sync>;
 pub type Metrics = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = String> + Send>> + Send + Sync>;
+
+/// What `/readyz` answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    /// 200 `{"status":"ready"}`.
+    Ready,
+    /// 503 `{"status":"starting"}`: not ready yet.
+    Starting,
+    /// 503 `{"status":"stopping"}`: a graceful stop is under way.
+    Stopping,
+    /// 503 `{"status":"failed","reason":...}`: the process can no longer do its work and
+    /// is exiting so that its supervisor restarts it.
+    Failed(String),
+}
+
+impl Readiness {
+    fn response(&self) -> Response {
+        let (status, body) = match self {
+            Readiness::Ready => (StatusCode::OK, serde_json::json!({"status": "ready"})),
+            Readiness::Starting => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({"status": "starting"}),
+            ),
+            Readiness::Stopping => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({"status": "stopping"}),
+            ),
+            Readiness::Failed(reason) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({"status": "failed", "reason": reason}),
+            ),
+        };
+        json(status, &body.to_string())
+    }
+}
 
 fn json(status: StatusCode, body: &str) -> Response {
     (
@@ -33,6 +70,23 @@ pub async fn serve(
     metrics: Metrics,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<SocketAddr> {
+    let probe: ReadinessProbe = Arc::new(move || {
+        if ready() {
+            Readiness::Ready
+        } else {
+            Readiness::Starting
+        }
+    });
+    serve_probe(addr, probe, metrics, stop).await
+}
+
+/// [`serve`] with a readiness that says why the process is not ready.
+pub async fn serve_probe(
+    addr: SocketAddr,
+    ready: ReadinessProbe,
+    metrics: Metrics,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<SocketAddr> {
     let app = axum::Router::new()
         .route(
             "/healthz",
@@ -42,13 +96,7 @@ pub async fn serve(
             "/readyz",
             axum::routing::get(move || {
                 let ready = ready.clone();
-                async move {
-                    if ready() {
-                        json(StatusCode::OK, r#"{"status":"ready"}"#)
-                    } else {
-                        json(StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"starting"}"#)
-                    }
-                }
+                async move { ready().response() }
             }),
         )
         .route(

@@ -1,7 +1,14 @@
 //! `minoots kernel`: the kernel with its embedded store behind the gRPC API, until SIGTERM
 //! or SIGINT, then a graceful stop (no new calls, fires in progress committed, store closed).
+//!
+//! When a part of the scheduler dies (timers no longer fire), the process logs why at
+//! error level, answers `/readyz` with 503 `{"status":"failed","reason":...}` while it
+//! stops the same way, and exits with an error so that its supervisor restarts it: a new
+//! process reloads the window from the store, where nothing was lost (see
+//! [`Kernel::failed`] for why exiting is preferred to restarting the part in place).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -12,6 +19,11 @@ use minoots_store::{SqliteConfig, SqliteStore, Store};
 use tokio::net::TcpListener;
 
 use crate::KernelArgs;
+use crate::health::Readiness;
+
+/// After a failure, how long the kernel's stop may take before the process exits anyway:
+/// the failure may have left the scheduler in a state no one should wait on for long.
+const FAILED_STOP_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct KernelCmdArgs {
@@ -38,7 +50,58 @@ pub fn start_kernel(args: &KernelArgs) -> anyhow::Result<Arc<Kernel>> {
         actions: args.actions.policy()?,
         ..KernelConfig::default()
     };
-    Kernel::start(store, clock, config).map_err(anyhow::Error::msg)
+    let kernel = Kernel::start(store, clock, config).map_err(anyhow::Error::msg)?;
+    #[cfg(debug_assertions)]
+    arm_test_faults(&kernel)?;
+    Ok(kernel)
+}
+
+/// Debug builds only (release builds never read it): `MINOOTS_TEST_PANIC_FIRING_AFTER=N`
+/// makes the firing thread panic once it has popped N timers, so the end-to-end tests
+/// can prove that a process whose firing died reports it and exits.
+#[cfg(debug_assertions)]
+fn arm_test_faults(kernel: &Kernel) -> anyhow::Result<()> {
+    const VAR: &str = "MINOOTS_TEST_PANIC_FIRING_AFTER";
+    if let Ok(text) = std::env::var(VAR) {
+        let n: u64 = text
+            .parse()
+            .with_context(|| format!("{VAR} must be a whole number of timers, not {text:?}"))?;
+        tracing::warn!(
+            timers = n,
+            "{VAR}: the firing thread will panic (a test fault)"
+        );
+        kernel.inject_fault(minoots_kernel::Fault::PanicFiringAfter(n));
+    }
+    Ok(())
+}
+
+/// What `/readyz` says about an in-process kernel.
+pub fn kernel_readiness(kernel: &Kernel, stopping: &AtomicBool) -> Readiness {
+    if let Some(reason) = kernel.failure() {
+        Readiness::Failed(reason)
+    } else if stopping.load(Ordering::Relaxed) {
+        Readiness::Stopping
+    } else if kernel.is_ready() {
+        Readiness::Ready
+    } else {
+        Readiness::Starting
+    }
+}
+
+/// Waits until the kernel is ready (bounded by `timeout`), or failed meanwhile.
+pub async fn wait_ready_or_failed(kernel: &Kernel, timeout: Duration) {
+    tokio::select! {
+        _ = kernel.wait_ready(timeout) => {}
+        _ = kernel.failed() => {}
+    }
+}
+
+/// Logs a failure of the kernel at error level; the process then stops with an error.
+pub fn log_failure(reason: &str) {
+    tracing::error!(
+        reason = %reason,
+        "timers no longer fire: stopping with an error so that a supervisor restarts MINOOTS"
+    );
 }
 
 pub async fn run(cmd: KernelCmdArgs) -> anyhow::Result<()> {
@@ -62,11 +125,13 @@ pub async fn run(cmd: KernelCmdArgs) -> anyhow::Result<()> {
         },
     ));
     let (health_stop, health_stopped) = tokio::sync::oneshot::channel::<()>();
+    let stopping = Arc::new(AtomicBool::new(false));
     let health_addr = {
         let (k1, k2) = (kernel.clone(), kernel.clone());
-        crate::health::serve(
+        let stopping = stopping.clone();
+        crate::health::serve_probe(
             cmd.health_addr,
-            Arc::new(move || k1.is_ready()),
+            Arc::new(move || kernel_readiness(&k1, &stopping)),
             Arc::new(move || {
                 let k = k2.clone();
                 Box::pin(
@@ -79,7 +144,7 @@ pub async fn run(cmd: KernelCmdArgs) -> anyhow::Result<()> {
         )
         .await?
     };
-    kernel.wait_ready(Duration::from_secs(30)).await;
+    wait_ready_or_failed(&kernel, Duration::from_secs(30)).await;
     tracing::info!(
         grpc = %addr,
         health = %health_addr,
@@ -91,24 +156,44 @@ pub async fn run(cmd: KernelCmdArgs) -> anyhow::Result<()> {
     println!("minoots kernel ready on {addr}");
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut failure = None;
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: stopping"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+        reason = kernel.failed() => {
+            log_failure(&reason);
+            failure = Some(reason);
+        }
         r = &mut grpc => {
             // The server stopped by itself: that is a failure (e.g. refused to start).
             r.context("gRPC server task")?.map_err(anyhow::Error::msg)?;
             anyhow::bail!("gRPC server stopped unexpectedly");
         }
     }
+    // `/readyz` answers 503 (stopping, or failed with its reason) until the end.
+    stopping.store(true, Ordering::Relaxed);
     let _ = stop_tx.send(());
-    let _ = health_stop.send(());
     if tokio::time::timeout(Duration::from_secs(10), grpc)
         .await
         .is_err()
     {
         tracing::warn!("gRPC calls still open after 10 s; closing anyway");
     }
-    kernel.shutdown().await;
+    match &failure {
+        None => kernel.shutdown().await,
+        Some(_) => {
+            if tokio::time::timeout(FAILED_STOP_WAIT, kernel.shutdown())
+                .await
+                .is_err()
+            {
+                tracing::warn!("the failed kernel did not stop within 10 s; exiting anyway");
+            }
+        }
+    }
+    let _ = health_stop.send(());
+    if let Some(reason) = failure {
+        anyhow::bail!("the kernel stopped firing timers: {reason}");
+    }
     tracing::info!("MINOOTS kernel stopped");
     Ok(())
 }
