@@ -611,10 +611,14 @@ impl Orchestrator {
                 .signing_secrets(&d.timer.tenant_id, d.secrets_version)
                 .await
             {
-                Ok(secrets) => {
+                Ok(secrets) => 'attempt: {
                     // The envelope is encoded only when the action has no body of its own.
                     let body = match &w.body {
-                        Some(b) => serde_json::to_vec(b).unwrap_or_default(),
+                        Some(b) => match crate::webhook::encode_body(b) {
+                            Ok(bytes) => bytes,
+                            // Recorded as a failed attempt; an empty body is never sent.
+                            Err(failed) => break 'attempt failed,
+                        },
                         None => envelope_bytes(d),
                     };
                     let (delivery_id, timer_id) =
