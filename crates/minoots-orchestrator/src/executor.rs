@@ -193,7 +193,11 @@ impl Orchestrator {
         kernel: Arc<dyn KernelApi>,
         config: OrchestratorConfig,
     ) -> Result<Arc<Self>, String> {
-        let webhooks = WebhookClient::new(config.targets.clone(), config.max_per_host)?;
+        let webhooks = WebhookClient::new(
+            config.targets.clone(),
+            config.max_per_host,
+            config.clock.clone(),
+        )?;
         let leases = LeaseBook::new(
             config.lease_owner.clone(),
             config.lease_ttl,

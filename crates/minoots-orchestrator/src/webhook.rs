@@ -72,12 +72,18 @@ pub struct WebhookCall<'a> {
 pub struct WebhookClient {
     client: reqwest::Client,
     policy: Arc<TargetPolicy>,
+    /// Where "now" is read for a `Retry-After` date.
+    clock: Arc<dyn minoots_core::Clock>,
 }
 
 impl WebhookClient {
     /// `max_idle_per_host` bounds the keep-alive connections kept per destination; match
     /// it to the per-host concurrency, or busy hosts pay a new connection per request.
-    pub fn new(policy: TargetPolicy, max_idle_per_host: usize) -> Result<Self, String> {
+    pub fn new(
+        policy: TargetPolicy,
+        max_idle_per_host: usize,
+        clock: Arc<dyn minoots_core::Clock>,
+    ) -> Result<Self, String> {
         let policy = Arc::new(policy);
         let client = reqwest::Client::builder()
             .user_agent(concat!(
@@ -96,7 +102,11 @@ impl WebhookClient {
             .tcp_nodelay(true)
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        Ok(Self { client, policy })
+        Ok(Self {
+            client,
+            policy,
+            clock,
+        })
     }
 
     /// Makes one attempt and classifies the outcome. Never panics, never returns early
@@ -187,7 +197,7 @@ impl WebhookClient {
         let left = timeout
             .saturating_sub(started.elapsed())
             .max(EXCERPT_MIN_WAIT);
-        classify_response(response, left).await
+        classify_response(response, left, self.clock.as_ref()).await
     }
 }
 
@@ -238,13 +248,17 @@ fn header_value(name: &str, text: String) -> Result<HeaderValue, String> {
 /// The least time given to reading a response excerpt, even when the timeout is spent.
 const EXCERPT_MIN_WAIT: Duration = Duration::from_millis(200);
 
-async fn classify_response(mut response: reqwest::Response, excerpt_wait: Duration) -> ExecResult {
+async fn classify_response(
+    mut response: reqwest::Response,
+    excerpt_wait: Duration,
+    clock: &dyn minoots_core::Clock,
+) -> ExecResult {
     let status = response.status();
     let retry_after_ms = response
         .headers()
         .get("retry-after")
         .and_then(|v| v.to_str().ok())
-        .and_then(parse_retry_after_ms);
+        .and_then(|v| parse_retry_after_ms(v, clock.now_us()));
     let location = response
         .headers()
         .get("location")
@@ -333,14 +347,14 @@ fn classify_send_error(e: &reqwest::Error, timeout_ms: u32) -> ExecResult {
     ExecResult::failure(AttemptOutcome::Retryable, text)
 }
 
-/// `Retry-After` as delay-seconds or an HTTP date, in milliseconds from now.
-pub fn parse_retry_after_ms(value: &str) -> Option<u64> {
+/// `Retry-After` as delay-seconds or an HTTP date, in milliseconds from `now_us`.
+pub fn parse_retry_after_ms(value: &str, now_us: i64) -> Option<u64> {
     let v = value.trim();
     if let Ok(secs) = v.parse::<u64>() {
         return Some(secs.saturating_mul(1000).min(MAX_RETRY_AFTER_MS));
     }
     let at = time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc2822).ok()?;
-    let ms = (at - time::OffsetDateTime::now_utc()).whole_milliseconds();
+    let ms = (at.unix_timestamp_nanos() / 1_000_000) - i128::from(now_us.div_euclid(1_000));
     Some((ms.max(0) as u64).min(MAX_RETRY_AFTER_MS))
 }
 
@@ -416,24 +430,26 @@ mod tests {
 
     #[test]
     fn retry_after_in_both_forms() {
-        assert_eq!(parse_retry_after_ms("2"), Some(2_000));
-        assert_eq!(parse_retry_after_ms(" 120 "), Some(120_000));
+        // 2015-10-21T07:28:00Z, as read from a manual clock.
+        let date_us = 1_445_412_480_000_000;
+        let now = date_us - 90_000_000;
+        assert_eq!(parse_retry_after_ms("2", now), Some(2_000));
+        assert_eq!(parse_retry_after_ms(" 120 ", now), Some(120_000));
         assert_eq!(
-            parse_retry_after_ms("99999999999"),
+            parse_retry_after_ms("99999999999", now),
             Some(MAX_RETRY_AFTER_MS)
         );
+        // A date is measured against the clock it is given, to the millisecond.
         assert_eq!(
-            parse_retry_after_ms("Wed, 21 Oct 2015 07:28:00 GMT"),
+            parse_retry_after_ms("Wed, 21 Oct 2015 07:28:00 GMT", now),
+            Some(90_000)
+        );
+        assert_eq!(
+            parse_retry_after_ms("Wed, 21 Oct 2015 07:28:00 GMT", date_us + 1),
             Some(0),
             "a past date means now"
         );
-        let future = time::OffsetDateTime::now_utc() + time::Duration::seconds(90);
-        let text = future
-            .format(&time::format_description::well_known::Rfc2822)
-            .unwrap();
-        let ms = parse_retry_after_ms(&text).unwrap();
-        assert!((85_000..=90_000).contains(&ms), "{text} -> {ms}");
-        assert_eq!(parse_retry_after_ms("soon"), None);
-        assert_eq!(parse_retry_after_ms("-5"), None);
+        assert_eq!(parse_retry_after_ms("soon", now), None);
+        assert_eq!(parse_retry_after_ms("-5", now), None);
     }
 }
