@@ -61,7 +61,7 @@ struct Entries {
 
 /// What the cache knows of a key hash.
 pub(crate) enum Cached {
-    Known((ApiKey, Tenant)),
+    Known(Box<(ApiKey, Tenant)>),
     Unknown,
     /// Not cached: ask the store, then [`KeyCache::put`] or [`KeyCache::put_unknown`] with
     /// this generation.
@@ -74,7 +74,7 @@ impl KeyCache {
     pub fn get(&self, hash: &[u8; 32], now_us: i64) -> Cached {
         let e = self.entries.lock().expect("poisoned");
         if let Some(entry) = e.known.get(hash) {
-            return Cached::Known(entry.clone());
+            return Cached::Known(Box::new(entry.clone()));
         }
         match e.unknown.get(hash) {
             Some(&until) if now_us < until => Cached::Unknown,

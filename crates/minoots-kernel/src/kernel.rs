@@ -471,7 +471,7 @@ impl KernelApi for Kernel {
     async fn authenticate(&self, key_hash: [u8; 32]) -> KernelResult<Option<(ApiKey, Tenant)>> {
         let now = self.clock.now_us();
         let entry = match self.keys.get(&key_hash, now) {
-            Cached::Known(e) => e,
+            Cached::Known(e) => *e,
             // Known not to exist: the store is not asked again until the entry expires or
             // a key or tenant changes.
             Cached::Unknown => return Ok(None),
