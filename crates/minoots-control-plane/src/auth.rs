@@ -8,11 +8,22 @@
 //! milliseconds) and looked up by that hash in O(1); the stored hash is compared again in
 //! constant time. The kernel caches keys and drops the cache on every key or tenant change,
 //! so revocation and expiry apply to the next request.
+//!
+//! Guessing keys is throttled per client address before any lookup: a malformed key is
+//! refused without one, and an address that made more failed authentications than its
+//! budget (`failed_auth_burst` at once, `failed_auth_per_minute` after that; GCRA) is
+//! answered 429 with `Retry-After` without one, so a flood of random keys costs the store
+//! a bounded number of lookups per address. The kernel also remembers unknown keys for a
+//! while, so a repeated wrong key does not reach the store again.
 
-use axum::extract::{Request, State};
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::connect_info::Connected;
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::serve::IncomingStream;
 use minoots_kernel::admin::constant_time_eq;
 use minoots_store::{ApiKey, Tenant};
 
@@ -54,6 +65,41 @@ impl Access {
             Access::Write => Some(ROLE_WRITE),
             Access::Admin => Some(ROLE_ADMIN),
         }
+    }
+}
+
+/// The address of the client a request came from, put in each request's extensions by
+/// `into_make_service_with_connect_info::<ClientAddr>()` (as [`crate::serve`] does). The
+/// peer of the TCP connection, never a forwarded header (which a client could invent):
+/// behind a proxy, all clients share the proxy's budget of failed authentications.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub SocketAddr);
+
+impl Connected<IncomingStream<'_, crate::listener::LimitedListener>> for ClientAddr {
+    fn connect_info(stream: IncomingStream<'_, crate::listener::LimitedListener>) -> Self {
+        ClientAddr(*stream.remote_addr())
+    }
+}
+
+impl Connected<IncomingStream<'_, tokio::net::TcpListener>> for ClientAddr {
+    fn connect_info(stream: IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        ClientAddr(*stream.remote_addr())
+    }
+}
+
+/// The budget a client address's failed authentications count against: the IPv4 address,
+/// or the /64 network of an IPv6 address (one host usually holds a whole /64, so counting
+/// per address would give it 2^64 budgets).
+pub fn client_bucket(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
     }
 }
 
@@ -133,8 +179,35 @@ fn presented_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
     Ok(Some(text.to_string()))
 }
 
-/// Resolves a key to its caller, or says why not (401 / 403).
+/// Resolves a key to its caller, or says why not (401 / 403), without a limit on failed
+/// authentications (for callers that have no client address).
 pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<Caller> {
+    authenticate_from(state, None, headers).await
+}
+
+/// [`authenticate`] for a request, with the limit on failed authentications of the
+/// address it came from (when the server recorded one, see [`ClientAddr`]).
+pub fn authenticate_request<'a>(
+    state: &'a AppState,
+    req: &'a Request,
+) -> impl Future<Output = ApiResult<Caller>> + Send + 'a {
+    // Only the headers are held across the lookup (a request's body is not `Sync`).
+    let client = req
+        .extensions()
+        .get::<ConnectInfo<ClientAddr>>()
+        .map(|c| c.0.0.ip());
+    authenticate_from(state, client, req.headers())
+}
+
+/// Resolves a key to its caller, or says why not: 401 (no key, malformed, unknown,
+/// revoked, expired), 403 (tier not configured), or 429 when `client` already failed to
+/// authenticate more often than its budget allows. The 401s of a missing or malformed key
+/// and the 429 are decided without any lookup.
+pub async fn authenticate_from(
+    state: &AppState,
+    client: Option<IpAddr>,
+    headers: &HeaderMap,
+) -> ApiResult<Caller> {
     let Some(key) = presented_key(headers)? else {
         return Err(ApiError::unauthorized(
             "an API key is required: send it as X-API-Key: <key> or Authorization: Bearer <key>",
@@ -145,19 +218,60 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<Ca
             "the demo key works only while the server runs in demo mode (--demo)",
         ));
     }
+    let (per_minute, burst) = (
+        state.config.failed_auth_per_minute,
+        state.config.failed_auth_burst,
+    );
+    let bucket = client.map(client_bucket);
+    if let Some(b) = &bucket {
+        // Counted as a failure before the lookup and given back when the key is good, so
+        // an address never has more lookups running or failed than its budget allows.
+        let d = state.failed_auth.check_burst(b, per_minute, burst);
+        if !d.allowed {
+            state.metrics.rate_limited(FAILED_AUTH_QUOTA);
+            return Err(failed_auth_limited(burst, &d));
+        }
+    }
     let hash = hash_key(&key);
-    let found = state.kernel_call(state.kernel.authenticate(hash)).await?;
-    let Some((stored, tenant)) = found else {
+    let found = state.kernel_call(state.kernel.authenticate(hash)).await;
+    let live = match found {
+        Ok(found) => found.filter(|(stored, _)| constant_time_eq(&stored.key_hash, &hash)),
+        Err(e) => {
+            // Not the key's fault (the kernel is slow or down): no failure is counted.
+            if let Some(b) = &bucket {
+                state.failed_auth.refund(b, per_minute);
+            }
+            return Err(e);
+        }
+    };
+    let Some((stored, tenant)) = live else {
         return Err(ApiError::unauthorized(
             "the API key is unknown, revoked or expired",
         ));
     };
-    if !constant_time_eq(&stored.key_hash, &hash) {
-        return Err(ApiError::unauthorized(
-            "the API key is unknown, revoked or expired",
-        ));
+    if let Some(b) = &bucket {
+        state.failed_auth.refund(b, per_minute);
     }
     caller_of(state, stored, tenant)
+}
+
+/// The quota named in the 429 of too many failed authentications (and in
+/// `minoots_rate_limited_total`).
+pub const FAILED_AUTH_QUOTA: &str = "failedAuthPerMinute";
+
+/// 429 for an address that failed to authenticate too often, with `Retry-After`.
+fn failed_auth_limited(burst: u32, d: &crate::ratelimit::Decision) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::TOO_MANY_REQUESTS,
+        "rate-limited",
+        format!(
+            "this address sent more than {burst} unknown, revoked or expired API keys in a row (at most {} per minute are looked up); check the key and retry after {} s",
+            d.limit, d.retry_after_s
+        ),
+    )
+    .with_extra("quota", FAILED_AUTH_QUOTA.into())
+    .with_extra("limit", d.limit.into())
+    .with_header(header::RETRY_AFTER, HeaderValue::from(d.retry_after_s))
 }
 
 fn caller_of(state: &AppState, key: ApiKey, tenant: Tenant) -> ApiResult<Caller> {
@@ -214,8 +328,9 @@ pub fn rate_limited(quota: &str, d: &crate::ratelimit::Decision) -> ApiError {
     e
 }
 
-/// Route middleware: authenticates, checks the role `access` needs, applies the key's
-/// request rate, and hands the [`Caller`] to the handler.
+/// Route middleware: authenticates (with the limit on failed authentications of the
+/// client's address), checks the role `access` needs, applies the key's request rate, and
+/// hands the [`Caller`] to the handler.
 pub async fn authorize(
     State((state, access)): State<(AppState, Access)>,
     mut req: Request,
@@ -224,7 +339,7 @@ pub async fn authorize(
     let Some(role) = access.role() else {
         return next.run(req).await;
     };
-    let caller = match authenticate(&state, req.headers()).await {
+    let caller = match authenticate_request(&state, &req).await {
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
@@ -290,10 +405,25 @@ mod tests {
         assert!(presented_key(&headers(&[("authorization", "Basic abcdefabcdefabcdef")])).is_err());
         assert!(presented_key(&headers(&[("x-api-key", &"a".repeat(300))])).is_err());
         assert_eq!(key_prefix(&k).len(), KEY_PREFIX_CHARS);
+
         assert!(constant_time_eq(&hash_key(&k), &hash_key(&k)));
         assert!(!constant_time_eq(
             &hash_key(&k),
             &hash_key("mnt_other_key_123")
         ));
+    }
+
+    #[test]
+    fn failed_authentications_count_per_ipv4_address_and_per_ipv6_network() {
+        let v4: IpAddr = "203.0.113.7".parse().unwrap();
+        assert_eq!(client_bucket(v4), "203.0.113.7");
+        let mapped: IpAddr = "::ffff:203.0.113.7".parse().unwrap();
+        assert_eq!(client_bucket(mapped), "203.0.113.7");
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff:ffff:ffff:ffff".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_bucket(a), client_bucket(b));
+        assert_ne!(client_bucket(a), client_bucket(c));
+        assert_eq!(client_bucket(a), "2001:db8:1:2::/64");
     }
 }

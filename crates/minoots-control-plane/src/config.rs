@@ -15,6 +15,14 @@ pub const DEFAULT_MAX_EVENT_STREAMS: usize = 4_096;
 /// Most open client connections; more wait in the accept backlog. Below the usual
 /// descriptor limit (often 1,024 soft / 20,000+ hard) with room for the store and clients.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4_096;
+/// Failed authentications one client address may make at once before it is answered 429.
+/// A client with a wrong key stops after one 401; a flood of guessed keys is cut off after
+/// this many store lookups. Above the 3 failures per route that checking every route with
+/// an unknown, a revoked and an expired key takes (about 75 today).
+pub const DEFAULT_FAILED_AUTH_BURST: u32 = 100;
+/// Failed authentications per client address per minute once the burst is spent (one a
+/// second): the sustained rate of key lookups one address can cause.
+pub const DEFAULT_FAILED_AUTH_PER_MINUTE: u32 = 60;
 /// Longest long-poll `wait` a client may ask for.
 pub const MAX_WAIT: Duration = Duration::from_secs(300);
 /// `wait` without a `timeout` parameter.
@@ -95,6 +103,14 @@ pub struct ControlPlaneConfig {
     pub max_connections: usize,
     /// Demo mode: said in `/healthz` so nobody mistakes a demo for production.
     pub demo: bool,
+    /// Failed authentications (a well-formed key that is unknown, revoked or expired) one
+    /// client address may make per minute (GCRA) before its requests with a key are
+    /// answered 429 without any lookup. IPv6 addresses count per /64.
+    pub failed_auth_per_minute: u32,
+    /// How many of them may come at once. Authentications of an address still being
+    /// checked count against it until they succeed, so this is also the most one address
+    /// may have checked at once (behind a proxy that carries many clients, raise it).
+    pub failed_auth_burst: u32,
 }
 
 impl Default for ControlPlaneConfig {
@@ -107,6 +123,8 @@ impl Default for ControlPlaneConfig {
             max_event_streams: DEFAULT_MAX_EVENT_STREAMS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             demo: false,
+            failed_auth_per_minute: DEFAULT_FAILED_AUTH_PER_MINUTE,
+            failed_auth_burst: DEFAULT_FAILED_AUTH_BURST,
         }
     }
 }
@@ -121,6 +139,11 @@ impl ControlPlaneConfig {
         }
         if self.max_event_streams == 0 || self.max_connections == 0 {
             return Err("max event streams and max connections must be at least 1".into());
+        }
+        if self.failed_auth_per_minute == 0 || self.failed_auth_burst == 0 {
+            return Err(
+                "failed authentications per minute and their burst must be at least 1".into(),
+            );
         }
         for (name, t) in &self.tiers {
             if t.requests_per_minute == Some(0) || t.creates_per_minute == Some(0) {
@@ -152,6 +175,11 @@ mod tests {
         assert_eq!(free.max_duration_ms, Some(7 * DAY_MS));
         assert_eq!(c.tiers["enterprise"].timers_per_day, None);
         assert_eq!(c.tiers["unlimited"], TierLimits::UNLIMITED);
+        assert_eq!(c.failed_auth_burst, 100);
+        assert_eq!(c.failed_auth_per_minute, 60);
+        let mut no_failures = c.clone();
+        no_failures.failed_auth_burst = 0;
+        assert!(no_failures.check().is_err());
         let mut bad = c.clone();
         bad.tiers.get_mut("pro").unwrap().creates_per_minute = Some(0);
         assert!(bad.check().is_err());

@@ -54,6 +54,8 @@ pub struct AppInner {
     pub rate: Arc<ratelimit::RateLimiter>,
     /// Creates per minute per key.
     pub creates: Arc<ratelimit::RateLimiter>,
+    /// Failed authentications per client address.
+    pub failed_auth: Arc<ratelimit::RateLimiter>,
     pub metrics: Arc<metrics::HttpMetrics>,
     /// The kernel when it runs in this process: its counters and store gauges are
     /// rendered at `/metrics` too.
@@ -75,6 +77,7 @@ impl AppState {
             config: Arc::new(config),
             rate: Arc::default(),
             creates: Arc::default(),
+            failed_auth: Arc::default(),
             metrics: Arc::default(),
             local_kernel,
         })))
@@ -104,14 +107,18 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then lets requests in progress
-/// finish (SSE streams and waits end with the server).
+/// finish (SSE streams and waits end with the server). Each request carries its client's
+/// address ([`auth::ClientAddr`]) for the limit on failed authentications.
 pub async fn serve(
     state: AppState,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let max = state.config.max_connections;
-    axum::serve(listener::LimitedListener::new(listener, max), router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener::LimitedListener::new(listener, max),
+        router(state).into_make_service_with_connect_info::<auth::ClientAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }

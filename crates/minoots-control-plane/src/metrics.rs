@@ -216,6 +216,12 @@ fn render_kernel(out: &mut String, m: &KernelMetrics) {
         "Deliveries that exhausted their retries or failed permanently.",
         g(&m.deliveries_dead),
     );
+    counter(
+        out,
+        "minoots_store_key_lookups_total",
+        "API key lookups that reached the store (not answered by the kernel's key caches).",
+        g(&m.store_key_lookups),
+    );
     out.push_str("# HELP minoots_delivery_attempts_total Delivery attempts by outcome.\n# TYPE minoots_delivery_attempts_total counter\n");
     for (i, outcome) in ["succeeded", "retryable", "permanent"].iter().enumerate() {
         let _ = writeln!(

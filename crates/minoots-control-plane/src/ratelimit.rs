@@ -1,6 +1,10 @@
 //! Per-key rate limits with GCRA (the generic cell rate algorithm): one "theoretical
-//! arrival time" per key, so a limit of N per minute admits bursts of up to N and then one
-//! request every 60/N seconds, with exact `Retry-After` and `RateLimit-*` values.
+//! arrival time" per key, so a limit of N per minute admits bursts of up to N (or a
+//! burst of its own, [`RateLimiter::check_burst`]) and then one request every 60/N
+//! seconds, with exact `Retry-After` and `RateLimit-*` values. [`RateLimiter::refund`]
+//! gives back a request counted in advance, for limits on what turns out only afterwards
+//! (failed authentications per client address: every authentication is counted before its
+//! lookup and refunded when it succeeds, so lookups in flight are within the budget too).
 //!
 //! The state lives in this process only (the one thing the control plane keeps in memory);
 //! several control planes each apply the full limit. Time comes from `tokio::time`, so
@@ -38,11 +42,20 @@ pub struct RateLimiter {
 }
 
 impl RateLimiter {
-    /// Counts one request by `key` against `per_minute` (> 0).
+    /// Counts one request by `key` against `per_minute` (> 0), bursts up to the same number.
     pub fn check(&self, key: &str, per_minute: u32) -> Decision {
+        self.check_burst(key, per_minute, per_minute)
+    }
+
+    /// Counts one request by `key` against `per_minute` (> 0) with bursts of up to `burst`
+    /// (> 0) requests.
+    pub fn check_burst(&self, key: &str, per_minute: u32, burst: u32) -> Decision {
         let per_minute = per_minute.max(1);
+        let burst = burst.max(1);
         let now = Instant::now();
         let t = WINDOW / per_minute;
+        // The bucket holds `burst` requests of `t` each (exactly WINDOW when they are equal).
+        let capacity = WINDOW * burst / per_minute;
         let mut map = self.tat.lock().expect("poisoned");
         if map.len() >= MAX_TRACKED_KEYS {
             map.retain(|_, tat| *tat > now);
@@ -54,10 +67,10 @@ impl RateLimiter {
         let slot = (key.to_string(), per_minute);
         let tat = map.get(&slot).copied().unwrap_or(now).max(now);
         let new_tat = tat + t;
-        // The bucket holds `per_minute` requests: admitted while new_tat − now ≤ WINDOW.
+        // Admitted while new_tat − now ≤ capacity.
         let ahead = new_tat - now;
-        if ahead > WINDOW {
-            let wait = ahead - WINDOW;
+        if ahead > capacity {
+            let wait = ahead - capacity;
             let used = tat - now;
             return Decision {
                 allowed: false,
@@ -68,13 +81,29 @@ impl RateLimiter {
             };
         }
         map.insert(slot, new_tat);
-        let remaining = ((WINDOW - ahead).as_nanos() / t.as_nanos()) as u32;
+        let remaining = ((capacity - ahead).as_nanos() / t.as_nanos()) as u32;
         Decision {
             allowed: true,
             limit: per_minute,
             remaining,
             reset_s: ceil_s(ahead),
             retry_after_s: 0,
+        }
+    }
+
+    /// Gives back one request counted by [`RateLimiter::check_burst`] with `per_minute`.
+    pub fn refund(&self, key: &str, per_minute: u32) {
+        let t = WINDOW / per_minute.max(1);
+        let now = Instant::now();
+        let mut map = self.tat.lock().expect("poisoned");
+        let slot = (key.to_string(), per_minute.max(1));
+        if let Some(tat) = map.get_mut(&slot) {
+            match tat.checked_sub(t) {
+                Some(earlier) if earlier > now => *tat = earlier,
+                _ => {
+                    map.remove(&slot);
+                }
+            }
         }
     }
 }
@@ -125,5 +154,37 @@ mod tests {
         assert!(!rl.check("k", 10).allowed);
         tokio::time::advance(Duration::from_millis(100)).await;
         assert!(rl.check("k", 10).allowed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_its_own_refills_at_the_rate_and_a_refund_gives_one_back() {
+        let rl = RateLimiter::default();
+        // 5 at once, then one per second (60 per minute).
+        for i in 0..5 {
+            let d = rl.check_burst("ip", 60, 5);
+            assert!(d.allowed, "request {i} of the burst");
+            assert_eq!(d.remaining, 4 - i);
+        }
+        let refused = rl.check_burst("ip", 60, 5);
+        assert!(!refused.allowed);
+        assert_eq!(refused.retry_after_s, 1);
+        // A refund makes room for exactly one more.
+        rl.refund("ip", 60);
+        assert!(rl.check_burst("ip", 60, 5).allowed);
+        assert!(!rl.check_burst("ip", 60, 5).allowed);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(rl.check_burst("ip", 60, 5).allowed);
+        assert!(!rl.check_burst("ip", 60, 5).allowed);
+        // Refunds never make more room than a full bucket, and forget a refilled key.
+        for _ in 0..10 {
+            rl.refund("ip", 60);
+        }
+        for _ in 0..5 {
+            assert!(rl.check_burst("ip", 60, 5).allowed);
+        }
+        assert!(!rl.check_burst("ip", 60, 5).allowed);
+        // A full bucket again after burst × interval.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(rl.check_burst("ip", 60, 5).remaining, 4);
     }
 }

@@ -2,8 +2,12 @@
 //! and the batched record of when each key was last used.
 //!
 //! Authentication runs on every API request, so a key found once is kept in memory
-//! (bounded by [`MAX_CACHED_KEYS`]) and every tenant or key change made through this
-//! kernel empties the cache before it answers, so a revocation takes effect at once.
+//! (bounded by [`MAX_CACHED_KEYS`]), and so is a key hash the store does not know (bounded
+//! by [`MAX_UNKNOWN_KEYS`], for [`UNKNOWN_KEY_TTL`]), so a client repeating a wrong key
+//! does not reach the store each time. Every tenant or key change made through this
+//! kernel empties both before it answers, so a revocation takes effect at once and a key
+//! created after a miss works at once; a lookup that was already under way when the
+//! cache was emptied does not refill it with what it read before the change.
 //! A key's last use is noted in memory and written by [`run_touch_flusher`] every
 //! [`TOUCH_FLUSH_INTERVAL`], never once per request.
 
@@ -20,6 +24,13 @@ use crate::error::{KernelError, KernelResult};
 
 /// Keys held in the authentication cache; when full it is emptied and refilled on demand.
 pub const MAX_CACHED_KEYS: usize = 10_000;
+/// Unknown key hashes remembered (32 bytes and an expiry each: about 3 MiB in all); when
+/// full, the expired ones are dropped, or all of them if that frees too little.
+pub const MAX_UNKNOWN_KEYS: usize = 65_536;
+/// How long an unknown key hash is answered "unknown" without asking the store. Every key
+/// change through the kernel forgets them at once, so this only bounds the memory a
+/// stream of repeated wrong keys keeps alive.
+pub const UNKNOWN_KEY_TTL: Duration = Duration::from_secs(60);
 /// Distinct keys whose last use waits to be written; beyond it, uses go unrecorded until
 /// the next flush (the time is advisory, the bound protects memory).
 pub const MAX_PENDING_TOUCHES: usize = 100_000;
@@ -32,28 +43,84 @@ pub const MAX_KEY_ID_BYTES: usize = 64;
 
 #[derive(Default)]
 pub(crate) struct KeyCache {
-    /// Plaintext hash → the key and its tenant, as last read from the store.
-    entries: Mutex<HashMap<[u8; 32], (ApiKey, Tenant)>>,
+    entries: Mutex<Entries>,
     /// Key id → the latest use not yet written.
     touched: Mutex<HashMap<String, i64>>,
 }
 
+#[derive(Default)]
+struct Entries {
+    /// Plaintext hash → the key and its tenant, as last read from the store.
+    known: HashMap<[u8; 32], (ApiKey, Tenant)>,
+    /// Hashes the store did not know → until when that answer is kept (µs).
+    unknown: HashMap<[u8; 32], i64>,
+    /// Bumped by every invalidation: a lookup started in an older generation may have
+    /// read the store before the change, so its answer is not kept.
+    generation: u64,
+}
+
+/// What the cache knows of a key hash.
+pub(crate) enum Cached {
+    Known(Box<(ApiKey, Tenant)>),
+    Unknown,
+    /// Not cached: ask the store, then [`KeyCache::put`] or [`KeyCache::put_unknown`] with
+    /// this generation.
+    Miss {
+        generation: u64,
+    },
+}
+
 impl KeyCache {
-    pub fn get(&self, hash: &[u8; 32]) -> Option<(ApiKey, Tenant)> {
-        self.entries.lock().expect("poisoned").get(hash).cloned()
-    }
-
-    pub fn put(&self, hash: [u8; 32], entry: (ApiKey, Tenant)) {
-        let mut map = self.entries.lock().expect("poisoned");
-        if map.len() >= MAX_CACHED_KEYS {
-            map.clear();
+    pub fn get(&self, hash: &[u8; 32], now_us: i64) -> Cached {
+        let e = self.entries.lock().expect("poisoned");
+        if let Some(entry) = e.known.get(hash) {
+            return Cached::Known(Box::new(entry.clone()));
         }
-        map.insert(hash, entry);
+        match e.unknown.get(hash) {
+            Some(&until) if now_us < until => Cached::Unknown,
+            _ => Cached::Miss {
+                generation: e.generation,
+            },
+        }
     }
 
-    /// Forgets every cached key: called after any tenant or key change.
+    /// Keeps a key read from the store, unless the cache was emptied since `generation`.
+    pub fn put(&self, hash: [u8; 32], entry: (ApiKey, Tenant), generation: u64) {
+        let mut e = self.entries.lock().expect("poisoned");
+        if e.generation != generation {
+            return;
+        }
+        if e.known.len() >= MAX_CACHED_KEYS {
+            e.known.clear();
+        }
+        e.known.insert(hash, entry);
+    }
+
+    /// Remembers that the store has no key with `hash`, unless the cache was emptied since
+    /// `generation` (a key created meanwhile must work at once).
+    pub fn put_unknown(&self, hash: [u8; 32], now_us: i64, generation: u64) {
+        let mut e = self.entries.lock().expect("poisoned");
+        if e.generation != generation {
+            return;
+        }
+        if e.unknown.len() >= MAX_UNKNOWN_KEYS {
+            e.unknown.retain(|_, until| now_us < *until);
+            if e.unknown.len() >= MAX_UNKNOWN_KEYS / 4 * 3 {
+                // Mostly fresh entries (a flood of distinct keys, which a cache cannot
+                // help with): start over rather than scan the map at every insert.
+                e.unknown.clear();
+            }
+        }
+        let ttl_us = UNKNOWN_KEY_TTL.as_micros() as i64;
+        e.unknown.insert(hash, now_us.saturating_add(ttl_us));
+    }
+
+    /// Forgets every cached key, known or unknown: called after any tenant or key change.
     pub fn invalidate(&self) {
-        self.entries.lock().expect("poisoned").clear();
+        let mut e = self.entries.lock().expect("poisoned");
+        e.known.clear();
+        e.unknown.clear();
+        e.generation += 1;
     }
 
     pub fn touch(&self, key_id: &str, now_us: i64) {
@@ -231,5 +298,25 @@ mod tests {
             ..key
         };
         assert!(!key_is_live(&revoked, 0));
+    }
+
+    #[test]
+    fn a_lookup_that_raced_a_key_change_leaves_nothing_in_the_cache() {
+        let cache = KeyCache::default();
+        let Cached::Miss { generation } = cache.get(&[7; 32], 0) else {
+            panic!("an empty cache misses");
+        };
+        // A key is created (or revoked) while the lookup runs: what it read is stale.
+        cache.invalidate();
+        cache.put_unknown([7; 32], 0, generation);
+        assert!(matches!(cache.get(&[7; 32], 0), Cached::Miss { .. }));
+        // Without a change in between, the miss is kept until its TTL.
+        let Cached::Miss { generation } = cache.get(&[7; 32], 0) else {
+            panic!("still a miss");
+        };
+        cache.put_unknown([7; 32], 0, generation);
+        assert!(matches!(cache.get(&[7; 32], 1), Cached::Unknown));
+        let ttl_us = UNKNOWN_KEY_TTL.as_micros() as i64;
+        assert!(matches!(cache.get(&[7; 32], ttl_us), Cached::Miss { .. }));
     }
 }

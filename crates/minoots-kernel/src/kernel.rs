@@ -13,7 +13,7 @@ use minoots_store::{
 };
 use tokio::sync::{Notify, watch};
 
-use crate::admin::{self, KeyCache};
+use crate::admin::{self, Cached, KeyCache};
 use crate::api::{
     BoxStream, KernelApi, LeaseRequest, NewTenant, RenewLeasesRequest, SECRET_ROTATION_GRACE,
     ScheduleOutcome, TenantQuotas,
@@ -546,21 +546,28 @@ impl KernelApi for Kernel {
     }
 
     async fn authenticate(&self, key_hash: [u8; 32]) -> KernelResult<Option<(ApiKey, Tenant)>> {
-        let entry = match self.keys.get(&key_hash) {
-            Some(e) => Some(e),
-            None => {
+        let now = self.clock.now_us();
+        let entry = match self.keys.get(&key_hash, now) {
+            Cached::Known(e) => *e,
+            // Known not to exist: the store is not asked again until the entry expires or
+            // a key or tenant changes.
+            Cached::Unknown => return Ok(None),
+            Cached::Miss { generation } => {
+                KernelMetrics::inc(&self.metrics.store_key_lookups, 1);
                 let Some(key) = self.store.api_key_by_hash(key_hash).await? else {
+                    self.keys.put_unknown(key_hash, now, generation);
                     return Ok(None);
                 };
                 let Some(tenant) = self.store.get_tenant(&key.tenant_id).await? else {
                     return Ok(None);
                 };
-                self.keys.put(key_hash, (key.clone(), tenant.clone()));
-                Some((key, tenant))
+                self.keys
+                    .put(key_hash, (key.clone(), tenant.clone()), generation);
+                (key, tenant)
             }
         };
         let now = self.clock.now_us();
-        Ok(entry
+        Ok(Some(entry)
             .filter(|(key, _)| admin::key_is_live(key, now))
             .inspect(|(key, _)| {
                 self.keys.touch(&key.id, now);

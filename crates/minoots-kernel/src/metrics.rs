@@ -141,6 +141,9 @@ pub struct KernelMetrics {
     pub attempts_by_outcome: [AtomicU64; 3],
     /// Deliveries that ended dead (retries exhausted or a permanent failure).
     pub deliveries_dead: AtomicU64,
+    /// API key lookups by hash that reached the store (authentications answered by
+    /// neither the cache of known keys nor that of unknown ones).
+    pub store_key_lookups: AtomicU64,
 }
 
 impl KernelMetrics {

@@ -118,7 +118,7 @@ pub fn router(state: AppState, api: Router, config: &McpHttpConfig) -> (Router, 
 
 /// The key (401), then the session count (503), before MCP sees the request.
 async fn admit(State(gate): State<Gate>, req: Request, next: Next) -> Response {
-    if let Err(e) = minoots_control_plane::auth::authenticate(&gate.state, req.headers()).await {
+    if let Err(e) = minoots_control_plane::auth::authenticate_request(&gate.state, &req).await {
         return e.into_response();
     }
     if !req.headers().contains_key("mcp-session-id")

@@ -20,6 +20,7 @@
 mod churn;
 mod crash;
 mod cycle;
+mod flood;
 mod http;
 mod recovery;
 
@@ -68,6 +69,9 @@ pub enum Workload {
     /// W1 to W6 one after another, each in its own process (so one workload's memory does
     /// not inflate the next one's baseline), in one sitting.
     All(AllBench),
+    /// Firing lateness while clients flood the REST API with guessed keys, against quiet
+    /// runs (alternating).
+    Flood(flood::FloodBench),
     /// Timers created at a steady rate while `minoots serve` is SIGKILLed and
     /// restarted; lost, early and duplicated deliveries, then a SIGTERM that must exit 0.
     Crash(crash::CrashBench),
@@ -238,6 +242,7 @@ pub async fn run(w: Workload) -> anyhow::Result<()> {
         Workload::Churn(b) => churn::run(b).await,
         Workload::Cycle(b) => cycle::run(b).await,
         Workload::Crash(b) => crash::run(b).await,
+        Workload::Flood(b) => flood::run(b).await,
         Workload::All(b) => run_all(b),
     }
 }

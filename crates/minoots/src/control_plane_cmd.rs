@@ -139,12 +139,15 @@ fn serve_http(
         state.config.max_connections,
     );
     async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                mcp_stop.stop();
-            })
-            .await
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<minoots_control_plane::auth::ClientAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            mcp_stop.stop();
+        })
+        .await
     }
 }
 

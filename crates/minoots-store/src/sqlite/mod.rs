@@ -12,7 +12,9 @@
 //! SQLite's savepoint code at a few thousand writes per transaction.)
 //!
 //! Reads go to a small pool of read-only connections on blocking threads; in WAL mode
-//! they see the last committed state and never wait for the writer.
+//! they see the last committed state and never wait for the writer. The scheduler's
+//! loader and the lease sessions read on a connection of their own, so request reads
+//! never queue ahead of them (`readers.rs`).
 //!
 //! When the disk refuses a write (full, read-only, I/O error), the writes of that group
 //! commit are answered [`StoreError::CannotWrite`] and rolled back; the writer thread
@@ -25,6 +27,7 @@
 mod admin;
 mod leases;
 mod ops;
+mod readers;
 mod schema;
 
 use std::fs::File;
@@ -34,8 +37,8 @@ use std::thread::JoinHandle;
 
 use async_trait::async_trait;
 use minoots_core::{Clock, Delivery, DeliveryId, Event, Timer, TimerId};
-use rusqlite::{Connection, OpenFlags, TransactionBehavior};
-use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
+use rusqlite::{Connection, TransactionBehavior};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::Store;
 use crate::types::*;
@@ -52,7 +55,8 @@ pub struct SqliteConfig {
     /// Most writes committed in one transaction. Bounds the time one commit holds the
     /// writer and the memory of one batch.
     pub max_batch_ops: usize,
-    /// Read-only connections; reads beyond this wait for a free one.
+    /// Read-only connections for the reads of requests; reads beyond this wait for a free
+    /// one. The scheduler and the lease sessions read on a reserved connection besides.
     pub reader_connections: usize,
     /// Page cache of the writer connection in KiB (readers keep SQLite's 2 MiB default).
     /// Bounded memory that keeps hot pages of the due and tenant indexes resident;
@@ -107,8 +111,10 @@ struct Inner {
     checkpointer: Checkpointer,
     /// For reads that depend on the time (the writer reads it per batch).
     clock: Arc<dyn Clock>,
-    readers: Mutex<Vec<Connection>>,
-    read_permits: Arc<Semaphore>,
+    /// Reads of requests (and everything else that is not the two below).
+    readers: Arc<readers::ReaderPool>,
+    /// Reads of the scheduler's loader and the lease sessions only.
+    reserved_readers: Arc<readers::ReaderPool>,
     events: broadcast::Sender<Event>,
     /// Held for the store's lifetime: the exclusive lock on the data directory.
     lock: Mutex<Option<File>>,
@@ -156,17 +162,9 @@ impl SqliteStore {
         }
         writer.set_prepared_statement_cache_capacity(64);
 
-        let mut readers = Vec::with_capacity(config.reader_connections);
-        for _ in 0..config.reader_connections.max(1) {
-            let r = Connection::open_with_flags(
-                &path,
-                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )
-            .map_err(unavailable)?;
-            r.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")
-                .map_err(unavailable)?;
-            readers.push(r);
-        }
+        let readers = readers::ReaderPool::open(&path, config.reader_connections)?;
+        let reserved_readers =
+            readers::ReaderPool::open(&path, readers::RESERVED_READER_CONNECTIONS)?;
 
         let reader_clock = clock.clone();
         let (events_tx, _) = broadcast::channel(config.event_broadcast_capacity);
@@ -185,8 +183,8 @@ impl SqliteStore {
                 writer_thread: Mutex::new(Some(handle)),
                 checkpointer,
                 clock: reader_clock,
-                read_permits: Arc::new(Semaphore::new(readers.len())),
-                readers: Mutex::new(readers),
+                readers,
+                reserved_readers,
                 events: events_tx,
                 lock: Mutex::new(Some(lock)),
             }),
@@ -282,48 +280,17 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
-        let permit = self
-            .inner
-            .read_permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = inner
-                .readers
-                .lock()
-                .expect("reader pool poisoned")
-                .pop()
-                .expect("a read permit guarantees a free connection");
-            let guard = PooledReader {
-                inner: &inner,
-                conn: Some(conn),
-            };
-            let result = f(guard.conn.as_ref().expect("connection present"));
-            drop(guard);
-            drop(permit);
-            result
-        })
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("read task failed: {e}")))?
+        self.inner.readers.read(f).await
     }
-}
 
-/// Returns a reader connection to the pool even when the read panics.
-struct PooledReader<'a> {
-    inner: &'a Inner,
-    conn: Option<Connection>,
-}
-
-impl Drop for PooledReader<'_> {
-    fn drop(&mut self) {
-        if let Some(c) = self.conn.take()
-            && let Ok(mut pool) = self.inner.readers.lock()
-        {
-            pool.push(c);
-        }
+    /// [`SqliteStore::read`] on the connection reserved for the scheduler and the lease
+    /// sessions.
+    async fn read_reserved<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        self.inner.reserved_readers.read(f).await
     }
 }
 
@@ -635,7 +602,7 @@ impl Store for SqliteStore {
         until_us: i64,
         limit: usize,
     ) -> StoreResult<Vec<DueTimer>> {
-        self.read(move |c| ops::load_due_timers(c, after, until_us, limit))
+        self.read_reserved(move |c| ops::load_due_timers(c, after, until_us, limit))
             .await
     }
 
@@ -665,7 +632,7 @@ impl Store for SqliteStore {
     }
 
     async fn next_delivery_due_us(&self) -> StoreResult<Option<i64>> {
-        self.read(ops::next_delivery_due_us).await
+        self.read_reserved(ops::next_delivery_due_us).await
     }
 
     async fn list_deliveries(
