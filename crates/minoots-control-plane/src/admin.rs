@@ -207,7 +207,7 @@ pub async fn create_key(
             ));
         }
     }
-    let now = SystemClock.now_us();
+    let now = st.clock.now_us();
     let expires_at_us = match &body.expires_at {
         None => None,
         Some(text) => {
@@ -308,7 +308,7 @@ pub async fn rotate_webhook_secret(
     let secret = st
         .kernel_call(st.kernel.rotate_webhook_secret(caller.tenant_id()))
         .await?;
-    let until = SystemClock.now_us() + SECRET_ROTATION_GRACE.as_micros() as i64;
+    let until = st.clock.now_us() + SECRET_ROTATION_GRACE.as_micros() as i64;
     Ok(json_response(
         StatusCode::OK,
         &json!({"secret": secret, "previousSecretValidUntil": format_us(until)}),

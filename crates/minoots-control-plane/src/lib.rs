@@ -62,6 +62,10 @@ pub struct AppInner {
     pub local_kernel: Option<Arc<Kernel>>,
     /// Permits for concurrent SSE streams.
     pub streams: Arc<Semaphore>,
+    /// Where every wall-clock reading of the REST API comes from (tier horizons, quota
+    /// `Retry-After`, key expiry, secret grace), so each time rule can be tested on a
+    /// manual clock. Rate limits count on the monotonic clock instead.
+    pub clock: Arc<dyn minoots_core::Clock>,
 }
 
 impl AppState {
@@ -69,6 +73,21 @@ impl AppState {
         kernel: Arc<dyn KernelApi>,
         config: ControlPlaneConfig,
         local_kernel: Option<Arc<Kernel>>,
+    ) -> Result<Self, String> {
+        Self::with_clock(
+            kernel,
+            config,
+            local_kernel,
+            Arc::new(minoots_core::SystemClock),
+        )
+    }
+
+    /// [`AppState::new`] reading the wall clock from `clock`.
+    pub fn with_clock(
+        kernel: Arc<dyn KernelApi>,
+        config: ControlPlaneConfig,
+        local_kernel: Option<Arc<Kernel>>,
+        clock: Arc<dyn minoots_core::Clock>,
     ) -> Result<Self, String> {
         config.check()?;
         Ok(Self(Arc::new(AppInner {
@@ -80,6 +99,7 @@ impl AppState {
             failed_auth: Arc::default(),
             metrics: Arc::default(),
             local_kernel,
+            clock,
         })))
     }
 
@@ -89,7 +109,7 @@ impl AppState {
         call: impl Future<Output = KernelResult<T>>,
     ) -> ApiResult<T> {
         match tokio::time::timeout(self.config.kernel_timeout, call).await {
-            Ok(r) => r.map_err(ApiError::from),
+            Ok(r) => r.map_err(|e| ApiError::from_kernel(e, self.clock.now_us())),
             Err(_) => Err(ApiError::unavailable(
                 format!(
                     "the kernel did not answer within {} ms; retry shortly",

@@ -122,8 +122,10 @@ fn seconds_to_next_utc_day(now_us: i64) -> u64 {
     (left as u64).div_ceil(1_000_000)
 }
 
-impl From<KernelError> for ApiError {
-    fn from(e: KernelError) -> Self {
+impl ApiError {
+    /// A kernel error as an answer. `now_us` is the control plane's clock: it dates the
+    /// `Retry-After` of a daily quota (the next UTC midnight).
+    pub fn from_kernel(e: KernelError, now_us: i64) -> Self {
         match e {
             KernelError::Invalid(errors) => ApiError::invalid(errors),
             KernelError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
@@ -135,9 +137,8 @@ impl From<KernelError> for ApiError {
                 }
             }
             KernelError::QuotaExceeded { quota, limit } => {
-                let now = minoots_core::Clock::now_us(&minoots_core::SystemClock);
                 let retry = if quota == minoots_store::Quota::TimersPerDay.as_str() {
-                    seconds_to_next_utc_day(now)
+                    seconds_to_next_utc_day(now_us)
                 } else {
                     60
                 };

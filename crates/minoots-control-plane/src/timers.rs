@@ -11,10 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use minoots_core::limits::{DEFAULT_PAGE_SIZE, MAX_IDEMPOTENCY_KEY_BYTES, MAX_PAGE_SIZE};
 use minoots_core::timefmt::format_us;
-use minoots_core::{
-    AttemptRecord, Clock, Delivery, EventType, SystemClock, Timer, TimerId, TimerRequest,
-    TimerStatus,
-};
+use minoots_core::{AttemptRecord, Delivery, EventType, Timer, TimerId, TimerRequest, TimerStatus};
 use minoots_kernel::TenantQuotas;
 use minoots_kernel::api::EVENTS_FROM_NOW;
 use minoots_store::{DeliveryWithAttempts, DueTimer, EventQuery, TimerQuery};
@@ -187,7 +184,7 @@ pub async fn create(
     }
     if let Some(max_ms) = caller.limits.max_duration_ms {
         // Validated here only for the tier's horizon; the kernel validates everything.
-        let now = SystemClock.now_us();
+        let now = st.clock.now_us();
         if let Some(fire_at_us) = request.fire_at_us(now)
             && fire_at_us - now > max_ms.saturating_mul(1000)
         {

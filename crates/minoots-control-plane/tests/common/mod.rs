@@ -63,11 +63,15 @@ impl Reply {
 }
 
 pub async fn start(config: ControlPlaneConfig) -> Server {
+    start_with_clock(config, Arc::new(SystemClock)).await
+}
+
+/// [`start`] with the kernel, its store and the REST API all reading `clock`.
+pub async fn start_with_clock(config: ControlPlaneConfig, clock: Arc<dyn Clock>) -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let sqlite = SqliteStore::open(SqliteConfig::new(dir.path()), clock.clone()).unwrap();
     let store: Arc<dyn Store> = Arc::new(sqlite.clone());
-    let kernel = Kernel::start(store, clock, KernelConfig::default()).unwrap();
+    let kernel = Kernel::start(store, clock.clone(), KernelConfig::default()).unwrap();
     let api: Arc<dyn KernelApi> = kernel.clone();
     bootstrap(
         api.as_ref(),
@@ -78,7 +82,7 @@ pub async fn start(config: ControlPlaneConfig) -> Server {
     )
     .await
     .unwrap();
-    let state = AppState::new(api, config, Some(kernel.clone())).unwrap();
+    let state = AppState::with_clock(api, config, Some(kernel.clone()), clock).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
