@@ -22,6 +22,8 @@
 //! data directory; it is released when the store is closed or the process dies.
 
 mod admin;
+#[cfg(test)]
+mod checks_first;
 mod group_commit;
 mod ops;
 mod schema;
