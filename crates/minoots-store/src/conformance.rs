@@ -15,11 +15,16 @@ use minoots_core::{
 
 use crate::*;
 
+mod group;
+pub use group::*;
+
 /// A fresh store, the clock it reads, and whatever must live as long as it (a temp dir).
 pub struct Harness {
     pub store: Arc<dyn Store>,
     pub clock: Arc<ManualClock>,
     pub guard: Box<dyn Any + Send + Sync>,
+    /// How to make concurrent writes share one group commit, for a backend that has one.
+    pub hold_writes: Option<Arc<dyn HoldWrites>>,
 }
 
 /// 2026-11-27T10:00:00Z, the suite's starting time.
@@ -59,7 +64,9 @@ macro_rules! conformance_tests {
             quotas_refuse_without_writing,
             pending_usage_follows_create_cancel_and_fire,
             tenants_create_list_update,
-            api_keys_lookup_revoke_and_touch
+            api_keys_lookup_revoke_and_touch,
+            a_refused_create_fails_no_other_write_of_its_group,
+            a_call_failing_part_way_is_undone_alone
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {

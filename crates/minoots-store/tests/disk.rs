@@ -27,6 +27,7 @@ fn open(dir: &std::path::Path, clock: &Arc<ManualClock>) -> (SqliteStore, Harnes
         store: Arc::new(store.clone()),
         clock: clock.clone(),
         guard: Box::new(()),
+        hold_writes: None,
     };
     (store, h)
 }
@@ -240,6 +241,7 @@ async fn the_page_cap_is_an_operator_setting_applied_at_open() {
         store: Arc::new(store.clone()),
         clock: clock.clone(),
         guard: Box::new(()),
+        hold_writes: None,
     };
     let mut refused = None;
     for _ in 0..MAX_FILL {

@@ -16,9 +16,10 @@ async fn make() -> Option<Harness> {
     )
     .expect("open");
     Some(Harness {
-        store: Arc::new(store),
+        store: Arc::new(store.clone()),
         clock,
         guard: Box::new(dir),
+        hold_writes: Some(Arc::new(store)),
     })
 }
 
@@ -51,6 +52,7 @@ async fn acknowledged_writes_survive_reopening() {
         store: Arc::new(store.clone()),
         clock: clock.clone(),
         guard: Box::new(()),
+        hold_writes: None,
     };
     let t = timer(&h, "acme", T0 + 1_000_000, 1);
     store.create_timer(t.clone()).await.unwrap();

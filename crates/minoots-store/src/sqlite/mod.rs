@@ -5,11 +5,10 @@
 //! queue. The writer takes whatever has queued up (at most `max_batch_ops`), runs the
 //! closures in one transaction, commits once (one fsync of the WAL), and only then answers
 //! each caller. So a caller is never told "done" before its change is on disk, and a
-//! thousand concurrent callers cost one fsync, not a thousand. Closures check before they
-//! write, so the usual failures (not found, conflict, fenced) leave nothing to undo; a
-//! closure that fails after writing fails its whole batch, which is rolled back. (A
-//! savepoint per closure would isolate it, but measured 90 % of the writer's time in
-//! SQLite's savepoint code at a few thousand writes per transaction.)
+//! thousand concurrent callers cost one fsync, not a thousand. Each closure runs in its
+//! own savepoint (`group_commit.rs`): one that fails is rolled back alone, so one caller's
+//! refusal never fails another caller's write. Closures also check before they write, so
+//! the usual refusals (not found, conflict, fenced, quota) leave nothing to undo.
 //!
 //! Reads go to a small pool of read-only connections on blocking threads; in WAL mode
 //! they see the last committed state and never wait for the writer. The scheduler's
@@ -25,6 +24,9 @@
 //! data directory; it is released when the store is closed or the process dies.
 
 mod admin;
+#[cfg(test)]
+mod checks_first;
+mod group_commit;
 mod leases;
 mod ops;
 mod readers;
@@ -37,12 +39,13 @@ use std::thread::JoinHandle;
 
 use async_trait::async_trait;
 use minoots_core::{Clock, Delivery, DeliveryId, Event, Timer, TimerId};
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::Connection;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::Store;
 use crate::types::*;
 
+pub use group_commit::WriterHold;
 pub(crate) use ops::WriteCtx;
 
 /// Settings of the SQLite backend, with defaults suited to one machine.
@@ -261,6 +264,20 @@ impl SqliteStore {
         .await
     }
 
+    /// `PRAGMA synchronous` of each connection that writes the database files: the writer
+    /// (read now, on its thread) and the checkpointer. 2 is FULL: a commit is acknowledged
+    /// only after the WAL holding it is synced. For tests of that promise.
+    #[doc(hidden)]
+    pub async fn writing_connections_synchronous(&self) -> StoreResult<Vec<(&'static str, i64)>> {
+        let writer = self
+            .configure_writer(|conn| read_synchronous(conn).map_err(StoreError::from))
+            .await?;
+        Ok(vec![
+            ("writer", writer),
+            ("checkpointer", self.inner.checkpointer.synchronous),
+        ])
+    }
+
     /// SQLite's `PRAGMA integrity_check` on a reader connection: `"ok"` when the database
     /// file is sound, else the problems it found (at most 100 lines).
     pub async fn integrity_check(&self) -> StoreResult<String> {
@@ -304,6 +321,8 @@ impl SqliteStore {
 struct Checkpointer {
     stop: Arc<(Mutex<bool>, std::sync::Condvar)>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Its connection's `PRAGMA synchronous`, read back when it was opened.
+    synchronous: i64,
 }
 
 /// How often the WAL is checkpointed.
@@ -316,6 +335,7 @@ impl Checkpointer {
         let conn = Connection::open(path).map_err(unavailable)?;
         conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA synchronous = FULL;")
             .map_err(unavailable)?;
+        let synchronous = read_synchronous(&conn).map_err(unavailable)?;
         let stop = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -352,6 +372,7 @@ impl Checkpointer {
         Ok(Self {
             stop,
             thread: Mutex::new(Some(thread)),
+            synchronous,
         })
     }
 
@@ -377,6 +398,11 @@ fn set_max_page_count(conn: &Connection, pages: u64) -> rusqlite::Result<u64> {
         r.get::<_, i64>(0)
     })
     .map(|n| n.max(0) as u64)
+}
+
+/// The connection's `PRAGMA synchronous`: 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA.
+fn read_synchronous(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA synchronous", [], |r| r.get(0))
 }
 
 /// Runs one checkpoint; returns the WAL's size in pages before it.
@@ -463,94 +489,13 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        run_batch(&mut conn, &mut batch, &events, clock.as_ref());
+        group_commit::run_batch(&mut conn, &mut batch, &events, clock.as_ref());
         if let Some(f) = setting {
             f(&conn);
         }
     }
     // Anything still queued after Stop is answered "closed" by dropping it.
     rx.close();
-}
-
-fn run_batch(
-    conn: &mut Connection,
-    batch: &mut Vec<WriteJob>,
-    events: &broadcast::Sender<Event>,
-    clock: &dyn Clock,
-) {
-    let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
-        Ok(tx) => tx,
-        Err(e) => {
-            tracing::error!(error = %e, "store: cannot begin a write transaction");
-            let err = StoreError::from(e);
-            for job in batch.drain(..) {
-                let (done, _) = job(Err(err.clone()));
-                done(Ok(()));
-            }
-            return;
-        }
-    };
-    let now_us = clock.now_us();
-    let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
-    let mut pending_events: Vec<Event> = Vec::new();
-    let mut jobs = batch.drain(..);
-    while let Some(job) = jobs.next() {
-        let mark = pending_events.len();
-        let changes_before = tx.total_changes();
-        let (done, error) = job(Ok(&mut WriteCtx::new(&tx, now_us, &mut pending_events)));
-        let failed = error.is_some();
-        // A job that failed before writing anything (not found, conflict, fenced: the
-        // usual failures) leaves the transaction as it was, and the batch goes on. One
-        // that failed after writing (an I/O error mid-way, corrupt data discovered late)
-        // cannot be undone alone, so nothing of this batch is committed; SQLite may also
-        // have rolled the transaction back by itself. Every job is then answered with
-        // the error and callers retry. When the disk refused the write, that is the error
-        // every caller gets, so each knows why (disk full, read-only) and that retrying
-        // later will do.
-        let poisoned = failed && tx.total_changes() != changes_before;
-        if failed {
-            pending_events.truncate(mark);
-        }
-        if poisoned || tx.is_autocommit() {
-            completions.push(done);
-            let err = match error {
-                Some(e @ StoreError::CannotWrite(_)) => e,
-                _ => StoreError::Unavailable(
-                    "a write failed part-way, so nothing of its group commit was stored; retry"
-                        .into(),
-                ),
-            };
-            tracing::warn!(error = %err, writes = completions.len(), "store: group commit rolled back");
-            for job in jobs.by_ref() {
-                let (d, _) = job(Err(err.clone()));
-                completions.push(d);
-            }
-            drop(tx); // rolls back
-            for d in completions {
-                d(Err(err.clone()));
-            }
-            return;
-        }
-        completions.push(done);
-    }
-    drop(jobs);
-    match tx.commit() {
-        Ok(()) => {
-            for e in pending_events {
-                let _ = events.send(e);
-            }
-            for done in completions {
-                done(Ok(()));
-            }
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "store: commit failed; the batch is rolled back");
-            let err = StoreError::from(e);
-            for done in completions {
-                done(Err(err.clone()));
-            }
-        }
-    }
 }
 
 #[async_trait]

@@ -1,7 +1,9 @@
 //! Every SQL statement of the SQLite backend. Each function is one logical operation; the
 //! write functions run inside the writer's group-committed transaction (see `mod.rs`) and
 //! append their events through [`WriteCtx`]. Status changes are checked against the
-//! state machines of `minoots_core::model` before they are written.
+//! state machines of `minoots_core::model` before they are written. Every refusal of a
+//! write (not found, conflict, fenced, quota, idempotency mismatch) is decided before its
+//! first write; the writer's savepoint per write undoes anything else that fails.
 
 use std::collections::HashMap;
 
@@ -225,6 +227,8 @@ pub fn create_timer(
     timer: Timer,
     options: &CreateOptions,
 ) -> StoreResult<CreateOutcome> {
+    // Every refusal (idempotency mismatch, quota, invariant) comes before the first write.
+    let mut expired_key_holder = None;
     if let Some(key) = &timer.idempotency_key {
         let mut stmt = ctx.conn.prepare_cached(&format!(
             "SELECT {TIMER_COLS}, idempotency_fingerprint FROM timers WHERE tenant_id = ?1 AND idempotency_key = ?2"
@@ -252,10 +256,8 @@ pub fn create_timer(
                     created: false,
                 });
             }
-            // The key has expired: it now names the new timer, and the old one keeps no key.
-            ctx.conn
-                .prepare_cached("UPDATE timers SET idempotency_key = NULL, idempotency_fingerprint = NULL WHERE id = ?1")?
-                .execute(params![existing.id.as_bytes()])?;
+            // The key has expired: it will name the new timer, once every check passed.
+            expired_key_holder = Some(existing.id);
         }
     }
     let day = utc_day(timer.created_at_us);
@@ -265,6 +267,17 @@ pub fn create_timer(
             "invariant violated: new timer {} is {}",
             timer.id, timer.status
         )));
+    }
+    let json = |v: serde_json::Result<String>| v.map_err(|e| StoreError::Corrupt(e.to_string()));
+    let metadata = json(serde_json::to_string(&timer.metadata))?;
+    let labels = json(serde_json::to_string(&timer.labels))?;
+    let bundle = json(serde_json::to_string(&timer.action_bundle))?;
+
+    if let Some(old) = expired_key_holder {
+        // The old timer keeps no key.
+        ctx.conn
+            .prepare_cached("UPDATE timers SET idempotency_key = NULL, idempotency_fingerprint = NULL WHERE id = ?1")?
+            .execute(params![old.as_bytes()])?;
     }
     let mut stmt = ctx.conn.prepare_cached(&format!(
         "INSERT INTO timers ({TIMER_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
@@ -282,10 +295,9 @@ pub fn create_timer(
         timer.settled_at_us,
         timer.cancelled_at_us,
         timer.cancel_reason,
-        serde_json::to_string(&timer.metadata).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        serde_json::to_string(&timer.labels).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        serde_json::to_string(&timer.action_bundle)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        metadata,
+        labels,
+        bundle,
         timer.idempotency_key,
         timer.version,
     ])?;
@@ -768,8 +780,8 @@ fn write_timer_status(
     ctx.append_event(event, tenant_id, timer_id, None, data)
 }
 
-/// What a report will do, decided (and checked) before anything is written: a failure
-/// after a write would fail the whole group commit it belongs to.
+/// What a report will do, decided (and checked) before anything is written, so a refused
+/// report has nothing to roll back.
 enum ReportPlan {
     Succeed { settles: bool },
     Retry { next_us: i64, delay_ms: u64 },
@@ -1197,9 +1209,16 @@ pub fn redrive_timer(ctx: &mut WriteCtx<'_>, tenant_id: &str, id: TimerId) -> St
             status: timer.status,
         });
     }
-    let budget = timer.action_bundle.retry_policy().max_attempts();
+    // Every check before the first write.
     for d in &dead {
         check_delivery_transition(d.id, d.status, DeliveryStatus::Pending)?;
+    }
+    let refire = timer.status == TimerStatus::Failed;
+    if refire {
+        check_timer_transition(id, timer.status, TimerStatus::Fired)?;
+    }
+    let budget = timer.action_bundle.retry_policy().max_attempts();
+    for d in &dead {
         // The attempt number keeps growing (it fences reports); the budget grows with it.
         ctx.conn
             .prepare_cached(
@@ -1215,8 +1234,7 @@ pub fn redrive_timer(ctx: &mut WriteCtx<'_>, tenant_id: &str, id: TimerId) -> St
             json!({"attempt": d.attempt, "nextAttemptAt": format_us(ctx.now_us), "reason": "redrive"}),
         )?;
     }
-    if timer.status == TimerStatus::Failed {
-        check_timer_transition(id, timer.status, TimerStatus::Fired)?;
+    if refire {
         ctx.conn
             .prepare_cached("UPDATE timers SET status = 'fired', settled_at = NULL, version = version + 1 WHERE id = ?1")?
             .execute(params![id.as_bytes()])?;
