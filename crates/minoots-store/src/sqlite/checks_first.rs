@@ -1,7 +1,7 @@
 //! Every refusal of a store write is decided before the write's first change: run directly
 //! in a transaction, a refused operation leaves SQLite's change counter where it was. The
-//! writer's savepoint per write would undo such a change anyway; these tests keep the
-//! cheaper rule, and the right refusal, from eroding.
+//! writer relies on it: a write that fails after a change fails its whole group commit
+//! (see `group_commit.rs`), so these tests keep a refusal from ever costing other callers.
 
 use minoots_core::{Event, Timer, TimerId, TimerRequest, TimerStatus};
 use rusqlite::Connection;

@@ -1,13 +1,14 @@
-//! One group commit of the writer thread: the writes of a batch run in one transaction,
-//! each inside its own savepoint, and are answered only after the commit.
+//! One group commit of the writer thread: the writes of a batch run in one transaction and
+//! are answered only after the commit.
 //!
-//! A write that fails is rolled back to its savepoint, alone, whether it failed before or
-//! after writing: one caller's refusal (quota, conflict, fenced, not found, idempotency
-//! mismatch) or a fault found part-way (unreadable data, a constraint) never fails the
-//! other writes of its group. Only trouble of the transaction itself fails the whole
-//! group: SQLite rolling the transaction back by itself (a full disk, an I/O error), a
-//! savepoint that cannot be opened or rolled back, or a failed commit. Each write still
-//! checks before it writes, so a refusal rolls back nothing in the common case.
+//! Every write decides its refusals (quota, conflict, fenced, not found, idempotency
+//! mismatch, an invariant) before its first change, so a refused write has changed nothing
+//! and the other writes of its group commit as if it had not been there. Only a write that
+//! fails *after* changing something (an I/O error part-way, corrupt data found late) fails
+//! its whole group, which is rolled back and answered with the reason; callers retry. No
+//! savepoint per write: with thousands of writes per transaction SQLite's savepoint
+//! bookkeeping took 90 % of the writer (docs/benchmarks.md), and checking first makes it
+//! unnecessary for every refusal.
 //!
 //! Also the test hook [`WriterHold`], which pauses the writer between two batches so that
 //! the writes sent meanwhile are committed as one group.
@@ -18,16 +19,6 @@ use tokio::sync::{broadcast, oneshot};
 
 use super::{Completion, SqliteStore, WriteCtx, WriteJob, WriterMsg};
 use crate::types::{StoreError, StoreResult};
-
-const SAVEPOINT: &str = "SAVEPOINT minoots_write";
-const RELEASE: &str = "RELEASE minoots_write";
-const ROLLBACK: &str = "ROLLBACK TO minoots_write";
-
-/// Runs one savepoint statement, prepared once per connection.
-fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached(sql)?.execute([])?;
-    Ok(())
-}
 
 /// What every write of a group that could not be committed is told.
 fn group_failure(cause: StoreError) -> StoreError {
@@ -42,8 +33,8 @@ fn group_failure(cause: StoreError) -> StoreError {
     }
 }
 
-/// Runs `batch` in one transaction, a savepoint per write, and answers every write after
-/// the commit (or with the reason nothing was committed).
+/// Runs `batch` in one transaction and answers every write after the commit (or with the
+/// reason nothing was committed).
 pub(super) fn run_batch(
     conn: &mut Connection,
     batch: &mut Vec<WriteJob>,
@@ -68,48 +59,27 @@ pub(super) fn run_batch(
     let mut jobs = batch.drain(..);
     while let Some(job) = jobs.next() {
         let mark = pending_events.len();
-        let trouble = match exec(&tx, SAVEPOINT) {
-            Err(e) => {
-                // This write cannot be isolated: it is not run, and the group fails.
-                let err = StoreError::from(e);
-                let (done, _) = job(Err(err.clone()));
-                completions.push(done);
-                Some(err)
-            }
-            Ok(()) => {
-                let (done, error) = job(Ok(&mut WriteCtx::new(&tx, now_us, &mut pending_events)));
-                completions.push(done);
-                match error {
-                    None => exec(&tx, RELEASE).err().map(StoreError::from),
-                    Some(e) => {
-                        pending_events.truncate(mark);
-                        if tx.is_autocommit() {
-                            // SQLite rolled the whole transaction back by itself.
-                            Some(e)
-                        } else {
-                            // Undo this write only; the others of the group go on.
-                            exec(&tx, ROLLBACK)
-                                .and_then(|()| exec(&tx, RELEASE))
-                                .err()
-                                .map(StoreError::from)
-                        }
-                    }
-                }
-            }
-        };
-        if let Some(cause) = trouble {
-            let err = group_failure(cause);
-            tracing::warn!(error = %err, writes = completions.len(), "store: group commit rolled back");
-            for job in jobs.by_ref() {
-                let (d, _) = job(Err(err.clone()));
-                completions.push(d);
-            }
-            drop(tx); // rolls back, unless SQLite already did
-            for d in completions {
-                d(Err(err.clone()));
-            }
-            return;
+        let changes_before = tx.total_changes();
+        let (done, error) = job(Ok(&mut WriteCtx::new(&tx, now_us, &mut pending_events)));
+        completions.push(done);
+        let Some(e) = error else { continue };
+        pending_events.truncate(mark);
+        // A refusal changed nothing: the group goes on. A failure after a change (or one
+        // that made SQLite roll the transaction back itself) cannot be undone alone.
+        if tx.total_changes() == changes_before && !tx.is_autocommit() {
+            continue;
         }
+        let err = group_failure(e);
+        tracing::warn!(error = %err, writes = completions.len(), "store: a write failed after changing something; its group commit is rolled back");
+        for job in jobs.by_ref() {
+            let (d, _) = job(Err(err.clone()));
+            completions.push(d);
+        }
+        drop(tx); // rolls back, unless SQLite already did
+        for d in completions {
+            d(Err(err.clone()));
+        }
+        return;
     }
     drop(jobs);
     match tx.commit() {

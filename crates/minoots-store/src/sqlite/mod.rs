@@ -5,10 +5,10 @@
 //! queue. The writer takes whatever has queued up (at most `max_batch_ops`), runs the
 //! closures in one transaction, commits once (one fsync of the WAL), and only then answers
 //! each caller. So a caller is never told "done" before its change is on disk, and a
-//! thousand concurrent callers cost one fsync, not a thousand. Each closure runs in its
-//! own savepoint (`group_commit.rs`): one that fails is rolled back alone, so one caller's
-//! refusal never fails another caller's write. Closures also check before they write, so
-//! the usual refusals (not found, conflict, fenced, quota) leave nothing to undo.
+//! thousand concurrent callers cost one fsync, not a thousand. Closures decide every
+//! refusal (not found, conflict, fenced, quota) before their first change, so one caller's
+//! refusal never fails another caller's write; only a failure after a change rolls the
+//! group back (`group_commit.rs`).
 //!
 //! Reads go to a small pool of read-only connections on blocking threads; in WAL mode
 //! they see the last committed state and never wait for the writer. The scheduler's
@@ -511,6 +511,9 @@ impl Store for SqliteStore {
 
     async fn create_timers(&self, timers: Vec<Timer>) -> StoreResult<Vec<CreateOutcome>> {
         self.write(move |ctx| {
+            // Every timer is checked before the first is written: a refusal leaves the
+            // group commit untouched.
+            timers.iter().try_for_each(ops::check_new_timer)?;
             let options = CreateOptions::default();
             timers
                 .into_iter()

@@ -3,7 +3,7 @@
 //! append their events through [`WriteCtx`]. Status changes are checked against the
 //! state machines of `minoots_core::model` before they are written. Every refusal of a
 //! write (not found, conflict, fenced, quota, idempotency mismatch) is decided before its
-//! first write; the writer's savepoint per write undoes anything else that fails.
+//! first write, so the other writes of its group commit are untouched by it.
 
 use std::collections::HashMap;
 
@@ -222,6 +222,18 @@ fn check_delivery_transition(
 // ---------------------------------------------------------------------------------------
 // Timers
 
+/// The invariant of a timer about to be created: it is `scheduled`. Checked for every timer
+/// of a call before the first is written.
+pub fn check_new_timer(timer: &Timer) -> StoreResult<()> {
+    if timer.status != TimerStatus::Scheduled {
+        return Err(StoreError::Corrupt(format!(
+            "invariant violated: new timer {} is {}",
+            timer.id, timer.status
+        )));
+    }
+    Ok(())
+}
+
 pub fn create_timer(
     ctx: &mut WriteCtx<'_>,
     timer: Timer,
@@ -262,12 +274,7 @@ pub fn create_timer(
     }
     let day = utc_day(timer.created_at_us);
     check_quotas(ctx, &timer.tenant_id, day, options)?;
-    if timer.status != TimerStatus::Scheduled {
-        return Err(StoreError::Corrupt(format!(
-            "invariant violated: new timer {} is {}",
-            timer.id, timer.status
-        )));
-    }
+    check_new_timer(&timer)?;
     let json = |v: serde_json::Result<String>| v.map_err(|e| StoreError::Corrupt(e.to_string()));
     let metadata = json(serde_json::to_string(&timer.metadata))?;
     let labels = json(serde_json::to_string(&timer.labels))?;
