@@ -6,12 +6,17 @@
 //! accepts and refuses exactly the same inputs with the same sentences. It performs no
 //! I/O: no files, no sockets, no threads. The only outside fact it reads is the time,
 //! and only through the [`clock::Clock`] trait, so tests can move time by hand.
+//!
+//! It also owns the payloads of the event log ([`event::NewEvent`]), so that every
+//! storage backend writes the same events.
 
 pub mod action;
 pub mod clock;
 pub mod duration;
 pub mod error;
 pub mod event;
+#[cfg(test)]
+mod fixtures;
 pub mod limits;
 pub mod model;
 pub mod request;
@@ -23,10 +28,10 @@ pub use action::{
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{FieldError, ValidationErrors};
-pub use event::{Event, EventType};
+pub use event::{Event, EventType, NewEvent, RetryCause};
 pub use model::{
-    AttemptOutcome, AttemptRecord, Delivery, DeliveryId, DeliveryStatus, Timer, TimerId,
-    TimerStatus,
+    AttemptOutcome, AttemptRecord, DeathReason, Delivery, DeliveryId, DeliveryStatus,
+    ForbiddenTransition, Timer, TimerId, TimerStatus,
 };
 pub use request::{DurationInput, TimerRequest, TimerSpec};
 pub use retry::RetryPolicy;
