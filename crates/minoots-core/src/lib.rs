@@ -7,8 +7,9 @@
 //! I/O: no files, no sockets, no threads. The only outside fact it reads is the time,
 //! and only through the [`clock::Clock`] trait, so tests can move time by hand.
 //!
-//! It also owns the payloads of the event log ([`event::NewEvent`]), so that every
-//! storage backend writes the same events.
+//! It also owns the decisions of the store's writes ([`plan`]: retries, settling, rescue,
+//! redrive) and the payloads of the event log ([`event::NewEvent`]), so that every
+//! storage backend only reads, writes and fences.
 
 pub mod action;
 pub mod clock;
@@ -19,6 +20,7 @@ pub mod event;
 mod fixtures;
 pub mod limits;
 pub mod model;
+pub mod plan;
 pub mod request;
 pub mod retry;
 pub mod timefmt;
