@@ -10,6 +10,7 @@
 //! database's clock instead); callers never pass the time for lease arithmetic.
 
 pub mod conformance;
+mod plan;
 pub mod sqlite;
 mod types;
 

@@ -1,23 +1,28 @@
 //! Deliveries in the SQLite backend: claim under a lease, report attempts, rescue expired
-//! leases, release, list.
+//! leases, release, list. Each write reads its rows, fences, asks a planner of
+//! `minoots_core::plan` what to do before its first change, and writes exactly that with
+//! the events of `minoots_core::event`: retry, backoff, settling, failing and rescue are
+//! decided there, not here.
 
 use std::collections::HashMap;
 
-use minoots_core::limits::{MAX_ATTEMPT_ERROR_BYTES, MAX_ATTEMPT_RESPONSE_BYTES};
-use minoots_core::timefmt::format_us;
+use minoots_core::limits::{
+    MAX_ATTEMPT_ERROR_BYTES, MAX_ATTEMPT_RESPONSE_BYTES, truncate_to_bytes,
+};
+use minoots_core::plan::{
+    KillPlan, Quarantine, ReportPlan, ReportRead, RescuePlan, plan_handout, plan_release,
+    plan_report, plan_rescue,
+};
 use minoots_core::{
-    ActionBundle, AttemptOutcome, AttemptRecord, Delivery, DeliveryId, DeliveryStatus, EventType,
-    Timer, TimerId, TimerStatus,
+    ActionBundle, AttemptOutcome, AttemptRecord, Delivery, DeliveryId, NewEvent, RetryCause,
+    RetryPolicy, Timer, TimerId, TimerStatus,
 };
 use rusqlite::{Connection, OptionalExtension, params};
-use serde_json::json;
 
 use super::WriteCtx;
 use super::rows::{DELIVERY_COLS, DELIVERY_COLUMNS, corrupt, delivery_from_row, id_col};
 use super::secrets::signing_secrets_version;
-use super::timers::{
-    check_delivery_transition, check_timer_transition, get_timer, truncate, write_timer_status,
-};
+use super::timers::{get_timer, write_timer_status};
 use crate::types::*;
 
 pub fn claim_deliveries(
@@ -48,11 +53,11 @@ pub fn claim_deliveries(
     // A delivery that cannot be handed out (unreadable row, missing timer or action) is
     // set aside as dead with the reason, so it cannot block the deliveries behind it.
     let mut deliveries = Vec::with_capacity(rows.len());
-    let mut quarantine = Vec::new();
+    let mut quarantined = Vec::new();
     for (raw_id, d) in rows {
         match d {
             Ok(d) => deliveries.push(d),
-            Err(e) => quarantine.push((raw_id, format!("unreadable delivery: {e}"))),
+            Err(e) => quarantined.push((raw_id, Quarantine::Unreadable(e.to_string()))),
         }
     }
     deliveries.sort_by_key(|d| (d.next_attempt_at_us, d.id));
@@ -71,24 +76,12 @@ pub fn claim_deliveries(
                 e.insert(t).clone()
             }
         };
-        let Some(timer) = timer else {
-            quarantine.push((
-                d.id.as_bytes().to_vec(),
-                format!("timer {} is missing or unreadable", d.timer_id),
-            ));
-            continue;
-        };
-        let Some(action) = timer
-            .action_bundle
-            .actions
-            .get(d.action_index as usize)
-            .cloned()
-        else {
-            quarantine.push((
-                d.id.as_bytes().to_vec(),
-                format!("timer {} has no action {}", d.timer_id, d.action_index),
-            ));
-            continue;
+        let (timer, action) = match plan_handout(&d, timer) {
+            Ok(handout) => handout,
+            Err(why) => {
+                quarantined.push((d.id.as_bytes().to_vec(), why));
+                continue;
+            }
         };
         let secrets_version = match secret_versions.get(&d.tenant_id) {
             Some(v) => *v,
@@ -105,16 +98,23 @@ pub fn claim_deliveries(
             secrets_version,
         });
     }
-    for (raw_id, why) in quarantine {
+    for (raw_id, why) in quarantined {
         tracing::error!(error = %why, "a delivery could not be handed out and is set aside as dead");
-        ctx.conn
-            .prepare_cached(
-                "UPDATE deliveries SET status = 'dead', lease_owner = NULL, lease_expires_at = NULL,
-                        updated_at = ?2, last_error = ?3 WHERE id = ?1",
-            )?
-            .execute(params![raw_id, ctx.now_us, why])?;
+        quarantine(ctx, &raw_id, &why)?;
     }
     Ok(out)
+}
+
+/// Sets a delivery that nothing could execute aside as dead, without an event: it has no
+/// readable timer or action to report on.
+fn quarantine(ctx: &WriteCtx<'_>, raw_id: &[u8], why: &Quarantine) -> StoreResult<()> {
+    ctx.conn
+        .prepare_cached(
+            "UPDATE deliveries SET status = 'dead', lease_owner = NULL, lease_expires_at = NULL,
+                    updated_at = ?2, last_error = ?3 WHERE id = ?1",
+        )?
+        .execute(params![raw_id, ctx.now_us, why.to_string()])?;
+    Ok(())
 }
 
 pub fn get_delivery(conn: &Connection, id: DeliveryId) -> StoreResult<Option<Delivery>> {
@@ -143,12 +143,14 @@ fn delivery_timer_status(id: TimerId, status: Option<String>) -> StoreResult<Tim
         .map_err(StoreError::Corrupt)
 }
 
-/// What a report will do, decided (and checked) before anything is written, so a refused
-/// report has nothing to roll back.
-enum ReportPlan {
-    Succeed { settles: bool },
-    Retry { next_us: i64, delay_ms: u64 },
-    Kill { why: &'static str },
+/// The retry policy of a delivery's timer.
+fn timer_retry_policy(conn: &Connection, id: TimerId) -> StoreResult<RetryPolicy> {
+    let bundle: String = conn
+        .prepare_cached("SELECT action_bundle FROM timers WHERE id = ?1")?
+        .query_row(params![id.as_bytes()], |row| row.get(0))?;
+    let bundle: ActionBundle =
+        serde_json::from_str(&bundle).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(bundle.retry_policy())
 }
 
 pub fn report_attempt(ctx: &mut WriteCtx<'_>, r: AttemptReport) -> StoreResult<ReportOutcome> {
@@ -174,58 +176,33 @@ pub fn report_attempt(ctx: &mut WriteCtx<'_>, r: AttemptReport) -> StoreResult<R
         })
         .optional()?;
     let (d, timer_now, others_unfinished) = row.ok_or(StoreError::NotFound)?;
-    if d.status != DeliveryStatus::InFlight
-        || d.lease_owner.as_deref() != Some(r.lease_owner.as_str())
-        || d.attempt != r.attempt
-    {
+    if !d.is_leased_to(&r.lease_owner, r.attempt) {
         return Err(StoreError::Fenced {
             delivery_id: r.delivery_id,
         });
     }
     let timer_now = delivery_timer_status(d.timer_id, timer_now)?;
-    let plan = match r.outcome {
-        AttemptOutcome::Succeeded => {
-            check_delivery_transition(d.id, d.status, DeliveryStatus::Succeeded)?;
-            // A failed timer stays failed when another of its actions succeeds later.
-            let settles = others_unfinished == 0 && timer_now != TimerStatus::Failed;
-            if settles {
-                check_timer_transition(d.timer_id, timer_now, TimerStatus::Settled)?;
-            }
-            ReportPlan::Succeed { settles }
-        }
-        AttemptOutcome::Retryable if d.attempt < d.max_attempts => {
-            let bundle: String = ctx
-                .conn
-                .prepare_cached("SELECT action_bundle FROM timers WHERE id = ?1")?
-                .query_row(params![d.timer_id.as_bytes()], |row| row.get(0))?;
-            let bundle: ActionBundle =
-                serde_json::from_str(&bundle).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let delay_ms =
-                bundle
-                    .retry_policy()
-                    .backoff_ms(d.attempt, fastrand::f64(), r.retry_after_ms);
-            check_delivery_transition(d.id, d.status, DeliveryStatus::Pending)?;
-            ReportPlan::Retry {
-                next_us: ctx.now_us + (delay_ms as i64) * 1_000,
-                delay_ms,
-            }
-        }
-        AttemptOutcome::Retryable | AttemptOutcome::Permanent => {
-            check_kill(&d, Some(timer_now))?;
-            ReportPlan::Kill {
-                why: if r.outcome == AttemptOutcome::Permanent {
-                    "permanent failure"
-                } else {
-                    "retries exhausted"
-                },
-            }
-        }
+    let read = ReportRead {
+        delivery: &d,
+        timer_status: timer_now,
+        others_unfinished: others_unfinished.max(0) as u64,
     };
+    let conn = ctx.conn;
+    let plan = plan_report(
+        &read,
+        r.outcome,
+        r.retry_after_ms,
+        ctx.now_us,
+        fastrand::f64(),
+        || timer_retry_policy(conn, d.timer_id),
+    )?;
 
-    let error = r.error.map(|e| truncate(e, MAX_ATTEMPT_ERROR_BYTES));
+    let error = r
+        .error
+        .map(|e| truncate_to_bytes(e, MAX_ATTEMPT_ERROR_BYTES));
     let excerpt = r
         .response_excerpt
-        .map(|e| truncate(e, MAX_ATTEMPT_RESPONSE_BYTES));
+        .map(|e| truncate_to_bytes(e, MAX_ATTEMPT_RESPONSE_BYTES));
     ctx.conn
         .prepare_cached(
             "INSERT OR REPLACE INTO attempts (delivery_id, attempt, lease_owner, started_at, duration_us, outcome,
@@ -244,90 +221,82 @@ pub fn report_attempt(ctx: &mut WriteCtx<'_>, r: AttemptReport) -> StoreResult<R
             error,
             excerpt,
         ])?;
-    ctx.append_event(
-        EventType::DeliveryAttempted,
-        &d.tenant_id,
-        d.timer_id,
-        Some(d.id),
-        json!({"attempt": r.attempt, "outcome": r.outcome.as_str(), "httpStatus": r.http_status,
-               "exitCode": r.exit_code, "error": error, "durationUs": r.duration_us}),
-    )?;
+    ctx.append_event(NewEvent::delivery_attempted(
+        &d,
+        r.outcome,
+        r.http_status,
+        r.exit_code,
+        error.as_deref(),
+        r.duration_us,
+    ))?;
 
     match plan {
-        ReportPlan::Succeed { settles } => {
+        ReportPlan::Succeed { settles_timer } => {
             ctx.conn
                 .prepare_cached(
                     "UPDATE deliveries SET status = 'succeeded', lease_owner = NULL, lease_expires_at = NULL,
                             updated_at = ?2, last_error = NULL WHERE id = ?1",
                 )?
                 .execute(params![d.id.as_bytes(), ctx.now_us])?;
-            let timer_status = if settles {
+            if settles_timer {
                 write_timer_status(
                     ctx,
                     d.timer_id,
-                    &d.tenant_id,
                     TimerStatus::Settled,
-                    json!({}),
+                    NewEvent::timer_settled(&d.tenant_id, d.timer_id),
                 )?;
-                TimerStatus::Settled
-            } else {
-                timer_now
-            };
-            Ok(ReportOutcome {
-                delivery_status: DeliveryStatus::Succeeded,
-                next_attempt_at_us: None,
-                timer_status,
-            })
+            }
         }
-        ReportPlan::Retry { next_us, delay_ms } => {
-            ctx.conn
-                .prepare_cached(
-                    "UPDATE deliveries SET status = 'pending', next_attempt_at = ?2, lease_owner = NULL,
-                            lease_expires_at = NULL, updated_at = ?3, last_error = ?4 WHERE id = ?1",
-                )?
-                .execute(params![d.id.as_bytes(), next_us, ctx.now_us, error])?;
-            ctx.append_event(
-                EventType::DeliveryRetrying,
-                &d.tenant_id,
-                d.timer_id,
-                Some(d.id),
-                json!({"attempt": d.attempt, "nextAttemptAt": format_us(next_us), "delayMs": delay_ms}),
-            )?;
-            Ok(ReportOutcome {
-                delivery_status: DeliveryStatus::Pending,
-                next_attempt_at_us: Some(next_us),
-                timer_status: timer_now,
-            })
-        }
-        ReportPlan::Kill { why } => {
-            let timer_status = kill_delivery(ctx, &d, why, error, Some(timer_now))?;
-            Ok(ReportOutcome {
-                delivery_status: DeliveryStatus::Dead,
-                next_attempt_at_us: None,
-                timer_status,
-            })
-        }
+        ReportPlan::Retry {
+            next_attempt_at_us,
+            delay_ms,
+        } => requeue(
+            ctx,
+            &d,
+            next_attempt_at_us,
+            error.as_deref(),
+            RetryCause::Backoff { delay_ms },
+        )?,
+        ReportPlan::Kill(kill) => kill_delivery(ctx, &d, kill, error.as_deref())?,
     }
+    Ok(ReportOutcome {
+        delivery_status: plan.delivery_status(),
+        next_attempt_at_us: plan.next_attempt_at_us(),
+        timer_status: plan.timer_status_after(timer_now),
+    })
 }
 
-/// Checks, before any write, that a delivery may die and its timer (if readable) fail.
-fn check_kill(d: &Delivery, timer_now: Option<TimerStatus>) -> StoreResult<()> {
-    check_delivery_transition(d.id, d.status, DeliveryStatus::Dead)?;
-    if let Some(ts) = timer_now.filter(|ts| *ts != TimerStatus::Failed) {
-        check_timer_transition(d.timer_id, ts, TimerStatus::Failed)?;
-    }
-    Ok(())
+/// Writes a planned retry: the delivery is pending again, out of its lease, due at
+/// `next_attempt_at_us` with `last_error`, and its `delivery.retrying` event says why.
+fn requeue(
+    ctx: &mut WriteCtx<'_>,
+    d: &Delivery,
+    next_attempt_at_us: i64,
+    last_error: Option<&str>,
+    cause: RetryCause<'_>,
+) -> StoreResult<()> {
+    ctx.conn
+        .prepare_cached(
+            "UPDATE deliveries SET status = 'pending', next_attempt_at = ?2, lease_owner = NULL,
+                    lease_expires_at = NULL, updated_at = ?3, last_error = ?4 WHERE id = ?1",
+        )?
+        .execute(params![
+            d.id.as_bytes(),
+            next_attempt_at_us,
+            ctx.now_us,
+            last_error
+        ])?;
+    ctx.append_event(NewEvent::delivery_retrying(d, next_attempt_at_us, cause))
 }
 
-/// Marks a delivery dead and its timer failed, with events. `check_kill` must have passed.
-/// `timer_now` is None when the timer cannot be read: the delivery still dies.
+/// Writes a planned death: the delivery is dead with `error` (or the reason) as its last
+/// error, and its timer fails when the plan says so, with their events.
 fn kill_delivery(
     ctx: &mut WriteCtx<'_>,
     d: &Delivery,
-    why: &str,
-    error: Option<String>,
-    timer_now: Option<TimerStatus>,
-) -> StoreResult<TimerStatus> {
+    kill: KillPlan,
+    error: Option<&str>,
+) -> StoreResult<()> {
     ctx.conn
         .prepare_cached(
             "UPDATE deliveries SET status = 'dead', lease_owner = NULL, lease_expires_at = NULL,
@@ -336,28 +305,18 @@ fn kill_delivery(
         .execute(params![
             d.id.as_bytes(),
             ctx.now_us,
-            error.as_deref().or(Some(why))
+            error.unwrap_or(kill.reason.as_str())
         ])?;
-    ctx.append_event(
-        EventType::DeliveryDead,
-        &d.tenant_id,
-        d.timer_id,
-        Some(d.id),
-        json!({"attempt": d.attempt, "reason": why, "error": error}),
-    )?;
-    match timer_now {
-        Some(TimerStatus::Failed) | None => Ok(TimerStatus::Failed),
-        Some(_) => {
-            write_timer_status(
-                ctx,
-                d.timer_id,
-                &d.tenant_id,
-                TimerStatus::Failed,
-                json!({"deliveryId": d.id.to_string(), "reason": why}),
-            )?;
-            Ok(TimerStatus::Failed)
-        }
+    ctx.append_event(NewEvent::delivery_dead(d, kill.reason, error))?;
+    if kill.fail_timer {
+        write_timer_status(
+            ctx,
+            d.timer_id,
+            TimerStatus::Failed,
+            NewEvent::timer_failed(d, kill.reason),
+        )?;
     }
+    Ok(())
 }
 
 pub fn rescue_expired_leases(ctx: &mut WriteCtx<'_>, limit: usize) -> StoreResult<usize> {
@@ -378,47 +337,34 @@ pub fn rescue_expired_leases(ctx: &mut WriteCtx<'_>, limit: usize) -> StoreResul
             Err(e) => {
                 // Unreadable: set aside as dead so it cannot block the rescue of others.
                 tracing::error!(error = %e, "an expired delivery is unreadable and is set aside as dead");
-                ctx.conn
-                    .prepare_cached(
-                        "UPDATE deliveries SET status = 'dead', lease_owner = NULL, lease_expires_at = NULL,
-                                updated_at = ?2, last_error = ?3 WHERE id = ?1",
-                    )?
-                    .execute(params![raw_id, ctx.now_us, format!("unreadable delivery: {e}")])?;
+                quarantine(ctx, &raw_id, &Quarantine::Unreadable(e.to_string()))?;
                 continue;
             }
         };
-        let why = format!(
-            "lease of {} expired during attempt {}",
-            d.lease_owner.as_deref().unwrap_or("?"),
-            d.attempt
-        );
-        if d.attempt >= d.max_attempts {
-            let timer_now = match timer_status(ctx.conn, d.timer_id) {
-                Ok(ts) => Some(ts),
-                Err(StoreError::Corrupt(_)) => None,
-                Err(other) => return Err(other),
-            };
-            if check_kill(&d, timer_now).is_err() {
-                // A state the machine does not allow: leave the timer, still end the delivery.
-                kill_delivery(ctx, &d, "retries exhausted", Some(why), None)?;
-            } else {
-                kill_delivery(ctx, &d, "retries exhausted", Some(why), timer_now)?;
-            }
-        } else {
-            check_delivery_transition(d.id, d.status, DeliveryStatus::Pending)?;
-            ctx.conn
-                .prepare_cached(
-                    "UPDATE deliveries SET status = 'pending', next_attempt_at = ?2, lease_owner = NULL,
-                            lease_expires_at = NULL, updated_at = ?2, last_error = ?3 WHERE id = ?1",
-                )?
-                .execute(params![d.id.as_bytes(), ctx.now_us, why])?;
-            ctx.append_event(
-                EventType::DeliveryRetrying,
-                &d.tenant_id,
-                d.timer_id,
-                Some(d.id),
-                json!({"attempt": d.attempt, "nextAttemptAt": format_us(ctx.now_us), "reason": why}),
-            )?;
+        // Planned one delivery at a time, after the writes of the previous one: when two
+        // deliveries of one timer die in one pass, the second sees the timer failed
+        // already and does not fail it again. Its only refusals (a row not in flight, a
+        // timer read failing for another reason than corrupt data) cannot follow a write
+        // of an earlier delivery without that write failing the group anyway.
+        let conn = ctx.conn;
+        // A timer that cannot be read is left as it is; the delivery still dies.
+        let plan = plan_rescue(&d, ctx.now_us, || match timer_status(conn, d.timer_id) {
+            Ok(status) => Ok(Some(status)),
+            Err(StoreError::Corrupt(_)) => Ok(None),
+            Err(other) => Err(other),
+        })?;
+        match plan {
+            RescuePlan::Kill { kill, error } => kill_delivery(ctx, &d, kill, Some(&error))?,
+            RescuePlan::Requeue {
+                next_attempt_at_us,
+                reason,
+            } => requeue(
+                ctx,
+                &d,
+                next_attempt_at_us,
+                Some(&reason),
+                RetryCause::LeaseExpired { reason: &reason },
+            )?,
         }
     }
     Ok(n)
@@ -486,25 +432,19 @@ pub fn release_delivery(
     delay_us: i64,
 ) -> StoreResult<()> {
     let d = get_delivery(ctx.conn, id)?.ok_or(StoreError::NotFound)?;
-    if d.status != DeliveryStatus::InFlight
-        || d.lease_owner.as_deref() != Some(owner)
-        || d.attempt != attempt
-    {
+    if !d.is_leased_to(owner, attempt) {
         return Err(StoreError::Fenced { delivery_id: id });
     }
-    check_delivery_transition(id, d.status, DeliveryStatus::Pending)?;
-    // Not executed: the claim's attempt number is taken back, so `attempt` counts only
-    // attempts that started and the budget is unchanged. Fencing still holds: the lease
-    // owner carries its process's boot identity, and an owner that handed a delivery back
-    // has no attempt of it left to report.
+    let plan = plan_release(&d, ctx.now_us, delay_us)?;
     ctx.conn
         .prepare_cached(
-            "UPDATE deliveries SET status = 'pending', next_attempt_at = ?2, attempt = attempt - 1,
-                    lease_owner = NULL, lease_expires_at = NULL, updated_at = ?3 WHERE id = ?1",
+            "UPDATE deliveries SET status = 'pending', next_attempt_at = ?2, attempt = ?3,
+                    lease_owner = NULL, lease_expires_at = NULL, updated_at = ?4 WHERE id = ?1",
         )?
         .execute(params![
             id.as_bytes(),
-            ctx.now_us.saturating_add(delay_us.max(0)),
+            plan.next_attempt_at_us,
+            plan.attempt,
             ctx.now_us
         ])?;
     Ok(())

@@ -518,7 +518,9 @@ impl Store for SqliteStore {
         self.write(move |ctx| {
             // Every timer is checked before the first is written: a refusal leaves the
             // group commit untouched.
-            new_timers.iter().try_for_each(timers::check_new_timer)?;
+            new_timers
+                .iter()
+                .try_for_each(crate::plan::check_new_timer)?;
             let options = CreateOptions::default();
             new_timers
                 .into_iter()

@@ -1,74 +1,17 @@
 //! Timers in the SQLite backend: create, read, list, cancel, load the due window, fire
-//! and redrive.
+//! and redrive. Each write reads what it needs, asks a planner (`crate::plan`,
+//! `minoots_core::plan`) before its first change, then writes what the plan says with
+//! the events of `minoots_core::event`; no rule of its own.
 
-use minoots_core::limits::MAX_CANCEL_REASON_BYTES;
-use minoots_core::timefmt::format_us;
-use minoots_core::{
-    ActionBundle, DeliveryId, DeliveryStatus, EventType, Timer, TimerId, TimerStatus,
-};
+use minoots_core::limits::{MAX_CANCEL_REASON_BYTES, truncate_to_bytes};
+use minoots_core::plan::{FirePlan, plan_fire, plan_redrive};
+use minoots_core::{ActionBundle, DeliveryId, NewEvent, RetryCause, Timer, TimerId, TimerStatus};
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use serde_json::json;
 
 use super::WriteCtx;
 use super::rows::{DELIVERY_COLS, TIMER_COLS, delivery_from_row, id_col, timer_from_row};
+use crate::plan::{KeyReuse, check_new_timer, check_quotas, key_reuse};
 use crate::types::*;
-
-/// Truncates text to at most `max` bytes on a character boundary.
-pub(super) fn truncate(mut s: String, max: usize) -> String {
-    if s.len() > max {
-        let mut cut = max;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-    }
-    s
-}
-
-/// Refuses a status change the state machine forbids: that is a bug, surfaced as an error.
-pub(super) fn check_transition(
-    kind: &str,
-    id: impl std::fmt::Display,
-    from: impl std::fmt::Display,
-    to: impl std::fmt::Display,
-    allowed: bool,
-) -> StoreResult<()> {
-    if allowed {
-        Ok(())
-    } else {
-        Err(StoreError::Corrupt(format!(
-            "invariant violated: {kind} {id} cannot go from {from} to {to}"
-        )))
-    }
-}
-
-pub(super) fn check_timer_transition(
-    id: TimerId,
-    from: TimerStatus,
-    to: TimerStatus,
-) -> StoreResult<()> {
-    check_transition("timer", id, from, to, from.can_transition_to(to))
-}
-
-pub(super) fn check_delivery_transition(
-    id: DeliveryId,
-    from: DeliveryStatus,
-    to: DeliveryStatus,
-) -> StoreResult<()> {
-    check_transition("delivery", id, from, to, from.can_transition_to(to))
-}
-
-/// The invariant of a timer about to be created: it is `scheduled`. Checked for every timer
-/// of a call before the first is written.
-pub fn check_new_timer(timer: &Timer) -> StoreResult<()> {
-    if timer.status != TimerStatus::Scheduled {
-        return Err(StoreError::Corrupt(format!(
-            "invariant violated: new timer {} is {}",
-            timer.id, timer.status
-        )));
-    }
-    Ok(())
-}
 
 pub fn create_timer(
     ctx: &mut WriteCtx<'_>,
@@ -87,29 +30,34 @@ pub fn create_timer(
             })
             .optional()?;
         if let Some((existing, fingerprint)) = found {
-            if existing.created_at_us > ctx.now_us - IDEMPOTENCY_KEY_TTL_US {
-                let same = match (&fingerprint, &options.idempotency_fingerprint) {
-                    (Some(stored), Some(given)) => stored.as_slice() == given.as_slice(),
-                    // A key stored without a fingerprint, or a caller that gives none,
-                    // cannot be compared: the original is returned, as before.
-                    _ => true,
-                };
-                if !same {
+            let given = options
+                .idempotency_fingerprint
+                .as_ref()
+                .map(|f| f.as_slice());
+            match key_reuse(
+                existing.created_at_us,
+                fingerprint.as_deref(),
+                given,
+                ctx.now_us,
+            ) {
+                KeyReuse::ReturnExisting => {
+                    return Ok(CreateOutcome {
+                        timer: existing,
+                        created: false,
+                    });
+                }
+                KeyReuse::Mismatch => {
                     return Err(StoreError::IdempotencyMismatch {
                         timer_id: existing.id,
                     });
                 }
-                return Ok(CreateOutcome {
-                    timer: existing,
-                    created: false,
-                });
+                // The key will name the new timer, once every check passed.
+                KeyReuse::Expired => expired_key_holder = Some(existing.id),
             }
-            // The key has expired: it will name the new timer, once every check passed.
-            expired_key_holder = Some(existing.id);
         }
     }
     let day = utc_day(timer.created_at_us);
-    check_quotas(ctx, &timer.tenant_id, day, options)?;
+    check_quotas(options, || tenant_usage(ctx.conn, &timer.tenant_id, day))?;
     check_new_timer(&timer)?;
     let json = |v: serde_json::Result<String>| v.map_err(|e| StoreError::Corrupt(e.to_string()));
     let metadata = json(serde_json::to_string(&timer.metadata))?;
@@ -158,48 +106,11 @@ pub fn create_timer(
         )?
         .execute(params![timer.tenant_id, day])?;
     add_pending(ctx, &timer.tenant_id, 1)?;
-    ctx.append_event(
-        EventType::TimerScheduled,
-        &timer.tenant_id,
-        timer.id,
-        None,
-        json!({"fireAt": format_us(timer.fire_at_us)}),
-    )?;
+    ctx.append_event(NewEvent::timer_scheduled(&timer))?;
     Ok(CreateOutcome {
         timer,
         created: true,
     })
-}
-
-/// Refuses a create that would exceed the tenant's quotas. Runs before anything is
-/// written, so a refused create leaves the batch untouched.
-fn check_quotas(
-    ctx: &WriteCtx<'_>,
-    tenant_id: &str,
-    day: i64,
-    options: &CreateOptions,
-) -> StoreResult<()> {
-    if options.max_per_day.is_none() && options.max_pending.is_none() {
-        return Ok(());
-    }
-    let usage = tenant_usage(ctx.conn, tenant_id, day)?;
-    if let Some(limit) = options.max_per_day
-        && usage.created_today >= limit
-    {
-        return Err(StoreError::QuotaExceeded {
-            quota: Quota::TimersPerDay,
-            limit,
-        });
-    }
-    if let Some(limit) = options.max_pending
-        && usage.pending >= limit
-    {
-        return Err(StoreError::QuotaExceeded {
-            quota: Quota::PendingTimers,
-            limit,
-        });
-    }
-    Ok(())
 }
 
 /// Moves the tenant's count of scheduled timers by `delta`.
@@ -299,21 +210,15 @@ pub fn cancel_timer(
             status: timer.status,
         });
     }
-    check_timer_transition(id, timer.status, TimerStatus::Cancelled)?;
-    let reason = reason.map(|r| truncate(r, MAX_CANCEL_REASON_BYTES));
+    timer.status.check_transition(id, TimerStatus::Cancelled)?;
+    let reason = reason.map(|r| truncate_to_bytes(r, MAX_CANCEL_REASON_BYTES));
     let mut stmt = ctx.conn.prepare_cached(
         "UPDATE timers SET status = 'cancelled', cancelled_at = ?2, cancel_reason = ?3, version = version + 1
          WHERE id = ?1 AND status = 'scheduled'",
     )?;
     stmt.execute(params![id.as_bytes(), ctx.now_us, reason])?;
     add_pending(ctx, tenant_id, -1)?;
-    ctx.append_event(
-        EventType::TimerCancelled,
-        tenant_id,
-        id,
-        None,
-        json!({"reason": reason}),
-    )?;
+    ctx.append_event(NewEvent::timer_cancelled(tenant_id, id, reason.as_deref()))?;
     Ok(Timer {
         status: TimerStatus::Cancelled,
         cancelled_at_us: Some(ctx.now_us),
@@ -399,102 +304,92 @@ fn fire_timer(ctx: &mut WriteCtx<'_>, fire: FireRequest) -> StoreResult<FireOutc
         });
     };
     let status: TimerStatus = status.parse().map_err(StoreError::Corrupt)?;
-    if status != TimerStatus::Scheduled {
-        return Ok(FireOutcome::Skipped {
+    let plan = plan_fire(fire.timer_id, status, || {
+        serde_json::from_str::<ActionBundle>(&bundle)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))
+    })?;
+    let fired_at = fire.fired_at_us;
+    match plan {
+        FirePlan::Skip { status } => Ok(FireOutcome::Skipped {
             timer_id: fire.timer_id,
             status,
-        });
-    }
-    let bundle: ActionBundle =
-        serde_json::from_str(&bundle).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let fired_at = fire.fired_at_us;
-    let late_us = fired_at - fire_at_us;
-    let n = bundle.actions.len();
-    if n == 0 {
-        check_timer_transition(fire.timer_id, status, TimerStatus::Settled)?;
-        ctx.conn
-            .prepare_cached(
-                "UPDATE timers SET status = 'settled', fired_at = ?2, settled_at = ?2, version = version + 1 WHERE id = ?1",
-            )?
-            .execute(params![fire.timer_id.as_bytes(), fired_at])?;
-        add_pending(ctx, &tenant_id, -1)?;
-        ctx.append_event(
-            EventType::TimerFired,
-            &tenant_id,
-            fire.timer_id,
-            None,
-            json!({"firedAt": format_us(fired_at), "firedLateUs": late_us, "deliveries": 0}),
-        )?;
-        ctx.append_event(
-            EventType::TimerSettled,
-            &tenant_id,
-            fire.timer_id,
-            None,
-            json!({}),
-        )?;
-        return Ok(FireOutcome::Settled {
-            timer_id: fire.timer_id,
-            tenant_id,
-            fire_at_us,
-        });
-    }
-    check_timer_transition(fire.timer_id, status, TimerStatus::Fired)?;
-    ctx.conn
-        .prepare_cached("UPDATE timers SET status = 'fired', fired_at = ?2, version = version + 1 WHERE id = ?1")?
-        .execute(params![fire.timer_id.as_bytes(), fired_at])?;
-    add_pending(ctx, &tenant_id, -1)?;
-    let max_attempts = bundle.retry_policy().max_attempts();
-    let mut insert = ctx.conn.prepare_cached(&format!(
-        "INSERT INTO deliveries ({DELIVERY_COLS}) VALUES (?1, ?2, ?3, 0, ?4, 'pending', 0, ?5, ?6, NULL, NULL, ?7, ?7, NULL)"
-    ))?;
-    for index in 0..n {
-        let id = DeliveryId::new_v7();
-        insert.execute(params![
-            id.as_bytes(),
-            fire.timer_id.as_bytes(),
-            tenant_id,
-            index as i64,
+        }),
+        FirePlan::Settle => {
+            ctx.conn
+                .prepare_cached(
+                    "UPDATE timers SET status = 'settled', fired_at = ?2, settled_at = ?2, version = version + 1 WHERE id = ?1",
+                )?
+                .execute(params![fire.timer_id.as_bytes(), fired_at])?;
+            add_pending(ctx, &tenant_id, -1)?;
+            ctx.append_event(NewEvent::timer_fired(
+                &tenant_id,
+                fire.timer_id,
+                fire_at_us,
+                fired_at,
+                0,
+            ))?;
+            ctx.append_event(NewEvent::timer_settled(&tenant_id, fire.timer_id))?;
+            Ok(FireOutcome::Settled {
+                timer_id: fire.timer_id,
+                tenant_id,
+                fire_at_us,
+            })
+        }
+        FirePlan::Fire {
+            deliveries,
             max_attempts,
-            fired_at,
-            ctx.now_us,
-        ])?;
+        } => {
+            ctx.conn
+                .prepare_cached("UPDATE timers SET status = 'fired', fired_at = ?2, version = version + 1 WHERE id = ?1")?
+                .execute(params![fire.timer_id.as_bytes(), fired_at])?;
+            add_pending(ctx, &tenant_id, -1)?;
+            let mut insert = ctx.conn.prepare_cached(&format!(
+                "INSERT INTO deliveries ({DELIVERY_COLS}) VALUES (?1, ?2, ?3, 0, ?4, 'pending', 0, ?5, ?6, NULL, NULL, ?7, ?7, NULL)"
+            ))?;
+            for index in 0..deliveries {
+                let id = DeliveryId::new_v7();
+                insert.execute(params![
+                    id.as_bytes(),
+                    fire.timer_id.as_bytes(),
+                    tenant_id,
+                    index as i64,
+                    max_attempts,
+                    fired_at,
+                    ctx.now_us,
+                ])?;
+            }
+            drop(insert);
+            ctx.append_event(NewEvent::timer_fired(
+                &tenant_id,
+                fire.timer_id,
+                fire_at_us,
+                fired_at,
+                deliveries,
+            ))?;
+            Ok(FireOutcome::Fired {
+                timer_id: fire.timer_id,
+                tenant_id,
+                deliveries,
+                fire_at_us,
+            })
+        }
     }
-    drop(insert);
-    ctx.append_event(
-        EventType::TimerFired,
-        &tenant_id,
-        fire.timer_id,
-        None,
-        json!({"firedAt": format_us(fired_at), "firedLateUs": late_us, "deliveries": n}),
-    )?;
-    Ok(FireOutcome::Fired {
-        timer_id: fire.timer_id,
-        tenant_id,
-        deliveries: n,
-        fire_at_us,
-    })
 }
 
-/// Writes a timer's new terminal status with its event. The transition must have been
-/// checked by the caller before its first write (see `report_attempt`).
+/// Writes a timer's new terminal status (settled or failed) with its event. The
+/// transition must have been planned and checked before the write's first change.
 pub(super) fn write_timer_status(
     ctx: &mut WriteCtx<'_>,
     timer_id: TimerId,
-    tenant_id: &str,
     to: TimerStatus,
-    data: serde_json::Value,
+    event: NewEvent,
 ) -> StoreResult<()> {
     ctx.conn
         .prepare_cached(
             "UPDATE timers SET status = ?2, settled_at = ?3, version = version + 1 WHERE id = ?1",
         )?
         .execute(params![timer_id.as_bytes(), to.as_str(), ctx.now_us])?;
-    let event = if to == TimerStatus::Settled {
-        EventType::TimerSettled
-    } else {
-        EventType::TimerFailed
-    };
-    ctx.append_event(event, tenant_id, timer_id, None, data)
+    ctx.append_event(event)
 }
 
 pub fn redrive_timer(ctx: &mut WriteCtx<'_>, tenant_id: &str, id: TimerId) -> StoreResult<Timer> {
@@ -506,37 +401,25 @@ pub fn redrive_timer(ctx: &mut WriteCtx<'_>, tenant_id: &str, id: TimerId) -> St
         ))?
         .query_map(params![id.as_bytes()], delivery_from_row)?
         .collect::<Result<Vec<_>, _>>()?;
-    if dead.is_empty() {
-        return Err(StoreError::Conflict {
-            status: timer.status,
-        });
-    }
-    // Every check before the first write.
+    let plan = plan_redrive(&timer, &dead)?;
     for d in &dead {
-        check_delivery_transition(d.id, d.status, DeliveryStatus::Pending)?;
-    }
-    let refire = timer.status == TimerStatus::Failed;
-    if refire {
-        check_timer_transition(id, timer.status, TimerStatus::Fired)?;
-    }
-    let budget = timer.action_bundle.retry_policy().max_attempts();
-    for d in &dead {
-        // The attempt number keeps growing (it fences reports); the budget grows with it.
         ctx.conn
             .prepare_cached(
                 "UPDATE deliveries SET status = 'pending', next_attempt_at = ?2, max_attempts = ?3,
                         updated_at = ?2 WHERE id = ?1",
             )?
-            .execute(params![d.id.as_bytes(), ctx.now_us, d.attempt + budget])?;
-        ctx.append_event(
-            EventType::DeliveryRetrying,
-            tenant_id,
-            id,
-            Some(d.id),
-            json!({"attempt": d.attempt, "nextAttemptAt": format_us(ctx.now_us), "reason": "redrive"}),
-        )?;
+            .execute(params![
+                d.id.as_bytes(),
+                ctx.now_us,
+                plan.max_attempts_of(d)
+            ])?;
+        ctx.append_event(NewEvent::delivery_retrying(
+            d,
+            ctx.now_us,
+            RetryCause::Redrive,
+        ))?;
     }
-    if refire {
+    if plan.refire_timer {
         ctx.conn
             .prepare_cached("UPDATE timers SET status = 'fired', settled_at = NULL, version = version + 1 WHERE id = ?1")?
             .execute(params![id.as_bytes()])?;

@@ -1,7 +1,8 @@
 //! The context of one write of the SQLite backend: the writer's open transaction, the
-//! batch's time and the events the write appends.
+//! batch's time and the events the write appends. Events are appended only as the
+//! [`NewEvent`]s of `minoots_core::event`, so their payloads are written in one place.
 
-use minoots_core::{DeliveryId, Event, EventType, TimerId};
+use minoots_core::{Event, NewEvent};
 use rusqlite::{Connection, params};
 
 use crate::types::StoreResult;
@@ -23,36 +24,22 @@ impl<'a> WriteCtx<'a> {
         }
     }
 
-    /// Appends an event to the log in this transaction.
-    pub(super) fn append_event(
-        &mut self,
-        event_type: EventType,
-        tenant_id: &str,
-        timer_id: TimerId,
-        delivery_id: Option<DeliveryId>,
-        data: serde_json::Value,
-    ) -> StoreResult<()> {
+    /// Appends an event to the log in this transaction, at the batch's time.
+    pub fn append_event(&mut self, event: NewEvent) -> StoreResult<()> {
         let mut stmt = self.conn.prepare_cached(
             "INSERT INTO events (type, tenant_id, timer_id, delivery_id, occurred_at, data)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;
         stmt.execute(params![
-            event_type.as_str(),
-            tenant_id,
-            timer_id.as_bytes(),
-            delivery_id.as_ref().map(|d| d.as_bytes().to_vec()),
+            event.event_type.as_str(),
+            event.tenant_id,
+            event.timer_id.as_bytes(),
+            event.delivery_id.as_ref().map(|d| d.as_bytes().to_vec()),
             self.now_us,
-            data.to_string(),
+            event.data.to_string(),
         ])?;
-        self.events.push(Event {
-            seq: self.conn.last_insert_rowid(),
-            event_type,
-            tenant_id: tenant_id.to_string(),
-            timer_id,
-            delivery_id,
-            occurred_at_us: self.now_us,
-            data,
-        });
+        self.events
+            .push(event.into_event(self.conn.last_insert_rowid(), self.now_us));
         Ok(())
     }
 }
