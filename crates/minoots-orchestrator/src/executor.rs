@@ -661,7 +661,7 @@ impl Orchestrator {
             tries += 1;
             match self.kernel.report_attempt(report.clone()).await {
                 Ok(_) => return,
-                Err(KernelError::Unavailable(e)) => {
+                Err(e) if e.is_transient() => {
                     if held.is_gone() || tries >= MAX_REPORT_TRIES {
                         self.metrics.report_lost();
                         tracing::error!(delivery = %report.delivery_id, error = %e, "report lost; the delivery runs again when its lease expires");

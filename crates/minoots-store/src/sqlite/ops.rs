@@ -457,7 +457,8 @@ pub fn cancel_timer(
     id: TimerId,
     reason: Option<String>,
 ) -> StoreResult<Timer> {
-    let timer = get_timer(ctx.conn, Some(tenant_id), id)?.ok_or(StoreError::NotFound)?;
+    let timer = get_timer(ctx.conn, Some(tenant_id), id)?
+        .ok_or(StoreError::NotFound(Missing::Timer(id)))?;
     if timer.status != TimerStatus::Scheduled {
         return Err(StoreError::Conflict {
             status: timer.status,
@@ -817,7 +818,8 @@ pub fn report_attempt(ctx: &mut WriteCtx<'_>, r: AttemptReport) -> StoreResult<R
             ))
         })
         .optional()?;
-    let (d, timer_now, others_unfinished) = row.ok_or(StoreError::NotFound)?;
+    let (d, timer_now, others_unfinished) =
+        row.ok_or(StoreError::NotFound(Missing::Delivery(r.delivery_id)))?;
     if d.status != DeliveryStatus::InFlight
         || d.lease_owner.as_deref() != Some(r.lease_owner.as_str())
         || d.attempt != r.attempt
@@ -1080,7 +1082,7 @@ pub fn list_deliveries(
     timer_id: TimerId,
 ) -> StoreResult<Vec<DeliveryWithAttempts>> {
     if get_timer(conn, Some(tenant_id), timer_id)?.is_none() {
-        return Err(StoreError::NotFound);
+        return Err(StoreError::NotFound(Missing::Timer(timer_id)));
     }
     let deliveries = conn
         .prepare_cached(&format!(
@@ -1203,7 +1205,8 @@ pub fn stats(conn: &Connection) -> StoreResult<StoreStats> {
 // Redrive, release, signing secrets
 
 pub fn redrive_timer(ctx: &mut WriteCtx<'_>, tenant_id: &str, id: TimerId) -> StoreResult<Timer> {
-    let timer = get_timer(ctx.conn, Some(tenant_id), id)?.ok_or(StoreError::NotFound)?;
+    let timer = get_timer(ctx.conn, Some(tenant_id), id)?
+        .ok_or(StoreError::NotFound(Missing::Timer(id)))?;
     let dead = ctx
         .conn
         .prepare_cached(&format!(
@@ -1246,7 +1249,7 @@ pub fn redrive_timer(ctx: &mut WriteCtx<'_>, tenant_id: &str, id: TimerId) -> St
             .prepare_cached("UPDATE timers SET status = 'fired', settled_at = NULL, version = version + 1 WHERE id = ?1")?
             .execute(params![id.as_bytes()])?;
     }
-    get_timer(ctx.conn, Some(tenant_id), id)?.ok_or(StoreError::NotFound)
+    get_timer(ctx.conn, Some(tenant_id), id)?.ok_or(StoreError::NotFound(Missing::Timer(id)))
 }
 
 pub fn release_delivery(
@@ -1256,7 +1259,7 @@ pub fn release_delivery(
     attempt: u32,
     delay_us: i64,
 ) -> StoreResult<()> {
-    let d = get_delivery(ctx.conn, id)?.ok_or(StoreError::NotFound)?;
+    let d = get_delivery(ctx.conn, id)?.ok_or(StoreError::NotFound(Missing::Delivery(id)))?;
     if d.status != DeliveryStatus::InFlight
         || d.lease_owner.as_deref() != Some(owner)
         || d.attempt != attempt
