@@ -176,6 +176,11 @@ impl ApiError {
                 tracing::error!(error = %m, "internal error");
                 ApiError::internal("an internal error occurred; it has been logged")
             }
+            // A kernel refuses bad settings when it starts, never in an answer.
+            e @ KernelError::Config(_) => {
+                tracing::error!(error = %e, "a kernel setting error reached a request");
+                ApiError::internal("an internal error occurred; it has been logged")
+            }
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The error vocabulary every crate shares: validation errors that name the field and
 //! say how to fix it, what was not found ([`Missing`]), why the disk refused a write
-//! ([`WriteTrouble`]) and which quota was reached ([`Quota`]).
+//! ([`WriteTrouble`]), which quota was reached ([`Quota`]), and a setting that cannot be
+//! used ([`ConfigError`]).
 //!
 //! These are values, not sentences: the store produces them, the kernel passes them on,
 //! gRPC carries them in status details and the control plane turns them into answers, so
@@ -137,5 +138,26 @@ impl Quota {
 impl std::fmt::Display for Quota {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// A setting that cannot be used: which one, and what to change. Libraries refuse bad
+/// settings with it when they start; the binary prints it and exits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{setting}: {fix}")]
+pub struct ConfigError {
+    /// The setting as the operator or the caller spells it (`MINOOTS_KERNEL_TOKEN`,
+    /// `window`, `tiers.free (MINOOTS_TIERS)`).
+    pub setting: String,
+    /// What is wrong with it and how to fix it, as a sentence.
+    pub fix: String,
+}
+
+impl ConfigError {
+    pub fn new(setting: impl Into<String>, fix: impl Into<String>) -> Self {
+        Self {
+            setting: setting.into(),
+            fix: fix.into(),
+        }
     }
 }

@@ -22,7 +22,7 @@ pub use action::{
     Action, ActionBundle, ActionPolicy, CommandAction, FileAction, FileMode, WebhookAction,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use error::{FieldError, Missing, Quota, ValidationErrors, WriteTrouble};
+pub use error::{ConfigError, FieldError, Missing, Quota, ValidationErrors, WriteTrouble};
 pub use event::{Event, EventType};
 pub use model::{
     AttemptOutcome, AttemptRecord, Delivery, DeliveryId, DeliveryStatus, Timer, TimerId,

@@ -4,7 +4,7 @@
 //! (what was not found, why the store cannot write, which quota), never only in a
 //! sentence, so no caller has to read a message to decide what to do.
 
-use minoots_core::{Missing, Quota, TimerStatus, ValidationErrors, WriteTrouble};
+use minoots_core::{ConfigError, Missing, Quota, TimerStatus, ValidationErrors, WriteTrouble};
 use minoots_store::StoreError;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -42,6 +42,9 @@ pub enum KernelError {
     /// A bug or corrupt data; details are logged.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A setting the kernel cannot start with (raised when it starts, never in an answer).
+    #[error("kernel setting {0}")]
+    Config(ConfigError),
 }
 
 impl KernelError {
@@ -62,6 +65,12 @@ impl KernelError {
 impl From<ValidationErrors> for KernelError {
     fn from(e: ValidationErrors) -> Self {
         KernelError::Invalid(e)
+    }
+}
+
+impl From<ConfigError> for KernelError {
+    fn from(e: ConfigError) -> Self {
+        KernelError::Config(e)
     }
 }
 

@@ -40,11 +40,13 @@ pub struct Kernel {
 
 impl Kernel {
     /// Starts the scheduler and the maintenance services on the current tokio runtime.
+    /// Refuses settings that break the scheduler's assumptions with
+    /// [`KernelError::Config`] naming the setting.
     pub fn start(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         config: KernelConfig,
-    ) -> Result<Arc<Self>, String> {
+    ) -> KernelResult<Arc<Self>> {
         config.check()?;
         let metrics = Arc::new(KernelMetrics::default());
         let delivery_notify = Arc::new(Notify::new());

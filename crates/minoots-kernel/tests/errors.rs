@@ -5,7 +5,7 @@
 //! guess.
 
 use minoots_core::{
-    DeliveryId, Missing, Quota, TimerId, TimerStatus, ValidationErrors, WriteTrouble,
+    ConfigError, DeliveryId, Missing, Quota, TimerId, TimerStatus, ValidationErrors, WriteTrouble,
 };
 use minoots_kernel::KernelError;
 use minoots_kernel::grpc::{from_status, to_status};
@@ -172,4 +172,16 @@ fn details_the_client_does_not_know_are_internal_errors_naming_them() {
             other => panic!("{status:?} → {other:?}"),
         }
     }
+}
+
+#[test]
+fn a_setting_error_never_passes_for_an_answer() {
+    // Raised only when a kernel starts; if one reached gRPC it would be a bug, said so.
+    let e = KernelError::Config(ConfigError::new("window", "must be at least 1 s"));
+    let status = to_status(e);
+    assert_eq!(status.code(), Code::Internal);
+    assert_eq!(
+        from_status(status),
+        KernelError::Internal("kernel setting window: must be at least 1 s".into())
+    );
 }

@@ -327,7 +327,10 @@ async fn a_kernel_beyond_loopback_without_a_token_refuses_to_start() {
     )
     .await
     .unwrap_err();
-    assert!(err.contains("MINOOTS_KERNEL_TOKEN"), "{err}");
+    assert!(
+        matches!(&err, KernelError::Config(c) if c.setting == "MINOOTS_KERNEL_TOKEN"),
+        "{err}"
+    );
     kernel.shutdown().await;
 }
 

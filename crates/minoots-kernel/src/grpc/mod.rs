@@ -56,6 +56,8 @@ pub fn to_status(e: KernelError) -> Status {
         ),
         KernelError::Unauthenticated(m) => Status::unauthenticated(m),
         KernelError::Internal(m) => Status::internal(m),
+        // Raised when a kernel starts, never in an answer; passed on as a bug if it were.
+        KernelError::Config(_) => Status::internal(sentence),
     }
 }
 
