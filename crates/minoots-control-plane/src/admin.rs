@@ -8,14 +8,13 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use minoots_core::timefmt::{format_us, parse_rfc3339_us};
-use minoots_core::{Clock, SystemClock};
+use minoots_core::{Clock, ConfigError, SystemClock};
 use minoots_kernel::api::SECRET_ROTATION_GRACE;
 use minoots_kernel::{KernelApi, KernelError, NewTenant};
 use minoots_store::{ApiKey, Tenant, TenantUpdate};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::AppState;
 use crate::auth::{
     Caller, ROLE_ADMIN, ROLE_READ, ROLE_WRITE, ROLES, generate_key, hash_key, hex, key_prefix,
 };
@@ -23,6 +22,7 @@ use crate::body::Json;
 use crate::config::TierLimits;
 use crate::problem::{ApiError, ApiResult};
 use crate::timers::{json_response, page_limit, query_params};
+use crate::{AppState, ControlPlaneError};
 
 /// The tenant that owns admin keys.
 pub const SYSTEM_TENANT: &str = "system";
@@ -354,16 +354,19 @@ pub struct BootstrapOutcome {
     pub generated_admin_key: Option<String>,
 }
 
-fn ignore_conflict<T>(r: Result<T, KernelError>) -> Result<(), String> {
+fn ignore_conflict<T>(r: Result<T, KernelError>) -> Result<(), KernelError> {
     match r {
         Ok(_) | Err(KernelError::Conflict { .. }) => Ok(()),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(e),
     }
 }
 
 /// Makes a store usable: the `system` tenant and an admin key, and the demo tenant and
 /// key in demo mode. Safe to run at every start.
-pub async fn bootstrap(kernel: &dyn KernelApi, b: Bootstrap) -> Result<BootstrapOutcome, String> {
+pub async fn bootstrap(
+    kernel: &dyn KernelApi,
+    b: Bootstrap,
+) -> Result<BootstrapOutcome, ControlPlaneError> {
     let now = SystemClock.now_us();
     ignore_conflict(
         kernel
@@ -389,43 +392,42 @@ pub async fn bootstrap(kernel: &dyn KernelApi, b: Bootstrap) -> Result<Bootstrap
     match &b.admin_key {
         Some(k) => {
             if k.len() < MIN_ADMIN_KEY_BYTES || !k.bytes().all(|c| c.is_ascii_graphic()) {
-                return Err(format!(
-                    "MINOOTS_ADMIN_KEY must be at least {MIN_ADMIN_KEY_BYTES} printable characters without spaces"
-                ));
+                return Err(ConfigError::new(
+                    "MINOOTS_ADMIN_KEY",
+                    format!(
+                        "must be at least {MIN_ADMIN_KEY_BYTES} printable characters without spaces"
+                    ),
+                )
+                .into());
             }
-            if kernel
-                .authenticate(hash_key(k))
-                .await
-                .map_err(|e| e.to_string())?
-                .is_none()
-            {
+            if kernel.authenticate(hash_key(k)).await?.is_none() {
                 let created = kernel
                     .create_api_key(admin_key(k, "MINOOTS_ADMIN_KEY"))
                     .await;
                 if let Err(KernelError::Conflict { .. }) = created {
-                    return Err(
-                        "MINOOTS_ADMIN_KEY was revoked on this store; choose a new key".into(),
-                    );
+                    return Err(ConfigError::new(
+                        "MINOOTS_ADMIN_KEY",
+                        "was revoked on this store; choose a new key",
+                    )
+                    .into());
                 }
-                created.map_err(|e| e.to_string())?;
+                created?;
             }
         }
         None => {
             let keys = kernel
                 .list_api_keys(Some(SYSTEM_TENANT.into()), None, MAX_ADMIN_PAGE)
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
             let has_admin = keys.iter().any(|k| {
                 k.revoked_at_us.is_none()
                     && k.expires_at_us.is_none_or(|e| e > now)
                     && k.roles.iter().any(|r| r == ROLE_ADMIN)
             });
             if !has_admin {
-                let plaintext = generate_key().map_err(|e| e.detail)?;
+                let plaintext = generate_key()?;
                 kernel
                     .create_api_key(admin_key(&plaintext, "generated at first start"))
-                    .await
-                    .map_err(|e| e.to_string())?;
+                    .await?;
                 outcome.generated_admin_key = Some(plaintext);
             }
         }

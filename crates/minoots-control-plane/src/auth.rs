@@ -27,9 +27,9 @@ use axum::serve::IncomingStream;
 use minoots_kernel::admin::constant_time_eq;
 use minoots_store::{ApiKey, Tenant};
 
-use crate::AppState;
 use crate::config::TierLimits;
 use crate::problem::{ApiError, ApiResult};
+use crate::{AppState, ControlPlaneError};
 
 pub const ROLE_READ: &str = "timers:read";
 pub const ROLE_WRITE: &str = "timers:write";
@@ -133,10 +133,9 @@ pub fn hash_key(key: &str) -> [u8; 32] {
 }
 
 /// A new key: `mnt_` + 32 bytes from the operating system's random source, in hex.
-pub fn generate_key() -> ApiResult<String> {
+pub fn generate_key() -> Result<String, ControlPlaneError> {
     let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes)
-        .map_err(|e| ApiError::internal(format!("no randomness available: {e}")))?;
+    getrandom::fill(&mut bytes).map_err(|e| ControlPlaneError::NoRandomness(e.to_string()))?;
     Ok(format!("mnt_{}", hex(&bytes)))
 }
 

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use minoots_core::ConfigError;
 use serde::{Deserialize, Serialize};
 
 /// Largest request body accepted by default (1 MiB): a timer is at most ~1.2 MiB only with
@@ -130,29 +131,39 @@ impl Default for ControlPlaneConfig {
 }
 
 impl ControlPlaneConfig {
-    pub fn check(&self) -> Result<(), String> {
+    /// Refuses settings that would make the service unsafe or useless, naming the setting
+    /// as the operator writes it.
+    pub fn check(&self) -> Result<(), ConfigError> {
         if !(1024..=64 * 1024 * 1024).contains(&self.body_limit_bytes) {
-            return Err("body limit must be between 1 KiB and 64 MiB".into());
+            return Err(ConfigError::new(
+                "body_limit_bytes (--body-limit-bytes, MINOOTS_BODY_LIMIT_BYTES)",
+                "must be between 1 KiB and 64 MiB",
+            ));
         }
-        if self.kernel_timeout.is_zero() || self.sse_keep_alive.is_zero() {
-            return Err("the kernel timeout and SSE keep-alive must be positive".into());
-        }
-        if self.max_event_streams == 0 || self.max_connections == 0 {
-            return Err("max event streams and max connections must be at least 1".into());
-        }
-        if self.failed_auth_per_minute == 0 || self.failed_auth_burst == 0 {
-            return Err(
-                "failed authentications per minute and their burst must be at least 1".into(),
-            );
+        for (setting, zero) in [
+            ("kernel_timeout", self.kernel_timeout.is_zero()),
+            ("sse_keep_alive", self.sse_keep_alive.is_zero()),
+            ("max_event_streams", self.max_event_streams == 0),
+            ("max_connections", self.max_connections == 0),
+            ("failed_auth_per_minute", self.failed_auth_per_minute == 0),
+            ("failed_auth_burst", self.failed_auth_burst == 0),
+        ] {
+            if zero {
+                return Err(ConfigError::new(setting, "must be positive"));
+            }
         }
         for (name, t) in &self.tiers {
             if t.requests_per_minute == Some(0) || t.creates_per_minute == Some(0) {
-                return Err(format!(
-                    "tier {name}: a rate of 0 per minute would refuse everything; remove the tier instead"
+                return Err(ConfigError::new(
+                    format!("tiers.{name} (MINOOTS_TIERS)"),
+                    "a rate of 0 per minute would refuse everything; remove the tier instead",
                 ));
             }
             if t.max_duration_ms.is_some_and(|d| d <= 0) {
-                return Err(format!("tier {name}: maxDurationMs must be positive"));
+                return Err(ConfigError::new(
+                    format!("tiers.{name} (MINOOTS_TIERS)"),
+                    "maxDurationMs must be positive",
+                ));
             }
         }
         Ok(())
@@ -179,9 +190,15 @@ mod tests {
         assert_eq!(c.failed_auth_per_minute, 60);
         let mut no_failures = c.clone();
         no_failures.failed_auth_burst = 0;
-        assert!(no_failures.check().is_err());
+        assert_eq!(
+            no_failures.check().unwrap_err().setting,
+            "failed_auth_burst"
+        );
         let mut bad = c.clone();
         bad.tiers.get_mut("pro").unwrap().creates_per_minute = Some(0);
-        assert!(bad.check().is_err());
+        assert_eq!(
+            bad.check().unwrap_err().setting,
+            "tiers.pro (MINOOTS_TIERS)"
+        );
     }
 }

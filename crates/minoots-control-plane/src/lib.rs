@@ -13,6 +13,7 @@ pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod config;
+pub mod error;
 pub mod events;
 pub mod listener;
 pub mod metrics;
@@ -33,6 +34,7 @@ use tokio::sync::Semaphore;
 
 pub use admin::{Bootstrap, BootstrapOutcome, bootstrap};
 pub use config::{ControlPlaneConfig, TierLimits};
+pub use error::ControlPlaneError;
 pub use problem::{ApiError, ApiResult};
 
 /// Everything a handler needs; one reference count to clone (the router clones it for
@@ -73,7 +75,7 @@ impl AppState {
         kernel: Arc<dyn KernelApi>,
         config: ControlPlaneConfig,
         local_kernel: Option<Arc<Kernel>>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ControlPlaneError> {
         Self::with_clock(
             kernel,
             config,
@@ -88,7 +90,7 @@ impl AppState {
         config: ControlPlaneConfig,
         local_kernel: Option<Arc<Kernel>>,
         clock: Arc<dyn minoots_core::Clock>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ControlPlaneError> {
         config.check()?;
         Ok(Self(Arc::new(AppInner {
             kernel,

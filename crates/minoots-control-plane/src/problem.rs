@@ -5,7 +5,7 @@
 
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use minoots_core::{FieldError, ValidationErrors};
+use minoots_core::{FieldError, Quota, ValidationErrors};
 use minoots_kernel::KernelError;
 use serde::Serialize;
 
@@ -128,7 +128,8 @@ impl ApiError {
     pub fn from_kernel(e: KernelError, now_us: i64) -> Self {
         match e {
             KernelError::Invalid(errors) => ApiError::invalid(errors),
-            KernelError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
+            // "timer <id> not found": the kind and the caller's own id, nothing more.
+            e @ KernelError::NotFound(_) => ApiError::not_found(e.to_string()),
             KernelError::Conflict { message, status } => {
                 let e = ApiError::conflict(message);
                 match status {
@@ -137,29 +138,29 @@ impl ApiError {
                 }
             }
             KernelError::QuotaExceeded { quota, limit } => {
-                let retry = if quota == minoots_store::Quota::TimersPerDay.as_str() {
-                    seconds_to_next_utc_day(now_us)
-                } else {
-                    60
-                };
-                let detail = if quota == minoots_store::Quota::PendingTimers.as_str() {
-                    format!(
-                        "the tenant already has {limit} scheduled timers, the most its tier allows; cancel some or wait for them to fire"
-                    )
-                } else {
-                    format!(
-                        "the tenant created {limit} timers today (UTC), the most its tier allows; try again tomorrow or move to a higher tier"
-                    )
+                let (retry, detail) = match quota {
+                    Quota::TimersPerDay => (
+                        seconds_to_next_utc_day(now_us),
+                        format!(
+                            "the tenant created {limit} timers today (UTC), the most its tier allows; try again tomorrow or move to a higher tier"
+                        ),
+                    ),
+                    Quota::PendingTimers => (
+                        60,
+                        format!(
+                            "the tenant already has {limit} scheduled timers, the most its tier allows; cancel some or wait for them to fire"
+                        ),
+                    ),
                 };
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, "quota-exceeded", detail)
-                    .with_extra("quota", quota.into())
+                    .with_extra("quota", quota.as_str().into())
                     .with_extra("limit", limit.into())
                     .with_header(header::RETRY_AFTER, HeaderValue::from(retry))
             }
             KernelError::Fenced(m) => ApiError::conflict(m),
             // The disk refused the write; reads still work. Says why, without "kernel".
-            ref refused @ KernelError::Unavailable(ref m) if refused.is_store_write_refusal() => {
-                ApiError::unavailable(format!("{m}; retry later"), 5)
+            KernelError::StoreCannotWrite(trouble) => {
+                ApiError::unavailable(format!("the store cannot write: {trouble}; retry later"), 5)
             }
             KernelError::Unavailable(m) => {
                 ApiError::unavailable(format!("the kernel is unavailable: {m}; retry shortly"), 1)
@@ -173,6 +174,11 @@ impl ApiError {
             }
             KernelError::Internal(m) => {
                 tracing::error!(error = %m, "internal error");
+                ApiError::internal("an internal error occurred; it has been logged")
+            }
+            // A kernel refuses bad settings when it starts, never in an answer.
+            e @ KernelError::Config(_) => {
+                tracing::error!(error = %e, "a kernel setting error reached a request");
                 ApiError::internal("an internal error occurred; it has been logged")
             }
         }
@@ -209,6 +215,7 @@ pub type ApiResult<T> = Result<T, ApiError>;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use minoots_core::{DeliveryId, Missing, TimerId, WriteTrouble};
 
     #[test]
     fn next_utc_day() {
@@ -218,5 +225,102 @@ mod tests {
             seconds_to_next_utc_day(86_400_000_000 + 3_600_000_000),
             82_800
         );
+    }
+
+    fn retry_after(e: &ApiError) -> Option<&str> {
+        e.headers
+            .iter()
+            .find(|(k, _)| k == header::RETRY_AFTER)
+            .and_then(|(_, v)| v.to_str().ok())
+    }
+
+    #[test]
+    fn each_quota_has_its_own_answer() {
+        // 01:00 UTC: the daily quota starts afresh in 23 hours.
+        let now_us = 100 * 86_400_000_000 + 3_600_000_000;
+        let day = ApiError::from_kernel(
+            KernelError::QuotaExceeded {
+                quota: Quota::TimersPerDay,
+                limit: 100,
+            },
+            now_us,
+        );
+        assert_eq!(
+            (day.status, day.kind),
+            (StatusCode::TOO_MANY_REQUESTS, "quota-exceeded")
+        );
+        assert_eq!(retry_after(&day), Some("82800"));
+        assert!(
+            day.detail.contains("created 100 timers today"),
+            "{}",
+            day.detail
+        );
+        assert_eq!(day.extra["quota"], "timersPerDay");
+        assert_eq!(day.extra["limit"], 100);
+        let pending = ApiError::from_kernel(
+            KernelError::QuotaExceeded {
+                quota: Quota::PendingTimers,
+                limit: 5,
+            },
+            now_us,
+        );
+        assert_eq!(retry_after(&pending), Some("60"));
+        assert!(
+            pending.detail.contains("already has 5 scheduled timers"),
+            "{}",
+            pending.detail
+        );
+        assert_eq!(pending.extra["quota"], "pendingTimers");
+    }
+
+    #[test]
+    fn a_store_that_cannot_write_is_a_503_naming_why() {
+        for (trouble, said) in [
+            (WriteTrouble::DiskFull, "disk full"),
+            (WriteTrouble::ReadOnly, "the disk is read-only"),
+            (
+                WriteTrouble::Io("disk I/O error".into()),
+                "I/O error (disk I/O error)",
+            ),
+        ] {
+            let e = ApiError::from_kernel(KernelError::StoreCannotWrite(trouble), 0);
+            assert_eq!(
+                (e.status, e.kind),
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            );
+            assert_eq!(
+                e.detail,
+                format!("the store cannot write: {said}; retry later")
+            );
+            assert_eq!(retry_after(&e), Some("5"));
+        }
+        let kernel = ApiError::from_kernel(KernelError::Unavailable("gone".into()), 0);
+        assert_eq!(
+            kernel.detail,
+            "the kernel is unavailable: gone; retry shortly"
+        );
+        assert_eq!(retry_after(&kernel), Some("1"));
+    }
+
+    #[test]
+    fn a_404_names_the_object_and_its_id() {
+        let timer = TimerId::new_v7();
+        let delivery = DeliveryId::new_v7();
+        for (missing, said) in [
+            (Missing::Timer(timer), format!("timer {timer} not found")),
+            (
+                Missing::Delivery(delivery),
+                format!("delivery {delivery} not found"),
+            ),
+            (
+                Missing::Tenant("acme".into()),
+                "tenant acme not found".into(),
+            ),
+            (Missing::ApiKey("k1".into()), "key k1 not found".into()),
+        ] {
+            let e = ApiError::from_kernel(KernelError::NotFound(missing), 0);
+            assert_eq!((e.status, e.kind), (StatusCode::NOT_FOUND, "not-found"));
+            assert_eq!(e.detail, said);
+        }
     }
 }

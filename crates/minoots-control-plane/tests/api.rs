@@ -496,9 +496,8 @@ async fn auth_matrix_over_every_route() {
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tenants_see_only_their_own_timers() {
-    let s = start(ControlPlaneConfig::default()).await;
+/// Keys of tenants `acme` and `beta`, and the id of a timer of `acme`.
+async fn two_tenants_and_a_timer_of_the_first(s: &Server) -> (String, String, String) {
     let a = s
         .tenant_with_key("acme", "unlimited", &["timers:read", "timers:write"])
         .await;
@@ -508,7 +507,76 @@ async fn tenants_see_only_their_own_timers() {
     let t = s
         .call("POST", "/timers", Some(&a), Some(r#"{"duration": "1h"}"#))
         .await;
-    let id = t.body["id"].as_str().unwrap();
+    let id = t.body["id"].as_str().unwrap().to_string();
+    (a, b, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_404_names_what_was_not_found_and_nothing_of_other_tenants() {
+    let s = start(ControlPlaneConfig::default()).await;
+    let (_, b, id) = two_tenants_and_a_timer_of_the_first(&s).await;
+    let admin = Some(ADMIN_KEY);
+    let cases = [
+        (
+            "GET",
+            format!("/timers/{id}"),
+            Some(b.as_str()),
+            None,
+            format!("timer {id} not found"),
+        ),
+        (
+            "DELETE",
+            format!("/timers/{id}"),
+            Some(b.as_str()),
+            None,
+            format!("timer {id} not found"),
+        ),
+        (
+            "GET",
+            format!("/timers/{id}/deliveries"),
+            Some(b.as_str()),
+            None,
+            format!("timer {id} not found"),
+        ),
+        (
+            "PATCH",
+            "/admin/tenants/nobody".into(),
+            admin,
+            Some(r#"{"tier": "pro"}"#),
+            "tenant nobody not found".into(),
+        ),
+        (
+            "POST",
+            "/admin/keys".into(),
+            admin,
+            Some(r#"{"tenantId": "nobody"}"#),
+            "tenant nobody not found".into(),
+        ),
+        (
+            "DELETE",
+            "/admin/keys/no-such-key".into(),
+            admin,
+            None,
+            "key no-such-key not found".into(),
+        ),
+    ];
+    for (method, path, key, body, detail) in cases {
+        let r = s.call(method, &path, key, body).await;
+        r.assert_problem(404, None);
+        assert_eq!(
+            r.body["type"], "urn:minoots:problem:not-found",
+            "{method} {path}"
+        );
+        assert_eq!(r.body["detail"], detail, "{method} {path}");
+        assert!(!r.text.contains("acme"), "{method} {path}: {}", r.text);
+    }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_see_only_their_own_timers() {
+    let s = start(ControlPlaneConfig::default()).await;
+    let (a, b, id) = two_tenants_and_a_timer_of_the_first(&s).await;
     s.call("GET", &format!("/timers/{id}"), Some(&b), None)
         .await
         .assert_problem(404, None);

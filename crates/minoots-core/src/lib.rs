@@ -29,7 +29,7 @@ pub use action::{
     Action, ActionBundle, ActionPolicy, CommandAction, FileAction, FileMode, WebhookAction,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use error::{FieldError, ValidationErrors};
+pub use error::{ConfigError, FieldError, Missing, Quota, ValidationErrors, WriteTrouble};
 pub use event::{Event, EventType, NewEvent, RetryCause};
 pub use model::{
     AttemptOutcome, AttemptRecord, DeathReason, Delivery, DeliveryId, DeliveryStatus,

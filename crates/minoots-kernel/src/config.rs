@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use minoots_core::ConfigError;
+
 /// Settings of the scheduler, the lease dispatcher and the maintenance services.
 #[derive(Debug, Clone)]
 pub struct KernelConfig {
@@ -66,29 +68,39 @@ impl Default for KernelConfig {
 }
 
 impl KernelConfig {
-    /// Refuses settings that would break the scheduler's assumptions.
-    pub fn check(&self) -> Result<(), String> {
+    /// Refuses settings that would break the scheduler's assumptions, naming the setting.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let refuse = |setting: &str, fix: &str| Err(ConfigError::new(setting, fix));
         if self.window < Duration::from_secs(1) {
-            return Err("window must be at least 1 s".into());
+            return refuse("window", "must be at least 1 s");
         }
         if self.refill_interval.is_zero() || self.refill_interval * 2 > self.window {
-            return Err("refill_interval must be positive and at most half the window".into());
+            return refuse(
+                "refill_interval",
+                "must be positive and at most half the window",
+            );
         }
-        if self.load_batch == 0
-            || self.fire_batch == 0
-            || self.max_fire_batches_in_flight == 0
-            || self.rescue_batch == 0
-        {
-            return Err("batch sizes must be positive".into());
+        for (setting, n) in [
+            ("load_batch", self.load_batch),
+            ("fire_batch", self.fire_batch),
+            (
+                "max_fire_batches_in_flight",
+                self.max_fire_batches_in_flight,
+            ),
+            ("rescue_batch", self.rescue_batch),
+        ] {
+            if n == 0 {
+                return refuse(setting, "must be positive");
+            }
         }
         if self.max_window_timers < self.load_batch {
-            return Err("max_window_timers must be at least load_batch".into());
+            return refuse("max_window_timers", "must be at least load_batch");
         }
         if self.event_retention < Duration::from_secs(60) {
-            return Err("event_retention must be at least 1 minute".into());
+            return refuse("event_retention", "must be at least 1 minute");
         }
         if self.max_sleep.is_zero() || self.max_sleep > Duration::from_secs(10) {
-            return Err("max_sleep must be between 0 and 10 s".into());
+            return refuse("max_sleep", "must be between 0 and 10 s");
         }
         Ok(())
     }
@@ -105,11 +117,11 @@ mod tests {
             refill_interval: Duration::from_secs(40),
             ..Default::default()
         };
-        assert!(bad.check().is_err());
+        assert_eq!(bad.check().unwrap_err().setting, "refill_interval");
         let bad = KernelConfig {
             max_window_timers: 10,
             ..Default::default()
         };
-        assert!(bad.check().is_err());
+        assert_eq!(bad.check().unwrap_err().setting, "max_window_timers");
     }
 }

@@ -1,7 +1,10 @@
 //! The kernel's one error type. The gRPC layer maps it to status codes in one place
-//! (`grpc::status`), and the control plane maps it to problem+json in one place.
+//! (`grpc::to_status`, and back with `grpc::from_status`), and the control plane maps it
+//! to problem+json in one place. What happened is in the variant and its typed values
+//! (what was not found, why the store cannot write, which quota), never only in a
+//! sentence, so no caller has to read a message to decide what to do.
 
-use minoots_core::{TimerStatus, ValidationErrors};
+use minoots_core::{ConfigError, Missing, Quota, TimerStatus, ValidationErrors, WriteTrouble};
 use minoots_store::StoreError;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -9,9 +12,10 @@ pub enum KernelError {
     /// The request is malformed; every bad field is named with how to fix it.
     #[error("invalid request: {0}")]
     Invalid(ValidationErrors),
-    /// No such object for this tenant (another tenant's objects are reported the same way).
+    /// No such object for this tenant (another tenant's objects are reported the same way):
+    /// which kind of object, with the id it was asked by.
     #[error("{0} not found")]
-    NotFound(String),
+    NotFound(Missing),
     /// The object exists but is in a state that forbids the operation.
     #[error("{message}")]
     Conflict {
@@ -20,37 +24,41 @@ pub enum KernelError {
     },
     /// A tenant quota would be exceeded; nothing was stored.
     #[error("the tenant's {quota} quota of {limit} is reached")]
-    QuotaExceeded { quota: String, limit: u64 },
+    QuotaExceeded { quota: Quota, limit: u64 },
     /// A report for a lease that is no longer held.
     #[error("{0}")]
     Fenced(String),
-    /// The store or kernel cannot serve right now; retrying later may succeed. When the
-    /// store's disk refused a write, the message starts with [`STORE_CANNOT_WRITE`] and
-    /// names the reason (see [`KernelError::is_store_write_refusal`]); over gRPC this is
-    /// UNAVAILABLE with the same message.
+    /// The store or kernel cannot serve right now; retrying later may succeed.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The store's disk refused a write (full, read-only, I/O error): nothing of it was
+    /// stored, reads still work, and the same write succeeds once the disk recovers. Over
+    /// gRPC this is UNAVAILABLE with the trouble in the status details.
+    #[error("the store cannot write: {0}")]
+    StoreCannotWrite(WriteTrouble),
     /// Missing or wrong kernel token (gRPC only).
     #[error("unauthenticated: {0}")]
     Unauthenticated(String),
     /// A bug or corrupt data; details are logged.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A setting the kernel cannot start with (raised when it starts, never in an answer).
+    #[error("kernel setting {0}")]
+    Config(ConfigError),
 }
-
-/// How the message of [`KernelError::Unavailable`] begins when the store's disk refused a
-/// write (full, read-only, I/O error): reads still work, writes will succeed again once the
-/// disk recovers.
-pub const STORE_CANNOT_WRITE: &str = "the store cannot write";
 
 impl KernelError {
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {
         KernelError::Invalid(ValidationErrors::single(field, message))
     }
 
-    /// True when the store's disk refused a write (also for an error that came over gRPC).
-    pub fn is_store_write_refusal(&self) -> bool {
-        matches!(self, KernelError::Unavailable(m) if m.starts_with(STORE_CANNOT_WRITE))
+    /// True when the same call may succeed later unchanged: the kernel or its store is
+    /// unavailable, or the store's disk refused the write.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            KernelError::Unavailable(_) | KernelError::StoreCannotWrite(_)
+        )
     }
 }
 
@@ -60,10 +68,16 @@ impl From<ValidationErrors> for KernelError {
     }
 }
 
+impl From<ConfigError> for KernelError {
+    fn from(e: ConfigError) -> Self {
+        KernelError::Config(e)
+    }
+}
+
 impl From<StoreError> for KernelError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NotFound => KernelError::NotFound("timer".into()),
+            StoreError::NotFound(missing) => KernelError::NotFound(missing),
             StoreError::Conflict { status } => KernelError::Conflict {
                 message: format!(
                     "the timer is already {status}; only scheduled timers can be cancelled"
@@ -74,14 +88,11 @@ impl From<StoreError> for KernelError {
             StoreError::Locked(_) | StoreError::Unavailable(_) | StoreError::Closed => {
                 KernelError::Unavailable(e.to_string())
             }
-            StoreError::CannotWrite(trouble) => {
-                KernelError::Unavailable(format!("{STORE_CANNOT_WRITE}: {trouble}"))
-            }
+            StoreError::CannotWrite(trouble) => KernelError::StoreCannotWrite(trouble),
             StoreError::Corrupt(m) => KernelError::Internal(m),
-            StoreError::QuotaExceeded { quota, limit } => KernelError::QuotaExceeded {
-                quota: quota.as_str().to_string(),
-                limit,
-            },
+            StoreError::QuotaExceeded { quota, limit } => {
+                KernelError::QuotaExceeded { quota, limit }
+            }
             StoreError::IdempotencyMismatch { timer_id } => KernelError::Conflict {
                 message: format!(
                     "the idempotency key was already used within 24 hours for a different request (timer {timer_id}); send the same body again or use a new key"

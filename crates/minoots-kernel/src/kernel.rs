@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use minoots_core::request::check_cancel_reason;
-use minoots_core::{Clock, DeliveryId, Event, Timer, TimerId, TimerRequest, TimerStatus};
+use minoots_core::{Clock, DeliveryId, Event, Missing, Timer, TimerId, TimerRequest, TimerStatus};
 use minoots_store::{
     ApiKey, AttemptReport, CreateOptions, CreateOutcome, DeliveryWithAttempts, DueTimer,
     EventQuery, LeaseRenewal, LeasedDelivery, ReportOutcome, Store, StoreError, Tenant,
@@ -40,11 +40,13 @@ pub struct Kernel {
 
 impl Kernel {
     /// Starts the scheduler and the maintenance services on the current tokio runtime.
+    /// Refuses settings that break the scheduler's assumptions with
+    /// [`KernelError::Config`] naming the setting.
     pub fn start(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         config: KernelConfig,
-    ) -> Result<Arc<Self>, String> {
+    ) -> KernelResult<Arc<Self>> {
         config.check()?;
         let metrics = Arc::new(KernelMetrics::default());
         let delivery_notify = Arc::new(Notify::new());
@@ -261,13 +263,6 @@ impl Kernel {
     }
 }
 
-fn not_found(e: StoreError, what: &str) -> KernelError {
-    match e {
-        StoreError::NotFound => KernelError::NotFound(what.to_string()),
-        other => other.into(),
-    }
-}
-
 #[async_trait]
 impl KernelApi for Kernel {
     async fn schedule_timer_with(
@@ -306,7 +301,7 @@ impl KernelApi for Kernel {
         self.store
             .get_timer(tenant_id, id)
             .await?
-            .ok_or_else(|| KernelError::NotFound(format!("timer {id}")))
+            .ok_or(KernelError::NotFound(Missing::Timer(id)))
     }
 
     async fn list_timers(&self, query: TimerQuery) -> KernelResult<TimerPage> {
@@ -331,11 +326,7 @@ impl KernelApi for Kernel {
         if let Some(r) = &reason {
             check_cancel_reason(r)?;
         }
-        let timer = self
-            .store
-            .cancel_timer(tenant_id, id, reason)
-            .await
-            .map_err(|e| not_found(e, &format!("timer {id}")))?;
+        let timer = self.store.cancel_timer(tenant_id, id, reason).await?;
         self.scheduler.on_cancelled(DueTimer {
             fire_at_us: timer.fire_at_us,
             id: timer.id,
@@ -352,7 +343,7 @@ impl KernelApi for Kernel {
         self.store
             .list_deliveries(tenant_id, id)
             .await
-            .map_err(|e| not_found(e, &format!("timer {id}")))
+            .map_err(KernelError::from)
     }
 
     async fn stream_events(&self, query: EventQuery) -> KernelResult<BoxStream<Event>> {
@@ -398,13 +389,8 @@ impl KernelApi for Kernel {
     }
 
     async fn report_attempt(&self, report: AttemptReport) -> KernelResult<ReportOutcome> {
-        let id = report.delivery_id;
         let outcome = report.outcome;
-        let out = self
-            .store
-            .report_attempt(report)
-            .await
-            .map_err(|e| not_found(e, &format!("delivery {id}")))?;
+        let out = self.store.report_attempt(report).await?;
         self.metrics.record_attempt(outcome, out.delivery_status);
         if out.next_attempt_at_us.is_some() {
             self.delivery_notify.notify_waiters();
@@ -420,8 +406,7 @@ impl KernelApi for Kernel {
     ) -> KernelResult<()> {
         self.store
             .release_delivery(delivery_id, lease_owner, attempt)
-            .await
-            .map_err(|e| not_found(e, &format!("delivery {delivery_id}")))?;
+            .await?;
         self.delivery_notify.notify_waiters();
         Ok(())
     }
@@ -446,8 +431,7 @@ impl KernelApi for Kernel {
                 attempt,
                 i64::from(delay_ms) * 1_000,
             )
-            .await
-            .map_err(|e| not_found(e, &format!("delivery {delivery_id}")))?;
+            .await?;
         self.delivery_notify.notify_waiters();
         Ok(())
     }
@@ -462,7 +446,7 @@ impl KernelApi for Kernel {
                     message: format!("the timer is {status} and has no dead delivery to redrive"),
                     status: Some(status),
                 },
-                other => not_found(other, &format!("timer {id}")),
+                other => other.into(),
             })?;
         self.delivery_notify.notify_waiters();
         Ok(timer)
@@ -510,7 +494,7 @@ impl KernelApi for Kernel {
         self.store
             .get_tenant(id)
             .await?
-            .ok_or_else(|| KernelError::NotFound(format!("tenant {id}")))
+            .ok_or_else(|| KernelError::NotFound(Missing::Tenant(id.to_string())))
     }
 
     async fn list_tenants(&self, after: Option<String>, limit: usize) -> KernelResult<Vec<Tenant>> {
@@ -530,7 +514,7 @@ impl KernelApi for Kernel {
             .store
             .update_tenant(id, update)
             .await
-            .map_err(|e| not_found(e, &format!("tenant {id}")));
+            .map_err(KernelError::from);
         self.keys.invalidate();
         result
     }
@@ -538,7 +522,7 @@ impl KernelApi for Kernel {
     async fn create_api_key(&self, key: ApiKey) -> KernelResult<ApiKey> {
         admin::check_new_key(&key)?;
         if self.store.get_tenant(&key.tenant_id).await?.is_none() {
-            return Err(KernelError::NotFound(format!("tenant {}", key.tenant_id)));
+            return Err(KernelError::NotFound(Missing::Tenant(key.tenant_id)));
         }
         let created = self.store.create_api_key(key).await?;
         self.keys.invalidate();
@@ -592,7 +576,7 @@ impl KernelApi for Kernel {
             .store
             .revoke_api_key(id)
             .await
-            .map_err(|e| not_found(e, &format!("key {id}")));
+            .map_err(KernelError::from);
         self.keys.invalidate();
         result
     }

@@ -1,6 +1,7 @@
-//! The kernel when its disk refuses writes: creates and cancels answer `Unavailable`
-//! naming the reason (over gRPC: UNAVAILABLE), reads go on, timers that come due are not
-//! fired early, lost or doubled but fire, late, once the disk recovers.
+//! The kernel when its disk refuses writes: creates and cancels answer `StoreCannotWrite`
+//! naming the reason (over gRPC: UNAVAILABLE with the reason in the status details),
+//! reads go on, timers that come due are not fired early, lost or doubled but fire, late,
+//! once the disk recovers.
 
 #[allow(dead_code)]
 mod common;
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use minoots_core::{Clock, EventType, ManualClock, TimerRequest, TimerStatus};
 use minoots_kernel::{Kernel, KernelApi, KernelConfig, KernelError};
-use minoots_store::{EventQuery, SqliteConfig, SqliteStore, Store, TimerQuery};
+use minoots_store::{EventQuery, SqliteConfig, SqliteStore, Store, TimerQuery, WriteTrouble};
 use tokio_stream::StreamExt;
 
 const T0: i64 = 1_795_773_600_000_000;
@@ -37,11 +38,12 @@ fn req(json: &str) -> TimerRequest {
     TimerRequest::from_json(json.as_bytes()).unwrap()
 }
 
-fn assert_refused(e: &KernelError, reason: &str) {
-    assert!(e.is_store_write_refusal(), "a refused write, not {e:?}");
-    assert_eq!(
-        e,
-        &KernelError::Unavailable(format!("the store cannot write: {reason}"))
+fn assert_refused(e: &KernelError, trouble: WriteTrouble) {
+    assert_eq!(e, &KernelError::StoreCannotWrite(trouble.clone()));
+    assert_eq!(e.to_string(), format!("the store cannot write: {trouble}"));
+    assert!(
+        e.is_transient(),
+        "the same write succeeds once the disk recovers"
     );
 }
 
@@ -75,15 +77,20 @@ async fn timers_due_while_the_disk_refuses_writes_fire_once_when_it_recovers() {
         .schedule_timer("acme", req(r#"{"duration": "1s"}"#))
         .await
         .unwrap_err();
-    assert_refused(&e, "the disk is read-only");
+    assert_refused(&e, WriteTrouble::ReadOnly);
     assert_refused(
         &k.cancel_timer("acme", b.id, None).await.unwrap_err(),
-        "the disk is read-only",
+        WriteTrouble::ReadOnly,
     );
-    // Over gRPC the refusal is UNAVAILABLE with the same sentence, and is recognised again.
+    // Over gRPC the refusal is UNAVAILABLE with the same sentence and the trouble in the
+    // details, and comes back as the same error.
     let status = minoots_kernel::grpc::to_status(e.clone());
     assert_eq!(status.code(), tonic::Code::Unavailable);
-    assert!(minoots_kernel::grpc::from_status(status).is_store_write_refusal());
+    assert_eq!(
+        status.message(),
+        "the store cannot write: the disk is read-only"
+    );
+    assert_eq!(minoots_kernel::grpc::from_status(status), e);
 
     // Both come due; the firing attempt fails (and is retried), nothing fires.
     let errors_before = k.metrics().fire_errors.load(Ordering::Relaxed);
@@ -193,7 +200,10 @@ async fn a_full_disk_refuses_creates_with_a_clear_reason_and_recovers() {
             break;
         }
     }
-    assert_refused(&refused.expect("the capped store fills up"), "disk full");
+    assert_refused(
+        &refused.expect("the capped store fills up"),
+        WriteTrouble::DiskFull,
+    );
     assert_eq!(
         k.get_timer("acme", kept.id).await.unwrap().status,
         TimerStatus::Scheduled,

@@ -3,11 +3,13 @@
 //! reports, error codes, and the token.
 
 mod common;
-use common::{lease, next_item};
+use common::{lease, next_item, succeeded};
 
 use std::sync::Arc;
 
-use minoots_core::{AttemptOutcome, Clock, EventType, SystemClock, TimerRequest, TimerStatus};
+use minoots_core::{
+    AttemptOutcome, Clock, EventType, Missing, SystemClock, TimerRequest, TimerStatus,
+};
 use minoots_kernel::grpc::{GrpcKernelClient, GrpcServerConfig, serve};
 use minoots_kernel::{Kernel, KernelApi, KernelConfig, KernelError, LeaseRequest};
 use minoots_store::{AttemptReport, EventQuery, SqliteConfig, SqliteStore, Store, TimerQuery};
@@ -325,7 +327,10 @@ async fn a_kernel_beyond_loopback_without_a_token_refuses_to_start() {
     )
     .await
     .unwrap_err();
-    assert!(err.contains("MINOOTS_KERNEL_TOKEN"), "{err}");
+    assert!(
+        matches!(&err, KernelError::Config(c) if c.setting == "MINOOTS_KERNEL_TOKEN"),
+        "{err}"
+    );
     kernel.shutdown().await;
 }
 
@@ -565,7 +570,7 @@ async fn quotas_and_idempotency_conflicts_over_grpc() {
     assert_eq!(
         over.unwrap_err(),
         KernelError::QuotaExceeded {
-            quota: "pendingTimers".into(),
+            quota: minoots_core::Quota::PendingTimers,
             limit: 2
         }
     );
@@ -598,5 +603,106 @@ async fn quotas_and_idempotency_conflicts_over_grpc() {
         matches!(&other_body, Err(KernelError::Conflict { message, .. }) if message.contains("idempotency key")),
         "{other_body:?}"
     );
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_was_not_found_is_named_in_process_and_over_grpc() {
+    let r = start(None).await;
+    let remote = GrpcKernelClient::connect_lazy(&r.url, None).unwrap();
+    let in_process: Arc<dyn KernelApi> = r.kernel.clone();
+    let over_grpc: Arc<dyn KernelApi> = Arc::new(remote);
+    let t = r
+        .kernel
+        .schedule_timer("acme", req(r#"{"duration": "1h"}"#))
+        .await
+        .unwrap()
+        .timer;
+    let no_timer = minoots_core::TimerId::new_v7();
+    let no_delivery = minoots_core::DeliveryId::new_v7();
+    let report = succeeded(no_delivery, "orch-1", 1, SystemClock.now_us());
+    let key = minoots_store::ApiKey {
+        id: "key-of-nobody".into(),
+        tenant_id: "nobody".into(),
+        name: "a key".into(),
+        key_hash: [7; 32],
+        prefix: "mnt_abcd".into(),
+        roles: vec!["timers:read".into()],
+        created_at_us: SystemClock.now_us(),
+        expires_at_us: None,
+        revoked_at_us: None,
+        last_used_at_us: None,
+    };
+    for (how, k) in [("in process", &in_process), ("over gRPC", &over_grpc)] {
+        let delivery = Missing::Delivery(no_delivery);
+        let tenant = Missing::Tenant("nobody".into());
+        let cases: Vec<(&str, Result<(), KernelError>, Missing)> = vec![
+            (
+                "get",
+                k.get_timer("acme", no_timer).await.map(drop),
+                Missing::Timer(no_timer),
+            ),
+            (
+                "get another tenant's",
+                k.get_timer("other", t.id).await.map(drop),
+                Missing::Timer(t.id),
+            ),
+            (
+                "cancel another tenant's",
+                k.cancel_timer("other", t.id, None).await.map(drop),
+                Missing::Timer(t.id),
+            ),
+            (
+                "deliveries of another tenant's",
+                k.list_deliveries("other", t.id).await.map(drop),
+                Missing::Timer(t.id),
+            ),
+            (
+                "redrive",
+                k.redrive_timer("acme", no_timer).await.map(drop),
+                Missing::Timer(no_timer),
+            ),
+            (
+                "report",
+                k.report_attempt(report.clone()).await.map(drop),
+                delivery.clone(),
+            ),
+            (
+                "release",
+                k.release_delivery(no_delivery, "orch-1", 1).await,
+                delivery.clone(),
+            ),
+            (
+                "release later",
+                k.release_delivery_after(no_delivery, "orch-1", 1, 10).await,
+                delivery.clone(),
+            ),
+            (
+                "get tenant",
+                k.get_tenant("nobody").await.map(drop),
+                tenant.clone(),
+            ),
+            (
+                "update tenant",
+                k.update_tenant("nobody", Default::default())
+                    .await
+                    .map(drop),
+                tenant.clone(),
+            ),
+            (
+                "key for a tenant",
+                k.create_api_key(key.clone()).await.map(drop),
+                tenant.clone(),
+            ),
+            (
+                "revoke key",
+                k.revoke_api_key("no-such-key").await.map(drop),
+                Missing::ApiKey("no-such-key".into()),
+            ),
+        ];
+        for (what, got, missing) in cases {
+            assert_eq!(got, Err(KernelError::NotFound(missing)), "{what} {how}");
+        }
+    }
     r.stop().await;
 }

@@ -2,7 +2,7 @@
 //! cancel, retries, lease expiry with fencing, event resume, the window and recovery.
 
 mod common;
-use common::{WAIT, lease, next_item};
+use common::{WAIT, lease, next_item, succeeded};
 
 use std::future::Future;
 use std::sync::Arc;
@@ -273,19 +273,7 @@ async fn an_expired_lease_is_handed_to_another_executor_and_the_stale_report_is_
     assert_eq!(second.delivery.id, first.delivery.id);
     assert_eq!(second.delivery.attempt, 2);
     assert_eq!(second.delivery.lease_owner.as_deref(), Some("w2"));
-    let stale = AttemptReport {
-        delivery_id: first.delivery.id,
-        lease_owner: "w1".into(),
-        attempt: 1,
-        started_at_us: clock.now_us(),
-        duration_us: 1,
-        outcome: AttemptOutcome::Succeeded,
-        retry_after_ms: None,
-        http_status: Some(200),
-        exit_code: None,
-        error: None,
-        response_excerpt: None,
-    };
+    let stale = succeeded(first.delivery.id, "w1", 1, clock.now_us());
     assert!(matches!(
         k.report_attempt(stale.clone()).await,
         Err(KernelError::Fenced(_))

@@ -15,23 +15,13 @@ use http::{HeaderMap, HeaderValue, Method, Request, header};
 use serde_json::Value;
 use tower::ServiceExt;
 
+use crate::McpError;
+use minoots_core::ConfigError;
+
 /// Largest API answer read (a page of 500 timers with large metadata stays well below).
 pub const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
 /// Time allowed for one API call beyond the wait it asks the server to do.
 pub const CALL_MARGIN: Duration = Duration::from_secs(30);
-
-/// Why an API call did not produce an answer (an HTTP error status is an answer).
-#[derive(Debug, thiserror::Error)]
-pub enum BackendError {
-    #[error("MINOOTS did not answer: {0}")]
-    Unreachable(String),
-    #[error("MINOOTS did not answer within {} s", .0.as_secs())]
-    Timeout(Duration),
-    #[error("the answer of MINOOTS is larger than {MAX_RESPONSE_BYTES} bytes")]
-    TooLarge,
-    #[error("no API key: send one as X-API-Key or Authorization: Bearer")]
-    NoKey,
-}
 
 /// One REST request: method, path with query, optional JSON body.
 #[derive(Debug, Clone)]
@@ -66,23 +56,29 @@ pub struct RemoteApi {
 
 impl RemoteApi {
     /// `base` is the server's root URL (`http://127.0.0.1:3000`); `key` an API key.
-    pub fn new(base: &str, key: &str) -> Result<Self, String> {
-        let base = url::Url::parse(base).map_err(|e| format!("--url \"{base}\": {e}"))?;
+    pub fn new(base: &str, key: &str) -> Result<Self, McpError> {
+        let base = url::Url::parse(base)
+            .map_err(|e| ConfigError::new("--url", format!("\"{base}\" is not a URL: {e}")))?;
         if !matches!(base.scheme(), "http" | "https") {
-            return Err(format!(
-                "--url must start with http:// or https://, not \"{}\"",
-                base.scheme()
-            ));
+            return Err(ConfigError::new(
+                "--url",
+                format!(
+                    "must start with http:// or https://, not \"{}\"",
+                    base.scheme()
+                ),
+            )
+            .into());
         }
-        let mut key = HeaderValue::from_str(key.trim())
-            .map_err(|_| "--api-key holds characters not allowed in a header".to_string())?;
+        let mut key = HeaderValue::from_str(key.trim()).map_err(|_| {
+            ConfigError::new("--api-key", "holds characters not allowed in a header")
+        })?;
         key.set_sensitive(true);
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("minoots-mcp/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| format!("building the HTTP client: {e}"))?;
+            .map_err(|e| McpError::HttpClient(e.to_string()))?;
         Ok(Self { client, base, key })
     }
 }
@@ -102,14 +98,14 @@ impl Backend {
         &self,
         req: ApiRequest,
         incoming: Option<&HeaderMap>,
-    ) -> Result<ApiReply, BackendError> {
+    ) -> Result<ApiReply, McpError> {
         let limit = req.wait + CALL_MARGIN;
         match self {
             Backend::Remote(api) => {
                 let url = api
                     .base
                     .join(req.path_and_query.trim_start_matches('/'))
-                    .map_err(|e| BackendError::Unreachable(e.to_string()))?;
+                    .map_err(|e| McpError::Unreachable(e.to_string()))?;
                 let mut rb = api
                     .client
                     .request(req.method, url)
@@ -122,29 +118,29 @@ impl Backend {
                 }
                 let mut resp = rb.send().await.map_err(|e| {
                     if e.is_timeout() {
-                        BackendError::Timeout(limit)
+                        McpError::Timeout(limit)
                     } else {
-                        BackendError::Unreachable(error_chain(&e))
+                        McpError::Unreachable(error_chain(&e))
                     }
                 })?;
                 let status = resp.status().as_u16();
                 let mut bytes = Vec::new();
                 while let Some(chunk) = resp.chunk().await.map_err(|e| {
                     if e.is_timeout() {
-                        BackendError::Timeout(limit)
+                        McpError::Timeout(limit)
                     } else {
-                        BackendError::Unreachable(error_chain(&e))
+                        McpError::Unreachable(error_chain(&e))
                     }
                 })? {
                     if bytes.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                        return Err(BackendError::TooLarge);
+                        return Err(McpError::TooLarge);
                     }
                     bytes.extend_from_slice(&chunk);
                 }
                 Ok(reply(status, &bytes))
             }
             Backend::InProcess(router) => {
-                let headers = incoming.ok_or(BackendError::NoKey)?;
+                let headers = incoming.ok_or(McpError::NoKey)?;
                 let mut builder = Request::builder()
                     .method(req.method)
                     .uri(&req.path_and_query);
@@ -156,7 +152,7 @@ impl Backend {
                     }
                 }
                 if !keyed {
-                    return Err(BackendError::NoKey);
+                    return Err(McpError::NoKey);
                 }
                 let body = match &req.body {
                     Some(b) => {
@@ -167,22 +163,22 @@ impl Backend {
                 };
                 let request = builder
                     .body(body)
-                    .map_err(|e| BackendError::Unreachable(e.to_string()))?;
+                    .map_err(|e| McpError::Unreachable(e.to_string()))?;
                 let call = async {
                     let resp = router
                         .clone()
                         .oneshot(request)
                         .await
-                        .map_err(|e| BackendError::Unreachable(e.to_string()))?;
+                        .map_err(|e| McpError::Unreachable(e.to_string()))?;
                     let status = resp.status().as_u16();
                     let bytes = axum::body::to_bytes(resp.into_body(), MAX_RESPONSE_BYTES)
                         .await
-                        .map_err(|_| BackendError::TooLarge)?;
+                        .map_err(|_| McpError::TooLarge)?;
                     Ok(reply(status, &bytes))
                 };
                 tokio::time::timeout(limit, call)
                     .await
-                    .map_err(|_| BackendError::Timeout(limit))?
+                    .map_err(|_| McpError::Timeout(limit))?
             }
         }
     }

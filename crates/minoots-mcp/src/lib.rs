@@ -8,23 +8,28 @@
 //! kernel around the API.
 
 pub mod backend;
+pub mod error;
 pub mod http;
 pub mod server;
 pub mod tools;
 
 pub use backend::{Backend, RemoteApi};
+pub use error::McpError;
 pub use server::MinootsMcp;
 
 /// Serves MCP over this process's stdin and stdout until the client closes them.
-pub async fn serve_stdio(backend: Backend) -> Result<(), String> {
+pub async fn serve_stdio(backend: Backend) -> Result<(), McpError> {
     use rmcp::ServiceExt;
     let running = MinootsMcp::new(backend)
         .serve(rmcp::transport::stdio())
         .await
-        .map_err(|e| format!("starting the MCP session: {e}"))?;
-    running
-        .waiting()
-        .await
-        .map_err(|e| format!("the MCP session ended abnormally: {e}"))?;
+        .map_err(|e| McpError::Session {
+            doing: "could not start",
+            reason: e.to_string(),
+        })?;
+    running.waiting().await.map_err(|e| McpError::Session {
+        doing: "ended abnormally",
+        reason: e.to_string(),
+    })?;
     Ok(())
 }

@@ -20,13 +20,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_stream::StreamExt;
 
-use crate::ExecResult;
 use crate::command::{CommandConfig, run_command};
 use crate::file::{FileConfig, run_file};
 use crate::leasebook::{Held, LEASE_MARGIN, LeaseBook};
 use crate::signing::WebhookSecret;
 use crate::ssrf::TargetPolicy;
 use crate::webhook::{WebhookCall, WebhookClient};
+use crate::{ExecResult, OrchestratorError};
 
 /// Settings of one orchestrator, with documented defaults.
 #[derive(Debug, Clone)]
@@ -192,7 +192,7 @@ impl Orchestrator {
     pub fn new(
         kernel: Arc<dyn KernelApi>,
         config: OrchestratorConfig,
-    ) -> Result<Arc<Self>, String> {
+    ) -> Result<Arc<Self>, OrchestratorError> {
         let webhooks = WebhookClient::new(
             config.targets.clone(),
             config.max_per_host,
@@ -661,7 +661,7 @@ impl Orchestrator {
             tries += 1;
             match self.kernel.report_attempt(report.clone()).await {
                 Ok(_) => return,
-                Err(KernelError::Unavailable(e)) => {
+                Err(e) if e.is_transient() => {
                     if held.is_gone() || tries >= MAX_REPORT_TRIES {
                         self.metrics.report_lost();
                         tracing::error!(delivery = %report.delivery_id, error = %e, "report lost; the delivery runs again when its lease expires");

@@ -7,6 +7,7 @@
 //! unless the operator allowed it, and never send a webhook unsigned.
 
 pub mod command;
+pub mod error;
 pub mod executor;
 pub mod file;
 pub mod leasebook;
@@ -14,6 +15,8 @@ pub mod metrics;
 pub mod signing;
 pub mod ssrf;
 pub mod webhook;
+
+pub use error::OrchestratorError;
 
 use minoots_core::AttemptOutcome;
 

@@ -13,6 +13,8 @@ use std::fmt;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
+use crate::OrchestratorError;
+
 /// The prefix of a secret's text form.
 pub const SECRET_PREFIX: &str = "whsec_";
 /// Random bytes in a generated secret.
@@ -39,9 +41,9 @@ impl Eq for WebhookSecret {}
 
 impl WebhookSecret {
     /// A new secret from the operating system's random source.
-    pub fn generate() -> Result<Self, String> {
+    pub fn generate() -> Result<Self, OrchestratorError> {
         let mut key = vec![0u8; SECRET_BYTES];
-        getrandom::fill(&mut key).map_err(|e| format!("no randomness available: {e}"))?;
+        getrandom::fill(&mut key).map_err(|e| OrchestratorError::NoRandomness(e.to_string()))?;
         Ok(Self::from_key(key))
     }
 
@@ -51,15 +53,19 @@ impl WebhookSecret {
     }
 
     /// Parses `whsec_<base64>`.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, OrchestratorError> {
         let b64 = text
             .strip_prefix(SECRET_PREFIX)
-            .ok_or_else(|| format!("a webhook secret starts with {SECRET_PREFIX}"))?;
-        let key = BASE64
-            .decode(b64)
-            .map_err(|_| "a webhook secret is whsec_ followed by base64".to_string())?;
+            .ok_or(OrchestratorError::BadSecret(
+                "a webhook secret starts with whsec_",
+            ))?;
+        let key = BASE64.decode(b64).map_err(|_| {
+            OrchestratorError::BadSecret("a webhook secret is whsec_ followed by base64")
+        })?;
         if key.len() < 24 || key.len() > 64 {
-            return Err("a webhook secret holds 24 to 64 bytes".into());
+            return Err(OrchestratorError::BadSecret(
+                "a webhook secret holds 24 to 64 bytes",
+            ));
         }
         Ok(Self::from_key(key))
     }

@@ -25,9 +25,9 @@ use minoots_core::{AttemptOutcome, WebhookAction};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::ExecResult;
 use crate::signing::{WebhookSecret, sign_webhook};
 use crate::ssrf::{CheckedTarget, TargetError, TargetPolicy};
+use crate::{ExecResult, OrchestratorError};
 
 /// Longest `Retry-After` honoured before the retry policy's own cap applies: 7 days.
 const MAX_RETRY_AFTER_MS: u64 = 7 * 24 * 3600 * 1000;
@@ -83,7 +83,7 @@ impl WebhookClient {
         policy: TargetPolicy,
         max_idle_per_host: usize,
         clock: Arc<dyn minoots_core::Clock>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, OrchestratorError> {
         let policy = Arc::new(policy);
         let client = reqwest::Client::builder()
             .user_agent(concat!(
@@ -101,7 +101,7 @@ impl WebhookClient {
             .connect_timeout(Duration::from_secs(10))
             .tcp_nodelay(true)
             .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+            .map_err(|e| OrchestratorError::HttpClient(e.to_string()))?;
         Ok(Self {
             client,
             policy,

@@ -9,15 +9,17 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use minoots_core::{
-    Action, ActionBundle, AttemptOutcome, DeliveryStatus, EventType, ManualClock, RetryPolicy,
-    Timer, TimerId, TimerStatus, WebhookAction,
+    Action, ActionBundle, AttemptOutcome, DeliveryId, DeliveryStatus, EventType, ManualClock,
+    RetryPolicy, Timer, TimerId, TimerStatus, WebhookAction,
 };
 
 use crate::*;
 
 mod group;
+mod missing;
 mod payloads;
 pub use group::*;
+pub use missing::*;
 pub use payloads::*;
 
 /// A fresh store, the clock it reads, and whatever must live as long as it (a temp dir).
@@ -69,7 +71,8 @@ macro_rules! conformance_tests {
             api_keys_lookup_revoke_and_touch,
             a_refused_create_fails_no_other_write_of_its_group,
             a_call_failing_part_way_is_undone_alone,
-            every_event_carries_the_core_payload
+            every_event_carries_the_core_payload,
+            every_not_found_names_what_is_missing
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
@@ -163,10 +166,22 @@ async fn fire(h: &Harness, id: TimerId) -> FireOutcome {
 }
 
 fn report(d: &LeasedDelivery, outcome: AttemptOutcome, now: i64) -> AttemptReport {
+    let owner = d.delivery.lease_owner.as_deref().expect("leased");
+    report_on(d.delivery.id, owner, d.delivery.attempt, outcome, now)
+}
+
+/// The report of attempt `attempt` of `delivery_id` under `owner`'s lease.
+fn report_on(
+    delivery_id: DeliveryId,
+    owner: &str,
+    attempt: u32,
+    outcome: AttemptOutcome,
+    now: i64,
+) -> AttemptReport {
     AttemptReport {
-        delivery_id: d.delivery.id,
-        lease_owner: d.delivery.lease_owner.clone().expect("leased"),
-        attempt: d.delivery.attempt,
+        delivery_id,
+        lease_owner: owner.to_string(),
+        attempt,
         started_at_us: now,
         duration_us: 1_234,
         outcome,
@@ -219,12 +234,12 @@ pub async fn create_get_and_tenant_isolation(h: &Harness) {
     );
     assert_eq!(
         h.store.cancel_timer("other", t.id, None).await.unwrap_err(),
-        StoreError::NotFound,
+        StoreError::NotFound(Missing::Timer(t.id)),
         "another tenant cannot cancel"
     );
     assert_eq!(
         h.store.list_deliveries("other", t.id).await.unwrap_err(),
-        StoreError::NotFound
+        StoreError::NotFound(Missing::Timer(t.id))
     );
     let ev = all_events(h).await;
     assert_eq!(ev.len(), 1);
@@ -969,7 +984,7 @@ pub async fn redrive_requeues_dead_deliveries(h: &Harness) {
     );
     assert_eq!(
         h.store.redrive_timer("other", t.id).await.unwrap_err(),
-        StoreError::NotFound
+        StoreError::NotFound(Missing::Timer(t.id))
     );
     let redriven = h.store.redrive_timer("acme", t.id).await.unwrap();
     assert_eq!(redriven.status, TimerStatus::Fired);
@@ -1443,7 +1458,7 @@ pub async fn tenants_create_list_update(h: &Harness) {
     assert_eq!(h.store.get_tenant("zz").await.unwrap(), None);
     assert_eq!(
         h.store.update_tenant("zz", TenantUpdate::default()).await,
-        Err(StoreError::NotFound)
+        Err(StoreError::NotFound(Missing::Tenant("zz".into())))
     );
 }
 
@@ -1510,7 +1525,7 @@ pub async fn api_keys_lookup_revoke_and_touch(h: &Harness) {
     );
     assert_eq!(
         h.store.revoke_api_key("nope").await,
-        Err(StoreError::NotFound)
+        Err(StoreError::NotFound(Missing::ApiKey("nope".into())))
     );
 
     h.store

@@ -4,14 +4,16 @@ use minoots_core::{
     Action, AttemptOutcome, AttemptRecord, Delivery, DeliveryId, DeliveryStatus, EventType, Timer,
     TimerId, TimerStatus,
 };
+pub use minoots_core::{Missing, Quota, WriteTrouble};
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Why a store operation did not happen.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
-    #[error("not found")]
-    NotFound,
+    /// No such object (for this tenant): names which, with the id asked for.
+    #[error("{0} not found")]
+    NotFound(Missing),
     /// The object is in a state that does not allow the operation (e.g. cancel after fire).
     #[error("the timer is {status}, so it can no longer be changed")]
     Conflict { status: TimerStatus },
@@ -45,46 +47,6 @@ pub enum StoreError {
     /// An object with this id exists already (tenants, keys).
     #[error("{0} already exists")]
     AlreadyExists(String),
-}
-
-/// Why the disk refused a write.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum WriteTrouble {
-    /// No room left: the file system is full, or the database reached its page cap
-    /// (`SqliteConfig::max_db_pages`).
-    #[error("disk full")]
-    DiskFull,
-    /// The database or its file system is read-only.
-    #[error("the disk is read-only")]
-    ReadOnly,
-    /// The operating system reported an I/O error while writing.
-    #[error("I/O error ({0})")]
-    Io(String),
-}
-
-/// The tenant quotas a create is checked against inside its transaction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Quota {
-    /// Timers created per UTC day.
-    TimersPerDay,
-    /// Timers scheduled and not yet fired or cancelled.
-    PendingTimers,
-}
-
-impl Quota {
-    /// The name used in API answers and configuration.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Quota::TimersPerDay => "timersPerDay",
-            Quota::PendingTimers => "pendingTimers",
-        }
-    }
-}
-
-impl std::fmt::Display for Quota {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 /// How long an idempotency key maps to its timer; after that it may be used afresh.

@@ -482,7 +482,7 @@ async fn start_kernel(dir: &Path) -> anyhow::Result<Arc<Kernel>> {
         realtime_firing_thread: std::env::var_os("MINOOTS_BENCH_NORMAL_PRIORITY").is_none(),
         ..KernelConfig::default()
     };
-    let k = Kernel::start(store, clock, config).map_err(anyhow::Error::msg)?;
+    let k = Kernel::start(store, clock, config)?;
     k.wait_ready(Duration::from_secs(30)).await;
     Ok(k)
 }
@@ -949,7 +949,7 @@ async fn delivery_run(base: &Path, b: DeliveryRun) -> anyhow::Result<serde_json:
     config.max_in_flight = b.concurrency;
     config.prefetch = b.concurrency;
     config.max_per_host = b.concurrency as usize;
-    let orchestrator = Orchestrator::new(k.clone(), config).map_err(anyhow::Error::msg)?;
+    let orchestrator = Orchestrator::new(k.clone(), config)?;
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let running = tokio::spawn(orchestrator.run(stop_rx));
 

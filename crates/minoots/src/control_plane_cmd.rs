@@ -92,7 +92,7 @@ fn config_of(http: &HttpArgs) -> anyhow::Result<ControlPlaneConfig> {
                 .context("reading the tiers (MINOOTS_TIERS / [tiers.NAME])")?;
         config.tiers.extend(tiers);
     }
-    config.check().map_err(anyhow::Error::msg)?;
+    config.check()?;
     Ok(config)
 }
 
@@ -106,7 +106,6 @@ async fn prepare(kernel: &dyn KernelApi, http: &HttpArgs) -> anyhow::Result<()> 
         },
     )
     .await
-    .map_err(anyhow::Error::msg)
     .context("preparing tenants and keys")?;
     if let Some(key) = outcome.generated_admin_key {
         // Shown once: only its hash is stored.
@@ -184,7 +183,7 @@ pub async fn run_control_plane(args: ControlPlaneArgs) -> anyhow::Result<()> {
             Err(e) => return Err(e),
         }
     }
-    let state = AppState::new(kernel, config_of(&args.http)?, None).map_err(anyhow::Error::msg)?;
+    let state = AppState::new(kernel, config_of(&args.http)?, None)?;
     let listener = TcpListener::bind(args.http.http_addr)
         .await
         .with_context(|| format!("binding the HTTP address {}", args.http.http_addr))?;
@@ -244,13 +243,12 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     ocfg.targets = targets;
     ocfg.commands = args.kernel.actions.commands()?;
     ocfg.files = args.kernel.actions.files()?;
-    let orchestrator = Orchestrator::new(api.clone(), ocfg).map_err(anyhow::Error::msg)?;
+    let orchestrator = Orchestrator::new(api.clone(), ocfg)?;
     let (orch_stop, orch_stop_rx) = tokio::sync::watch::channel(false);
     let orch = tokio::spawn(orchestrator.run(orch_stop_rx));
 
     // The REST API.
-    let state = AppState::new(api, config_of(&args.http)?, Some(kernel.clone()))
-        .map_err(anyhow::Error::msg)?;
+    let state = AppState::new(api, config_of(&args.http)?, Some(kernel.clone()))?;
     let listener = TcpListener::bind(args.http.http_addr)
         .await
         .with_context(|| format!("binding the HTTP address {}", args.http.http_addr))?;

@@ -50,7 +50,7 @@ pub fn start_kernel(args: &KernelArgs) -> anyhow::Result<Arc<Kernel>> {
         actions: args.actions.policy()?,
         ..KernelConfig::default()
     };
-    let kernel = Kernel::start(store, clock, config).map_err(anyhow::Error::msg)?;
+    let kernel = Kernel::start(store, clock, config)?;
     #[cfg(debug_assertions)]
     arm_test_faults(&kernel)?;
     Ok(kernel)
@@ -166,7 +166,7 @@ pub async fn run(cmd: KernelCmdArgs) -> anyhow::Result<()> {
         }
         r = &mut grpc => {
             // The server stopped by itself: that is a failure (e.g. refused to start).
-            r.context("gRPC server task")?.map_err(anyhow::Error::msg)?;
+            r.context("gRPC server task")??;
             anyhow::bail!("gRPC server stopped unexpectedly");
         }
     }

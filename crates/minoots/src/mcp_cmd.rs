@@ -48,10 +48,9 @@ impl McpHttpArgs {
 }
 
 pub async fn run(args: McpArgs) -> anyhow::Result<()> {
-    let api = RemoteApi::new(&args.url, &args.api_key).map_err(anyhow::Error::msg)?;
+    let api = RemoteApi::new(&args.url, &args.api_key)?;
     tracing::info!(url = %args.url, "MINOOTS MCP server on stdio");
     minoots_mcp::serve_stdio(Backend::Remote(api))
         .await
-        .map_err(anyhow::Error::msg)
         .context("serving MCP on stdio")
 }

@@ -63,7 +63,7 @@ pub async fn run(args: OrchestratorArgs) -> anyhow::Result<()> {
     }
     config.commands = args.actions.commands()?;
     config.files = args.actions.files()?;
-    let orchestrator = Orchestrator::new(kernel, config).map_err(anyhow::Error::msg)?;
+    let orchestrator = Orchestrator::new(kernel, config)?;
     let (health_stop, health_stopped) = tokio::sync::oneshot::channel::<()>();
     let metrics = orchestrator.metrics().clone();
     let health_addr = crate::health::serve(

@@ -15,6 +15,7 @@ use super::convert::*;
 use super::{pb, to_status};
 use crate::api::{KernelApi, LeaseRequest, NewTenant, RenewLeasesRequest};
 use crate::error::{KernelError, KernelResult};
+use minoots_core::ConfigError;
 use minoots_store::TenantUpdate;
 
 /// Largest request or response message, in bytes. A timer is at most ~1.2 MiB of input
@@ -23,6 +24,8 @@ pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Calls open at once on one connection (event and lease streams stay open).
 pub const MAX_CONCURRENT_STREAMS: u32 = 1_024;
+/// Shortest kernel token accepted: shorter ones are guessable, not secrets.
+pub const MIN_TOKEN_CHARS: usize = 16;
 
 #[derive(Debug, Clone, Default)]
 pub struct GrpcServerConfig {
@@ -393,24 +396,36 @@ impl pb::horology_kernel_server::HorologyKernel for Service {
     }
 }
 
-/// Serves the kernel on `listener` until `shutdown` completes.
+/// Serves the kernel on `listener` until `shutdown` completes. Refuses to start, with
+/// [`KernelError::Config`] naming `MINOOTS_KERNEL_TOKEN`, beyond loopback without a token
+/// or with one too short to be a secret.
 pub async fn serve(
     kernel: Arc<dyn KernelApi>,
     listener: TcpListener,
     config: GrpcServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), String> {
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+) -> KernelResult<()> {
+    let addr = listener
+        .local_addr()
+        .map_err(|e| KernelError::Unavailable(format!("the gRPC listener has no address: {e}")))?;
     let token = config.token.filter(|t| !t.is_empty());
     if !addr.ip().is_loopback() && token.is_none() {
-        return Err(format!(
-            "refusing to serve the kernel on {addr} without a token: set MINOOTS_KERNEL_TOKEN, or listen on 127.0.0.1"
-        ));
+        return Err(ConfigError::new(
+            "MINOOTS_KERNEL_TOKEN",
+            format!(
+                "must be set to serve the kernel on {addr}, beyond loopback; or listen on 127.0.0.1"
+            ),
+        )
+        .into());
     }
     if let Some(t) = &token
-        && t.len() < 16
+        && t.len() < MIN_TOKEN_CHARS
     {
-        return Err("MINOOTS_KERNEL_TOKEN must be at least 16 characters".into());
+        return Err(ConfigError::new(
+            "MINOOTS_KERNEL_TOKEN",
+            format!("must be at least {MIN_TOKEN_CHARS} characters"),
+        )
+        .into());
     }
     let expected = token.map(|t| format!("Bearer {t}"));
     let check = move |req: Request<()>| -> Result<Request<()>, Status> {
@@ -441,5 +456,5 @@ pub async fn serve(
             shutdown,
         )
         .await
-        .map_err(|e| format!("gRPC server failed: {e}"))
+        .map_err(|e| KernelError::Unavailable(format!("the gRPC server failed: {e}")))
 }

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
+use minoots_core::{AttemptOutcome, DeliveryId};
 use minoots_kernel::{BoxStream, LeaseRequest};
+use minoots_store::AttemptReport;
 use tokio_stream::StreamExt;
 
 /// How long a test waits for something that should happen.
@@ -22,5 +24,22 @@ pub fn lease(owner: &str, lease_ttl_ms: u32, max_in_flight: u32) -> LeaseRequest
         lease_owner: owner.into(),
         lease_ttl_ms,
         max_in_flight,
+    }
+}
+
+/// The report of a successful attempt `attempt` of `delivery_id` under `owner`'s lease.
+pub fn succeeded(delivery_id: DeliveryId, owner: &str, attempt: u32, now_us: i64) -> AttemptReport {
+    AttemptReport {
+        delivery_id,
+        lease_owner: owner.into(),
+        attempt,
+        started_at_us: now_us,
+        duration_us: 1,
+        outcome: AttemptOutcome::Succeeded,
+        retry_after_ms: None,
+        http_status: Some(200),
+        exit_code: None,
+        error: None,
+        response_excerpt: None,
     }
 }

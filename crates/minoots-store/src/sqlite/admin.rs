@@ -106,9 +106,9 @@ pub fn update_tenant(ctx: &mut WriteCtx<'_>, id: &str, u: TenantUpdate) -> Store
         )?
         .execute(params![id, u.name, u.tier, ctx.now_us])?;
     if n == 0 {
-        return Err(StoreError::NotFound);
+        return Err(StoreError::NotFound(Missing::Tenant(id.to_string())));
     }
-    get_tenant(ctx.conn, id)?.ok_or(StoreError::NotFound)
+    get_tenant(ctx.conn, id)?.ok_or_else(|| StoreError::NotFound(Missing::Tenant(id.to_string())))
 }
 
 pub fn create_api_key(ctx: &mut WriteCtx<'_>, k: ApiKey) -> StoreResult<ApiKey> {
@@ -171,7 +171,7 @@ pub fn revoke_api_key(ctx: &mut WriteCtx<'_>, id: &str) -> StoreResult<ApiKey> {
         .prepare_cached(&format!("SELECT {KEY_COLS} FROM api_keys WHERE id = ?1"))?
         .query_row(params![id], key_from_row)
         .optional()?
-        .ok_or(StoreError::NotFound)
+        .ok_or_else(|| StoreError::NotFound(Missing::ApiKey(id.to_string())))
 }
 
 pub fn touch_api_keys(ctx: &mut WriteCtx<'_>, used: &[(String, i64)]) -> StoreResult<()> {

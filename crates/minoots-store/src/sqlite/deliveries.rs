@@ -175,7 +175,8 @@ pub fn report_attempt(ctx: &mut WriteCtx<'_>, r: AttemptReport) -> StoreResult<R
             ))
         })
         .optional()?;
-    let (d, timer_now, others_unfinished) = row.ok_or(StoreError::NotFound)?;
+    let (d, timer_now, others_unfinished) =
+        row.ok_or(StoreError::NotFound(Missing::Delivery(r.delivery_id)))?;
     if !d.is_leased_to(&r.lease_owner, r.attempt) {
         return Err(StoreError::Fenced {
             delivery_id: r.delivery_id,
@@ -382,7 +383,7 @@ pub fn list_deliveries(
     timer_id: TimerId,
 ) -> StoreResult<Vec<DeliveryWithAttempts>> {
     if get_timer(conn, Some(tenant_id), timer_id)?.is_none() {
-        return Err(StoreError::NotFound);
+        return Err(StoreError::NotFound(Missing::Timer(timer_id)));
     }
     let deliveries = conn
         .prepare_cached(&format!(
@@ -431,7 +432,7 @@ pub fn release_delivery(
     attempt: u32,
     delay_us: i64,
 ) -> StoreResult<()> {
-    let d = get_delivery(ctx.conn, id)?.ok_or(StoreError::NotFound)?;
+    let d = get_delivery(ctx.conn, id)?.ok_or(StoreError::NotFound(Missing::Delivery(id)))?;
     if !d.is_leased_to(owner, attempt) {
         return Err(StoreError::Fenced { delivery_id: id });
     }

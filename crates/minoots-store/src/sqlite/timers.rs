@@ -204,7 +204,8 @@ pub fn cancel_timer(
     id: TimerId,
     reason: Option<String>,
 ) -> StoreResult<Timer> {
-    let timer = get_timer(ctx.conn, Some(tenant_id), id)?.ok_or(StoreError::NotFound)?;
+    let timer = get_timer(ctx.conn, Some(tenant_id), id)?
+        .ok_or(StoreError::NotFound(Missing::Timer(id)))?;
     if timer.status != TimerStatus::Scheduled {
         return Err(StoreError::Conflict {
             status: timer.status,
@@ -393,7 +394,8 @@ pub(super) fn write_timer_status(
 }
 
 pub fn redrive_timer(ctx: &mut WriteCtx<'_>, tenant_id: &str, id: TimerId) -> StoreResult<Timer> {
-    let timer = get_timer(ctx.conn, Some(tenant_id), id)?.ok_or(StoreError::NotFound)?;
+    let timer = get_timer(ctx.conn, Some(tenant_id), id)?
+        .ok_or(StoreError::NotFound(Missing::Timer(id)))?;
     let dead = ctx
         .conn
         .prepare_cached(&format!(
@@ -424,5 +426,5 @@ pub fn redrive_timer(ctx: &mut WriteCtx<'_>, tenant_id: &str, id: TimerId) -> St
             .prepare_cached("UPDATE timers SET status = 'fired', settled_at = NULL, version = version + 1 WHERE id = ?1")?
             .execute(params![id.as_bytes()])?;
     }
-    get_timer(ctx.conn, Some(tenant_id), id)?.ok_or(StoreError::NotFound)
+    get_timer(ctx.conn, Some(tenant_id), id)?.ok_or(StoreError::NotFound(Missing::Timer(id)))
 }

@@ -92,8 +92,7 @@ async fn one_run(
 ) -> anyhow::Result<serde_json::Value> {
     let kernel = start_kernel(dir).await?;
     let api: Arc<dyn KernelApi> = kernel.clone();
-    let state = AppState::new(api, ControlPlaneConfig::default(), Some(kernel.clone()))
-        .map_err(anyhow::Error::msg)?;
+    let state = AppState::new(api, ControlPlaneConfig::default(), Some(kernel.clone()))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     let (stop_server, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -226,8 +226,7 @@ pub async fn run(mut b: HttpBench) -> anyhow::Result<()> {
             demo: false,
         },
     )
-    .await
-    .map_err(anyhow::Error::msg)?;
+    .await?;
     api.create_tenant(minoots_kernel::NewTenant {
         id: "bench".into(),
         name: "bench".into(),
@@ -238,8 +237,7 @@ pub async fn run(mut b: HttpBench) -> anyhow::Result<()> {
         api.clone(),
         ControlPlaneConfig::default(),
         Some(kernel.clone()),
-    )
-    .map_err(anyhow::Error::msg)?;
+    )?;
     let app = minoots_control_plane::router(state.clone()).merge(
         axum::Router::new()
             .route("/baseline/timers", axum::routing::post(baseline))
