@@ -9,7 +9,9 @@
 //!
 //! It also owns the decisions of the store's writes ([`plan`]: retries, settling, rescue,
 //! redrive) and the payloads of the event log ([`event::NewEvent`]), so that every
-//! storage backend only reads, writes and fences.
+//! storage backend only reads, writes and fences. The plain records that the kernel's API
+//! and the store both pass around (tenants, keys, queries, leased deliveries, attempt
+//! reports) are in [`records`], so neither plane needs the other to name them.
 
 pub mod action;
 pub mod clock;
@@ -21,6 +23,7 @@ mod fixtures;
 pub mod limits;
 pub mod model;
 pub mod plan;
+pub mod records;
 pub mod request;
 pub mod retry;
 pub mod timefmt;

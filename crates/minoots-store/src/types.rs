@@ -1,9 +1,9 @@
-//! Plain data passed across the [`crate::Store`] trait.
+//! Plain data passed across the [`crate::Store`] trait: the store's own (its errors, the
+//! options of a create, firing requests and outcomes, statistics) and, re-exported, the
+//! records it shares with the kernel's API ([`minoots_core::records`]).
 
-use minoots_core::{
-    Action, AttemptOutcome, AttemptRecord, Delivery, DeliveryId, DeliveryStatus, EventType, Timer,
-    TimerId, TimerStatus,
-};
+pub use minoots_core::records::*;
+use minoots_core::{DeliveryId, Timer, TimerId, TimerStatus};
 pub use minoots_core::{Missing, Quota, WriteTrouble};
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -69,111 +69,12 @@ pub fn utc_day(us: i64) -> i64 {
     us.div_euclid(86_400 * 1_000_000)
 }
 
-/// A tenant: the unit of isolation, quotas and signing secrets.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tenant {
-    pub id: String,
-    pub name: String,
-    /// The tier name; its limits are the control plane's configuration.
-    pub tier: String,
-    pub created_at_us: i64,
-    pub updated_at_us: i64,
-}
-
-/// A change to a tenant; `None` leaves the field as it is.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TenantUpdate {
-    pub name: Option<String>,
-    pub tier: Option<String>,
-}
-
-/// An API key as stored: the SHA-256 of the plaintext, never the plaintext.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiKey {
-    pub id: String,
-    pub tenant_id: String,
-    pub name: String,
-    pub key_hash: [u8; 32],
-    /// The first characters of the plaintext, so people can tell their keys apart.
-    pub prefix: String,
-    pub roles: Vec<String>,
-    pub created_at_us: i64,
-    pub expires_at_us: Option<i64>,
-    pub revoked_at_us: Option<i64>,
-    pub last_used_at_us: Option<i64>,
-}
-
-/// A tenant's current usage, for quotas and `/usage`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TenantUsage {
-    /// Timers created in the current UTC day.
-    pub created_today: u64,
-    /// Timers scheduled and not yet fired or cancelled.
-    pub pending: u64,
-}
-
 /// What `create_timer` did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CreateOutcome {
     pub timer: Timer,
     /// False when an existing timer with the same idempotency key was returned.
     pub created: bool,
-}
-
-/// The ordering key of the due index: (fire time, id).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct DueTimer {
-    pub fire_at_us: i64,
-    pub id: TimerId,
-}
-
-/// Filters and paging for listing a tenant's timers.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TimerQuery {
-    pub tenant_id: String,
-    pub status: Option<TimerStatus>,
-    /// Only timers with this label key set to this value.
-    pub label: Option<(String, String)>,
-    pub limit: usize,
-    /// Resume after this (fire time, id), as returned in a previous page.
-    pub after: Option<DueTimer>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct TimerPage {
-    pub timers: Vec<Timer>,
-    /// Where the next page starts; `None` on the last page.
-    pub next: Option<DueTimer>,
-}
-
-impl DueTimer {
-    /// An opaque cursor text for clients (`v1.<fire_at_us>.<id hex>`, base16).
-    pub fn encode_cursor(&self) -> String {
-        let raw = format!("v1.{}.{}", self.fire_at_us, self.id.0.simple());
-        raw.bytes().map(|b| format!("{b:02x}")).collect()
-    }
-
-    /// Decodes a cursor made by [`DueTimer::encode_cursor`]; `None` for anything else.
-    pub fn decode_cursor(text: &str) -> Option<Self> {
-        if text.len() > 200 || !text.len().is_multiple_of(2) {
-            return None;
-        }
-        let bytes: Option<Vec<u8>> = (0..text.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-            .collect();
-        let raw = String::from_utf8(bytes?).ok()?;
-        let mut parts = raw.split('.');
-        if parts.next()? != "v1" {
-            return None;
-        }
-        let fire_at_us = parts.next()?.parse().ok()?;
-        let id = parts.next()?.parse().ok()?;
-        if parts.next().is_some() {
-            return None;
-        }
-        Some(DueTimer { fire_at_us, id })
-    }
 }
 
 /// A request to fire one timer, stamped with the moment the scheduler fired it.
@@ -213,107 +114,10 @@ pub enum FireOutcome {
     },
 }
 
-/// A delivery handed to an executor, with what it needs to run it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LeasedDelivery {
-    pub delivery: Delivery,
-    pub action: Action,
-    pub timer: Timer,
-    /// The version of the tenant's signing secrets when this was leased (the creation
-    /// time of its current secret; 0 when it has none yet). An executor whose cached
-    /// secrets are older fetches them again, so a delivery leased after a rotation
-    /// returned carries the new signature at once.
-    pub secrets_version: i64,
-}
-
-/// An executor's report of one attempt.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AttemptReport {
-    pub delivery_id: DeliveryId,
-    pub lease_owner: String,
-    /// The attempt number the executor was given with the lease.
-    pub attempt: u32,
-    pub started_at_us: i64,
-    pub duration_us: i64,
-    pub outcome: AttemptOutcome,
-    /// The server's `Retry-After`, in milliseconds, if it sent one.
-    pub retry_after_ms: Option<u64>,
-    pub http_status: Option<u16>,
-    pub exit_code: Option<i32>,
-    pub error: Option<String>,
-    pub response_excerpt: Option<String>,
-}
-
-/// What a report led to.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ReportOutcome {
-    pub delivery_status: DeliveryStatus,
-    /// When the next attempt is due, if one was scheduled.
-    pub next_attempt_at_us: Option<i64>,
-    pub timer_status: TimerStatus,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct DeliveryWithAttempts {
-    pub delivery: Delivery,
-    pub attempts: Vec<AttemptRecord>,
-}
-
-/// Which events to read.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct EventQuery {
-    pub after_seq: i64,
-    pub limit: usize,
-    pub tenant_id: Option<String>,
-    pub timer_id: Option<TimerId>,
-    /// Only these types; empty means all.
-    pub types: Vec<EventType>,
-}
-
-impl EventQuery {
-    /// True when `event` passes the tenant, timer and type filters.
-    pub fn matches(&self, event: &minoots_core::Event) -> bool {
-        self.tenant_id
-            .as_ref()
-            .is_none_or(|t| *t == event.tenant_id)
-            && self.timer_id.is_none_or(|t| t == event.timer_id)
-            && (self.types.is_empty() || self.types.contains(&event.event_type))
-    }
-}
-
-/// What [`crate::Store::renew_leases`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LeaseRenewal {
-    /// The store's time of the renewal (its clock, not the executor's).
-    pub now_us: i64,
-    /// The renewed leases end at this time.
-    pub expires_at_us: i64,
-    /// Deliveries whose lease the owner no longer holds (handed to another executor,
-    /// rescued, or finished): their attempts must stop.
-    pub lost: Vec<minoots_core::DeliveryId>,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct StoreStats {
     pub scheduled_timers: u64,
     pub pending_deliveries: u64,
     pub in_flight_deliveries: u64,
     pub latest_event_seq: i64,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursors_round_trip_and_garbage_is_refused() {
-        let d = DueTimer {
-            fire_at_us: 1_795_773_600_000_000,
-            id: TimerId::new_v7(),
-        };
-        assert_eq!(DueTimer::decode_cursor(&d.encode_cursor()), Some(d));
-        for bad in ["", "zz", "00", "763", &"ab".repeat(101), "76312e", "v1.5.x"] {
-            assert_eq!(DueTimer::decode_cursor(bad), None, "{bad}");
-        }
-    }
 }
