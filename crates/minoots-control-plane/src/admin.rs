@@ -7,11 +7,11 @@ use axum::Extension;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use minoots_core::records::{ApiKey, Tenant, TenantUpdate};
 use minoots_core::timefmt::{format_us, parse_rfc3339_us};
 use minoots_core::{Clock, ConfigError, SystemClock};
-use minoots_kernel::api::SECRET_ROTATION_GRACE;
-use minoots_kernel::{KernelApi, KernelError, NewTenant};
-use minoots_store::{ApiKey, Tenant, TenantUpdate};
+use minoots_kernel_api::api::SECRET_ROTATION_GRACE;
+use minoots_kernel_api::{KernelApi, KernelError, NewTenant};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -33,7 +33,7 @@ pub const DEMO_KEY: &str = "mnt_demo_key_free";
 pub const MIN_ADMIN_KEY_BYTES: usize = 32;
 /// Default and largest page of tenants or keys.
 const DEFAULT_ADMIN_PAGE: usize = 100;
-const MAX_ADMIN_PAGE: usize = minoots_kernel::api::MAX_ADMIN_PAGE;
+const MAX_ADMIN_PAGE: usize = minoots_kernel_api::api::MAX_ADMIN_PAGE;
 
 pub fn tenant_json(t: &Tenant) -> Value {
     json!({

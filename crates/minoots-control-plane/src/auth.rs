@@ -24,8 +24,8 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::serve::IncomingStream;
-use minoots_kernel::admin::constant_time_eq;
-use minoots_store::{ApiKey, Tenant};
+use minoots_core::records::{ApiKey, Tenant};
+use minoots_kernel_api::api::constant_time_eq;
 
 use crate::config::TierLimits;
 use crate::problem::{ApiError, ApiResult};

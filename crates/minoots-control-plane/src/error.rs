@@ -4,7 +4,7 @@
 //! reaches a client only through that place, as a logged 500.
 
 use minoots_core::ConfigError;
-use minoots_kernel::KernelError;
+use minoots_kernel_api::KernelError;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ControlPlaneError {

@@ -16,9 +16,9 @@ use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use minoots_core::records::EventQuery;
 use minoots_core::timefmt::format_us;
 use minoots_core::{Event, EventType};
-use minoots_store::EventQuery;
 use serde_json::json;
 use tokio_stream::{Stream, StreamExt};
 

@@ -12,15 +12,10 @@ use std::time::Instant;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use minoots_kernel::metrics::{KernelMetrics, LatencyHistogram};
+use minoots_kernel::metrics::KernelMetrics;
+use minoots_kernel_api::metrics::{LATENCY_BOUNDS_US, LatencyHistogram};
 
 use crate::AppState;
-
-/// Histogram bounds for request latency and firing lateness, in microseconds.
-const BOUNDS_US: [u64; 14] = [
-    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
-    1_000_000, 5_000_000,
-];
 
 #[derive(Default)]
 pub struct HttpMetrics {
@@ -128,7 +123,7 @@ pub async fn render(state: &AppState) -> String {
             &mut out,
             "minoots_http_request_duration_seconds",
             &labels,
-            &BOUNDS_US,
+            &LATENCY_BOUNDS_US,
         );
     }
     out.push_str("# HELP minoots_rate_limited_total Requests refused by a per-minute limit, by quota.\n# TYPE minoots_rate_limited_total counter\n");
@@ -231,6 +226,10 @@ fn render_kernel(out: &mut String, m: &KernelMetrics) {
         );
     }
     out.push_str("# HELP minoots_firing_lateness_seconds Fired minus due time of each timer.\n# TYPE minoots_firing_lateness_seconds histogram\n");
-    m.firing_lateness
-        .write_prometheus(out, "minoots_firing_lateness_seconds", "", &BOUNDS_US);
+    m.firing_lateness.write_prometheus(
+        out,
+        "minoots_firing_lateness_seconds",
+        "",
+        &LATENCY_BOUNDS_US,
+    );
 }

@@ -84,7 +84,7 @@ fn text(max: usize, null: bool) -> Value {
 /// An admin name (`minoots_kernel::admin::check_name`): 1 to 200 characters without
 /// control characters.
 fn admin_name() -> Value {
-    json!({"type": ["string", "null"], "minLength": 1, "maxLength": minoots_kernel::api::MAX_ADMIN_NAME_BYTES, "pattern": NO_CONTROL_PATTERN,
+    json!({"type": ["string", "null"], "minLength": 1, "maxLength": minoots_kernel_api::api::MAX_ADMIN_NAME_BYTES, "pattern": NO_CONTROL_PATTERN,
            "description": "1 to 200 bytes of UTF-8 without control characters; omitted or null: the id"})
 }
 
@@ -213,7 +213,7 @@ pub fn schemas(tiers: &[String]) -> Value {
         "ApiKeyList": {"type": "object", "properties": {"keys": {"type": "array", "items": schema("ApiKey")}, "nextCursor": nullable("string")}},
         "NewApiKey": {"type": "object", "required": ["tenantId"], "additionalProperties": false, "properties": {
             "tenantId": {"type": "string", "pattern": TENANT_ID_PATTERN}, "name": admin_name(),
-            "roles": {"type": ["array", "null"], "minItems": 1, "maxItems": minoots_kernel::admin::MAX_KEY_ROLES,
+            "roles": {"type": ["array", "null"], "minItems": 1, "maxItems": minoots_kernel_api::api::MAX_KEY_ROLES,
                 "items": {"type": "string", "enum": ["timers:read", "timers:write", "admin"]}},
             "expiresAt": {"type": ["string", "null"], "format": "date-time", "description": "RFC 3339, in the future"}}},
         "Usage": {"type": "object", "properties": {

@@ -6,7 +6,7 @@
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use minoots_core::{FieldError, Quota, ValidationErrors};
-use minoots_kernel::KernelError;
+use minoots_kernel_api::KernelError;
 use serde::Serialize;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";

@@ -16,11 +16,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use minoots_core::TimerRequest;
+use minoots_kernel_api::api::{
+    MAX_ADMIN_NAME_BYTES, MAX_ADMIN_PAGE, MAX_KEY_ID_BYTES, MAX_KEY_ROLES, MAX_TIER_NAME_BYTES,
+    NewTenant,
+};
+use minoots_kernel_api::{KernelError, KernelResult};
 use minoots_store::{ApiKey, Store, Tenant};
 use tokio::sync::watch;
-
-use crate::api::{MAX_ADMIN_NAME_BYTES, MAX_ADMIN_PAGE, MAX_TIER_NAME_BYTES, NewTenant};
-use crate::error::{KernelError, KernelResult};
 
 /// Keys held in the authentication cache; when full it is emptied and refilled on demand.
 pub const MAX_CACHED_KEYS: usize = 10_000;
@@ -36,10 +38,6 @@ pub const UNKNOWN_KEY_TTL: Duration = Duration::from_secs(60);
 pub const MAX_PENDING_TOUCHES: usize = 100_000;
 /// How often last-use times are written to the store.
 pub const TOUCH_FLUSH_INTERVAL: Duration = Duration::from_secs(30);
-/// Most roles on one key.
-pub const MAX_KEY_ROLES: usize = 8;
-/// Longest key id and key prefix, in bytes.
-pub const MAX_KEY_ID_BYTES: usize = 64;
 
 #[derive(Default)]
 pub(crate) struct KeyCache {
@@ -162,12 +160,6 @@ pub(crate) async fn run_touch_flusher(
         cache.flush(&store).await;
     }
     cache.flush(&store).await;
-}
-
-/// Compares two secrets in time independent of where they differ (the kernel token, key
-/// hashes).
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// True when the key may be used at `now_us`.

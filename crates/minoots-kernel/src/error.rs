@@ -1,110 +1,37 @@
-//! The kernel's one error type. The gRPC layer maps it to status codes in one place
-//! (`grpc::to_status`, and back with `grpc::from_status`), and the control plane maps it
-//! to problem+json in one place. What happened is in the variant and its typed values
-//! (what was not found, why the store cannot write, which quota), never only in a
-//! sentence, so no caller has to read a message to decide what to do.
+//! How the kernel answers its store's errors: [`from_store`] is the one mapping of a
+//! [`StoreError`] to the [`KernelError`] of the kernel's API, applied at every store call
+//! (`.map_err(from_store)`), so the API crate never needs to know the store.
 
-use minoots_core::{ConfigError, Missing, Quota, TimerStatus, ValidationErrors, WriteTrouble};
+use minoots_kernel_api::KernelError;
 use minoots_store::StoreError;
 
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum KernelError {
-    /// The request is malformed; every bad field is named with how to fix it.
-    #[error("invalid request: {0}")]
-    Invalid(ValidationErrors),
-    /// No such object for this tenant (another tenant's objects are reported the same way):
-    /// which kind of object, with the id it was asked by.
-    #[error("{0} not found")]
-    NotFound(Missing),
-    /// The object exists but is in a state that forbids the operation.
-    #[error("{message}")]
-    Conflict {
-        message: String,
-        status: Option<TimerStatus>,
-    },
-    /// A tenant quota would be exceeded; nothing was stored.
-    #[error("the tenant's {quota} quota of {limit} is reached")]
-    QuotaExceeded { quota: Quota, limit: u64 },
-    /// A report for a lease that is no longer held.
-    #[error("{0}")]
-    Fenced(String),
-    /// The store or kernel cannot serve right now; retrying later may succeed.
-    #[error("unavailable: {0}")]
-    Unavailable(String),
-    /// The store's disk refused a write (full, read-only, I/O error): nothing of it was
-    /// stored, reads still work, and the same write succeeds once the disk recovers. Over
-    /// gRPC this is UNAVAILABLE with the trouble in the status details.
-    #[error("the store cannot write: {0}")]
-    StoreCannotWrite(WriteTrouble),
-    /// Missing or wrong kernel token (gRPC only).
-    #[error("unauthenticated: {0}")]
-    Unauthenticated(String),
-    /// A bug or corrupt data; details are logged.
-    #[error("internal error: {0}")]
-    Internal(String),
-    /// A setting the kernel cannot start with (raised when it starts, never in an answer).
-    #[error("kernel setting {0}")]
-    Config(ConfigError),
-}
-
-impl KernelError {
-    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
-        KernelError::Invalid(ValidationErrors::single(field, message))
-    }
-
-    /// True when the same call may succeed later unchanged: the kernel or its store is
-    /// unavailable, or the store's disk refused the write.
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            KernelError::Unavailable(_) | KernelError::StoreCannotWrite(_)
-        )
-    }
-}
-
-impl From<ValidationErrors> for KernelError {
-    fn from(e: ValidationErrors) -> Self {
-        KernelError::Invalid(e)
-    }
-}
-
-impl From<ConfigError> for KernelError {
-    fn from(e: ConfigError) -> Self {
-        KernelError::Config(e)
-    }
-}
-
-impl From<StoreError> for KernelError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::NotFound(missing) => KernelError::NotFound(missing),
-            StoreError::Conflict { status } => KernelError::Conflict {
-                message: format!(
-                    "the timer is already {status}; only scheduled timers can be cancelled"
-                ),
-                status: Some(status),
-            },
-            StoreError::Fenced { .. } => KernelError::Fenced(e.to_string()),
-            StoreError::Locked(_) | StoreError::Unavailable(_) | StoreError::Closed => {
-                KernelError::Unavailable(e.to_string())
-            }
-            StoreError::CannotWrite(trouble) => KernelError::StoreCannotWrite(trouble),
-            StoreError::Corrupt(m) => KernelError::Internal(m),
-            StoreError::QuotaExceeded { quota, limit } => {
-                KernelError::QuotaExceeded { quota, limit }
-            }
-            StoreError::IdempotencyMismatch { timer_id } => KernelError::Conflict {
-                message: format!(
-                    "the idempotency key was already used within 24 hours for a different request (timer {timer_id}); send the same body again or use a new key"
-                ),
-                status: None,
-            },
-            StoreError::AlreadyExists(what) => KernelError::Conflict {
-                message: format!("{what} already exists"),
-                status: None,
-            },
+/// The kernel's answer to a store error: what was not found, the conflict in words a client
+/// can act on, a fenced report, a transient failure, a disk that refuses writes, a quota.
+pub(crate) fn from_store(e: StoreError) -> KernelError {
+    match e {
+        StoreError::NotFound(missing) => KernelError::NotFound(missing),
+        StoreError::Conflict { status } => KernelError::Conflict {
+            message: format!(
+                "the timer is already {status}; only scheduled timers can be cancelled"
+            ),
+            status: Some(status),
+        },
+        StoreError::Fenced { .. } => KernelError::Fenced(e.to_string()),
+        StoreError::Locked(_) | StoreError::Unavailable(_) | StoreError::Closed => {
+            KernelError::Unavailable(e.to_string())
         }
+        StoreError::CannotWrite(trouble) => KernelError::StoreCannotWrite(trouble),
+        StoreError::Corrupt(m) => KernelError::Internal(m),
+        StoreError::QuotaExceeded { quota, limit } => KernelError::QuotaExceeded { quota, limit },
+        StoreError::IdempotencyMismatch { timer_id } => KernelError::Conflict {
+            message: format!(
+                "the idempotency key was already used within 24 hours for a different request (timer {timer_id}); send the same body again or use a new key"
+            ),
+            status: None,
+        },
+        StoreError::AlreadyExists(what) => KernelError::Conflict {
+            message: format!("{what} already exists"),
+            status: None,
+        },
     }
 }
-
-pub type KernelResult<T> = Result<T, KernelError>;

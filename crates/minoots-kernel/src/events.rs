@@ -11,18 +11,18 @@
 use std::sync::Arc;
 
 use minoots_core::Event;
+use minoots_kernel_api::{BoxStream, KernelError, KernelResult};
 use minoots_store::{EventQuery, Store};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::api::BoxStream;
-use crate::error::{KernelError, KernelResult};
+use crate::error::from_store;
 
 /// Events read from the log per query while catching up.
 const REPLAY_PAGE: usize = 1_000;
 
 /// Starts a stream. The first live subscription is taken before this returns, so with
-/// `after_seq` = [`crate::api::EVENTS_FROM_NOW`] every event committed after the call
+/// `after_seq` = [`minoots_kernel_api::api::EVENTS_FROM_NOW`] every event committed after the call
 /// returns is delivered (a caller may subscribe, then read state, and miss nothing).
 pub(crate) async fn start_stream(
     store: Arc<dyn Store>,
@@ -30,8 +30,8 @@ pub(crate) async fn start_stream(
     buffer: usize,
 ) -> KernelResult<BoxStream<Event>> {
     let mut first_live = Some(store.subscribe_events());
-    if query.after_seq == crate::api::EVENTS_FROM_NOW {
-        query.after_seq = store.latest_event_seq().await?;
+    if query.after_seq == minoots_kernel_api::api::EVENTS_FROM_NOW {
+        query.after_seq = store.latest_event_seq().await.map_err(from_store)?;
     } else if query.after_seq < 0 {
         return Err(KernelError::invalid(
             "afterSeq",
@@ -57,7 +57,7 @@ pub(crate) async fn start_stream(
                 {
                     Ok(p) => p,
                     Err(e) => {
-                        let _ = tx.send(Err(KernelError::from(e))).await;
+                        let _ = tx.send(Err(from_store(e))).await;
                         return;
                     }
                 };

@@ -6,6 +6,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use minoots_core::request::check_cancel_reason;
 use minoots_core::{Clock, DeliveryId, Event, Missing, Timer, TimerId, TimerRequest, TimerStatus};
+use minoots_kernel_api::api::{
+    BoxStream, KernelApi, LeaseRequest, NewTenant, RenewLeasesRequest, SECRET_ROTATION_GRACE,
+    ScheduleOutcome, TenantQuotas,
+};
+use minoots_kernel_api::{KernelError, KernelResult};
 use minoots_store::{
     ApiKey, AttemptReport, CreateOptions, CreateOutcome, DeliveryWithAttempts, DueTimer,
     EventQuery, LeaseRenewal, LeasedDelivery, ReportOutcome, Store, StoreError, Tenant,
@@ -14,12 +19,8 @@ use minoots_store::{
 use tokio::sync::{Notify, watch};
 
 use crate::admin::{self, Cached, KeyCache};
-use crate::api::{
-    BoxStream, KernelApi, LeaseRequest, NewTenant, RenewLeasesRequest, SECRET_ROTATION_GRACE,
-    ScheduleOutcome, TenantQuotas,
-};
 use crate::config::KernelConfig;
-use crate::error::{KernelError, KernelResult};
+use crate::error::from_store;
 use crate::metrics::KernelMetrics;
 use crate::scheduler::Scheduler;
 
@@ -156,12 +157,17 @@ impl Kernel {
     /// than when its leases expire. Each counts as a lost lease (the attempt may have
     /// started): rescued like an expired one. Returns how many were handed back.
     pub async fn hand_back_leases_of(&self, owner_prefix: &str) -> KernelResult<usize> {
-        let ended = self.store.end_leases_of(owner_prefix).await?;
+        let ended = self
+            .store
+            .end_leases_of(owner_prefix)
+            .await
+            .map_err(from_store)?;
         if ended > 0 {
             while self
                 .store
                 .rescue_expired_leases(self.config.rescue_batch)
-                .await?
+                .await
+                .map_err(from_store)?
                 == self.config.rescue_batch
             {}
             KernelMetrics::inc(&self.metrics.leases_handed_back, ended as u64);
@@ -219,9 +225,14 @@ impl Kernel {
         tokio::spawn(async move {
             let outcomes = if timers.len() == 1 {
                 let t = timers.into_iter().next().expect("one timer");
-                vec![store.create_timer_with(t, options).await?]
+                vec![
+                    store
+                        .create_timer_with(t, options)
+                        .await
+                        .map_err(from_store)?,
+                ]
             } else {
-                store.create_timers(timers).await?
+                store.create_timers(timers).await.map_err(from_store)?
             };
             for o in &outcomes {
                 if o.timer.status == TimerStatus::Scheduled {
@@ -300,7 +311,8 @@ impl KernelApi for Kernel {
     async fn get_timer(&self, tenant_id: &str, id: TimerId) -> KernelResult<Timer> {
         self.store
             .get_timer(tenant_id, id)
-            .await?
+            .await
+            .map_err(from_store)?
             .ok_or(KernelError::NotFound(Missing::Timer(id)))
     }
 
@@ -314,7 +326,7 @@ impl KernelApi for Kernel {
                 ),
             ));
         }
-        Ok(self.store.list_timers(query).await?)
+        self.store.list_timers(query).await.map_err(from_store)
     }
 
     async fn cancel_timer(
@@ -326,7 +338,11 @@ impl KernelApi for Kernel {
         if let Some(r) = &reason {
             check_cancel_reason(r)?;
         }
-        let timer = self.store.cancel_timer(tenant_id, id, reason).await?;
+        let timer = self
+            .store
+            .cancel_timer(tenant_id, id, reason)
+            .await
+            .map_err(from_store)?;
         self.scheduler.on_cancelled(DueTimer {
             fire_at_us: timer.fire_at_us,
             id: timer.id,
@@ -343,7 +359,7 @@ impl KernelApi for Kernel {
         self.store
             .list_deliveries(tenant_id, id)
             .await
-            .map_err(KernelError::from)
+            .map_err(from_store)
     }
 
     async fn stream_events(&self, query: EventQuery) -> KernelResult<BoxStream<Event>> {
@@ -383,14 +399,19 @@ impl KernelApi for Kernel {
                 request.leases,
                 i64::from(request.lease_ttl_ms) * 1_000,
             )
-            .await?;
+            .await
+            .map_err(from_store)?;
         KernelMetrics::inc(&self.metrics.leases_lost, renewal.lost.len() as u64);
         Ok(renewal)
     }
 
     async fn report_attempt(&self, report: AttemptReport) -> KernelResult<ReportOutcome> {
         let outcome = report.outcome;
-        let out = self.store.report_attempt(report).await?;
+        let out = self
+            .store
+            .report_attempt(report)
+            .await
+            .map_err(from_store)?;
         self.metrics.record_attempt(outcome, out.delivery_status);
         if out.next_attempt_at_us.is_some() {
             self.delivery_notify.notify_waiters();
@@ -406,7 +427,8 @@ impl KernelApi for Kernel {
     ) -> KernelResult<()> {
         self.store
             .release_delivery(delivery_id, lease_owner, attempt)
-            .await?;
+            .await
+            .map_err(from_store)?;
         self.delivery_notify.notify_waiters();
         Ok(())
     }
@@ -418,10 +440,13 @@ impl KernelApi for Kernel {
         attempt: u32,
         delay_ms: u32,
     ) -> KernelResult<()> {
-        if delay_ms > crate::api::MAX_RELEASE_DELAY_MS {
+        if delay_ms > minoots_kernel_api::api::MAX_RELEASE_DELAY_MS {
             return Err(KernelError::invalid(
                 "delayMs",
-                format!("must be at most {}", crate::api::MAX_RELEASE_DELAY_MS),
+                format!(
+                    "must be at most {}",
+                    minoots_kernel_api::api::MAX_RELEASE_DELAY_MS
+                ),
             ));
         }
         self.store
@@ -431,7 +456,8 @@ impl KernelApi for Kernel {
                 attempt,
                 i64::from(delay_ms) * 1_000,
             )
-            .await?;
+            .await
+            .map_err(from_store)?;
         self.delivery_notify.notify_waiters();
         Ok(())
     }
@@ -446,7 +472,7 @@ impl KernelApi for Kernel {
                     message: format!("the timer is {status} and has no dead delivery to redrive"),
                     status: Some(status),
                 },
-                other => other.into(),
+                other => from_store(other),
             })?;
         self.delivery_notify.notify_waiters();
         Ok(timer)
@@ -459,7 +485,8 @@ impl KernelApi for Kernel {
         Ok(self
             .store
             .signing_secrets(tenant_id, new_secret()?, grace_us)
-            .await?)
+            .await
+            .map_err(from_store)?)
     }
 
     async fn rotate_webhook_secret(&self, tenant_id: &str) -> KernelResult<String> {
@@ -468,7 +495,8 @@ impl KernelApi for Kernel {
         let secret = new_secret()?;
         self.store
             .rotate_signing_secret(tenant_id, secret.clone())
-            .await?;
+            .await
+            .map_err(from_store)?;
         Ok(secret)
     }
 
@@ -484,7 +512,8 @@ impl KernelApi for Kernel {
                 created_at_us: now,
                 updated_at_us: now,
             })
-            .await?;
+            .await
+            .map_err(from_store)?;
         self.keys.invalidate();
         Ok(created)
     }
@@ -493,13 +522,18 @@ impl KernelApi for Kernel {
         admin::check_tenant_id(id)?;
         self.store
             .get_tenant(id)
-            .await?
+            .await
+            .map_err(from_store)?
             .ok_or_else(|| KernelError::NotFound(Missing::Tenant(id.to_string())))
     }
 
     async fn list_tenants(&self, after: Option<String>, limit: usize) -> KernelResult<Vec<Tenant>> {
         admin::check_page(limit)?;
-        Ok(self.store.list_tenants(after, limit).await?)
+        Ok(self
+            .store
+            .list_tenants(after, limit)
+            .await
+            .map_err(from_store)?)
     }
 
     async fn update_tenant(&self, id: &str, update: TenantUpdate) -> KernelResult<Tenant> {
@@ -514,17 +548,23 @@ impl KernelApi for Kernel {
             .store
             .update_tenant(id, update)
             .await
-            .map_err(KernelError::from);
+            .map_err(from_store);
         self.keys.invalidate();
         result
     }
 
     async fn create_api_key(&self, key: ApiKey) -> KernelResult<ApiKey> {
         admin::check_new_key(&key)?;
-        if self.store.get_tenant(&key.tenant_id).await?.is_none() {
+        if self
+            .store
+            .get_tenant(&key.tenant_id)
+            .await
+            .map_err(from_store)?
+            .is_none()
+        {
             return Err(KernelError::NotFound(Missing::Tenant(key.tenant_id)));
         }
-        let created = self.store.create_api_key(key).await?;
+        let created = self.store.create_api_key(key).await.map_err(from_store)?;
         self.keys.invalidate();
         Ok(created)
     }
@@ -538,11 +578,21 @@ impl KernelApi for Kernel {
             Cached::Unknown => return Ok(None),
             Cached::Miss { generation } => {
                 KernelMetrics::inc(&self.metrics.store_key_lookups, 1);
-                let Some(key) = self.store.api_key_by_hash(key_hash).await? else {
+                let Some(key) = self
+                    .store
+                    .api_key_by_hash(key_hash)
+                    .await
+                    .map_err(from_store)?
+                else {
                     self.keys.put_unknown(key_hash, now, generation);
                     return Ok(None);
                 };
-                let Some(tenant) = self.store.get_tenant(&key.tenant_id).await? else {
+                let Some(tenant) = self
+                    .store
+                    .get_tenant(&key.tenant_id)
+                    .await
+                    .map_err(from_store)?
+                else {
                     return Ok(None);
                 };
                 self.keys
@@ -568,15 +618,15 @@ impl KernelApi for Kernel {
         if let Some(t) = &tenant_id {
             admin::check_tenant_id(t)?;
         }
-        Ok(self.store.list_api_keys(tenant_id, after, limit).await?)
+        Ok(self
+            .store
+            .list_api_keys(tenant_id, after, limit)
+            .await
+            .map_err(from_store)?)
     }
 
     async fn revoke_api_key(&self, id: &str) -> KernelResult<ApiKey> {
-        let result = self
-            .store
-            .revoke_api_key(id)
-            .await
-            .map_err(KernelError::from);
+        let result = self.store.revoke_api_key(id).await.map_err(from_store);
         self.keys.invalidate();
         result
     }
@@ -584,7 +634,11 @@ impl KernelApi for Kernel {
     async fn tenant_usage(&self, tenant_id: &str) -> KernelResult<TenantUsage> {
         admin::check_tenant_id(tenant_id)?;
         let day = minoots_store::utc_day(self.clock.now_us());
-        Ok(self.store.tenant_usage(tenant_id, day).await?)
+        Ok(self
+            .store
+            .tenant_usage(tenant_id, day)
+            .await
+            .map_err(from_store)?)
     }
 }
 

@@ -16,12 +16,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use minoots_core::Clock;
+use minoots_kernel_api::{BoxStream, KernelResult, LeaseRequest};
 use minoots_store::{LeasedDelivery, Store};
 use tokio::sync::{Notify, mpsc};
 use tokio_stream::Stream;
 
-use crate::api::{BoxStream, LeaseRequest};
-use crate::error::KernelResult;
 use crate::metrics::KernelMetrics;
 
 /// The longest a session sleeps without asking the store again (covers clock jumps and

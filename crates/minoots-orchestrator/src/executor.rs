@@ -13,9 +13,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use minoots_core::records::{AttemptReport, LeasedDelivery};
 use minoots_core::{Action, AttemptOutcome, Clock, SystemClock};
-use minoots_kernel::{KernelApi, KernelError, LeaseRequest};
-use minoots_store::{AttemptReport, LeasedDelivery};
+use minoots_kernel_api::{KernelApi, KernelError, LeaseRequest};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_stream::StreamExt;
@@ -260,10 +260,10 @@ impl Orchestrator {
         self: &Arc<Self>,
         lanes: &Arc<Lanes>,
         tasks: &mut JoinSet<()>,
-    ) -> Option<minoots_kernel::BoxStream<LeasedDelivery>> {
+    ) -> Option<minoots_kernel_api::BoxStream<LeasedDelivery>> {
         let mut stop = lanes.stop.clone();
         let mut backoff = Duration::from_millis(100);
-        let mut stream: Option<minoots_kernel::BoxStream<LeasedDelivery>> = None;
+        let mut stream: Option<minoots_kernel_api::BoxStream<LeasedDelivery>> = None;
         loop {
             if *stop.borrow() {
                 return stream;
@@ -382,7 +382,10 @@ impl Orchestrator {
     /// is taken first and released only after the stream is closed: a delivery released
     /// while the lease session is still open is due at once and would be leased to this
     /// executor again.
-    async fn hand_back_unstarted(&self, stream: Option<minoots_kernel::BoxStream<LeasedDelivery>>) {
+    async fn hand_back_unstarted(
+        &self,
+        stream: Option<minoots_kernel_api::BoxStream<LeasedDelivery>>,
+    ) {
         let Some(mut leases) = stream else { return };
         let mut unstarted = Vec::new();
         for _ in 0..self.config.prefetch.saturating_mul(2).max(1) {

@@ -24,9 +24,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use minoots_core::records::LeasedDelivery;
 use minoots_core::{Clock, DeliveryId};
-use minoots_kernel::{KernelApi, MAX_RENEW_LEASES, RenewLeasesRequest};
-use minoots_store::LeasedDelivery;
+use minoots_kernel_api::{KernelApi, MAX_RENEW_LEASES, RenewLeasesRequest};
 use tokio::sync::watch;
 use tokio::time::Instant;
 

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use minoots_core::AttemptOutcome;
-use minoots_kernel::metrics::LatencyHistogram;
+use minoots_kernel_api::metrics::LatencyHistogram;
 
 /// Histogram bounds for attempt durations, in microseconds.
 const BOUNDS_US: [u64; 12] = [

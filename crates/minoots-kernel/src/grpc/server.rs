@@ -11,16 +11,12 @@ use tokio::net::TcpListener;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use super::convert::*;
-use super::{pb, to_status};
-use crate::api::{KernelApi, LeaseRequest, NewTenant, RenewLeasesRequest};
-use crate::error::{KernelError, KernelResult};
 use minoots_core::ConfigError;
-use minoots_store::TenantUpdate;
-
-/// Largest request or response message, in bytes. A timer is at most ~1.2 MiB of input
-/// (16 actions with 64 KiB bodies, 16 KiB metadata); leave headroom.
-pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+use minoots_core::records::TenantUpdate;
+use minoots_kernel_api::api::{KernelApi, LeaseRequest, NewTenant, RenewLeasesRequest};
+use minoots_kernel_api::grpc::convert::*;
+use minoots_kernel_api::grpc::{MAX_MESSAGE_BYTES, pb, to_status};
+use minoots_kernel_api::{KernelError, KernelResult};
 
 /// Calls open at once on one connection (event and lease streams stay open).
 pub const MAX_CONCURRENT_STREAMS: u32 = 1_024;
@@ -169,12 +165,12 @@ impl pb::horology_kernel_server::HorologyKernel for Service {
         request: Request<pb::RenewLeasesRequest>,
     ) -> Result<Response<pb::RenewLeasesResponse>, Status> {
         let r = request.into_inner();
-        if r.leases.len() > crate::api::MAX_RENEW_LEASES {
+        if r.leases.len() > minoots_kernel_api::api::MAX_RENEW_LEASES {
             return Err(to_status(KernelError::invalid(
                 "leases",
                 format!(
                     "at most {} per call; send the rest in another call",
-                    crate::api::MAX_RENEW_LEASES
+                    minoots_kernel_api::api::MAX_RENEW_LEASES
                 ),
             )));
         }
@@ -435,7 +431,7 @@ pub async fn serve(
                 .get("authorization")
                 .map(|v| v.as_bytes())
                 .unwrap_or_default();
-            if !crate::admin::constant_time_eq(given, expected.as_bytes()) {
+            if !minoots_kernel_api::api::constant_time_eq(given, expected.as_bytes()) {
                 return Err(Status::unauthenticated(
                     "missing or wrong kernel token (authorization: Bearer <MINOOTS_KERNEL_TOKEN>)",
                 ));

@@ -1,16 +1,16 @@
 //! The kernel's API as one Rust trait, [`KernelApi`], with two implementations: the
-//! in-process [`crate::Kernel`] and the gRPC client [`crate::grpc::GrpcKernelClient`].
-//! The orchestrator and the control plane are written against this trait only, so the same
-//! code runs in one process or as separate services.
+//! in-process kernel (`minoots_kernel::Kernel`) and the gRPC client
+//! [`crate::grpc::GrpcKernelClient`]. The orchestrator and the control plane are written
+//! against this trait only, so the same code runs in one process or as separate services.
 
 use std::pin::Pin;
 
 use async_trait::async_trait;
-use minoots_core::{DeliveryId, Event, Timer, TimerId, TimerRequest};
-use minoots_store::{
+use minoots_core::records::{
     ApiKey, AttemptReport, DeliveryWithAttempts, EventQuery, LeaseRenewal, LeasedDelivery,
     ReportOutcome, Tenant, TenantUpdate, TenantUsage, TimerPage, TimerQuery,
 };
+use minoots_core::{DeliveryId, Event, Timer, TimerId, TimerRequest};
 use tokio_stream::Stream;
 
 use crate::error::{KernelError, KernelResult};
@@ -248,6 +248,16 @@ pub const MAX_ADMIN_PAGE: usize = 1_000;
 pub const MAX_ADMIN_NAME_BYTES: usize = 200;
 /// Longest tier name or role name, in bytes.
 pub const MAX_TIER_NAME_BYTES: usize = 64;
+/// Most roles on one key.
+pub const MAX_KEY_ROLES: usize = 8;
+/// Longest key id and key prefix, in bytes.
+pub const MAX_KEY_ID_BYTES: usize = 64;
 
 /// How long a rotated-out signing secret keeps signing alongside the new one.
 pub const SECRET_ROTATION_GRACE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Compares two secrets in time independent of where they differ (the kernel token, key
+/// hashes).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

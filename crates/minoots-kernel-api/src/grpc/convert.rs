@@ -4,15 +4,15 @@
 
 use std::collections::BTreeMap;
 
+use minoots_core::records::{
+    ApiKey, AttemptReport, DeliveryWithAttempts, DueTimer, EventQuery, LeasedDelivery,
+    ReportOutcome, Tenant, TimerQuery,
+};
 use minoots_core::timefmt::format_us;
 use minoots_core::{
     Action, ActionBundle, AttemptOutcome, AttemptRecord, CommandAction, Delivery, DeliveryId,
     DeliveryStatus, DurationInput, Event, EventType, FileAction, FileMode, RetryPolicy, Timer,
     TimerId, TimerRequest, TimerStatus, ValidationErrors, WebhookAction,
-};
-use minoots_store::{
-    ApiKey, AttemptReport, DeliveryWithAttempts, DueTimer, EventQuery, LeasedDelivery,
-    ReportOutcome, Tenant, TimerQuery,
 };
 use prost_types::{ListValue, Struct, Timestamp, Value, value::Kind};
 

@@ -4,11 +4,11 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use minoots_core::{DeliveryId, Event, Timer, TimerId, TimerRequest};
-use minoots_store::{
+use minoots_core::records::{
     ApiKey, AttemptReport, DeliveryWithAttempts, EventQuery, LeaseRenewal, LeasedDelivery,
     ReportOutcome, Tenant, TenantUpdate, TenantUsage, TimerPage, TimerQuery,
 };
+use minoots_core::{DeliveryId, Event, Timer, TimerId, TimerRequest};
 use tokio_stream::StreamExt;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
@@ -50,8 +50,8 @@ impl GrpcKernelClient {
             None => None,
         };
         let client = pb::horology_kernel_client::HorologyKernelClient::new(endpoint.connect_lazy())
-            .max_decoding_message_size(super::server::MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(super::server::MAX_MESSAGE_BYTES);
+            .max_decoding_message_size(super::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(super::MAX_MESSAGE_BYTES);
         Ok(Self {
             client,
             authorization,
@@ -136,9 +136,9 @@ impl KernelApi for GrpcKernelClient {
             None
         } else {
             Some(
-                minoots_store::DueTimer::decode_cursor(&r.next_page_token).ok_or_else(|| {
-                    KernelError::Internal("bad page token from the kernel".into())
-                })?,
+                minoots_core::records::DueTimer::decode_cursor(&r.next_page_token).ok_or_else(
+                    || KernelError::Internal("bad page token from the kernel".into()),
+                )?,
             )
         };
         Ok(TimerPage {
