@@ -28,7 +28,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
-use minoots_kernel::{Kernel, KernelApi, KernelResult};
+use minoots_kernel_api::{KernelApi, KernelResult, LocalKernel};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -59,9 +59,9 @@ pub struct AppInner {
     /// Failed authentications per client address.
     pub failed_auth: Arc<ratelimit::RateLimiter>,
     pub metrics: Arc<metrics::HttpMetrics>,
-    /// The kernel when it runs in this process: its counters and store gauges are
-    /// rendered at `/metrics` too.
-    pub local_kernel: Option<Arc<Kernel>>,
+    /// The kernel when it runs in this process: `/readyz` asks whether it still fires
+    /// timers, and its counters and store gauges are rendered at `/metrics` too.
+    pub local_kernel: Option<Arc<dyn LocalKernel>>,
     /// Permits for concurrent SSE streams.
     pub streams: Arc<Semaphore>,
     /// Where every wall-clock reading of the REST API comes from (tier horizons, quota
@@ -74,7 +74,7 @@ impl AppState {
     pub fn new(
         kernel: Arc<dyn KernelApi>,
         config: ControlPlaneConfig,
-        local_kernel: Option<Arc<Kernel>>,
+        local_kernel: Option<Arc<dyn LocalKernel>>,
     ) -> Result<Self, ControlPlaneError> {
         Self::with_clock(
             kernel,
@@ -88,7 +88,7 @@ impl AppState {
     pub fn with_clock(
         kernel: Arc<dyn KernelApi>,
         config: ControlPlaneConfig,
-        local_kernel: Option<Arc<Kernel>>,
+        local_kernel: Option<Arc<dyn LocalKernel>>,
         clock: Arc<dyn minoots_core::Clock>,
     ) -> Result<Self, ControlPlaneError> {
         config.check()?;

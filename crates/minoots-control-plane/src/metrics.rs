@@ -1,7 +1,8 @@
 //! What the control plane counts, rendered as Prometheus text at `/metrics`: requests by
 //! route, method and status with a latency histogram per route, rate-limited requests by
 //! quota, and — when the kernel runs in this process — its timers, deliveries, firing
-//! lateness and store gauges. Routes are the route table's patterns (`/timers/{id}`),
+//! lateness and store gauges, as the kernel renders them
+//! ([`minoots_kernel_api::LocalKernel::render_metrics`]). Routes are the route table's patterns (`/timers/{id}`),
 //! never raw paths, so the number of series is bounded by the table.
 
 use std::collections::BTreeMap;
@@ -12,7 +13,6 @@ use std::time::Instant;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use minoots_kernel::metrics::KernelMetrics;
 use minoots_kernel_api::metrics::{LATENCY_BOUNDS_US, LatencyHistogram};
 
 use crate::AppState;
@@ -90,13 +90,6 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-fn counter(out: &mut String, name: &str, help: &str, value: u64) {
-    let _ = writeln!(
-        out,
-        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-    );
-}
-
 /// The Prometheus text exposition of everything above.
 pub async fn render(state: &AppState) -> String {
     let mut out = String::new();
@@ -135,101 +128,7 @@ pub async fn render(state: &AppState) -> String {
         );
     }
     if let Some(kernel) = &state.local_kernel {
-        out.push_str(&render_kernel_metrics(kernel).await);
+        out.push_str(&kernel.render_metrics().await);
     }
     out
-}
-
-/// The kernel's counters, firing-lateness histogram and store gauges as Prometheus text
-/// (for the control plane's `/metrics` and `minoots kernel`'s own).
-pub async fn render_kernel_metrics(kernel: &minoots_kernel::Kernel) -> String {
-    let mut out = String::new();
-    {
-        render_kernel(&mut out, kernel.metrics());
-        if let Ok(stats) = kernel.store().stats().await {
-            let _ = writeln!(
-                out,
-                "# HELP minoots_timers_pending Timers scheduled and not yet fired.\n# TYPE minoots_timers_pending gauge\nminoots_timers_pending {}",
-                stats.scheduled_timers
-            );
-            let _ = writeln!(
-                out,
-                "# HELP minoots_deliveries_pending Deliveries waiting for an attempt.\n# TYPE minoots_deliveries_pending gauge\nminoots_deliveries_pending {}",
-                stats.pending_deliveries
-            );
-            let _ = writeln!(
-                out,
-                "# HELP minoots_deliveries_in_flight Deliveries leased to an executor.\n# TYPE minoots_deliveries_in_flight gauge\nminoots_deliveries_in_flight {}",
-                stats.in_flight_deliveries
-            );
-        }
-    }
-    out
-}
-
-fn render_kernel(out: &mut String, m: &KernelMetrics) {
-    let g = KernelMetrics::get;
-    counter(
-        out,
-        "minoots_timers_created_total",
-        "Timers scheduled.",
-        g(&m.timers_scheduled),
-    );
-    counter(
-        out,
-        "minoots_timers_fired_total",
-        "Timers fired.",
-        g(&m.timers_fired),
-    );
-    counter(
-        out,
-        "minoots_timers_cancelled_total",
-        "Timers cancelled.",
-        g(&m.timers_cancelled),
-    );
-    counter(
-        out,
-        "minoots_leases_rescued_total",
-        "Expired leases returned to pending.",
-        g(&m.leases_rescued),
-    );
-    counter(
-        out,
-        "minoots_leases_lost_total",
-        "Leases an executor tried to renew after losing them (its attempts were stopped).",
-        g(&m.leases_lost),
-    );
-    counter(
-        out,
-        "minoots_leases_handed_back_total",
-        "Leases of a previous process's executor ended at start-up.",
-        g(&m.leases_handed_back),
-    );
-    counter(
-        out,
-        "minoots_deliveries_dead_total",
-        "Deliveries that exhausted their retries or failed permanently.",
-        g(&m.deliveries_dead),
-    );
-    counter(
-        out,
-        "minoots_store_key_lookups_total",
-        "API key lookups that reached the store (not answered by the kernel's key caches).",
-        g(&m.store_key_lookups),
-    );
-    out.push_str("# HELP minoots_delivery_attempts_total Delivery attempts by outcome.\n# TYPE minoots_delivery_attempts_total counter\n");
-    for (i, outcome) in ["succeeded", "retryable", "permanent"].iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "minoots_delivery_attempts_total{{outcome=\"{outcome}\"}} {}",
-            g(&m.attempts_by_outcome[i])
-        );
-    }
-    out.push_str("# HELP minoots_firing_lateness_seconds Fired minus due time of each timer.\n# TYPE minoots_firing_lateness_seconds histogram\n");
-    m.firing_lateness.write_prometheus(
-        out,
-        "minoots_firing_lateness_seconds",
-        "",
-        &LATENCY_BOUNDS_US,
-    );
 }

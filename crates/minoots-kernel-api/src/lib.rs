@@ -4,7 +4,8 @@
 //! conversions and the one mapping of errors to gRPC status codes ([`grpc`]); and the gRPC
 //! client ([`grpc::GrpcKernelClient`]), the implementation of the trait that the control
 //! plane and the orchestrator use when they run as separate services. The kernel
-//! (`minoots-kernel`) implements the trait in process and serves it over gRPC.
+//! (`minoots-kernel`) implements the trait in process and serves it over gRPC; in process
+//! it also shows its readiness and metrics through [`LocalKernel`].
 //!
 //! It must never depend on the store or the kernel: in microservice mode, the control
 //! plane and the orchestrator link no database code.
@@ -12,6 +13,7 @@
 pub mod api;
 pub mod error;
 pub mod grpc;
+pub mod local;
 pub mod metrics;
 
 pub use api::{
@@ -19,3 +21,4 @@ pub use api::{
     ScheduleOutcome, TenantQuotas,
 };
 pub use error::{KernelError, KernelResult};
+pub use local::LocalKernel;

@@ -10,7 +10,7 @@ use minoots_kernel_api::api::{
     BoxStream, KernelApi, LeaseRequest, NewTenant, RenewLeasesRequest, SECRET_ROTATION_GRACE,
     ScheduleOutcome, TenantQuotas,
 };
-use minoots_kernel_api::{KernelError, KernelResult};
+use minoots_kernel_api::{KernelError, KernelResult, LocalKernel};
 use minoots_store::{
     ApiKey, AttemptReport, CreateOptions, CreateOutcome, DeliveryWithAttempts, DueTimer,
     EventQuery, LeaseRenewal, LeasedDelivery, ReportOutcome, Store, StoreError, Tenant,
@@ -271,6 +271,22 @@ impl Kernel {
         }
         KernelMetrics::inc(&self.metrics.timers_scheduled, out.len() as u64);
         Ok(out)
+    }
+}
+
+/// What the control plane shows of this kernel when it runs in the same process.
+#[async_trait]
+impl LocalKernel for Kernel {
+    fn is_ready(&self) -> bool {
+        Kernel::is_ready(self)
+    }
+
+    fn failure(&self) -> Option<String> {
+        Kernel::failure(self)
+    }
+
+    async fn render_metrics(&self) -> String {
+        crate::metrics::render_kernel_metrics(self).await
     }
 }
 

@@ -1,9 +1,14 @@
 //! Counters and the firing-lateness histogram, kept in atomics so the firing thread never
-//! blocks on them. The control plane renders them as Prometheus text.
+//! blocks on them, and their Prometheus text ([`render_kernel_metrics`]), which the
+//! control plane's `/metrics` shows for a kernel in its process and `minoots kernel` shows
+//! at its own.
 
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use minoots_kernel_api::metrics::LatencyHistogram;
+use minoots_kernel_api::metrics::{LATENCY_BOUNDS_US, LatencyHistogram};
+
+use crate::Kernel;
 
 /// What the kernel counts.
 #[derive(Default)]
@@ -57,4 +62,99 @@ impl KernelMetrics {
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
+}
+
+/// The kernel's counters, firing-lateness histogram and store gauges as Prometheus text
+/// (for the control plane's `/metrics` and `minoots kernel`'s own).
+pub async fn render_kernel_metrics(kernel: &Kernel) -> String {
+    let mut out = String::new();
+    {
+        render_kernel(&mut out, kernel.metrics());
+        if let Ok(stats) = kernel.store().stats().await {
+            let _ = writeln!(
+                out,
+                "# HELP minoots_timers_pending Timers scheduled and not yet fired.\n# TYPE minoots_timers_pending gauge\nminoots_timers_pending {}",
+                stats.scheduled_timers
+            );
+            let _ = writeln!(
+                out,
+                "# HELP minoots_deliveries_pending Deliveries waiting for an attempt.\n# TYPE minoots_deliveries_pending gauge\nminoots_deliveries_pending {}",
+                stats.pending_deliveries
+            );
+            let _ = writeln!(
+                out,
+                "# HELP minoots_deliveries_in_flight Deliveries leased to an executor.\n# TYPE minoots_deliveries_in_flight gauge\nminoots_deliveries_in_flight {}",
+                stats.in_flight_deliveries
+            );
+        }
+    }
+    out
+}
+
+fn render_kernel(out: &mut String, m: &KernelMetrics) {
+    let g = KernelMetrics::get;
+    let counters: [(&str, &str, &AtomicU64); 8] = [
+        (
+            "minoots_timers_created_total",
+            "Timers scheduled.",
+            &m.timers_scheduled,
+        ),
+        (
+            "minoots_timers_fired_total",
+            "Timers fired.",
+            &m.timers_fired,
+        ),
+        (
+            "minoots_timers_cancelled_total",
+            "Timers cancelled.",
+            &m.timers_cancelled,
+        ),
+        (
+            "minoots_leases_rescued_total",
+            "Expired leases returned to pending.",
+            &m.leases_rescued,
+        ),
+        (
+            "minoots_leases_lost_total",
+            "Leases an executor tried to renew after losing them (its attempts were stopped).",
+            &m.leases_lost,
+        ),
+        (
+            "minoots_leases_handed_back_total",
+            "Leases of a previous process's executor ended at start-up.",
+            &m.leases_handed_back,
+        ),
+        (
+            "minoots_deliveries_dead_total",
+            "Deliveries that exhausted their retries or failed permanently.",
+            &m.deliveries_dead,
+        ),
+        (
+            "minoots_store_key_lookups_total",
+            "API key lookups that reached the store (not answered by the kernel's key caches).",
+            &m.store_key_lookups,
+        ),
+    ];
+    for (name, help, value) in counters {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+            g(value)
+        );
+    }
+    out.push_str("# HELP minoots_delivery_attempts_total Delivery attempts by outcome.\n# TYPE minoots_delivery_attempts_total counter\n");
+    for (i, outcome) in ["succeeded", "retryable", "permanent"].iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "minoots_delivery_attempts_total{{outcome=\"{outcome}\"}} {}",
+            g(&m.attempts_by_outcome[i])
+        );
+    }
+    out.push_str("# HELP minoots_firing_lateness_seconds Fired minus due time of each timer.\n# TYPE minoots_firing_lateness_seconds histogram\n");
+    m.firing_lateness.write_prometheus(
+        out,
+        "minoots_firing_lateness_seconds",
+        "",
+        &LATENCY_BOUNDS_US,
+    );
 }

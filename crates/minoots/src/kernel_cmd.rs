@@ -134,9 +134,7 @@ pub async fn run(cmd: KernelCmdArgs) -> anyhow::Result<()> {
             Arc::new(move || kernel_readiness(&k1, &stopping)),
             Arc::new(move || {
                 let k = k2.clone();
-                Box::pin(
-                    async move { minoots_control_plane::metrics::render_kernel_metrics(&k).await },
-                )
+                Box::pin(async move { minoots_kernel::metrics::render_kernel_metrics(&k).await })
             }),
             async {
                 let _ = health_stopped.await;
