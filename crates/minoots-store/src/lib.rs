@@ -1,5 +1,6 @@
 //! MINOOTS storage: the [`Store`] trait every backend implements, the embedded SQLite
-//! backend, and a conformance suite written once that every backend must pass.
+//! backend, the PostgreSQL backend (in progress), and a conformance suite written once
+//! that every backend must pass.
 //!
 //! The trait makes the kernel's durable operations explicit: create/cancel timers, load the
 //! next window of due timers, fire them (one transaction per firing: status, deliveries and
@@ -10,9 +11,11 @@
 //! database's clock instead); callers never pass the time for lease arithmetic.
 
 pub mod conformance;
+pub mod postgres;
 pub mod sqlite;
 mod types;
 
+pub use postgres::{PostgresConfig, PostgresStore};
 pub use sqlite::{SqliteConfig, SqliteStore};
 pub use types::*;
 

@@ -47,6 +47,8 @@ use crate::types::*;
 
 pub use group_commit::WriterHold;
 pub(crate) use ops::WriteCtx;
+/// Backend-neutral pieces the PostgreSQL backend shares.
+pub(crate) use ops::{MAX_EVENTS_PER_READ, check_new_timer};
 
 /// Settings of the SQLite backend, with defaults suited to one machine.
 #[derive(Debug, Clone)]
