@@ -6,14 +6,21 @@
 //! accepts and refuses exactly the same inputs with the same sentences. It performs no
 //! I/O: no files, no sockets, no threads. The only outside fact it reads is the time,
 //! and only through the [`clock::Clock`] trait, so tests can move time by hand.
+//!
+//! It also owns the decisions of the store's writes ([`plan`]: retries, settling, rescue,
+//! redrive) and the payloads of the event log ([`event::NewEvent`]), so that every
+//! storage backend only reads, writes and fences.
 
 pub mod action;
 pub mod clock;
 pub mod duration;
 pub mod error;
 pub mod event;
+#[cfg(test)]
+mod fixtures;
 pub mod limits;
 pub mod model;
+pub mod plan;
 pub mod request;
 pub mod retry;
 pub mod timefmt;
@@ -23,10 +30,10 @@ pub use action::{
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{FieldError, ValidationErrors};
-pub use event::{Event, EventType};
+pub use event::{Event, EventType, NewEvent, RetryCause};
 pub use model::{
-    AttemptOutcome, AttemptRecord, Delivery, DeliveryId, DeliveryStatus, Timer, TimerId,
-    TimerStatus,
+    AttemptOutcome, AttemptRecord, DeathReason, Delivery, DeliveryId, DeliveryStatus,
+    ForbiddenTransition, Timer, TimerId, TimerStatus,
 };
 pub use request::{DurationInput, TimerRequest, TimerSpec};
 pub use retry::RetryPolicy;

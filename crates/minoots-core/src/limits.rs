@@ -51,3 +51,31 @@ pub const MAX_ATTEMPT_ERROR_BYTES: usize = 2048;
 /// Page size bounds for listings.
 pub const DEFAULT_PAGE_SIZE: usize = 50;
 pub const MAX_PAGE_SIZE: usize = 500;
+
+/// Cuts `text` to at most `max_bytes` bytes, on a character boundary: how stored text
+/// (errors, excerpts, cancel reasons) is held to the limits above.
+pub fn truncate_to_bytes(mut text: String, max_bytes: usize) -> String {
+    if text.len() > max_bytes {
+        let mut cut = max_bytes;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncation_keeps_whole_characters() {
+        assert_eq!(truncate_to_bytes("short".into(), 10), "short");
+        assert_eq!(truncate_to_bytes("exactly".into(), 7), "exactly");
+        assert_eq!(truncate_to_bytes("abcdef".into(), 3), "abc");
+        // "é" is two bytes: a cut through it keeps the character out.
+        assert_eq!(truncate_to_bytes("aé".into(), 2), "a");
+        assert_eq!(truncate_to_bytes("aé".into(), 0), "");
+    }
+}

@@ -132,6 +132,51 @@ impl FromStr for TimerStatus {
     }
 }
 
+/// A status change the state machines forbid, found before anything was written. It is a
+/// bug or corrupt data, never a user error: stores surface it instead of writing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invariant violated: {kind} {id} cannot go from {from} to {to}")]
+pub struct ForbiddenTransition {
+    /// `"timer"` or `"delivery"`.
+    pub kind: &'static str,
+    pub id: String,
+    pub from: &'static str,
+    pub to: &'static str,
+}
+
+impl ForbiddenTransition {
+    fn check(
+        allowed: bool,
+        kind: &'static str,
+        id: impl fmt::Display,
+        from: &'static str,
+        to: &'static str,
+    ) -> Result<(), ForbiddenTransition> {
+        if allowed {
+            return Ok(());
+        }
+        Err(ForbiddenTransition {
+            kind,
+            id: id.to_string(),
+            from,
+            to,
+        })
+    }
+}
+
+impl TimerStatus {
+    /// `Ok` when timer `id` may go from `self` to `next`; the one check every store runs
+    /// before it writes a timer's new status.
+    pub fn check_transition(
+        self,
+        id: TimerId,
+        next: TimerStatus,
+    ) -> Result<(), ForbiddenTransition> {
+        let allowed = self.can_transition_to(next);
+        ForbiddenTransition::check(allowed, "timer", id, self.as_str(), next.as_str())
+    }
+}
+
 /// Where one action's delivery is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -171,6 +216,19 @@ impl DeliveryStatus {
                 | (InFlight, Dead)
                 | (Dead, Pending)
         )
+    }
+}
+
+impl DeliveryStatus {
+    /// `Ok` when delivery `id` may go from `self` to `next`; the one check every store runs
+    /// before it writes a delivery's new status.
+    pub fn check_transition(
+        self,
+        id: DeliveryId,
+        next: DeliveryStatus,
+    ) -> Result<(), ForbiddenTransition> {
+        let allowed = self.can_transition_to(next);
+        ForbiddenTransition::check(allowed, "delivery", id, self.as_str(), next.as_str())
     }
 }
 
@@ -333,6 +391,42 @@ pub struct Delivery {
     pub last_error: Option<String>,
 }
 
+impl Delivery {
+    /// Whether `owner` holds this delivery's lease for `attempt`: only then may it report
+    /// or hand back that attempt. Anything else is a stale lease (it expired and was
+    /// claimed again, or belongs to another executor) and is refused as fenced.
+    pub fn is_leased_to(&self, owner: &str, attempt: u32) -> bool {
+        self.status == DeliveryStatus::InFlight
+            && self.lease_owner.as_deref() == Some(owner)
+            && self.attempt == attempt
+    }
+}
+
+/// Why a delivery died; the `reason` of its `delivery.dead` event and of its timer's
+/// `timer.failed` event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeathReason {
+    /// The action failed in a way retrying cannot fix.
+    PermanentFailure,
+    /// Every attempt of its budget was used.
+    RetriesExhausted,
+}
+
+impl DeathReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeathReason::PermanentFailure => "permanent failure",
+            DeathReason::RetriesExhausted => "retries exhausted",
+        }
+    }
+}
+
+impl fmt::Display for DeathReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// How one attempt ended, as reported by the executor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -430,6 +524,45 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_forbidden_transition_names_the_object_and_both_statuses() {
+        let (t, d) = (TimerId::new_v7(), DeliveryId::new_v7());
+        assert_eq!(
+            TimerStatus::Fired.check_transition(t, TimerStatus::Settled),
+            Ok(())
+        );
+        assert_eq!(
+            DeliveryStatus::InFlight.check_transition(d, DeliveryStatus::Dead),
+            Ok(())
+        );
+        let refused = [
+            (
+                TimerStatus::Settled.check_transition(t, TimerStatus::Failed),
+                format!("invariant violated: timer {t} cannot go from settled to failed"),
+            ),
+            (
+                DeliveryStatus::Succeeded.check_transition(d, DeliveryStatus::Pending),
+                format!("invariant violated: delivery {d} cannot go from succeeded to pending"),
+            ),
+        ];
+        for (result, want) in refused {
+            assert_eq!(result.unwrap_err().to_string(), want);
+        }
+    }
+
+    #[test]
+    fn only_the_lease_owner_of_the_current_attempt_holds_the_lease() {
+        let d = crate::fixtures::in_flight(2, 3);
+        assert!(d.is_leased_to("exec-1", 2));
+        assert!(!d.is_leased_to("exec-2", 2), "another owner");
+        assert!(!d.is_leased_to("exec-1", 1), "an earlier attempt");
+        let pending = Delivery {
+            status: DeliveryStatus::Pending,
+            ..d
+        };
+        assert!(!pending.is_leased_to("exec-1", 2), "not in flight");
     }
 
     #[test]

@@ -16,7 +16,9 @@ use minoots_core::{
 use crate::*;
 
 mod group;
+mod payloads;
 pub use group::*;
+pub use payloads::*;
 
 /// A fresh store, the clock it reads, and whatever must live as long as it (a temp dir).
 pub struct Harness {
@@ -66,7 +68,8 @@ macro_rules! conformance_tests {
             tenants_create_list_update,
             api_keys_lookup_revoke_and_touch,
             a_refused_create_fails_no_other_write_of_its_group,
-            a_call_failing_part_way_is_undone_alone
+            a_call_failing_part_way_is_undone_alone,
+            every_event_carries_the_core_payload
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {

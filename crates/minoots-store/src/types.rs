@@ -297,6 +297,9 @@ pub struct DeliveryWithAttempts {
     pub attempts: Vec<AttemptRecord>,
 }
 
+/// Most events one `read_events` call returns; larger limits are lowered to this.
+pub const MAX_EVENTS_PER_READ: usize = 10_000;
+
 /// Which events to read.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct EventQuery {

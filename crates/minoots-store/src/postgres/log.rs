@@ -44,10 +44,7 @@ use uuid::Uuid;
 use super::errors::TxResult;
 use super::rows::event_from_row;
 use super::tx::{Db, NewEvent};
-use crate::types::EventQuery;
-
-/// Most events one `read_events` call returns; larger limits are lowered to this.
-pub(super) use crate::sqlite::MAX_EVENTS_PER_READ;
+use crate::types::{EventQuery, MAX_EVENTS_PER_READ};
 
 /// Numbers, stores and publishes the events of this handle's writes.
 pub(super) struct EventLog {

@@ -29,7 +29,7 @@ use super::rows::{
     TIMER_COLUMNS, col, delivery_cols, delivery_from_row, timer_cols, timer_from_row, uuid_of,
 };
 use super::tx::{Db, WriteTx};
-use crate::sqlite::check_new_timer;
+use crate::plan::check_new_timer;
 use crate::types::*;
 
 fn to_json<T: serde::Serialize>(v: &T) -> TxResult<String> {

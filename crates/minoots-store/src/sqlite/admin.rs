@@ -4,7 +4,7 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::ops::WriteCtx;
+use super::WriteCtx;
 use crate::types::*;
 
 const TENANT_COLS: &str = "id, name, tier, created_at, updated_at";

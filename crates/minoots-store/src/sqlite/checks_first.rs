@@ -6,7 +6,8 @@
 use minoots_core::{Event, Timer, TimerId, TimerRequest, TimerStatus};
 use rusqlite::Connection;
 
-use super::ops::{WriteCtx, create_timer};
+use super::WriteCtx;
+use super::timers::create_timer;
 use crate::types::*;
 
 /// 2026-11-27T10:00:00Z.

@@ -7,7 +7,7 @@
 use minoots_core::DeliveryId;
 use rusqlite::params;
 
-use super::ops::WriteCtx;
+use super::WriteCtx;
 use crate::types::{LeaseRenewal, StoreResult};
 
 /// Extends each lease in `leases` that `owner` still holds (in flight, same owner, same

@@ -26,11 +26,16 @@
 mod admin;
 #[cfg(test)]
 mod checks_first;
+mod deliveries;
+mod events;
 mod group_commit;
 mod leases;
-mod ops;
 mod readers;
+mod rows;
 mod schema;
+mod secrets;
+mod timers;
+mod write_ctx;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -46,9 +51,7 @@ use crate::Store;
 use crate::types::*;
 
 pub use group_commit::WriterHold;
-pub(crate) use ops::WriteCtx;
-/// Backend-neutral pieces the PostgreSQL backend shares.
-pub(crate) use ops::{MAX_EVENTS_PER_READ, check_new_timer};
+pub(crate) use write_ctx::WriteCtx;
 
 /// Settings of the SQLite backend, with defaults suited to one machine.
 #[derive(Debug, Clone)]
@@ -507,19 +510,21 @@ impl Store for SqliteStore {
         timer: Timer,
         options: CreateOptions,
     ) -> StoreResult<CreateOutcome> {
-        self.write(move |ctx| ops::create_timer(ctx, timer, &options))
+        self.write(move |ctx| timers::create_timer(ctx, timer, &options))
             .await
     }
 
-    async fn create_timers(&self, timers: Vec<Timer>) -> StoreResult<Vec<CreateOutcome>> {
+    async fn create_timers(&self, new_timers: Vec<Timer>) -> StoreResult<Vec<CreateOutcome>> {
         self.write(move |ctx| {
             // Every timer is checked before the first is written: a refusal leaves the
             // group commit untouched.
-            timers.iter().try_for_each(ops::check_new_timer)?;
+            new_timers
+                .iter()
+                .try_for_each(crate::plan::check_new_timer)?;
             let options = CreateOptions::default();
-            timers
+            new_timers
                 .into_iter()
-                .map(|t| ops::create_timer(ctx, t, &options))
+                .map(|t| timers::create_timer(ctx, t, &options))
                 .collect()
         })
         .await
@@ -527,12 +532,12 @@ impl Store for SqliteStore {
 
     async fn get_timer(&self, tenant_id: &str, id: TimerId) -> StoreResult<Option<Timer>> {
         let tenant = tenant_id.to_string();
-        self.read(move |c| ops::get_timer(c, Some(&tenant), id))
+        self.read(move |c| timers::get_timer(c, Some(&tenant), id))
             .await
     }
 
     async fn list_timers(&self, query: TimerQuery) -> StoreResult<TimerPage> {
-        self.read(move |c| ops::list_timers(c, &query)).await
+        self.read(move |c| timers::list_timers(c, &query)).await
     }
 
     async fn cancel_timer(
@@ -542,7 +547,7 @@ impl Store for SqliteStore {
         reason: Option<String>,
     ) -> StoreResult<Timer> {
         let tenant = tenant_id.to_string();
-        self.write(move |ctx| ops::cancel_timer(ctx, &tenant, id, reason))
+        self.write(move |ctx| timers::cancel_timer(ctx, &tenant, id, reason))
             .await
     }
 
@@ -552,12 +557,13 @@ impl Store for SqliteStore {
         until_us: i64,
         limit: usize,
     ) -> StoreResult<Vec<DueTimer>> {
-        self.read_reserved(move |c| ops::load_due_timers(c, after, until_us, limit))
+        self.read_reserved(move |c| timers::load_due_timers(c, after, until_us, limit))
             .await
     }
 
     async fn fire_timers(&self, fires: Vec<FireRequest>) -> StoreResult<Vec<FireOutcome>> {
-        self.write(move |ctx| ops::fire_timers(ctx, &fires)).await
+        self.write(move |ctx| timers::fire_timers(ctx, &fires))
+            .await
     }
 
     async fn claim_deliveries(
@@ -567,22 +573,22 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> StoreResult<Vec<LeasedDelivery>> {
         let owner = lease_owner.to_string();
-        self.write(move |ctx| ops::claim_deliveries(ctx, &owner, lease_ttl_us, limit))
+        self.write(move |ctx| deliveries::claim_deliveries(ctx, &owner, lease_ttl_us, limit))
             .await
     }
 
     async fn report_attempt(&self, report: AttemptReport) -> StoreResult<ReportOutcome> {
-        self.write(move |ctx| ops::report_attempt(ctx, report))
+        self.write(move |ctx| deliveries::report_attempt(ctx, report))
             .await
     }
 
     async fn rescue_expired_leases(&self, limit: usize) -> StoreResult<usize> {
-        self.write(move |ctx| ops::rescue_expired_leases(ctx, limit))
+        self.write(move |ctx| deliveries::rescue_expired_leases(ctx, limit))
             .await
     }
 
     async fn next_delivery_due_us(&self) -> StoreResult<Option<i64>> {
-        self.read_reserved(ops::next_delivery_due_us).await
+        self.read_reserved(deliveries::next_delivery_due_us).await
     }
 
     async fn list_deliveries(
@@ -591,16 +597,16 @@ impl Store for SqliteStore {
         timer_id: TimerId,
     ) -> StoreResult<Vec<DeliveryWithAttempts>> {
         let tenant = tenant_id.to_string();
-        self.read(move |c| ops::list_deliveries(c, &tenant, timer_id))
+        self.read(move |c| deliveries::list_deliveries(c, &tenant, timer_id))
             .await
     }
 
     async fn read_events(&self, query: EventQuery) -> StoreResult<Vec<Event>> {
-        self.read(move |c| ops::read_events(c, &query)).await
+        self.read(move |c| events::read_events(c, &query)).await
     }
 
     async fn latest_event_seq(&self) -> StoreResult<i64> {
-        self.read(ops::latest_event_seq).await
+        self.read(events::latest_event_seq).await
     }
 
     fn subscribe_events(&self) -> broadcast::Receiver<Event> {
@@ -608,21 +614,21 @@ impl Store for SqliteStore {
     }
 
     async fn prune_events(&self, before_us: i64, limit: usize) -> StoreResult<usize> {
-        self.write(move |ctx| ops::prune_events(ctx, before_us, limit))
+        self.write(move |ctx| events::prune_events(ctx, before_us, limit))
             .await
     }
 
     async fn stats(&self) -> StoreResult<StoreStats> {
-        self.read(ops::stats).await
+        self.read(events::stats).await
     }
 
     async fn get_delivery(&self, id: DeliveryId) -> StoreResult<Option<Delivery>> {
-        self.read(move |c| ops::get_delivery(c, id)).await
+        self.read(move |c| deliveries::get_delivery(c, id)).await
     }
 
     async fn redrive_timer(&self, tenant_id: &str, id: TimerId) -> StoreResult<Timer> {
         let tenant = tenant_id.to_string();
-        self.write(move |ctx| ops::redrive_timer(ctx, &tenant, id))
+        self.write(move |ctx| timers::redrive_timer(ctx, &tenant, id))
             .await
     }
 
@@ -633,7 +639,7 @@ impl Store for SqliteStore {
         attempt: u32,
     ) -> StoreResult<()> {
         let owner = lease_owner.to_string();
-        self.write(move |ctx| ops::release_delivery(ctx, delivery_id, &owner, attempt, 0))
+        self.write(move |ctx| deliveries::release_delivery(ctx, delivery_id, &owner, attempt, 0))
             .await
     }
 
@@ -645,8 +651,10 @@ impl Store for SqliteStore {
         delay_us: i64,
     ) -> StoreResult<()> {
         let owner = lease_owner.to_string();
-        self.write(move |ctx| ops::release_delivery(ctx, delivery_id, &owner, attempt, delay_us))
-            .await
+        self.write(move |ctx| {
+            deliveries::release_delivery(ctx, delivery_id, &owner, attempt, delay_us)
+        })
+        .await
     }
 
     async fn renew_leases(
@@ -677,18 +685,18 @@ impl Store for SqliteStore {
         let t = tenant.clone();
         let now = self.inner.clock.now_us();
         let existing = self
-            .read(move |c| ops::signing_secrets_at(c, &t, now, grace_us))
+            .read(move |c| secrets::signing_secrets_at(c, &t, now, grace_us))
             .await?;
         if !existing.is_empty() {
             return Ok(existing);
         }
-        self.write(move |ctx| ops::ensure_signing_secret(ctx, &tenant, candidate, grace_us))
+        self.write(move |ctx| secrets::ensure_signing_secret(ctx, &tenant, candidate, grace_us))
             .await
     }
 
     async fn rotate_signing_secret(&self, tenant_id: &str, new_secret: String) -> StoreResult<()> {
         let tenant = tenant_id.to_string();
-        self.write(move |ctx| ops::rotate_signing_secret(ctx, &tenant, new_secret))
+        self.write(move |ctx| secrets::rotate_signing_secret(ctx, &tenant, new_secret))
             .await
     }
 
@@ -747,7 +755,8 @@ impl Store for SqliteStore {
 
     async fn tenant_usage(&self, tenant_id: &str, day: i64) -> StoreResult<TenantUsage> {
         let tenant = tenant_id.to_string();
-        self.read(move |c| ops::tenant_usage(c, &tenant, day)).await
+        self.read(move |c| timers::tenant_usage(c, &tenant, day))
+            .await
     }
 
     async fn close(&self) {
