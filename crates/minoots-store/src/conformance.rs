@@ -17,8 +17,10 @@ use crate::*;
 
 mod group;
 mod payloads;
+mod text;
 pub use group::*;
 pub use payloads::*;
+pub use text::*;
 
 /// A fresh store, the clock it reads, and whatever must live as long as it (a temp dir).
 pub struct Harness {
@@ -69,7 +71,8 @@ macro_rules! conformance_tests {
             api_keys_lookup_revoke_and_touch,
             a_refused_create_fails_no_other_write_of_its_group,
             a_call_failing_part_way_is_undone_alone,
-            every_event_carries_the_core_payload
+            every_event_carries_the_core_payload,
+            reported_text_with_nul_is_stored_without_it
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
