@@ -165,7 +165,9 @@ async fn fire(h: &Harness, id: TimerId) -> FireOutcome {
         .remove(0)
 }
 
-fn report(d: &LeasedDelivery, outcome: AttemptOutcome, now: i64) -> AttemptReport {
+/// The report of an attempt of `d` at `now` with `outcome` (and a made-up status, error
+/// and excerpt to match).
+pub fn report(d: &LeasedDelivery, outcome: AttemptOutcome, now: i64) -> AttemptReport {
     AttemptReport {
         delivery_id: d.delivery.id,
         lease_owner: d.delivery.lease_owner.clone().expect("leased"),

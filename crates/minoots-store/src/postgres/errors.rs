@@ -24,6 +24,16 @@ pub(super) enum TxError {
 
 pub(super) type TxResult<T> = Result<T, TxError>;
 
+impl std::fmt::Display for TxError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TxError::Store(e) => e.fmt(f),
+            TxError::Retry(why) => f.write_str(why),
+            TxError::Pg(e) => f.write_str(&describe(e)),
+        }
+    }
+}
+
 impl From<StoreError> for TxError {
     fn from(e: StoreError) -> Self {
         TxError::Store(e)

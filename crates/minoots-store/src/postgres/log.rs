@@ -37,13 +37,13 @@
 //! (group commit, as the SQLite writer does) is how to go faster without giving up
 //! the order.
 
-use minoots_core::{Event, TimerId};
+use minoots_core::{Event, NewEvent, TimerId};
 use tokio::sync::{Mutex, MutexGuard, broadcast};
 use uuid::Uuid;
 
 use super::errors::TxResult;
 use super::rows::event_from_row;
-use super::tx::{Db, NewEvent};
+use super::tx::Db;
 use crate::types::{EventQuery, MAX_EVENTS_PER_READ};
 
 /// Numbers, stores and publishes the events of this handle's writes.
@@ -95,7 +95,7 @@ impl EventLog {
     pub(super) async fn append(
         &self,
         db: &mut Db<'_>,
-        events: &[NewEvent],
+        events: Vec<NewEvent>,
         now_us: i64,
     ) -> TxResult<Vec<Event>> {
         let n = events.len() as i64;
@@ -130,17 +130,9 @@ impl EventLog {
         )
         .await?;
         Ok(events
-            .iter()
+            .into_iter()
             .zip(first..)
-            .map(|(e, seq)| Event {
-                seq,
-                event_type: e.event_type,
-                tenant_id: e.tenant_id.clone(),
-                timer_id: e.timer_id,
-                delivery_id: e.delivery_id,
-                occurred_at_us: now_us,
-                data: e.data.clone(),
-            })
+            .map(|(e, seq)| e.into_event(seq, now_us))
             .collect())
     }
 }

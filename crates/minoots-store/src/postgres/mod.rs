@@ -6,29 +6,34 @@
 //!
 //! - Connections come from a small bounded pool (`pool.rs`), without TLS for now: the
 //!   store expects PostgreSQL on loopback or a trusted network.
-//! - Every write is one READ COMMITTED transaction, answered after its COMMIT returned,
-//!   run again from the start on a deadlock, a serialization failure, an expected unique
-//!   violation or a connection lost before COMMIT (`tx.rs`).
-//! - Refusals (not found, conflict, quota, idempotency mismatch) roll their transaction
-//!   back: a refused write stores nothing. Quotas and idempotency keys stay exact under
-//!   concurrency by row locks and constraints (`timers.rs`, `admin.rs`).
+//! - Writes go through one writer task per handle that commits the writes queued
+//!   meanwhile as one READ COMMITTED transaction and answers each after its COMMIT
+//!   returned (group commit, `writer.rs`); creates of a group run as one multi-row create
+//!   (`create.rs`). A write that fails for its own reason runs alone, in a transaction of
+//!   its own, again from the start on a deadlock, a serialization failure, an expected
+//!   unique violation or a connection lost before COMMIT (`tx.rs`).
+//! - Writes read, lock and fence, ask the core planners (and `crate::plan`) before their
+//!   first change, and write what they say (`timers.rs`, `deliveries.rs`, `leases.rs`):
+//!   a refused write changes nothing, so its group commits without it.
+//! - Quotas and idempotency keys stay exact under concurrency by per-tenant locks
+//!   (`create.rs`) and constraints (`admin.rs`); claims skip the rows other handles hold,
+//!   reports and rescues lock the row they fence on (`deliveries.rs`).
 //! - Event numbers follow commit order across every handle (`log.rs`).
 //! - The schema is migrated at open under an advisory lock (`schema.rs`).
 //! - Errors are judged by SQLSTATE (`errors.rs`).
-//!
-//! Not yet here (the trait methods answer `Unavailable`): firing timers, claiming,
-//! reporting, rescuing, releasing and renewing deliveries, redrive. They wait for the
-//! retry, report and rescue decisions to move into pure planners shared with SQLite.
 
 mod admin;
+mod create;
+mod deliveries;
 mod errors;
-mod events;
+mod leases;
 mod log;
 mod pool;
 mod rows;
 mod schema;
 mod timers;
 mod tx;
+mod writer;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,8 +44,11 @@ use tokio::sync::broadcast;
 
 use crate::Store;
 use crate::types::*;
+use create::CreateJob;
 use pool::{ConnectSettings, Pool};
-use tx::{Db, OpFuture, Shared, WriteTx};
+use tx::{Db, Job, OpFuture, Shared, WriteTx};
+use writer::Writer;
+pub use writer::WriterHold;
 
 /// Most connections one handle may have open, whatever its settings: PostgreSQL's own
 /// `max_connections` (100 by default) is shared by every process of a cluster.
@@ -49,6 +57,8 @@ pub const MAX_POOL_CONNECTIONS: usize = 256;
 const MAX_TIMEOUT_MS: u64 = 3_600_000;
 /// Longest schema name and application name PostgreSQL keeps (NAMEDATALEN − 1).
 const MAX_NAME_BYTES: usize = 63;
+/// Most writes queued for, or committed together by, the writer of one handle.
+const MAX_WRITER_QUEUE: usize = 1 << 20;
 
 /// Settings of the PostgreSQL backend.
 #[derive(Clone)]
@@ -78,6 +88,12 @@ pub struct PostgresConfig {
     /// Shown in `pg_stat_activity` (default `minoots`), so operators can tell MINOOTS'
     /// sessions apart.
     pub application_name: String,
+    /// Writes waiting for the writer task; callers wait (backpressure) when it is full
+    /// (default 65,536, as for SQLite).
+    pub writer_queue_capacity: usize,
+    /// Most writes committed in one transaction (default 4,096, as for SQLite). Bounds
+    /// the time one group holds its locks and the memory of one group.
+    pub max_batch_ops: usize,
 }
 
 impl PostgresConfig {
@@ -91,6 +107,8 @@ impl PostgresConfig {
             statement_timeout_ms: 30_000,
             event_broadcast_capacity: 16_384,
             application_name: "minoots".into(),
+            writer_queue_capacity: 65_536,
+            max_batch_ops: 4_096,
         }
     }
 
@@ -137,6 +155,14 @@ impl PostgresConfig {
         if self.event_broadcast_capacity == 0 {
             return bad("event_broadcast_capacity must be at least 1".into());
         }
+        for (name, n) in [
+            ("writer_queue_capacity", self.writer_queue_capacity),
+            ("max_batch_ops", self.max_batch_ops),
+        ] {
+            if !(1..=MAX_WRITER_QUEUE).contains(&n) {
+                return bad(format!("{name} is {n}; it must be 1 to {MAX_WRITER_QUEUE}"));
+            }
+        }
         let name = &self.application_name;
         if name.len() > MAX_NAME_BYTES || !name.chars().all(|c| c.is_ascii_graphic()) {
             return bad(format!(
@@ -158,18 +184,18 @@ impl std::fmt::Debug for PostgresConfig {
             .field("statement_timeout_ms", &self.statement_timeout_ms)
             .field("event_broadcast_capacity", &self.event_broadcast_capacity)
             .field("application_name", &self.application_name)
+            .field("writer_queue_capacity", &self.writer_queue_capacity)
+            .field("max_batch_ops", &self.max_batch_ops)
             .finish()
     }
 }
 
-/// A store in a PostgreSQL database. Cheap to clone; clones share connections.
+/// A store in a PostgreSQL database. Cheap to clone; clones share connections and one
+/// writer.
 #[derive(Clone)]
 pub struct PostgresStore {
     shared: Arc<Shared>,
-}
-
-fn not_yet() -> StoreError {
-    StoreError::Unavailable("not implemented on PostgreSQL yet".into())
+    writer: Arc<Writer>,
 }
 
 impl PostgresStore {
@@ -195,27 +221,64 @@ impl PostgresStore {
             let mut lent = pool.get().await?;
             schema::migrate(&mut lent.conn().client, config.schema.as_deref()).await?;
         }
+        let shared = Arc::new(Shared {
+            pool,
+            clock,
+            log: log::EventLog::new(config.event_broadcast_capacity),
+        });
+        let writer = Writer::start(
+            shared.clone(),
+            config.writer_queue_capacity,
+            config.max_batch_ops,
+        );
         Ok(Self {
-            shared: Arc::new(Shared {
-                pool,
-                clock,
-                log: log::EventLog::new(config.event_broadcast_capacity),
-            }),
+            shared,
+            writer: Arc::new(writer),
         })
     }
 
-    /// Runs a write on its own task, so that a caller that stops waiting (a timeout, a
-    /// dropped request) never cuts a transaction short: it commits or rolls back, and its
-    /// events are published, as if the caller had waited.
+    /// Queues a write for the writer and waits for its answer, given after its group
+    /// committed. A caller that stops waiting (a timeout, a dropped request) never cuts
+    /// a transaction short: the writer commits or rolls back, and publishes the events,
+    /// as if the caller had waited.
     async fn write<T, F>(&self, op: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: for<'w, 'c> FnMut(&'w mut WriteTx<'c>) -> OpFuture<'w, T> + Send + 'static,
     {
-        let shared = self.shared.clone();
-        tokio::spawn(async move { shared.write(op).await })
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("a write task failed: {e}")))?
+        self.write_locking(None, op).await
+    }
+
+    /// [`PostgresStore::write`] of a write that locks the row `first` before any other,
+    /// so that its group can run it in that row's order (`writer.rs`).
+    async fn write_locking<T, F>(&self, first: Option<uuid::Uuid>, op: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: for<'w, 'c> FnMut(&'w mut WriteTx<'c>) -> OpFuture<'w, T> + Send + 'static,
+    {
+        let (job, answer) = Job::new(op);
+        self.writer
+            .send(writer::Job::Other(Box::new(job), first))
+            .await?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Queues a create (one call's timers) and waits for its answer.
+    async fn create(
+        &self,
+        timers: Vec<Timer>,
+        options: CreateOptions,
+    ) -> StoreResult<Vec<CreateOutcome>> {
+        let (job, answer) = CreateJob::new(timers, options);
+        self.writer.send(writer::Job::Create(job)).await?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Pauses the writer once it has committed what it holds; returns when it is paused.
+    /// For tests that need several writes in one group commit.
+    #[doc(hidden)]
+    pub async fn hold_writer(&self) -> StoreResult<WriterHold> {
+        self.writer.hold().await
     }
 
     async fn read<T, F>(&self, op: F) -> StoreResult<T>
@@ -246,25 +309,16 @@ impl Store for PostgresStore {
         timer: Timer,
         options: CreateOptions,
     ) -> StoreResult<CreateOutcome> {
-        let timers = Arc::new(vec![timer]);
-        let mut out = self
-            .write(move |w| {
-                let (timers, options) = (timers.clone(), options.clone());
-                Box::pin(async move { timers::create_timers(w, &timers, &options).await })
-            })
-            .await?;
-        Ok(out.remove(0))
+        let mut out = self.create(vec![timer], options).await?;
+        out.pop()
+            .ok_or_else(|| StoreError::Unavailable("a create returned no timer".into()))
     }
 
     async fn create_timers(&self, timers: Vec<Timer>) -> StoreResult<Vec<CreateOutcome>> {
-        let timers = Arc::new(timers);
-        self.write(move |w| {
-            let timers = timers.clone();
-            Box::pin(
-                async move { timers::create_timers(w, &timers, &CreateOptions::default()).await },
-            )
-        })
-        .await
+        if timers.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.create(timers, CreateOptions::default()).await
     }
 
     async fn get_timer(&self, tenant_id: &str, id: TimerId) -> StoreResult<Option<Timer>> {
@@ -308,29 +362,51 @@ impl Store for PostgresStore {
             .await
     }
 
-    async fn fire_timers(&self, _fires: Vec<FireRequest>) -> StoreResult<Vec<FireOutcome>> {
-        Err(not_yet())
+    async fn fire_timers(&self, fires: Vec<FireRequest>) -> StoreResult<Vec<FireOutcome>> {
+        if fires.is_empty() {
+            return Ok(Vec::new());
+        }
+        let fires = Arc::new(fires);
+        self.write(move |w| {
+            let fires = fires.clone();
+            Box::pin(async move { timers::fire_timers(w, &fires).await })
+        })
+        .await
     }
 
     async fn claim_deliveries(
         &self,
-        _lease_owner: &str,
-        _lease_ttl_us: i64,
-        _limit: usize,
+        lease_owner: &str,
+        lease_ttl_us: i64,
+        limit: usize,
     ) -> StoreResult<Vec<LeasedDelivery>> {
-        Err(not_yet())
+        let owner = lease_owner.to_string();
+        self.write(move |w| {
+            let owner = owner.clone();
+            Box::pin(
+                async move { deliveries::claim_deliveries(w, &owner, lease_ttl_us, limit).await },
+            )
+        })
+        .await
     }
 
-    async fn report_attempt(&self, _report: AttemptReport) -> StoreResult<ReportOutcome> {
-        Err(not_yet())
+    async fn report_attempt(&self, report: AttemptReport) -> StoreResult<ReportOutcome> {
+        let first = Some(report.delivery_id.0);
+        let report = Arc::new(report);
+        self.write_locking(first, move |w| {
+            let report = report.clone();
+            Box::pin(async move { deliveries::report_attempt(w, &report).await })
+        })
+        .await
     }
 
-    async fn rescue_expired_leases(&self, _limit: usize) -> StoreResult<usize> {
-        Err(not_yet())
+    async fn rescue_expired_leases(&self, limit: usize) -> StoreResult<usize> {
+        self.write(move |w| Box::pin(deliveries::rescue_expired_leases(w, limit)))
+            .await
     }
 
     async fn next_delivery_due_us(&self) -> StoreResult<Option<i64>> {
-        self.read(|db| Box::pin(timers::next_delivery_due_us(db)))
+        self.read(|db| Box::pin(deliveries::next_delivery_due_us(db)))
             .await
     }
 
@@ -343,7 +419,7 @@ impl Store for PostgresStore {
         self.shared
             .read(true, move |db| {
                 let tenant = tenant.clone();
-                Box::pin(async move { timers::list_deliveries(db, &tenant, timer_id).await })
+                Box::pin(async move { deliveries::list_deliveries(db, &tenant, timer_id).await })
             })
             .await
     }
@@ -376,44 +452,67 @@ impl Store for PostgresStore {
     }
 
     async fn get_delivery(&self, id: DeliveryId) -> StoreResult<Option<Delivery>> {
-        self.read(move |db| Box::pin(timers::get_delivery(db, id)))
+        self.read(move |db| Box::pin(deliveries::get_delivery(db, id)))
             .await
     }
 
-    async fn redrive_timer(&self, _tenant_id: &str, _id: TimerId) -> StoreResult<Timer> {
-        Err(not_yet())
+    async fn redrive_timer(&self, tenant_id: &str, id: TimerId) -> StoreResult<Timer> {
+        let tenant = tenant_id.to_string();
+        self.write(move |w| {
+            let tenant = tenant.clone();
+            Box::pin(async move { timers::redrive_timer(w, &tenant, id).await })
+        })
+        .await
     }
 
     async fn release_delivery(
         &self,
-        _delivery_id: DeliveryId,
-        _lease_owner: &str,
-        _attempt: u32,
+        delivery_id: DeliveryId,
+        lease_owner: &str,
+        attempt: u32,
     ) -> StoreResult<()> {
-        Err(not_yet())
+        self.release_delivery_after(delivery_id, lease_owner, attempt, 0)
+            .await
     }
 
     async fn release_delivery_after(
         &self,
-        _delivery_id: DeliveryId,
-        _lease_owner: &str,
-        _attempt: u32,
-        _delay_us: i64,
+        delivery_id: DeliveryId,
+        lease_owner: &str,
+        attempt: u32,
+        delay_us: i64,
     ) -> StoreResult<()> {
-        Err(not_yet())
+        let owner = lease_owner.to_string();
+        self.write_locking(Some(delivery_id.0), move |w| {
+            let owner = owner.clone();
+            Box::pin(async move {
+                deliveries::release_delivery(w, delivery_id, &owner, attempt, delay_us).await
+            })
+        })
+        .await
     }
 
     async fn renew_leases(
         &self,
-        _lease_owner: &str,
-        _leases: Vec<(DeliveryId, u32)>,
-        _lease_ttl_us: i64,
+        lease_owner: &str,
+        leases: Vec<(DeliveryId, u32)>,
+        lease_ttl_us: i64,
     ) -> StoreResult<LeaseRenewal> {
-        Err(not_yet())
+        let (owner, leases) = (lease_owner.to_string(), Arc::new(leases));
+        self.write(move |w| {
+            let (owner, leases) = (owner.clone(), leases.clone());
+            Box::pin(async move { leases::renew_leases(w, &owner, &leases, lease_ttl_us).await })
+        })
+        .await
     }
 
-    async fn end_leases_of(&self, _owner_prefix: &str) -> StoreResult<usize> {
-        Err(not_yet())
+    async fn end_leases_of(&self, owner_prefix: &str) -> StoreResult<usize> {
+        let prefix = owner_prefix.to_string();
+        self.write(move |w| {
+            let prefix = prefix.clone();
+            Box::pin(async move { leases::end_leases_of(w, &prefix).await })
+        })
+        .await
     }
 
     async fn signing_secrets(
@@ -546,6 +645,7 @@ impl Store for PostgresStore {
     }
 
     async fn close(&self) {
+        self.writer.stop().await;
         self.shared.pool.close().await;
     }
 }
