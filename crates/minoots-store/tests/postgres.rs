@@ -1,7 +1,8 @@
 //! The PostgreSQL backend against the whole conformance suite (with its writer held, so
 //! that the group-commit cases share one transaction as they claim), and what only a
 //! database server has: migrations applied once by racing opens, a newer schema refused,
-//! durable acknowledgements, lost connections, the pool's bound, a read-only server.
+//! durable acknowledgements, lost connections, the pool's bound, a read-only server, and
+//! statement errors (which abort a whole transaction) inside a group commit.
 //! Several handles writing at once are `postgres_handles.rs`.
 //!
 //! Needs `MINOOTS_TEST_DATABASE_URL`; see `pg/mod.rs`.
@@ -12,8 +13,8 @@ mod pg;
 use std::sync::Arc;
 
 use minoots_core::{Clock, ManualClock};
-use minoots_store::conformance::{Harness, T0, timer};
-use minoots_store::{PostgresStore, Store, StoreError, WriteTrouble};
+use minoots_store::conformance::{GroupWrite, Harness, T0, in_one_group, timer};
+use minoots_store::{PostgresStore, Store, StoreError, Tenant, WriteTrouble};
 use pg::{TestSchema, admin, database_url, harness, make, two_handles};
 
 const SEC: i64 = 1_000_000;
@@ -225,4 +226,74 @@ async fn a_read_only_database_refuses_writes_as_cannot_write() {
     assert_eq!(read_only.get_timer("acme", t.id).await.unwrap(), Some(t));
     read_only.close().await;
     writable.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_failing_with_a_statement_error_run_alone_and_their_group_commits() {
+    let h = or_skip!(make().await);
+    // A statement error aborts a PostgreSQL transaction as a whole: a create of an id that
+    // exists, and a tenant whose name PostgreSQL's text cannot hold (NUL, which the
+    // kernel's validation refuses before the store), fail in a group of good writes.
+    let taken = timer(&h, "acme", T0 + SEC, 1);
+    h.store.create_timer(taken.clone()).await.unwrap();
+    let (y, mut z) = (
+        timer(&h, "beta", T0 + SEC, 1),
+        timer(&h, "acme", T0 + SEC, 0),
+    );
+    z.idempotency_key = Some("z".into());
+    let now = h.clock.now_us();
+    let tenant = |id: &str, name: &str| Tenant {
+        id: id.into(),
+        name: name.into(),
+        tier: "free".into(),
+        created_at_us: now,
+        updated_at_us: now,
+    };
+    let store = &h.store;
+    let writes: Vec<GroupWrite<'_, Result<String, StoreError>>> = vec![
+        Box::pin(async {
+            store
+                .create_timer(taken.clone())
+                .await
+                .map(|_| "dup".into())
+        }),
+        Box::pin(async { store.create_timer(y.clone()).await.map(|_| "y".into()) }),
+        Box::pin(async {
+            store
+                .create_tenant(tenant("nul", "a\0b"))
+                .await
+                .map(|t| t.id)
+        }),
+        Box::pin(async {
+            store
+                .cancel_timer("acme", taken.id, None)
+                .await
+                .map(|t| t.status.to_string())
+        }),
+        Box::pin(async {
+            store
+                .create_tenant(tenant("good", "Good"))
+                .await
+                .map(|t| t.id)
+        }),
+        Box::pin(async { store.create_timer(z.clone()).await.map(|_| "z".into()) }),
+    ];
+    let results = in_one_group(&h, writes).await;
+    assert!(
+        matches!(&results[0], Err(StoreError::AlreadyExists(_))),
+        "{results:?}"
+    );
+    assert!(
+        matches!(&results[2], Err(StoreError::Unavailable(_))),
+        "{results:?}"
+    );
+    assert_eq!(results[1], Ok("y".to_string()));
+    assert_eq!(results[3], Ok("cancelled".to_string()));
+    assert_eq!(results[4], Ok("good".to_string()));
+    assert_eq!(results[5], Ok("z".to_string()));
+    assert!(h.store.get_timer("beta", y.id).await.unwrap().is_some());
+    assert!(h.store.get_timer("acme", z.id).await.unwrap().is_some());
+    assert!(h.store.get_tenant("good").await.unwrap().is_some());
+    assert_eq!(h.store.get_tenant("nul").await.unwrap(), None);
+    h.store.close().await;
 }

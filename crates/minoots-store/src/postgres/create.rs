@@ -68,11 +68,15 @@ impl WriteOp for CreateJob {
     /// Alone: the create as a group of one.
     fn run<'w, 'c>(&'w mut self, w: &'w mut WriteTx<'c>) -> OpFuture<'w, ()> {
         Box::pin(async move {
-            run_creates(w, &mut [&mut *self]).await?;
-            match &self.reply.kept {
-                Some(Err(refused)) => Err(TxError::Store(refused.clone())),
-                _ => Ok(()),
-            }
+            let result = match run_creates(w, &mut [&mut *self]).await {
+                Ok(()) => self.reply.kept.take().unwrap_or_else(|| {
+                    Err(StoreError::Unavailable(
+                        "a create ended without a result".into(),
+                    ))
+                }),
+                Err(e) => return self.reply.keep(Err(e)),
+            };
+            self.reply.keep(result.map_err(TxError::Store))
         })
     }
 

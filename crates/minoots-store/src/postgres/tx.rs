@@ -263,6 +263,23 @@ impl<T> Reply<T> {
         (reply, rx)
     }
 
+    /// Keeps the result of a run: its value, or its refusal (which is also returned, so
+    /// that the writer sees it); any other error keeps nothing.
+    pub(super) fn keep(&mut self, result: TxResult<T>) -> TxResult<()> {
+        self.kept = None;
+        match result {
+            Ok(value) => {
+                self.kept = Some(Ok(value));
+                Ok(())
+            }
+            Err(TxError::Store(e)) => {
+                self.kept = Some(Err(e.clone()));
+                Err(TxError::Store(e))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Answers the caller as [`WriteOp::answer`] says.
     pub(super) fn send(self, ended: StoreResult<()>) {
         let kept = self.kept;
@@ -298,18 +315,8 @@ where
 {
     fn run<'w, 'c>(&'w mut self, w: &'w mut WriteTx<'c>) -> OpFuture<'w, ()> {
         Box::pin(async move {
-            self.reply.kept = None;
-            match (self.op)(w).await {
-                Ok(value) => {
-                    self.reply.kept = Some(Ok(value));
-                    Ok(())
-                }
-                Err(TxError::Store(e)) => {
-                    self.reply.kept = Some(Err(e.clone()));
-                    Err(TxError::Store(e))
-                }
-                Err(e) => Err(e),
-            }
+            let result = (self.op)(w).await;
+            self.reply.keep(result)
         })
     }
 
