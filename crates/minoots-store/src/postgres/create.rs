@@ -365,10 +365,12 @@ async fn usage(
     let rows = w
         .db()
         .query(
-            "SELECT u.tenant, u.day, d.created, p.pending
-               FROM unnest($1::text[], $2::bigint[]) AS u(tenant, day)
-               LEFT JOIN tenant_daily d ON d.tenant_id = u.tenant AND d.day = u.day
-               LEFT JOIN tenant_pending p ON p.tenant_id = u.tenant",
+            // One primary-key lookup per row, whatever the planner thinks of the tables'
+            // sizes (a join may scan a whole table that grew since it was last analyzed).
+            "SELECT u.tenant, u.day,
+                    (SELECT created FROM tenant_daily WHERE tenant_id = u.tenant AND day = u.day),
+                    (SELECT pending FROM tenant_pending WHERE tenant_id = u.tenant)
+               FROM unnest($1::text[], $2::bigint[]) AS u(tenant, day)",
             &[&tenants, &days],
         )
         .await?;
