@@ -1,6 +1,6 @@
 //! MINOOTS storage: the [`Store`] trait every backend implements, the embedded SQLite
-//! backend, the PostgreSQL backend (in progress), and a conformance suite written once
-//! that every backend must pass.
+//! backend, the PostgreSQL backend (for several kernels on one database), and a
+//! conformance suite written once that every backend must pass.
 //!
 //! The trait makes the kernel's durable operations explicit: create/cancel timers, load the
 //! next window of due timers, fire them (one transaction per firing: status, deliveries and
