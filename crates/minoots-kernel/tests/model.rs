@@ -51,12 +51,13 @@ const MAX_OPS: usize = 40;
 const DEFAULT_CASES: u32 = 128;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+/// Opens the store of the case whose scratch directory is the path, with the clock.
+type OpenStore = fn(&Path, Arc<dyn Clock>) -> BoxFuture<Arc<dyn Store>>;
 
 /// How a case opens the store its kernel runs on (again on restart) and clears it away.
 #[derive(Clone, Copy)]
 struct Backend {
-    /// Opens the store of the case whose scratch directory is `dir`, with `clock`.
-    open: fn(&Path, Arc<dyn Clock>) -> BoxFuture<Arc<dyn Store>>,
+    open: OpenStore,
     /// Removes what the case left outside `dir` (which goes with the case).
     discard: fn(&Path) -> BoxFuture<()>,
 }
