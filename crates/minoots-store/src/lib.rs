@@ -138,7 +138,10 @@ pub trait Store: Send + Sync + 'static {
         delivery_id: minoots_core::DeliveryId,
         lease_owner: &str,
         attempt: u32,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<()> {
+        self.release_delivery_after(delivery_id, lease_owner, attempt, 0)
+            .await
+    }
 
     /// Like [`Store::release_delivery`], but the delivery is due again only `delay_us`
     /// from now (an executor handing back work it cannot start yet, e.g. because the

@@ -465,16 +465,6 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn release_delivery(
-        &self,
-        delivery_id: DeliveryId,
-        lease_owner: &str,
-        attempt: u32,
-    ) -> StoreResult<()> {
-        self.release_delivery_after(delivery_id, lease_owner, attempt, 0)
-            .await
-    }
-
     async fn release_delivery_after(
         &self,
         delivery_id: DeliveryId,
