@@ -663,6 +663,8 @@ mod tests {
         assert!(with(|c| c.statement_timeout_ms = 0).contains("statement_timeout_ms"));
         assert!(with(|c| c.event_broadcast_capacity = 0).contains("event_broadcast_capacity"));
         assert!(with(|c| c.application_name = "has space".into()).contains("application_name"));
+        assert!(with(|c| c.max_batch_ops = 0).contains("max_batch_ops"));
+        assert!(with(|c| c.writer_queue_capacity = usize::MAX).contains("writer_queue_capacity"));
         let mut schema = ok.clone();
         schema.schema = Some("minoots_test_0a1b".into());
         schema.check().unwrap();

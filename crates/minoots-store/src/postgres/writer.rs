@@ -20,9 +20,15 @@
 //! group: the group is rolled back and runs again without it, and the write runs alone,
 //! in a transaction of its own with its own retries (`tx.rs`), and is answered from
 //! there. (If the multi-row create fails, every create of the group runs alone.) Each
-//! round takes out at least one write, so a group runs at most once per write it holds.
-//! Only what fails every write alike fails the group: the disk refusing writes, a lost
-//! connection (run again, at most `MAX_ATTEMPTS` times), a COMMIT whose fate is unknown.
+//! such round takes out at least one write, so a group runs at most once per write it
+//! holds, plus at most `MAX_ATTEMPTS` times after lost connections. Only what fails every
+//! write alike fails the group: the disk refusing writes, a connection lost again and
+//! again, a COMMIT whose fate is unknown.
+//!
+//! **Several handles.** Groups of different handles (kernels) lock rows in the order of
+//! their writes, so two of them can deadlock; PostgreSQL then cancels one statement after
+//! `deadlock_timeout` (1 s by default) and that write runs alone. [`order`] makes it
+//! rare for the writes that most often meet: reports on sibling deliveries.
 //!
 //! **Bounds.** The queue holds `writer_queue_capacity` writes; callers beyond it wait
 //! (backpressure). A group holds at most `max_batch_ops` writes, which bounds its
