@@ -65,6 +65,21 @@ pub fn truncate_to_bytes(mut text: String, max_bytes: usize) -> String {
     text
 }
 
+/// What reported text (an attempt's error, a response excerpt, a cancel reason) becomes
+/// before it is stored: every NUL replaced by U+FFFD, then cut to `max_bytes` like
+/// [`truncate_to_bytes`]. PostgreSQL's `text` cannot hold NUL, and every backend must
+/// store, list and put in events the same text, so the replacement is made here, once.
+/// Text that reaches a store only after validation (names, keys, labels) never holds a
+/// control character and needs none of this.
+pub fn stored_text(text: String, max_bytes: usize) -> String {
+    let text = if text.contains('\0') {
+        text.replace('\0', "\u{FFFD}")
+    } else {
+        text
+    };
+    truncate_to_bytes(text, max_bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,5 +92,14 @@ mod tests {
         // "é" is two bytes: a cut through it keeps the character out.
         assert_eq!(truncate_to_bytes("aé".into(), 2), "a");
         assert_eq!(truncate_to_bytes("aé".into(), 0), "");
+    }
+
+    #[test]
+    fn stored_text_has_no_nul_and_keeps_to_its_limit() {
+        assert_eq!(stored_text("plain".into(), 10), "plain");
+        assert_eq!(stored_text("a\0b".into(), 10), "a\u{FFFD}b");
+        // The replacement is 3 bytes: the cut comes after it, on a character boundary.
+        assert_eq!(stored_text("\0\0".into(), 4), "\u{FFFD}");
+        assert_eq!(stored_text("ab\0".into(), 3), "ab");
     }
 }

@@ -77,6 +77,24 @@ pub struct TimerPage {
     pub next: Option<DueTimer>,
 }
 
+impl TimerPage {
+    /// A page of at most `limit` timers from `timers`, read in (fire time, id) order with
+    /// one more than the page holds when there is one: that extra timer says another page
+    /// follows, which starts after the page's last timer.
+    pub fn from_rows(mut timers: Vec<Timer>, limit: usize) -> Self {
+        let next = if timers.len() > limit {
+            timers.truncate(limit);
+            timers.last().map(|t| DueTimer {
+                fire_at_us: t.fire_at_us,
+                id: t.id,
+            })
+        } else {
+            None
+        };
+        TimerPage { timers, next }
+    }
+}
+
 impl DueTimer {
     /// An opaque cursor text for clients (`v1.<fire_at_us>.<id hex>`, base16).
     pub fn encode_cursor(&self) -> String {
@@ -152,6 +170,9 @@ pub struct DeliveryWithAttempts {
     pub delivery: Delivery,
     pub attempts: Vec<AttemptRecord>,
 }
+
+/// Most events one `read_events` call returns; larger limits are lowered to this.
+pub const MAX_EVENTS_PER_READ: usize = 10_000;
 
 /// Which events to read.
 #[derive(Debug, Clone, PartialEq, Default)]

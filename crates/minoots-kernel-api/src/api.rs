@@ -62,11 +62,16 @@ impl RenewLeasesRequest {
     }
 }
 
+/// The lease owner is stored with every lease and attempt, so it is plain text: no
+/// control characters (PostgreSQL's text cannot even hold NUL).
 fn validate_owner_and_ttl(lease_owner: &str, lease_ttl_ms: u32) -> KernelResult<()> {
-    if lease_owner.is_empty() || lease_owner.len() > MAX_LEASE_OWNER_BYTES {
+    if lease_owner.is_empty()
+        || lease_owner.len() > MAX_LEASE_OWNER_BYTES
+        || lease_owner.chars().any(char::is_control)
+    {
         return Err(KernelError::invalid(
             "leaseOwner",
-            format!("must be 1 to {MAX_LEASE_OWNER_BYTES} bytes"),
+            format!("must be 1 to {MAX_LEASE_OWNER_BYTES} bytes without control characters"),
         ));
     }
     if !(MIN_LEASE_TTL_MS..=MAX_LEASE_TTL_MS).contains(&lease_ttl_ms) {
@@ -260,4 +265,28 @@ pub const SECRET_ROTATION_GRACE: std::time::Duration = std::time::Duration::from
 /// hashes).
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_owner_is_short_plain_text() {
+        let request = |owner: &str| LeaseRequest {
+            lease_owner: owner.to_string(),
+            lease_ttl_ms: 30_000,
+            max_in_flight: 10,
+        };
+        request("orchestrator-7f3a").validate().unwrap();
+        for bad in [
+            "",
+            "a\0b",
+            "line\nbreak",
+            &"x".repeat(MAX_LEASE_OWNER_BYTES + 1),
+        ] {
+            let err = request(bad).validate().unwrap_err().to_string();
+            assert!(err.contains("leaseOwner"), "{bad:?}: {err}");
+        }
+    }
 }

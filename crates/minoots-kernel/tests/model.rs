@@ -9,8 +9,9 @@
 //! increasing event sequence. Waiting for the kernel (firing, rescuing) is driven by its
 //! event stream, never by sleeping.
 //!
-//! The store is opened through a [`Backend`]: today only SQLite; another backend is one
-//! more entry in `BACKENDS`' callers (a `#[test]` naming its open function).
+//! The store is opened through a [`Backend`]: SQLite always, and PostgreSQL when
+//! `MINOOTS_TEST_DATABASE_URL` names a database (each case in a schema of its own, dropped
+//! after it; without the variable that test prints "skipped: no database" and passes).
 //!
 //! `MINOOTS_MODEL_CASES` sets the number of cases (default 128; each up to 40 operations).
 
@@ -19,7 +20,9 @@ mod common;
 use common::{WAIT, lease};
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,7 +31,9 @@ use minoots_core::{
     TimerRequest, TimerStatus,
 };
 use minoots_kernel::{BoxStream, Kernel, KernelApi, KernelConfig, KernelError};
-use minoots_store::{AttemptReport, EventQuery, SqliteConfig, SqliteStore, Store};
+use minoots_store::{
+    AttemptReport, EventQuery, PostgresConfig, PostgresStore, SqliteConfig, SqliteStore, Store,
+};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use tokio_stream::StreamExt;
@@ -45,12 +50,73 @@ const MAX_OPS: usize = 40;
 /// Cases run by default; more with `MINOOTS_MODEL_CASES`.
 const DEFAULT_CASES: u32 = 128;
 
-/// Opens the store a kernel runs on, in `dir`, with `clock`; called again on restart.
-type Backend = fn(&Path, Arc<dyn Clock>) -> Arc<dyn Store>;
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+/// Opens the store of the case whose scratch directory is the path, with the clock.
+type OpenStore = fn(&Path, Arc<dyn Clock>) -> BoxFuture<Arc<dyn Store>>;
 
-fn sqlite(dir: &Path, clock: Arc<dyn Clock>) -> Arc<dyn Store> {
-    Arc::new(SqliteStore::open(SqliteConfig::new(dir), clock).expect("open the SQLite store"))
+/// How a case opens the store its kernel runs on (again on restart) and clears it away.
+#[derive(Clone, Copy)]
+struct Backend {
+    open: OpenStore,
+    /// Removes what the case left outside `dir` (which goes with the case).
+    discard: fn(&Path) -> BoxFuture<()>,
 }
+
+const SQLITE: Backend = Backend {
+    open: |dir, clock| {
+        let store =
+            SqliteStore::open(SqliteConfig::new(dir), clock).expect("open the SQLite store");
+        Box::pin(std::future::ready(Arc::new(store) as Arc<dyn Store>))
+    },
+    discard: |_| Box::pin(std::future::ready(())),
+};
+
+fn database_url() -> Option<String> {
+    std::env::var("MINOOTS_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+}
+
+/// The PostgreSQL schema of the case whose scratch directory is `dir`.
+fn schema_of(dir: &Path) -> String {
+    let name = dir
+        .file_name()
+        .expect("a named directory")
+        .to_string_lossy();
+    let tail: String = name
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    format!("minoots_model_{tail}")
+}
+
+const POSTGRES: Backend = Backend {
+    open: |dir, clock| {
+        let mut config = PostgresConfig::new(database_url().expect("a database"));
+        config.schema = Some(schema_of(dir));
+        Box::pin(async move {
+            let store = PostgresStore::open(config, clock)
+                .await
+                .expect("open the PostgreSQL store");
+            Arc::new(store) as Arc<dyn Store>
+        })
+    },
+    discard: |dir| {
+        let schema = schema_of(dir);
+        Box::pin(async move {
+            let url = database_url().expect("a database");
+            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .expect("connect to the test database");
+            tokio::spawn(connection);
+            client
+                .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                .await
+                .expect("drop the case's schema");
+        })
+    },
+};
 
 // ---------------------------------------------------------------------------------------
 // Operations
@@ -287,7 +353,8 @@ fn config() -> KernelConfig {
 
 async fn start_kernel(backend: Backend, dir: &Path, clock: &Arc<ManualClock>) -> Arc<Kernel> {
     let c: Arc<dyn Clock> = clock.clone();
-    let k = Kernel::start(backend(dir, c.clone()), c, config()).expect("kernel starts");
+    let store = (backend.open)(dir, c.clone()).await;
+    let k = Kernel::start(store, c, config()).expect("kernel starts");
     assert!(k.wait_ready(WAIT).await, "kernel ready in time");
     k
 }
@@ -737,6 +804,7 @@ async fn run_case(backend: Backend, ops: &[Op]) -> Result<(), TestCaseError> {
         result = compare(&m, &mut s, ops.len()).await;
     }
     s.kernel.shutdown().await;
+    (backend.discard)(s.dir.path()).await;
     result
 }
 
@@ -766,5 +834,14 @@ fn check_backend(backend: Backend) {
 
 #[test]
 fn the_kernel_on_sqlite_agrees_with_the_model() {
-    check_backend(sqlite);
+    check_backend(SQLITE);
+}
+
+#[test]
+fn the_kernel_on_postgres_agrees_with_the_model() {
+    if database_url().is_none() {
+        println!("skipped: no database");
+        return;
+    }
+    check_backend(POSTGRES);
 }

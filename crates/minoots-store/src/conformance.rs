@@ -18,9 +18,11 @@ use crate::*;
 mod group;
 mod missing;
 mod payloads;
+mod text;
 pub use group::*;
 pub use missing::*;
 pub use payloads::*;
+pub use text::*;
 
 /// A fresh store, the clock it reads, and whatever must live as long as it (a temp dir).
 pub struct Harness {
@@ -72,7 +74,8 @@ macro_rules! conformance_tests {
             a_refused_create_fails_no_other_write_of_its_group,
             a_call_failing_part_way_is_undone_alone,
             every_event_carries_the_core_payload,
-            every_not_found_names_what_is_missing
+            every_not_found_names_what_is_missing,
+            reported_text_with_nul_is_stored_without_it
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
@@ -165,7 +168,9 @@ async fn fire(h: &Harness, id: TimerId) -> FireOutcome {
         .remove(0)
 }
 
-fn report(d: &LeasedDelivery, outcome: AttemptOutcome, now: i64) -> AttemptReport {
+/// The report of an attempt of `d` at `now` with `outcome` (and a made-up status, error
+/// and excerpt to match).
+pub fn report(d: &LeasedDelivery, outcome: AttemptOutcome, now: i64) -> AttemptReport {
     let owner = d.delivery.lease_owner.as_deref().expect("leased");
     report_on(d.delivery.id, owner, d.delivery.attempt, outcome, now)
 }

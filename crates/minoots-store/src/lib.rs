@@ -1,5 +1,6 @@
 //! MINOOTS storage: the [`Store`] trait every backend implements, the embedded SQLite
-//! backend, and a conformance suite written once that every backend must pass.
+//! backend, the PostgreSQL backend (for several kernels on one database), and a
+//! conformance suite written once that every backend must pass.
 //!
 //! The trait makes the kernel's durable operations explicit: create/cancel timers, load the
 //! next window of due timers, fire them (one transaction per firing: status, deliveries and
@@ -11,9 +12,11 @@
 
 pub mod conformance;
 mod plan;
+pub mod postgres;
 pub mod sqlite;
 mod types;
 
+pub use postgres::{PostgresConfig, PostgresStore};
 pub use sqlite::{SqliteConfig, SqliteStore};
 pub use types::*;
 
@@ -135,7 +138,10 @@ pub trait Store: Send + Sync + 'static {
         delivery_id: minoots_core::DeliveryId,
         lease_owner: &str,
         attempt: u32,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<()> {
+        self.release_delivery_after(delivery_id, lease_owner, attempt, 0)
+            .await
+    }
 
     /// Like [`Store::release_delivery`], but the delivery is due again only `delay_us`
     /// from now (an executor handing back work it cannot start yet, e.g. because the

@@ -41,6 +41,19 @@ impl HeldWrites for crate::sqlite::WriterHold {
     }
 }
 
+#[async_trait::async_trait]
+impl HoldWrites for crate::PostgresStore {
+    async fn hold(&self) -> Box<dyn HeldWrites> {
+        Box::new(self.hold_writer().await.expect("hold the writer"))
+    }
+}
+
+impl HeldWrites for crate::postgres::WriterHold {
+    fn queued(&self) -> usize {
+        crate::postgres::WriterHold::queued(self)
+    }
+}
+
 /// Runs `writes` concurrently; with a hold, they are all queued before any is committed,
 /// so they share one group commit. Returns their results in order.
 pub async fn in_one_group<T>(h: &Harness, writes: Vec<GroupWrite<'_, T>>) -> Vec<T> {

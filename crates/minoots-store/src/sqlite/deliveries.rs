@@ -6,9 +6,7 @@
 
 use std::collections::HashMap;
 
-use minoots_core::limits::{
-    MAX_ATTEMPT_ERROR_BYTES, MAX_ATTEMPT_RESPONSE_BYTES, truncate_to_bytes,
-};
+use minoots_core::limits::{MAX_ATTEMPT_ERROR_BYTES, MAX_ATTEMPT_RESPONSE_BYTES, stored_text};
 use minoots_core::plan::{
     KillPlan, Quarantine, ReportPlan, ReportRead, RescuePlan, plan_handout, plan_release,
     plan_report, plan_rescue,
@@ -198,12 +196,10 @@ pub fn report_attempt(ctx: &mut WriteCtx<'_>, r: AttemptReport) -> StoreResult<R
         || timer_retry_policy(conn, d.timer_id),
     )?;
 
-    let error = r
-        .error
-        .map(|e| truncate_to_bytes(e, MAX_ATTEMPT_ERROR_BYTES));
+    let error = r.error.map(|e| stored_text(e, MAX_ATTEMPT_ERROR_BYTES));
     let excerpt = r
         .response_excerpt
-        .map(|e| truncate_to_bytes(e, MAX_ATTEMPT_RESPONSE_BYTES));
+        .map(|e| stored_text(e, MAX_ATTEMPT_RESPONSE_BYTES));
     ctx.conn
         .prepare_cached(
             "INSERT OR REPLACE INTO attempts (delivery_id, attempt, lease_owner, started_at, duration_us, outcome,

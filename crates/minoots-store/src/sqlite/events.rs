@@ -9,9 +9,6 @@ use super::WriteCtx;
 use super::rows::event_from_row;
 use crate::types::*;
 
-/// Most events one `read_events` call returns; larger limits are lowered to this.
-pub const MAX_EVENTS_PER_READ: usize = 10_000;
-
 pub fn read_events(conn: &Connection, q: &EventQuery) -> StoreResult<Vec<Event>> {
     let limit = q.limit.clamp(1, MAX_EVENTS_PER_READ);
     let mut out = Vec::new();

@@ -632,17 +632,6 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn release_delivery(
-        &self,
-        delivery_id: DeliveryId,
-        lease_owner: &str,
-        attempt: u32,
-    ) -> StoreResult<()> {
-        let owner = lease_owner.to_string();
-        self.write(move |ctx| deliveries::release_delivery(ctx, delivery_id, &owner, attempt, 0))
-            .await
-    }
-
     async fn release_delivery_after(
         &self,
         delivery_id: DeliveryId,

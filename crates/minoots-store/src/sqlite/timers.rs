@@ -3,7 +3,7 @@
 //! `minoots_core::plan`) before its first change, then writes what the plan says with
 //! the events of `minoots_core::event`; no rule of its own.
 
-use minoots_core::limits::{MAX_CANCEL_REASON_BYTES, truncate_to_bytes};
+use minoots_core::limits::{MAX_CANCEL_REASON_BYTES, stored_text};
 use minoots_core::plan::{FirePlan, plan_fire, plan_redrive};
 use minoots_core::{ActionBundle, DeliveryId, NewEvent, RetryCause, Timer, TimerId, TimerStatus};
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -185,17 +185,8 @@ pub fn list_timers(conn: &Connection, q: &TimerQuery) -> StoreResult<TimerPage> 
         ],
         timer_from_row,
     )?;
-    let mut timers = rows.collect::<Result<Vec<_>, _>>()?;
-    let next = if timers.len() > limit {
-        timers.truncate(limit);
-        timers.last().map(|t| DueTimer {
-            fire_at_us: t.fire_at_us,
-            id: t.id,
-        })
-    } else {
-        None
-    };
-    Ok(TimerPage { timers, next })
+    let timers = rows.collect::<Result<Vec<_>, _>>()?;
+    Ok(TimerPage::from_rows(timers, limit))
 }
 
 pub fn cancel_timer(
@@ -212,7 +203,7 @@ pub fn cancel_timer(
         });
     }
     timer.status.check_transition(id, TimerStatus::Cancelled)?;
-    let reason = reason.map(|r| truncate_to_bytes(r, MAX_CANCEL_REASON_BYTES));
+    let reason = reason.map(|r| stored_text(r, MAX_CANCEL_REASON_BYTES));
     let mut stmt = ctx.conn.prepare_cached(
         "UPDATE timers SET status = 'cancelled', cancelled_at = ?2, cancel_reason = ?3, version = version + 1
          WHERE id = ?1 AND status = 'scheduled'",

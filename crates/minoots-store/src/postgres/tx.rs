@@ -1,0 +1,524 @@
+//! How an operation of the PostgreSQL backend runs: on a lent connection, each write in a
+//! READ COMMITTED transaction answered only after its COMMIT returned (the server's
+//! `synchronous_commit` makes that a WAL flush), each statement prepared once per
+//! connection.
+//!
+//! A write is a [`WriteOp`]: it can run as many times as needed, in a group commit with
+//! other writes (`writer.rs`) or alone. Alone, a conflict with a concurrent transaction
+//! (deadlock, serialization failure, a unique violation the operation recognises) or a
+//! connection lost before COMMIT was sent runs it again from the start, in a new
+//! transaction with a fresh reading of the clock, at most [`MAX_ATTEMPTS`] times. A
+//! connection lost *during* COMMIT is never retried: the write may be stored, so the
+//! caller is told it is unknown.
+//!
+//! [`WriteTx`] counts the rows its statements changed and notes a failed statement, so
+//! that the writer can tell a refusal that left the transaction as it was (its group
+//! commits without it) from a failure after a change or after an error PostgreSQL
+//! aborted the transaction for (its group is rolled back and run again without it).
+//!
+//! Events are appended at the end of a write, after every other change (`log.rs` says
+//! why), so this module must never let an operation insert into `events` itself.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use minoots_core::{Clock, NewEvent};
+use tokio::sync::oneshot;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, IsolationLevel, Row, Statement, Transaction};
+
+use super::errors::{TxError, TxResult, Verdict, classify, describe, is_connection_lost};
+use super::log::EventLog;
+use super::pool::{Pool, PooledConn, StatementCache};
+use crate::types::{StoreError, StoreResult};
+
+/// Attempts of one operation before it gives up with `Unavailable`. Conflicts are rare
+/// (two creates racing for one idempotency key retry once); five absorbs bursts of
+/// deadlocks without letting a caller spin.
+pub(super) const MAX_ATTEMPTS: u32 = 5;
+/// Pause before attempt n is up to n times this, at random, so that transactions that
+/// conflicted do not meet again in lockstep.
+const RETRY_PAUSE_STEP_US: u64 = 2_000;
+
+/// The running operation of one attempt, borrowing its connection.
+pub(super) type OpFuture<'a, T> = Pin<Box<dyn Future<Output = TxResult<T>> + Send + 'a>>;
+
+/// What the operations share: connections, the clock and the event log.
+pub(super) struct Shared {
+    pub(super) pool: Arc<Pool>,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) log: EventLog,
+}
+
+/// Where statements go: the bare connection (one-statement reads) or a transaction.
+enum Target<'a> {
+    Client(&'a Client),
+    Tx(&'a Transaction<'a>),
+}
+
+/// What a write's transaction has done so far.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct TxState {
+    /// Rows changed by its statements.
+    pub(super) changes: u64,
+    /// A statement failed: PostgreSQL aborted the transaction, which can only be rolled
+    /// back now (even if the operation turned the error into an answer).
+    pub(super) failed: bool,
+}
+
+/// Runs statements, each prepared once per connection.
+pub(super) struct Db<'a> {
+    target: Target<'a>,
+    cache: &'a mut StatementCache,
+    /// For a write's transaction: what its statements did.
+    state: Option<&'a mut TxState>,
+}
+
+/// True for a statement that may change rows (anything but a SELECT or a SHOW; a SELECT
+/// that locks rows changes none).
+fn may_change(sql: &str) -> bool {
+    let s = sql.trim_start();
+    !(s.starts_with("SELECT") || s.starts_with("SHOW"))
+}
+
+impl Db<'_> {
+    async fn statement(&mut self, sql: &'static str) -> Result<Statement, tokio_postgres::Error> {
+        if let Some(s) = self.cache.get(sql) {
+            return Ok(s);
+        }
+        let s = match self.target {
+            Target::Client(c) => c.prepare(sql).await,
+            Target::Tx(t) => t.prepare(sql).await,
+        };
+        let s = self.note(sql, s.map(|s| (s, 0)))?.0;
+        self.cache.insert(sql, s.clone());
+        Ok(s)
+    }
+
+    /// Records what a statement did to the transaction: `rows` changed, or a failure.
+    fn note<T>(
+        &mut self,
+        sql: &str,
+        done: Result<(T, u64), tokio_postgres::Error>,
+    ) -> Result<(T, u64), tokio_postgres::Error> {
+        if let Some(state) = self.state.as_deref_mut() {
+            match &done {
+                Ok((_, rows)) if may_change(sql) => state.changes += rows,
+                Ok(_) => {}
+                Err(_) => state.failed = true,
+            }
+        }
+        done
+    }
+
+    /// The rows of a statement. A statement that changes rows must say `RETURNING` here,
+    /// so that the rows it returns are the rows it changed.
+    pub(super) async fn query(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> TxResult<Vec<Row>> {
+        debug_assert!(
+            !may_change(sql) || sql.contains("RETURNING"),
+            "a changing statement run as a query must return its rows: {sql}"
+        );
+        let s = self.statement(sql).await?;
+        let rows = match self.target {
+            Target::Client(c) => c.query(&s, params).await,
+            Target::Tx(t) => t.query(&s, params).await,
+        };
+        let counted = rows.map(|rows| {
+            let n = rows.len() as u64;
+            (rows, n)
+        });
+        Ok(self.note(sql, counted)?.0)
+    }
+
+    /// The row of a statement that returns at most one.
+    pub(super) async fn query_opt(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> TxResult<Option<Row>> {
+        let mut rows = self.query(sql, params).await?;
+        if rows.len() > 1 {
+            let n = rows.len();
+            return Err(
+                StoreError::Corrupt(format!("{n} rows where one at most was expected")).into(),
+            );
+        }
+        Ok(rows.pop())
+    }
+
+    /// The row of a statement that returns exactly one.
+    pub(super) async fn query_one(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> TxResult<Row> {
+        self.query_opt(sql, params)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("no row where one was expected".into()).into())
+    }
+
+    pub(super) async fn execute(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> TxResult<u64> {
+        let s = self.statement(sql).await?;
+        let n = match self.target {
+            Target::Client(c) => c.execute(&s, params).await,
+            Target::Tx(t) => t.execute(&s, params).await,
+        };
+        Ok(self.note(sql, n.map(|n| ((), n)))?.1)
+    }
+}
+
+/// The open transaction of one attempt of a write (or of a group of writes), its time,
+/// its events and the rows it changed.
+pub(super) struct WriteTx<'c> {
+    tx: Transaction<'c>,
+    cache: &'c mut StatementCache,
+    /// The store's clock, read once when the attempt began.
+    pub(super) now_us: i64,
+    pub(super) events: Vec<NewEvent>,
+    pub(super) state: TxState,
+}
+
+impl<'c> WriteTx<'c> {
+    pub(super) fn db(&mut self) -> Db<'_> {
+        Db {
+            target: Target::Tx(&self.tx),
+            cache: self.cache,
+            state: Some(&mut self.state),
+        }
+    }
+
+    /// Records an event; it is numbered and stored when the write commits.
+    pub(super) fn append_event(&mut self, event: NewEvent) {
+        self.events.push(event);
+    }
+
+    /// Appends the events (if any) and commits; publishes the events once committed.
+    pub(super) async fn commit(mut self, log: &EventLog) -> Result<(), Failure> {
+        // PostgreSQL answers the COMMIT of an aborted transaction with a rollback, not an
+        // error: it must never be mistaken for a commit. (An operation that goes on after
+        // a failed statement is a bug.)
+        if self.state.failed {
+            debug_assert!(false, "a write went on after a failed statement");
+            let why = "a write went on after a failed statement; nothing was stored";
+            return Err(self
+                .abandon(Verdict::Answer(StoreError::Unavailable(why.into())))
+                .await);
+        }
+        if self.events.is_empty() {
+            return self.tx.commit().await.map_err(commit_failure);
+        }
+        let events = std::mem::take(&mut self.events);
+        let now_us = self.now_us;
+        let turn = log.turn().await;
+        let numbered = match log.append(&mut self.db(), events, now_us).await {
+            Ok(numbered) => numbered,
+            Err(e) => return Err(self.abandon(e.verdict()).await),
+        };
+        self.tx.commit().await.map_err(commit_failure)?;
+        turn.publish(numbered);
+        Ok(())
+    }
+
+    /// Rolls back after a failed step; the connection is given up if even that fails.
+    pub(super) async fn abandon(self, verdict: Verdict) -> Failure {
+        let unusable =
+            matches!(verdict, Verdict::Reconnect(_)) || self.tx.rollback().await.is_err();
+        Failure { verdict, unusable }
+    }
+}
+
+/// A write as the writer runs it: in a group commit with other writes, or alone, and run
+/// again from the start as often as conflicts require.
+pub(super) trait WriteOp: Send {
+    /// Runs the write once in `w`. Its value, or its refusal (returned as
+    /// [`TxError::Store`] as well), is kept until the end of the transaction is known.
+    fn run<'w, 'c>(&'w mut self, w: &'w mut WriteTx<'c>) -> OpFuture<'w, ()>;
+
+    /// Answers the caller: `Ok` means the last run stands (its transaction committed, or it
+    /// refused and changed nothing), so the kept value or refusal is the answer; `Err`
+    /// says why nothing of it was stored.
+    fn answer(self: Box<Self>, ended: StoreResult<()>);
+}
+
+/// Where a write's answer goes: the value or refusal of its last run, kept until the end
+/// of its transaction is known, and the channel its caller waits on.
+pub(super) struct Reply<T> {
+    pub(super) kept: Option<StoreResult<T>>,
+    sender: oneshot::Sender<StoreResult<T>>,
+}
+
+impl<T> Reply<T> {
+    pub(super) fn new() -> (Self, oneshot::Receiver<StoreResult<T>>) {
+        let (sender, rx) = oneshot::channel();
+        let reply = Self { kept: None, sender };
+        (reply, rx)
+    }
+
+    /// Keeps the result of a run: its value, or its refusal (which is also returned, so
+    /// that the writer sees it); any other error keeps nothing.
+    pub(super) fn keep(&mut self, result: TxResult<T>) -> TxResult<()> {
+        self.kept = None;
+        match result {
+            Ok(value) => {
+                self.kept = Some(Ok(value));
+                Ok(())
+            }
+            Err(TxError::Store(e)) => {
+                self.kept = Some(Err(e.clone()));
+                Err(TxError::Store(e))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Answers the caller as [`WriteOp::answer`] says.
+    pub(super) fn send(self, ended: StoreResult<()>) {
+        let kept = self.kept;
+        let answer = ended.and_then(|()| {
+            kept.unwrap_or_else(|| {
+                Err(StoreError::Unavailable(
+                    "a write ended without a result".into(),
+                ))
+            })
+        });
+        // A caller that stopped waiting is not an error.
+        let _ = self.sender.send(answer);
+    }
+}
+
+/// A write given as a closure, with its reply.
+pub(super) struct Job<T, F> {
+    op: F,
+    reply: Reply<T>,
+}
+
+impl<T, F> Job<T, F> {
+    pub(super) fn new(op: F) -> (Self, oneshot::Receiver<StoreResult<T>>) {
+        let (reply, rx) = Reply::new();
+        (Self { op, reply }, rx)
+    }
+}
+
+impl<T, F> WriteOp for Job<T, F>
+where
+    T: Send,
+    F: for<'w, 'c> FnMut(&'w mut WriteTx<'c>) -> OpFuture<'w, T> + Send,
+{
+    fn run<'w, 'c>(&'w mut self, w: &'w mut WriteTx<'c>) -> OpFuture<'w, ()> {
+        Box::pin(async move {
+            let result = (self.op)(w).await;
+            self.reply.keep(result)
+        })
+    }
+
+    fn answer(self: Box<Self>, ended: StoreResult<()>) {
+        self.reply.send(ended);
+    }
+}
+
+/// A failed attempt, and whether its connection must be closed.
+pub(super) struct Failure {
+    pub(super) verdict: Verdict,
+    pub(super) unusable: bool,
+}
+
+impl From<Verdict> for Failure {
+    fn from(verdict: Verdict) -> Self {
+        let unusable = matches!(verdict, Verdict::Reconnect(_));
+        Failure { verdict, unusable }
+    }
+}
+
+impl Failure {
+    /// After a failed attempt: closes its connection if it is unusable, and returns the
+    /// caller's answer, or why the operation runs again.
+    fn settle(self, lent: &mut PooledConn) -> Result<String, StoreError> {
+        if self.unusable {
+            lent.mark_broken();
+        }
+        match self.verdict {
+            Verdict::Answer(e) => Err(e),
+            Verdict::Retry(why) | Verdict::Reconnect(why) => Ok(why),
+        }
+    }
+}
+
+pub(super) fn gave_up(last: &str) -> StoreError {
+    StoreError::Unavailable(format!("gave up after {MAX_ATTEMPTS} attempts: {last}"))
+}
+
+/// A failed COMMIT. The transaction is rolled back, unless the connection was lost: then
+/// nobody knows, and the write must not run again.
+fn commit_failure(e: tokio_postgres::Error) -> Failure {
+    if is_connection_lost(&e) {
+        return Failure {
+            verdict: Verdict::Answer(StoreError::Unavailable(format!(
+                "the connection was lost while committing, so the write may or may not be stored ({})",
+                describe(&e)
+            ))),
+            unusable: true,
+        };
+    }
+    Failure::from(classify(&e))
+}
+
+impl Shared {
+    /// Begins a write transaction on `conn`, at the store's time now.
+    pub(super) async fn begin<'c>(
+        &self,
+        conn: &'c mut super::pool::Conn,
+    ) -> Result<WriteTx<'c>, Failure> {
+        let tx = conn
+            .client
+            .transaction()
+            .await
+            .map_err(|e| Failure::from(classify(&e)))?;
+        Ok(WriteTx {
+            tx,
+            cache: &mut conn.statements,
+            now_us: self.clock.now_us(),
+            events: Vec::new(),
+            state: TxState::default(),
+        })
+    }
+
+    /// Runs `op` in a transaction of its own, as attempts (see the module comment), and
+    /// answers its caller.
+    pub(super) async fn run_alone(&self, mut op: Box<dyn WriteOp>) {
+        let mut last = String::new();
+        for attempt in 1..=MAX_ATTEMPTS {
+            let mut lent = match self.lend(attempt).await {
+                Ok(lent) => lent,
+                Err(e) => return op.answer(Err(e)),
+            };
+            let conn = lent.conn();
+            // Ok(whether the connection must be closed) when the run stands.
+            let result = async {
+                let mut w = self.begin(conn).await?;
+                match op.run(&mut w).await {
+                    Ok(()) => w.commit(&self.log).await.map(|()| false),
+                    // A refusal stands; its transaction is rolled back.
+                    Err(TxError::Store(_)) => {
+                        Ok(w.abandon(Verdict::Retry("refused".into())).await.unusable)
+                    }
+                    Err(e) => Err(w.abandon(e.verdict()).await),
+                }
+            }
+            .await;
+            match result {
+                Ok(unusable) => {
+                    if unusable {
+                        lent.mark_broken();
+                    }
+                    return op.answer(Ok(()));
+                }
+                Err(failure) => match failure.settle(&mut lent) {
+                    Ok(why) => last = why,
+                    Err(e) => return op.answer(Err(e)),
+                },
+            }
+        }
+        op.answer(Err(gave_up(&last)))
+    }
+
+    /// Runs a read on a lent connection: statement by statement, or, with `snapshot`, in
+    /// one REPEATABLE READ READ ONLY transaction, so that several statements see the same
+    /// committed state. A read runs again after a lost connection.
+    pub(super) async fn read<T, F>(&self, snapshot: bool, mut op: F) -> StoreResult<T>
+    where
+        F: for<'d, 'c> FnMut(&'d mut Db<'c>) -> OpFuture<'d, T> + Send,
+    {
+        let mut last = String::new();
+        for attempt in 1..=MAX_ATTEMPTS {
+            let mut lent = self.lend(attempt).await?;
+            let conn = lent.conn();
+            let result: Result<T, Failure> = if snapshot {
+                async {
+                    let tx = conn
+                        .client
+                        .build_transaction()
+                        .isolation_level(IsolationLevel::RepeatableRead)
+                        .read_only(true)
+                        .start()
+                        .await
+                        .map_err(|e| Failure::from(classify(&e)))?;
+                    let value = {
+                        let mut db = Db {
+                            target: Target::Tx(&tx),
+                            cache: &mut conn.statements,
+                            state: None,
+                        };
+                        op(&mut db).await
+                    };
+                    match value {
+                        Ok(v) => tx
+                            .commit()
+                            .await
+                            .map(|()| v)
+                            .map_err(|e| Failure::from(classify(&e))),
+                        Err(e) => {
+                            let verdict = e.verdict();
+                            let unusable = matches!(verdict, Verdict::Reconnect(_))
+                                || tx.rollback().await.is_err();
+                            Err(Failure { verdict, unusable })
+                        }
+                    }
+                }
+                .await
+            } else {
+                let mut db = Db {
+                    target: Target::Client(&conn.client),
+                    cache: &mut conn.statements,
+                    state: None,
+                };
+                op(&mut db).await.map_err(|e| Failure::from(e.verdict()))
+            };
+            match result {
+                Ok(value) => return Ok(value),
+                Err(failure) => last = failure.settle(&mut lent)?,
+            }
+        }
+        Err(gave_up(&last))
+    }
+
+    /// A connection for attempt number `attempt` (from 1), after a short random pause if
+    /// it is not the first.
+    pub(super) async fn lend(&self, attempt: u32) -> StoreResult<PooledConn> {
+        if attempt > 1 {
+            let most = RETRY_PAUSE_STEP_US * u64::from(attempt);
+            tokio::time::sleep(std::time::Duration::from_micros(fastrand::u64(0..=most))).await;
+        }
+        self.pool.get().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::may_change;
+
+    #[test]
+    fn reads_and_locks_change_nothing_and_everything_else_may() {
+        assert!(!may_change("SELECT 1"));
+        assert!(!may_change(
+            "  SELECT id FROM timers WHERE id = $1 FOR UPDATE"
+        ));
+        assert!(!may_change("SHOW synchronous_commit"));
+        for sql in [
+            "INSERT INTO t VALUES (1)",
+            "UPDATE t SET a = 1",
+            "DELETE FROM t",
+            "WITH x AS MATERIALIZED (SELECT 1) UPDATE t SET a = 1",
+        ] {
+            assert!(may_change(sql), "{sql}");
+        }
+    }
+}
