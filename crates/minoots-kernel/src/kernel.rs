@@ -64,6 +64,10 @@ impl Kernel {
             config.clone(),
             metrics.clone(),
             delivery_notify.clone(),
+            {
+                let scheduler = scheduler.clone();
+                move |reason| scheduler.fail(reason)
+            },
             stop_rx.clone(),
         ));
         let retention = tokio::spawn(crate::maintenance::run_retention(

@@ -1,12 +1,13 @@
 //! Background maintenance: the lease rescuer and the event-retention cleaner.
 //!
 //! Each runs on its own interval, does a bounded amount of work per pass, and logs and
-//! carries on when the store is unavailable.
+//! carries on when the store is unavailable. A rescuer told that another kernel took the
+//! store over (`Superseded`) stops the kernel.
 
 use std::sync::Arc;
 
 use minoots_core::Clock;
-use minoots_store::Store;
+use minoots_store::{Store, StoreError};
 use tokio::sync::{Notify, watch};
 
 use crate::config::KernelConfig;
@@ -18,6 +19,7 @@ pub(crate) async fn run_rescuer(
     config: KernelConfig,
     metrics: Arc<KernelMetrics>,
     notify: Arc<Notify>,
+    superseded: impl Fn(String) + Send + 'static,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -35,6 +37,12 @@ pub(crate) async fn run_rescuer(
                     if n < config.rescue_batch {
                         break;
                     }
+                }
+                Err(e @ StoreError::Superseded(_)) => {
+                    // Another kernel owns the store: stop now (every second the rescuer
+                    // writes), not only when the next timer falls due.
+                    superseded(e.to_string());
+                    return;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "rescuing expired leases failed");

@@ -40,7 +40,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use minoots_core::{Clock, TimerId};
-use minoots_store::{DueTimer, FireOutcome, FireRequest, Store};
+use minoots_store::{DueTimer, FireOutcome, FireRequest, Store, StoreError};
 use tokio::sync::Notify;
 use uuid_max::max_timer_id;
 
@@ -388,6 +388,12 @@ impl Scheduler {
         *self.shared.loaded_once.borrow() && self.shared.failure.borrow().is_none()
     }
 
+    /// Records that timers can no longer fire here, and why (another kernel took the
+    /// store over): the kernel reports the failure and its process stops.
+    pub(crate) fn fail(&self, reason: String) {
+        self.shared.fail(reason);
+    }
+
     /// Why the scheduler can no longer fire timers, once a part of it died.
     pub fn failure(&self) -> Option<String> {
         self.shared.failure.borrow().clone()
@@ -637,6 +643,14 @@ async fn fire_with_retry(
                 notify.notify_waiters();
             }
             true
+        }
+        Err(e @ StoreError::Superseded(_)) => {
+            // Another kernel owns the store now: it fires these timers, and nothing this
+            // kernel writes is stored. Trying again would only fill the log; stop, so
+            // that the process exits and its supervisor sees why.
+            KernelMetrics::inc(&shared.metrics.fire_errors, 1);
+            shared.fail(e.to_string());
+            false
         }
         Err(e) => {
             KernelMetrics::inc(&shared.metrics.fire_errors, 1);

@@ -22,9 +22,15 @@ pub enum StoreError {
         "stale report: delivery {delivery_id} is not in flight under this lease owner and attempt"
     )]
     Fenced { delivery_id: DeliveryId },
-    /// The data directory is held by another process.
-    #[error("the data directory {0} is in use by another MINOOTS process")]
+    /// The store is held by another process: the data directory by another MINOOTS
+    /// process, or the PostgreSQL database by another kernel. Says which, and by whom.
+    #[error("{0}")]
     Locked(String),
+    /// This handle no longer owns its database: another kernel took it over (its fencing
+    /// epoch is newer), so nothing this handle writes is stored any more. The kernel
+    /// holding it must stop.
+    #[error("this kernel no longer owns the database: {0}")]
+    Superseded(String),
     /// The store cannot write or read right now (for a reason other than the disk refusing
     /// writes: the writer stopped, a read task failed, the file cannot be opened).
     #[error("the store is unavailable: {0}")]

@@ -31,7 +31,9 @@ use std::time::{Duration, Instant};
 
 use minoots_core::{Clock, EventType, SystemClock, TimerRequest};
 use minoots_kernel::{Kernel, KernelApi, KernelConfig};
-use minoots_store::{EventQuery, SqliteConfig, SqliteStore, Store, TimerQuery};
+use minoots_store::{
+    EventQuery, PostgresConfig, PostgresStore, SqliteConfig, SqliteStore, Store, TimerQuery,
+};
 use serde_json::json;
 use tokio_stream::StreamExt;
 
@@ -468,15 +470,77 @@ fn machine() -> serde_json::Value {
         .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string());
     json!({
         "section": "machine",
+        "store": store_kind(),
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "cpu": model,
         "minoots": env!("CARGO_PKG_VERSION"),
     })
 }
 
+/// The PostgreSQL database of `bench --database-url`, and the scratch schemas made in it
+/// (by store directory, so a workload that reopens its store finds it again).
+static DATABASE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+static SCHEMAS: std::sync::Mutex<Vec<(PathBuf, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// Runs a workload on the embedded store, or on PostgreSQL when `database_url` is given;
+/// drops the scratch schemas afterwards, whatever the outcome.
+pub async fn run_on(database_url: Option<String>, w: Workload) -> anyhow::Result<()> {
+    if let Some(url) = database_url {
+        let probe = PostgresConfig::new(url.clone());
+        probe
+            .check()
+            .map_err(|e| anyhow::anyhow!("--database-url: {e}"))?;
+        let _ = DATABASE.set(url);
+    }
+    let outcome = run(w).await;
+    let schemas = std::mem::take(&mut *SCHEMAS.lock().expect("schemas poisoned"));
+    for (_, schema) in schemas {
+        if let Some(url) = DATABASE.get() {
+            let mut config = PostgresConfig::new(url.clone());
+            config.schema = Some(schema.clone());
+            if let Err(e) = config.drop_schema().await {
+                eprintln!("could not drop the scratch schema {schema}: {e}");
+            }
+        }
+    }
+    outcome
+}
+
+/// Which store the in-process workloads run on, for their JSON.
+fn store_kind() -> &'static str {
+    if DATABASE.get().is_some() {
+        "postgres"
+    } else {
+        "sqlite"
+    }
+}
+
+/// The store of a workload: the embedded store in `dir`, or with `bench --database-url`
+/// the scratch schema of `dir` in PostgreSQL (the defaults of `serve --database-url`).
+async fn open_store(dir: &Path, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<dyn Store>> {
+    let Some(url) = DATABASE.get() else {
+        return Ok(Arc::new(SqliteStore::open(SqliteConfig::new(dir), clock)?));
+    };
+    let schema = {
+        let mut schemas = SCHEMAS.lock().expect("schemas poisoned");
+        match schemas.iter().find(|(d, _)| d == dir) {
+            Some((_, s)) => s.clone(),
+            None => {
+                let s = format!("minoots_bench_{}_{}", std::process::id(), schemas.len());
+                schemas.push((dir.to_path_buf(), s.clone()));
+                s
+            }
+        }
+    };
+    let mut config = PostgresConfig::new(url.clone());
+    config.schema = Some(schema);
+    config.kernel = Some(format!("bench-{}", std::process::id()));
+    Ok(Arc::new(PostgresStore::open(config, clock).await?))
+}
+
 async fn start_kernel(dir: &Path) -> anyhow::Result<Arc<Kernel>> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(SqliteConfig::new(dir), clock.clone())?);
+    let store = open_store(dir, clock.clone()).await?;
     let config = KernelConfig {
         // For comparing runs: MINOOTS_BENCH_NORMAL_PRIORITY=1 keeps the firing thread normal.
         realtime_firing_thread: std::env::var_os("MINOOTS_BENCH_NORMAL_PRIORITY").is_none(),

@@ -202,7 +202,7 @@ const SERVE_LEASE_OWNER_KIND: &str = "serve";
 
 pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    let kernel = crate::kernel_cmd::start_kernel(&args.kernel)?;
+    let kernel = crate::kernel_cmd::start_kernel(&args.kernel, SERVE_LEASE_OWNER_KIND).await?;
     let api: Arc<dyn KernelApi> = kernel.clone();
     prepare(api.as_ref(), &args.http).await?;
 
@@ -231,7 +231,8 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             .extend(crate::actions::loopback_cidrs()?);
     }
     // The embedded executor of an earlier process on this store is gone (the store's lock
-    // proves it): what it had in flight is due again now, not when its leases expire.
+    // proves it: the data directory's, or PostgreSQL's kernel lock): what it had in
+    // flight is due again now, not when its leases expire.
     // Leases of orchestrators in other processes are theirs, and stay.
     kernel
         .hand_back_leases_of(SERVE_LEASE_OWNER_KIND)
@@ -262,7 +263,7 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(
         http = %http_addr,
         grpc = %grpc_addr,
-        data_dir = %args.kernel.data_dir.display(),
+        store = %crate::kernel_cmd::store_description(&args.kernel),
         ready_ms = started.elapsed().as_millis() as u64,
         "MINOOTS ready"
     );

@@ -15,7 +15,7 @@ use anyhow::Context;
 use minoots_core::{Clock, SystemClock};
 use minoots_kernel::grpc::{GrpcServerConfig, serve};
 use minoots_kernel::{Kernel, KernelApi, KernelConfig};
-use minoots_store::{SqliteConfig, SqliteStore, Store};
+use minoots_store::{PostgresConfig, PostgresStore, SqliteConfig, SqliteStore, Store};
 use tokio::net::TcpListener;
 
 use crate::KernelArgs;
@@ -38,13 +38,12 @@ pub struct KernelCmdArgs {
     pub health_addr: std::net::SocketAddr,
 }
 
-/// Opens the embedded store in `args.data_dir` and starts the kernel on it (also used by
-/// `minoots serve`).
-pub fn start_kernel(args: &KernelArgs) -> anyhow::Result<Arc<Kernel>> {
+/// Opens the store (PostgreSQL with `--database-url`, else the embedded store in
+/// `args.data_dir`) and starts the kernel on it (also used by `minoots serve`). `name` is
+/// what the kernel is called in PostgreSQL's owner record (`kernel` or `serve`).
+pub async fn start_kernel(args: &KernelArgs, name: &str) -> anyhow::Result<Arc<Kernel>> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let store = SqliteStore::open(SqliteConfig::new(&args.data_dir), clock.clone())
-        .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
-    let store: Arc<dyn Store> = Arc::new(store);
+    let store = open_store(args, name, clock.clone()).await?;
     let config = KernelConfig {
         event_retention: Duration::from_secs(u64::from(args.event_retention_days.max(1)) * 86_400),
         actions: args.actions.policy()?,
@@ -54,6 +53,41 @@ pub fn start_kernel(args: &KernelArgs) -> anyhow::Result<Arc<Kernel>> {
     #[cfg(debug_assertions)]
     arm_test_faults(&kernel)?;
     Ok(kernel)
+}
+
+/// Where the kernel keeps its timers, for logs: the data directory, or the PostgreSQL
+/// database without its password.
+pub fn store_description(args: &KernelArgs) -> String {
+    match &args.database_url {
+        None => args.data_dir.display().to_string(),
+        Some(url) => postgres_config(args, url, "kernel").target(),
+    }
+}
+
+fn postgres_config(args: &KernelArgs, url: &str, name: &str) -> PostgresConfig {
+    let mut config = PostgresConfig::new(url);
+    config.schema = args.database_schema.clone();
+    config.max_connections = usize::from(args.database_max_connections);
+    config.kernel = Some(format!("{name}-{}", std::process::id()));
+    config.application_name = format!("minoots-{name}");
+    config
+}
+
+async fn open_store(
+    args: &KernelArgs,
+    name: &str,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Arc<dyn Store>> {
+    let Some(url) = &args.database_url else {
+        let store = SqliteStore::open(SqliteConfig::new(&args.data_dir), clock)
+            .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
+        return Ok(Arc::new(store));
+    };
+    let config = postgres_config(args, url, name);
+    let store = PostgresStore::open(config, clock)
+        .await
+        .with_context(|| format!("opening the store in {}", store_description(args)))?;
+    Ok(Arc::new(store))
 }
 
 /// Debug builds only (release builds never read it): `MINOOTS_TEST_PANIC_FIRING_AFTER=N`
@@ -107,7 +141,7 @@ pub fn log_failure(reason: &str) {
 pub async fn run(cmd: KernelCmdArgs) -> anyhow::Result<()> {
     let args = cmd.kernel;
     let started = std::time::Instant::now();
-    let kernel = start_kernel(&args)?;
+    let kernel = start_kernel(&args, "kernel").await?;
     let listener = TcpListener::bind(args.grpc_addr)
         .await
         .with_context(|| format!("binding the gRPC address {}", args.grpc_addr))?;
@@ -146,7 +180,7 @@ pub async fn run(cmd: KernelCmdArgs) -> anyhow::Result<()> {
     tracing::info!(
         grpc = %addr,
         health = %health_addr,
-        data_dir = %args.data_dir.display(),
+        store = %store_description(&args),
         ready_ms = started.elapsed().as_millis() as u64,
         "MINOOTS kernel ready"
     );

@@ -83,6 +83,12 @@ enum Command {
     Openapi,
     /// Run a benchmark and print its results as JSON lines and a summary.
     Bench {
+        /// Run the in-process workloads on PostgreSQL, each store in a scratch schema of
+        /// this database that is dropped afterwards (default: the embedded store in a
+        /// temporary directory). `bench crash` and `bench all` start processes of their
+        /// own and ignore it.
+        #[arg(long, env = "MINOOTS_BENCH_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
         #[command(subcommand)]
         workload: bench::Workload,
     },
@@ -97,8 +103,26 @@ enum ConfigCommand {
 #[derive(clap::Args, Debug, Clone)]
 pub struct KernelArgs {
     /// Directory of the embedded store (created if missing; locked while running).
+    /// Unused with --database-url.
     #[arg(long, env = "MINOOTS_DATA_DIR", default_value = "./minoots-data")]
     pub data_dir: PathBuf,
+    /// Keep timers in PostgreSQL instead of the embedded store:
+    /// postgres://user[:password]@host[:port]/database. One kernel per database (or
+    /// schema); a second is refused while the first runs.
+    #[arg(long, env = "MINOOTS_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// With --database-url: the schema holding MINOOTS' tables (created if missing);
+    /// the server's search path (normally `public`) when unset.
+    #[arg(long, env = "MINOOTS_DATABASE_SCHEMA", requires = "database_url")]
+    pub database_schema: Option<String>,
+    /// With --database-url: most connections this process opens to PostgreSQL.
+    #[arg(
+        long,
+        env = "MINOOTS_DATABASE_MAX_CONNECTIONS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u16).range(1..=256)
+    )]
+    pub database_max_connections: u16,
     /// Address of the kernel's gRPC API.
     #[arg(long, env = "MINOOTS_GRPC_ADDR", default_value = "127.0.0.1:50051")]
     pub grpc_addr: SocketAddr,
@@ -149,7 +173,10 @@ fn main() -> anyhow::Result<()> {
             Command::Kernel(args) => kernel_cmd::run(args).await,
             Command::Orchestrator(args) => orchestrator_cmd::run(args).await,
             Command::Mcp(args) => mcp_cmd::run(args).await,
-            Command::Bench { workload } => bench::run(workload).await,
+            Command::Bench {
+                database_url,
+                workload,
+            } => bench::run_on(database_url, workload).await,
             Command::Timers { client, command } => client_cmd::timers(client, command).await,
             Command::Keys { client, command } => client_cmd::keys(client, command).await,
             Command::Tenants { client, command } => client_cmd::tenants(client, command).await,

@@ -28,6 +28,7 @@ mod deliveries;
 mod errors;
 mod leases;
 mod log;
+mod owner;
 mod pool;
 mod rows;
 mod schema;
@@ -94,6 +95,11 @@ pub struct PostgresConfig {
     /// Most writes committed in one transaction (default 4,096, as for SQLite). Bounds
     /// the time one group holds its locks and the memory of one group.
     pub max_batch_ops: usize,
+    /// Set by a kernel, to the name it goes by (default `None`): the handle then owns the
+    /// database (or schema) alone. Open refuses while another kernel's handle holds it,
+    /// and every write is refused once another kernel took it over (`owner.rs`). Tools
+    /// and tests that share a database with a kernel leave it unset.
+    pub kernel: Option<String>,
 }
 
 impl PostgresConfig {
@@ -109,6 +115,7 @@ impl PostgresConfig {
             application_name: "minoots".into(),
             writer_queue_capacity: 65_536,
             max_batch_ops: 4_096,
+            kernel: None,
         }
     }
 
@@ -163,6 +170,15 @@ impl PostgresConfig {
                 return bad(format!("{name} is {n}; it must be 1 to {MAX_WRITER_QUEUE}"));
             }
         }
+        if let Some(kernel) = &self.kernel
+            && (kernel.is_empty()
+                || kernel.len() > MAX_NAME_BYTES
+                || kernel.chars().any(char::is_control))
+        {
+            return bad(format!(
+                "kernel must be 1 to {MAX_NAME_BYTES} bytes without control characters"
+            ));
+        }
         let name = &self.application_name;
         if name.len() > MAX_NAME_BYTES || !name.chars().all(|c| c.is_ascii_graphic()) {
             return bad(format!(
@@ -170,6 +186,62 @@ impl PostgresConfig {
             ));
         }
         Ok(())
+    }
+}
+
+impl PostgresConfig {
+    /// Where this store is, for logs: `postgres://user@host:port/database` and the
+    /// schema, never the password.
+    pub fn target(&self) -> String {
+        let Ok(c) = self.url.parse::<tokio_postgres::Config>() else {
+            return "postgres://(a URL that does not parse)".into();
+        };
+        let host = match c.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+            None => String::new(),
+        };
+        let port = c.get_ports().first().copied().unwrap_or(5432);
+        let mut shown = format!(
+            "postgres://{}@{host}:{port}/{}",
+            c.get_user().unwrap_or(""),
+            c.get_dbname().unwrap_or("")
+        );
+        if let Some(schema) = &self.schema {
+            shown.push_str(&format!(" (schema {schema})"));
+        }
+        shown
+    }
+}
+
+impl PostgresConfig {
+    /// Drops the configured schema and everything in it (scratch schemas of benchmarks
+    /// and tests). Refuses when no schema is configured: it never drops `public`.
+    pub async fn drop_schema(&self) -> StoreResult<()> {
+        self.check()?;
+        let Some(schema) = &self.schema else {
+            return Err(StoreError::Unavailable(
+                "no schema is configured, so there is none to drop".into(),
+            ));
+        };
+        let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+            .await
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot connect: {}", errors::describe(&e)))
+            })?;
+        let task = tokio::spawn(connection);
+        let dropped = client
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+            .await
+            .map_err(|e| {
+                StoreError::Unavailable(format!(
+                    "cannot drop schema {schema}: {}",
+                    errors::describe(&e)
+                ))
+            });
+        drop(client);
+        let _ = task.await;
+        dropped
     }
 }
 
@@ -186,6 +258,7 @@ impl std::fmt::Debug for PostgresConfig {
             .field("application_name", &self.application_name)
             .field("writer_queue_capacity", &self.writer_queue_capacity)
             .field("max_batch_ops", &self.max_batch_ops)
+            .field("kernel", &self.kernel)
             .finish()
     }
 }
@@ -196,6 +269,8 @@ impl std::fmt::Debug for PostgresConfig {
 pub struct PostgresStore {
     shared: Arc<Shared>,
     writer: Arc<Writer>,
+    /// A kernel's ownership of the database (`PostgresConfig::kernel`).
+    owner: Option<Arc<owner::KernelLock>>,
 }
 
 impl PostgresStore {
@@ -221,10 +296,17 @@ impl PostgresStore {
             let mut lent = pool.get().await?;
             schema::migrate(&mut lent.conn().client, config.schema.as_deref()).await?;
         }
+        let owner = match &config.kernel {
+            Some(name) => Some(Arc::new(
+                owner::take(pool.clone(), name, clock.now_us()).await?,
+            )),
+            None => None,
+        };
         let shared = Arc::new(Shared {
             pool,
             clock,
             log: log::EventLog::new(config.event_broadcast_capacity),
+            epoch: owner.as_ref().map(|o| o.epoch),
         });
         let writer = Writer::start(
             shared.clone(),
@@ -234,6 +316,7 @@ impl PostgresStore {
         Ok(Self {
             shared,
             writer: Arc::new(writer),
+            owner,
         })
     }
 
@@ -637,6 +720,9 @@ impl Store for PostgresStore {
     async fn close(&self) {
         self.writer.stop().await;
         self.shared.pool.close().await;
+        if let Some(owner) = &self.owner {
+            owner.release().await;
+        }
     }
 }
 
@@ -649,6 +735,7 @@ mod tests {
         let ok = PostgresConfig::new("postgres://minoots:secret@db.internal:5432/minoots");
         ok.check().unwrap();
         assert!(!format!("{ok:?}").contains("secret"));
+        assert_eq!(ok.target(), "postgres://minoots@db.internal:5432/minoots");
         let with = |f: fn(&mut PostgresConfig)| {
             let mut c = ok.clone();
             f(&mut c);
@@ -659,6 +746,8 @@ mod tests {
         assert!(with(|c| c.schema = Some("Bad-Name".into())).contains("schema"));
         assert!(with(|c| c.schema = Some("9lives".into())).contains("schema"));
         assert!(with(|c| c.max_connections = 0).contains("max_connections"));
+        assert!(with(|c| c.kernel = Some(String::new())).contains("kernel"));
+        assert!(with(|c| c.kernel = Some("a\nb".into())).contains("kernel"));
         assert!(with(|c| c.max_connections = MAX_POOL_CONNECTIONS + 1).contains("max_connections"));
         assert!(with(|c| c.statement_timeout_ms = 0).contains("statement_timeout_ms"));
         assert!(with(|c| c.event_broadcast_capacity = 0).contains("event_broadcast_capacity"));

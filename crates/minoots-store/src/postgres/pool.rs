@@ -120,8 +120,9 @@ impl Pool {
         })
     }
 
-    /// Opens and sets up one connection.
-    async fn connect(&self) -> StoreResult<Conn> {
+    /// Opens and sets up one connection (also, outside the pool, the kernel's lock
+    /// connection).
+    pub(super) async fn connect(&self) -> StoreResult<Conn> {
         let (client, connection) =
             self.settings.config.connect(NoTls).await.map_err(|e| {
                 StoreError::Unavailable(format!("cannot connect: {}", describe(&e)))

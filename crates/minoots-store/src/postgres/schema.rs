@@ -23,7 +23,9 @@
 //! - API key roles are `text[]`, hashes and fingerprints `bytea`;
 //! - statuses are `text` with a CHECK listing the values the code knows;
 //! - `event_log_head` holds the last event number in one row (see `log.rs` for why not a
-//!   SEQUENCE).
+//!   SEQUENCE);
+//! - `kernel_owner` holds, in one row, the kernel that owns the database and its fencing
+//!   epoch (see `owner.rs`).
 
 use super::errors::describe;
 use crate::types::{StoreError, StoreResult};
@@ -171,6 +173,18 @@ pub(super) const MIGRATIONS: &[&str] = &[
         tenant_id text   NOT NULL PRIMARY KEY,
         pending   bigint NOT NULL
     );
+    "#,
+    // 2: the kernel that owns this database (schema), with its fencing epoch (`owner.rs`).
+    r#"
+    CREATE TABLE kernel_owner (
+        single boolean NOT NULL PRIMARY KEY DEFAULT true CHECK (single),
+        -- Raised by one each time a kernel takes the database.
+        epoch  bigint  NOT NULL,
+        -- The name the kernel gave, and when (µs) it took over.
+        owner  text    NOT NULL,
+        since  bigint  NOT NULL
+    );
+    INSERT INTO kernel_owner (single, epoch, owner, since) VALUES (true, 0, '', 0);
     "#,
 ];
 

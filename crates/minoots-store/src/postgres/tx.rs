@@ -49,6 +49,9 @@ pub(super) struct Shared {
     pub(super) pool: Arc<Pool>,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) log: EventLog,
+    /// A kernel's handle: the fencing epoch every write checks before COMMIT
+    /// (`owner.rs`); `None` for other handles.
+    pub(super) epoch: Option<i64>,
 }
 
 /// Where statements go: the bare connection (one-statement reads) or a transaction.
@@ -185,6 +188,8 @@ pub(super) struct WriteTx<'c> {
     pub(super) now_us: i64,
     pub(super) events: Vec<NewEvent>,
     pub(super) state: TxState,
+    /// The epoch to check before COMMIT (see [`Shared::epoch`]).
+    epoch: Option<i64>,
 }
 
 impl<'c> WriteTx<'c> {
@@ -212,6 +217,11 @@ impl<'c> WriteTx<'c> {
             return Err(self
                 .abandon(Verdict::Answer(StoreError::Unavailable(why.into())))
                 .await);
+        }
+        if let Some(epoch) = self.epoch
+            && let Err(e) = super::owner::check_epoch(&mut self.db(), epoch).await
+        {
+            return Err(self.abandon(e.verdict()).await);
         }
         if self.events.is_empty() {
             return self.tx.commit().await.map_err(commit_failure);
@@ -388,6 +398,7 @@ impl Shared {
             now_us: self.clock.now_us(),
             events: Vec::new(),
             state: TxState::default(),
+            epoch: self.epoch,
         })
     }
 

@@ -427,9 +427,10 @@ fn lock_dir(dir: &Path) -> StoreResult<File> {
         .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => {
-            Err(StoreError::Locked(dir.display().to_string()))
-        }
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked(format!(
+            "the data directory {} is in use by another MINOOTS process",
+            dir.display()
+        ))),
         Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Unavailable(format!(
             "cannot lock {}: {e}",
             path.display()
