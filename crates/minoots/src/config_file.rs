@@ -120,7 +120,7 @@ fn is_secret(env: &str) -> bool {
     ["KEY", "TOKEN", "SECRET", "PASSWORD"]
         .iter()
         .any(|w| env.contains(w))
-        || env == "MINOOTS_DATABASE_URL"
+        || env.ends_with("DATABASE_URL")
 }
 
 /// The effective settings (environment and file; flags are per command) with secrets
@@ -178,6 +178,8 @@ mod tests {
         assert_eq!(config_path(&args).as_deref(), Some("y.toml"));
         assert!(is_secret("MINOOTS_ADMIN_KEY"));
         assert!(is_secret("MINOOTS_KERNEL_TOKEN"));
+        assert!(is_secret("MINOOTS_DATABASE_URL"));
+        assert!(is_secret("MINOOTS_BENCH_DATABASE_URL"));
         assert!(!is_secret("MINOOTS_HTTP_ADDR"));
         assert_eq!(
             value_text("k", &toml::Value::Array(vec!["a".into(), "b".into()])).unwrap(),

@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use minoots_core::{AttemptOutcome, Clock as _, EventType, TimerStatus};
+use minoots_core::{AttemptOutcome, Clock as _, DeliveryStatus, EventType, TimerStatus};
 
 use super::{Harness, SEC, T0, all_events, create, fire, report, timer};
 use crate::*;
@@ -223,6 +223,105 @@ pub async fn a_refused_create_fails_no_other_write_of_its_group(h: &Harness) {
             ("gamma".to_string(), EventType::TimerSettled),
         ]
     );
+}
+
+/// Reports committed in one group see one another, as if made one after the other:
+/// the second of two sibling successes settles their timer (once), a second report of
+/// one attempt is fenced, a report with a stale attempt is fenced without touching the
+/// others, and a retryable failure is requeued beside them.
+pub async fn reports_of_one_group_see_each_other(h: &Harness) {
+    let pair = create(h, timer(h, "acme", T0 + SEC, 2)).await;
+    let retried = create(h, timer(h, "acme", T0 + SEC, 1)).await;
+    let stale = create(h, timer(h, "beta", T0 + SEC, 1)).await;
+    h.clock.advance_us(2 * SEC);
+    for id in [pair.id, retried.id, stale.id] {
+        assert!(matches!(fire(h, id).await, FireOutcome::Fired { .. }));
+    }
+    let leased = h.store.claim_deliveries("w1", 60 * SEC, 10).await.unwrap();
+    assert_eq!(leased.len(), 4);
+    let of = |id| -> Vec<&LeasedDelivery> {
+        leased
+            .iter()
+            .filter(|l| l.delivery.timer_id == id)
+            .collect()
+    };
+    let (siblings, retry, old) = (of(pair.id), of(retried.id)[0], of(stale.id)[0]);
+    let now = h.clock.now_us();
+    let seen = all_events(h).await.len();
+    let store = &h.store;
+    let writes: Vec<GroupWrite<'_, StoreResult<ReportOutcome>>> = vec![
+        Box::pin(store.report_attempt(report(siblings[0], AttemptOutcome::Succeeded, now))),
+        Box::pin(store.report_attempt(report(retry, AttemptOutcome::Retryable, now))),
+        Box::pin(store.report_attempt(report(siblings[1], AttemptOutcome::Succeeded, now))),
+        Box::pin(store.report_attempt(report(siblings[0], AttemptOutcome::Succeeded, now))),
+        Box::pin(store.report_attempt(super::report_on(
+            old.delivery.id,
+            "w1",
+            old.delivery.attempt + 1,
+            AttemptOutcome::Succeeded,
+            now,
+        ))),
+    ];
+    let results = in_one_group(h, writes).await;
+
+    // The two siblings: one leaves the timer fired, the other settles it; the repeated
+    // report of the first is fenced.
+    let statuses: Vec<TimerStatus> = [0, 2]
+        .iter()
+        .map(|&i| {
+            results[i]
+                .as_ref()
+                .expect("a sibling's report")
+                .timer_status
+        })
+        .collect();
+    assert!(
+        statuses.contains(&TimerStatus::Settled) && statuses.contains(&TimerStatus::Fired),
+        "{results:?}"
+    );
+    assert!(
+        matches!(results[3], Err(StoreError::Fenced { delivery_id }) if delivery_id == siblings[0].delivery.id),
+        "{results:?}"
+    );
+    let requeued = results[1].as_ref().expect("the retryable report");
+    assert_eq!(requeued.delivery_status, DeliveryStatus::Pending);
+    assert!(requeued.next_attempt_at_us.is_some_and(|t| t > now));
+    assert!(
+        matches!(results[4], Err(StoreError::Fenced { .. })),
+        "{results:?}"
+    );
+
+    let got = |tenant: &'static str, id| async move {
+        h.store.get_timer(tenant, id).await.unwrap().unwrap().status
+    };
+    assert_eq!(got("acme", pair.id).await, TimerStatus::Settled);
+    assert_eq!(got("acme", retried.id).await, TimerStatus::Fired);
+    assert_eq!(got("beta", stale.id).await, TimerStatus::Fired);
+    for d in h.store.list_deliveries("acme", pair.id).await.unwrap() {
+        assert_eq!(d.delivery.status, DeliveryStatus::Succeeded);
+        assert_eq!(d.attempts.len(), 1, "one attempt recorded per sibling");
+    }
+    let r = &h.store.list_deliveries("acme", retried.id).await.unwrap()[0];
+    assert_eq!(r.delivery.status, DeliveryStatus::Pending);
+    assert_eq!(r.delivery.lease_owner, None);
+    assert_eq!(r.attempts.len(), 1);
+    let o = &h.store.list_deliveries("beta", stale.id).await.unwrap()[0];
+    assert_eq!(
+        o.delivery.status,
+        DeliveryStatus::InFlight,
+        "the stale report changed nothing"
+    );
+    assert!(o.attempts.is_empty());
+
+    let new: Vec<EventType> = all_events(h).await[seen..]
+        .iter()
+        .map(|e| e.event_type)
+        .collect();
+    let count = |t: EventType| new.iter().filter(|e| **e == t).count();
+    assert_eq!(count(EventType::TimerSettled), 1, "{new:?}");
+    assert_eq!(count(EventType::DeliveryAttempted), 3, "{new:?}");
+    assert_eq!(count(EventType::DeliveryRetrying), 1, "{new:?}");
+    assert_eq!(new.len(), 5, "{new:?}");
 }
 
 /// A call that fails part-way (a batch of creates whose second timer breaks an invariant,

@@ -1,5 +1,6 @@
-//! Deliveries in PostgreSQL: claim under a lease, report attempts, rescue expired leases,
-//! release, and the reads of executors and operators. Each write reads and locks its rows,
+//! Deliveries in PostgreSQL: claim under a lease, rescue expired leases, release, and the
+//! reads of executors and operators (attempt reports are `reports.rs`). Each write reads
+//! and locks its rows,
 //! fences, asks a planner of `minoots_core::plan` what to do before its first change, and
 //! writes exactly that with the events of `minoots_core::event`: retry, backoff, settling,
 //! failing and rescue are decided there, not here.
@@ -15,14 +16,11 @@
 
 use std::collections::HashMap;
 
-use minoots_core::limits::{MAX_ATTEMPT_ERROR_BYTES, MAX_ATTEMPT_RESPONSE_BYTES, stored_text};
 use minoots_core::plan::{
-    KillPlan, Quarantine, ReportPlan, ReportRead, RescuePlan, plan_handout, plan_release,
-    plan_report, plan_rescue,
+    KillPlan, Quarantine, RescuePlan, plan_handout, plan_release, plan_rescue,
 };
 use minoots_core::{
-    ActionBundle, AttemptRecord, Delivery, DeliveryId, NewEvent, RetryCause, Timer, TimerId,
-    TimerStatus,
+    AttemptRecord, Delivery, DeliveryId, NewEvent, RetryCause, Timer, TimerId, TimerStatus,
 };
 use tokio_postgres::Row;
 use uuid::Uuid;
@@ -198,141 +196,6 @@ async fn lock_delivery(w: &mut WriteTx<'_>, id: DeliveryId) -> TxResult<Option<D
         .await?
         .map(|r| delivery_from_row(&r))
         .transpose()
-}
-
-/// The status and action bundle of a delivery's timer, locked until the write ends; a
-/// delivery whose timer is missing is corrupt data.
-async fn lock_timer_of(w: &mut WriteTx<'_>, d: &Delivery) -> TxResult<(TimerStatus, String)> {
-    let row = w
-        .db()
-        .query_opt(
-            "SELECT status, action_bundle FROM timers WHERE id = $1 FOR UPDATE",
-            &[&d.timer_id.0],
-        )
-        .await?
-        .ok_or_else(|| {
-            StoreError::Corrupt(format!("timer {} of a delivery is missing", d.timer_id))
-        })?;
-    let status: String = col(&row, 0)?;
-    Ok((status.parse().map_err(StoreError::Corrupt)?, col(&row, 1)?))
-}
-
-pub(super) async fn report_attempt(
-    w: &mut WriteTx<'_>,
-    r: &AttemptReport,
-) -> TxResult<ReportOutcome> {
-    let d = lock_delivery(w, r.delivery_id)
-        .await?
-        .ok_or(StoreError::NotFound(Missing::Delivery(r.delivery_id)))?;
-    if !d.is_leased_to(&r.lease_owner, r.attempt) {
-        return Err(StoreError::Fenced {
-            delivery_id: r.delivery_id,
-        }
-        .into());
-    }
-    let (timer_now, bundle) = lock_timer_of(w, &d).await?;
-    // Counted only now that the timer is locked: a sibling's report committed while this
-    // one waited for the lock is seen.
-    let others: i64 = w
-        .db()
-        .query_one(
-            "SELECT count(*) FROM deliveries
-              WHERE timer_id = $1 AND occurrence = $2 AND status <> 'succeeded' AND id <> $3",
-            &[&d.timer_id.0, &d.occurrence, &d.id.0],
-        )
-        .await?
-        .get(0);
-    let read = ReportRead {
-        delivery: &d,
-        timer_status: timer_now,
-        others_unfinished: others.max(0) as u64,
-    };
-    let plan = plan_report(
-        &read,
-        r.outcome,
-        r.retry_after_ms,
-        w.now_us,
-        fastrand::f64(),
-        || {
-            serde_json::from_str::<ActionBundle>(&bundle)
-                .map(|b| b.retry_policy())
-                .map_err(|e| StoreError::Corrupt(e.to_string()))
-        },
-    )?;
-
-    let error = r
-        .error
-        .clone()
-        .map(|e| stored_text(e, MAX_ATTEMPT_ERROR_BYTES));
-    let excerpt = r
-        .response_excerpt
-        .clone()
-        .map(|e| stored_text(e, MAX_ATTEMPT_RESPONSE_BYTES));
-    let attempt = r.attempt as i32;
-    let http_status = r.http_status.map(i32::from);
-    w.db()
-        .execute(
-            "INSERT INTO attempts (delivery_id, attempt, lease_owner, started_at, duration_us,
-                    outcome, http_status, exit_code, error, response_excerpt)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-             ON CONFLICT (delivery_id, attempt) DO UPDATE SET
-                    lease_owner = EXCLUDED.lease_owner, started_at = EXCLUDED.started_at,
-                    duration_us = EXCLUDED.duration_us, outcome = EXCLUDED.outcome,
-                    http_status = EXCLUDED.http_status, exit_code = EXCLUDED.exit_code,
-                    error = EXCLUDED.error, response_excerpt = EXCLUDED.response_excerpt",
-            &[
-                &d.id.0,
-                &attempt,
-                &r.lease_owner,
-                &r.started_at_us,
-                &r.duration_us,
-                &r.outcome.as_str(),
-                &http_status,
-                &r.exit_code,
-                &error,
-                &excerpt,
-            ],
-        )
-        .await?;
-    w.append_event(NewEvent::delivery_attempted(
-        &d,
-        r.outcome,
-        r.http_status,
-        r.exit_code,
-        error.as_deref(),
-        r.duration_us,
-    ));
-
-    match plan {
-        ReportPlan::Succeed { settles_timer } => {
-            let now_us = w.now_us;
-            w.db()
-                .execute(
-                    "UPDATE deliveries SET status = 'succeeded', lease_owner = NULL,
-                            lease_expires_at = NULL, updated_at = $2, last_error = NULL
-                      WHERE id = $1",
-                    &[&d.id.0, &now_us],
-                )
-                .await?;
-            if settles_timer {
-                let settled = NewEvent::timer_settled(&d.tenant_id, d.timer_id);
-                write_timer_status(w, d.timer_id, TimerStatus::Settled, settled).await?;
-            }
-        }
-        ReportPlan::Retry {
-            next_attempt_at_us,
-            delay_ms,
-        } => {
-            let cause = RetryCause::Backoff { delay_ms };
-            requeue(w, &d, next_attempt_at_us, error.as_deref(), cause).await?;
-        }
-        ReportPlan::Kill(kill) => kill_delivery(w, &d, kill, error.as_deref()).await?,
-    }
-    Ok(ReportOutcome {
-        delivery_status: plan.delivery_status(),
-        next_attempt_at_us: plan.next_attempt_at_us(),
-        timer_status: plan.timer_status_after(timer_now),
-    })
 }
 
 /// Writes a planned retry: the delivery is pending again, out of its lease, due at

@@ -9,7 +9,8 @@
 //! - Writes go through one writer task per handle that commits the writes queued
 //!   meanwhile as one READ COMMITTED transaction and answers each after its COMMIT
 //!   returned (group commit, `writer.rs`); creates of a group run as one multi-row create
-//!   (`create.rs`). A write that fails for its own reason runs alone, in a transaction of
+//!   (`create.rs`), and its attempt reports as one multi-row report (`reports.rs`). A
+//!   write that fails for its own reason runs alone, in a transaction of
 //!   its own, again from the start on a deadlock, a serialization failure, an expected
 //!   unique violation or a connection lost before COMMIT (`tx.rs`).
 //! - Writes read, lock and fence, ask the core planners (and `crate::plan`) before their
@@ -30,6 +31,7 @@ mod leases;
 mod log;
 mod owner;
 mod pool;
+mod reports;
 mod rows;
 mod schema;
 mod timers;
@@ -474,13 +476,9 @@ impl Store for PostgresStore {
     }
 
     async fn report_attempt(&self, report: AttemptReport) -> StoreResult<ReportOutcome> {
-        let first = Some(report.delivery_id.0);
-        let report = Arc::new(report);
-        self.write_locking(first, move |w| {
-            let report = report.clone();
-            Box::pin(async move { deliveries::report_attempt(w, &report).await })
-        })
-        .await
+        let (job, answer) = reports::ReportJob::new(report);
+        self.writer.send(writer::Job::Report(job)).await?;
+        answer.await.map_err(|_| StoreError::Closed)?
     }
 
     async fn rescue_expired_leases(&self, limit: usize) -> StoreResult<usize> {

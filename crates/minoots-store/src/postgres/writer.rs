@@ -12,6 +12,9 @@
 //! locks before any row lock of its group, so creates cannot deadlock with the cancels
 //! and fires of another group.
 //!
+//! **Reports next, as one.** The attempt reports of a group run together after the
+//! creates, as one multi-row report (`reports.rs`), in delivery order.
+//!
 //! **One write's failure is its own.** Every write decides its refusals (not found,
 //! conflict, fenced, quota, idempotency mismatch) before its first change, so a refusal
 //! leaves the transaction as it was and the group commits without it. A write that fails
@@ -19,7 +22,8 @@
 //! conflict with another transaction, a refusal after a change — is taken out of its
 //! group: the group is rolled back and runs again without it, and the write runs alone,
 //! in a transaction of its own with its own retries (`tx.rs`), and is answered from
-//! there. (If the multi-row create fails, every create of the group runs alone.) Each
+//! there. (If the multi-row create or report fails, every create or report of the group runs
+//! alone.) Each
 //! such round takes out at least one write, so a group runs at most once per write it
 //! holds, plus at most `MAX_ATTEMPTS` times after lost connections. Only what fails every
 //! write alike fails the group: the disk refusing writes, a connection lost again and
@@ -45,6 +49,7 @@ use uuid::Uuid;
 
 use super::create::CreateJob;
 use super::errors::{TxError, Verdict};
+use super::reports::{ReportJob, run_reports};
 use super::tx::{Failure, MAX_ATTEMPTS, Shared, WriteOp, gave_up};
 use crate::types::{StoreError, StoreResult};
 
@@ -52,6 +57,8 @@ use crate::types::{StoreError, StoreResult};
 pub(super) enum Job {
     /// A create, run with the other creates of its group as one.
     Create(Box<CreateJob>),
+    /// An attempt report, run with the other reports of its group as one.
+    Report(Box<ReportJob>),
     /// Any other write, and the row it locks first when it names one (see [`order`]).
     Other(Box<dyn WriteOp>, Option<Uuid>),
 }
@@ -60,6 +67,7 @@ impl Job {
     fn into_op(self) -> Box<dyn WriteOp> {
         match self {
             Job::Create(c) => c,
+            Job::Report(r) => r,
             Job::Other(op, _) => op,
         }
     }
@@ -75,8 +83,9 @@ impl Job {
 fn order(group: &mut [Job]) {
     group.sort_by_key(|job| match job {
         Job::Create(_) => (0, None),
-        Job::Other(_, None) => (1, None),
-        Job::Other(_, key) => (2, *key),
+        Job::Report(r) => (1, Some(r.delivery_id())),
+        Job::Other(_, None) => (2, None),
+        Job::Other(_, key) => (3, *key),
     });
 }
 
@@ -205,11 +214,26 @@ async fn try_group(shared: &Shared, group: &mut [Job], attempt: u32) -> Round {
                 .iter_mut()
                 .filter_map(|j| match j {
                     Job::Create(c) => Some(&mut **c),
-                    Job::Other(..) => None,
+                    _ => None,
                 })
                 .collect();
             if let Err(e) = super::create::run_creates(&mut w, &mut jobs).await {
                 return Err((w.abandon(e.verdict()).await, creates));
+            }
+        }
+        let reports: Vec<usize> = (0..group.len())
+            .filter(|&i| matches!(group[i], Job::Report(_)))
+            .collect();
+        if !reports.is_empty() {
+            let mut jobs: Vec<&mut ReportJob> = group
+                .iter_mut()
+                .filter_map(|j| match j {
+                    Job::Report(r) => Some(&mut **r),
+                    _ => None,
+                })
+                .collect();
+            if let Err(e) = run_reports(&mut w, &mut jobs).await {
+                return Err((w.abandon(e.verdict()).await, reports));
             }
         }
         for (i, job) in group.iter_mut().enumerate() {
