@@ -67,12 +67,16 @@ impl Default for KernelConfig {
     }
 }
 
+/// The longest window: kernels sharing a PostgreSQL store announce to each other only the
+/// timers due within it (`minoots_store::ANNOUNCE_DUE_WITHIN_US`).
+pub const MAX_WINDOW: Duration = Duration::from_secs(3_600);
+
 impl KernelConfig {
     /// Refuses settings that would break the scheduler's assumptions, naming the setting.
     pub fn check(&self) -> Result<(), ConfigError> {
         let refuse = |setting: &str, fix: &str| Err(ConfigError::new(setting, fix));
-        if self.window < Duration::from_secs(1) {
-            return refuse("window", "must be at least 1 s");
+        if self.window < Duration::from_secs(1) || self.window > MAX_WINDOW {
+            return refuse("window", "must be 1 s to 1 h");
         }
         if self.refill_interval.is_zero() || self.refill_interval * 2 > self.window {
             return refuse(

@@ -17,10 +17,9 @@ pub(crate) fn from_store(e: StoreError) -> KernelError {
             status: Some(status),
         },
         StoreError::Fenced { .. } => KernelError::Fenced(e.to_string()),
-        StoreError::Locked(_)
-        | StoreError::Superseded(_)
-        | StoreError::Unavailable(_)
-        | StoreError::Closed => KernelError::Unavailable(e.to_string()),
+        StoreError::Locked(_) | StoreError::Unavailable(_) | StoreError::Closed => {
+            KernelError::Unavailable(e.to_string())
+        }
         StoreError::CannotWrite(trouble) => KernelError::StoreCannotWrite(trouble),
         StoreError::Corrupt(m) => KernelError::Internal(m),
         StoreError::QuotaExceeded { quota, limit } => KernelError::QuotaExceeded { quota, limit },

@@ -39,6 +39,46 @@ pub struct Kernel {
     maintenance: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
+/// Keeps a kernel in step with the other kernels of its store: reloads the window when
+/// its shards change (or announcements may have been missed), puts timers created
+/// through other kernels into the window when they are in its shards, and empties the key
+/// cache after a key or tenant changed anywhere.
+async fn follow_cluster(
+    cluster: Arc<dyn minoots_store::Cluster>,
+    scheduler: Arc<Scheduler>,
+    keys: Arc<KeyCache>,
+    mut stop: watch::Receiver<bool>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut shards = cluster.shard_changes();
+    let mut due = cluster.scheduled_elsewhere();
+    let mut key_changes = cluster.key_changes();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            changed = shards.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                scheduler.reload();
+            }
+            d = due.recv() => match d {
+                Ok(d) => {
+                    if cluster.owns_timer(d.id) {
+                        scheduler.on_scheduled(d);
+                    }
+                }
+                Err(RecvError::Lagged(_)) => scheduler.reload(),
+                Err(RecvError::Closed) => return,
+            },
+            k = key_changes.recv() => match k {
+                Ok(()) | Err(RecvError::Lagged(_)) => keys.invalidate(),
+                Err(RecvError::Closed) => return,
+            },
+        }
+    }
+}
+
 impl Kernel {
     /// Starts the scheduler and the maintenance services on the current tokio runtime.
     /// Refuses settings that break the scheduler's assumptions with
@@ -64,10 +104,6 @@ impl Kernel {
             config.clone(),
             metrics.clone(),
             delivery_notify.clone(),
-            {
-                let scheduler = scheduler.clone();
-                move |reason| scheduler.fail(reason)
-            },
             stop_rx.clone(),
         ));
         let retention = tokio::spawn(crate::maintenance::run_retention(
@@ -75,9 +111,17 @@ impl Kernel {
             clock.clone(),
             config.clone(),
             metrics.clone(),
-            stop_rx,
+            stop_rx.clone(),
         ));
         let keys = Arc::new(KeyCache::default());
+        let cluster = store.cluster().map(|c| {
+            tokio::spawn(follow_cluster(
+                c,
+                scheduler.clone(),
+                keys.clone(),
+                stop_rx.clone(),
+            ))
+        });
         let flusher = tokio::spawn(admin::run_touch_flusher(
             keys.clone(),
             store.clone(),
@@ -92,7 +136,12 @@ impl Kernel {
             metrics,
             stop,
             keys,
-            maintenance: std::sync::Mutex::new(vec![rescuer, retention, flusher]),
+            maintenance: std::sync::Mutex::new(
+                [rescuer, retention, flusher]
+                    .into_iter()
+                    .chain(cluster)
+                    .collect(),
+            ),
         }))
     }
 
@@ -160,7 +209,14 @@ impl Kernel {
     /// proves that process has exited), so what it had in flight runs again now rather
     /// than when its leases expire. Each counts as a lost lease (the attempt may have
     /// started): rescued like an expired one. Returns how many were handed back.
+    ///
+    /// On a store shared by several kernels nothing proves that an earlier process is
+    /// gone (another `serve` on the same machine may be alive): nothing is handed back,
+    /// and the leases end unrenewed within one lease TTL instead.
     pub async fn hand_back_leases_of(&self, owner_prefix: &str) -> KernelResult<usize> {
+        if self.store.cluster().is_some() {
+            return Ok(0);
+        }
         let ended = self
             .store
             .end_leases_of(owner_prefix)
@@ -238,8 +294,11 @@ impl Kernel {
             } else {
                 store.create_timers(timers).await.map_err(from_store)?
             };
+            let cluster = store.cluster();
             for o in &outcomes {
-                if o.timer.status == TimerStatus::Scheduled {
+                if o.timer.status == TimerStatus::Scheduled
+                    && cluster.as_ref().is_none_or(|c| c.owns_timer(o.timer.id))
+                {
                     scheduler.on_scheduled(DueTimer {
                         fire_at_us: o.timer.fire_at_us,
                         id: o.timer.id,

@@ -1,13 +1,14 @@
 //! Background maintenance: the lease rescuer and the event-retention cleaner.
 //!
 //! Each runs on its own interval, does a bounded amount of work per pass, and logs and
-//! carries on when the store is unavailable. A rescuer told that another kernel took the
-//! store over (`Superseded`) stops the kernel.
+//! carries on when the store is unavailable. When several kernels share the store, only
+//! the one the store names maintainer runs them ([`minoots_store::Cluster::maintains`]):
+//! maintenance runs once per cluster, and moves to another kernel when that one dies.
 
 use std::sync::Arc;
 
 use minoots_core::Clock;
-use minoots_store::{Store, StoreError};
+use minoots_store::Store;
 use tokio::sync::{Notify, watch};
 
 use crate::config::KernelConfig;
@@ -19,13 +20,16 @@ pub(crate) async fn run_rescuer(
     config: KernelConfig,
     metrics: Arc<KernelMetrics>,
     notify: Arc<Notify>,
-    superseded: impl Fn(String) + Send + 'static,
     mut stop: watch::Receiver<bool>,
 ) {
+    let cluster = store.cluster();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(config.rescue_interval) => {}
             _ = stop.changed() => return,
+        }
+        if cluster.as_ref().is_some_and(|c| !c.maintains()) {
+            continue;
         }
         loop {
             match store.rescue_expired_leases(config.rescue_batch).await {
@@ -37,12 +41,6 @@ pub(crate) async fn run_rescuer(
                     if n < config.rescue_batch {
                         break;
                     }
-                }
-                Err(e @ StoreError::Superseded(_)) => {
-                    // Another kernel owns the store: stop now (every second the rescuer
-                    // writes), not only when the next timer falls due.
-                    superseded(e.to_string());
-                    return;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "rescuing expired leases failed");
@@ -64,10 +62,14 @@ pub(crate) async fn run_retention(
     const PRUNE_BATCH: usize = 10_000;
     /// Bound on the work of one pass; the rest waits for the next pass.
     const MAX_BATCHES_PER_PASS: usize = 100;
+    let cluster = store.cluster();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(config.retention_interval) => {}
             _ = stop.changed() => return,
+        }
+        if cluster.as_ref().is_some_and(|c| !c.maintains()) {
+            continue;
         }
         let cutoff = clock.now_us() - config.event_retention.as_micros() as i64;
         for _ in 0..MAX_BATCHES_PER_PASS {

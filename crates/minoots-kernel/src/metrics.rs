@@ -35,6 +35,8 @@ pub struct KernelMetrics {
     /// API key lookups by hash that reached the store (authentications answered by
     /// neither the cache of known keys nor that of unknown ones).
     pub store_key_lookups: AtomicU64,
+    /// Fires the store refused because the timer's shard belongs to another kernel now.
+    pub fires_fenced: AtomicU64,
 }
 
 impl KernelMetrics {
@@ -70,6 +72,13 @@ pub async fn render_kernel_metrics(kernel: &Kernel) -> String {
     let mut out = String::new();
     {
         render_kernel(&mut out, kernel.metrics());
+        if let Some(cluster) = kernel.store().cluster() {
+            let _ = writeln!(
+                out,
+                "# HELP minoots_shards_held Shards of timers this kernel holds (several kernels on one PostgreSQL database).\n# TYPE minoots_shards_held gauge\nminoots_shards_held {}",
+                cluster.shards_held()
+            );
+        }
         if let Ok(stats) = kernel.store().stats().await {
             let _ = writeln!(
                 out,
@@ -93,7 +102,7 @@ pub async fn render_kernel_metrics(kernel: &Kernel) -> String {
 
 fn render_kernel(out: &mut String, m: &KernelMetrics) {
     let g = KernelMetrics::get;
-    let counters: [(&str, &str, &AtomicU64); 8] = [
+    let counters: [(&str, &str, &AtomicU64); 9] = [
         (
             "minoots_timers_created_total",
             "Timers scheduled.",
@@ -133,6 +142,11 @@ fn render_kernel(out: &mut String, m: &KernelMetrics) {
             "minoots_store_key_lookups_total",
             "API key lookups that reached the store (not answered by the kernel's key caches).",
             &m.store_key_lookups,
+        ),
+        (
+            "minoots_fires_fenced_total",
+            "Timers this kernel did not fire because their shard belongs to another kernel now.",
+            &m.fires_fenced,
         ),
     ];
     for (name, help, value) in counters {

@@ -19,6 +19,13 @@
 //!   The index is a set, so seeing a timer both ways is harmless.
 //! * Firing is idempotent in the store (only `scheduled` timers fire), so a stale entry of
 //!   a timer cancelled meanwhile is skipped there.
+//! * When the timers this kernel fires change (several kernels share a PostgreSQL store
+//!   and its shards moved, or announcements of other kernels' creates may have been
+//!   missed), [`Scheduler::reload`] sets `covered` back to the start: the next refills
+//!   read the whole window again (the index is a set, so what it holds is not doubled). A
+//!   refill that was running meanwhile is discarded (`generation`), so it cannot set
+//!   `covered` past what the reload must read. Entries of shards no longer held stay until
+//!   due and are then refused by the store's fence (counted as fenced fires).
 //!
 //! Must never: spawn a task or OS timer per timer, hold the index lock across an await or
 //! a store call, or fire early.
@@ -40,12 +47,20 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use minoots_core::{Clock, TimerId};
-use minoots_store::{DueTimer, FireOutcome, FireRequest, Store, StoreError};
+use minoots_store::{DueTimer, FireOutcome, FireRequest, Store};
 use tokio::sync::Notify;
 use uuid_max::max_timer_id;
 
 use crate::config::KernelConfig;
 use crate::metrics::KernelMetrics;
+
+/// The key before every timer: a window covering nothing yet.
+fn start_key() -> DueTimer {
+    DueTimer {
+        fire_at_us: i64::MIN,
+        id: TimerId::from_slice(&[0; 16]).expect("16 bytes"),
+    }
+}
 
 mod uuid_max {
     use minoots_core::TimerId;
@@ -61,6 +76,8 @@ struct State {
     covered: DueTimer,
     /// The upper key of a refill in progress.
     loading: Option<DueTimer>,
+    /// Raised by every reload; a refill that started under an older one is discarded.
+    generation: u64,
     shutdown: bool,
 }
 
@@ -282,11 +299,9 @@ impl Scheduler {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 index: BTreeSet::new(),
-                covered: DueTimer {
-                    fire_at_us: i64::MIN,
-                    id: TimerId::from_slice(&[0; 16]).expect("16 bytes"),
-                },
+                covered: start_key(),
                 loading: None,
+                generation: 0,
                 shutdown: false,
             }),
             wake: Condvar::new(),
@@ -373,6 +388,16 @@ impl Scheduler {
     }
 
     /// Called after a cancel committed: the timer leaves the window.
+    /// Reads the whole window from the store again (see the module's comment).
+    pub fn reload(&self) {
+        let mut st = self.shared.state();
+        st.generation = st.generation.wrapping_add(1);
+        st.covered = start_key();
+        st.loading = None;
+        drop(st);
+        self.shared.loader_wake.notify_one();
+    }
+
     pub fn on_cancelled(&self, key: DueTimer) {
         self.shared
             .state
@@ -386,12 +411,6 @@ impl Scheduler {
     /// as long as no part of the scheduler died.
     pub fn is_ready(&self) -> bool {
         *self.shared.loaded_once.borrow() && self.shared.failure.borrow().is_none()
-    }
-
-    /// Records that timers can no longer fire here, and why (another kernel took the
-    /// store over): the kernel reports the failure and its process stops.
-    pub(crate) fn fail(&self, reason: String) {
-        self.shared.fail(reason);
     }
 
     /// Why the scheduler can no longer fire timers, once a part of it died.
@@ -642,15 +661,19 @@ async fn fire_with_retry(
             {
                 notify.notify_waiters();
             }
+            let fenced = outcomes
+                .iter()
+                .filter(|o| matches!(o, FireOutcome::Fenced { .. }))
+                .count();
+            if fenced > 0 {
+                // Their shards belong to another kernel now, which fires them.
+                KernelMetrics::inc(&shared.metrics.fires_fenced, fenced as u64);
+                tracing::info!(
+                    fenced,
+                    "timers of shards another kernel holds now were left to it"
+                );
+            }
             true
-        }
-        Err(e @ StoreError::Superseded(_)) => {
-            // Another kernel owns the store now: it fires these timers, and nothing this
-            // kernel writes is stored. Trying again would only fill the log; stop, so
-            // that the process exits and its supervisor sees why.
-            KernelMetrics::inc(&shared.metrics.fire_errors, 1);
-            shared.fail(e.to_string());
-            false
         }
         Err(e) => {
             KernelMetrics::inc(&shared.metrics.fire_errors, 1);
@@ -692,7 +715,7 @@ async fn run_loader(store: Arc<dyn Store>, shared: Arc<Shared>) {
             fire_at_us: shared.clock.now_us().saturating_add(window_us),
             id: max_timer_id(),
         };
-        let (after, room) = {
+        let (after, room, generation) = {
             let mut st = shared.state.lock().expect("scheduler poisoned");
             let room = cfg
                 .max_window_timers
@@ -701,7 +724,7 @@ async fn run_loader(store: Arc<dyn Store>, shared: Arc<Shared>) {
             if room > 0 && target > st.covered {
                 st.loading = Some(target);
             }
-            (st.covered, room)
+            (st.covered, room, st.generation)
         };
         let mut full_batch = false;
         if room > 0 && target > after {
@@ -710,6 +733,10 @@ async fn run_loader(store: Arc<dyn Store>, shared: Arc<Shared>) {
                 Ok(rows) => {
                     full_batch = rows.len() == room;
                     let mut st = shared.state.lock().expect("scheduler poisoned");
+                    if st.generation != generation {
+                        // A reload came meanwhile: read again from its start.
+                        continue;
+                    }
                     let old_head = st.index.first().copied();
                     st.covered = if full_batch {
                         *rows.last().expect("full batch")

@@ -16,13 +16,38 @@ pub mod postgres;
 pub mod sqlite;
 mod types;
 
-pub use postgres::{PostgresConfig, PostgresStore};
+pub use postgres::{ANNOUNCE_DUE_WITHIN_US, PostgresConfig, PostgresStore, SHARD_COUNT, shard_of};
 pub use sqlite::{SqliteConfig, SqliteStore};
 pub use types::*;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use minoots_core::{Delivery, Event, Timer, TimerId};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
+
+/// What a kernel must know when it shares its store with other kernels (PostgreSQL; see
+/// `postgres/shards.rs`): which timers are its own to fire, when that changes, which
+/// timers other kernels created for it, when keys changed elsewhere, and whether it is
+/// the one kernel that runs the cluster's maintenance.
+pub trait Cluster: Send + Sync {
+    /// Whether the timer is in a shard this kernel holds now.
+    fn owns_timer(&self, id: TimerId) -> bool;
+    /// Changes whenever the shards held change, or notifications may have been missed
+    /// (a reconnect): the kernel then reloads its window from the store.
+    fn shard_changes(&self) -> watch::Receiver<u64>;
+    /// How many shards this kernel holds.
+    fn shards_held(&self) -> usize;
+    /// Timers created through any handle of the database and due soon, as the database
+    /// announced them (of every shard: the kernel keeps those it owns).
+    fn scheduled_elsewhere(&self) -> broadcast::Receiver<DueTimer>;
+    /// A message after any tenant or key change through any handle, and after a
+    /// reconnect (when changes may have been missed).
+    fn key_changes(&self) -> broadcast::Receiver<()>;
+    /// Whether this kernel runs the cluster's maintenance (lease rescue, retention): one
+    /// kernel at a time does.
+    fn maintains(&self) -> bool;
+}
 
 /// The durable state of the horology kernel.
 #[async_trait]
@@ -220,4 +245,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stops accepting writes, finishes those already queued, and releases the store.
     async fn close(&self);
+
+    /// The cluster this store's kernel belongs to, when other kernels share the store;
+    /// `None` when one kernel owns it alone (SQLite: the data directory's lock), which
+    /// also proves that no earlier process on it is still running.
+    fn cluster(&self) -> Option<Arc<dyn Cluster>> {
+        None
+    }
 }

@@ -23,14 +23,9 @@ pub enum StoreError {
     )]
     Fenced { delivery_id: DeliveryId },
     /// The store is held by another process: the data directory by another MINOOTS
-    /// process, or the PostgreSQL database by another kernel. Says which, and by whom.
+    /// process. Says which, and by whom.
     #[error("{0}")]
     Locked(String),
-    /// This handle no longer owns its database: another kernel took it over (its fencing
-    /// epoch is newer), so nothing this handle writes is stored any more. The kernel
-    /// holding it must stop.
-    #[error("this kernel no longer owns the database: {0}")]
-    Superseded(String),
     /// The store cannot write or read right now (for a reason other than the disk refusing
     /// writes: the writer stopped, a read task failed, the file cannot be opened).
     #[error("the store is unavailable: {0}")]
@@ -117,6 +112,11 @@ pub enum FireOutcome {
     Failed {
         timer_id: TimerId,
         error: String,
+    },
+    /// Not fired by this kernel: its shard belongs to another kernel now (PostgreSQL
+    /// with several kernels), which fires it. Left unchanged.
+    Fenced {
+        timer_id: TimerId,
     },
 }
 

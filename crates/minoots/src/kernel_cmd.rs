@@ -40,7 +40,8 @@ pub struct KernelCmdArgs {
 
 /// Opens the store (PostgreSQL with `--database-url`, else the embedded store in
 /// `args.data_dir`) and starts the kernel on it (also used by `minoots serve`). `name` is
-/// what the kernel is called in PostgreSQL's owner record (`kernel` or `serve`).
+/// what the kernel is (`kernel` or `serve`), the start of its name among the kernels of
+/// a PostgreSQL database.
 pub async fn start_kernel(args: &KernelArgs, name: &str) -> anyhow::Result<Arc<Kernel>> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store = open_store(args, name, clock.clone()).await?;
@@ -68,9 +69,31 @@ fn postgres_config(args: &KernelArgs, url: &str, name: &str) -> PostgresConfig {
     let mut config = PostgresConfig::new(url);
     config.schema = args.database_schema.clone();
     config.max_connections = usize::from(args.database_max_connections);
-    config.kernel = Some(format!("{name}-{}", std::process::id()));
+    config.kernel = Some(kernel_name(name));
     config.application_name = format!("minoots-{name}");
     config
+}
+
+/// The name a kernel goes by among the kernels of a PostgreSQL database: what it is
+/// (`kernel` or `serve`), its host, its process id and a random part, so that no two
+/// processes share one, even after a restart with the same process id. At most 63 bytes.
+fn kernel_name(kind: &str) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| {
+            h.trim()
+                .chars()
+                .filter(|c| c.is_ascii_graphic())
+                .take(32)
+                .collect::<String>()
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into());
+    format!(
+        "{kind}/{host}/{}/{:08x}",
+        std::process::id(),
+        fastrand::u32(..)
+    )
 }
 
 async fn open_store(

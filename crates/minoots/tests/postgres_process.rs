@@ -1,25 +1,28 @@
-//! `minoots serve --database-url` as real processes on a real PostgreSQL: timers are
-//! created through REST and their webhooks arrive; a second kernel on the same database
-//! is refused while the first runs; a `serve` SIGKILLed with a timer due comes back on
-//! the same database and delivers it; and a `serve` whose database another kernel took
-//! over (its lock's session ended) exits with an error instead of writing on, while the
-//! new owner takes over its timers.
+//! `minoots serve --database-url` as real processes on a real PostgreSQL, with default
+//! settings: two `serve` processes on one database share its shards of timers, and
+//! timers created through one fire wherever their shard is held, each once; when one is
+//! SIGKILLed, the other takes its shards over within one shard lease (10 s) and fires
+//! what it held; and a `serve` SIGSTOPped past its lease, whose shards another took, is
+//! refused by the fence when it wakes and tries to fire them (counted at its
+//! `/metrics`), while every timer arrives exactly once.
 //!
 //! Needs `MINOOTS_TEST_DATABASE_URL`; each test uses a schema of its own, dropped at the
 //! end. Without it every test prints "skipped: no database" and passes.
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{KillOnDrop, WAIT, free_port, get_json, start_process, wait_exit};
+use common::{KillOnDrop, WAIT, free_port, start_process};
 use tokio::sync::Notify;
 
 const KEY: &str = "mnt_demo_key_free";
-/// The first key of the kernel's advisory lock ("MNTK").
-const KERNEL_LOCK_CLASS: i64 = 0x4d4e_544b;
+/// The demo tenant's tier without limits: the tests create more timers than the free
+/// tier keeps pending.
+const TIERS: &str = r#"{"free": {"requestsPerMinute": null, "createsPerMinute": null, "timersPerDay": null, "pendingTimers": null, "maxDurationMs": null}}"#;
+/// A kernel's shard lease with default settings.
+const SHARD_LEASE: Duration = Duration::from_secs(10);
 
 fn database_url() -> Option<String> {
     std::env::var("MINOOTS_TEST_DATABASE_URL")
@@ -148,7 +151,7 @@ fn start_serve(url: &str, schema: &Schema) -> (KillOnDrop, String) {
             "--grpc-addr",
             &grpc,
         ],
-        &[],
+        &[("MINOOTS_TIERS", TIERS)],
         "minoots ready on ",
     );
     (KillOnDrop(child), format!("http://{http}"))
@@ -171,139 +174,138 @@ async fn create(http: &reqwest::Client, base: &str, hook: &str, duration: &str) 
     timer["id"].as_str().unwrap().to_string()
 }
 
-/// The server process of the session holding the kernel lock of `schema`.
-async fn lock_holder(client: &tokio_postgres::Client, schema: &str) -> Option<i32> {
-    client
-        .query_opt(
-            "SELECT pid FROM pg_locks
-              WHERE locktype = 'advisory' AND granted
-                AND classid::bigint = $1
-                AND objid::bigint = (hashtext($2)::bigint & 4294967295)
-                AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-            &[&KERNEL_LOCK_CLASS, &schema],
-        )
+/// A counter or gauge of a `serve`'s `/metrics`.
+async fn metric(http: &reqwest::Client, base: &str, name: &str) -> f64 {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .header("X-API-Key", KEY)
+        .send()
         .await
         .unwrap()
-        .map(|r| r.get(0))
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_on_postgres_delivers_refuses_a_second_kernel_and_survives_a_kill() {
-    let url = or_skip!(database_url());
-    let schema = Schema::new(&url);
-    let (receiver, hook) = Receiver::start().await;
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
-
-    let (mut serve, base) = start_serve(&url, &schema);
-    let first = create(&http, &base, &hook, "1s").await;
-    receiver.until(&first).await;
-
-    // A second kernel on the same database is refused and says why.
-    let second = Command::new(env!("CARGO_BIN_EXE_minoots"))
-        .args(["kernel", "--database-url", &url, "--database-schema"])
-        .arg(&schema.name)
-        .args(["--grpc-addr", &format!("127.0.0.1:{}", free_port())])
-        .args(["--http-addr", "127.0.0.1:0"])
-        .env("MINOOTS_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = tokio::task::spawn_blocking(move || second.wait_with_output().unwrap())
+        .text()
         .await
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "the second kernel exits with an error"
-    );
-    assert!(
-        stderr.contains("another MINOOTS kernel") && stderr.contains("serve-"),
-        "{stderr}"
-    );
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} in {text}"))
+}
 
-    // SIGKILLed with a timer due: a new serve on the same database delivers it.
-    let due = create(&http, &base, &hook, "3s").await;
-    serve.0.kill().unwrap();
-    serve.0.wait().unwrap();
-    let (_serve, base) = start_serve(&url, &schema);
-    receiver.until(&due).await;
-    let t = get_json(&http, &format!("{base}/timers/{first}"), KEY).await;
-    assert_eq!(t["status"], "settled", "{t}");
-    assert_eq!(receiver.count(&first), 1);
+/// Waits (at most `within`) until the metric has the value.
+async fn until_metric(
+    http: &reqwest::Client,
+    base: &str,
+    name: &str,
+    value: f64,
+    within: Duration,
+) {
+    let deadline = Instant::now() + within;
+    while metric(http, base, name).await != value {
+        assert!(
+            Instant::now() < deadline,
+            "{name} reaches {value} at {base}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Creates `n` timers through `base`, due after `duration`.
+async fn create_many(
+    http: &reqwest::Client,
+    base: &str,
+    hook: &str,
+    duration: &str,
+    n: usize,
+) -> Vec<String> {
+    let mut ids = Vec::with_capacity(n);
+    for _ in 0..n {
+        ids.push(create(http, base, hook, duration).await);
+    }
+    ids
+}
+
+/// Sends a signal to a child process.
+fn signal(child: &std::process::Child, sig: libc::c_int) {
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, sig) };
+    assert_eq!(rc, 0, "signal {sig} sent");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_serve_whose_database_was_taken_over_exits_and_the_new_owner_takes_over() {
+async fn two_serves_share_the_timers_and_one_fires_what_a_killed_one_held() {
     let url = or_skip!(database_url());
     let schema = Schema::new(&url);
-    let client = admin(&url).await;
     let (receiver, hook) = Receiver::start().await;
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
 
-    let (mut old, old_base) = start_serve(&url, &schema);
-    // Due in an hour: the old serve has nothing to fire, so only its other writes (the
-    // lease rescuer's, every second) can tell it that it lost the database.
-    let later = create(&http, &old_base, &hook, "1h").await;
-    // The old serve's lock session ends (a network cut, say) while it runs on; a new
-    // serve takes the database before the old one takes its lock again (tried again if
-    // the old one was quicker).
-    let mut new = None;
-    for _ in 0..20 {
-        let pid = lock_holder(&client, &schema.name)
-            .await
-            .expect("a kernel holds the lock");
-        client
-            .execute("SELECT pg_terminate_backend($1)", &[&pid])
-            .await
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while lock_holder(&client, &schema.name).await == Some(pid) {
-            assert!(Instant::now() < deadline, "the lock session ends");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let started = std::panic::catch_unwind(|| start_serve(&url, &schema));
-        if let Ok(started) = started {
-            new = Some(started);
-            break;
-        }
+    let (_a, a) = start_serve(&url, &schema);
+    let (mut b_proc, b) = start_serve(&url, &schema);
+    for base in [&a, &b] {
+        until_metric(&http, base, "minoots_shards_held", 32.0, WAIT).await;
     }
-    let (_new, new_base) = new.expect("a new serve takes the database");
-
-    // The old serve's writes are refused: it stops with an error rather than run on.
-    let (old_exit, old) = tokio::task::spawn_blocking(move || {
-        let status = wait_exit(&mut old.0, WAIT);
-        (status, old)
-    })
-    .await
-    .unwrap();
-    drop(old);
+    // Created through one, fired by whichever holds each timer's shard: all arrive, once.
+    let shared = create_many(&http, &a, &hook, "2s", 40).await;
+    for id in &shared {
+        receiver.until(id).await;
+    }
+    let fired_b = metric(&http, &b, "minoots_timers_fired_total").await;
     assert!(
-        !old_exit.success(),
-        "the superseded serve exits with an error"
+        fired_b > 0.0,
+        "the second serve fired the timers of its shards"
     );
-    // The new owner has the old one's timers and writes: it cancels one, and delivers a
-    // new one once.
-    let (status, cancelled) = common::call(
-        &http,
-        reqwest::Method::DELETE,
-        format!("{new_base}/timers/{later}"),
-        KEY,
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{cancelled}");
-    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
-    let due = create(&http, &new_base, &hook, "1s").await;
-    receiver.until(&due).await;
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let t = get_json(&http, &format!("{new_base}/timers/{due}"), KEY).await;
-        if t["status"] == "settled" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{t}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+
+    // One serve is killed while timers of its shards are due: the other fires them once
+    // it has taken the shards over, within one shard lease and a round.
+    let due = create_many(&http, &a, &hook, "1s", 40).await;
+    b_proc.0.kill().unwrap();
+    b_proc.0.wait().unwrap();
+    let killed = Instant::now();
+    for id in &due {
+        receiver.until(id).await;
     }
-    assert_eq!(receiver.count(&due), 1);
+    let took = killed.elapsed();
+    println!("every timer of the killed serve's shards arrived {took:?} after the kill");
+    assert!(
+        took < SHARD_LEASE + Duration::from_secs(5),
+        "taken over within one lease and a round, then fired at once ({took:?})"
+    );
+    until_metric(&http, &a, "minoots_shards_held", 64.0, WAIT).await;
+    for id in shared.iter().chain(&due) {
+        assert_eq!(receiver.count(id), 1, "timer {id} arrived once");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serve_stopped_past_its_lease_is_fenced_when_it_wakes() {
+    let url = or_skip!(database_url());
+    let schema = Schema::new(&url);
+    let (receiver, hook) = Receiver::start().await;
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+
+    let (stopped, a) = start_serve(&url, &schema);
+    let (_b, b) = start_serve(&url, &schema);
+    for base in [&a, &b] {
+        until_metric(&http, base, "minoots_shards_held", 32.0, WAIT).await;
+    }
+    // Timers due in 4 s, created through a: each of its shards is in its window before
+    // the create is answered.
+    let due = create_many(&http, &a, &hook, "4s", 40).await;
+    signal(&stopped.0, libc::SIGSTOP);
+    // b takes the stopped serve's shards when their leases end and fires its timers.
+    until_metric(&http, &b, "minoots_shards_held", 64.0, WAIT).await;
+    for id in &due {
+        receiver.until(id).await;
+    }
+    // Woken, the stale serve tries to fire what its window still holds: refused.
+    signal(&stopped.0, libc::SIGCONT);
+    let deadline = Instant::now() + WAIT;
+    while metric(&http, &a, "minoots_fires_fenced_total").await == 0.0 {
+        assert!(Instant::now() < deadline, "the stale fires are fenced");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // It rejoins: the shards are shared again, and nothing arrived twice.
+    for base in [&a, &b] {
+        until_metric(&http, base, "minoots_shards_held", 32.0, WAIT).await;
+    }
+    for id in &due {
+        assert_eq!(receiver.count(id), 1, "timer {id} arrived once");
+    }
 }

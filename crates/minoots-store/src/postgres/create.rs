@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use minoots_core::{NewEvent, Timer, TimerId};
+use minoots_core::{NewEvent, Timer, TimerId, TimerStatus};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
@@ -517,7 +517,14 @@ async fn insert_timers(w: &mut WriteTx<'_>, new: &[(Timer, Option<&[u8; 32]>)]) 
         )
         .await;
     match inserted {
-        Ok(_) => Ok(()),
+        Ok(_) => {
+            for (t, _) in new {
+                if t.status == TimerStatus::Scheduled {
+                    w.announce_due(t.fire_at_us, t.id.0);
+                }
+            }
+            Ok(())
+        }
         Err(e) => match unique_violation(&e) {
             // The tenant locks make this impossible for creates of this backend; another
             // writer of the same database could still race.

@@ -1,6 +1,17 @@
 //! The event log in PostgreSQL: numbering events in commit order, reading them from any
-//! sequence number, pruning the oldest, and the live feed of the events this handle
-//! commits.
+//! sequence number, pruning the oldest, and the live feed of the events every handle of
+//! the database commits.
+//!
+//! **The live feed is read from the log.** A tailer task per handle reads the events
+//! after the last one it published and sends them to subscribers, in `seq` order, when
+//! this handle committed events, when another handle announced some (`listen.rs`), and at
+//! least every second. So a stream on one kernel sees the events of timers created
+//! through another, gap-free, and a handle's own events take the same road. While nobody
+//! subscribes it reads only the log's head, and it checks for subscribers *after* that
+//! read: a subscriber that came before the check gets everything after the last event
+//! published; one that came after it replays the log itself from a point after that head
+//! (`minoots-kernel`'s event streams subscribe first, then replay), so no event falls
+//! between the two.
 //!
 //! **Why `seq` must follow commit order.** A reader (an SSE or gRPC stream, another
 //! kernel) remembers the last `seq` it saw and asks for what comes after. If a
@@ -36,35 +47,43 @@
 //! commit (`writer.rs`) pays it once per group instead of once per write: 22,000–31,000
 //! creates/s from 128 callers (docs/benchmarks.md, "PostgreSQL creates").
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use minoots_core::{Event, NewEvent, TimerId};
-use tokio::sync::{Mutex, MutexGuard, broadcast};
+use tokio::sync::{Mutex, MutexGuard, Notify, broadcast, watch};
 use uuid::Uuid;
 
 use super::errors::TxResult;
 use super::rows::event_from_row;
-use super::tx::Db;
+use super::tx::{Db, Shared};
 use crate::types::{EventQuery, MAX_EVENTS_PER_READ};
 
-/// Numbers, stores and publishes the events of this handle's writes.
+/// The live feed reads the log at least this often, even when no notification came (one
+/// cheap read of the log's head while nobody listens).
+const TAIL_AT_LEAST_EVERY: Duration = Duration::from_secs(1);
+
+/// Numbers and stores the events of this handle's writes, and publishes the events of
+/// every handle of the database as they are committed.
 pub(super) struct EventLog {
-    /// Held from numbering to publishing, so that the live feed is in `seq` order.
+    /// Held from numbering to COMMIT by this handle's writes, so that they take the
+    /// log's row lock one at a time.
     turn: Mutex<()>,
     live: broadcast::Sender<Event>,
+    /// Wakes the tailer: this handle committed events, or another handle announced some.
+    pub(super) nudge: Arc<Notify>,
 }
 
-/// A write's turn to number, commit and publish its events.
+/// A write's turn to number and commit its events.
 pub(super) struct Turn<'a> {
     _held: MutexGuard<'a, ()>,
-    live: &'a broadcast::Sender<Event>,
+    nudge: &'a Notify,
 }
 
 impl Turn<'_> {
-    /// Sends committed events to live subscribers, in order.
-    pub(super) fn publish(self, events: Vec<Event>) {
-        for e in events {
-            // No subscriber is not an error.
-            let _ = self.live.send(e);
-        }
+    /// The events are committed: the tailer reads and publishes them.
+    pub(super) fn committed(self) {
+        self.nudge.notify_one();
     }
 }
 
@@ -75,6 +94,7 @@ impl EventLog {
         Self {
             turn: Mutex::new(()),
             live,
+            nudge: Arc::new(Notify::new()),
         }
     }
 
@@ -85,7 +105,7 @@ impl EventLog {
     pub(super) async fn turn(&self) -> Turn<'_> {
         Turn {
             _held: self.turn.lock().await,
-            live: &self.live,
+            nudge: &self.nudge,
         }
     }
 
@@ -133,6 +153,62 @@ impl EventLog {
             .zip(first..)
             .map(|(e, seq)| e.into_event(seq, now_us))
             .collect())
+    }
+}
+
+/// Publishes the log's new events to the handle's subscribers until told to stop.
+pub(super) async fn run_tailer(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut published: Option<i64> = None;
+    loop {
+        let head = shared
+            .read(false, |db| {
+                Box::pin(async move { latest_event_seq(db).await })
+            })
+            .await;
+        match head {
+            Ok(head) if shared.log.live.receiver_count() == 0 || published.is_none() => {
+                published = Some(head);
+            }
+            Ok(_) => {
+                if let Err(e) = publish_after(&shared, published.as_mut().expect("set")).await {
+                    tracing::warn!(error = %e, "store: the live event feed cannot read the log; retrying");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "store: the live event feed cannot read the log; retrying");
+            }
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = shared.log.nudge.notified() => {}
+            _ = tokio::time::sleep(TAIL_AT_LEAST_EVERY) => {}
+        }
+    }
+}
+
+/// Reads and publishes every event after `*published`, advancing it.
+async fn publish_after(shared: &Shared, published: &mut i64) -> crate::StoreResult<()> {
+    loop {
+        let query = EventQuery {
+            after_seq: *published,
+            limit: MAX_EVENTS_PER_READ,
+            ..EventQuery::default()
+        };
+        let events = shared
+            .read(false, |db| {
+                let query = query.clone();
+                Box::pin(async move { read_events(db, &query).await })
+            })
+            .await?;
+        let full = events.len() >= MAX_EVENTS_PER_READ;
+        for e in events {
+            *published = e.seq;
+            // No subscriber left is not an error.
+            let _ = shared.log.live.send(e);
+        }
+        if !full {
+            return Ok(());
+        }
     }
 }
 

@@ -28,12 +28,13 @@ mod create;
 mod deliveries;
 mod errors;
 mod leases;
+mod listen;
 mod log;
-mod owner;
 mod pool;
 mod reports;
 mod rows;
 mod schema;
+mod shards;
 mod timers;
 mod tx;
 mod writer;
@@ -48,7 +49,9 @@ use tokio::sync::broadcast;
 use crate::Store;
 use crate::types::*;
 use create::CreateJob;
+pub use listen::ANNOUNCE_DUE_WITHIN_US;
 use pool::{ConnectSettings, Pool};
+pub use shards::{SHARD_COUNT, shard_of};
 use tx::{Db, Job, OpFuture, Shared, WriteTx};
 use writer::Writer;
 pub use writer::WriterHold;
@@ -58,6 +61,8 @@ pub use writer::WriterHold;
 pub const MAX_POOL_CONNECTIONS: usize = 256;
 /// Longest accepted timeout of any kind: an hour.
 const MAX_TIMEOUT_MS: u64 = 3_600_000;
+/// Shortest shard lease: rounds must fit several times in one.
+const MIN_SHARD_LEASE_TTL_MS: u64 = 1_000;
 /// Longest schema name and application name PostgreSQL keeps (NAMEDATALEN − 1).
 const MAX_NAME_BYTES: usize = 63;
 /// Most writes queued for, or committed together by, the writer of one handle.
@@ -73,8 +78,9 @@ pub struct PostgresConfig {
     /// server's search path (`public` by default). Lets several stores share one
     /// database, as the tests do. Lowercase letters, digits and `_`.
     pub schema: Option<String>,
-    /// Connections this handle may open (default 10). Operations beyond it wait for a
-    /// free one. Ten per process leaves room for nine processes (kernels, tools) within
+    /// Connections this handle may open (default 10), besides one that listens for the
+    /// other handles' announcements (`listen.rs`). Operations beyond it wait for a free
+    /// one. Ten per process leaves room for nine processes (kernels, tools) within
     /// PostgreSQL's default `max_connections` of 100.
     pub max_connections: usize,
     /// How long an operation waits for a free connection before `Unavailable` (default
@@ -97,11 +103,15 @@ pub struct PostgresConfig {
     /// Most writes committed in one transaction (default 4,096, as for SQLite). Bounds
     /// the time one group holds its locks and the memory of one group.
     pub max_batch_ops: usize,
-    /// Set by a kernel, to the name it goes by (default `None`): the handle then owns the
-    /// database (or schema) alone. Open refuses while another kernel's handle holds it,
-    /// and every write is refused once another kernel took it over (`owner.rs`). Tools
-    /// and tests that share a database with a kernel leave it unset.
+    /// Set by a kernel, to a name no other kernel of the database goes by (default
+    /// `None`): the handle then leases shards of timers and fires only theirs, fenced by
+    /// their epochs (`shards.rs`), and one kernel of the database runs maintenance.
+    /// Tools and tests that share a database with kernels leave it unset.
     pub kernel: Option<String>,
+    /// How long a kernel's shard leases last without renewal (default 10 s): a killed
+    /// kernel's timers fire again, on another kernel, within this plus one second.
+    /// Rounds renew every quarter of it (at most every second).
+    pub shard_lease_ttl_ms: u64,
 }
 
 impl PostgresConfig {
@@ -118,6 +128,7 @@ impl PostgresConfig {
             writer_queue_capacity: 65_536,
             max_batch_ops: 4_096,
             kernel: None,
+            shard_lease_ttl_ms: 10_000,
         }
     }
 
@@ -160,6 +171,12 @@ impl PostgresConfig {
             if !(1..=MAX_TIMEOUT_MS).contains(&ms) {
                 return bad(format!("{name} is {ms}; it must be 1 to {MAX_TIMEOUT_MS}"));
             }
+        }
+        if !(MIN_SHARD_LEASE_TTL_MS..=MAX_TIMEOUT_MS).contains(&self.shard_lease_ttl_ms) {
+            return bad(format!(
+                "shard_lease_ttl_ms is {}; it must be {MIN_SHARD_LEASE_TTL_MS} to {MAX_TIMEOUT_MS}",
+                self.shard_lease_ttl_ms
+            ));
         }
         if self.event_broadcast_capacity == 0 {
             return bad("event_broadcast_capacity must be at least 1".into());
@@ -261,6 +278,7 @@ impl std::fmt::Debug for PostgresConfig {
             .field("writer_queue_capacity", &self.writer_queue_capacity)
             .field("max_batch_ops", &self.max_batch_ops)
             .field("kernel", &self.kernel)
+            .field("shard_lease_ttl_ms", &self.shard_lease_ttl_ms)
             .finish()
     }
 }
@@ -271,8 +289,12 @@ impl std::fmt::Debug for PostgresConfig {
 pub struct PostgresStore {
     shared: Arc<Shared>,
     writer: Arc<Writer>,
-    /// A kernel's ownership of the database (`PostgresConfig::kernel`).
-    owner: Option<Arc<owner::KernelLock>>,
+    /// A kernel's shards (`PostgresConfig::kernel`).
+    shards: Option<Arc<shards::ShardBook>>,
+    signals: Arc<listen::Signals>,
+    /// Stops the handle's tasks (shard rounds, listening, the live feed).
+    stop: Arc<tokio::sync::watch::Sender<bool>>,
+    tasks: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 impl PostgresStore {
@@ -298,18 +320,46 @@ impl PostgresStore {
             let mut lent = pool.get().await?;
             schema::migrate(&mut lent.conn().client, config.schema.as_deref()).await?;
         }
-        let owner = match &config.kernel {
-            Some(name) => Some(Arc::new(
-                owner::take(pool.clone(), name, clock.now_us()).await?,
-            )),
+        let channels = Arc::new(listen::Channels::new(config.schema.as_deref()));
+        let log = log::EventLog::new(config.event_broadcast_capacity);
+        let signals = Arc::new(listen::Signals::new(log.nudge.clone()));
+        let shared = Arc::new(Shared {
+            pool: pool.clone(),
+            clock,
+            log,
+            channels: channels.clone(),
+        });
+        let book = match &config.kernel {
+            Some(name) => {
+                let book = Arc::new(shards::ShardBook::new(
+                    name.clone(),
+                    Duration::from_millis(config.shard_lease_ttl_ms),
+                ));
+                // The first round before the kernel starts: a kernel alone holds every
+                // shard at once; one joining others gets its share as they give back.
+                shards::round(&pool, &book).await?;
+                Some(book)
+            }
             None => None,
         };
-        let shared = Arc::new(Shared {
-            pool,
-            clock,
-            log: log::EventLog::new(config.event_broadcast_capacity),
-            epoch: owner.as_ref().map(|o| o.epoch),
-        });
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut tasks = vec![
+            tokio::spawn(listen::run(
+                pool.clone(),
+                channels,
+                signals.clone(),
+                book.clone(),
+                stopped.clone(),
+            )),
+            tokio::spawn(log::run_tailer(shared.clone(), stopped.clone())),
+        ];
+        if let Some(book) = &book {
+            tasks.push(tokio::spawn(shards::run(
+                pool.clone(),
+                book.clone(),
+                stopped,
+            )));
+        }
         let writer = Writer::start(
             shared.clone(),
             config.writer_queue_capacity,
@@ -318,7 +368,10 @@ impl PostgresStore {
         Ok(Self {
             shared,
             writer: Arc::new(writer),
-            owner,
+            shards: book,
+            signals,
+            stop: Arc::new(stop),
+            tasks: Arc::new(std::sync::Mutex::new(tasks)),
         })
     }
 
@@ -443,8 +496,21 @@ impl Store for PostgresStore {
         until_us: i64,
         limit: usize,
     ) -> StoreResult<Vec<DueTimer>> {
-        self.read(move |db| Box::pin(timers::load_due_timers(db, after, until_us, limit)))
-            .await
+        let shards: Option<Arc<Vec<i32>>> = self.shards.as_ref().map(|b| Arc::new(b.held_shards()));
+        self.read(move |db| {
+            let shards = shards.clone();
+            Box::pin(async move {
+                timers::load_due_timers(
+                    db,
+                    after,
+                    until_us,
+                    limit,
+                    shards.as_deref().map(Vec::as_slice),
+                )
+                .await
+            })
+        })
+        .await
     }
 
     async fn fire_timers(&self, fires: Vec<FireRequest>) -> StoreResult<Vec<FireOutcome>> {
@@ -452,9 +518,10 @@ impl Store for PostgresStore {
             return Ok(Vec::new());
         }
         let fires = Arc::new(fires);
+        let fence = self.shards.clone();
         self.write(move |w| {
-            let fires = fires.clone();
-            Box::pin(async move { timers::fire_timers(w, &fires).await })
+            let (fires, fence) = (fires.clone(), fence.clone());
+            Box::pin(async move { timers::fire_timers(w, &fires, fence.as_deref()).await })
         })
         .await
     }
@@ -626,7 +693,11 @@ impl Store for PostgresStore {
     async fn create_tenant(&self, tenant: Tenant) -> StoreResult<Tenant> {
         self.write(move |w| {
             let tenant = tenant.clone();
-            Box::pin(async move { admin::create_tenant(w, tenant).await })
+            Box::pin(async move {
+                let done = admin::create_tenant(w, tenant).await?;
+                w.announce_key_change();
+                Ok(done)
+            })
         })
         .await
     }
@@ -652,7 +723,11 @@ impl Store for PostgresStore {
         let id = id.to_string();
         self.write(move |w| {
             let (id, update) = (id.clone(), update.clone());
-            Box::pin(async move { admin::update_tenant(w, &id, &update).await })
+            Box::pin(async move {
+                let done = admin::update_tenant(w, &id, &update).await?;
+                w.announce_key_change();
+                Ok(done)
+            })
         })
         .await
     }
@@ -660,7 +735,11 @@ impl Store for PostgresStore {
     async fn create_api_key(&self, key: ApiKey) -> StoreResult<ApiKey> {
         self.write(move |w| {
             let key = key.clone();
-            Box::pin(async move { admin::create_api_key(w, key).await })
+            Box::pin(async move {
+                let done = admin::create_api_key(w, key).await?;
+                w.announce_key_change();
+                Ok(done)
+            })
         })
         .await
     }
@@ -689,7 +768,11 @@ impl Store for PostgresStore {
         let id = id.to_string();
         self.write(move |w| {
             let id = id.clone();
-            Box::pin(async move { admin::revoke_api_key(w, &id).await })
+            Box::pin(async move {
+                let done = admin::revoke_api_key(w, &id).await?;
+                w.announce_key_change();
+                Ok(done)
+            })
         })
         .await
     }
@@ -717,10 +800,56 @@ impl Store for PostgresStore {
 
     async fn close(&self) {
         self.writer.stop().await;
-        self.shared.pool.close().await;
-        if let Some(owner) = &self.owner {
-            owner.release().await;
+        // The shard rounds give the shards back on the way out, so they end before the
+        // pool closes.
+        let _ = self.stop.send(true);
+        let tasks = std::mem::take(&mut *self.tasks.lock().expect("tasks poisoned"));
+        for t in tasks {
+            let _ = t.await;
         }
+        self.shared.pool.close().await;
+    }
+
+    fn cluster(&self) -> Option<Arc<dyn crate::Cluster>> {
+        let book = self.shards.clone()?;
+        Some(Arc::new(PgCluster {
+            book,
+            signals: self.signals.clone(),
+        }))
+    }
+}
+
+/// A kernel's view of the other kernels of its database.
+struct PgCluster {
+    book: Arc<shards::ShardBook>,
+    signals: Arc<listen::Signals>,
+}
+
+impl crate::Cluster for PgCluster {
+    fn owns_timer(&self, id: TimerId) -> bool {
+        self.book.owns(id)
+    }
+
+    fn shard_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.book.subscribe()
+    }
+
+    fn shards_held(&self) -> usize {
+        self.book.len()
+    }
+
+    fn scheduled_elsewhere(&self) -> broadcast::Receiver<DueTimer> {
+        self.signals.due.subscribe()
+    }
+
+    fn key_changes(&self) -> broadcast::Receiver<()> {
+        self.signals.keys.subscribe()
+    }
+
+    fn maintains(&self) -> bool {
+        self.signals
+            .maintainer
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 }
 

@@ -17,8 +17,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_postgres::{AsyncMessage, Client, NoTls, Notification, Statement};
 
 use super::errors::describe;
 use crate::types::{StoreError, StoreResult};
@@ -120,8 +120,7 @@ impl Pool {
         })
     }
 
-    /// Opens and sets up one connection (also, outside the pool, the kernel's lock
-    /// connection).
+    /// Opens and sets up one connection.
     pub(super) async fn connect(&self) -> StoreResult<Conn> {
         let (client, connection) =
             self.settings.config.connect(NoTls).await.map_err(|e| {
@@ -134,6 +133,59 @@ impl Pool {
                 tracing::debug!(error = %describe(&e), "store: a PostgreSQL connection ended");
             }
         });
+        self.set_up(&client).await?;
+        Ok(Conn {
+            client,
+            statements: StatementCache::default(),
+        })
+    }
+
+    /// Opens a connection, outside the pool, whose notifications (LISTEN) come out of
+    /// the returned receiver. More than `max_unhandled` notifications not yet received
+    /// end the connection (the listener then opens another and catches up).
+    pub(super) async fn connect_listening(
+        &self,
+        max_unhandled: usize,
+    ) -> StoreResult<(Client, mpsc::Receiver<Notification>)> {
+        // Named apart from the pool's sessions in `pg_stat_activity`.
+        let mut config = self.settings.config.clone();
+        let mut name = format!(
+            "{}-listen",
+            config.get_application_name().unwrap_or("minoots")
+        );
+        name.truncate(63);
+        config.application_name(&name);
+        let (client, mut connection) = config
+            .connect(NoTls)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("cannot connect: {}", describe(&e))))?;
+        let (tx, rx) = mpsc::channel(max_unhandled.max(1));
+        tokio::spawn(async move {
+            loop {
+                match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                    Some(Ok(AsyncMessage::Notification(n))) => {
+                        if tx.try_send(n).is_err() {
+                            tracing::warn!(
+                                "store: notifications arrive faster than they are handled; listening again"
+                            );
+                            break;
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %describe(&e), "store: the listening connection ended");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+        });
+        self.set_up(&client).await?;
+        Ok((client, rx))
+    }
+
+    /// The session settings every connection runs with.
+    async fn set_up(&self, client: &Client) -> StoreResult<()> {
         let mut setup = format!(
             "SET statement_timeout = {};",
             self.settings.statement_timeout_ms
@@ -144,11 +196,7 @@ impl Pool {
         client.batch_execute(&setup).await.map_err(|e| {
             StoreError::Unavailable(format!("cannot set up a connection: {}", describe(&e)))
         })?;
-        ensure_synchronous_commit(&client).await?;
-        Ok(Conn {
-            client,
-            statements: StatementCache::default(),
-        })
+        ensure_synchronous_commit(client).await
     }
 
     /// Refuses new borrowers, waits for the lent connections to come back, and closes

@@ -24,8 +24,9 @@
 //! - statuses are `text` with a CHECK listing the values the code knows;
 //! - `event_log_head` holds the last event number in one row (see `log.rs` for why not a
 //!   SEQUENCE);
-//! - `kernel_owner` holds, in one row, the kernel that owns the database and its fencing
-//!   epoch (see `owner.rs`).
+//! - `shards` holds one row per shard of timers, with the kernel leasing it, its fencing
+//!   epoch and the lease's end in database time; `kernels` the kernels alive (see
+//!   `shards.rs`). A timer's shard is computed from its id, never stored.
 
 use super::errors::describe;
 use crate::types::{StoreError, StoreResult};
@@ -185,6 +186,27 @@ pub(super) const MIGRATIONS: &[&str] = &[
         since  bigint  NOT NULL
     );
     INSERT INTO kernel_owner (single, epoch, owner, since) VALUES (true, 0, '', 0);
+    "#,
+    // 3: several kernels on one database: shards leased with fencing epochs instead of
+    // one owner (`shards.rs`).
+    r#"
+    DROP TABLE kernel_owner;
+    CREATE TABLE shards (
+        shard       integer NOT NULL PRIMARY KEY,
+        -- The kernel leasing it ('' when free).
+        owner       text    NOT NULL DEFAULT '',
+        -- Raised by one each time a kernel takes the shard; fires check it.
+        epoch       bigint  NOT NULL DEFAULT 0,
+        -- When the lease ends, µs of the database's clock (0: free now).
+        lease_until bigint  NOT NULL DEFAULT 0
+    );
+    INSERT INTO shards (shard) SELECT generate_series(0, 63);
+    CREATE TABLE kernels (
+        name        text   NOT NULL PRIMARY KEY,
+        -- µs of the database's clock; a kernel not seen since is gone.
+        alive_until bigint NOT NULL,
+        started_at  bigint NOT NULL
+    );
     "#,
 ];
 

@@ -10,7 +10,7 @@
 //! cannot deadlock; a timer's deliveries are locked before the timer itself wherever both
 //! are (reports, rescues, redrive), so those cannot deadlock either.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use minoots_core::limits::{MAX_CANCEL_REASON_BYTES, MAX_PAGE_SIZE, stored_text};
 use minoots_core::plan::{FirePlan, plan_fire, plan_redrive};
@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use super::errors::TxResult;
 use super::rows::{col, delivery_cols, delivery_from_row, timer_cols, timer_from_row, uuid_of};
+use super::shards::{ShardBook, shard_of};
 use super::tx::{Db, WriteTx};
 use crate::types::*;
 
@@ -178,23 +179,31 @@ pub(super) async fn load_due_timers(
     after: Option<DueTimer>,
     until_us: i64,
     limit: usize,
+    shards: Option<&[i32]>,
 ) -> TxResult<Vec<DueTimer>> {
     let limit = limit as i64;
-    let rows = match after {
+    let (after_at, after_id) = match after {
+        Some(a) => (a.fire_at_us, a.id.0),
+        None => (i64::MIN, Uuid::nil()),
+    };
+    // The shard of a timer as `shards::shard_of` computes it.
+    let rows = match shards {
         None => {
-            db.query(
-                "SELECT fire_at, id FROM timers WHERE status = 'scheduled' AND fire_at <= $1
-                  ORDER BY fire_at, id LIMIT $2",
-                &[&until_us, &limit],
-            )
-            .await?
-        }
-        Some(a) => {
             db.query(
                 "SELECT fire_at, id FROM timers WHERE status = 'scheduled' AND fire_at <= $1
                     AND (fire_at, id) > ($2::bigint, $3::uuid)
                   ORDER BY fire_at, id LIMIT $4",
-                &[&until_us, &a.fire_at_us, &a.id.0, &limit],
+                &[&until_us, &after_at, &after_id, &limit],
+            )
+            .await?
+        }
+        Some(shards) => {
+            db.query(
+                "SELECT fire_at, id FROM timers WHERE status = 'scheduled' AND fire_at <= $1
+                    AND (fire_at, id) > ($2::bigint, $3::uuid)
+                    AND (get_byte(uuid_send(id), 15) % 64) = ANY ($5::int[])
+                  ORDER BY fire_at, id LIMIT $4",
+                &[&until_us, &after_at, &after_id, &limit, &shards],
             )
             .await?
         }
@@ -235,8 +244,42 @@ struct Firing<'a> {
 pub(super) async fn fire_timers(
     w: &mut WriteTx<'_>,
     fires: &[FireRequest],
+    fence: Option<&ShardBook>,
 ) -> TxResult<Vec<FireOutcome>> {
-    let mut ids: Vec<Uuid> = fires.iter().map(|f| f.timer_id.0).collect();
+    // A kernel sharing the database fires only the timers of the shards it still holds,
+    // at the epoch it took them: the epochs are read and held in share mode first, so a
+    // takeover waits for this fire's COMMIT, and a fire after it sees the new epoch.
+    let allowed: Option<HashSet<i32>> = match fence {
+        None => None,
+        Some(book) => {
+            let wanted: HashSet<i32> = fires.iter().map(|f| shard_of(f.timer_id)).collect();
+            let (shards, epochs) = book.epochs_of(&wanted);
+            let rows = if shards.is_empty() {
+                Vec::new()
+            } else {
+                w.db()
+                    .query(
+                        "SELECT s.shard FROM shards AS s
+                           JOIN unnest($1::int[], $2::bigint[]) AS h(shard, epoch)
+                             ON s.shard = h.shard AND s.epoch = h.epoch
+                          ORDER BY s.shard FOR SHARE OF s",
+                        &[&shards, &epochs],
+                    )
+                    .await?
+            };
+            Some(
+                rows.iter()
+                    .map(|r| col::<i32>(r, 0))
+                    .collect::<TxResult<_>>()?,
+            )
+        }
+    };
+    let fenced = |id: TimerId| allowed.as_ref().is_some_and(|a| !a.contains(&shard_of(id)));
+    let mut ids: Vec<Uuid> = fires
+        .iter()
+        .filter(|f| !fenced(f.timer_id))
+        .map(|f| f.timer_id.0)
+        .collect();
     ids.sort_unstable();
     ids.dedup();
     let rows = w
@@ -266,6 +309,10 @@ pub(super) async fn fire_timers(
     let mut now_status: HashMap<Uuid, TimerStatus> = HashMap::new();
     for f in fires {
         let id = f.timer_id;
+        if fenced(id) {
+            out.push(FireOutcome::Fenced { timer_id: id });
+            continue;
+        }
         let Some(t) = found.get(&id.0) else {
             out.push(FireOutcome::NotFound { timer_id: id });
             continue;

@@ -29,6 +29,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, IsolationLevel, Row, Statement, Transaction};
 
 use super::errors::{TxError, TxResult, Verdict, classify, describe, is_connection_lost};
+use super::listen::{ANNOUNCE_DUE_WITHIN_US, Channels, due_payloads, notify};
 use super::log::EventLog;
 use super::pool::{Pool, PooledConn, StatementCache};
 use crate::types::{StoreError, StoreResult};
@@ -49,9 +50,8 @@ pub(super) struct Shared {
     pub(super) pool: Arc<Pool>,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) log: EventLog,
-    /// A kernel's handle: the fencing epoch every write checks before COMMIT
-    /// (`owner.rs`); `None` for other handles.
-    pub(super) epoch: Option<i64>,
+    /// Where writes announce what other handles must hear (`listen.rs`).
+    pub(super) channels: Arc<Channels>,
 }
 
 /// Where statements go: the bare connection (one-statement reads) or a transaction.
@@ -231,8 +231,11 @@ pub(super) struct WriteTx<'c> {
     pub(super) now_us: i64,
     pub(super) events: Vec<NewEvent>,
     pub(super) state: TxState,
-    /// The epoch to check before COMMIT (see [`Shared::epoch`]).
-    epoch: Option<i64>,
+    channels: Arc<Channels>,
+    /// Timers created due soon, announced at COMMIT (`listen.rs`).
+    due: Vec<(i64, uuid::Uuid)>,
+    /// A tenant or key changed: announced at COMMIT.
+    keys_changed: bool,
 }
 
 impl<'c> WriteTx<'c> {
@@ -242,6 +245,18 @@ impl<'c> WriteTx<'c> {
             cache: self.cache,
             state: Some(&mut self.state),
         }
+    }
+
+    /// Announces, at COMMIT, a timer created due soon to the kernel holding its shard.
+    pub(super) fn announce_due(&mut self, fire_at_us: i64, id: uuid::Uuid) {
+        if fire_at_us <= self.now_us.saturating_add(ANNOUNCE_DUE_WITHIN_US) {
+            self.due.push((fire_at_us, id));
+        }
+    }
+
+    /// Announces, at COMMIT, that a tenant or key changed.
+    pub(super) fn announce_key_change(&mut self) {
+        self.keys_changed = true;
     }
 
     /// Records an event; it is numbered and stored when the write commits.
@@ -261,9 +276,7 @@ impl<'c> WriteTx<'c> {
                 .abandon(Verdict::Answer(StoreError::Unavailable(why.into())))
                 .await);
         }
-        if let Some(epoch) = self.epoch
-            && let Err(e) = super::owner::check_epoch(&mut self.db(), epoch).await
-        {
+        if let Err(e) = self.announce().await {
             return Err(self.abandon(e.verdict()).await);
         }
         if self.events.is_empty() {
@@ -272,12 +285,25 @@ impl<'c> WriteTx<'c> {
         let events = std::mem::take(&mut self.events);
         let now_us = self.now_us;
         let turn = log.turn().await;
-        let numbered = match log.append(&mut self.db(), events, now_us).await {
-            Ok(numbered) => numbered,
-            Err(e) => return Err(self.abandon(e.verdict()).await),
-        };
+        if let Err(e) = log.append(&mut self.db(), events, now_us).await {
+            return Err(self.abandon(e.verdict()).await);
+        }
         self.tx.commit().await.map_err(commit_failure)?;
-        turn.publish(numbered);
+        turn.committed();
+        Ok(())
+    }
+
+    /// Queues this write's announcements; PostgreSQL delivers them at COMMIT.
+    async fn announce(&mut self) -> TxResult<()> {
+        let channels = self.channels.clone();
+        let due = std::mem::take(&mut self.due);
+        notify(&mut self.db(), &channels.timers, due_payloads(&due)).await?;
+        if self.keys_changed {
+            notify(&mut self.db(), &channels.keys, vec![String::new()]).await?;
+        }
+        if !self.events.is_empty() {
+            notify(&mut self.db(), &channels.events, vec![String::new()]).await?;
+        }
         Ok(())
     }
 
@@ -441,7 +467,9 @@ impl Shared {
             now_us: self.clock.now_us(),
             events: Vec::new(),
             state: TxState::default(),
-            epoch: self.epoch,
+            channels: self.channels.clone(),
+            due: Vec::new(),
+            keys_changed: false,
         })
     }
 
@@ -570,9 +598,7 @@ mod tests {
         assert!(!planned_each_run(
             "INSERT INTO attempts SELECT * FROM unnest($1::uuid[])"
         ));
-        assert!(!planned_each_run(
-            "SELECT epoch FROM kernel_owner FOR SHARE"
-        ));
+        assert!(!planned_each_run("SELECT last_seq FROM event_log_head"));
     }
 
     #[test]
