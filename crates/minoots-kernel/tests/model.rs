@@ -95,6 +95,9 @@ const POSTGRES: Backend = Backend {
     open: |dir, clock| {
         let mut config = PostgresConfig::new(database_url().expect("a database"));
         config.schema = Some(schema_of(dir));
+        // A kernel's handle, alone on its schema: it holds every shard, so every fire
+        // passes the shard fence, and the kernel follows the cluster's announcements.
+        config.kernel = Some("model".into());
         Box::pin(async move {
             let store = PostgresStore::open(config, clock)
                 .await
