@@ -107,8 +107,8 @@ pub struct KernelArgs {
     #[arg(long, env = "MINOOTS_DATA_DIR", default_value = "./minoots-data")]
     pub data_dir: PathBuf,
     /// Keep timers in PostgreSQL instead of the embedded store:
-    /// postgres://user[:password]@host[:port]/database. One kernel per database (or
-    /// schema); a second is refused while the first runs.
+    /// postgres://user[:password]@host[:port]/database. Several kernels may share one
+    /// database (or schema): they share its shards of timers.
     #[arg(long, env = "MINOOTS_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// With --database-url: the schema holding MINOOTS' tables (created if missing);
