@@ -135,14 +135,16 @@ pub(super) fn parse_due(payload: &str) -> Vec<DueTimer> {
         .collect()
 }
 
-/// Sends `payloads` on `channel` within the transaction of `db`.
-pub(super) async fn notify(db: &mut Db<'_>, channel: &str, payloads: Vec<String>) -> TxResult<()> {
-    if payloads.is_empty() {
+/// Sends each (channel, payload) within the transaction of `db`, in one statement.
+pub(super) async fn notify(db: &mut Db<'_>, sent: Vec<(&str, String)>) -> TxResult<()> {
+    if sent.is_empty() {
         return Ok(());
     }
+    let (channels, payloads): (Vec<&str>, Vec<String>) = sent.into_iter().unzip();
     db.query(
-        "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p",
-        &[&channel, &payloads],
+        "SELECT pg_notify(n.channel, n.payload)
+           FROM unnest($1::text[], $2::text[]) AS n(channel, payload)",
+        &[&channels, &payloads],
     )
     .await?;
     Ok(())

@@ -79,7 +79,8 @@ pub struct PostgresConfig {
     /// database, as the tests do. Lowercase letters, digits and `_`.
     pub schema: Option<String>,
     /// Connections this handle may open (default 10), besides one that listens for the
-    /// other handles' announcements (`listen.rs`). Operations beyond it wait for a free
+    /// other handles' announcements (`listen.rs`) and, for a kernel, one for its shard
+    /// rounds (`shards.rs`). Operations beyond it wait for a free
     /// one. Ten per process leaves room for nine processes (kernels, tools) within
     /// PostgreSQL's default `max_connections` of 100.
     pub max_connections: usize,
@@ -337,10 +338,15 @@ impl PostgresStore {
                 ));
                 // The first round before the kernel starts: a kernel alone holds every
                 // shard at once; one joining others gets its share as they give back.
-                shards::round(&pool, &book).await?;
-                Some(book)
+                let mut conn = pool.connect().await?;
+                shards::round(&mut conn.client, &book).await?;
+                Some((book, conn))
             }
             None => None,
+        };
+        let (book, rounds_conn) = match book {
+            Some((b, c)) => (Some(b), Some(c)),
+            None => (None, None),
         };
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut tasks = vec![
@@ -353,10 +359,11 @@ impl PostgresStore {
             )),
             tokio::spawn(log::run_tailer(shared.clone(), stopped.clone())),
         ];
-        if let Some(book) = &book {
+        if let (Some(book), Some(conn)) = (&book, rounds_conn) {
             tasks.push(tokio::spawn(shards::run(
                 pool.clone(),
                 book.clone(),
+                conn,
                 stopped,
             )));
         }

@@ -40,9 +40,10 @@ use std::time::{Duration, Instant};
 
 use minoots_core::TimerId;
 use tokio::sync::watch;
+use tokio_postgres::Client;
 
 use super::errors::describe;
-use super::pool::Pool;
+use super::pool::{Conn, Pool};
 use crate::types::{StoreError, StoreResult};
 
 /// How many shards the timers of a database fall into. Fixed: a timer's shard is a
@@ -159,12 +160,12 @@ fn failed(what: &str, e: tokio_postgres::Error) -> StoreError {
 /// The database's clock in µs.
 const DB_NOW_US: &str = "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint";
 
-/// One round: alive, renew, give back or take. Returns how many shards are held after it.
-pub(super) async fn round(pool: &Arc<Pool>, book: &ShardBook) -> StoreResult<usize> {
+/// One round: alive, renew, give back or take, on the rounds' own connection (never one
+/// of the pool's: requests holding every pooled connection must not delay a renewal).
+/// Returns how many shards are held after it.
+pub(super) async fn round(client: &mut Client, book: &ShardBook) -> StoreResult<usize> {
     let started = Instant::now();
     let ttl_us = book.ttl.as_micros() as i64;
-    let mut lent = pool.get().await?;
-    let client = &mut lent.conn().client;
     let tx = client
         .transaction()
         .await
@@ -254,16 +255,34 @@ pub(super) async fn round(pool: &Arc<Pool>, book: &ShardBook) -> StoreResult<usi
     Ok(n)
 }
 
-/// Runs rounds until told to stop, then gives the shards back.
-pub(super) async fn run(pool: Arc<Pool>, book: Arc<ShardBook>, mut stop: watch::Receiver<bool>) {
+/// Runs rounds on `conn` (opened again when it breaks) until told to stop, then gives
+/// the shards back.
+pub(super) async fn run(
+    pool: Arc<Pool>,
+    book: Arc<ShardBook>,
+    conn: Conn,
+    mut stop: watch::Receiver<bool>,
+) {
     let every = round_interval(book.ttl);
+    let mut conn = Some(conn);
     loop {
         tokio::select! {
             _ = stop.changed() => break,
             _ = tokio::time::sleep(every) => {}
         }
-        if let Err(e) = round(&pool, &book).await {
+        if conn.as_ref().is_none_or(|c| c.client.is_closed()) {
+            conn = pool.connect().await.ok();
+        }
+        let done = match conn.as_mut() {
+            Some(c) => round(&mut c.client, &book).await,
+            None => Err(StoreError::Unavailable(
+                "cannot connect for a shard round".into(),
+            )),
+        };
+        if let Err(e) = done {
             tracing::warn!(kernel = %book.name, error = %e, "store: a shard round failed");
+            // A failed round may have left the connection mid-transaction: start afresh.
+            conn = None;
         }
         book.expire_locally(Instant::now());
     }

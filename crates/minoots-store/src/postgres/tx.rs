@@ -293,18 +293,21 @@ impl<'c> WriteTx<'c> {
         Ok(())
     }
 
-    /// Queues this write's announcements; PostgreSQL delivers them at COMMIT.
+    /// Queues this write's announcements, in one statement; PostgreSQL delivers them at
+    /// COMMIT.
     async fn announce(&mut self) -> TxResult<()> {
         let channels = self.channels.clone();
-        let due = std::mem::take(&mut self.due);
-        notify(&mut self.db(), &channels.timers, due_payloads(&due)).await?;
+        let mut sent: Vec<(&str, String)> = due_payloads(&std::mem::take(&mut self.due))
+            .into_iter()
+            .map(|p| (channels.timers.as_str(), p))
+            .collect();
         if self.keys_changed {
-            notify(&mut self.db(), &channels.keys, vec![String::new()]).await?;
+            sent.push((&channels.keys, String::new()));
         }
         if !self.events.is_empty() {
-            notify(&mut self.db(), &channels.events, vec![String::new()]).await?;
+            sent.push((&channels.events, String::new()));
         }
-        Ok(())
+        notify(&mut self.db(), sent).await
     }
 
     /// Rolls back after a failed step; the connection is given up if even that fails.
