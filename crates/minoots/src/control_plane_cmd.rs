@@ -230,10 +230,10 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             .allowed_cidrs
             .extend(crate::actions::loopback_cidrs()?);
     }
-    // The embedded executor of an earlier process on this store is gone (the store's lock
-    // proves it: the data directory's, or PostgreSQL's kernel lock): what it had in
-    // flight is due again now, not when its leases expire.
-    // Leases of orchestrators in other processes are theirs, and stay.
+    // The embedded executor of an earlier process on this store is gone (the data
+    // directory's lock proves it): what it had in flight is due again now, not when its
+    // leases expire. Leases of orchestrators in other processes are theirs, and stay. On
+    // PostgreSQL, shared with other kernels, nothing proves it and nothing is handed back.
     kernel
         .hand_back_leases_of(SERVE_LEASE_OWNER_KIND)
         .await
