@@ -36,6 +36,8 @@ pub struct Kernel {
     stop: watch::Sender<bool>,
     /// Keys already authenticated, and their uses not yet written.
     keys: Arc<KeyCache>,
+    /// The other kernels of a shared store ([`Store::cluster`], asked once at start).
+    cluster: Option<Arc<dyn minoots_store::Cluster>>,
     maintenance: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -114,7 +116,8 @@ impl Kernel {
             stop_rx.clone(),
         ));
         let keys = Arc::new(KeyCache::default());
-        let cluster = store.cluster().map(|c| {
+        let cluster = store.cluster();
+        let follower = cluster.clone().map(|c| {
             tokio::spawn(follow_cluster(
                 c,
                 scheduler.clone(),
@@ -136,13 +139,19 @@ impl Kernel {
             metrics,
             stop,
             keys,
+            cluster,
             maintenance: std::sync::Mutex::new(
                 [rescuer, retention, flusher]
                     .into_iter()
-                    .chain(cluster)
+                    .chain(follower)
                     .collect(),
             ),
         }))
+    }
+
+    /// The other kernels of a shared store, if any.
+    pub(crate) fn cluster(&self) -> Option<&Arc<dyn minoots_store::Cluster>> {
+        self.cluster.as_ref()
     }
 
     pub fn metrics(&self) -> &Arc<KernelMetrics> {
@@ -214,7 +223,7 @@ impl Kernel {
     /// gone (another `serve` on the same machine may be alive): nothing is handed back,
     /// and the leases end unrenewed within one lease TTL instead.
     pub async fn hand_back_leases_of(&self, owner_prefix: &str) -> KernelResult<usize> {
-        if self.store.cluster().is_some() {
+        if self.cluster.is_some() {
             return Ok(0);
         }
         let ended = self
@@ -282,6 +291,7 @@ impl Kernel {
     ) -> KernelResult<Vec<CreateOutcome>> {
         let store = self.store.clone();
         let scheduler = self.scheduler.clone();
+        let cluster = self.cluster.clone();
         tokio::spawn(async move {
             let outcomes = if timers.len() == 1 {
                 let t = timers.into_iter().next().expect("one timer");
@@ -294,7 +304,6 @@ impl Kernel {
             } else {
                 store.create_timers(timers).await.map_err(from_store)?
             };
-            let cluster = store.cluster();
             for o in &outcomes {
                 if o.timer.status == TimerStatus::Scheduled
                     && cluster.as_ref().is_none_or(|c| c.owns_timer(o.timer.id))

@@ -72,7 +72,7 @@ pub async fn render_kernel_metrics(kernel: &Kernel) -> String {
     let mut out = String::new();
     {
         render_kernel(&mut out, kernel.metrics());
-        if let Some(cluster) = kernel.store().cluster() {
+        if let Some(cluster) = kernel.cluster() {
             let _ = writeln!(
                 out,
                 "# HELP minoots_shards_held Shards of timers this kernel holds (several kernels on one PostgreSQL database).\n# TYPE minoots_shards_held gauge\nminoots_shards_held {}",

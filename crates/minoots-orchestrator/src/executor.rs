@@ -64,11 +64,13 @@ pub struct OrchestratorConfig {
 
 /// A lease owner naming this process start: `kind`, the host, the pid and a random boot
 /// identity, so two starts never share an owner (pids are reused) and leases of a
-/// previous start can be told from this one's by prefix.
+/// previous start can be told from this one's by prefix. A kernel on PostgreSQL goes by
+/// the same identity, so it stays within 63 bytes for a `kind` of up to 8 (the host is cut
+/// to 32 characters).
 pub fn lease_owner(kind: &str) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
-        .map(|h| h.trim().chars().take(48).collect::<String>())
+        .map(|h| h.trim().chars().take(32).collect::<String>())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "host".into());
     format!(

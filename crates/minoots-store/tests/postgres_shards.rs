@@ -49,6 +49,27 @@ async fn wait_until(within: Duration, what: &str, mut done: impl FnMut() -> bool
     start.elapsed()
 }
 
+/// Kernels "kernel-a" and "kernel-b" (default lease) on `schema`, once they hold 32 shards
+/// each.
+async fn two_kernels_split(
+    schema: &TestSchema,
+    clock: &Arc<ManualClock>,
+) -> (
+    PostgresStore,
+    PostgresStore,
+    Arc<dyn Cluster>,
+    Arc<dyn Cluster>,
+) {
+    let a = open(kernel_config(schema, "kernel-a", 10_000), clock).await;
+    let b = open(kernel_config(schema, "kernel-b", 10_000), clock).await;
+    let (ca, cb) = (cluster(&a), cluster(&b));
+    wait_until(Duration::from_secs(10), "an even split", || {
+        ca.shards_held() == 32 && cb.shards_held() == 32
+    })
+    .await;
+    (a, b, ca, cb)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kernels_share_the_shards_fairly_and_take_back_those_of_a_kernel_that_left() {
     let url = or_skip!(database_url());
@@ -204,13 +225,7 @@ async fn each_kernel_loads_only_the_timers_of_its_shards() {
     let url = or_skip!(database_url());
     let schema = TestSchema::new(&url);
     let clock = ManualClock::new(T0);
-    let a = open(kernel_config(&schema, "kernel-a", 10_000), &clock).await;
-    let b = open(kernel_config(&schema, "kernel-b", 10_000), &clock).await;
-    let (ca, cb) = (cluster(&a), cluster(&b));
-    wait_until(Duration::from_secs(10), "an even split", || {
-        ca.shards_held() == 32 && cb.shards_held() == 32
-    })
-    .await;
+    let (a, b, ca, cb) = two_kernels_split(&schema, &clock).await;
     let h = harness(&a, &clock, Box::new(()));
     let timers: Vec<_> = (0..300).map(|i| timer(&h, "acme", T0 + i, 0)).collect();
     a.create_timers(timers.clone()).await.unwrap();
@@ -292,9 +307,7 @@ async fn one_kernel_at_a_time_runs_maintenance() {
     let url = or_skip!(database_url());
     let schema = TestSchema::new(&url);
     let clock = ManualClock::new(T0);
-    let a = open(kernel_config(&schema, "kernel-a", 10_000), &clock).await;
-    let b = open(kernel_config(&schema, "kernel-b", 10_000), &clock).await;
-    let (ca, cb) = (cluster(&a), cluster(&b));
+    let (a, b, ca, cb) = two_kernels_split(&schema, &clock).await;
     wait_until(Duration::from_secs(5), "a maintainer", || {
         ca.maintains() || cb.maintains()
     })

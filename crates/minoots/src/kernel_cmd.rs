@@ -69,31 +69,10 @@ fn postgres_config(args: &KernelArgs, url: &str, name: &str) -> PostgresConfig {
     let mut config = PostgresConfig::new(url);
     config.schema = args.database_schema.clone();
     config.max_connections = usize::from(args.database_max_connections);
-    config.kernel = Some(kernel_name(name));
+    // The same boot identity as a lease owner: no two processes share one.
+    config.kernel = Some(minoots_orchestrator::executor::lease_owner(name));
     config.application_name = format!("minoots-{name}");
     config
-}
-
-/// The name a kernel goes by among the kernels of a PostgreSQL database: what it is
-/// (`kernel` or `serve`), its host, its process id and a random part, so that no two
-/// processes share one, even after a restart with the same process id. At most 63 bytes.
-fn kernel_name(kind: &str) -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| {
-            h.trim()
-                .chars()
-                .filter(|c| c.is_ascii_graphic())
-                .take(32)
-                .collect::<String>()
-        })
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "host".into());
-    format!(
-        "{kind}/{host}/{}/{:08x}",
-        std::process::id(),
-        fastrand::u32(..)
-    )
 }
 
 async fn open_store(
