@@ -49,10 +49,12 @@ async fn follow_cluster(
     cluster: Arc<dyn minoots_store::Cluster>,
     scheduler: Arc<Scheduler>,
     keys: Arc<KeyCache>,
+    deliveries: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
 ) {
     use tokio::sync::broadcast::error::RecvError;
     let mut shards = cluster.shard_changes();
+    let mut ready = cluster.deliveries_ready();
     let mut due = cluster.scheduled_elsewhere();
     let mut key_changes = cluster.key_changes();
     loop {
@@ -77,6 +79,14 @@ async fn follow_cluster(
                 Ok(()) | Err(RecvError::Lagged(_)) => keys.invalidate(),
                 Err(RecvError::Closed) => return,
             },
+            changed = ready.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                // Another kernel fired (or rescued) deliveries: this kernel's executors
+                // claim them now, not at their sessions' idle poll.
+                deliveries.notify_waiters();
+            }
         }
     }
 }
@@ -122,6 +132,7 @@ impl Kernel {
                 c,
                 scheduler.clone(),
                 keys.clone(),
+                delivery_notify.clone(),
                 stop_rx.clone(),
             ))
         });

@@ -44,6 +44,10 @@ pub trait Cluster: Send + Sync {
     /// A message after any tenant or key change through any handle, and after a
     /// reconnect (when changes may have been missed).
     fn key_changes(&self) -> broadcast::Receiver<()>;
+    /// Changes when another handle made deliveries due (fired, rescued, handed back,
+    /// redriven, or a retry scheduled), and after a reconnect, so this kernel's lease
+    /// sessions claim them at once.
+    fn deliveries_ready(&self) -> tokio::sync::watch::Receiver<u64>;
     /// Whether this kernel runs the cluster's maintenance (lease rescue, retention): one
     /// kernel at a time does.
     fn maintains(&self) -> bool;

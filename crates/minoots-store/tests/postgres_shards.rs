@@ -312,11 +312,29 @@ async fn one_kernel_at_a_time_runs_maintenance() {
         ca.maintains() || cb.maintains()
     })
     .await;
-    // Stays one for a while (each listener tries the lock every second).
+    // Stays one for a while: the holder of shard 0.
     for _ in 0..15 {
         assert!(!(ca.maintains() && cb.maintains()), "never two maintainers");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let holder: String = admin(&url)
+        .await
+        .query_one(
+            &format!("SELECT owner FROM {}.shards WHERE shard = 0", schema.name),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        holder,
+        if ca.maintains() {
+            "kernel-a"
+        } else {
+            "kernel-b"
+        },
+        "the maintainer holds shard 0"
+    );
     let (first, second, other) = if ca.maintains() {
         (a, b, cb)
     } else {
@@ -329,4 +347,44 @@ async fn one_kernel_at_a_time_runs_maintenance() {
     .await;
     println!("maintenance moved in {took:?}");
     second.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_one_kernel_fires_wake_the_lease_sessions_of_the_others() {
+    let url = or_skip!(database_url());
+    let schema = TestSchema::new(&url);
+    let clock = ManualClock::new(T0);
+    let (a, b, ca, cb) = two_kernels_split(&schema, &clock).await;
+    let h = harness(&a, &clock, Box::new(()));
+    let mut mine = timer(&h, "acme", T0, 1);
+    while !ca.owns_timer(mine.id) {
+        mine = timer(&h, "acme", T0, 1);
+    }
+    a.create_timer(mine.clone()).await.unwrap();
+    let (mut at_a, mut at_b) = (ca.deliveries_ready(), cb.deliveries_ready());
+    // Settle the bumps of the listeners' first connection.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    at_a.mark_unchanged();
+    at_b.mark_unchanged();
+    clock.advance_us(SEC);
+    let out = a
+        .fire_timers(vec![FireRequest {
+            timer_id: mine.id,
+            fired_at_us: T0 + SEC,
+        }])
+        .await
+        .unwrap();
+    assert!(matches!(out[0], FireOutcome::Fired { .. }), "{out:?}");
+    tokio::time::timeout(Duration::from_secs(5), at_b.changed())
+        .await
+        .expect("the other kernel hears that deliveries are due")
+        .unwrap();
+    // The firing kernel woke its own sessions itself: its announcement is not echoed.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !at_a.has_changed().unwrap(),
+        "a kernel skips its own announcement"
+    );
+    a.close().await;
+    b.close().await;
 }

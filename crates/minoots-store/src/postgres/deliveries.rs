@@ -216,6 +216,7 @@ async fn requeue(
             &[&d.id.0, &next_attempt_at_us, &now_us, &last_error],
         )
         .await?;
+    w.announce_ready();
     w.append_event(NewEvent::delivery_retrying(d, next_attempt_at_us, cause));
     Ok(())
 }
@@ -345,6 +346,7 @@ pub(super) async fn release_delivery(
             &[&id.0, &plan.next_attempt_at_us, &attempt, &now_us],
         )
         .await?;
+    w.announce_ready();
     Ok(())
 }
 

@@ -8,20 +8,21 @@
 //! - that events were appended, so every handle's live feed reads and publishes them
 //!   (`log.rs`: live streams see the events of every kernel);
 //! - that a tenant or key changed, so every kernel empties its key cache (a revoked key
-//!   stops working everywhere as soon as the notification arrives).
+//!   stops working everywhere as soon as the notification arrives);
+//! - that deliveries became due now (fired, rescued, handed back, redriven, a retry
+//!   scheduled), so the lease sessions of every *other* kernel claim them at once: an
+//!   executor attached to any kernel gets the deliveries of timers fired by any kernel
+//!   without waiting for its session's idle poll. The payload names the handle that
+//!   wrote, so a kernel skips its own (it woke its sessions already).
 //!
 //! Each handle keeps one connection that LISTENs. When it drops, notifications may have
 //! been missed: once it is back, the handle tells the kernel to reload its window, to
-//! empty its key cache, and nudges the live feed, so nothing missed stays missed. A
-//! kernel's handle also holds, on that connection, the session advisory lock that makes
-//! it the cluster's one maintainer (lease rescue, retention); when it dies, its session
-//! ends, and another kernel takes the lock within a second.
+//! empty its key cache, and nudges the live feed, so nothing missed stays missed.
 //!
 //! Channels are named per schema (a hash of its name), so stores in different schemas
 //! of one database do not hear each other.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use minoots_core::TimerId;
@@ -44,18 +45,18 @@ const DUE_BUFFER: usize = 65_536;
 /// Notifications received but not yet handled; beyond it the connection is dropped and
 /// opened again (which reloads everything, as after any reconnect).
 const MAX_UNHANDLED: usize = 65_536;
-/// Pause before opening a dropped listening connection again, and between tries of the
-/// maintenance lock.
+/// Pause before opening a dropped listening connection again, and between checks that
+/// the open one is still alive.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
-/// The first key of the maintenance lock: "MNTM" in ASCII; the second is the hash of the
-/// schema's name.
-const MAINTENANCE_LOCK_CLASS: i32 = 0x4d4e_544d;
 
 /// The channels of one schema.
 pub(super) struct Channels {
     pub(super) timers: String,
     pub(super) events: String,
     pub(super) keys: String,
+    pub(super) ready: String,
+    /// This handle's name in the `ready` payload, so it skips its own announcements.
+    pub(super) me: String,
 }
 
 impl Channels {
@@ -69,6 +70,8 @@ impl Channels {
             timers: format!("minoots_timers_{h:016x}"),
             events: format!("minoots_events_{h:016x}"),
             keys: format!("minoots_keys_{h:016x}"),
+            ready: format!("minoots_ready_{h:016x}"),
+            me: format!("{:016x}", fastrand::u64(..)),
         }
     }
 }
@@ -79,8 +82,8 @@ pub(super) struct Signals {
     pub(super) keys: broadcast::Sender<()>,
     /// Wakes the live feed (`log.rs`).
     pub(super) events: Arc<Notify>,
-    /// This handle holds the maintenance lock.
-    pub(super) maintainer: AtomicBool,
+    /// Bumped when another handle made deliveries due.
+    pub(super) ready: watch::Sender<u64>,
 }
 
 impl Signals {
@@ -89,7 +92,7 @@ impl Signals {
             due: broadcast::Sender::new(DUE_BUFFER),
             keys: broadcast::Sender::new(16),
             events,
-            maintainer: AtomicBool::new(false),
+            ready: watch::Sender::new(0),
         }
     }
 }
@@ -150,6 +153,10 @@ pub(super) async fn notify(db: &mut Db<'_>, sent: Vec<(&str, String)>) -> TxResu
     Ok(())
 }
 
+fn bump(counter: &watch::Sender<u64>) {
+    counter.send_modify(|n| *n = n.wrapping_add(1));
+}
+
 /// Keeps a listening connection open until told to stop.
 pub(super) async fn run(
     pool: Arc<Pool>,
@@ -175,7 +182,6 @@ pub(super) async fn run(
         {
             Ok(()) => return,
             Err(why) => {
-                signals.maintainer.store(false, Ordering::Release);
                 tracing::warn!(%why, "store: the listening connection ended; opening it again");
             }
         }
@@ -202,8 +208,8 @@ async fn listen(
         .map_err(|e| e.to_string())?;
     client
         .batch_execute(&format!(
-            "LISTEN \"{}\"; LISTEN \"{}\"; LISTEN \"{}\";",
-            channels.timers, channels.events, channels.keys
+            "LISTEN \"{}\"; LISTEN \"{}\"; LISTEN \"{}\"; LISTEN \"{}\";",
+            channels.timers, channels.events, channels.keys, channels.ready
         ))
         .await
         .map_err(|e| describe(&e))?;
@@ -216,26 +222,10 @@ async fn listen(
         let _ = signals.keys.send(());
     }
     signals.events.notify_one();
+    bump(&signals.ready);
     loop {
-        if book.is_some() && !signals.maintainer.load(Ordering::Acquire) {
-            let got: bool = client
-                .query_one(
-                    "SELECT pg_try_advisory_lock($1, hashtext(current_schema()))",
-                    &[&MAINTENANCE_LOCK_CLASS],
-                )
-                .await
-                .map_err(|e| describe(&e))?
-                .get(0);
-            if got {
-                tracing::info!("store: this kernel runs the cluster's maintenance");
-                signals.maintainer.store(true, Ordering::Release);
-            }
-        }
         tokio::select! {
-            _ = stop.changed() => {
-                signals.maintainer.store(false, Ordering::Release);
-                return Ok(());
-            }
+            _ = stop.changed() => return Ok(()),
             _ = tokio::time::sleep(RETRY_EVERY) => {
                 if client.is_closed() {
                     return Err("the connection closed".into());
@@ -254,6 +244,8 @@ async fn listen(
                     signals.events.notify_one();
                 } else if n.channel() == channels.keys {
                     let _ = signals.keys.send(());
+                } else if n.channel() == channels.ready && n.payload() != channels.me {
+                    bump(&signals.ready);
                 }
             }
         }

@@ -853,10 +853,12 @@ impl crate::Cluster for PgCluster {
         self.signals.keys.subscribe()
     }
 
+    fn deliveries_ready(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.signals.ready.subscribe()
+    }
+
     fn maintains(&self) -> bool {
-        self.signals
-            .maintainer
-            .load(std::sync::atomic::Ordering::Acquire)
+        self.book.maintains(std::time::Instant::now())
     }
 }
 

@@ -314,6 +314,9 @@ fn plan_one(
             let cause = RetryCause::Backoff {
                 delay_ms: *delay_ms,
             };
+            // Due later, but a session elsewhere that computed its sleep before this
+            // commit must learn the new earliest due time.
+            w.announce_ready();
             w.append_event(NewEvent::delivery_retrying(&d, *next_attempt_at_us, cause));
         }
         ReportPlan::Kill(kill) => {

@@ -27,9 +27,18 @@
 //! - **Graceful stop.** Closing the handle gives its shards back and removes the kernel
 //!   from `kernels`, so the others take them at their next round.
 //!
+//! - **One maintainer.** The kernel holding shard [`MAINTENANCE_SHARD`] (within its
+//!   local lease) runs the cluster's maintenance: lease rescue and retention. It moves
+//!   with the shard, so a maintainer that dies *or stalls* (SIGSTOP, a long pause, a
+//!   lost network) loses it within one TTL, like its shards. (A session advisory lock
+//!   would follow the connection instead: a stopped process keeps its TCP connection,
+//!   so the lock, and maintenance with it, would stay stuck with it for as long as it
+//!   sleeps.) A stale maintainer that wakes may run one pass before its next round: the
+//!   passes are conditional updates under row locks (`FOR UPDATE SKIP LOCKED` on
+//!   expired leases, deletes by age), so two at once do the work once.
+//!
 //! Only fires are fenced: creates, cancels, claims and reports may run through any
-//! kernel (they lock the rows they change), and maintenance runs on one kernel at a time
-//! (`listen.rs`).
+//! kernel (they lock the rows they change).
 //!
 //! Must never: keep firing a shard after its local lease ended, take more than the fair
 //! share, or let a round hold its locks beyond one short transaction.
@@ -57,6 +66,10 @@ pub const SHARD_COUNT: i32 = 64;
 pub fn shard_of(id: TimerId) -> i32 {
     i32::from(id.0.as_bytes()[15]) % SHARD_COUNT
 }
+
+/// The shard whose holder runs the cluster's maintenance. Shards are taken in ascending
+/// order and given back from the highest, so it moves only when its holder goes.
+pub const MAINTENANCE_SHARD: i32 = 0;
 
 /// The longest pause between rounds: a shard that expired is taken within this.
 const MAX_ROUND_INTERVAL: Duration = Duration::from_secs(1);
@@ -94,6 +107,23 @@ impl ShardBook {
             .read()
             .expect("shard book poisoned")
             .contains_key(&shard_of(id))
+    }
+
+    /// Holds [`MAINTENANCE_SHARD`] and the last good round began less than a TTL ago
+    /// (checked here, not only by the rounds, so a kernel waking from a pause does not
+    /// act on a lease that ended while it slept).
+    pub(super) fn maintains(&self, now: Instant) -> bool {
+        let fresh = self
+            .valid_from
+            .lock()
+            .expect("shard book poisoned")
+            .is_some_and(|f| now.saturating_duration_since(f) < self.ttl);
+        fresh
+            && self
+                .held
+                .read()
+                .expect("shard book poisoned")
+                .contains_key(&MAINTENANCE_SHARD)
     }
 
     pub(super) fn len(&self) -> usize {
@@ -349,5 +379,19 @@ mod tests {
         book.expire_locally(t0 + Duration::from_secs(10));
         assert_eq!(book.len(), 0);
         assert!(changes.has_changed().unwrap());
+    }
+
+    #[test]
+    fn the_holder_of_shard_zero_maintains_until_its_local_lease_ends() {
+        let book = ShardBook::new("k".into(), Duration::from_secs(10));
+        let t0 = Instant::now();
+        book.replace(BTreeMap::from([(MAINTENANCE_SHARD, 3), (9, 1)]));
+        assert!(!book.maintains(t0), "no good round yet");
+        *book.valid_from.lock().unwrap() = Some(t0);
+        assert!(book.maintains(t0 + Duration::from_secs(9)));
+        // Woken from a pause longer than the lease, before any round ran: not any more.
+        assert!(!book.maintains(t0 + Duration::from_secs(10)));
+        book.replace(BTreeMap::from([(9, 1)]));
+        assert!(!book.maintains(t0), "shard 0 held by another kernel");
     }
 }

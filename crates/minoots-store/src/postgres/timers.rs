@@ -427,6 +427,7 @@ async fn write_firings(w: &mut WriteTx<'_>, firings: &[Firing<'_>]) -> TxResult<
                 &[&delivery_ids, &timer_ids, &tenants, &indexes, &budgets, &due, &now_us],
             )
             .await?;
+        w.announce_ready();
     }
     let mut per_tenant: BTreeMap<&str, i64> = BTreeMap::new();
     for f in firings {
@@ -511,6 +512,7 @@ pub(super) async fn redrive_timer(
             &[&ids, &budgets, &now_us],
         )
         .await?;
+    w.announce_ready();
     for d in &dead {
         w.append_event(NewEvent::delivery_retrying(d, now_us, RetryCause::Redrive));
     }

@@ -236,6 +236,8 @@ pub(super) struct WriteTx<'c> {
     due: Vec<(i64, uuid::Uuid)>,
     /// A tenant or key changed: announced at COMMIT.
     keys_changed: bool,
+    /// Deliveries became due now: announced at COMMIT to the other kernels.
+    ready: bool,
 }
 
 impl<'c> WriteTx<'c> {
@@ -257,6 +259,12 @@ impl<'c> WriteTx<'c> {
     /// Announces, at COMMIT, that a tenant or key changed.
     pub(super) fn announce_key_change(&mut self) {
         self.keys_changed = true;
+    }
+
+    /// Announces, at COMMIT, that deliveries became due now, so the lease sessions of
+    /// other kernels claim them.
+    pub(super) fn announce_ready(&mut self) {
+        self.ready = true;
     }
 
     /// Records an event; it is numbered and stored when the write commits.
@@ -303,6 +311,9 @@ impl<'c> WriteTx<'c> {
             .collect();
         if self.keys_changed {
             sent.push((&channels.keys, String::new()));
+        }
+        if self.ready {
+            sent.push((&channels.ready, channels.me.clone()));
         }
         if !self.events.is_empty() {
             sent.push((&channels.events, String::new()));
@@ -473,6 +484,7 @@ impl Shared {
             channels: self.channels.clone(),
             due: Vec::new(),
             keys_changed: false,
+            ready: false,
         })
     }
 
