@@ -401,17 +401,31 @@ pub async fn bootstrap(
                 .into());
             }
             if kernel.authenticate(hash_key(k)).await?.is_none() {
-                let created = kernel
-                    .create_api_key(admin_key(k, "MINOOTS_ADMIN_KEY"))
-                    .await;
-                if let Err(KernelError::Conflict { .. }) = created {
-                    return Err(ConfigError::new(
-                        "MINOOTS_ADMIN_KEY",
-                        "was revoked on this store; choose a new key",
-                    )
-                    .into());
+                let record = admin_key(k, "MINOOTS_ADMIN_KEY");
+                let id = record.id.clone();
+                match kernel.create_api_key(record).await {
+                    Ok(_) => {}
+                    // A conflict is either a revoked key of that id, or another process
+                    // sharing the store (a second control plane, a second `serve` on
+                    // PostgreSQL) that created the same key a moment ago: look at the
+                    // stored key (not through the key cache, which may still remember
+                    // "unknown").
+                    Err(KernelError::Conflict { .. }) => {
+                        let live = kernel
+                            .list_api_keys(Some(SYSTEM_TENANT.into()), None, MAX_ADMIN_PAGE)
+                            .await?
+                            .iter()
+                            .any(|stored| stored.id == id && stored.revoked_at_us.is_none());
+                        if !live {
+                            return Err(ConfigError::new(
+                                "MINOOTS_ADMIN_KEY",
+                                "was revoked on this store; choose a new key",
+                            )
+                            .into());
+                        }
+                    }
+                    Err(e) => return Err(e.into()),
                 }
-                created?;
             }
         }
         None => {

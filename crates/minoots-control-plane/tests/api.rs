@@ -1246,3 +1246,55 @@ async fn connections_beyond_the_limit_wait_for_a_free_slot() {
     assert_eq!(third.await.unwrap(), 200);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn processes_starting_together_with_one_admin_key_all_start_and_a_revoked_one_is_refused() {
+    let s = start(demo()).await;
+    let key = "mnt_second_admin_key_started_twice_0123456789";
+    let boot = || {
+        minoots_control_plane::bootstrap(
+            s.kernel.as_ref(),
+            minoots_control_plane::Bootstrap {
+                admin_key: Some(key.into()),
+                demo: false,
+            },
+        )
+    };
+    // Two processes sharing a store bootstrap the same new key at once: the one whose
+    // insert conflicts finds the other's key and goes on.
+    let (a, b) = tokio::join!(boot(), boot());
+    a.expect("the first bootstrap");
+    b.expect("the second bootstrap, whose insert met the first one's key");
+    assert_eq!(
+        s.call("GET", "/admin/keys", Some(key), None).await.status,
+        200
+    );
+
+    // The same key revoked: a process starting with it is refused, naming the setting.
+    let listed = s
+        .call("GET", "/admin/keys?tenantId=system", Some(ADMIN_KEY), None)
+        .await;
+    let id = listed.body["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| key.starts_with(k["prefix"].as_str().unwrap()))
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let revoked = s
+        .call(
+            "DELETE",
+            &format!("/admin/keys/{id}"),
+            Some(ADMIN_KEY),
+            None,
+        )
+        .await;
+    assert_eq!(revoked.status, 200, "{}", revoked.text);
+    let refused = boot().await.unwrap_err().to_string();
+    assert!(
+        refused.contains("MINOOTS_ADMIN_KEY") && refused.contains("revoked"),
+        "{refused}"
+    );
+}
