@@ -152,9 +152,24 @@ impl EventLog {
     }
 }
 
-/// Publishes the log's new events to the handle's subscribers until told to stop.
-pub(super) async fn run_tailer(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let mut published: Option<i64> = None;
+/// The log's head when the handle opens, before anyone can subscribe: the live feed
+/// starts after it. (Read later, by the tailer's first round, it could come after a
+/// subscriber's replay and after a commit, and that commit's events would reach neither.)
+pub(super) async fn head_at_open(shared: &Shared) -> crate::StoreResult<i64> {
+    shared
+        .read(false, |db| {
+            Box::pin(async move { latest_event_seq(db).await })
+        })
+        .await
+}
+
+/// Publishes the log's events after `published` to the handle's subscribers until told
+/// to stop.
+pub(super) async fn run_tailer(
+    shared: Arc<Shared>,
+    mut published: i64,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let head = shared
             .read(false, |db| {
@@ -162,11 +177,9 @@ pub(super) async fn run_tailer(shared: Arc<Shared>, mut stop: watch::Receiver<bo
             })
             .await;
         match head {
-            Ok(head) if shared.log.live.receiver_count() == 0 || published.is_none() => {
-                published = Some(head);
-            }
+            Ok(head) if shared.log.live.receiver_count() == 0 => published = head,
             Ok(_) => {
-                if let Err(e) = publish_after(&shared, published.as_mut().expect("set")).await {
+                if let Err(e) = publish_after(&shared, &mut published).await {
                     tracing::warn!(error = %e, "store: the live event feed cannot read the log; retrying");
                 }
             }

@@ -6,9 +6,9 @@
 //!
 //! - Connections come from a small bounded pool (`pool.rs`), without TLS for now: the
 //!   store expects PostgreSQL on loopback or a trusted network.
-//! - Writes go through one writer task per handle that commits the writes queued
-//!   meanwhile as one READ COMMITTED transaction and answers each after its COMMIT
-//!   returned (group commit, `writer.rs`); creates of a group run as one multi-row create
+//! - Writes go through a writer task per handle (two: the delivery path has its own)
+//!   that commits the writes queued meanwhile as one READ COMMITTED transaction and
+//!   answers each after its COMMIT returned (group commit, `writer.rs`); creates of a group run as one multi-row create
 //!   (`create.rs`), and its attempt reports as one multi-row report (`reports.rs`). A
 //!   write that fails for its own reason runs alone, in a transaction of
 //!   its own, again from the start on a deadlock, a serialization failure, an expected
@@ -290,6 +290,8 @@ impl std::fmt::Debug for PostgresConfig {
 pub struct PostgresStore {
     shared: Arc<Shared>,
     writer: Arc<Writer>,
+    /// The delivery path's own writer: fires, claims and lease renewals (`writer.rs`).
+    delivery_writer: Arc<Writer>,
     /// A kernel's shards (`PostgresConfig::kernel`).
     shards: Option<Arc<shards::ShardBook>>,
     signals: Arc<listen::Signals>,
@@ -348,6 +350,7 @@ impl PostgresStore {
             Some((b, c)) => (Some(b), Some(c)),
             None => (None, None),
         };
+        let head = log::head_at_open(&shared).await?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut tasks = vec![
             tokio::spawn(listen::run(
@@ -357,7 +360,7 @@ impl PostgresStore {
                 book.clone(),
                 stopped.clone(),
             )),
-            tokio::spawn(log::run_tailer(shared.clone(), stopped.clone())),
+            tokio::spawn(log::run_tailer(shared.clone(), head, stopped.clone())),
         ];
         if let (Some(book), Some(conn)) = (&book, rounds_conn) {
             tasks.push(tokio::spawn(shards::run(
@@ -372,9 +375,15 @@ impl PostgresStore {
             config.writer_queue_capacity,
             config.max_batch_ops,
         );
+        let delivery_writer = Writer::start(
+            shared.clone(),
+            config.writer_queue_capacity,
+            config.max_batch_ops,
+        );
         Ok(Self {
             shared,
             writer: Arc::new(writer),
+            delivery_writer: Arc::new(delivery_writer),
             shards: book,
             signals,
             stop: Arc::new(stop),
@@ -392,6 +401,20 @@ impl PostgresStore {
         F: for<'w, 'c> FnMut(&'w mut WriteTx<'c>) -> OpFuture<'w, T> + Send + 'static,
     {
         self.write_locking(None, op).await
+    }
+
+    /// [`PostgresStore::write`] on the delivery path's writer (fires, claims, lease
+    /// renewals), so a delivery never waits behind a group of creates or reports.
+    async fn write_delivery<T, F>(&self, op: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: for<'w, 'c> FnMut(&'w mut WriteTx<'c>) -> OpFuture<'w, T> + Send + 'static,
+    {
+        let (job, answer) = Job::new(op);
+        self.delivery_writer
+            .send(writer::Job::Other(Box::new(job), None))
+            .await?;
+        answer.await.map_err(|_| StoreError::Closed)?
     }
 
     /// [`PostgresStore::write`] of a write that locks the row `first` before any other,
@@ -423,7 +446,8 @@ impl PostgresStore {
     /// For tests that need several writes in one group commit.
     #[doc(hidden)]
     pub async fn hold_writer(&self) -> StoreResult<WriterHold> {
-        self.writer.hold().await
+        let main = self.writer.hold().await?;
+        Ok(main.and(self.delivery_writer.hold().await?))
     }
 
     async fn read<T, F>(&self, op: F) -> StoreResult<T>
@@ -526,7 +550,7 @@ impl Store for PostgresStore {
         }
         let fires = Arc::new(fires);
         let fence = self.shards.clone();
-        self.write(move |w| {
+        self.write_delivery(move |w| {
             let (fires, fence) = (fires.clone(), fence.clone());
             Box::pin(async move { timers::fire_timers(w, &fires, fence.as_deref()).await })
         })
@@ -540,7 +564,7 @@ impl Store for PostgresStore {
         limit: usize,
     ) -> StoreResult<Vec<LeasedDelivery>> {
         let owner = lease_owner.to_string();
-        self.write(move |w| {
+        self.write_delivery(move |w| {
             let owner = owner.clone();
             Box::pin(
                 async move { deliveries::claim_deliveries(w, &owner, lease_ttl_us, limit).await },
@@ -644,7 +668,7 @@ impl Store for PostgresStore {
         lease_ttl_us: i64,
     ) -> StoreResult<LeaseRenewal> {
         let (owner, leases) = (lease_owner.to_string(), Arc::new(leases));
-        self.write(move |w| {
+        self.write_delivery(move |w| {
             let (owner, leases) = (owner.clone(), leases.clone());
             Box::pin(async move { leases::renew_leases(w, &owner, &leases, lease_ttl_us).await })
         })
@@ -807,6 +831,7 @@ impl Store for PostgresStore {
 
     async fn close(&self) {
         self.writer.stop().await;
+        self.delivery_writer.stop().await;
         // The shard rounds give the shards back on the way out, so they end before the
         // pool closes.
         let _ = self.stop.send(true);

@@ -34,6 +34,13 @@
 //! `deadlock_timeout` (1 s by default) and that write runs alone. [`order`] makes it
 //! rare for the writes that most often meet: reports on sibling deliveries.
 //!
+//! **Two writers per handle.** The delivery path (fires, claims, lease renewals) has a
+//! writer of its own, so a delivery's fire and claim never queue behind a group of
+//! creates or reports: what the receiver of a webhook waits for is two short
+//! transactions, not the writer's whole backlog. The two commit concurrently as two
+//! handles would (row locks, the event log's counter row); measured with W2 on
+//! PostgreSQL (docs/benchmarks.md, "Two writers").
+//!
 //! **Bounds.** The queue holds `writer_queue_capacity` writes; callers beyond it wait
 //! (backpressure). A group holds at most `max_batch_ops` writes, which bounds its
 //! transaction's time, its locks and its memory. A writer uses one pooled connection at a
@@ -312,15 +319,23 @@ impl Writer {
 /// group of up to `max_batch_ops` writes.
 #[doc(hidden)]
 pub struct WriterHold {
-    /// Dropping it wakes the paused writer.
-    _release: oneshot::Sender<()>,
-    queue: mpsc::Sender<Msg>,
+    /// Each paused writer: dropping its sender wakes it; its queue.
+    held: Vec<(oneshot::Sender<()>, mpsc::Sender<Msg>)>,
 }
 
 impl WriterHold {
-    /// Writes waiting in the writer's queue.
+    /// Writes waiting in the held writers' queues.
     pub fn queued(&self) -> usize {
-        self.queue.max_capacity() - self.queue.capacity()
+        self.held
+            .iter()
+            .map(|(_, q)| q.max_capacity() - q.capacity())
+            .sum()
+    }
+
+    /// One hold of both writers of a handle.
+    pub(super) fn and(mut self, other: WriterHold) -> WriterHold {
+        self.held.extend(other.held);
+        self
     }
 }
 
@@ -334,8 +349,7 @@ impl Writer {
             .map_err(|_| StoreError::Closed)?;
         paused_rx.await.map_err(|_| StoreError::Closed)?;
         Ok(WriterHold {
-            _release: release_tx,
-            queue: self.queue.clone(),
+            held: vec![(release_tx, self.queue.clone())],
         })
     }
 }
