@@ -11,6 +11,7 @@
 //! database's clock instead); callers never pass the time for lease arithmetic.
 
 pub mod conformance;
+pub mod migrate;
 mod plan;
 pub mod postgres;
 pub mod sqlite;

@@ -9,6 +9,7 @@ mod control_plane_cmd;
 mod health;
 mod kernel_cmd;
 mod mcp_cmd;
+mod migrate_cmd;
 mod orchestrator_cmd;
 
 use std::net::SocketAddr;
@@ -51,6 +52,9 @@ enum Command {
     Kernel(kernel_cmd::KernelCmdArgs),
     /// Run the action orchestrator against a kernel reached over gRPC.
     Orchestrator(orchestrator_cmd::OrchestratorArgs),
+    /// Move a stopped embedded store (--data-dir) into an empty PostgreSQL database or
+    /// schema (--database-url, --database-schema), all or nothing, verified.
+    MigrateStore(migrate_cmd::MigrateStoreArgs),
     /// Timers on a running server: create, list, get, cancel, wait, deliveries, events.
     Timers {
         #[command(flatten)]
@@ -172,6 +176,7 @@ fn main() -> anyhow::Result<()> {
             Command::ControlPlane(args) => control_plane_cmd::run_control_plane(args).await,
             Command::Kernel(args) => kernel_cmd::run(args).await,
             Command::Orchestrator(args) => orchestrator_cmd::run(args).await,
+            Command::MigrateStore(args) => migrate_cmd::run(args).await,
             Command::Mcp(args) => mcp_cmd::run(args).await,
             Command::Bench {
                 database_url,

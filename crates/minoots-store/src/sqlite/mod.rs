@@ -32,7 +32,7 @@ mod group_commit;
 mod leases;
 mod readers;
 mod rows;
-mod schema;
+pub(crate) mod schema;
 mod secrets;
 mod timers;
 mod write_ctx;
@@ -134,7 +134,7 @@ pub struct SqliteStore {
     inner: Arc<Inner>,
 }
 
-const DB_FILE: &str = "minoots.db";
+pub(crate) const DB_FILE: &str = "minoots.db";
 const LOCK_FILE: &str = "minoots.lock";
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -417,7 +417,7 @@ fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<i64> {
     })
 }
 
-fn lock_dir(dir: &Path) -> StoreResult<File> {
+pub(crate) fn lock_dir(dir: &Path) -> StoreResult<File> {
     let path = dir.join(LOCK_FILE);
     let file = std::fs::OpenOptions::new()
         .create(true)
