@@ -18,11 +18,13 @@
 //! Each section prints one JSON object per line; nothing here asserts timings.
 
 mod churn;
+mod cluster;
 mod crash;
 mod cycle;
 mod flood;
 mod http;
 mod recovery;
+mod takeover;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -60,6 +62,9 @@ pub enum Workload {
     /// the overdue ones, lost and duplicated.
     #[command(visible_alias = "w5")]
     Recovery(recovery::RecoveryBench),
+    /// W5 on PostgreSQL (`--database-url`): two `minoots kernel` processes, one SIGKILLed
+    /// with timers of its shards due; time until the other took its shards and fired them.
+    Takeover(takeover::TakeoverBench),
     /// W6: create timers, cancel 90 % before they fire; cancels/s and memory afterwards.
     #[command(visible_alias = "w6")]
     Churn(churn::ChurnBench),
@@ -135,6 +140,10 @@ pub struct DeliveryBench {
     /// Share of responses that are 500 (retried), in percent: one run per value given.
     #[arg(long, value_delimiter = ',', default_values_t = [0, 5])]
     fail_percent: Vec<u32>,
+    /// With --database-url: this many kernels in this process share the scratch schema's
+    /// shards, each with its own orchestrator (`bench/cluster.rs`).
+    #[arg(long)]
+    kernels: Option<usize>,
     /// Small size for a smoke test.
     #[arg(long)]
     quick: bool,
@@ -204,7 +213,10 @@ pub async fn run(w: Workload) -> anyhow::Result<()> {
                     concurrency: b.concurrency,
                     fail_percent: fail_percent.min(100),
                 };
-                emit(delivery_run(&base, run).await?);
+                emit(match b.kernels {
+                    Some(n) => cluster::delivery_run(&base, run, n).await?,
+                    None => delivery_run(&base, run).await?,
+                });
             }
             emit(fsync_calibration(&base)?);
             Ok(())
@@ -240,7 +252,11 @@ pub async fn run(w: Workload) -> anyhow::Result<()> {
             .await
         }
         Workload::Http(b) => http::run(b).await,
+        Workload::Recovery(_) if DATABASE.get().is_some() => {
+            anyhow::bail!("on PostgreSQL, W5 is `minoots bench --database-url URL takeover`")
+        }
         Workload::Recovery(b) => recovery::run(b).await,
+        Workload::Takeover(b) => takeover::run(b).await,
         Workload::Churn(b) => churn::run(b).await,
         Workload::Cycle(b) => cycle::run(b).await,
         Workload::Crash(b) => crash::run(b).await,
@@ -521,32 +537,38 @@ async fn open_store(dir: &Path, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<dyn
     let Some(url) = DATABASE.get() else {
         return Ok(Arc::new(SqliteStore::open(SqliteConfig::new(dir), clock)?));
     };
-    let schema = {
-        let mut schemas = SCHEMAS.lock().expect("schemas poisoned");
-        match schemas.iter().find(|(d, _)| d == dir) {
-            Some((_, s)) => s.clone(),
-            None => {
-                let s = format!("minoots_bench_{}_{}", std::process::id(), schemas.len());
-                schemas.push((dir.to_path_buf(), s.clone()));
-                s
-            }
-        }
-    };
     let mut config = PostgresConfig::new(url.clone());
-    config.schema = Some(schema);
+    config.schema = Some(scratch_schema(dir));
     config.kernel = Some(format!("bench-{}", std::process::id()));
     Ok(Arc::new(PostgresStore::open(config, clock).await?))
+}
+
+/// The scratch schema of the store in `dir` (named on first use, dropped by [`run_on`]).
+fn scratch_schema(dir: &Path) -> String {
+    let mut schemas = SCHEMAS.lock().expect("schemas poisoned");
+    match schemas.iter().find(|(d, _)| d == dir) {
+        Some((_, s)) => s.clone(),
+        None => {
+            let s = format!("minoots_bench_{}_{}", std::process::id(), schemas.len());
+            schemas.push((dir.to_path_buf(), s.clone()));
+            s
+        }
+    }
+}
+
+/// The kernel settings of every in-process workload.
+fn kernel_config() -> KernelConfig {
+    KernelConfig {
+        // For comparing runs: MINOOTS_BENCH_NORMAL_PRIORITY=1 keeps the firing thread normal.
+        realtime_firing_thread: std::env::var_os("MINOOTS_BENCH_NORMAL_PRIORITY").is_none(),
+        ..KernelConfig::default()
+    }
 }
 
 async fn start_kernel(dir: &Path) -> anyhow::Result<Arc<Kernel>> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store = open_store(dir, clock.clone()).await?;
-    let config = KernelConfig {
-        // For comparing runs: MINOOTS_BENCH_NORMAL_PRIORITY=1 keeps the firing thread normal.
-        realtime_firing_thread: std::env::var_os("MINOOTS_BENCH_NORMAL_PRIORITY").is_none(),
-        ..KernelConfig::default()
-    };
-    let k = Kernel::start(store, clock, config)?;
+    let k = Kernel::start(store, clock, kernel_config())?;
     k.wait_ready(Duration::from_secs(30)).await;
     Ok(k)
 }
@@ -1000,22 +1022,33 @@ async fn start_receiver(fail_percent: u32) -> anyhow::Result<(Arc<Receiver>, Str
 }
 
 async fn delivery_run(base: &Path, b: DeliveryRun) -> anyhow::Result<serde_json::Value> {
+    let dir = section_dir(base, &format!("delivery-{}-{}", b.workload, b.fail_percent))?;
+    delivery_on(&[start_kernel(&dir).await?], b).await
+}
+
+/// The delivery path on `kernels` (one, or several sharing a PostgreSQL schema: see
+/// `cluster.rs`), each with an orchestrator in this process; creates go to each in turn.
+async fn delivery_on(kernels: &[Arc<Kernel>], b: DeliveryRun) -> anyhow::Result<serde_json::Value> {
     use minoots_orchestrator::executor::{Orchestrator, OrchestratorConfig};
     use minoots_orchestrator::ssrf::TargetPolicy;
-    let dir = section_dir(base, &format!("delivery-{}-{}", b.workload, b.fail_percent))?;
-    let k = start_kernel(&dir).await?;
     let (receiver, url) = start_receiver(b.fail_percent).await?;
-    let mut config = OrchestratorConfig::new("bench-orchestrator");
-    config.targets = TargetPolicy {
-        allow_private: true,
-        allowed_cidrs: vec![],
-    };
-    config.max_in_flight = b.concurrency;
-    config.prefetch = b.concurrency;
-    config.max_per_host = b.concurrency as usize;
-    let orchestrator = Orchestrator::new(k.clone(), config)?;
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let running = tokio::spawn(orchestrator.run(stop_rx));
+    let mut running = Vec::new();
+    for (i, k) in kernels.iter().enumerate() {
+        let mut config = OrchestratorConfig::new(match kernels.len() {
+            1 => "bench-orchestrator".to_string(),
+            _ => format!("bench-orchestrator-{i}"),
+        });
+        config.targets = TargetPolicy {
+            allow_private: true,
+            allowed_cidrs: vec![],
+        };
+        config.max_in_flight = b.concurrency;
+        config.prefetch = b.concurrency;
+        config.max_per_host = b.concurrency as usize;
+        let orchestrator = Orchestrator::new(k.clone(), config)?;
+        running.push(tokio::spawn(orchestrator.run(stop_rx.clone())));
+    }
 
     // Create every timer first, due shortly after creation ends, spread over spread_ms.
     let n = b.timers;
@@ -1037,7 +1070,7 @@ async fn delivery_run(base: &Path, b: DeliveryRun) -> anyhow::Result<serde_json:
                 (at, TimerRequest::from_json(json.as_bytes()).expect("valid"))
             })
             .collect();
-        for (id, at) in schedule_due(&k, chunk).await? {
+        for (id, at) in schedule_due(&kernels[(i / 1_000) % kernels.len()], chunk).await? {
             due.insert(id.to_string(), at);
         }
         i += 1_000;
@@ -1053,9 +1086,13 @@ async fn delivery_run(base: &Path, b: DeliveryRun) -> anyhow::Result<serde_json:
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let _ = stop.send(true);
-    let _ = running.await;
-    let (fire_late, fired_early) = stored_fire_lateness(&k).await?;
-    k.shutdown().await;
+    for r in running {
+        let _ = r.await;
+    }
+    let (fire_late, fired_early) = stored_fire_lateness(&kernels[0]).await?;
+    for k in kernels {
+        k.shutdown().await;
+    }
     let arrivals = std::mem::take(&mut *receiver.arrivals.lock().expect("arrivals"));
 
     // Exactly once: every delivery (webhook-id) answered 200 once, and every timer reached.
