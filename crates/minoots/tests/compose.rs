@@ -41,11 +41,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use common::pg::{self, Receiver, Schema, admin, metric, until_metric};
 use common::{WAIT, free_port, terminate};
-use tokio::sync::Notify;
 
 /// What an operator exports before `docker compose up` of the profile (the default stack
 /// needs only the first two). Demo mode lets the orchestrators reach the test's loopback
@@ -920,45 +920,6 @@ fn every_variable_the_compose_file_hands_a_minoots_process_is_one_it_reads() {
 // ---------------------------------------------------------------------------------------
 // The profile's processes.
 
-fn database_url() -> Option<String> {
-    std::env::var("MINOOTS_TEST_DATABASE_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-}
-
-/// A schema of the test's own, dropped with this value.
-struct Schema {
-    url: String,
-    name: String,
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        let (url, name) = (self.url.clone(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(async {
-                    let client = admin(&url).await;
-                    let _ = client
-                        .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
-                        .await;
-                })
-        })
-        .join();
-    }
-}
-
-async fn admin(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .expect("connect to the test database");
-    tokio::spawn(connection);
-    client
-}
-
 /// Loopback stand-ins for the containers' network: one free port per service and
 /// container port.
 #[derive(Default)]
@@ -1168,68 +1129,9 @@ async fn until_healthy(http: &reqwest::Client, p: &Planned) {
     }
 }
 
-async fn metric(http: &reqwest::Client, url: &str, name: &str) -> f64 {
-    let text = http.get(url).send().await.unwrap().text().await.unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{name} in {text}"))
-}
-
-/// A loopback webhook receiver counting deliveries per timer id.
-#[derive(Default)]
-struct Receiver {
-    got: Mutex<Vec<String>>,
-    arrived: Notify,
-}
-
-impl Receiver {
-    async fn start() -> (Arc<Self>, String) {
-        let me = Arc::new(Self::default());
-        let app = {
-            let me = me.clone();
-            axum::Router::new().route(
-                "/hook",
-                axum::routing::post(move |headers: axum::http::HeaderMap| {
-                    let me = me.clone();
-                    async move {
-                        let id = headers["x-minoots-timer-id"].to_str().unwrap().to_string();
-                        me.got.lock().unwrap().push(id);
-                        me.arrived.notify_waiters();
-                        "ok"
-                    }
-                }),
-            )
-        };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let hook = format!("http://{}/hook", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        (me, hook)
-    }
-
-    fn count(&self, id: &str) -> usize {
-        self.got.lock().unwrap().iter().filter(|g| *g == id).count()
-    }
-
-    async fn until(&self, id: &str) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while self.count(id) == 0 {
-            let wait = self.arrived.notified();
-            if self.count(id) > 0 {
-                break;
-            }
-            tokio::time::timeout_at(deadline, wait)
-                .await
-                .unwrap_or_else(|_| panic!("the webhook of timer {id} arrives"));
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_postgres_profile_delivers_a_timer_with_two_kernels_sharing_the_shards() {
-    let Some(test_url) = database_url() else {
-        println!("skipped: no database");
-        return;
-    };
+    let test_url = or_skip!(pg::database_url());
     let compose = load_compose(OPERATOR_ENV);
     let image = load_image();
     assert_eq!(image.entrypoint, ["minoots"], "the image runs the binary");
@@ -1311,10 +1213,7 @@ async fn the_postgres_profile_delivers_a_timer_with_two_kernels_sharing_the_shar
         );
     }
 
-    let schema = Schema {
-        url: test_url.clone(),
-        name: format!("minoots_compose_{:016x}", fastrand::u64(..)),
-    };
+    let schema = Schema::new(&test_url, "minoots_compose");
     let home = tempfile::tempdir().unwrap();
     let ports = Ports::default();
     let site = Site {
@@ -1351,17 +1250,20 @@ async fn the_postgres_profile_delivers_a_timer_with_two_kernels_sharing_the_shar
 
     // Both kernels hold their share of the shards: in their metrics and in the database.
     let share = f64::from(minoots_store::SHARD_COUNT) / kernels.len() as f64;
+    // The base of a process's `/metrics`, beside its health check.
     let metrics_of = |name: &str| {
         let p = plans.iter().find(|p| p.name == name).unwrap();
-        let base = p.health_url.rsplit_once('/').unwrap().0;
-        format!("{base}/metrics")
+        p.health_url.rsplit_once('/').unwrap().0.to_string()
     };
     for k in &kernels {
-        let deadline = Instant::now() + WAIT;
-        while metric(&http, &metrics_of(k), "minoots_shards_held").await != share {
-            assert!(Instant::now() < deadline, "{k} holds {share} shards");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        until_metric(
+            &http,
+            &metrics_of(k),
+            "minoots_shards_held",
+            |h| h == share,
+            WAIT,
+        )
+        .await;
     }
     let client = admin(&test_url).await;
     let owners = client
@@ -1417,15 +1319,7 @@ async fn the_postgres_profile_delivers_a_timer_with_two_kernels_sharing_the_shar
             "tenantId": "compose", "name": "compose", "duration": "1s",
             "actionBundle": {"actions": [{"type": "webhook", "url": hook}]}
         });
-        let (status, timer) = common::call(
-            &http,
-            reqwest::Method::POST,
-            format!("{base}/timers"),
-            &key,
-            Some(body),
-        )
-        .await;
-        assert_eq!(status, 201, "{timer}");
+        let timer = common::create_timer(&http, &base, &key, body).await;
         ids.push(timer["id"].as_str().unwrap().to_string());
     }
     for id in &ids {
@@ -1471,14 +1365,14 @@ async fn the_postgres_profile_delivers_a_timer_with_two_kernels_sharing_the_shar
     println!("{leaving} stopped in {:?} (grace {grace:?})", t0.elapsed());
     assert!(status.success(), "{leaving} stopped with {status:?}");
     let all = f64::from(minoots_store::SHARD_COUNT);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while metric(&http, &metrics_of(staying), "minoots_shards_held").await != all {
-        assert!(
-            Instant::now() < deadline,
-            "{staying} takes the given-back shards"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_metric(
+        &http,
+        &metrics_of(staying),
+        "minoots_shards_held",
+        |h| h == all,
+        Duration::from_secs(5),
+    )
+    .await;
 
     // Every other process stops cleanly on SIGTERM, dependents first.
     while let Some(mut r) = running.pop() {

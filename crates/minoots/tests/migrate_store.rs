@@ -14,12 +14,13 @@
 mod common;
 
 use std::process::{Command, Output};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{KillOnDrop, WAIT, free_port, start_process, terminate, wait_exit};
+use axum::http::StatusCode;
+use common::pg::{self, Answer, Receiver, Schema};
+use common::{KillOnDrop, WAIT, free_port, terminate, wait_exit};
 use serde_json::{Value, json};
-use tokio::sync::Notify;
 
 const KEY: &str = "mnt_demo_key_free";
 const ADMIN_KEY: &str = "mnt_migrate_admin_key_0123456789abcdef0123";
@@ -29,155 +30,16 @@ const TIERS: &str = r#"{"free": {"requestsPerMinute": null, "createsPerMinute": 
 /// stop, a migration and a start take on a slow machine.
 const PENDING_DUE: &str = "20s";
 
-fn database_url() -> Option<String> {
-    std::env::var("MINOOTS_TEST_DATABASE_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-}
-
-macro_rules! or_skip {
-    ($e:expr) => {
-        match $e {
-            Some(v) => v,
-            None => {
-                println!("skipped: no database");
-                return;
-            }
-        }
-    };
-}
-
-/// A schema of the test's own, dropped with this value.
-struct Schema {
-    url: String,
-    name: String,
-}
-
-impl Schema {
-    fn new(url: &str) -> Self {
-        Self {
-            url: url.into(),
-            name: format!("minoots_migrate_{:016x}", fastrand::u64(..)),
-        }
-    }
-
-    /// Whether the schema exists (the migration created or filled it).
-    async fn exists(&self) -> bool {
-        admin(&self.url)
-            .await
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
-                &[&self.name],
-            )
-            .await
-            .unwrap()
-            .get(0)
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        let (url, name) = (self.url.clone(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(async {
-                    let _ = admin(&url)
-                        .await
-                        .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
-                        .await;
-                })
-        })
-        .join();
-    }
-}
-
-async fn admin(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .expect("connect to the test database");
-    tokio::spawn(connection);
-    client
-}
-
-/// One webhook received: its path, timer id, delivery id and attempt number.
-#[derive(Debug, Clone)]
-struct Hit {
-    path: String,
-    timer: String,
-    delivery: String,
-    attempt: u32,
-}
-
 /// A loopback webhook receiver: `/ok` answers 200, `/gone` 410 (no retry), and `/hang`
 /// never answers its first call (the executor is killed while it waits) and 200 after.
-#[derive(Default)]
-struct Receiver {
-    hits: Mutex<Vec<Hit>>,
-    arrived: Notify,
-}
-
-impl Receiver {
-    async fn start() -> (Arc<Self>, String) {
-        let me = Arc::new(Self::default());
-        let app = {
-            let me = me.clone();
-            axum::Router::new().route(
-                "/{path}",
-                axum::routing::post(
-                    move |axum::extract::Path(path): axum::extract::Path<String>,
-                          headers: axum::http::HeaderMap| {
-                        let me = me.clone();
-                        async move {
-                            let header = |n: &str| headers[n].to_str().unwrap().to_string();
-                            let hit = Hit {
-                                path: path.clone(),
-                                timer: header("x-minoots-timer-id"),
-                                delivery: header("webhook-id"),
-                                attempt: header("x-minoots-attempt").parse().unwrap(),
-                            };
-                            let first = {
-                                let mut hits = me.hits.lock().unwrap();
-                                hits.push(hit);
-                                hits.iter().filter(|h| h.path == path).count() == 1
-                            };
-                            me.arrived.notify_waiters();
-                            match path.as_str() {
-                                "gone" => axum::http::StatusCode::GONE,
-                                "hang" if first => std::future::pending().await,
-                                _ => axum::http::StatusCode::OK,
-                            }
-                        }
-                    },
-                ),
-            )
-        };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        (me, base)
-    }
-
-    fn hits_of(&self, timer: &str) -> Vec<Hit> {
-        let hits = self.hits.lock().unwrap();
-        hits.iter().filter(|h| h.timer == timer).cloned().collect()
-    }
-
-    /// Waits until `timer` arrived `n` times.
-    async fn until(&self, timer: &str, n: usize) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let wait = self.arrived.notified();
-            if self.hits_of(timer).len() >= n {
-                return;
-            }
-            tokio::time::timeout_at(deadline, wait)
-                .await
-                .unwrap_or_else(|_| panic!("timer {timer} arrives {n} times"));
-        }
-    }
+/// Returns it and its base URL.
+async fn start_receiver() -> (Arc<Receiver>, String) {
+    Receiver::answering(|path, n| match path {
+        "gone" => Answer::Now(StatusCode::GONE),
+        "hang" if n == 1 => Answer::Never,
+        _ => Answer::Now(StatusCode::OK),
+    })
+    .await
 }
 
 /// Starts `serve --demo` on the embedded store in `dir`.
@@ -193,26 +55,12 @@ fn serve_sqlite(dir: &std::path::Path) -> (KillOnDrop, String) {
 }
 
 /// Starts `serve --demo` on the PostgreSQL schema.
-fn serve_postgres(url: &str, schema: &Schema) -> (KillOnDrop, String) {
-    let http = format!("127.0.0.1:{}", free_port());
-    let grpc = format!("127.0.0.1:{}", free_port());
-    let (child, _) = start_process(
-        &[
-            "serve",
-            "--demo",
-            "--database-url",
-            url,
-            "--database-schema",
-            &schema.name,
-            "--http-addr",
-            &http,
-            "--grpc-addr",
-            &grpc,
-        ],
+fn serve_postgres(schema: &Schema) -> (KillOnDrop, String) {
+    pg::start_serve(
+        schema,
+        &["--demo"],
         &[("MINOOTS_ADMIN_KEY", ADMIN_KEY), ("MINOOTS_TIERS", TIERS)],
-        "minoots ready on ",
-    );
-    (KillOnDrop(child), format!("http://{http}"))
+    )
 }
 
 /// Stops a `serve` with SIGTERM and checks that it exited cleanly.
@@ -329,10 +177,10 @@ async fn events_until_now(http: &reqwest::Client, base: &str, after: i64) -> Vec
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_store_moves_to_postgres_and_goes_on_there() {
-    let url = or_skip!(database_url());
-    let schema = Schema::new(&url);
+    let url = or_skip!(pg::database_url());
+    let schema = Schema::new(&url, "minoots_migrate");
     let dir = tempfile::tempdir().unwrap();
-    let (receiver, hooks) = Receiver::start().await;
+    let (receiver, hooks) = start_receiver().await;
     let (ok, gone) = (format!("{hooks}/ok"), format!("{hooks}/gone"));
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
 
@@ -395,7 +243,7 @@ async fn a_stopped_store_moves_to_postgres_and_goes_on_there() {
     );
     stop(serve);
     for t in &pending {
-        assert!(receiver.hits_of(&id(t)).is_empty(), "not fired before");
+        assert_eq!(receiver.count(&id(t)), 0, "not fired before");
     }
 
     let out = migrate(dir.path(), &url, &schema);
@@ -407,7 +255,7 @@ async fn a_stopped_store_moves_to_postgres_and_goes_on_there() {
         "{summary}"
     );
 
-    let (serve, base) = serve_postgres(&url, &schema);
+    let (serve, base) = serve_postgres(&schema);
     let mut after = Vec::new();
     for t in &all {
         after.push(get(&http, format!("{base}/timers/{t}"), KEY).await);
@@ -461,30 +309,30 @@ async fn a_stopped_store_moves_to_postgres_and_goes_on_there() {
         "no gap after the last seq seen"
     );
     for t in &pending {
-        assert_eq!(receiver.hits_of(&id(t)).len(), 1, "fired once after");
+        assert_eq!(receiver.count(&id(t)), 1, "fired once after");
     }
     assert!(
         created_pending.elapsed() >= Duration::from_secs(20),
         "not early"
     );
     for t in [&settled, &failed] {
-        assert_eq!(receiver.hits_of(&id(t)).len(), 1, "not run again");
+        assert_eq!(receiver.count(&id(t)), 1, "not run again");
     }
     stop(serve);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delivery_in_flight_in_a_killed_serve_runs_again_after_the_migration() {
-    let url = or_skip!(database_url());
-    let schema = Schema::new(&url);
+    let url = or_skip!(pg::database_url());
+    let schema = Schema::new(&url, "minoots_migrate");
     let dir = tempfile::tempdir().unwrap();
-    let (receiver, hooks) = Receiver::start().await;
+    let (receiver, hooks) = start_receiver().await;
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
 
     let (mut serve, base) = serve_sqlite(dir.path());
     let timer = create(&http, &base, &format!("{hooks}/hang"), "1s", None).await;
     let id = timer["id"].as_str().unwrap().to_string();
-    receiver.until(&id, 1).await;
+    receiver.until(&id).await;
     // Killed while the receiver holds the call: the delivery stays in flight, in a WAL
     // that no one checkpointed.
     serve.0.kill().unwrap();
@@ -499,24 +347,24 @@ async fn a_delivery_in_flight_in_a_killed_serve_runs_again_after_the_migration()
         "{summary}"
     );
 
-    let (serve, base) = serve_postgres(&url, &schema);
-    receiver.until(&id, 2).await;
+    let (serve, base) = serve_postgres(&schema);
+    receiver.until_count(&id, 2).await;
     println!(
         "the delivery ran again {:?} after the kill",
         killed.elapsed()
     );
-    let hits = receiver.hits_of(&id);
+    let hits = receiver.arrivals_of(&id);
     assert_eq!(hits[1].delivery, hits[0].delivery, "the same delivery id");
     assert_eq!((hits[0].attempt, hits[1].attempt), (1, 2));
     until_status(&http, &base, &id, "settled").await;
-    assert_eq!(receiver.hits_of(&id).len(), 2);
+    assert_eq!(receiver.count(&id), 2);
     stop(serve);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn it_refuses_a_running_store_no_store_and_a_target_with_data() {
-    let url = or_skip!(database_url());
-    let schema = Schema::new(&url);
+    let url = or_skip!(pg::database_url());
+    let schema = Schema::new(&url, "minoots_migrate");
     let dir = tempfile::tempdir().unwrap();
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let stderr = |out: &Output| String::from_utf8_lossy(&out.stderr).into_owned();

@@ -18,13 +18,14 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use common::pg::{self, Receiver, Schema, metric, until_metric};
 use common::{KillOnDrop, WAIT, free_port, start_process};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 const KEY: &str = "mnt_demo_key_free";
@@ -54,139 +55,6 @@ const LIFECYCLE: [&str; 4] = [
     "delivery.attempted",
     "timer.settled",
 ];
-
-fn database_url() -> Option<String> {
-    std::env::var("MINOOTS_TEST_DATABASE_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-}
-
-macro_rules! or_skip {
-    ($e:expr) => {
-        match $e {
-            Some(v) => v,
-            None => {
-                println!("skipped: no database");
-                return;
-            }
-        }
-    };
-}
-
-/// A schema of the test's own, dropped with this value.
-struct Schema {
-    url: String,
-    name: String,
-}
-
-impl Schema {
-    fn new(url: &str) -> Self {
-        Self {
-            url: url.into(),
-            name: format!("minoots_events_{:016x}", fastrand::u64(..)),
-        }
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        let (url, name) = (self.url.clone(), self.name.clone());
-        // On a thread of its own: drop may run inside the test's runtime, which cannot
-        // block on another.
-        let _ = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(async {
-                    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                        .await
-                        .expect("connect to the test database");
-                    tokio::spawn(connection);
-                    let _ = client
-                        .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
-                        .await;
-                })
-        })
-        .join();
-    }
-}
-
-/// A loopback webhook receiver that answers 200 and remembers which timers arrived.
-#[derive(Default)]
-struct Receiver {
-    got: Mutex<HashSet<String>>,
-    arrived: Notify,
-}
-
-impl Receiver {
-    async fn start() -> (Arc<Self>, String) {
-        let me = Arc::new(Self::default());
-        let app = {
-            let me = me.clone();
-            axum::Router::new().route(
-                "/hook",
-                axum::routing::post(move |headers: axum::http::HeaderMap| {
-                    let me = me.clone();
-                    async move {
-                        let id = headers["x-minoots-timer-id"].to_str().unwrap().to_string();
-                        me.got.lock().unwrap().insert(id);
-                        me.arrived.notify_waiters();
-                        "ok"
-                    }
-                }),
-            )
-        };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let hook = format!("http://{}/hook", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        (me, hook)
-    }
-
-    /// Waits until the webhook of every timer in `ids` arrived.
-    async fn until_all(&self, ids: &[String]) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let wait = self.arrived.notified();
-            {
-                let got = self.got.lock().unwrap();
-                if ids.iter().all(|id| got.contains(id)) {
-                    return;
-                }
-            }
-            tokio::time::timeout_at(deadline, wait)
-                .await
-                .expect("every webhook arrives");
-        }
-    }
-}
-
-/// Starts `minoots kernel` on the schema; returns it, its gRPC URL and the base URL of
-/// its `/metrics`.
-fn start_kernel(url: &str, schema: &Schema) -> (KillOnDrop, String, String) {
-    let grpc = format!("127.0.0.1:{}", free_port());
-    let health = format!("127.0.0.1:{}", free_port());
-    let (child, _) = start_process(
-        &[
-            "kernel",
-            "--database-url",
-            url,
-            "--database-schema",
-            &schema.name,
-            "--grpc-addr",
-            &grpc,
-            "--http-addr",
-            &health,
-        ],
-        &[],
-        "minoots kernel ready on ",
-    );
-    (
-        KillOnDrop(child),
-        format!("http://{grpc}"),
-        format!("http://{health}"),
-    )
-}
 
 /// Starts `minoots control-plane --demo` on a kernel; returns it and its REST base URL.
 fn start_control_plane(kernel_url: &str) -> (KillOnDrop, String) {
@@ -224,33 +92,6 @@ fn start_orchestrator(kernel_url: &str) -> KillOnDrop {
     KillOnDrop(child)
 }
 
-/// A counter or gauge of a kernel's `/metrics`.
-async fn metric(http: &reqwest::Client, health: &str, name: &str) -> f64 {
-    let text = http
-        .get(format!("{health}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{name} in {text}"))
-}
-
-/// Waits until the metric has the value.
-async fn until_metric(http: &reqwest::Client, health: &str, name: &str, value: f64) {
-    let deadline = Instant::now() + WAIT;
-    while metric(http, health, name).await != value {
-        assert!(
-            Instant::now() < deadline,
-            "{name} reaches {value} at {health}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// The control plane a timer was created through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Plane {
@@ -286,15 +127,7 @@ async fn create_timers(
                     "duration": format!("{due_ms}ms"),
                     "actionBundle": {"actions": [{"type": "webhook", "url": hook}]}
                 });
-                let (status, timer) = common::call(
-                    &http,
-                    reqwest::Method::POST,
-                    format!("{base}/timers"),
-                    KEY,
-                    Some(body),
-                )
-                .await;
-                assert_eq!(status, 201, "{timer}");
+                let timer = common::create_timer(&http, base, KEY, body).await;
                 made.push((i, timer["id"].as_str().unwrap().to_string()));
             }
         });
@@ -459,17 +292,24 @@ async fn until_settled(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_of_one_control_plane_sees_every_event_of_the_other_in_order() {
-    let url = or_skip!(database_url());
+    let url = or_skip!(pg::database_url());
     let started = Instant::now();
-    let schema = Schema::new(&url);
+    let schema = Schema::new(&url, "minoots_events");
     let (receiver, hook) = Receiver::start().await;
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
 
-    let (_k1, k1, k1_health) = start_kernel(&url, &schema);
-    let (_k2, k2, k2_health) = start_kernel(&url, &schema);
+    let (_k1, k1, k1_health) = pg::start_kernel(&schema, &[]);
+    let (_k2, k2, k2_health) = pg::start_kernel(&schema, &[]);
     // Both kernels fire: each holds half the shards before the first timer is created.
     for health in [&k1_health, &k2_health] {
-        until_metric(&http, health, "minoots_shards_held", SHARDS_EACH).await;
+        until_metric(
+            &http,
+            health,
+            "minoots_shards_held",
+            |h| h == SHARDS_EACH,
+            WAIT,
+        )
+        .await;
     }
     // One after the other: both bootstrap the same tenant and keys.
     let (_cp_a, a) = start_control_plane(&k1);

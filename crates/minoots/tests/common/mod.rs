@@ -1,6 +1,8 @@
 //! Helpers for tests that start real `minoots` processes.
 #![allow(dead_code)]
 
+pub mod pg;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -156,6 +158,26 @@ pub async fn call(
     let status = resp.status().as_u16();
     let bytes = resp.bytes().await.unwrap();
     (status, serde_json::from_slice(&bytes).unwrap_or_default())
+}
+
+/// POSTs `body` to `{base}/timers` with the API key and checks that the timer was
+/// created (201); returns it.
+pub async fn create_timer(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    body: serde_json::Value,
+) -> serde_json::Value {
+    let (status, timer) = call(
+        http,
+        reqwest::Method::POST,
+        format!("{base}/timers"),
+        key,
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, 201, "{timer}");
+    timer
 }
 
 /// GETs `url` with the API key and parses the JSON body.
