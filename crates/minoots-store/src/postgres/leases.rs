@@ -31,11 +31,18 @@ pub(super) async fn renew_leases(
         let ids: Vec<Uuid> = leases.iter().map(|(id, _)| id.0).collect();
         let attempts: Vec<i32> = leases.iter().map(|(_, a)| *a as i32).collect();
         w.db()
+            // Locked in id order first, as reports and rescues lock them: in the order
+            // the executor listed them, two renewals (or a renewal and a report group)
+            // could lock the same rows in opposite orders and deadlock.
             .query(
-                "UPDATE deliveries AS d SET lease_expires_at = $4
-                   FROM unnest($1::uuid[], $2::int4[]) AS l(id, attempt)
-                  WHERE d.id = l.id AND d.status = 'in_flight' AND d.lease_owner = $3
-                    AND d.attempt = l.attempt
+                "WITH held AS (
+                    SELECT d.id FROM deliveries AS d
+                      JOIN unnest($1::uuid[], $2::int4[]) AS l(id, attempt)
+                        ON d.id = l.id AND d.attempt = l.attempt
+                     WHERE d.status = 'in_flight' AND d.lease_owner = $3
+                     ORDER BY d.id FOR UPDATE OF d)
+                 UPDATE deliveries AS d SET lease_expires_at = $4
+                   FROM held WHERE d.id = held.id
                  RETURNING d.id",
                 &[&ids, &attempts, &owner, &expires_at_us],
             )

@@ -315,6 +315,7 @@ impl PostgresStore {
                 config: pg,
                 schema: config.schema.clone(),
                 statement_timeout_ms: config.statement_timeout_ms,
+                idle_in_transaction_timeout_ms: (config.shard_lease_ttl_ms / 2).max(1),
             },
             config.max_connections,
             Duration::from_millis(config.acquire_timeout_ms),

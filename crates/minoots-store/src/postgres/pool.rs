@@ -60,6 +60,14 @@ pub(super) struct ConnectSettings {
     /// Already checked to be a plain identifier (see `PostgresConfig::check`).
     pub(super) schema: Option<String>,
     pub(super) statement_timeout_ms: u64,
+    /// The server ends a session that stays this long inside a transaction without
+    /// running a statement (half the shard lease). A kernel stopped mid-transaction
+    /// (SIGSTOP, a frozen VM) keeps its TCP connection open, and without this its
+    /// session would keep its row locks — shard epochs read `FOR SHARE`, the event log's
+    /// counter row, tenant counters — for as long as it sleeps, so no other kernel could
+    /// take its shards, renew its own, or commit an event. A live kernel never idles
+    /// inside a transaction: it runs the statements of one write back to back.
+    pub(super) idle_in_transaction_timeout_ms: u64,
 }
 
 pub(super) struct Pool {
@@ -187,8 +195,8 @@ impl Pool {
     /// The session settings every connection runs with.
     async fn set_up(&self, client: &Client) -> StoreResult<()> {
         let mut setup = format!(
-            "SET statement_timeout = {};",
-            self.settings.statement_timeout_ms
+            "SET statement_timeout = {}; SET idle_in_transaction_session_timeout = {};",
+            self.settings.statement_timeout_ms, self.settings.idle_in_transaction_timeout_ms
         );
         if let Some(schema) = &self.settings.schema {
             setup.push_str(&format!(" SET search_path TO \"{schema}\";"));

@@ -21,6 +21,13 @@
 //!   its successor owns. (Firing is also a transition from `scheduled` under the
 //!   timer's row lock, so no timer fires twice either way; the fence keeps the stale
 //!   kernel from firing at all, and counts what it refused.)
+//! - **A stopped kernel's locks.** A kernel stopped in the middle of a fire keeps its
+//!   transaction open, and with it the share locks on its shards' rows (and the event
+//!   log's counter row): a takeover's UPDATE would wait for it as long as it sleeps.
+//!   Every connection therefore runs with `idle_in_transaction_session_timeout` at half
+//!   the lease (`pool.rs`): the server ends such a session, its locks go, and the
+//!   takeover happens within the lease as for a killed kernel (the cluster test of real
+//!   processes SIGSTOPs a kernel; without the timeout it stalled about 1 run in 3).
 //! - **Local expiry.** A kernel that cannot renew (the database is unreachable) forgets
 //!   its shards one TTL after its last successful round began, which is before the
 //!   database can give them to another kernel.
