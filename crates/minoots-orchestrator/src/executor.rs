@@ -368,12 +368,20 @@ impl Orchestrator {
                 );
                 let lanes = lanes.clone();
                 tasks.spawn(async move {
-                    drop(permit);
                     match queue {
                         (Ok(_in_host_queue), Ok(_waiting)) => {
+                            // Bounded by the host's queue and the waiting lanes instead.
+                            drop(permit);
                             me.wait_for_host(d, url, host.running, &lanes, held).await
                         }
-                        _ => me.release_later(&d, host_busy_delay()).await,
+                        // The permit is held until the hand-back is answered: a burst
+                        // for one busy host then claims no faster than hand-backs
+                        // complete, instead of piling up leases (and renewals of them)
+                        // without bound while the kernel is slow to answer.
+                        _ => {
+                            me.release_later(&d, host_busy_delay()).await;
+                            drop(permit);
+                        }
                     }
                 });
             }
