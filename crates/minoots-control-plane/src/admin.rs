@@ -66,6 +66,8 @@ fn limits_json(l: &TierLimits) -> Value {
         "timersPerDay": l.timers_per_day,
         "pendingTimers": l.pending_timers,
         "maxDurationMs": l.max_duration_ms,
+        "schedules": l.schedules,
+        "minScheduleIntervalMs": l.min_schedule_interval_ms,
     })
 }
 

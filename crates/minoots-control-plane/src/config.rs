@@ -43,6 +43,13 @@ pub struct TierLimits {
     pub pending_timers: Option<u64>,
     /// Farthest fire time from now, in milliseconds.
     pub max_duration_ms: Option<i64>,
+    /// Schedules per tenant (active and paused).
+    #[serde(default)]
+    pub schedules: Option<u64>,
+    /// The shortest time between two slots of one schedule, in milliseconds: a schedule
+    /// whose slots come closer anywhere in its first day is refused.
+    #[serde(default)]
+    pub min_schedule_interval_ms: Option<i64>,
 }
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
@@ -54,6 +61,8 @@ impl TierLimits {
         timers_per_day: None,
         pending_timers: None,
         max_duration_ms: None,
+        schedules: None,
+        min_schedule_interval_ms: None,
     };
 
     const fn of(rpm: u32, cpm: u32, per_day: Option<u64>, pending: Option<u64>, days: i64) -> Self {
@@ -63,25 +72,39 @@ impl TierLimits {
             timers_per_day: per_day,
             pending_timers: pending,
             max_duration_ms: Some(days * DAY_MS),
+            schedules: None,
+            min_schedule_interval_ms: None,
         }
+    }
+
+    /// The same limits with at most `schedules` schedules whose slots are at least
+    /// `min_interval_s` apart.
+    const fn with_schedules(mut self, schedules: Option<u64>, min_interval_s: i64) -> Self {
+        self.schedules = schedules;
+        self.min_schedule_interval_ms = Some(min_interval_s * 1000);
+        self
     }
 }
 
 /// The tiers every MINOOTS knows, with the default limits of the API contract.
 pub fn default_tiers() -> BTreeMap<String, TierLimits> {
     let mut t = BTreeMap::new();
-    t.insert("free".into(), TierLimits::of(60, 10, Some(100), Some(5), 7));
+    t.insert(
+        "free".into(),
+        TierLimits::of(60, 10, Some(100), Some(5), 7).with_schedules(Some(5), 60),
+    );
     t.insert(
         "pro".into(),
-        TierLimits::of(600, 100, Some(10_000), Some(1_000), 365),
+        TierLimits::of(600, 100, Some(10_000), Some(1_000), 365).with_schedules(Some(100), 10),
     );
     t.insert(
         "team".into(),
-        TierLimits::of(3_000, 500, Some(100_000), Some(10_000), 3_650),
+        TierLimits::of(3_000, 500, Some(100_000), Some(10_000), 3_650)
+            .with_schedules(Some(1_000), 1),
     );
     t.insert(
         "enterprise".into(),
-        TierLimits::of(10_000, 2_000, None, None, 3_650),
+        TierLimits::of(10_000, 2_000, None, None, 3_650).with_schedules(None, 1),
     );
     t.insert("unlimited".into(), TierLimits::UNLIMITED);
     t

@@ -22,6 +22,7 @@ pub mod ops;
 pub mod problem;
 pub mod ratelimit;
 pub mod routes;
+pub mod schedules;
 pub mod timers;
 
 use std::future::Future;

@@ -220,7 +220,8 @@ pub fn schemas(tiers: &[String]) -> Value {
             "tenantId": {"type": "string"}, "tier": {"type": "string"},
             "limits": {"type": "object", "properties": {
                 "requestsPerMinute": nullable("integer"), "createsPerMinute": nullable("integer"),
-                "timersPerDay": nullable("integer"), "pendingTimers": nullable("integer"), "maxDurationMs": nullable("integer")}},
+                "timersPerDay": nullable("integer"), "pendingTimers": nullable("integer"), "maxDurationMs": nullable("integer"),
+                "schedules": nullable("integer"), "minScheduleIntervalMs": nullable("integer")}},
             "usage": {"type": "object", "properties": {"timersCreatedToday": {"type": "integer"}, "pendingTimers": {"type": "integer"}}}}},
         "WebhookSecret": {"type": "object", "required": ["secret"], "properties": {
             "secret": {"type": "string"}, "signingSecrets": {"type": "integer"}, "previousSecretValidUntil": time}},

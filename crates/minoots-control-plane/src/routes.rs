@@ -13,7 +13,7 @@ use crate::openapi::{
     CURSOR_PATTERN, EVENT_TYPES_PATTERN, KEY_ID_PATTERN, LABEL_FILTER_PATTERN, TENANT_ID_PATTERN,
     TIMEOUT_PATTERN, TIMER_ID_PATTERN, schema, schemas,
 };
-use crate::{AppState, admin, events, ops, timers};
+use crate::{AppState, admin, events, ops, schedules, timers};
 
 /// Where the Swagger UI is served (outside the table: its assets are many paths).
 pub const DOCS_PATH: &str = "/docs";
@@ -28,7 +28,7 @@ pub struct RouteSpec {
     pub doc: Value,
 }
 
-fn r(
+pub(crate) fn r(
     method: Method,
     path: &'static str,
     access: Access,
@@ -44,11 +44,11 @@ fn r(
     }
 }
 
-fn body(name: &str, required: bool) -> Value {
+pub(crate) fn body(name: &str, required: bool) -> Value {
     json!({"required": required, "content": {"application/json": {"schema": schema(name)}}})
 }
 
-fn ok(code: &str, description: &str, name: &str) -> (String, Value) {
+pub(crate) fn ok(code: &str, description: &str, name: &str) -> (String, Value) {
     (
         code.to_string(),
         json!({"description": description, "content": {"application/json": {"schema": schema(name)}}}),
@@ -90,7 +90,7 @@ fn retry_after(required: bool) -> Value {
 }
 
 /// An operation with the error answers every route of its access level can give.
-fn op(
+pub(crate) fn op(
     id: &str,
     tag: &str,
     summary: &str,
@@ -157,7 +157,7 @@ fn path_id(what: &str) -> Value {
     json!({"name": "id", "in": "path", "required": true, "description": format!("The {what} id"), "schema": schema})
 }
 
-fn query(name: &str, description: &str, schema: Value) -> Value {
+pub(crate) fn query(name: &str, description: &str, schema: Value) -> Value {
     json!({"name": name, "in": "query", "required": false, "description": description, "schema": schema})
 }
 
@@ -166,7 +166,7 @@ pub fn table() -> Vec<RouteSpec> {
     use Access::*;
     let timer_ok = |c: &str, d: &str| ok(c, d, "Timer");
     let not_found = || problem("404", "No such timer for this tenant");
-    vec![
+    let mut routes = vec![
         r(
             Method::POST,
             "/timers",
@@ -548,7 +548,9 @@ pub fn table() -> Vec<RouteSpec> {
                 json!({}),
             ),
         ),
-    ]
+    ];
+    routes.extend(schedules::routes());
+    routes
 }
 
 fn timeout_param(description: &str) -> Value {
@@ -627,6 +629,10 @@ pub fn openapi_document_for(tiers: &[String]) -> Value {
                         "responses": {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}},
                                       "303": {"description": "Redirect to the UI's page"}}}}),
     );
+    let mut all_schemas = schemas(tiers);
+    if let Some(m) = all_schemas.as_object_mut() {
+        m.extend(schedules::schemas());
+    }
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -642,7 +648,7 @@ pub fn openapi_document_for(tiers: &[String]) -> Value {
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
                 "bearer": {"type": "http", "scheme": "bearer"},
             },
-            "schemas": schemas(tiers),
+            "schemas": all_schemas,
         },
     })
 }

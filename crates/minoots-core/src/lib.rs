@@ -26,6 +26,7 @@ pub mod plan;
 pub mod records;
 pub mod request;
 pub mod retry;
+pub mod schedule;
 pub mod timefmt;
 
 pub use action::{
