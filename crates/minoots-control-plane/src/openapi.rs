@@ -171,7 +171,9 @@ pub fn schemas(tiers: &[String]) -> Value {
             "firedAt": time_or_null, "firedLateMs": nullable("number"), "settledAt": time_or_null,
             "cancelledAt": time_or_null, "cancelReason": nullable("string"),
             "metadata": {"type": "object"}, "labels": string_map, "actionBundle": schema("ActionBundle"),
-            "version": {"type": "integer"}}},
+            "version": {"type": "integer"},
+            "scheduleId": {"type": "string", "description": "Present on a schedule's run: the schedule"},
+            "scheduledAt": {"type": "string", "format": "date-time", "description": "Present on a schedule's run: its slot, before jitter"}}},
         "TimerList": {"type": "object", "required": ["timers", "nextCursor"], "properties": {
             "timers": {"type": "array", "items": schema("Timer")}, "nextCursor": {"type": ["string", "null"], "pattern": CURSOR_PATTERN}}},
         "CancelRequest": {"type": "object", "additionalProperties": false, "properties": {

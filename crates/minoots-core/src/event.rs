@@ -312,6 +312,7 @@ mod tests {
             action_bundle: ActionBundle::default(),
             idempotency_key: None,
             version: 1,
+            schedule: None,
         };
         let id = timer.id;
         let cases: Vec<(NewEvent, EventType, &str)> = vec![

@@ -37,7 +37,7 @@ pub use error::{ConfigError, FieldError, Missing, Quota, ValidationErrors, Write
 pub use event::{Event, EventType, NewEvent, RetryCause};
 pub use model::{
     AttemptOutcome, AttemptRecord, DeathReason, Delivery, DeliveryId, DeliveryStatus,
-    ForbiddenTransition, Timer, TimerId, TimerStatus,
+    ForbiddenTransition, ScheduleId, ScheduleLink, Timer, TimerId, TimerStatus,
 };
 pub use request::{DurationInput, TimerRequest, TimerSpec};
 pub use retry::RetryPolicy;

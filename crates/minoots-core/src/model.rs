@@ -26,6 +26,11 @@ use crate::timefmt::format_us;
 #[serde(transparent)]
 pub struct TimerId(pub Uuid);
 
+/// A schedule's id: a UUID v7, like a timer's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ScheduleId(pub Uuid);
+
 /// A delivery's id: stable across retries and redeliveries, so receivers deduplicate on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -59,6 +64,7 @@ macro_rules! uuid_id {
 }
 uuid_id!(TimerId);
 uuid_id!(DeliveryId);
+uuid_id!(ScheduleId);
 
 /// Where a timer is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -270,6 +276,16 @@ pub struct Timer {
     pub idempotency_key: Option<String>,
     /// Incremented on every change; clients may use it for optimistic concurrency.
     pub version: i64,
+    /// The schedule and slot this timer is a run of, when a schedule created it.
+    pub schedule: Option<ScheduleLink>,
+}
+
+/// Which slot of which schedule a timer runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScheduleLink {
+    pub id: ScheduleId,
+    /// The slot's nominal instant (before jitter).
+    pub scheduled_at_us: i64,
 }
 
 impl Timer {
@@ -280,7 +296,7 @@ impl Timer {
 
     /// The REST representation (camelCase, RFC 3339 times), as in the API contract.
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "id": self.id.to_string(),
             "tenantId": self.tenant_id,
             "name": self.name,
@@ -298,7 +314,12 @@ impl Timer {
             "labels": self.labels,
             "actionBundle": self.action_bundle,
             "version": self.version,
-        })
+        });
+        if let (Some(link), Some(o)) = (&self.schedule, v.as_object_mut()) {
+            o.insert("scheduleId".into(), link.id.to_string().into());
+            o.insert("scheduledAt".into(), format_us(link.scheduled_at_us).into());
+        }
+        v
     }
 
     /// Appends [`Timer::to_json`] encoded as JSON to `out`, byte for byte what
@@ -358,6 +379,12 @@ impl Timer {
         put(out, &self.name);
         key(out, false, "requestedBy");
         put(out, &self.requested_by);
+        if let Some(link) = &self.schedule {
+            key(out, false, "scheduleId");
+            put(out, &link.id);
+            key(out, false, "scheduledAt");
+            put(out, &format_us(link.scheduled_at_us));
+        }
         key(out, false, "settledAt");
         put(out, &time(self.settled_at_us));
         key(out, false, "status");
@@ -615,8 +642,13 @@ mod tests {
             action_bundle: bundle,
             idempotency_key: Some("k".into()),
             version: 7,
+            schedule: Some(ScheduleLink {
+                id: ScheduleId::new_v7(),
+                scheduled_at_us: 1_700_000_009_000_000,
+            }),
         };
         let bare = Timer {
+            schedule: None,
             requested_by: None,
             status: TimerStatus::Scheduled,
             duration_ms: None,
@@ -628,6 +660,10 @@ mod tests {
             action_bundle: ActionBundle::default(),
             ..full.clone()
         };
+        let json = full.to_json();
+        assert_eq!(json["scheduledAt"], "2023-11-14T22:13:29Z");
+        assert_eq!(json["scheduleId"], full.schedule.unwrap().id.to_string());
+        assert!(bare.to_json().get("scheduleId").is_none());
         for t in [full, bare] {
             let mut direct = Vec::new();
             t.write_json(&mut direct);

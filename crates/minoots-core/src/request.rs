@@ -342,6 +342,7 @@ impl TimerSpec {
             action_bundle: self.action_bundle,
             idempotency_key: self.idempotency_key,
             version: 1,
+            schedule: None,
         }
     }
 }

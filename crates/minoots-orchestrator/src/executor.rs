@@ -647,6 +647,7 @@ impl Orchestrator {
                             delivery_id: &delivery_id,
                             timer_id: &timer_id,
                             attempt: d.delivery.attempt,
+                            schedule: d.timer.schedule,
                             secrets: &secrets,
                             timestamp_s: started_at_us.div_euclid(1_000_000),
                             body,

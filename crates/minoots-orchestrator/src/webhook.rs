@@ -2,7 +2,9 @@
 //!
 //! The request carries the action's method, headers and body (by default the event
 //! envelope), the Standard Webhooks headers (`webhook-id` is the delivery id, stable
-//! across retries), `x-minoots-timer-id`, `x-minoots-attempt` and a `User-Agent` naming
+//! across retries), `x-minoots-timer-id`, `x-minoots-attempt`, for a schedule's run
+//! `x-minoots-schedule-id` and `x-minoots-scheduled-at` (one timer per slot, so the
+//! delivery id is also the slot's stable idempotency value), and a `User-Agent` naming
 //! MINOOTS. Redirects are never followed; proxies from the environment are never used.
 //! Every address the host resolves to passes the SSRF guard at connect time.
 //!
@@ -59,6 +61,9 @@ pub struct WebhookCall<'a> {
     pub delivery_id: &'a str,
     pub timer_id: &'a str,
     pub attempt: u32,
+    /// The schedule and slot of a scheduled run: `x-minoots-schedule-id` and
+    /// `x-minoots-scheduled-at` (RFC 3339).
+    pub schedule: Option<minoots_core::ScheduleLink>,
     /// Signing secrets, newest first.
     pub secrets: &'a [WebhookSecret],
     /// Unix seconds for `webhook-timestamp`.
@@ -155,7 +160,21 @@ impl WebhookClient {
             ("x-minoots-timer-id", call.timer_id.to_string()),
             ("x-minoots-attempt", call.attempt.to_string()),
         ];
-        let mut own = Vec::with_capacity(ours.len() + 1);
+        let mut own = Vec::with_capacity(ours.len() + 3);
+        if let Some(link) = call.schedule {
+            for (name, text) in [
+                ("x-minoots-schedule-id", link.id.to_string()),
+                (
+                    "x-minoots-scheduled-at",
+                    minoots_core::timefmt::format_us(link.scheduled_at_us),
+                ),
+            ] {
+                match header_value(name, text) {
+                    Ok(v) => own.push((HeaderName::from_static(name), v)),
+                    Err(e) => return ExecResult::failure(AttemptOutcome::Permanent, e),
+                }
+            }
+        }
         // A content type the tenant set for its own body wins over the default; the
         // signature and MINOOTS headers cannot be set by tenants (refused at creation).
         if !tenant.contains_key(reqwest::header::CONTENT_TYPE) {

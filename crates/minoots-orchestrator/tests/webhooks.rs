@@ -323,3 +323,48 @@ async fn a_redirect_is_not_followed_and_is_recorded_with_its_location() {
     assert_eq!(sink.count(), 1, "only the first URL was requested");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_run_names_its_schedule_and_slot_in_headers() {
+    use minoots_core::{ScheduleId, ScheduleLink, WebhookAction};
+    use minoots_orchestrator::signing::WebhookSecret;
+    use minoots_orchestrator::webhook::{WebhookCall, WebhookClient};
+
+    let (sink, url) = start_sink(vec![]).await;
+    let client =
+        WebhookClient::new(loopback_allowed(), 4, Arc::new(minoots_core::SystemClock)).unwrap();
+    let action: WebhookAction = serde_json::from_value(serde_json::json!({"url": url})).unwrap();
+    let secrets = [WebhookSecret::generate().unwrap()];
+    let link = ScheduleLink {
+        id: ScheduleId::new_v7(),
+        scheduled_at_us: 1_796_860_800_000_000,
+    };
+    for schedule in [Some(link), None] {
+        let result = client
+            .deliver(WebhookCall {
+                action: &action,
+                url: None,
+                delivery_id: "d-1",
+                timer_id: "t-1",
+                attempt: 1,
+                schedule,
+                secrets: &secrets,
+                timestamp_s: 1_796_860_800,
+                body: b"{}".to_vec(),
+            })
+            .await;
+        assert_eq!(result.outcome, minoots_core::AttemptOutcome::Succeeded);
+    }
+    sink.wait_for(2).await;
+    let reqs = sink.requests();
+    assert_eq!(
+        reqs[0].headers["x-minoots-schedule-id"],
+        link.id.to_string().as_str()
+    );
+    assert_eq!(
+        reqs[0].headers["x-minoots-scheduled-at"],
+        "2026-12-10T00:00:00Z"
+    );
+    assert!(reqs[1].headers.get("x-minoots-schedule-id").is_none());
+    assert!(reqs[1].headers.get("x-minoots-scheduled-at").is_none());
+}

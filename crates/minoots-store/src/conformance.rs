@@ -18,10 +18,12 @@ use crate::*;
 mod group;
 mod missing;
 mod payloads;
+mod runs;
 mod text;
 pub use group::*;
 pub use missing::*;
 pub use payloads::*;
+pub use runs::*;
 pub use text::*;
 
 /// A fresh store, the clock it reads, and whatever must live as long as it (a temp dir).
@@ -76,7 +78,8 @@ macro_rules! conformance_tests {
             a_call_failing_part_way_is_undone_alone,
             every_event_carries_the_core_payload,
             every_not_found_names_what_is_missing,
-            reported_text_with_nul_is_stored_without_it
+            reported_text_with_nul_is_stored_without_it,
+            a_run_keeps_its_schedule_and_slot
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
@@ -146,6 +149,7 @@ pub fn timer(h: &Harness, tenant: &str, fire_at_us: i64, actions: usize) -> Time
         },
         idempotency_key: None,
         version: 1,
+        schedule: None,
     }
 }
 

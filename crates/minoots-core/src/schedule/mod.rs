@@ -11,6 +11,7 @@
 
 pub mod cron;
 pub mod plan;
+pub mod record;
 pub mod slots;
 pub mod spec;
 
@@ -18,6 +19,8 @@ pub mod spec;
 mod dst_tests;
 
 pub use cron::{CronError, CronExpr};
+pub use plan::{Plan, Progress, Run, ScheduleStatus, SkipReason, plan_dispatch, plan_run_ended};
+pub use record::{RunStatus, Schedule, ScheduleRun};
 pub use slots::{Recurrence, Slot, Zone, tzdb_version};
 pub use spec::{MAX_PREVIEW_COUNT, Misfire, MisfirePolicy, Overlap, ScheduleRequest, ScheduleSpec};
 

@@ -52,6 +52,17 @@ pub enum ScheduleStatus {
 }
 
 impl ScheduleStatus {
+    /// From [`ScheduleStatus::as_str`].
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            ScheduleStatus::Active,
+            ScheduleStatus::Paused,
+            ScheduleStatus::Completed,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ScheduleStatus::Active => "active",
@@ -72,6 +83,19 @@ pub enum SkipReason {
 }
 
 impl SkipReason {
+    pub const ALL: [SkipReason; 5] = [
+        SkipReason::Paused,
+        SkipReason::Overlap,
+        SkipReason::CatchupExpired,
+        SkipReason::Superseded,
+        SkipReason::MaxRuns,
+    ];
+
+    /// From [`SkipReason::as_str`].
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == text)
+    }
+
     /// As the API shows it.
     pub fn as_str(self) -> &'static str {
         match self {

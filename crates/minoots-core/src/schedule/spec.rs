@@ -190,6 +190,22 @@ impl ScheduleRequest {
         now_us: i64,
         min_interval_ms: i64,
     ) -> Result<ScheduleSpec, ValidationErrors> {
+        self.build(tenant_id, Some((now_us, min_interval_ms)))
+    }
+
+    /// The spec of a schedule accepted earlier (as stored): the same structure, without the
+    /// checks that depend on the moment of creation (an end in the past, slots from now
+    /// on, the tier's interval), which a stored schedule passed when it was created.
+    pub fn stored_spec(&self, tenant_id: &str) -> Result<ScheduleSpec, ValidationErrors> {
+        self.build(tenant_id, None)
+    }
+
+    fn build(
+        &self,
+        tenant_id: &str,
+        admission: Option<(i64, i64)>,
+    ) -> Result<ScheduleSpec, ValidationErrors> {
+        let now_us = admission.map_or(0, |(now, _)| now);
         let mut errors = ValidationErrors::new();
         let recurrence = self.recurrence(&mut errors);
         let time = |field: &str, text: &Option<String>, errors: &mut ValidationErrors| {
@@ -209,7 +225,7 @@ impl ScheduleRequest {
                     "endAt",
                     "is before startAt; a schedule's end comes after its start",
                 );
-            } else if end < now_us {
+            } else if admission.is_some() && end < now_us {
                 errors.push("endAt", "is in the past; the schedule would never fire");
             }
         }
@@ -263,7 +279,7 @@ impl ScheduleRequest {
             }
         };
 
-        if let Some(r) = &recurrence {
+        if let (Some(r), Some((now_us, min_interval_ms))) = (&recurrence, admission) {
             let from = start_at_us.map_or(now_us, |s| s.max(now_us));
             match r.next_after(from - 1) {
                 None => errors.push(
@@ -323,6 +339,27 @@ impl ScheduleRequest {
             jitter_us: jitter_ms * 1000,
             run,
         })
+    }
+
+    /// The request as a schedule stores and shows it: the zone by its canonical name (out of
+    /// a `CRON_TZ=` prefix), and the catch-up and overlap settings with their defaults.
+    pub fn normalized(&self, spec: &ScheduleSpec) -> ScheduleRequest {
+        ScheduleRequest {
+            cron: spec.cron.clone(),
+            timezone: Some(spec.recurrence.zone().name().to_string()),
+            misfire: Some(MisfireRequest {
+                policy: Some(spec.misfire.policy),
+                window: Some(
+                    self.misfire
+                        .as_ref()
+                        .and_then(|m| m.window.clone())
+                        .unwrap_or(DurationInput::Millis(spec.misfire.window_us / 1000)),
+                ),
+                max_burst: Some(spec.misfire.max_burst),
+            }),
+            overlap: Some(spec.overlap),
+            ..self.clone()
+        }
     }
 
     fn recurrence_field(&self) -> &'static str {

@@ -11,8 +11,8 @@ use minoots_core::records::{
 use minoots_core::timefmt::format_us;
 use minoots_core::{
     Action, ActionBundle, AttemptOutcome, AttemptRecord, CommandAction, Delivery, DeliveryId,
-    DeliveryStatus, DurationInput, Event, EventType, FileAction, FileMode, RetryPolicy, Timer,
-    TimerId, TimerRequest, TimerStatus, ValidationErrors, WebhookAction,
+    DeliveryStatus, DurationInput, Event, EventType, FileAction, FileMode, RetryPolicy, ScheduleId,
+    ScheduleLink, Timer, TimerId, TimerRequest, TimerStatus, ValidationErrors, WebhookAction,
 };
 use prost_types::{ListValue, Struct, Timestamp, Value, value::Kind};
 
@@ -297,6 +297,8 @@ pub fn timer_pb(t: &Timer) -> pb::Timer {
         action_bundle: Some(bundle_pb(&t.action_bundle)),
         idempotency_key: t.idempotency_key.clone(),
         version: t.version,
+        schedule_id: t.schedule.map(|l| l.id.to_string()),
+        scheduled_at: t.schedule.map(|l| ts(l.scheduled_at_us)),
     }
 }
 
@@ -330,6 +332,15 @@ pub fn timer_of(t: pb::Timer) -> KernelResult<Timer> {
         action_bundle,
         idempotency_key: t.idempotency_key,
         version: t.version,
+        schedule: match (t.schedule_id, us_opt(&t.scheduled_at)) {
+            (Some(id), Some(scheduled_at_us)) => Some(ScheduleLink {
+                id: id.parse().map(ScheduleId).map_err(|_| {
+                    KernelError::Internal(format!("malformed schedule id {id:?} from the kernel"))
+                })?,
+                scheduled_at_us,
+            }),
+            _ => None,
+        },
     })
 }
 
@@ -755,6 +766,26 @@ mod tests {
     fn timestamps_round_trip_including_before_1970() {
         for us in [0, 1, -1, 1_795_773_600_123_456, -1_500_000] {
             assert_eq!(us_of(&ts(us)), us);
+        }
+    }
+
+    #[test]
+    fn a_timer_keeps_its_schedule_and_slot_over_grpc() {
+        let request: TimerRequest =
+            serde_json::from_str(r#"{"duration": "1m", "name": "run"}"#).unwrap();
+        let mut timer = request
+            .validate("acme", 1_795_773_600_000_000)
+            .unwrap()
+            .into_timer(TimerId::new_v7(), 1_795_773_600_000_000);
+        for schedule in [
+            None,
+            Some(ScheduleLink {
+                id: ScheduleId::new_v7(),
+                scheduled_at_us: 1_795_773_660_000_000,
+            }),
+        ] {
+            timer.schedule = schedule;
+            assert_eq!(timer_of(timer_pb(&timer)).unwrap(), timer);
         }
     }
 

@@ -183,6 +183,8 @@ pub(crate) const TABLES: &[Table] = &[
             col("idempotency_key", Text),
             col("idempotency_fingerprint", Bytea),
             col("version", Int8),
+            col("schedule_id", Uuid),
+            col("scheduled_at", Int8),
         ],
         has_status: true,
     },

@@ -478,22 +478,33 @@ async fn insert_timers(w: &mut WriteTx<'_>, new: &[(Timer, Option<&[u8; 32]>)]) 
     let fingerprints: Vec<Option<&[u8]>> =
         new.iter().map(|(_, f)| f.map(|f| f.as_slice())).collect();
     let versions: Vec<i64> = new.iter().map(|(t, _)| t.version).collect();
+    let schedules: Vec<Option<Uuid>> = new
+        .iter()
+        .map(|(t, _)| t.schedule.map(|l| l.id.0))
+        .collect();
+    let slots: Vec<Option<i64>> = new
+        .iter()
+        .map(|(t, _)| t.schedule.map(|l| l.scheduled_at_us))
+        .collect();
     let inserted = w
         .db()
         .execute(
             "INSERT INTO timers (id, tenant_id, name, requested_by, status, created_at, fire_at,
                     duration_ms, fired_at, settled_at, cancelled_at, cancel_reason, metadata, labels,
-                    action_bundle, idempotency_key, idempotency_fingerprint, version)
+                    action_bundle, idempotency_key, idempotency_fingerprint, version, schedule_id,
+                    scheduled_at)
              SELECT id, tenant_id, name, requested_by, status, created_at, fire_at, duration_ms,
                     fired_at, settled_at, cancelled_at, cancel_reason, metadata, labels::jsonb,
-                    action_bundle, idempotency_key, idempotency_fingerprint, version
+                    action_bundle, idempotency_key, idempotency_fingerprint, version, schedule_id,
+                    scheduled_at
                FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
                            $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[],
                            $12::text[], $13::text[], $14::text[], $15::text[], $16::text[],
-                           $17::bytea[], $18::bigint[])
+                           $17::bytea[], $18::bigint[], $19::uuid[], $20::bigint[])
                  AS t(id, tenant_id, name, requested_by, status, created_at, fire_at, duration_ms,
                       fired_at, settled_at, cancelled_at, cancel_reason, metadata, labels,
-                      action_bundle, idempotency_key, idempotency_fingerprint, version)",
+                      action_bundle, idempotency_key, idempotency_fingerprint, version,
+                      schedule_id, scheduled_at)",
             &[
                 &ids,
                 &tenants,
@@ -513,6 +524,8 @@ async fn insert_timers(w: &mut WriteTx<'_>, new: &[(Timer, Option<&[u8; 32]>)]) 
                 &keys,
                 &fingerprints,
                 &versions,
+                &schedules,
+                &slots,
             ],
         )
         .await;

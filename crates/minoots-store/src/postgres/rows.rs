@@ -4,7 +4,7 @@
 //! The column lists live here as macros, so that every statement is a compile-time
 //! constant (one prepared statement each, see `pool.rs`).
 
-use minoots_core::{Delivery, DeliveryId, Event, Timer, TimerId};
+use minoots_core::{Delivery, DeliveryId, Event, ScheduleId, ScheduleLink, Timer, TimerId};
 use tokio_postgres::Row;
 use tokio_postgres::types::FromSql;
 use uuid::Uuid;
@@ -17,7 +17,7 @@ macro_rules! timer_cols {
     () => {
         "id, tenant_id, name, requested_by, status, created_at, fire_at, duration_ms, fired_at, \
          settled_at, cancelled_at, cancel_reason, metadata, labels::text, action_bundle, \
-         idempotency_key, version"
+         idempotency_key, version, schedule_id, scheduled_at"
     };
 }
 pub(super) use timer_cols;
@@ -49,7 +49,7 @@ macro_rules! key_cols {
 pub(super) use key_cols;
 
 /// How many columns `timer_cols!` names: the index of the first column after them.
-pub(super) const TIMER_COLUMNS: usize = 17;
+pub(super) const TIMER_COLUMNS: usize = 19;
 
 fn corrupt(idx: usize, what: impl std::fmt::Display) -> TxError {
     TxError::Store(StoreError::Corrupt(format!("column {idx}: {what}")))
@@ -96,6 +96,13 @@ pub(super) fn timer_from_row(row: &Row) -> TxResult<Timer> {
         action_bundle: json(row, 14)?,
         idempotency_key: col(row, 15)?,
         version: col(row, 16)?,
+        schedule: match (col::<Option<Uuid>>(row, 17)?, col::<Option<i64>>(row, 18)?) {
+            (Some(id), Some(scheduled_at_us)) => Some(ScheduleLink {
+                id: ScheduleId(id),
+                scheduled_at_us,
+            }),
+            _ => None,
+        },
     })
 }
 

@@ -208,6 +208,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
         started_at  bigint NOT NULL
     );
     "#,
+    // 4: a timer a schedule created names the schedule and the slot it runs.
+    r#"
+    ALTER TABLE timers ADD COLUMN schedule_id uuid, ADD COLUMN scheduled_at bigint;
+    "#,
 ];
 
 /// Applies the migrations this database has not seen, on `client` (whose search path is

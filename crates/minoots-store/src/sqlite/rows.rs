@@ -2,7 +2,7 @@
 //! deliveries, the decoders of their rows, and the mapping of SQLite's errors to
 //! [`StoreError`]. A row that cannot be decoded is corrupt data, never a panic.
 
-use minoots_core::{Delivery, DeliveryId, Event, Timer, TimerId};
+use minoots_core::{Delivery, DeliveryId, Event, ScheduleId, ScheduleLink, Timer, TimerId};
 use rusqlite::Row;
 use rusqlite::types::Type;
 
@@ -33,7 +33,10 @@ impl From<rusqlite::Error> for StoreError {
 }
 
 pub(super) const TIMER_COLS: &str = "id, tenant_id, name, requested_by, status, created_at, fire_at, duration_ms, \
-    fired_at, settled_at, cancelled_at, cancel_reason, metadata, labels, action_bundle, idempotency_key, version";
+    fired_at, settled_at, cancelled_at, cancel_reason, metadata, labels, action_bundle, idempotency_key, version, \
+    schedule_id, scheduled_at";
+/// How many columns `TIMER_COLS` names: the index of the first column after them.
+pub(super) const TIMER_COLUMNS: usize = 19;
 
 pub(super) const DELIVERY_COLS: &str = "id, timer_id, tenant_id, occurrence, action_index, status, attempt, max_attempts, \
     next_attempt_at, lease_owner, lease_expires_at, created_at, updated_at, last_error";
@@ -86,6 +89,17 @@ pub(super) fn timer_from_row(row: &Row<'_>) -> rusqlite::Result<Timer> {
         action_bundle: json_col(row, 14)?,
         idempotency_key: row.get(15)?,
         version: row.get(16)?,
+        schedule: match (
+            row.get::<_, Option<Vec<u8>>>(17)?,
+            row.get::<_, Option<i64>>(18)?,
+        ) {
+            (Some(id), Some(scheduled_at_us)) => Some(ScheduleLink {
+                id: ScheduleId::from_slice(&id)
+                    .ok_or_else(|| corrupt(17, std::io::Error::other("bad id length")))?,
+                scheduled_at_us,
+            }),
+            _ => None,
+        },
     })
 }
 

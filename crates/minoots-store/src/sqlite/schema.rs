@@ -132,4 +132,9 @@ pub const MIGRATIONS: &[&str] = &[
     -- with a different body is told apart from a retry.
     ALTER TABLE timers ADD COLUMN idempotency_fingerprint BLOB;
     "#,
+    // 4: a timer a schedule created names the schedule and the slot it runs.
+    r#"
+    ALTER TABLE timers ADD COLUMN schedule_id BLOB;
+    ALTER TABLE timers ADD COLUMN scheduled_at INTEGER;
+    "#,
 ];

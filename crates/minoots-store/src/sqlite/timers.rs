@@ -9,7 +9,9 @@ use minoots_core::{ActionBundle, DeliveryId, NewEvent, RetryCause, Timer, TimerI
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::WriteCtx;
-use super::rows::{DELIVERY_COLS, TIMER_COLS, delivery_from_row, id_col, timer_from_row};
+use super::rows::{
+    DELIVERY_COLS, TIMER_COLS, TIMER_COLUMNS, delivery_from_row, id_col, timer_from_row,
+};
 use crate::plan::{KeyReuse, check_new_timer, check_quotas, key_reuse};
 use crate::types::*;
 
@@ -26,7 +28,10 @@ pub fn create_timer(
         ))?;
         let found = stmt
             .query_row(params![timer.tenant_id, key], |r| {
-                Ok((timer_from_row(r)?, r.get::<_, Option<Vec<u8>>>(17)?))
+                Ok((
+                    timer_from_row(r)?,
+                    r.get::<_, Option<Vec<u8>>>(TIMER_COLUMNS)?,
+                ))
             })
             .optional()?;
         if let Some((existing, fingerprint)) = found {
@@ -71,7 +76,7 @@ pub fn create_timer(
             .execute(params![old.as_bytes()])?;
     }
     let mut stmt = ctx.conn.prepare_cached(&format!(
-        "INSERT INTO timers ({TIMER_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+        "INSERT INTO timers ({TIMER_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
     ))?;
     stmt.execute(params![
         timer.id.as_bytes(),
@@ -91,6 +96,8 @@ pub fn create_timer(
         bundle,
         timer.idempotency_key,
         timer.version,
+        timer.schedule.map(|l| l.id.as_bytes().to_vec()),
+        timer.schedule.map(|l| l.scheduled_at_us),
     ])?;
     if timer.idempotency_key.is_some()
         && let Some(fp) = &options.idempotency_fingerprint
