@@ -151,6 +151,12 @@ impl ApiError {
                             "the tenant already has {limit} scheduled timers, the most its tier allows; cancel some or wait for them to fire"
                         ),
                     ),
+                    Quota::Schedules => (
+                        60,
+                        format!(
+                            "the tenant already has {limit} schedules, the most its tier allows; delete one or move to a higher tier"
+                        ),
+                    ),
                 };
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, "quota-exceeded", detail)
                     .with_extra("quota", quota.as_str().into())

@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{DeliveryId, TimerId};
+use crate::model::{DeliveryId, ScheduleId, TimerId};
 
 /// One problem with one input field. `field` is a JSON path in camelCase
 /// (`actionBundle.actions[0].url`), `message` a sentence saying what to change.
@@ -83,6 +83,7 @@ pub enum Missing {
     Delivery(DeliveryId),
     Tenant(String),
     ApiKey(String),
+    Schedule(ScheduleId),
 }
 
 impl std::fmt::Display for Missing {
@@ -93,6 +94,7 @@ impl std::fmt::Display for Missing {
             Missing::Delivery(id) => write!(f, "delivery {id}"),
             Missing::Tenant(id) => write!(f, "tenant {id}"),
             Missing::ApiKey(id) => write!(f, "key {id}"),
+            Missing::Schedule(id) => write!(f, "schedule {id}"),
         }
     }
 }
@@ -121,16 +123,19 @@ pub enum Quota {
     TimersPerDay,
     /// Timers scheduled and not yet fired or cancelled.
     PendingTimers,
+    /// Schedules that are not completed.
+    Schedules,
 }
 
 impl Quota {
-    pub const ALL: [Quota; 2] = [Quota::TimersPerDay, Quota::PendingTimers];
+    pub const ALL: [Quota; 3] = [Quota::TimersPerDay, Quota::PendingTimers, Quota::Schedules];
 
     /// The name used in API answers and configuration.
     pub fn as_str(self) -> &'static str {
         match self {
             Quota::TimersPerDay => "timersPerDay",
             Quota::PendingTimers => "pendingTimers",
+            Quota::Schedules => "schedules",
         }
     }
 }

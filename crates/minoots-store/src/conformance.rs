@@ -19,11 +19,13 @@ mod group;
 mod missing;
 mod payloads;
 mod runs;
+mod schedules;
 mod text;
 pub use group::*;
 pub use missing::*;
 pub use payloads::*;
 pub use runs::*;
+pub use schedules::*;
 pub use text::*;
 
 /// A fresh store, the clock it reads, and whatever must live as long as it (a temp dir).
@@ -79,7 +81,9 @@ macro_rules! conformance_tests {
             every_event_carries_the_core_payload,
             every_not_found_names_what_is_missing,
             reported_text_with_nul_is_stored_without_it,
-            a_run_keeps_its_schedule_and_slot
+            a_run_keeps_its_schedule_and_slot,
+            schedules_dispatch_each_slot_once,
+            racing_dispatches_of_one_schedule_create_one_run
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {

@@ -14,6 +14,7 @@ pub mod conformance;
 pub mod migrate;
 mod plan;
 pub mod postgres;
+pub mod schedules;
 pub mod sqlite;
 mod types;
 
@@ -24,7 +25,8 @@ pub use types::*;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use minoots_core::{Delivery, Event, Timer, TimerId};
+use minoots_core::schedule::{Schedule, ScheduleRun};
+use minoots_core::{Delivery, Event, ScheduleId, Timer, TimerId};
 use tokio::sync::{broadcast, watch};
 
 /// What a kernel must know when it shares its store with other kernels (PostgreSQL; see
@@ -247,6 +249,52 @@ pub trait Store: Send + Sync + 'static {
 
     /// The tenant's timers created in the UTC day `day` (see [`utc_day`]) and pending now.
     async fn tenant_usage(&self, tenant_id: &str, day: i64) -> StoreResult<TenantUsage>;
+
+    /// Stores a new schedule (its progress at its start, its first wake time set).
+    /// `QuotaExceeded` (quota `schedules`) when the tenant already has `max_schedules`
+    /// schedules that are not completed; nothing is written then.
+    async fn create_schedule(
+        &self,
+        schedule: Schedule,
+        max_schedules: Option<u64>,
+    ) -> StoreResult<Schedule>;
+
+    /// The schedule, if it exists and belongs to `tenant_id`.
+    async fn get_schedule(&self, tenant_id: &str, id: ScheduleId) -> StoreResult<Option<Schedule>>;
+
+    /// A tenant's schedules ordered by id, after `after`, at most `limit`.
+    async fn list_schedules(
+        &self,
+        tenant_id: &str,
+        after: Option<ScheduleId>,
+        limit: usize,
+    ) -> StoreResult<Vec<Schedule>>;
+
+    /// Schedules whose next dispatch is due at or before `until_us`, as (wake time, id) in
+    /// that order, at most `limit` (capped at [`schedules::MAX_SCHEDULES_DUE`]). The
+    /// kernel's schedule dispatcher fills its queue from this.
+    async fn schedules_due(
+        &self,
+        until_us: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<(i64, ScheduleId)>>;
+
+    /// Dispatches a schedule at the store's now: in one transaction, records every slot
+    /// due (or about to be) exactly once, creates the timers of the runs that fire,
+    /// cancels a run replaced by `cancelOther`, and advances the schedule's progress and
+    /// wake time ([`schedules::dispatch_write`]). Dispatching again at once writes nothing.
+    /// `NotFound` when the schedule is gone.
+    async fn dispatch_schedule(&self, id: ScheduleId) -> StoreResult<Dispatched>;
+
+    /// A schedule's run records in slot order, after the slot `after_us`, at most `limit`.
+    /// `NotFound` for another tenant's schedule.
+    async fn list_schedule_runs(
+        &self,
+        tenant_id: &str,
+        id: ScheduleId,
+        after_us: Option<i64>,
+        limit: usize,
+    ) -> StoreResult<Vec<ScheduleRun>>;
 
     /// Stops accepting writes, finishes those already queued, and releases the store.
     async fn close(&self);

@@ -127,3 +127,11 @@ pub struct StoreStats {
     pub in_flight_deliveries: u64,
     pub latest_event_seq: i64,
 }
+
+/// What a schedule's dispatch did: the schedule as it now stands, and the timers it
+/// created (for the kernel's window).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dispatched {
+    pub schedule: minoots_core::schedule::Schedule,
+    pub created: Vec<minoots_core::Timer>,
+}

@@ -27,6 +27,29 @@ pub struct Schedule {
 }
 
 impl Schedule {
+    /// A new schedule for a request validated into `spec` at `now_us`: active, nothing
+    /// recorded before its start, its first dispatch due at once (which works out when
+    /// the first slot comes).
+    pub fn new(
+        id: ScheduleId,
+        tenant_id: &str,
+        request: &ScheduleRequest,
+        spec: &ScheduleSpec,
+        now_us: i64,
+    ) -> Self {
+        Schedule {
+            id,
+            tenant_id: tenant_id.to_string(),
+            request: request.normalized(spec),
+            created_at_us: now_us,
+            updated_at_us: now_us,
+            version: 1,
+            progress: Progress::new(spec, now_us),
+            active_timer: None,
+            wake_at_us: Some(now_us),
+        }
+    }
+
     /// The validated spec (without the checks of creation time, which it passed).
     pub fn spec(&self) -> Result<ScheduleSpec, ValidationErrors> {
         self.request.stored_spec(&self.tenant_id)

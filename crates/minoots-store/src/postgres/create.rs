@@ -267,6 +267,21 @@ impl<'a> Admitted<'a> {
 }
 
 /// Creates the timers of every request (see the module comment); one result per request.
+/// Creates `timers` inside another write (a schedule's dispatch), without quotas.
+pub(super) async fn create_in(
+    w: &mut WriteTx<'_>,
+    timers: &[Timer],
+) -> TxResult<Vec<CreateOutcome>> {
+    let options = CreateOptions::default();
+    let mut out = create_all(w, &[(timers, &options)]).await?;
+    let created = out.pop().unwrap_or_else(|| {
+        Err(StoreError::Unavailable(
+            "a create returned no result".into(),
+        ))
+    })?;
+    Ok(created)
+}
+
 async fn create_all<'a>(
     w: &mut WriteTx<'_>,
     requests: &[(&'a [Timer], &'a CreateOptions)],
@@ -299,7 +314,10 @@ fn tenant_lock_key(tenant: &str) -> i32 {
 }
 
 /// Takes the create lock of each tenant, in ascending order of keys, in one statement.
-async fn lock_tenants(w: &mut WriteTx<'_>, tenants: impl Iterator<Item = &str>) -> TxResult<()> {
+pub(super) async fn lock_tenants(
+    w: &mut WriteTx<'_>,
+    tenants: impl Iterator<Item = &str>,
+) -> TxResult<()> {
     let mut keys: Vec<i32> = tenants.map(tenant_lock_key).collect();
     keys.sort_unstable();
     keys.dedup();

@@ -33,6 +33,7 @@ mod log;
 mod pool;
 mod reports;
 mod rows;
+mod schedules;
 mod schema;
 mod shards;
 mod timers;
@@ -43,7 +44,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use minoots_core::{Clock, Delivery, DeliveryId, Event, Timer, TimerId};
+use minoots_core::schedule::{Schedule, ScheduleRun};
+use minoots_core::{Clock, Delivery, DeliveryId, Event, ScheduleId, Timer, TimerId};
 use tokio::sync::broadcast;
 
 use crate::Store;
@@ -826,6 +828,74 @@ impl Store for PostgresStore {
         self.read(move |db| {
             let tenant = tenant.clone();
             Box::pin(async move { admin::tenant_usage(db, &tenant, day).await })
+        })
+        .await
+    }
+
+    async fn create_schedule(
+        &self,
+        schedule: Schedule,
+        max_schedules: Option<u64>,
+    ) -> StoreResult<Schedule> {
+        self.write(move |w| {
+            let schedule = schedule.clone();
+            Box::pin(async move { schedules::create_schedule(w, &schedule, max_schedules).await })
+        })
+        .await
+    }
+
+    async fn get_schedule(&self, tenant_id: &str, id: ScheduleId) -> StoreResult<Option<Schedule>> {
+        let tenant = tenant_id.to_string();
+        self.read(move |db| {
+            let tenant = tenant.clone();
+            Box::pin(async move { schedules::get_schedule(db, Some(&tenant), id).await })
+        })
+        .await
+    }
+
+    async fn list_schedules(
+        &self,
+        tenant_id: &str,
+        after: Option<ScheduleId>,
+        limit: usize,
+    ) -> StoreResult<Vec<Schedule>> {
+        let tenant = tenant_id.to_string();
+        self.read(move |db| {
+            let tenant = tenant.clone();
+            Box::pin(async move { schedules::list_schedules(db, &tenant, after, limit).await })
+        })
+        .await
+    }
+
+    async fn schedules_due(
+        &self,
+        until_us: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<(i64, ScheduleId)>> {
+        self.read(move |db| {
+            Box::pin(async move { schedules::schedules_due(db, until_us, limit).await })
+        })
+        .await
+    }
+
+    async fn dispatch_schedule(&self, id: ScheduleId) -> StoreResult<Dispatched> {
+        self.write(move |w| Box::pin(async move { schedules::dispatch_schedule(w, id).await }))
+            .await
+    }
+
+    async fn list_schedule_runs(
+        &self,
+        tenant_id: &str,
+        id: ScheduleId,
+        after_us: Option<i64>,
+        limit: usize,
+    ) -> StoreResult<Vec<ScheduleRun>> {
+        let tenant = tenant_id.to_string();
+        self.read(move |db| {
+            let tenant = tenant.clone();
+            Box::pin(async move {
+                schedules::list_schedule_runs(db, &tenant, id, after_us, limit).await
+            })
         })
         .await
     }

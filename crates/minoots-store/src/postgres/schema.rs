@@ -212,6 +212,35 @@ pub(super) const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE timers ADD COLUMN schedule_id uuid, ADD COLUMN scheduled_at bigint;
     "#,
+    // 5: schedules, their progress and wake time, and one record per slot.
+    r#"
+    CREATE TABLE schedules (
+        id           uuid    NOT NULL PRIMARY KEY,
+        tenant_id    text    NOT NULL,
+        request      text    NOT NULL,
+        status       text    NOT NULL,
+        created_at   bigint  NOT NULL,
+        updated_at   bigint  NOT NULL,
+        version      bigint  NOT NULL,
+        cursor       bigint  NOT NULL,
+        runs_fired   bigint  NOT NULL,
+        active_timer uuid,
+        buffered     text    NOT NULL,
+        wake_at      bigint
+    );
+    CREATE INDEX schedules_wake ON schedules (wake_at, id) WHERE wake_at IS NOT NULL;
+    CREATE INDEX schedules_tenant ON schedules (tenant_id, id);
+    CREATE TABLE schedule_runs (
+        schedule_id  uuid    NOT NULL,
+        scheduled_at bigint  NOT NULL,
+        status       text    NOT NULL,
+        reason       text,
+        timer_id     uuid,
+        fire_at      bigint,
+        recorded_at  bigint  NOT NULL,
+        PRIMARY KEY (schedule_id, scheduled_at)
+    );
+    "#,
 ];
 
 /// Applies the migrations this database has not seen, on `client` (whose search path is

@@ -32,6 +32,7 @@ mod group_commit;
 mod leases;
 mod readers;
 mod rows;
+mod schedules;
 pub(crate) mod schema;
 mod secrets;
 mod timers;
@@ -43,7 +44,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use async_trait::async_trait;
-use minoots_core::{Clock, Delivery, DeliveryId, Event, Timer, TimerId};
+use minoots_core::schedule::{Schedule, ScheduleRun};
+use minoots_core::{Clock, Delivery, DeliveryId, Event, ScheduleId, Timer, TimerId};
 use rusqlite::Connection;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -746,6 +748,58 @@ impl Store for SqliteStore {
     async fn tenant_usage(&self, tenant_id: &str, day: i64) -> StoreResult<TenantUsage> {
         let tenant = tenant_id.to_string();
         self.read(move |c| timers::tenant_usage(c, &tenant, day))
+            .await
+    }
+
+    async fn create_schedule(
+        &self,
+        schedule: Schedule,
+        max_schedules: Option<u64>,
+    ) -> StoreResult<Schedule> {
+        self.write(move |ctx| schedules::create_schedule(ctx, schedule, max_schedules))
+            .await
+    }
+
+    async fn get_schedule(&self, tenant_id: &str, id: ScheduleId) -> StoreResult<Option<Schedule>> {
+        let tenant = tenant_id.to_string();
+        self.read(move |c| schedules::get_schedule(c, Some(&tenant), id))
+            .await
+    }
+
+    async fn list_schedules(
+        &self,
+        tenant_id: &str,
+        after: Option<ScheduleId>,
+        limit: usize,
+    ) -> StoreResult<Vec<Schedule>> {
+        let tenant = tenant_id.to_string();
+        self.read(move |c| schedules::list_schedules(c, &tenant, after, limit))
+            .await
+    }
+
+    async fn schedules_due(
+        &self,
+        until_us: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<(i64, ScheduleId)>> {
+        self.read_reserved(move |c| schedules::schedules_due(c, until_us, limit))
+            .await
+    }
+
+    async fn dispatch_schedule(&self, id: ScheduleId) -> StoreResult<Dispatched> {
+        self.write(move |ctx| schedules::dispatch_schedule(ctx, id))
+            .await
+    }
+
+    async fn list_schedule_runs(
+        &self,
+        tenant_id: &str,
+        id: ScheduleId,
+        after_us: Option<i64>,
+        limit: usize,
+    ) -> StoreResult<Vec<ScheduleRun>> {
+        let tenant = tenant_id.to_string();
+        self.read(move |c| schedules::list_schedule_runs(c, &tenant, id, after_us, limit))
             .await
     }
 

@@ -137,4 +137,35 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE timers ADD COLUMN schedule_id BLOB;
     ALTER TABLE timers ADD COLUMN scheduled_at INTEGER;
     "#,
+    // 5: schedules, their progress and wake time, and one record per slot.
+    r#"
+    CREATE TABLE schedules (
+        id           BLOB    NOT NULL PRIMARY KEY,
+        tenant_id    TEXT    NOT NULL,
+        request      TEXT    NOT NULL,
+        status       TEXT    NOT NULL,
+        created_at   INTEGER NOT NULL,
+        updated_at   INTEGER NOT NULL,
+        version      INTEGER NOT NULL,
+        cursor       INTEGER NOT NULL,
+        runs_fired   INTEGER NOT NULL,
+        active_timer BLOB,
+        buffered     TEXT    NOT NULL,
+        wake_at      INTEGER
+    );
+    -- The dispatcher's queue: schedules with something to do, in wake order.
+    CREATE INDEX schedules_wake ON schedules (wake_at, id) WHERE wake_at IS NOT NULL;
+    CREATE INDEX schedules_tenant ON schedules (tenant_id, id);
+    -- The key is the slot: a slot can never get a second record.
+    CREATE TABLE schedule_runs (
+        schedule_id  BLOB    NOT NULL,
+        scheduled_at INTEGER NOT NULL,
+        status       TEXT    NOT NULL,
+        reason       TEXT,
+        timer_id     BLOB,
+        fire_at      INTEGER,
+        recorded_at  INTEGER NOT NULL,
+        PRIMARY KEY (schedule_id, scheduled_at)
+    ) WITHOUT ROWID;
+    "#,
 ];

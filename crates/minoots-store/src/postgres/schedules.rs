@@ -1,0 +1,335 @@
+//! Schedules in the PostgreSQL backend, the same operations as SQLite's
+//! (`sqlite/schedules.rs`): a dispatch locks the schedule's row first (so dispatches of
+//! one schedule by several kernels run one after the other, each seeing the cursor the
+//! last one left), asks `crate::schedules::dispatch_write`, and writes run records keyed
+//! by (schedule, slot), the runs' timers through the ordinary create (tenant locks,
+//! events, announcements to the owner of their shard, which is the schedule's), and the
+//! new progress. A create counts the tenant's schedules under the tenant's advisory lock.
+
+use minoots_core::schedule::{
+    Progress, RunStatus, Schedule, ScheduleRequest, ScheduleRun, ScheduleStatus,
+};
+use minoots_core::{Missing, Quota, ScheduleId, TimerId, TimerStatus};
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use super::create::{create_in, lock_tenants};
+use super::errors::{TxError, TxResult};
+use super::rows::col;
+use super::timers::cancel_timer;
+use super::tx::{Db, WriteTx};
+use crate::schedules::{DispatchWrite, MAX_SCHEDULES_DUE, dispatch_write};
+use crate::types::*;
+
+macro_rules! schedule_cols {
+    () => {
+        "id, tenant_id, request, status, created_at, updated_at, version, cursor, runs_fired, \
+         active_timer, buffered, wake_at"
+    };
+}
+
+fn corrupt(what: impl std::fmt::Display) -> TxError {
+    TxError::Store(StoreError::Corrupt(what.to_string()))
+}
+
+fn schedule_from_row(row: &Row) -> TxResult<Schedule> {
+    let request: ScheduleRequest = serde_json::from_str(col::<&str>(row, 2)?)
+        .map_err(|e| corrupt(format!("schedule request: {e}")))?;
+    let status: &str = col(row, 3)?;
+    let status = ScheduleStatus::parse(status)
+        .ok_or_else(|| corrupt(format!("schedule status {status:?}")))?;
+    let buffered: Vec<i64> = serde_json::from_str(col::<&str>(row, 10)?)
+        .map_err(|e| corrupt(format!("buffered slots: {e}")))?;
+    let active_timer = col::<Option<Uuid>>(row, 9)?.map(TimerId);
+    Ok(Schedule {
+        id: ScheduleId(col(row, 0)?),
+        tenant_id: col(row, 1)?,
+        request,
+        created_at_us: col(row, 4)?,
+        updated_at_us: col(row, 5)?,
+        version: col(row, 6)?,
+        progress: Progress {
+            status,
+            cursor_us: col(row, 7)?,
+            runs_fired: col::<i64>(row, 8)?.max(0) as u64,
+            run_active: active_timer.is_some(),
+            buffered,
+        },
+        active_timer,
+        wake_at_us: col(row, 11)?,
+    })
+}
+
+fn json<T: serde::Serialize>(v: &T) -> TxResult<String> {
+    serde_json::to_string(v).map_err(corrupt)
+}
+
+pub(super) async fn get_schedule(
+    db: &mut Db<'_>,
+    tenant_id: Option<&str>,
+    id: ScheduleId,
+) -> TxResult<Option<Schedule>> {
+    let row = db
+        .query_opt(
+            concat!("SELECT ", schedule_cols!(), " FROM schedules WHERE id = $1"),
+            &[&id.0],
+        )
+        .await?;
+    let found = row.map(|r| schedule_from_row(&r)).transpose()?;
+    Ok(found.filter(|s| tenant_id.is_none_or(|t| s.tenant_id == t)))
+}
+
+pub(super) async fn list_schedules(
+    db: &mut Db<'_>,
+    tenant_id: &str,
+    after: Option<ScheduleId>,
+    limit: usize,
+) -> TxResult<Vec<Schedule>> {
+    let after = after.map_or(Uuid::nil(), |a| a.0);
+    db.query(
+        concat!(
+            "SELECT ",
+            schedule_cols!(),
+            " FROM schedules WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+        ),
+        &[&tenant_id, &after, &(limit as i64)],
+    )
+    .await?
+    .iter()
+    .map(schedule_from_row)
+    .collect()
+}
+
+pub(super) async fn schedules_due(
+    db: &mut Db<'_>,
+    until_us: i64,
+    limit: usize,
+) -> TxResult<Vec<(i64, ScheduleId)>> {
+    db.query(
+        "SELECT wake_at, id FROM schedules WHERE wake_at IS NOT NULL AND wake_at <= $1
+          ORDER BY wake_at, id LIMIT $2",
+        &[&until_us, &(limit.min(MAX_SCHEDULES_DUE) as i64)],
+    )
+    .await?
+    .iter()
+    .map(|r| Ok((col(r, 0)?, ScheduleId(col(r, 1)?))))
+    .collect()
+}
+
+async fn write_schedule(w: &mut WriteTx<'_>, s: &Schedule, insert: bool) -> TxResult<()> {
+    let sql = if insert {
+        "INSERT INTO schedules (id, tenant_id, request, status, created_at, updated_at, version,
+                                cursor, runs_fired, active_timer, buffered, wake_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+    } else {
+        "UPDATE schedules SET tenant_id = $2, request = $3, status = $4, created_at = $5,
+                updated_at = $6, version = $7, cursor = $8, runs_fired = $9, active_timer = $10,
+                buffered = $11, wake_at = $12
+          WHERE id = $1"
+    };
+    let (request, buffered) = (json(&s.request)?, json(&s.progress.buffered)?);
+    let runs_fired = s.progress.runs_fired as i64;
+    let active = s.active_timer.map(|t| t.0);
+    w.db()
+        .execute(
+            sql,
+            &[
+                &s.id.0,
+                &s.tenant_id,
+                &request,
+                &s.progress.status.as_str(),
+                &s.created_at_us,
+                &s.updated_at_us,
+                &s.version,
+                &s.progress.cursor_us,
+                &runs_fired,
+                &active,
+                &buffered,
+                &s.wake_at_us,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn create_schedule(
+    w: &mut WriteTx<'_>,
+    schedule: &Schedule,
+    max_schedules: Option<u64>,
+) -> TxResult<Schedule> {
+    lock_tenants(w, std::iter::once(schedule.tenant_id.as_str())).await?;
+    if let Some(limit) = max_schedules {
+        let count: i64 = col(
+            &w.db()
+                .query_one(
+                    "SELECT COUNT(*) FROM schedules WHERE tenant_id = $1 AND status <> 'completed'",
+                    &[&schedule.tenant_id],
+                )
+                .await?,
+            0,
+        )?;
+        if count as u64 >= limit {
+            return Err(StoreError::QuotaExceeded {
+                quota: Quota::Schedules,
+                limit,
+            }
+            .into());
+        }
+    }
+    write_schedule(w, schedule, true).await?;
+    Ok(schedule.clone())
+}
+
+/// Whether the active run of `s` has reached a final status (or its timer is gone).
+async fn active_ended(w: &mut WriteTx<'_>, s: &Schedule) -> TxResult<bool> {
+    let Some(id) = s.active_timer else {
+        return Ok(false);
+    };
+    let row = w
+        .db()
+        .query_opt("SELECT status FROM timers WHERE id = $1", &[&id.0])
+        .await?;
+    Ok(match row {
+        None => true,
+        Some(r) => matches!(
+            col::<&str>(&r, 0)?
+                .parse::<TimerStatus>()
+                .map_err(corrupt)?,
+            TimerStatus::Settled | TimerStatus::Failed | TimerStatus::Cancelled
+        ),
+    })
+}
+
+pub(super) async fn dispatch_schedule(w: &mut WriteTx<'_>, id: ScheduleId) -> TxResult<Dispatched> {
+    let row = w
+        .db()
+        .query_opt(
+            concat!(
+                "SELECT ",
+                schedule_cols!(),
+                " FROM schedules WHERE id = $1 FOR UPDATE"
+            ),
+            &[&id.0],
+        )
+        .await?
+        .ok_or(StoreError::NotFound(Missing::Schedule(id)))?;
+    let schedule = schedule_from_row(&row)?;
+    let ended = active_ended(w, &schedule).await?;
+    let write = dispatch_write(&schedule, ended, w.now_us)?;
+    if write.is_empty(&schedule) {
+        return Ok(Dispatched {
+            schedule,
+            created: Vec::new(),
+        });
+    }
+    apply_dispatch(w, &schedule, write).await
+}
+
+async fn apply_dispatch(
+    w: &mut WriteTx<'_>,
+    before: &Schedule,
+    write: DispatchWrite,
+) -> TxResult<Dispatched> {
+    if let Some(active) = write.cancel {
+        let status = w
+            .db()
+            .query_opt("SELECT status FROM timers WHERE id = $1", &[&active.0])
+            .await?;
+        if status.is_some_and(|r| col::<&str>(&r, 0).is_ok_and(|s| s == "scheduled")) {
+            cancel_timer(
+                w,
+                &before.tenant_id,
+                active,
+                Some("replaced by the schedule's next run (overlap cancelOther)".into()),
+            )
+            .await?;
+        }
+    }
+    for run in &write.runs {
+        exec_run(
+            w,
+            "INSERT INTO schedule_runs (schedule_id, scheduled_at, status, reason, timer_id,
+                                        fire_at, recorded_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            run,
+        )
+        .await?;
+    }
+    for run in &write.changed_runs {
+        exec_run(
+            w,
+            "UPDATE schedule_runs SET status = $3, reason = $4, timer_id = $5, fire_at = $6,
+                    recorded_at = $7
+              WHERE schedule_id = $1 AND scheduled_at = $2 AND status = 'buffered'",
+            run,
+        )
+        .await?;
+    }
+    let created = if write.timers.is_empty() {
+        Vec::new()
+    } else {
+        create_in(w, &write.timers)
+            .await?
+            .into_iter()
+            .map(|o| o.timer)
+            .collect()
+    };
+    write_schedule(w, &write.schedule, false).await?;
+    Ok(Dispatched {
+        schedule: write.schedule,
+        created,
+    })
+}
+
+async fn exec_run(w: &mut WriteTx<'_>, sql: &'static str, run: &ScheduleRun) -> TxResult<()> {
+    let reason = run.status.reason().map(|r| r.as_str());
+    let timer = run.timer_id.map(|t| t.0);
+    w.db()
+        .execute(
+            sql,
+            &[
+                &run.schedule_id.0,
+                &run.scheduled_at_us,
+                &run.status.as_str(),
+                &reason,
+                &timer,
+                &run.fire_at_us,
+                &run.recorded_at_us,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn list_schedule_runs(
+    db: &mut Db<'_>,
+    tenant_id: &str,
+    id: ScheduleId,
+    after_us: Option<i64>,
+    limit: usize,
+) -> TxResult<Vec<ScheduleRun>> {
+    if get_schedule(db, Some(tenant_id), id).await?.is_none() {
+        return Err(StoreError::NotFound(Missing::Schedule(id)).into());
+    }
+    db.query(
+        "SELECT scheduled_at, status, reason, timer_id, fire_at, recorded_at FROM schedule_runs
+          WHERE schedule_id = $1 AND scheduled_at > $2 ORDER BY scheduled_at LIMIT $3",
+        &[&id.0, &after_us.unwrap_or(i64::MIN), &(limit as i64)],
+    )
+    .await?
+    .iter()
+    .map(|r| {
+        let status: &str = col(r, 1)?;
+        let reason: Option<&str> = col(r, 2)?;
+        Ok(ScheduleRun {
+            schedule_id: id,
+            scheduled_at_us: col(r, 0)?,
+            status: RunStatus::parse(status, reason)
+                .ok_or_else(|| corrupt(format!("run status {status:?}")))?,
+            timer_id: col::<Option<Uuid>>(r, 3)?.map(TimerId),
+            fire_at_us: col(r, 4)?,
+            recorded_at_us: col(r, 5)?,
+        })
+    })
+    .collect()
+}
