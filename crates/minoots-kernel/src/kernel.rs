@@ -5,7 +5,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use minoots_core::request::check_cancel_reason;
-use minoots_core::{Clock, DeliveryId, Event, Missing, Timer, TimerId, TimerRequest, TimerStatus};
+use minoots_core::schedule::{Schedule, ScheduleRequest, ScheduleRun};
+use minoots_core::{
+    Clock, DeliveryId, Event, Missing, ScheduleId, Timer, TimerId, TimerRequest, TimerStatus,
+};
 use minoots_kernel_api::api::{
     BoxStream, KernelApi, LeaseRequest, NewTenant, RenewLeasesRequest, SECRET_ROTATION_GRACE,
     ScheduleOutcome, TenantQuotas,
@@ -39,6 +42,8 @@ pub struct Kernel {
     /// The other kernels of a shared store ([`Store::cluster`], asked once at start).
     cluster: Option<Arc<dyn minoots_store::Cluster>>,
     maintenance: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The schedule dispatcher's queue (its task is one of `maintenance`).
+    schedules: Arc<crate::schedules::Dispatcher>,
 }
 
 /// Keeps a kernel in step with the other kernels of its store: reloads the window when
@@ -136,6 +141,14 @@ impl Kernel {
                 stop_rx.clone(),
             ))
         });
+        let schedules = crate::schedules::Dispatcher::new();
+        let dispatcher = tokio::spawn(crate::schedules::run(
+            schedules.clone(),
+            store.clone(),
+            clock.clone(),
+            scheduler.clone(),
+            stop_rx.clone(),
+        ));
         let flusher = tokio::spawn(admin::run_touch_flusher(
             keys.clone(),
             store.clone(),
@@ -151,13 +164,67 @@ impl Kernel {
             stop,
             keys,
             cluster,
+            schedules,
             maintenance: std::sync::Mutex::new(
-                [rescuer, retention, flusher]
+                [rescuer, retention, flusher, dispatcher]
                     .into_iter()
                     .chain(follower)
                     .collect(),
             ),
         }))
+    }
+
+    /// Validates and stores a schedule for `tenant_id` (at most `max_schedules` that are
+    /// not completed; slots at least `min_interval_ms` apart) and queues its first dispatch.
+    pub async fn create_schedule(
+        &self,
+        tenant_id: &str,
+        request: &ScheduleRequest,
+        max_schedules: Option<u64>,
+        min_interval_ms: i64,
+    ) -> KernelResult<Schedule> {
+        let now = self.clock.now_us();
+        let spec = request
+            .validate(tenant_id, now, min_interval_ms)
+            .map_err(KernelError::Invalid)?;
+        let schedule = Schedule::new(ScheduleId::new_v7(), tenant_id, request, &spec, now);
+        let stored = self
+            .store
+            .create_schedule(schedule, max_schedules)
+            .await
+            .map_err(from_store)?;
+        if let Some(wake) = stored.wake_at_us {
+            self.schedules.enqueue(stored.id, wake);
+        }
+        Ok(stored)
+    }
+
+    /// The schedule, if it is the tenant's.
+    pub async fn get_schedule(&self, tenant_id: &str, id: ScheduleId) -> KernelResult<Schedule> {
+        self.store
+            .get_schedule(tenant_id, id)
+            .await
+            .map_err(from_store)?
+            .ok_or(KernelError::NotFound(Missing::Schedule(id)))
+    }
+
+    /// A schedule's run records in slot order, after the slot `after_us`.
+    pub async fn list_schedule_runs(
+        &self,
+        tenant_id: &str,
+        id: ScheduleId,
+        after_us: Option<i64>,
+        limit: usize,
+    ) -> KernelResult<Vec<ScheduleRun>> {
+        self.store
+            .list_schedule_runs(tenant_id, id, after_us, limit)
+            .await
+            .map_err(from_store)
+    }
+
+    /// Schedules in the dispatcher's queue now.
+    pub fn schedules_queued(&self) -> usize {
+        self.schedules.queued()
     }
 
     /// The other kernels of a shared store, if any.

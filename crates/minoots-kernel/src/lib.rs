@@ -20,6 +20,7 @@ mod leases;
 mod maintenance;
 pub mod metrics;
 mod scheduler;
+mod schedules;
 
 pub use config::KernelConfig;
 pub use kernel::Kernel;

@@ -54,6 +54,7 @@ fn every_error() -> Vec<(KernelError, Code)> {
         Missing::Delivery(DeliveryId::new_v7()),
         Missing::Tenant("acme".into()),
         Missing::ApiKey("key-1".into()),
+        Missing::Schedule(minoots_core::ScheduleId::new_v7()),
     ] {
         all.push((KernelError::NotFound(missing), Code::NotFound));
     }
@@ -76,7 +77,7 @@ fn every_error() -> Vec<(KernelError, Code)> {
 #[test]
 fn every_kernel_error_comes_back_from_grpc_as_it_was_sent() {
     let all = every_error();
-    assert_eq!(all.len(), 16);
+    assert_eq!(all.len(), 18);
     for (error, code) in all {
         let status = to_status(error.clone());
         assert_eq!(status.code(), code, "{error:?}");

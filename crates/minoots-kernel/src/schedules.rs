@@ -1,0 +1,245 @@
+//! The schedule dispatcher: one task that keeps the schedules due soon in a queue ordered
+//! by wake time, asks the store to dispatch each when its time comes, and hands the runs'
+//! timers to the scheduler, which fires them from its window like any timer.
+//!
+//! **Why nothing is lost or doubled.** The queue is only a cache of `schedules.wake_at`:
+//! every dispatch is one store transaction that records each due slot exactly once and
+//! advances the schedule's cursor (`minoots_store::schedules`), so a dispatch that runs
+//! twice, late, or after a crash writes nothing twice, and one that never ran is found
+//! again by the next load of the queue ([`LOAD_INTERVAL`]) or at start. The dispatcher
+//! decides nothing: which slot fires, is skipped or waits is the core's planner.
+//!
+//! **When it runs.** A schedule's timer is created [`DISPATCH_LEAD_US`] before its slot
+//! (when no run is active), so the dispatcher's own wake-up precision (a tokio sleep,
+//! about a millisecond) never shows in the slot's firing time: the kernel fires the timer
+//! from memory. A run that reaches its final status wakes its schedule at once (its
+//! buffered slots, or a slot that waited for it); the dispatcher learns it from the event
+//! log, and checks the store again at the schedule's own wake time in any case.
+//!
+//! **Several kernels.** Only the kernel holding a schedule's shard dispatches it (its
+//! runs' timers are in the same shard), and a dispatch locks the schedule's row, so even a
+//! race during a shard handover records each slot once.
+//!
+//! It never blocks the firing thread, holds no lock across a store call, and its queue is
+//! bounded by [`MAX_QUEUED`]: schedules beyond it wait for the next load.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use minoots_core::schedule::plan::DISPATCH_LEAD_US;
+use minoots_core::{Clock, EventType, ScheduleId, TimerId};
+use minoots_store::{DueTimer, Store, StoreError};
+use tokio::sync::{Notify, watch};
+
+use crate::scheduler::Scheduler;
+
+/// How far ahead the queue is filled from the store.
+const LOOKAHEAD_US: i64 = 60_000_000;
+/// How often the queue is filled again from the store.
+pub const LOAD_INTERVAL: Duration = Duration::from_secs(10);
+/// Schedules queued at most (a load takes the earliest this many).
+pub const MAX_QUEUED: usize = 100_000;
+/// After a failed dispatch (the store refused to write), try again this much later.
+const RETRY_AFTER_US: i64 = 1_000_000;
+/// Longest sleep between looks at the clock when nothing is due sooner.
+const MAX_SLEEP: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+struct Queue {
+    by_wake: BTreeSet<(i64, ScheduleId)>,
+    wake_of: HashMap<ScheduleId, i64>,
+    /// The timers of runs dispatched here, so their end wakes their schedule.
+    runs: HashMap<TimerId, ScheduleId>,
+}
+
+impl Queue {
+    fn put(&mut self, id: ScheduleId, wake_us: i64) {
+        if let Some(old) = self.wake_of.insert(id, wake_us) {
+            self.by_wake.remove(&(old, id));
+        }
+        self.by_wake.insert((wake_us, id));
+    }
+
+    fn remove(&mut self, id: ScheduleId) {
+        if let Some(old) = self.wake_of.remove(&id) {
+            self.by_wake.remove(&(old, id));
+        }
+    }
+}
+
+/// The dispatcher's shared state: the queue, and what wakes its task.
+pub(crate) struct Dispatcher {
+    queue: Mutex<Queue>,
+    wake: Notify,
+}
+
+impl Dispatcher {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Dispatcher {
+            queue: Mutex::new(Queue::default()),
+            wake: Notify::new(),
+        })
+    }
+
+    /// Dispatch `id` at `wake_us` (a new or changed schedule).
+    pub(crate) fn enqueue(&self, id: ScheduleId, wake_us: i64) {
+        self.queue.lock().expect("queue poisoned").put(id, wake_us);
+        self.wake.notify_one();
+    }
+
+    /// Schedules queued now (for metrics and tests).
+    pub(crate) fn queued(&self) -> usize {
+        self.queue.lock().expect("queue poisoned").by_wake.len()
+    }
+}
+
+/// Runs the dispatcher until `stop` changes.
+pub(crate) async fn run(
+    dispatcher: Arc<Dispatcher>,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    scheduler: Arc<Scheduler>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let cluster = store.cluster();
+    let owns = |id: ScheduleId| cluster.as_ref().is_none_or(|c| c.owns_timer(TimerId(id.0)));
+    {
+        let d = dispatcher.clone();
+        clock.on_change(Box::new(move || d.wake.notify_one()));
+    }
+    let mut events = store.subscribe_events();
+    let mut shards = cluster.as_ref().map(|c| c.shard_changes());
+    let mut next_load = tokio::time::Instant::now();
+    // The clock time up to which the last load looked: a clock that jumped past half of
+    // it (a suspended machine, a stepped clock, a test's manual clock) loads again at once.
+    let mut loaded_until = i64::MIN;
+    loop {
+        let now = clock.now_us();
+        if tokio::time::Instant::now() >= next_load || now > loaded_until - LOOKAHEAD_US / 2 {
+            next_load = tokio::time::Instant::now() + LOAD_INTERVAL;
+            loaded_until = now + LOOKAHEAD_US;
+            load(&dispatcher, store.as_ref(), now, &owns).await;
+        }
+        // Dispatch everything due.
+        loop {
+            let now = clock.now_us();
+            let due = {
+                let mut q = dispatcher.queue.lock().expect("queue poisoned");
+                match q.by_wake.first().copied() {
+                    Some((wake, id)) if wake <= now => {
+                        q.remove(id);
+                        Some(id)
+                    }
+                    _ => None,
+                }
+            };
+            let Some(id) = due else { break };
+            if !owns(id) {
+                continue;
+            }
+            dispatch(&dispatcher, store.as_ref(), &scheduler, id, now).await;
+        }
+        let now = clock.now_us();
+        let sleep = {
+            let q = dispatcher.queue.lock().expect("queue poisoned");
+            q.by_wake.first().map_or(MAX_SLEEP, |(wake, _)| {
+                Duration::from_micros((wake - now).max(0) as u64).min(MAX_SLEEP)
+            })
+        };
+        let shard_change = async {
+            match shards.as_mut() {
+                Some(s) => s.changed().await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = dispatcher.wake.notified() => {}
+            _ = tokio::time::sleep(sleep) => {}
+            _ = tokio::time::sleep_until(next_load) => {}
+            changed = shard_change => {
+                if changed {
+                    next_load = tokio::time::Instant::now();
+                }
+            }
+            e = events.recv() => match e {
+                Ok(e) if matches!(e.event_type, EventType::TimerSettled | EventType::TimerFailed | EventType::TimerCancelled) => {
+                    let mut q = dispatcher.queue.lock().expect("queue poisoned");
+                    if let Some(id) = q.runs.remove(&e.timer_id) {
+                        let now = clock.now_us();
+                        q.put(id, now);
+                    }
+                }
+                Ok(_) => {}
+                // Missed some: the schedules' own wake times still hold; look again now.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => next_load = tokio::time::Instant::now(),
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    events = store.subscribe_events();
+                }
+            },
+        }
+    }
+}
+
+/// Fills the queue with the schedules due within the lookahead.
+async fn load(
+    dispatcher: &Dispatcher,
+    store: &dyn Store,
+    now_us: i64,
+    owns: &impl Fn(ScheduleId) -> bool,
+) {
+    match store.schedules_due(now_us + LOOKAHEAD_US, MAX_QUEUED).await {
+        Ok(due) => {
+            let mut q = dispatcher.queue.lock().expect("queue poisoned");
+            for (wake, id) in due {
+                if owns(id) && !q.wake_of.contains_key(&id) {
+                    q.put(id, wake);
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "loading the schedules due failed; trying again soon"),
+    }
+}
+
+async fn dispatch(
+    dispatcher: &Dispatcher,
+    store: &dyn Store,
+    scheduler: &Scheduler,
+    id: ScheduleId,
+    now_us: i64,
+) {
+    match store.dispatch_schedule(id).await {
+        Ok(d) => {
+            let mut q = dispatcher.queue.lock().expect("queue poisoned");
+            if q.runs.len() >= MAX_QUEUED {
+                // Only a shortcut (each schedule's wake time still holds): start afresh.
+                q.runs.clear();
+            }
+            for t in &d.created {
+                scheduler.on_scheduled(DueTimer {
+                    fire_at_us: t.fire_at_us,
+                    id: t.id,
+                });
+                q.runs.insert(t.id, id);
+            }
+            if let Some(wake) = d.schedule.wake_at_us
+                && wake <= now_us + LOOKAHEAD_US
+            {
+                q.put(id, wake);
+            }
+        }
+        Err(StoreError::NotFound(_)) => {}
+        Err(e) => {
+            tracing::warn!(schedule = %id, error = %e, "dispatching a schedule failed; trying again");
+            dispatcher
+                .queue
+                .lock()
+                .expect("queue poisoned")
+                .put(id, now_us + RETRY_AFTER_US);
+        }
+    }
+}
+
+#[allow(dead_code)]
+const _LEAD_IS_WITHIN_LOOKAHEAD: () = assert!(DISPATCH_LEAD_US < LOOKAHEAD_US);
