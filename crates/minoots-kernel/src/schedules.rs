@@ -42,6 +42,10 @@ pub const LOAD_INTERVAL: Duration = Duration::from_secs(10);
 pub const MAX_QUEUED: usize = 100_000;
 /// After a failed dispatch (the store refused to write), try again this much later.
 const RETRY_AFTER_US: i64 = 1_000_000;
+/// Dispatches taken from the queue at once, and run at the same time: enough for the
+/// store to commit them in large groups (one dispatch is a few statements).
+const MAX_DISPATCH_BATCH: usize = 4_096;
+const MAX_CONCURRENT_DISPATCHES: usize = 256;
 /// Longest sleep between looks at the clock when nothing is due sooner.
 const MAX_SLEEP: Duration = Duration::from_secs(1);
 
@@ -121,24 +125,35 @@ pub(crate) async fn run(
             loaded_until = now + LOOKAHEAD_US;
             load(&dispatcher, store.as_ref(), now, &owns).await;
         }
-        // Dispatch everything due.
+        // Dispatch everything due, many at once so that the store commits them in groups.
         loop {
             let now = clock.now_us();
-            let due = {
+            let due: Vec<ScheduleId> = {
                 let mut q = dispatcher.queue.lock().expect("queue poisoned");
-                match q.by_wake.first().copied() {
-                    Some((wake, id)) if wake <= now => {
-                        q.remove(id);
-                        Some(id)
-                    }
-                    _ => None,
+                let ids: Vec<ScheduleId> = q
+                    .by_wake
+                    .iter()
+                    .take_while(|(wake, _)| *wake <= now)
+                    .take(MAX_DISPATCH_BATCH)
+                    .map(|(_, id)| *id)
+                    .collect();
+                for id in &ids {
+                    q.remove(*id);
                 }
+                ids
             };
-            let Some(id) = due else { break };
-            if !owns(id) {
-                continue;
+            if due.is_empty() {
+                break;
             }
-            dispatch(&dispatcher, store.as_ref(), &scheduler, id, now).await;
+            let mut running = tokio::task::JoinSet::new();
+            for id in due.into_iter().filter(|id| owns(*id)) {
+                if running.len() >= MAX_CONCURRENT_DISPATCHES {
+                    let _ = running.join_next().await;
+                }
+                let (d, st, sc) = (dispatcher.clone(), store.clone(), scheduler.clone());
+                running.spawn(async move { dispatch(&d, st.as_ref(), &sc, id, now).await });
+            }
+            while running.join_next().await.is_some() {}
         }
         let now = clock.now_us();
         let sleep = {

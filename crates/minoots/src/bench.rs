@@ -24,6 +24,7 @@ mod cycle;
 mod flood;
 mod http;
 mod recovery;
+mod recurring;
 mod takeover;
 
 use std::io::Write;
@@ -65,6 +66,9 @@ pub enum Workload {
     /// W5 on PostgreSQL (`--database-url`): two `minoots kernel` processes, one SIGKILLed
     /// with timers of its shards due; time until the other took its shards and fired them.
     Takeover(takeover::TakeoverBench),
+    /// Schedules firing every minute, all at second 0: slots fired per second, slot
+    /// lateness, missing and doubled slots, memory per schedule.
+    Recurring(recurring::RecurringBench),
     /// W6: create timers, cancel 90 % before they fire; cancels/s and memory afterwards.
     #[command(visible_alias = "w6")]
     Churn(churn::ChurnBench),
@@ -258,6 +262,7 @@ pub async fn run(w: Workload) -> anyhow::Result<()> {
         Workload::Recovery(b) => recovery::run(b).await,
         Workload::Takeover(b) => takeover::run(b).await,
         Workload::Churn(b) => churn::run(b).await,
+        Workload::Recurring(b) => recurring::run(b).await,
         Workload::Cycle(b) => cycle::run(b).await,
         Workload::Crash(b) => crash::run(b).await,
         Workload::Flood(b) => flood::run(b).await,

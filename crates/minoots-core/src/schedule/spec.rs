@@ -290,7 +290,8 @@ impl ScheduleRequest {
                     "endAt",
                     "comes before the schedule's first slot; the schedule would never fire",
                 ),
-                Some(first) => {
+                // Slots are whole seconds apart at least: only a longer minimum needs a look.
+                Some(first) if min_interval_ms > 1000 => {
                     let shortest = shortest_interval_us(r, first.at_us);
                     if shortest.is_some_and(|s| s < min_interval_ms * 1000) {
                         errors.push(
@@ -303,6 +304,7 @@ impl ScheduleRequest {
                         );
                     }
                 }
+                Some(_) => {}
             }
         }
 
