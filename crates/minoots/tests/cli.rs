@@ -1,6 +1,7 @@
 //! The client CLI against a live `minoots serve --demo`: create, list, get, wait, cancel,
 //! deliveries, tenants and keys, with `--json` output parsed, a table checked, and a bad
-//! duration reported with the field and a non-zero exit.
+//! duration reported with the field and a non-zero exit; `schedules preview` across New
+//! York's spring-forward gap as a table and as JSON, and a bad time zone named.
 
 mod common;
 
@@ -116,6 +117,83 @@ fn cli_create_list_get_wait_cancel_against_a_live_server() {
     assert!(!bad.status.success());
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("duration"), "{err}");
+
+    // A schedule preview: 02:30 did not exist in New York on 2026-03-08, so that run is at
+    // the gap's end (03:00 local), flagged; the next day's is at 02:30 again.
+    let preview = [
+        "schedules",
+        "preview",
+        "--cron",
+        "0 30 2 * * *",
+        "--timezone",
+        "America/New_York",
+        "--from",
+        "2026-03-07T12:00:00Z",
+        "--count",
+        "2",
+    ];
+    let out = cli(&url, key, &preview);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| {
+            l.split("  ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            vec!["AT (UTC)", "LOCAL", "DST", "FIRE AT"],
+            vec![
+                "2026-03-08T07:00:00Z",
+                "2026-03-08T03:00:00-04:00",
+                "gapShifted",
+                "2026-03-08T07:00:00Z"
+            ],
+            vec![
+                "2026-03-09T06:30:00Z",
+                "2026-03-09T02:30:00-04:00",
+                "-",
+                "2026-03-09T06:30:00Z"
+            ],
+            vec![
+                format!(
+                    "time zone database {}",
+                    minoots_core::schedule::tzdb_version()
+                )
+                .as_str()
+            ],
+        ],
+        "{text}"
+    );
+    let answer = json_of(&cli(&url, key, &[&preview[..], &["--json"]].concat()));
+    assert_eq!(answer["runs"][0]["at"], "2026-03-08T07:00:00Z", "{answer}");
+    assert_eq!(answer["runs"][0]["dst"], "gapShifted", "{answer}");
+    assert_eq!(answer["runs"][1]["at"], "2026-03-09T06:30:00Z", "{answer}");
+    assert_eq!(answer["runs"].as_array().unwrap().len(), 2, "{answer}");
+    let bad = cli(
+        &url,
+        key,
+        &[
+            "schedules",
+            "preview",
+            "--cron",
+            "0 30 2 * * *",
+            "--timezone",
+            "Mars/Olympus",
+        ],
+    );
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("timezone"), "{err}");
 
     // Admin commands.
     let t = json_of(&cli(
