@@ -7,7 +7,7 @@ mod common;
 
 use std::process::{Command, Output};
 
-use common::{free_port, start_process, terminate};
+use common::{KillOnDrop, free_port, start_process, terminate};
 
 const ADMIN_KEY: &str = "mnt_cli_admin_key_0123456789abcdef0123456789";
 
@@ -39,7 +39,7 @@ fn cli_create_list_get_wait_cancel_against_a_live_server() {
     let data = dir.path().join("data");
     let http = format!("127.0.0.1:{port}");
     let grpc = format!("127.0.0.1:{}", free_port());
-    let (mut server, _) = start_process(
+    let (server, _) = start_process(
         &[
             "serve",
             "--demo",
@@ -53,6 +53,9 @@ fn cli_create_list_get_wait_cancel_against_a_live_server() {
         &[("MINOOTS_ADMIN_KEY", ADMIN_KEY)],
         "minoots ready on ",
     );
+    // Killed if an assertion fails first; it would otherwise outlive the test and hold
+    // the test's output pipe open.
+    let mut server = KillOnDrop(server);
     let url = format!("http://{http}");
     let key = "mnt_demo_key_free";
 
@@ -244,8 +247,8 @@ fn cli_create_list_get_wait_cancel_against_a_live_server() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("revoked"));
 
-    terminate(&server);
-    assert!(server.wait().unwrap().success());
+    terminate(&server.0);
+    assert!(server.0.wait().unwrap().success());
 }
 
 #[test]
@@ -309,7 +312,7 @@ maxDurationMs = 60000
 
     // A server started from the file applies its tiers; a flag beats the file.
     let flag_port = free_port();
-    let (mut server, line) = start_process(
+    let (server, line) = start_process(
         &[
             "serve",
             "--config",
@@ -320,6 +323,7 @@ maxDurationMs = 60000
         &[],
         "minoots ready on ",
     );
+    let mut server = KillOnDrop(server);
     assert!(line.contains(&flag_port.to_string()), "{line}");
     let url = format!("http://127.0.0.1:{flag_port}");
     let v: serde_json::Value = tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -336,8 +340,8 @@ maxDurationMs = 60000
     });
     assert_eq!(v["limits"]["requestsPerMinute"], 2, "{v}");
     assert_eq!(v["limits"]["maxDurationMs"], 60000);
-    terminate(&server);
-    assert!(server.wait().unwrap().success());
+    terminate(&server.0);
+    assert!(server.0.wait().unwrap().success());
 
     // An unknown setting is an error that names it.
     std::fs::write(&file, "htp-addr = \"x\"\n").unwrap();
