@@ -2,7 +2,7 @@
 //!
 //! It owns the MCP side of a call — argument errors and API refusals become tool results
 //! with `isError: true` (never protocol failures), results carry the API's JSON both as
-//! text and as structured content, long waits are cut into bounded long-polls with
+//! text and as structured content (after a summary sentence for the tools that have one), long waits are cut into bounded long-polls with
 //! progress notifications between them, and a cancelled call stops waiting. It must never
 //! hold a caller's key beyond the call, nor act without one.
 
@@ -23,7 +23,8 @@ use crate::tools::{self, Plan, ToolError, WAIT_SLICE};
 const INSTRUCTIONS: &str = "MINOOTS is a durable timer service. create_timer schedules a \
 timer (optionally calling a webhook when it fires); wait_for_timer blocks until a timer fires; \
 sleep pauses for a duration; list_timers, get_timer, cancel_timer, list_deliveries and \
-redrive_timer manage them. Timers survive restarts; keep the ids you get.";
+redrive_timer manage them; preview_schedule shows when a cron expression or interval would \
+fire, DST included. Timers survive restarts; keep the ids you get.";
 
 /// The MINOOTS MCP server; cheap to clone (one per MCP session).
 #[derive(Clone)]
@@ -59,7 +60,10 @@ impl MinootsMcp {
             }
         };
         Ok(match outcome {
-            Ok(value) => success(value),
+            Ok(value) => {
+                let summary = tools::summary(name, &value);
+                success(value, summary)
+            }
             Err(e) => failure(e),
         })
     }
@@ -150,11 +154,15 @@ impl MinootsMcp {
     }
 }
 
-/// A result with the API's JSON as text and as structured content.
-fn success(value: Value) -> CallToolResult {
-    let mut r = CallToolResult::success(vec![ContentBlock::text(
-        serde_json::to_string_pretty(&value).unwrap_or_default(),
-    )]);
+/// A result with the API's JSON as text and as structured content, after the summary
+/// sentence when there is one.
+fn success(value: Value, summary: Option<String>) -> CallToolResult {
+    let json = ContentBlock::text(serde_json::to_string_pretty(&value).unwrap_or_default());
+    let content = match summary {
+        Some(s) => vec![ContentBlock::text(s), json],
+        None => vec![json],
+    };
+    let mut r = CallToolResult::success(content);
     if value.is_object() {
         r.structured_content = Some(value);
     }

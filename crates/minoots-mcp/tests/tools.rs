@@ -1,7 +1,8 @@
 //! The MCP tools through rmcp's own client, against a live control plane on loopback
 //! (in-process kernel on a fresh SQLite store) reached over HTTP with the demo key:
 //! the tool list, create then wait until fired, a bad duration as a tool error naming the
-//! field, cancel, and an unknown timer as "not found".
+//! field, cancel, an unknown timer as "not found", and a schedule preview across New York's
+//! spring-forward gap (with a bad time zone as a tool error naming the field).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,6 +90,7 @@ async fn tools_against_a_live_control_plane() {
             "get_timer",
             "list_deliveries",
             "list_timers",
+            "preview_schedule",
             "redrive_timer",
             "sleep",
             "wait_for_timer"
@@ -140,6 +142,44 @@ async fn tools_against_a_live_control_plane() {
     .await;
     assert_eq!(missing.is_error, Some(true));
     assert!(text(&missing).contains("not found"), "{}", text(&missing));
+
+    // 02:30 did not exist in New York on 2026-03-08: that run fires at the gap's end.
+    let preview = call(
+        "preview_schedule",
+        json!({"cron": "0 30 2 * * *", "timezone": "America/New_York",
+            "from": "2026-03-07T12:00:00Z", "count": 2}),
+    )
+    .await;
+    assert_eq!(preview.is_error, Some(false), "{}", text(&preview));
+    let answer = preview.structured_content.clone().unwrap();
+    let runs = answer["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{answer}");
+    assert_eq!(runs[0]["at"], "2026-03-08T07:00:00Z");
+    assert_eq!(runs[0]["local"], "2026-03-08T03:00:00-04:00");
+    assert_eq!(runs[0]["dst"], "gapShifted");
+    assert_eq!(runs[1]["at"], "2026-03-09T06:30:00Z");
+    assert_eq!(runs[1]["dst"], Value::Null);
+    assert!(answer["tzdbVersion"].is_string(), "{answer}");
+    let summary = preview.content[0].as_text().unwrap().text.clone();
+    assert!(
+        summary.starts_with("2 runs from 2026-03-08T07:00:00Z to 2026-03-09T06:30:00Z")
+            && summary.contains("1 moved past a DST gap"),
+        "{summary}"
+    );
+    let json_text = preview.content[1].as_text().unwrap().text.clone();
+    assert_eq!(serde_json::from_str::<Value>(&json_text).unwrap(), answer);
+
+    let bad_zone = call(
+        "preview_schedule",
+        json!({"cron": "0 30 2 * * *", "timezone": "America/Gotham"}),
+    )
+    .await;
+    assert_eq!(bad_zone.is_error, Some(true));
+    assert!(
+        text(&bad_zone).starts_with("timezone:"),
+        "{}",
+        text(&bad_zone)
+    );
 
     client.cancel().await.unwrap();
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;

@@ -62,6 +62,13 @@ enum Command {
         #[command(subcommand)]
         command: client_cmd::TimersCommand,
     },
+    /// Schedules on a running server: preview when a cron expression or interval fires.
+    Schedules {
+        #[command(flatten)]
+        client: client_cmd::ClientArgs,
+        #[command(subcommand)]
+        command: client_cmd::SchedulesCommand,
+    },
     /// API keys on a running server (admin).
     Keys {
         #[command(flatten)]
@@ -183,6 +190,7 @@ fn main() -> anyhow::Result<()> {
                 workload,
             } => bench::run_on(database_url, workload).await,
             Command::Timers { client, command } => client_cmd::timers(client, command).await,
+            Command::Schedules { client, command } => client_cmd::schedules(client, command).await,
             Command::Keys { client, command } => client_cmd::keys(client, command).await,
             Command::Tenants { client, command } => client_cmd::tenants(client, command).await,
             Command::Config {

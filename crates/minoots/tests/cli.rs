@@ -1,12 +1,13 @@
 //! The client CLI against a live `minoots serve --demo`: create, list, get, wait, cancel,
 //! deliveries, tenants and keys, with `--json` output parsed, a table checked, and a bad
-//! duration reported with the field and a non-zero exit.
+//! duration reported with the field and a non-zero exit; `schedules preview` across New
+//! York's spring-forward gap as a table and as JSON, and a bad time zone named.
 
 mod common;
 
 use std::process::{Command, Output};
 
-use common::{free_port, start_process, terminate};
+use common::{KillOnDrop, free_port, start_process, terminate};
 
 const ADMIN_KEY: &str = "mnt_cli_admin_key_0123456789abcdef0123456789";
 
@@ -38,7 +39,7 @@ fn cli_create_list_get_wait_cancel_against_a_live_server() {
     let data = dir.path().join("data");
     let http = format!("127.0.0.1:{port}");
     let grpc = format!("127.0.0.1:{}", free_port());
-    let (mut server, _) = start_process(
+    let (server, _) = start_process(
         &[
             "serve",
             "--demo",
@@ -52,6 +53,9 @@ fn cli_create_list_get_wait_cancel_against_a_live_server() {
         &[("MINOOTS_ADMIN_KEY", ADMIN_KEY)],
         "minoots ready on ",
     );
+    // Killed if an assertion fails first; it would otherwise outlive the test and hold
+    // the test's output pipe open.
+    let mut server = KillOnDrop(server);
     let url = format!("http://{http}");
     let key = "mnt_demo_key_free";
 
@@ -117,6 +121,83 @@ fn cli_create_list_get_wait_cancel_against_a_live_server() {
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("duration"), "{err}");
 
+    // A schedule preview: 02:30 did not exist in New York on 2026-03-08, so that run is at
+    // the gap's end (03:00 local), flagged; the next day's is at 02:30 again.
+    let preview = [
+        "schedules",
+        "preview",
+        "--cron",
+        "0 30 2 * * *",
+        "--timezone",
+        "America/New_York",
+        "--from",
+        "2026-03-07T12:00:00Z",
+        "--count",
+        "2",
+    ];
+    let out = cli(&url, key, &preview);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| {
+            l.split("  ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            vec!["AT (UTC)", "LOCAL", "DST", "FIRE AT"],
+            vec![
+                "2026-03-08T07:00:00Z",
+                "2026-03-08T03:00:00-04:00",
+                "gapShifted",
+                "2026-03-08T07:00:00Z"
+            ],
+            vec![
+                "2026-03-09T06:30:00Z",
+                "2026-03-09T02:30:00-04:00",
+                "-",
+                "2026-03-09T06:30:00Z"
+            ],
+            vec![
+                format!(
+                    "time zone database {}",
+                    minoots_core::schedule::tzdb_version()
+                )
+                .as_str()
+            ],
+        ],
+        "{text}"
+    );
+    let answer = json_of(&cli(&url, key, &[&preview[..], &["--json"]].concat()));
+    assert_eq!(answer["runs"][0]["at"], "2026-03-08T07:00:00Z", "{answer}");
+    assert_eq!(answer["runs"][0]["dst"], "gapShifted", "{answer}");
+    assert_eq!(answer["runs"][1]["at"], "2026-03-09T06:30:00Z", "{answer}");
+    assert_eq!(answer["runs"].as_array().unwrap().len(), 2, "{answer}");
+    let bad = cli(
+        &url,
+        key,
+        &[
+            "schedules",
+            "preview",
+            "--cron",
+            "0 30 2 * * *",
+            "--timezone",
+            "Mars/Olympus",
+        ],
+    );
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("timezone"), "{err}");
+
     // Admin commands.
     let t = json_of(&cli(
         &url,
@@ -166,8 +247,8 @@ fn cli_create_list_get_wait_cancel_against_a_live_server() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("revoked"));
 
-    terminate(&server);
-    assert!(server.wait().unwrap().success());
+    terminate(&server.0);
+    assert!(server.0.wait().unwrap().success());
 }
 
 #[test]
@@ -231,7 +312,7 @@ maxDurationMs = 60000
 
     // A server started from the file applies its tiers; a flag beats the file.
     let flag_port = free_port();
-    let (mut server, line) = start_process(
+    let (server, line) = start_process(
         &[
             "serve",
             "--config",
@@ -242,6 +323,7 @@ maxDurationMs = 60000
         &[],
         "minoots ready on ",
     );
+    let mut server = KillOnDrop(server);
     assert!(line.contains(&flag_port.to_string()), "{line}");
     let url = format!("http://127.0.0.1:{flag_port}");
     let v: serde_json::Value = tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -258,8 +340,8 @@ maxDurationMs = 60000
     });
     assert_eq!(v["limits"]["requestsPerMinute"], 2, "{v}");
     assert_eq!(v["limits"]["maxDurationMs"], 60000);
-    terminate(&server);
-    assert!(server.wait().unwrap().success());
+    terminate(&server.0);
+    assert!(server.0.wait().unwrap().success());
 
     // An unknown setting is an error that names it.
     std::fs::write(&file, "htp-addr = \"x\"\n").unwrap();

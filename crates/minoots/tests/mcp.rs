@@ -81,13 +81,14 @@ fn check_scenario(r: &Value, transport: &str) {
             "get_timer",
             "list_deliveries",
             "list_timers",
+            "preview_schedule",
             "redrive_timer",
             "sleep",
             "wait_for_timer"
         ]),
         "{ctx}"
     );
-    assert_eq!(r["toolsWithSchemas"], 8, "{ctx}");
+    assert_eq!(r["toolsWithSchemas"], 9, "{ctx}");
     assert_eq!(r["createdStatus"], "scheduled", "{ctx}");
     assert_eq!(r["createdTextIsJson"], true, "{ctx}");
     let fired = ["fired", "settled"];
