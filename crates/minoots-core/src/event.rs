@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::model::{AttemptOutcome, DeathReason, Delivery, DeliveryId, Timer, TimerId};
+use crate::records::ChangeCause;
 use crate::timefmt::format_us;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -30,6 +31,8 @@ pub enum EventType {
     TimerFailed,
     #[serde(rename = "timer.cancelled")]
     TimerCancelled,
+    #[serde(rename = "timer.updated")]
+    TimerUpdated,
     #[serde(rename = "delivery.attempted")]
     DeliveryAttempted,
     #[serde(rename = "delivery.retrying")]
@@ -39,12 +42,13 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 8] = [
+    pub const ALL: [EventType; 9] = [
         EventType::TimerScheduled,
         EventType::TimerFired,
         EventType::TimerSettled,
         EventType::TimerFailed,
         EventType::TimerCancelled,
+        EventType::TimerUpdated,
         EventType::DeliveryAttempted,
         EventType::DeliveryRetrying,
         EventType::DeliveryDead,
@@ -57,6 +61,7 @@ impl EventType {
             EventType::TimerSettled => "timer.settled",
             EventType::TimerFailed => "timer.failed",
             EventType::TimerCancelled => "timer.cancelled",
+            EventType::TimerUpdated => "timer.updated",
             EventType::DeliveryAttempted => "delivery.attempted",
             EventType::DeliveryRetrying => "delivery.retrying",
             EventType::DeliveryDead => "delivery.dead",
@@ -178,6 +183,30 @@ impl NewEvent {
             tenant_id,
             timer_id,
             json!({"reason": reason}),
+        )
+    }
+
+    /// `timer.updated`, after a scheduled timer changed (now `timer`, due before at
+    /// `previous_fire_at_us`): `{"version", "fireAt", "previousFireAt", "changed",
+    /// "cause"}`, where `changed` names the fields given (`fireAt`, `actionBundle`,
+    /// `labels`, `metadata`) and `cause` is `"update"` or `"fireNow"`.
+    pub fn timer_updated(
+        timer: &Timer,
+        previous_fire_at_us: i64,
+        changed: &[&str],
+        cause: ChangeCause,
+    ) -> Self {
+        let cause = match cause {
+            ChangeCause::Update => "update",
+            ChangeCause::FireNow => "fireNow",
+        };
+        Self::of_timer(
+            EventType::TimerUpdated,
+            &timer.tenant_id,
+            timer.id,
+            json!({"version": timer.version, "fireAt": format_us(timer.fire_at_us),
+                   "previousFireAt": format_us(previous_fire_at_us), "changed": changed,
+                   "cause": cause}),
         )
     }
 
@@ -344,6 +373,28 @@ mod tests {
                 NewEvent::timer_settled("acme", id),
                 EventType::TimerSettled,
                 "{}",
+            ),
+            (
+                NewEvent::timer_updated(
+                    &crate::Timer {
+                        version: 2,
+                        ..timer.clone()
+                    },
+                    T0 + 60_000_000,
+                    &["fireAt", "labels"],
+                    ChangeCause::Update,
+                ),
+                EventType::TimerUpdated,
+                r#"{"version": 2, "fireAt": "2026-11-27T10:00:01.5Z",
+                    "previousFireAt": "2026-11-27T10:01:00Z", "changed": ["fireAt", "labels"],
+                    "cause": "update"}"#,
+            ),
+            (
+                NewEvent::timer_updated(&timer, T0 + 60_000_000, &["fireAt"], ChangeCause::FireNow),
+                EventType::TimerUpdated,
+                r#"{"version": 1, "fireAt": "2026-11-27T10:00:01.5Z",
+                    "previousFireAt": "2026-11-27T10:01:00Z", "changed": ["fireAt"],
+                    "cause": "fireNow"}"#,
             ),
         ];
         for (event, event_type, want) in cases {

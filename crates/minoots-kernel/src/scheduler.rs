@@ -574,8 +574,7 @@ fn firing_loop(shared: &Shared, outbox: &Outbox) {
                 .record(fired_at_us - k.fire_at_us);
             requests.push(FireRequest {
                 timer_id: k.id,
-                fired_at_us,
-            });
+                fired_at_us, refuse_early: true });
         }
         KernelMetrics::inc(&shared.metrics.timers_fired, requests.len() as u64);
         if remaining < low_water {

@@ -19,10 +19,12 @@ mod group;
 mod missing;
 mod payloads;
 mod text;
+mod update;
 pub use group::*;
 pub use missing::*;
 pub use payloads::*;
 pub use text::*;
+pub use update::*;
 
 /// A fresh store, the clock it reads, and whatever must live as long as it (a temp dir).
 pub struct Harness {
@@ -76,7 +78,10 @@ macro_rules! conformance_tests {
             a_call_failing_part_way_is_undone_alone,
             every_event_carries_the_core_payload,
             every_not_found_names_what_is_missing,
-            reported_text_with_nul_is_stored_without_it
+            reported_text_with_nul_is_stored_without_it,
+            update_changes_a_scheduled_timer_at_its_version,
+            a_refused_update_changes_nothing,
+            a_timer_moved_later_does_not_fire_at_its_old_time
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
@@ -163,6 +168,7 @@ async fn fire(h: &Harness, id: TimerId) -> FireOutcome {
         .fire_timers(vec![FireRequest {
             timer_id: id,
             fired_at_us: now,
+            refuse_early: false,
         }])
         .await
         .expect("fire")

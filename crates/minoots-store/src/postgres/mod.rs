@@ -43,7 +43,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use minoots_core::{Clock, Delivery, DeliveryId, Event, Timer, TimerId};
+use minoots_core::{Clock, Delivery, DeliveryId, Event, Timer, TimerChange, TimerChanged, TimerId};
 use tokio::sync::broadcast;
 
 use crate::Store;
@@ -518,6 +518,20 @@ impl Store for PostgresStore {
         self.write(move |w| {
             let (tenant, reason) = (tenant.clone(), reason.clone());
             Box::pin(async move { timers::cancel_timer(w, &tenant, id, reason).await })
+        })
+        .await
+    }
+
+    async fn update_timer(
+        &self,
+        tenant_id: &str,
+        id: TimerId,
+        change: TimerChange,
+    ) -> StoreResult<TimerChanged> {
+        let tenant = tenant_id.to_string();
+        self.write(move |w| {
+            let (tenant, change) = (tenant.clone(), change.clone());
+            Box::pin(async move { timers::update_timer(w, &tenant, id, &change).await })
         })
         .await
     }
