@@ -78,16 +78,18 @@ fn check_scenario(r: &Value, transport: &str) {
         json!([
             "cancel_timer",
             "create_timer",
+            "fire_timer_now",
             "get_timer",
             "list_deliveries",
             "list_timers",
             "redrive_timer",
+            "reschedule_timer",
             "sleep",
             "wait_for_timer"
         ]),
         "{ctx}"
     );
-    assert_eq!(r["toolsWithSchemas"], 8, "{ctx}");
+    assert_eq!(r["toolsWithSchemas"], 10, "{ctx}");
     assert_eq!(r["createdStatus"], "scheduled", "{ctx}");
     assert_eq!(r["createdTextIsJson"], true, "{ctx}");
     let fired = ["fired", "settled"];
