@@ -74,7 +74,9 @@ pub async fn run(mut b: CycleBench) -> anyhow::Result<()> {
             .iter()
             .map(|&timer_id| FireRequest {
                 timer_id,
-                fired_at_us, refuse_early: false })
+                fired_at_us,
+                refuse_early: false,
+            })
             .collect();
         store.fire_timers(fires).await?;
     }
