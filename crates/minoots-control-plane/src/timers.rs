@@ -185,12 +185,9 @@ pub async fn create(
             _ => request.idempotency_key = Some(key.to_string()),
         }
     }
-    let field = if request.fire_at.is_some() {
-        "fireAt"
-    } else {
-        "duration"
-    };
-    check_tier_horizon(&st, &caller, |now| request.fire_at_us(now), field)?;
+    check_tier_horizon(&st, &caller, request.fire_at.is_some(), |now| {
+        request.fire_at_us(now)
+    })?;
     let quotas = if caller.is_admin() {
         TenantQuotas::default()
     } else {
@@ -223,18 +220,20 @@ pub async fn create(
     Ok(resp)
 }
 
-/// Refuses a fire time further out than the caller's tier allows, naming `field`.
-/// `fire_at_us` gives the requested fire time at a now, when it is valid; the kernel
-/// validates everything else (and refuses what is invalid there).
+/// Refuses a fire time further out than the caller's tier allows, naming `fireAt` when
+/// the request gave one (`names_fire_at`), else `duration`. `fire_at_us` gives the
+/// requested fire time at a now, when it is valid; the kernel validates everything else
+/// (and refuses what is invalid there).
 fn check_tier_horizon(
     st: &AppState,
     caller: &Caller,
+    names_fire_at: bool,
     fire_at_us: impl FnOnce(i64) -> Option<i64>,
-    field: &str,
 ) -> ApiResult<()> {
     let Some(max_ms) = caller.limits.max_duration_ms else {
         return Ok(());
     };
+    let field = if names_fire_at { "fireAt" } else { "duration" };
     let now = st.clock.now_us();
     match fire_at_us(now) {
         Some(at) if at - now > max_ms.saturating_mul(1000) => Err(ApiError::field(
@@ -291,15 +290,18 @@ pub async fn update(
         .validate(if_match, st.clock.now_us())
         .map_err(ApiError::invalid)?;
     patch.version = patch.version.or(if_match);
-    let field = if patch.fire_at.is_some() {
-        "fireAt"
-    } else {
-        "duration"
-    };
-    check_tier_horizon(&st, &caller, |now| patch.fire_at_us(now), field)?;
-    let t = st
-        .kernel_call(st.kernel.update_timer(caller.tenant_id(), id, patch))
-        .await?;
+    check_tier_horizon(&st, &caller, patch.fire_at.is_some(), |now| {
+        patch.fire_at_us(now)
+    })?;
+    timer_reply(&st, st.kernel.update_timer(caller.tenant_id(), id, patch)).await
+}
+
+/// The timer a kernel call answers with, as a 200.
+async fn timer_reply(
+    st: &AppState,
+    call: impl std::future::Future<Output = minoots_kernel_api::KernelResult<Timer>>,
+) -> ApiResult<Response> {
+    let t = st.kernel_call(call).await?;
     Ok(json_response(StatusCode::OK, &t.to_json()))
 }
 
@@ -310,10 +312,7 @@ pub async fn fire(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let id = timer_id(&id)?;
-    let t = st
-        .kernel_call(st.kernel.fire_timer_now(caller.tenant_id(), id))
-        .await?;
-    Ok(json_response(StatusCode::OK, &t.to_json()))
+    timer_reply(&st, st.kernel.fire_timer_now(caller.tenant_id(), id)).await
 }
 
 fn human_ms(ms: i64) -> String {
@@ -384,10 +383,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let id = timer_id(&id)?;
-    let t = st
-        .kernel_call(st.kernel.get_timer(caller.tenant_id(), id))
-        .await?;
-    Ok(json_response(StatusCode::OK, &t.to_json()))
+    timer_reply(&st, st.kernel.get_timer(caller.tenant_id(), id)).await
 }
 
 #[derive(Deserialize, Default)]
@@ -404,10 +400,7 @@ async fn cancel_timer(
     reason: Option<String>,
 ) -> ApiResult<Response> {
     let id = timer_id(id)?;
-    let t = st
-        .kernel_call(st.kernel.cancel_timer(caller.tenant_id(), id, reason))
-        .await?;
-    Ok(json_response(StatusCode::OK, &t.to_json()))
+    timer_reply(st, st.kernel.cancel_timer(caller.tenant_id(), id, reason)).await
 }
 
 pub async fn delete(
@@ -478,10 +471,7 @@ pub async fn redrive(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let id = timer_id(&id)?;
-    let t = st
-        .kernel_call(st.kernel.redrive_timer(caller.tenant_id(), id))
-        .await?;
-    Ok(json_response(StatusCode::OK, &t.to_json()))
+    timer_reply(&st, st.kernel.redrive_timer(caller.tenant_id(), id)).await
 }
 
 /// Parses `timeout` (a duration like `30s`), at most [`MAX_WAIT`]; `None` when absent or

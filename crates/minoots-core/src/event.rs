@@ -309,7 +309,6 @@ mod tests {
     }
 
     use crate::fixtures::{T0, in_flight};
-    use crate::{ActionBundle, TimerStatus};
 
     /// A delivery in flight at its third attempt.
     fn delivery() -> Delivery {
@@ -323,25 +322,7 @@ mod tests {
 
     #[test]
     fn every_timer_event_carries_its_documented_payload() {
-        let timer = crate::Timer {
-            id: TimerId::new_v7(),
-            tenant_id: "acme".into(),
-            name: "t".into(),
-            requested_by: None,
-            status: TimerStatus::Scheduled,
-            created_at_us: T0,
-            fire_at_us: T0 + 1_500_000,
-            duration_ms: Some(1_500),
-            fired_at_us: None,
-            settled_at_us: None,
-            cancelled_at_us: None,
-            cancel_reason: None,
-            metadata: Default::default(),
-            labels: Default::default(),
-            action_bundle: ActionBundle::default(),
-            idempotency_key: None,
-            version: 1,
-        };
+        let timer = crate::fixtures::scheduled(T0 + 1_500_000);
         let id = timer.id;
         let cases: Vec<(NewEvent, EventType, &str)> = vec![
             (

@@ -4,8 +4,8 @@
 //! hear of (made through the store, as another kernel would) still never fires early,
 //! and fire-now fires at once through the normal fire path.
 
-/// The longest wait for anything the kernel should do at once.
-const WAIT: Duration = Duration::from_secs(10);
+mod common;
+use common::{WAIT, fired_events, next_item};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +16,6 @@ use minoots_core::{
 };
 use minoots_kernel::{BoxStream, Kernel, KernelApi, KernelConfig, KernelError};
 use minoots_store::{EventQuery, SqliteConfig, SqliteStore, Store};
-use tokio_stream::StreamExt;
 
 const T0: i64 = 1_795_773_600_000_000;
 const SEC: i64 = 1_000_000;
@@ -51,25 +50,9 @@ fn at(us: i64) -> String {
     minoots_core::timefmt::format_us(T0 + us)
 }
 
-async fn fired_stream(k: &Kernel) -> BoxStream<Event> {
-    k.stream_events(EventQuery {
-        after_seq: 0,
-        limit: 1000,
-        types: vec![EventType::TimerFired],
-        ..Default::default()
-    })
-    .await
-    .unwrap()
-}
-
 /// The next timer that fired.
 async fn next_fired(stream: &mut BoxStream<Event>) -> TimerId {
-    tokio::time::timeout(WAIT, stream.next())
-        .await
-        .expect("a fire in time")
-        .expect("stream open")
-        .unwrap()
-        .timer_id
+    next_item(stream).await.timer_id
 }
 
 async fn fired_at(k: &Kernel, id: TimerId) -> Option<i64> {
@@ -81,7 +64,7 @@ async fn a_timer_moved_earlier_into_the_window_fires_at_its_new_time() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
     let k = start(dir.path(), clock.clone()).await;
-    let mut fired = fired_stream(&k).await;
+    let mut fired = fired_events(k.as_ref()).await;
     // Beyond the 2 s window: not in memory until it is moved.
     let t = schedule(&k, r#"{"duration": "10s"}"#).await;
     let moved = k
@@ -108,7 +91,7 @@ async fn a_timer_moved_later_or_out_of_the_window_does_not_fire_at_its_old_time(
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
     let k = start(dir.path(), clock.clone()).await;
-    let mut fired = fired_stream(&k).await;
+    let mut fired = fired_events(k.as_ref()).await;
     let later = schedule(&k, r#"{"duration": "1s"}"#).await;
     let out = schedule(&k, r#"{"duration": "1s"}"#).await;
     // Due after the old times: when it fires, they would have fired before it.
@@ -152,7 +135,7 @@ async fn a_move_the_window_did_not_hear_of_never_fires_early_and_fires_at_the_ne
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
     let k = start(dir.path(), clock.clone()).await;
-    let mut fired = fired_stream(&k).await;
+    let mut fired = fired_events(k.as_ref()).await;
     let moved = schedule(&k, r#"{"duration": "1s"}"#).await;
     let sentinel = schedule(&k, r#"{"duration": "1200ms"}"#).await;
     // Changed through the store, as another kernel of a shared store would: this

@@ -7,11 +7,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use minoots_core::{
-    Clock, Event, EventType, ManualClock, Timer, TimerId, TimerPatch, TimerRequest, TimerStatus,
+    Clock, Event, ManualClock, Timer, TimerId, TimerPatch, TimerRequest, TimerStatus,
 };
 use minoots_kernel::{BoxStream, Kernel, KernelApi, KernelConfig};
-use minoots_store::{Cluster, EventQuery, PostgresConfig, PostgresStore, Store};
-use tokio_stream::StreamExt;
+use minoots_store::{Cluster, PostgresConfig, PostgresStore, Store};
+
+mod common;
+use common::{fired_events, next_item};
 
 const T0: i64 = 1_795_773_600_000_000;
 const SEC: i64 = 1_000_000;
@@ -103,24 +105,9 @@ async fn timer_owned_by(via: &Node, owner: &Node, json: &str) -> Timer {
     }
 }
 
-async fn fired_stream(k: &Kernel) -> BoxStream<Event> {
-    k.stream_events(EventQuery {
-        after_seq: 0,
-        limit: 1000,
-        types: vec![EventType::TimerFired],
-        ..Default::default()
-    })
-    .await
-    .unwrap()
-}
-
+/// The next timer that fired.
 async fn next_fired(stream: &mut BoxStream<Event>) -> TimerId {
-    tokio::time::timeout(WAIT, stream.next())
-        .await
-        .expect("a fire in time")
-        .expect("stream open")
-        .unwrap()
-        .timer_id
+    next_item(stream).await.timer_id
 }
 
 fn move_to(version: i64, us_after_t0: i64) -> TimerPatch {
@@ -136,7 +123,7 @@ async fn a_change_through_one_kernel_reaches_the_kernel_holding_the_shard() {
         println!("skipped: no database");
         return;
     };
-    let mut fired = fired_stream(&a.kernel).await;
+    let mut fired = fired_events(a.kernel.as_ref()).await;
     // Moved earlier, from beyond the window into it, through the kernel that does not
     // hold it: the holder hears of it and fires it at its new time.
     let earlier = timer_owned_by(&a, &b, r#"{"duration": "10s"}"#).await;

@@ -66,28 +66,13 @@ pub fn plan_update(current: &Timer, change: &TimerChange) -> Result<UpdatePlan, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::EventType;
     use crate::fixtures::T0;
-    use crate::{ActionBundle, EventType, TimerId};
 
     fn scheduled() -> Timer {
         Timer {
-            id: TimerId::new_v7(),
-            tenant_id: "acme".into(),
-            name: "t".into(),
-            requested_by: None,
-            status: TimerStatus::Scheduled,
-            created_at_us: T0,
-            fire_at_us: T0 + 60_000_000,
-            duration_ms: Some(60_000),
-            fired_at_us: None,
-            settled_at_us: None,
-            cancelled_at_us: None,
-            cancel_reason: None,
-            metadata: Default::default(),
-            labels: Default::default(),
-            action_bundle: ActionBundle::default(),
-            idempotency_key: None,
             version: 3,
+            ..crate::fixtures::scheduled(T0 + 60_000_000)
         }
     }
 
