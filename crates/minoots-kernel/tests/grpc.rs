@@ -2,6 +2,7 @@
 //! `KernelApi`: schedule, get, list with paging, cancel, event streams, leases and
 //! reports, error codes, and the token.
 
+#[allow(dead_code)]
 mod common;
 use common::{lease, next_item, succeeded};
 

@@ -4,6 +4,7 @@
 //! hear of (made through the store, as another kernel would) still never fires early,
 //! and fire-now fires at once through the normal fire path.
 
+#[allow(dead_code)]
 mod common;
 use common::{WAIT, fired_events, next_item};
 

@@ -12,6 +12,7 @@ use minoots_core::{
 use minoots_kernel::{BoxStream, Kernel, KernelApi, KernelConfig};
 use minoots_store::{Cluster, PostgresConfig, PostgresStore, Store};
 
+#[allow(dead_code)]
 mod common;
 use common::{fired_events, next_item};
 

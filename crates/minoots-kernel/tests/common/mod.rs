@@ -1,8 +1,5 @@
 //! Helpers shared by the kernel's integration tests.
 
-// Each test file uses some of them.
-#![allow(dead_code)]
-
 use std::time::Duration;
 
 use minoots_core::{AttemptOutcome, DeliveryId, Event, EventType};
