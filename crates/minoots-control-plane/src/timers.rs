@@ -249,12 +249,16 @@ fn check_tier_horizon(
 }
 
 /// The version an `If-Match` header carries (`"3"`, as the timer's `version` in quotes;
-/// a bare `3` is read too), or `None` without the header.
+/// a bare `3` is read too), or `None` without the header (or with an empty one).
 pub fn if_match_version(headers: &HeaderMap) -> ApiResult<Option<i64>> {
     let Some(h) = headers.get(header::IF_MATCH) else {
         return Ok(None);
     };
-    let text = h.to_str().unwrap_or("").trim();
+    let text = h.to_str().unwrap_or("?").trim();
+    if text.is_empty() {
+        // An empty list of entity tags names no version: as if the header were absent.
+        return Ok(None);
+    }
     let inner = text
         .strip_prefix('"')
         .and_then(|t| t.strip_suffix('"'))

@@ -81,6 +81,18 @@ async fn a_patch_applies_at_the_version_read_and_bumps_it() {
     let detail = r.body["detail"].as_str().unwrap();
     assert!(detail.contains("version 3, not 2"), "{detail}");
     assert_eq!(get(&s, &k, &t).await, before);
+    // An empty If-Match names no version: the body's counts.
+    let r = s
+        .call_with(
+            "PATCH",
+            &path(&t),
+            Some(&k),
+            Some(r#"{"version": 3, "labels": {}}"#),
+            &[("If-Match", "")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["version"], 4);
     // Fired: 409 with the timer's status, for a change as for a second fire.
     let r = s
         .call("POST", &format!("{}/fire", path(&t)), Some(&k), None)

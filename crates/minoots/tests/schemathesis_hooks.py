@@ -74,7 +74,8 @@ def filter_case(context, case):
     if where == ("PATCH", "/timers/{id}"):
         # The version comes in the body or in If-Match ("3"); when both are sent they
         # must agree.
-        header = (case.headers or {}).get("If-Match")
+        # An empty If-Match names no version, as if it were absent.
+        header = (case.headers or {}).get("If-Match") or None
         version = case.body.get("version")
         if header is None and version is None:
             return False
