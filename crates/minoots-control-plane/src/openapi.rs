@@ -33,7 +33,7 @@ pub const LABEL_KEY_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$";
 /// The `label` filter: `key:value`, or empty for no filter.
 pub const LABEL_FILTER_PATTERN: &str = "^([^:]+:.*)?$";
 /// The `types` filter: comma-separated event types; empty items are skipped.
-pub const EVENT_TYPES_PATTERN: &str = "^([ \\t]*timer\\.(scheduled|fired|settled|failed|cancelled)[ \\t]*)?(,([ \\t]*timer\\.(scheduled|fired|settled|failed|cancelled)[ \\t]*)?)*$";
+pub const EVENT_TYPES_PATTERN: &str = "^([ \\t]*timer\\.(scheduled|fired|settled|failed|cancelled|updated)[ \\t]*)?(,([ \\t]*timer\\.(scheduled|fired|settled|failed|cancelled|updated)[ \\t]*)?)*$";
 /// A wait or stream `timeout` from 0 to 300 s in the canonical forms (`99999ms`, `299s`,
 /// `4m`, or milliseconds); empty means the default. The server also reads the other
 /// duration forms of `minoots_core::duration`, within the same bound.
@@ -163,6 +163,23 @@ pub fn schemas(tiers: &[String]) -> Value {
                     "additionalProperties": {"type": "string", "maxLength": MAX_LABEL_VALUE_BYTES, "pattern": NO_CONTROL_PATTERN}},
                 "actionBundle": schema("ActionBundle"),
                 "idempotencyKey": {"type": ["string", "null"], "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY_BYTES, "pattern": NO_CONTROL_PATTERN}}},
+        "TimerPatch": {"type": "object", "additionalProperties": false,
+            "description": "The version read (or an If-Match header) and at least one field to replace; at most one of duration and fireAt. Each field is checked as on create; labels and metadata replace the stored ones whole.",
+            "anyOf": [{"required": ["duration"]}, {"required": ["fireAt"]}, {"required": ["metadata"]},
+                      {"required": ["labels"]}, {"required": ["actionBundle"]}],
+            "not": {"required": ["duration", "fireAt"]},
+            "properties": {
+                "version": {"type": "integer", "minimum": 1, "description": "The timer's version as read; required unless If-Match carries it"},
+                "duration": {"oneOf": [
+                    {"type": "string", "pattern": DURATION_PATTERN, "examples": ["30s", "1h30m", "PT30S"]},
+                    {"type": "integer", "minimum": 1, "maximum": MAX_TIMER_HORIZON_MS, "description": "milliseconds"}],
+                    "description": "From now; above zero and at most 10 years (or the tier's horizon)"},
+                "fireAt": {"type": "string", "format": "date-time",
+                    "description": "RFC 3339 with an offset; from 5 s in the past to 10 years ahead (or the tier's horizon)"},
+                "metadata": {"type": "object", "description": "At most 16 KiB as JSON"},
+                "labels": {"type": "object", "maxProperties": MAX_LABELS, "propertyNames": {"pattern": LABEL_KEY_PATTERN},
+                    "additionalProperties": {"type": "string", "maxLength": MAX_LABEL_VALUE_BYTES, "pattern": NO_CONTROL_PATTERN}},
+                "actionBundle": schema("ActionBundle")}},
         "Timer": {"type": "object", "required": ["id", "tenantId", "name", "status", "createdAt", "fireAt", "version"], "properties": {
             "id": {"type": "string"}, "tenantId": {"type": "string"}, "name": {"type": "string"},
             "requestedBy": nullable("string"),
@@ -199,7 +216,7 @@ pub fn schemas(tiers: &[String]) -> Value {
             "description": "One event of the stream (the keep-alive comments carry none)",
             "properties": {
                 "id": {"type": "string", "pattern": "^[0-9]+$", "description": "The event's sequence number"},
-                "event": {"type": "string", "enum": ["timer.scheduled", "timer.fired", "timer.settled", "timer.failed", "timer.cancelled"]},
+                "event": {"type": "string", "enum": ["timer.scheduled", "timer.fired", "timer.settled", "timer.failed", "timer.cancelled", "timer.updated"]},
                 "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": schema("Event")}}},
         "Tenant": {"type": "object", "properties": {
             "id": {"type": "string"}, "name": {"type": "string"}, "tier": {"type": "string"}, "createdAt": time, "updatedAt": time}},

@@ -244,6 +244,52 @@ pub fn table() -> Vec<RouteSpec> {
             ),
         ),
         r(
+            Method::PATCH,
+            "/timers/{id}",
+            Write,
+            patch(timers::update),
+            op(
+                "updateTimer",
+                "timers",
+                "Change a scheduled timer at the version read",
+                Write,
+                vec![
+                    timer_ok("200", "The changed timer, at its next version"),
+                    not_found(),
+                    problem(
+                        "409",
+                        "The version differs (the timer changed since it was read), or the timer already fired or was cancelled",
+                    ),
+                ],
+                json!({"parameters": [path_id("timer"),
+                        {"name": "If-Match", "in": "header", "required": false,
+                         "description": "The version read, in quotes (\"3\"), instead of version in the body (both: they must match)",
+                         "schema": {"type": "string", "pattern": "^\"[1-9][0-9]{0,17}\"$"}}],
+                       "requestBody": body("TimerPatch", true)}),
+            ),
+        ),
+        r(
+            Method::POST,
+            "/timers/{id}/fire",
+            Write,
+            post(timers::fire),
+            op(
+                "fireTimer",
+                "timers",
+                "Fire a scheduled timer now",
+                Write,
+                vec![
+                    timer_ok(
+                        "200",
+                        "The timer once it fired (or, after 2 s without the fire, still scheduled and due now)",
+                    ),
+                    not_found(),
+                    problem("409", "The timer already fired or was cancelled"),
+                ],
+                json!({"parameters": [path_id("timer")]}),
+            ),
+        ),
+        r(
             Method::DELETE,
             "/timers/{id}",
             Write,

@@ -1,5 +1,6 @@
 //! `/timers`: create (with idempotency, tier limits and quotas), list with filters and
-//! opaque cursors, get, cancel, deliveries with their attempts, redrive, and the long-poll
+//! opaque cursors, get, change (`PATCH`, with the version in the body or `If-Match`),
+//! fire now, cancel, deliveries with their attempts, redrive, and the long-poll
 //! `wait`. Handlers receive an authenticated [`Caller`] and act for its tenant only;
 //! another tenant's timer is answered exactly like a missing one (404).
 
@@ -12,7 +13,9 @@ use axum::response::{IntoResponse, Response};
 use minoots_core::limits::{DEFAULT_PAGE_SIZE, MAX_IDEMPOTENCY_KEY_BYTES, MAX_PAGE_SIZE};
 use minoots_core::records::{DeliveryWithAttempts, DueTimer, EventQuery, TimerQuery};
 use minoots_core::timefmt::format_us;
-use minoots_core::{AttemptRecord, Delivery, EventType, Timer, TimerId, TimerRequest, TimerStatus};
+use minoots_core::{
+    AttemptRecord, Delivery, EventType, Timer, TimerId, TimerPatch, TimerRequest, TimerStatus,
+};
 use minoots_kernel_api::TenantQuotas;
 use minoots_kernel_api::api::EVENTS_FROM_NOW;
 use serde::Deserialize;
@@ -182,27 +185,9 @@ pub async fn create(
             _ => request.idempotency_key = Some(key.to_string()),
         }
     }
-    if let Some(max_ms) = caller.limits.max_duration_ms {
-        // Validated here only for the tier's horizon; the kernel validates everything.
-        let now = st.clock.now_us();
-        if let Some(fire_at_us) = request.fire_at_us(now)
-            && fire_at_us - now > max_ms.saturating_mul(1000)
-        {
-            let field = if request.fire_at.is_some() {
-                "fireAt"
-            } else {
-                "duration"
-            };
-            return Err(ApiError::field(
-                field,
-                format!(
-                    "is further out than the {} your tier \"{}\" allows; fire sooner or move to a higher tier",
-                    human_ms(max_ms),
-                    caller.tenant.tier
-                ),
-            ));
-        }
-    }
+    check_tier_horizon(&st, &caller, request.fire_at.is_some(), |now| {
+        request.fire_at_us(now)
+    })?;
     let quotas = if caller.is_admin() {
         TenantQuotas::default()
     } else {
@@ -233,6 +218,105 @@ pub async fn create(
         }
     }
     Ok(resp)
+}
+
+/// Refuses a fire time further out than the caller's tier allows, naming `fireAt` when
+/// the request gave one (`names_fire_at`), else `duration`. `fire_at_us` gives the
+/// requested fire time at a now, when it is valid; the kernel validates everything else
+/// (and refuses what is invalid there).
+fn check_tier_horizon(
+    st: &AppState,
+    caller: &Caller,
+    names_fire_at: bool,
+    fire_at_us: impl FnOnce(i64) -> Option<i64>,
+) -> ApiResult<()> {
+    let Some(max_ms) = caller.limits.max_duration_ms else {
+        return Ok(());
+    };
+    let field = if names_fire_at { "fireAt" } else { "duration" };
+    let now = st.clock.now_us();
+    match fire_at_us(now) {
+        Some(at) if at - now > max_ms.saturating_mul(1000) => Err(ApiError::field(
+            field,
+            format!(
+                "is further out than the {} your tier \"{}\" allows; fire sooner or move to a higher tier",
+                human_ms(max_ms),
+                caller.tenant.tier
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The version an `If-Match` header carries (`"3"`, as the timer's `version` in quotes;
+/// a bare `3` is read too), or `None` without the header (or with an empty one).
+pub fn if_match_version(headers: &HeaderMap) -> ApiResult<Option<i64>> {
+    let Some(h) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = h.to_str().unwrap_or("?").trim();
+    if text.is_empty() {
+        // An empty list of entity tags names no version: as if the header were absent.
+        return Ok(None);
+    }
+    let inner = text
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(text);
+    match inner.parse::<i64>() {
+        Ok(v) if v >= 1 && !inner.starts_with('+') => Ok(Some(v)),
+        _ => Err(ApiError::field(
+            "If-Match",
+            "must be the timer's version in quotes, like \"3\" (the version field of the timer you read)",
+        )),
+    }
+}
+
+/// `PATCH /timers/{id}`: changes a scheduled timer at the version the client read.
+pub async fn update(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    RawJson(body): RawJson,
+) -> ApiResult<Response> {
+    let id = timer_id(&id)?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::field(
+            "body",
+            "is empty; send a JSON object like {\"version\": 3, \"fireAt\": \"2026-11-27T10:00:00Z\"}",
+        ));
+    }
+    let mut patch = TimerPatch::from_json(&body).map_err(ApiError::invalid)?;
+    let if_match = if_match_version(&headers)?;
+    // Checked here too, so that a bad header or body is a 400 before any kernel call.
+    patch
+        .validate(if_match, st.clock.now_us())
+        .map_err(ApiError::invalid)?;
+    patch.version = patch.version.or(if_match);
+    check_tier_horizon(&st, &caller, patch.fire_at.is_some(), |now| {
+        patch.fire_at_us(now)
+    })?;
+    timer_reply(&st, st.kernel.update_timer(caller.tenant_id(), id, patch)).await
+}
+
+/// The timer a kernel call answers with, as a 200.
+async fn timer_reply(
+    st: &AppState,
+    call: impl std::future::Future<Output = minoots_kernel_api::KernelResult<Timer>>,
+) -> ApiResult<Response> {
+    let t = st.kernel_call(call).await?;
+    Ok(json_response(StatusCode::OK, &t.to_json()))
+}
+
+/// `POST /timers/{id}/fire`: fires a scheduled timer now.
+pub async fn fire(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let id = timer_id(&id)?;
+    timer_reply(&st, st.kernel.fire_timer_now(caller.tenant_id(), id)).await
 }
 
 fn human_ms(ms: i64) -> String {
@@ -303,10 +387,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let id = timer_id(&id)?;
-    let t = st
-        .kernel_call(st.kernel.get_timer(caller.tenant_id(), id))
-        .await?;
-    Ok(json_response(StatusCode::OK, &t.to_json()))
+    timer_reply(&st, st.kernel.get_timer(caller.tenant_id(), id)).await
 }
 
 #[derive(Deserialize, Default)]
@@ -323,10 +404,7 @@ async fn cancel_timer(
     reason: Option<String>,
 ) -> ApiResult<Response> {
     let id = timer_id(id)?;
-    let t = st
-        .kernel_call(st.kernel.cancel_timer(caller.tenant_id(), id, reason))
-        .await?;
-    Ok(json_response(StatusCode::OK, &t.to_json()))
+    timer_reply(st, st.kernel.cancel_timer(caller.tenant_id(), id, reason)).await
 }
 
 pub async fn delete(
@@ -397,10 +475,7 @@ pub async fn redrive(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let id = timer_id(&id)?;
-    let t = st
-        .kernel_call(st.kernel.redrive_timer(caller.tenant_id(), id))
-        .await?;
-    Ok(json_response(StatusCode::OK, &t.to_json()))
+    timer_reply(&st, st.kernel.redrive_timer(caller.tenant_id(), id)).await
 }
 
 /// Parses `timeout` (a duration like `30s`), at most [`MAX_WAIT`]; `None` when absent or

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::model::{AttemptOutcome, DeathReason, Delivery, DeliveryId, Timer, TimerId};
+use crate::records::ChangeCause;
 use crate::timefmt::format_us;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -30,6 +31,8 @@ pub enum EventType {
     TimerFailed,
     #[serde(rename = "timer.cancelled")]
     TimerCancelled,
+    #[serde(rename = "timer.updated")]
+    TimerUpdated,
     #[serde(rename = "delivery.attempted")]
     DeliveryAttempted,
     #[serde(rename = "delivery.retrying")]
@@ -39,12 +42,13 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 8] = [
+    pub const ALL: [EventType; 9] = [
         EventType::TimerScheduled,
         EventType::TimerFired,
         EventType::TimerSettled,
         EventType::TimerFailed,
         EventType::TimerCancelled,
+        EventType::TimerUpdated,
         EventType::DeliveryAttempted,
         EventType::DeliveryRetrying,
         EventType::DeliveryDead,
@@ -57,6 +61,7 @@ impl EventType {
             EventType::TimerSettled => "timer.settled",
             EventType::TimerFailed => "timer.failed",
             EventType::TimerCancelled => "timer.cancelled",
+            EventType::TimerUpdated => "timer.updated",
             EventType::DeliveryAttempted => "delivery.attempted",
             EventType::DeliveryRetrying => "delivery.retrying",
             EventType::DeliveryDead => "delivery.dead",
@@ -181,6 +186,30 @@ impl NewEvent {
         )
     }
 
+    /// `timer.updated`, after a scheduled timer changed (now `timer`, due before at
+    /// `previous_fire_at_us`): `{"version", "fireAt", "previousFireAt", "changed",
+    /// "cause"}`, where `changed` names the fields given (`fireAt`, `actionBundle`,
+    /// `labels`, `metadata`) and `cause` is `"update"` or `"fireNow"`.
+    pub fn timer_updated(
+        timer: &Timer,
+        previous_fire_at_us: i64,
+        changed: &[&str],
+        cause: ChangeCause,
+    ) -> Self {
+        let cause = match cause {
+            ChangeCause::Update => "update",
+            ChangeCause::FireNow => "fireNow",
+        };
+        Self::of_timer(
+            EventType::TimerUpdated,
+            &timer.tenant_id,
+            timer.id,
+            json!({"version": timer.version, "fireAt": format_us(timer.fire_at_us),
+                   "previousFireAt": format_us(previous_fire_at_us), "changed": changed,
+                   "cause": cause}),
+        )
+    }
+
     /// `timer.fired`: `{"firedAt", "firedLateUs", "deliveries"}`, where the lateness is
     /// the firing time minus the due time and `deliveries` counts the deliveries made.
     pub fn timer_fired(
@@ -280,7 +309,6 @@ mod tests {
     }
 
     use crate::fixtures::{T0, in_flight};
-    use crate::{ActionBundle, TimerStatus};
 
     /// A delivery in flight at its third attempt.
     fn delivery() -> Delivery {
@@ -294,26 +322,7 @@ mod tests {
 
     #[test]
     fn every_timer_event_carries_its_documented_payload() {
-        let timer = crate::Timer {
-            id: TimerId::new_v7(),
-            tenant_id: "acme".into(),
-            name: "t".into(),
-            requested_by: None,
-            status: TimerStatus::Scheduled,
-            created_at_us: T0,
-            fire_at_us: T0 + 1_500_000,
-            duration_ms: Some(1_500),
-            fired_at_us: None,
-            settled_at_us: None,
-            cancelled_at_us: None,
-            cancel_reason: None,
-            metadata: Default::default(),
-            labels: Default::default(),
-            action_bundle: ActionBundle::default(),
-            idempotency_key: None,
-            version: 1,
-            schedule: None,
-        };
+        let timer = crate::fixtures::scheduled(T0 + 1_500_000);
         let id = timer.id;
         let cases: Vec<(NewEvent, EventType, &str)> = vec![
             (
@@ -345,6 +354,28 @@ mod tests {
                 NewEvent::timer_settled("acme", id),
                 EventType::TimerSettled,
                 "{}",
+            ),
+            (
+                NewEvent::timer_updated(
+                    &crate::Timer {
+                        version: 2,
+                        ..timer.clone()
+                    },
+                    T0 + 60_000_000,
+                    &["fireAt", "labels"],
+                    ChangeCause::Update,
+                ),
+                EventType::TimerUpdated,
+                r#"{"version": 2, "fireAt": "2026-11-27T10:00:01.5Z",
+                    "previousFireAt": "2026-11-27T10:01:00Z", "changed": ["fireAt", "labels"],
+                    "cause": "update"}"#,
+            ),
+            (
+                NewEvent::timer_updated(&timer, T0 + 60_000_000, &["fireAt"], ChangeCause::FireNow),
+                EventType::TimerUpdated,
+                r#"{"version": 1, "fireAt": "2026-11-27T10:00:01.5Z",
+                    "previousFireAt": "2026-11-27T10:01:00Z", "changed": ["fireAt"],
+                    "cause": "fireNow"}"#,
             ),
         ];
         for (event, event_type, want) in cases {

@@ -22,6 +22,7 @@ pub mod event;
 mod fixtures;
 pub mod limits;
 pub mod model;
+pub mod patch;
 pub mod plan;
 pub mod records;
 pub mod request;
@@ -39,5 +40,7 @@ pub use model::{
     AttemptOutcome, AttemptRecord, DeathReason, Delivery, DeliveryId, DeliveryStatus,
     ForbiddenTransition, ScheduleId, ScheduleLink, Timer, TimerId, TimerStatus,
 };
+pub use patch::TimerPatch;
+pub use records::{ChangeCause, TimerChange, TimerChanged};
 pub use request::{DurationInput, TimerRequest, TimerSpec};
 pub use retry::RetryPolicy;

@@ -58,6 +58,51 @@ pub struct DueTimer {
     pub id: TimerId,
 }
 
+/// Why a scheduled timer is changed: it decides what its `timer.updated` event says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ChangeCause {
+    /// A client changed it (`PATCH /timers/{id}`).
+    #[default]
+    Update,
+    /// A client asked it to fire now (`POST /timers/{id}/fire`): its fire time became now.
+    FireNow,
+}
+
+/// A validated change to a scheduled timer; `None` leaves a field as it is. Built by
+/// [`crate::request::TimerPatch::validate`] (or [`TimerChange::fire_now`]) and applied by
+/// [`crate::plan::plan_update`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TimerChange {
+    /// The version the client read: the change is refused unless the timer is still at
+    /// it. `None` checks no version (fire now).
+    pub expected_version: Option<i64>,
+    /// The new fire time, and the duration it was given as (`None` for a `fireAt`).
+    pub fire_at: Option<(i64, Option<i64>)>,
+    pub action_bundle: Option<crate::ActionBundle>,
+    pub labels: Option<std::collections::BTreeMap<String, String>>,
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    pub cause: ChangeCause,
+}
+
+impl TimerChange {
+    /// Makes the timer due at `now_us`, whatever its version.
+    pub fn fire_now(now_us: i64) -> Self {
+        Self {
+            fire_at: Some((now_us, None)),
+            cause: ChangeCause::FireNow,
+            ..Self::default()
+        }
+    }
+}
+
+/// What a change did: the timer as it is now, and the fire time it had before (so the
+/// kernel moves it in its window).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimerChanged {
+    pub timer: Timer,
+    pub previous_fire_at_us: i64,
+}
+
 /// Filters and paging for listing a tenant's timers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TimerQuery {

@@ -160,46 +160,8 @@ impl TimerRequest {
             check_text(r, "requestedBy", MAX_REQUESTED_BY_BYTES, true, &mut errors);
         }
 
-        let metadata = match &self.metadata {
-            None | Some(serde_json::Value::Null) => serde_json::Map::new(),
-            Some(serde_json::Value::Object(m)) => {
-                match crate::action::encode_json(m) {
-                    Ok(v) if v.len() > MAX_METADATA_BYTES => errors.push(
-                        "metadata",
-                        format!(
-                            "is {} bytes as JSON; at most {MAX_METADATA_BYTES} are allowed",
-                            v.len()
-                        ),
-                    ),
-                    Ok(_) => {}
-                    Err(e) => errors.push("metadata", e),
-                }
-                m.clone()
-            }
-            Some(_) => {
-                errors.push("metadata", "must be a JSON object, like {\"orderId\": 42}");
-                serde_json::Map::new()
-            }
-        };
-
-        let labels = self.labels.clone().unwrap_or_default();
-        if labels.len() > MAX_LABELS {
-            errors.push(
-                "labels",
-                format!(
-                    "has {} labels; at most {MAX_LABELS} are allowed",
-                    labels.len()
-                ),
-            );
-        }
-        for (k, v) in &labels {
-            if let Err(msg) = check_label_key(k) {
-                errors.push(format!("labels.{k}"), msg);
-            }
-            if v.len() > MAX_LABEL_VALUE_BYTES || v.chars().any(char::is_control) {
-                errors.push(format!("labels.{k}"), format!("value must be at most {MAX_LABEL_VALUE_BYTES} bytes without control characters"));
-            }
-        }
+        let metadata = check_metadata(self.metadata.as_ref(), &mut errors);
+        let labels = check_labels(self.labels.clone().unwrap_or_default(), &mut errors);
 
         let action_bundle = self.action_bundle.clone().unwrap_or_default();
         action_bundle.validate("actionBundle", &mut errors);
@@ -259,60 +221,81 @@ impl TimerRequest {
     }
 
     fn resolve_fire_time(&self, now_us: i64, errors: &mut ValidationErrors) -> (i64, Option<i64>) {
-        match (&self.duration, &self.fire_at) {
-            (Some(_), Some(_)) => {
-                errors.push("duration", "give either duration or fireAt, not both");
-                (now_us, None)
-            }
-            (None, None) => {
-                errors.push("duration", "is required (or give fireAt); write it like \"30s\", \"1h30m\" or 30000 (milliseconds)");
-                (now_us, None)
-            }
-            (Some(d), None) => {
-                let ms = match d {
-                    DurationInput::Millis(ms) => Ok(*ms),
-                    DurationInput::Text(t) => parse_duration_ms(t),
-                };
-                match ms {
-                    Err(msg) => {
-                        errors.push("duration", msg);
-                        (now_us, None)
-                    }
-                    Ok(ms) if ms <= 0 => {
-                        errors.push(
-                            "duration",
-                            "must be positive; use at least 1 millisecond, e.g. \"1ms\" or \"30s\"",
-                        );
-                        (now_us, None)
-                    }
-                    Ok(ms) if ms > MAX_TIMER_HORIZON_MS => {
-                        errors.push("duration", "must be at most 10 years; for later times schedule again closer to the date");
-                        (now_us, None)
-                    }
-                    Ok(ms) => (now_us + ms * 1_000, Some(ms)),
+        resolve_fire_time(
+            self.duration.as_ref(),
+            self.fire_at.as_ref(),
+            now_us,
+            errors,
+        )
+    }
+}
+
+/// The fire time that exactly one of `duration` and `fireAt` asks for at `now_us`, and the
+/// duration in milliseconds when it was given as one: not in the past beyond a short
+/// grace, not beyond the horizon. Problems go to `errors` (then the answer is `now_us`).
+pub(crate) fn resolve_fire_time(
+    duration: Option<&DurationInput>,
+    fire_at: Option<&String>,
+    now_us: i64,
+    errors: &mut ValidationErrors,
+) -> (i64, Option<i64>) {
+    match (duration, fire_at) {
+        (Some(_), Some(_)) => {
+            errors.push("duration", "give either duration or fireAt, not both");
+            (now_us, None)
+        }
+        (None, None) => {
+            errors.push("duration", "is required (or give fireAt); write it like \"30s\", \"1h30m\" or 30000 (milliseconds)");
+            (now_us, None)
+        }
+        (Some(d), None) => {
+            let ms = match d {
+                DurationInput::Millis(ms) => Ok(*ms),
+                DurationInput::Text(t) => parse_duration_ms(t),
+            };
+            match ms {
+                Err(msg) => {
+                    errors.push("duration", msg);
+                    (now_us, None)
                 }
-            }
-            (None, Some(text)) => {
-                match parse_rfc3339_us(text) {
-                    Err(e) => {
-                        errors.push("fireAt", format!("\"{text}\" is not an RFC 3339 time with an offset ({e}); write it like \"2026-11-27T10:00:00Z\" or \"2026-11-27T11:00:00+01:00\""));
-                        (now_us, None)
-                    }
-                    Ok(at) if at < now_us - PAST_FIRE_AT_GRACE_MS * 1_000 => {
-                        errors.push("fireAt", format!("{text} is in the past (now is {}); give a future time or use duration", format_us(now_us)));
-                        (now_us, None)
-                    }
-                    Ok(at) if at > now_us + MAX_TIMER_HORIZON_MS * 1_000 => {
-                        errors.push(
-                            "fireAt",
-                            "is more than 10 years ahead; schedule again closer to the date",
-                        );
-                        (now_us, None)
-                    }
-                    Ok(at) => (at, None),
+                Ok(ms) if ms <= 0 => {
+                    errors.push(
+                        "duration",
+                        "must be positive; use at least 1 millisecond, e.g. \"1ms\" or \"30s\"",
+                    );
+                    (now_us, None)
                 }
+                Ok(ms) if ms > MAX_TIMER_HORIZON_MS => {
+                    errors.push("duration", "must be at most 10 years; for later times schedule again closer to the date");
+                    (now_us, None)
+                }
+                Ok(ms) => (now_us + ms * 1_000, Some(ms)),
             }
         }
+        (None, Some(text)) => match parse_rfc3339_us(text) {
+            Err(e) => {
+                errors.push("fireAt", format!("\"{text}\" is not an RFC 3339 time with an offset ({e}); write it like \"2026-11-27T10:00:00Z\" or \"2026-11-27T11:00:00+01:00\""));
+                (now_us, None)
+            }
+            Ok(at) if at < now_us - PAST_FIRE_AT_GRACE_MS * 1_000 => {
+                errors.push(
+                    "fireAt",
+                    format!(
+                        "{text} is in the past (now is {}); give a future time or use duration",
+                        format_us(now_us)
+                    ),
+                );
+                (now_us, None)
+            }
+            Ok(at) if at > now_us + MAX_TIMER_HORIZON_MS * 1_000 => {
+                errors.push(
+                    "fireAt",
+                    "is more than 10 years ahead; schedule again closer to the date",
+                );
+                (now_us, None)
+            }
+            Ok(at) => (at, None),
+        },
     }
 }
 
@@ -345,6 +328,64 @@ impl TimerSpec {
             schedule: None,
         }
     }
+}
+
+/// Checks `metadata` (a JSON object within its size limit); absent or null is empty.
+pub(crate) fn check_metadata(
+    metadata: Option<&serde_json::Value>,
+    errors: &mut ValidationErrors,
+) -> serde_json::Map<String, serde_json::Value> {
+    match metadata {
+        None | Some(serde_json::Value::Null) => serde_json::Map::new(),
+        Some(serde_json::Value::Object(m)) => {
+            match crate::action::encode_json(m) {
+                Ok(v) if v.len() > MAX_METADATA_BYTES => errors.push(
+                    "metadata",
+                    format!(
+                        "is {} bytes as JSON; at most {MAX_METADATA_BYTES} are allowed",
+                        v.len()
+                    ),
+                ),
+                Ok(_) => {}
+                Err(e) => errors.push("metadata", e),
+            }
+            m.clone()
+        }
+        Some(_) => {
+            errors.push("metadata", "must be a JSON object, like {\"orderId\": 42}");
+            serde_json::Map::new()
+        }
+    }
+}
+
+/// Checks `labels`: how many, and each key and value.
+pub(crate) fn check_labels(
+    labels: BTreeMap<String, String>,
+    errors: &mut ValidationErrors,
+) -> BTreeMap<String, String> {
+    if labels.len() > MAX_LABELS {
+        errors.push(
+            "labels",
+            format!(
+                "has {} labels; at most {MAX_LABELS} are allowed",
+                labels.len()
+            ),
+        );
+    }
+    for (k, v) in &labels {
+        if let Err(msg) = check_label_key(k) {
+            errors.push(format!("labels.{k}"), msg);
+        }
+        if v.len() > MAX_LABEL_VALUE_BYTES || v.chars().any(char::is_control) {
+            errors.push(
+                format!("labels.{k}"),
+                format!(
+                    "value must be at most {MAX_LABEL_VALUE_BYTES} bytes without control characters"
+                ),
+            );
+        }
+    }
+    labels
 }
 
 /// Tenant ids: 1–64 bytes of letters, digits, `-` and `_`.

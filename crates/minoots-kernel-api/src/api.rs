@@ -10,7 +10,7 @@ use minoots_core::records::{
     ApiKey, AttemptReport, DeliveryWithAttempts, EventQuery, LeaseRenewal, LeasedDelivery,
     ReportOutcome, Tenant, TenantUpdate, TenantUsage, TimerPage, TimerQuery,
 };
-use minoots_core::{DeliveryId, Event, Timer, TimerId, TimerRequest};
+use minoots_core::{DeliveryId, Event, Timer, TimerId, TimerPatch, TimerRequest};
 use tokio_stream::Stream;
 
 use crate::error::{KernelError, KernelResult};
@@ -45,6 +45,11 @@ pub struct RenewLeasesRequest {
     /// (delivery, attempt) of each lease held; empty asks only for the kernel's time.
     pub leases: Vec<(DeliveryId, u32)>,
 }
+
+/// How long a fire-now waits for the fire to commit before it answers with the timer as
+/// it stands (due now): well within the control plane's kernel timeout (10 s), and long
+/// past a kernel's usual fire latency (milliseconds).
+pub const FIRE_NOW_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Most leases renewed by one call (an executor holding more renews in several calls).
 pub const MAX_RENEW_LEASES: usize = 4_096;
@@ -137,6 +142,24 @@ pub trait KernelApi: Send + Sync + 'static {
         id: TimerId,
         reason: Option<String>,
     ) -> KernelResult<Timer>;
+
+    /// Changes a scheduled timer of `tenant_id` as `patch` says: each field is validated
+    /// as on create, and the change applies only at `patch.version`. Answers after the
+    /// commit with the timer at its next version. `NotFound` for another tenant's timer;
+    /// `Conflict` when the version differs or the timer is no longer scheduled.
+    async fn update_timer(
+        &self,
+        tenant_id: &str,
+        id: TimerId,
+        patch: TimerPatch,
+    ) -> KernelResult<Timer>;
+
+    /// Fires a scheduled timer of `tenant_id` now, through the normal fire path (its fire
+    /// time becomes now; deliveries, events and lateness as for any fire). Answers once it
+    /// fired, or after [`FIRE_NOW_WAIT`] with the timer due now when its kernel has not
+    /// fired it yet (it fires as soon as that kernel does). `Conflict` when it is no
+    /// longer scheduled.
+    async fn fire_timer_now(&self, tenant_id: &str, id: TimerId) -> KernelResult<Timer>;
 
     async fn list_deliveries(
         &self,

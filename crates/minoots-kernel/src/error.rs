@@ -16,6 +16,12 @@ pub(crate) fn from_store(e: StoreError) -> KernelError {
             ),
             status: Some(status),
         },
+        StoreError::VersionMismatch { expected, current } => KernelError::Conflict {
+            message: format!(
+                "the timer is at version {current}, not {expected}: it changed since it was read; GET it again and send version {current} if the change still applies"
+            ),
+            status: None,
+        },
         StoreError::Fenced { .. } => KernelError::Fenced(e.to_string()),
         StoreError::Locked(_) | StoreError::Unavailable(_) | StoreError::Closed => {
             KernelError::Unavailable(e.to_string())

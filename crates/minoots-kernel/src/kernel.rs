@@ -27,6 +27,8 @@ use crate::error::from_store;
 use crate::metrics::KernelMetrics;
 use crate::scheduler::Scheduler;
 
+mod change;
+
 /// The horology kernel running in this process.
 pub struct Kernel {
     store: Arc<dyn Store>,
@@ -515,6 +517,19 @@ impl KernelApi for Kernel {
         });
         KernelMetrics::inc(&self.metrics.timers_cancelled, 1);
         Ok(timer)
+    }
+
+    async fn update_timer(
+        &self,
+        tenant_id: &str,
+        id: TimerId,
+        patch: minoots_core::TimerPatch,
+    ) -> KernelResult<Timer> {
+        self.change_timer(tenant_id, id, patch).await
+    }
+
+    async fn fire_timer_now(&self, tenant_id: &str, id: TimerId) -> KernelResult<Timer> {
+        self.fire_now(tenant_id, id).await
     }
 
     async fn list_deliveries(

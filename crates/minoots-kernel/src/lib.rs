@@ -19,6 +19,7 @@ mod kernel;
 mod leases;
 mod maintenance;
 pub mod metrics;
+mod outbox;
 mod scheduler;
 mod schedules;
 

@@ -37,6 +37,11 @@ pub struct KernelMetrics {
     pub store_key_lookups: AtomicU64,
     /// Fires the store refused because the timer's shard belongs to another kernel now.
     pub fires_fenced: AtomicU64,
+    /// Scheduled timers changed (`PATCH`, fire now).
+    pub timers_updated: AtomicU64,
+    /// Fires the store refused because the timer had been moved later since the window
+    /// read it (it fires at its new time).
+    pub fires_not_due: AtomicU64,
 }
 
 impl KernelMetrics {
@@ -102,7 +107,7 @@ pub async fn render_kernel_metrics(kernel: &Kernel) -> String {
 
 fn render_kernel(out: &mut String, m: &KernelMetrics) {
     let g = KernelMetrics::get;
-    let counters: [(&str, &str, &AtomicU64); 9] = [
+    let counters: [(&str, &str, &AtomicU64); 11] = [
         (
             "minoots_timers_created_total",
             "Timers scheduled.",
@@ -147,6 +152,16 @@ fn render_kernel(out: &mut String, m: &KernelMetrics) {
             "minoots_fires_fenced_total",
             "Timers this kernel did not fire because their shard belongs to another kernel now.",
             &m.fires_fenced,
+        ),
+        (
+            "minoots_timers_updated_total",
+            "Scheduled timers changed (new fire time, actions, labels or metadata; fire now).",
+            &m.timers_updated,
+        ),
+        (
+            "minoots_fires_not_due_total",
+            "Fires of window entries refused because the timer was moved later meanwhile (it fires at its new time).",
+            &m.fires_not_due,
         ),
     ];
     for (name, help, value) in counters {

@@ -19,6 +19,12 @@
 //!   The index is a set, so seeing a timer both ways is harmless.
 //! * Firing is idempotent in the store (only `scheduled` timers fire), so a stale entry of
 //!   a timer cancelled meanwhile is skipped there.
+//! * A timer rescheduled leaves the index at its old key and enters at its new one under
+//!   the rule of a create ([`Scheduler::on_rescheduled`]). A stale entry at an old key
+//!   (a refill that read the row before the change, or a kernel that has not heard of a
+//!   change made through another) fires with `refuse_early`: the store refuses it while
+//!   the stored fire time is later (`NotDue`), and the timer is indexed again at that
+//!   time, so a move never makes a timer fire early, nor lose it.
 //! * When the timers this kernel fires change (several kernels share a PostgreSQL store
 //!   and its shards moved, or announcements of other kernels' creates may have been
 //!   missed), [`Scheduler::reload`] sets `covered` back to the start: the next refills
@@ -53,6 +59,7 @@ use uuid_max::max_timer_id;
 
 use crate::config::KernelConfig;
 use crate::metrics::KernelMetrics;
+use crate::outbox::Outbox;
 
 /// The key before every timer: a window covering nothing yet.
 fn start_key() -> DueTimer {
@@ -106,6 +113,21 @@ impl Shared {
     /// or cleared on the way down, so a poisoned lock must not turn a failure into a hang.
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Puts `key` in the index when it is at or below what the window covers (or what a
+    /// refill in progress is loading), and wakes the firing thread for a new head. A key
+    /// beyond that is left to the refills, which read the committed row.
+    fn index_if_covered(&self, key: DueTimer) {
+        let mut st = self.state();
+        let horizon = st.loading.map_or(st.covered, |l| l.max(st.covered));
+        if key <= horizon {
+            let new_head = st.index.first().is_none_or(|h| key < *h);
+            st.index.insert(key);
+            if new_head {
+                self.wake.notify_one();
+            }
+        }
     }
 
     fn shutting_down(&self) -> bool {
@@ -226,58 +248,6 @@ fn spawn_watched(
     })
 }
 
-/// Timers popped by the firing thread, waiting for the dispatcher to commit them.
-///
-/// A plain queue rather than a channel of batches: the firing thread appends whatever it
-/// popped (often a single timer) and the dispatcher takes everything queued into one
-/// transaction, so a slow fsync makes transactions larger instead of stalling firing.
-/// It holds at most `max_queued` timers; beyond that the firing thread waits for room
-/// (a disk that cannot keep up slows firing rather than growing memory).
-struct Outbox {
-    queue: Mutex<Vec<FireRequest>>,
-    room: Condvar,
-    ready: Notify,
-    closed: AtomicBool,
-    max_queued: usize,
-}
-
-impl Outbox {
-    /// Appends fires; waits while the queue is full. False once the outbox is closed.
-    fn push(&self, fires: Vec<FireRequest>) -> bool {
-        let mut q = self.queue.lock().expect("outbox poisoned");
-        while q.len() >= self.max_queued && !self.closed.load(Ordering::Acquire) {
-            q = self.room.wait(q).expect("outbox poisoned");
-        }
-        if self.closed.load(Ordering::Acquire) {
-            return false;
-        }
-        q.extend(fires);
-        drop(q);
-        self.ready.notify_one();
-        true
-    }
-
-    /// Takes up to `max` queued fires, oldest first.
-    fn take(&self, max: usize) -> Vec<FireRequest> {
-        let mut q = self.queue.lock().expect("outbox poisoned");
-        let batch = if q.len() <= max {
-            std::mem::take(&mut *q)
-        } else {
-            q.drain(..max).collect()
-        };
-        drop(q);
-        self.room.notify_all();
-        batch
-    }
-
-    fn close(&self) {
-        self.closed.store(true, Ordering::Release);
-        let _guard = self.queue.lock();
-        self.room.notify_all();
-        self.ready.notify_one();
-    }
-}
-
 /// Handle to the window and its threads. Dropping it does not stop them; call `shutdown`.
 pub struct Scheduler {
     shared: Arc<Shared>,
@@ -376,15 +346,17 @@ impl Scheduler {
 
     /// Called after a timer's creation committed: puts it in the window if it belongs there.
     pub fn on_scheduled(&self, key: DueTimer) {
-        let mut st = self.shared.state.lock().expect("scheduler poisoned");
-        let horizon = st.loading.map_or(st.covered, |l| l.max(st.covered));
-        if key <= horizon {
-            let new_head = st.index.first().is_none_or(|h| key < *h);
-            st.index.insert(key);
-            if new_head {
-                self.shared.wake.notify_one();
-            }
-        }
+        self.shared.index_if_covered(key);
+    }
+
+    /// Called after a timer's new fire time committed: it leaves the window at its old
+    /// time and enters it at its new one if that is within what the window covers
+    /// (otherwise a refill loads it when the window reaches it). An entry at the old time
+    /// that a refill running meanwhile puts back is refused by the store when it fires
+    /// ([`FireOutcome::NotDue`]), and the timer is indexed again at its stored time.
+    pub fn on_rescheduled(&self, old: DueTimer, new: DueTimer) {
+        self.shared.state().index.remove(&old);
+        self.shared.index_if_covered(new);
     }
 
     /// Called after a cancel committed: the timer leaves the window.
@@ -575,6 +547,7 @@ fn firing_loop(shared: &Shared, outbox: &Outbox) {
             requests.push(FireRequest {
                 timer_id: k.id,
                 fired_at_us,
+                refuse_early: true,
             });
         }
         KernelMetrics::inc(&shared.metrics.timers_fired, requests.len() as u64);
@@ -665,6 +638,20 @@ async fn fire_with_retry(
                 .iter()
                 .filter(|o| matches!(o, FireOutcome::Fenced { .. }))
                 .count();
+            // Moved later after the window read them: back in at their stored time.
+            for o in &outcomes {
+                if let FireOutcome::NotDue {
+                    timer_id,
+                    fire_at_us,
+                } = o
+                {
+                    KernelMetrics::inc(&shared.metrics.fires_not_due, 1);
+                    shared.index_if_covered(DueTimer {
+                        fire_at_us: *fire_at_us,
+                        id: *timer_id,
+                    });
+                }
+            }
             if fenced > 0 {
                 // Their shards belong to another kernel now, which fires them.
                 KernelMetrics::inc(&shared.metrics.fires_fenced, fenced as u64);

@@ -2,6 +2,7 @@
 //! `KernelApi`: schedule, get, list with paging, cancel, event streams, leases and
 //! reports, error codes, and the token.
 
+#[allow(dead_code)]
 mod common;
 use common::{lease, next_item, succeeded};
 
@@ -59,6 +60,69 @@ impl Running {
 
 fn req(json: &str) -> TimerRequest {
     TimerRequest::from_json(json.as_bytes()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_and_fire_now_over_grpc() {
+    let r = start(None).await;
+    let c = GrpcKernelClient::connect_lazy(&r.url, None).unwrap();
+    let t = c
+        .schedule_timer("acme", req(r#"{"duration": "1h", "labels": {"a": "b"}}"#))
+        .await
+        .unwrap()
+        .timer;
+    let patch = |json: &str| minoots_core::TimerPatch::from_json(json.as_bytes()).unwrap();
+    let changed = c
+        .update_timer(
+            "acme",
+            t.id,
+            patch(r#"{"version": 1, "duration": "2h", "labels": {}, "metadata": {"n": 1}}"#),
+        )
+        .await
+        .unwrap();
+    assert_eq!(changed.version, 2);
+    // A duration counts from the change.
+    assert_eq!(changed.duration_ms, Some(7_200_000));
+    assert!(changed.fire_at_us >= t.created_at_us + 7_200_000_000);
+    assert!(changed.labels.is_empty(), "empty labels travel as a change");
+    assert_eq!(changed.metadata["n"], 1);
+    assert_eq!(r.kernel.get_timer("acme", t.id).await.unwrap(), changed);
+    // Refusals keep their meaning across the wire.
+    let stale = c
+        .update_timer("acme", t.id, patch(r#"{"version": 1, "duration": "3h"}"#))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(stale, KernelError::Conflict { status: None, .. }),
+        "{stale:?}"
+    );
+    let bad = c
+        .update_timer("acme", t.id, patch(r#"{"version": 2, "fireAt": "soon"}"#))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&bad, KernelError::Invalid(e) if e.errors[0].field == "fireAt"),
+        "{bad:?}"
+    );
+    assert!(matches!(
+        c.fire_timer_now("globex", t.id).await,
+        Err(KernelError::NotFound(Missing::Timer(id))) if id == t.id
+    ));
+    let fired = c.fire_timer_now("acme", t.id).await.unwrap();
+    assert_eq!(
+        fired.status,
+        TimerStatus::Settled,
+        "no actions: settled on fire"
+    );
+    assert!(fired.fired_late_us().is_some_and(|l| l >= 0));
+    assert!(matches!(
+        c.fire_timer_now("acme", t.id).await,
+        Err(KernelError::Conflict {
+            status: Some(TimerStatus::Settled),
+            ..
+        })
+    ));
+    r.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

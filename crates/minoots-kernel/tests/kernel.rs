@@ -2,7 +2,7 @@
 //! cancel, retries, lease expiry with fencing, event resume, the window and recovery.
 
 mod common;
-use common::{WAIT, lease, next_item, succeeded};
+use common::{WAIT, fired_events, lease, next_item, succeeded};
 
 use std::future::Future;
 use std::sync::Arc;
@@ -63,20 +63,11 @@ async fn next_events(
     out
 }
 
-fn fired_query() -> EventQuery {
-    EventQuery {
-        after_seq: 0,
-        limit: 1000,
-        types: vec![EventType::TimerFired],
-        ..Default::default()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timers_fire_in_due_order_and_never_early_on_the_real_clock() {
     let dir = tempfile::tempdir().unwrap();
     let k = start(dir.path(), Arc::new(SystemClock)).await;
-    let mut fired = k.stream_events(fired_query()).await.unwrap();
+    let mut fired = fired_events(k.as_ref()).await;
     // Spread over 40–1,000 ms, in an order unrelated to their due order, and created in
     // one call: created one by one on a slow disk, a timer could be committed after its
     // due time, later than one due after it had already fired.
@@ -111,7 +102,7 @@ async fn a_timer_fires_exactly_when_the_clock_reaches_it_and_not_before() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
     let k = start(dir.path(), clock.clone()).await;
-    let mut fired = k.stream_events(fired_query()).await.unwrap();
+    let mut fired = fired_events(k.as_ref()).await;
     let t = k
         .schedule_timer("acme", req(r#"{"duration": "1s"}"#))
         .await
@@ -140,7 +131,7 @@ async fn a_cancelled_timer_never_fires_and_a_fired_one_cannot_be_cancelled() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
     let k = start(dir.path(), clock.clone()).await;
-    let mut fired = k.stream_events(fired_query()).await.unwrap();
+    let mut fired = fired_events(k.as_ref()).await;
     let a = k
         .schedule_timer("acme", req(r#"{"duration": "1s"}"#))
         .await
@@ -353,7 +344,7 @@ async fn far_timers_stay_out_of_memory_until_the_window_reaches_them() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
     let k = start(dir.path(), clock.clone()).await;
-    let mut fired = k.stream_events(fired_query()).await.unwrap();
+    let mut fired = fired_events(k.as_ref()).await;
     let far = k
         .schedule_timer("acme", req(r#"{"duration": "10s"}"#))
         .await
@@ -406,7 +397,7 @@ async fn after_a_restart_overdue_timers_fire_at_once_oldest_first() {
     // Down for a minute: all five are overdue when the kernel comes back.
     clock.advance_us(60 * SEC);
     let k = start(dir.path(), clock.clone()).await;
-    let mut fired = k.stream_events(fired_query()).await.unwrap();
+    let mut fired = fired_events(k.as_ref()).await;
     let events = next_events(&mut fired, 5).await;
     ids.sort();
     let want: Vec<_> = ids.iter().map(|(_, id)| *id).collect();
@@ -543,7 +534,7 @@ async fn wall_clock_jumps_fire_what_became_due_once_and_nothing_early_or_twice()
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
     let k = start(dir.path(), clock.clone()).await;
-    let mut fired = k.stream_events(fired_query()).await.unwrap();
+    let mut fired = fired_events(k.as_ref()).await;
     let mut ids = Vec::new();
     // Two inside the 2 s window, one beyond it, one an hour out.
     for d in ["1s", "2s", "10s", "1h"] {

@@ -215,6 +215,32 @@ pub fn definitions() -> Vec<Tool> {
         )
         .with_annotations(annotations(false, true, false)),
         Tool::new(
+            "reschedule_timer",
+            "Move a scheduled timer to a new time: give `duration` (from now) or `fireAt`, and the \
+             timer's `version` as you last read it (from create_timer, get_timer or list_timers). Fails \
+             if the timer changed since (read it again and retry with its new version), already fired \
+             or was cancelled. Returns the timer with its new fire time and version.",
+            schema(json!({
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string", "maxLength": MAX_ID_CHARS, "description": ID_DESCRIPTION},
+                    "version": {"type": "integer", "minimum": 1, "description": "The timer's `version` as you last read it."},
+                    "duration": {"type": ["string", "integer"], "description": duration_text},
+                    "fireAt": {"type": "string", "format": "date-time", "description": "The new fire time, as RFC 3339 with a time zone, e.g. \"2026-11-27T09:00:00Z\". Must be in the future."}
+                },
+                "required": ["id", "version"],
+                "additionalProperties": false
+            })),
+        )
+        .with_annotations(annotations(false, false, false)),
+        Tool::new(
+            "fire_timer_now",
+            "Fire a scheduled timer now instead of at its fire time: its actions run (webhook and so on) \
+             as when it fires on its own. Fails if it already fired or was cancelled. Returns the fired timer.",
+            id_only(ID_DESCRIPTION),
+        )
+        .with_annotations(annotations(false, false, false)),
+        Tool::new(
             "wait_for_timer",
             "Block until the timer is no longer scheduled (it fired or was cancelled) or `timeout` passes, \
              then return the timer. Check `status`: still \"scheduled\" means the timeout passed first. \
@@ -380,6 +406,15 @@ struct CancelArgs {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RescheduleArgs {
+    id: String,
+    version: Value,
+    duration: Option<Value>,
+    fire_at: Option<Value>,
+}
+
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct WaitArgs {
     id: String,
@@ -458,6 +493,22 @@ pub fn plan(name: &str, arguments: Option<JsonObject>) -> Option<Result<Plan, To
                 Some(body),
             ))
         }),
+        "reschedule_timer" => args::<RescheduleArgs>(arguments).and_then(|a| {
+            let id = id_segment(&a.id)?;
+            // The API checks the version, the duration and the fire time, and names the
+            // field at fault; here they are only passed on.
+            let mut body = json!({"version": a.version});
+            if let Some(d) = a.duration {
+                body["duration"] = d;
+            }
+            if let Some(at) = a.fire_at {
+                body["fireAt"] = at;
+            }
+            Ok(single(Method::PATCH, format!("/timers/{id}"), Some(body)))
+        }),
+        "fire_timer_now" => args::<IdArgs>(arguments)
+            .and_then(|a| id_segment(&a.id))
+            .map(|id| single(Method::POST, format!("/timers/{id}/fire"), None)),
         "wait_for_timer" => args::<WaitArgs>(arguments).and_then(|a| {
             let id = id_segment(&a.id)?;
             let total = match &a.timeout {
@@ -633,7 +684,7 @@ mod tests {
     #[test]
     fn every_tool_has_an_object_schema_and_a_plan() {
         let tools = definitions();
-        assert_eq!(tools.len(), 9);
+        assert_eq!(tools.len(), 11);
         for t in &tools {
             assert_eq!(t.input_schema.get("type"), Some(&json!("object")));
             assert!(t.description.as_ref().is_some_and(|d| d.len() > 40));
@@ -661,6 +712,40 @@ mod tests {
         );
         assert_eq!(body["requestedBy"], REQUESTED_BY);
         assert_eq!(body["labels"]["a"], "b");
+    }
+
+    #[test]
+    fn reschedule_and_fire_now_become_patch_and_fire_requests() {
+        let p = plan(
+            "reschedule_timer",
+            obj(json!({"id": "t-1", "version": 3, "fireAt": "2026-11-27T09:00:00Z"})),
+        )
+        .unwrap()
+        .unwrap();
+        let Plan::Single(req) = p else { panic!() };
+        assert_eq!(
+            (req.method, req.path_and_query.as_str()),
+            (Method::PATCH, "/timers/t-1")
+        );
+        assert_eq!(
+            req.body,
+            Some(json!({"version": 3, "fireAt": "2026-11-27T09:00:00Z"}))
+        );
+        let p = plan("fire_timer_now", obj(json!({"id": "t-1"})))
+            .unwrap()
+            .unwrap();
+        let Plan::Single(req) = p else { panic!() };
+        assert_eq!(
+            (req.method, req.path_and_query.as_str(), req.body),
+            (Method::POST, "/timers/t-1/fire", None)
+        );
+        let e = plan(
+            "reschedule_timer",
+            obj(json!({"id": "t-1", "duration": "1h"})),
+        )
+        .unwrap()
+        .unwrap_err();
+        assert!(e.message.contains("version"), "{}", e.message);
     }
 
     #[test]

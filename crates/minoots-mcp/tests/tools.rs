@@ -1,8 +1,9 @@
 //! The MCP tools through rmcp's own client, against a live control plane on loopback
 //! (in-process kernel on a fresh SQLite store) reached over HTTP with the demo key:
 //! the tool list, create then wait until fired, a bad duration as a tool error naming the
-//! field, cancel, an unknown timer as "not found", and a schedule preview across New York's
-//! spring-forward gap (with a bad time zone as a tool error naming the field).
+//! field, cancel, reschedule at the version read and fire now, an unknown timer as "not
+//! found", and a schedule preview across New York's spring-forward gap (with a bad time
+//! zone as a tool error naming the field).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,11 +88,13 @@ async fn tools_against_a_live_control_plane() {
         [
             "cancel_timer",
             "create_timer",
+            "fire_timer_now",
             "get_timer",
             "list_deliveries",
             "list_timers",
             "preview_schedule",
             "redrive_timer",
+            "reschedule_timer",
             "sleep",
             "wait_for_timer"
         ]
@@ -134,6 +137,36 @@ async fn tools_against_a_live_control_plane() {
     let later_id = later.structured_content.unwrap()["id"].clone();
     let cancelled = call("cancel_timer", json!({"id": later_id, "reason": "done"})).await;
     assert_eq!(cancelled.structured_content.unwrap()["status"], "cancelled");
+
+    // Reschedule at the version read; a stale version is a tool error saying so.
+    let t = call("create_timer", json!({"duration": "1h"})).await;
+    let t = t.structured_content.unwrap();
+    let moved = call(
+        "reschedule_timer",
+        json!({"id": t["id"], "version": t["version"], "duration": "2h"}),
+    )
+    .await;
+    assert_eq!(moved.is_error, Some(false), "{}", text(&moved));
+    let moved = moved.structured_content.unwrap();
+    assert_eq!(moved["version"], 2);
+    assert_eq!(moved["durationMs"], 7_200_000);
+    let stale = call(
+        "reschedule_timer",
+        json!({"id": t["id"], "version": 1, "duration": "3h"}),
+    )
+    .await;
+    assert_eq!(stale.is_error, Some(true));
+    assert!(
+        text(&stale).contains("version 2, not 1"),
+        "{}",
+        text(&stale)
+    );
+    let now = call("fire_timer_now", json!({"id": t["id"]})).await;
+    assert_eq!(now.is_error, Some(false), "{}", text(&now));
+    assert_eq!(now.structured_content.unwrap()["status"], "settled");
+    let again = call("fire_timer_now", json!({"id": t["id"]})).await;
+    assert_eq!(again.is_error, Some(true));
+    assert!(text(&again).contains("already settled"), "{}", text(&again));
 
     let missing = call(
         "get_timer",

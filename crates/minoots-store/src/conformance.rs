@@ -21,12 +21,14 @@ mod payloads;
 mod runs;
 mod schedules;
 mod text;
+mod update;
 pub use group::*;
 pub use missing::*;
 pub use payloads::*;
 pub use runs::*;
 pub use schedules::*;
 pub use text::*;
+pub use update::*;
 
 /// A fresh store, the clock it reads, and whatever must live as long as it (a temp dir).
 pub struct Harness {
@@ -83,7 +85,10 @@ macro_rules! conformance_tests {
             reported_text_with_nul_is_stored_without_it,
             a_run_keeps_its_schedule_and_slot,
             schedules_dispatch_each_slot_once,
-            racing_dispatches_of_one_schedule_create_one_run
+            racing_dispatches_of_one_schedule_create_one_run,
+            update_changes_a_scheduled_timer_at_its_version,
+            a_refused_update_changes_nothing,
+            a_timer_moved_later_does_not_fire_at_its_old_time
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
@@ -171,6 +176,7 @@ async fn fire(h: &Harness, id: TimerId) -> FireOutcome {
         .fire_timers(vec![FireRequest {
             timer_id: id,
             fired_at_us: now,
+            refuse_early: false,
         }])
         .await
         .expect("fire")

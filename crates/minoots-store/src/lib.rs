@@ -2,7 +2,7 @@
 //! backend, the PostgreSQL backend (for several kernels on one database), and a
 //! conformance suite written once that every backend must pass.
 //!
-//! The trait makes the kernel's durable operations explicit: create/cancel timers, load the
+//! The trait makes the kernel's durable operations explicit: create/change/cancel timers, load the
 //! next window of due timers, fire them (one transaction per firing: status, deliveries and
 //! events), claim due deliveries under a lease, report attempts fenced by (lease owner,
 //! attempt), rescue expired leases, and read the event log from any sequence number.
@@ -95,6 +95,19 @@ pub trait Store: Send + Sync + 'static {
         id: TimerId,
         reason: Option<String>,
     ) -> StoreResult<Timer>;
+
+    /// Changes a scheduled timer as [`minoots_core::plan::plan_update`] says (its fire
+    /// time, actions, labels or metadata; version + 1; `timer.updated`), in one write.
+    /// `NotFound` for an unknown id or another tenant's timer; `Conflict` once it fired or
+    /// was cancelled; `VersionMismatch` when the change names another version. A refused
+    /// change writes nothing. On a shared store, a new fire time due soon is announced to
+    /// the kernel holding the timer's shard, as a create's is.
+    async fn update_timer(
+        &self,
+        tenant_id: &str,
+        id: TimerId,
+        change: TimerChange,
+    ) -> StoreResult<TimerChanged>;
 
     /// Scheduled timers due at or before `until_us`, after the `after` key, ordered by
     /// (fire time, id), at most `limit`. The scheduler's window is filled from this.

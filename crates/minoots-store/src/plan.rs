@@ -4,7 +4,7 @@
 //! [`StoreError`]s. Backends call these before their first write; nothing here reads or
 //! writes a database.
 
-use minoots_core::plan::RedriveRefusal;
+use minoots_core::plan::{RedriveRefusal, UpdateRefusal};
 use minoots_core::{ForbiddenTransition, Timer, TimerStatus};
 
 use crate::types::{
@@ -23,6 +23,17 @@ impl From<RedriveRefusal> for StoreError {
         match e {
             RedriveRefusal::NothingDead { status } => StoreError::Conflict { status },
             RedriveRefusal::Forbidden(e) => e.into(),
+        }
+    }
+}
+
+impl From<UpdateRefusal> for StoreError {
+    fn from(e: UpdateRefusal) -> Self {
+        match e {
+            UpdateRefusal::NotScheduled { status } => StoreError::Conflict { status },
+            UpdateRefusal::VersionMismatch { expected, current } => {
+                StoreError::VersionMismatch { expected, current }
+            }
         }
     }
 }

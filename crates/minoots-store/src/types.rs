@@ -17,6 +17,9 @@ pub enum StoreError {
     /// The object is in a state that does not allow the operation (e.g. cancel after fire).
     #[error("the timer is {status}, so it can no longer be changed")]
     Conflict { status: TimerStatus },
+    /// A change named the version the client read, and the timer is at another one now.
+    #[error("the timer is at version {current}, not {expected}")]
+    VersionMismatch { expected: i64, current: i64 },
     /// A report for a lease that is no longer held (expired and re-claimed, or wrong owner).
     #[error(
         "stale report: delivery {delivery_id} is not in flight under this lease owner and attempt"
@@ -83,6 +86,11 @@ pub struct CreateOutcome {
 pub struct FireRequest {
     pub timer_id: TimerId,
     pub fired_at_us: i64,
+    /// Leave the timer unchanged ([`FireOutcome::NotDue`]) when its stored fire time is
+    /// after `fired_at_us`: it was rescheduled later after the caller read its due time
+    /// (a stale entry of a window). The scheduler always sets it, so nothing fires early;
+    /// only tests and benchmarks that fire ahead of time on purpose do not.
+    pub refuse_early: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +106,11 @@ pub enum FireOutcome {
     Settled {
         timer_id: TimerId,
         tenant_id: String,
+        fire_at_us: i64,
+    },
+    /// Rescheduled to `fire_at_us`, after the firing time: left unchanged, to fire then.
+    NotDue {
+        timer_id: TimerId,
         fire_at_us: i64,
     },
     /// Not scheduled any more (cancelled, or already fired by an earlier call).

@@ -166,6 +166,7 @@ async fn a_read_only_disk_refuses_every_write_and_the_timer_fires_once_after_it_
     let fire = vec![FireRequest {
         timer_id: due.id,
         fired_at_us: clock.now_us(),
+        refuse_early: false,
     }];
     assert_eq!(
         store.fire_timers(fire.clone()).await.err(),

@@ -146,6 +146,7 @@ async fn fill(h: &Harness) -> Vec<(String, TimerId)> {
             .map(|&timer_id| FireRequest {
                 timer_id,
                 fired_at_us: now,
+                refuse_early: false,
             })
             .collect::<Vec<_>>()
     };

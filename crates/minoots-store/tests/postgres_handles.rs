@@ -301,6 +301,7 @@ async fn fired_timers(
         .map(|t| FireRequest {
             timer_id: t.id,
             fired_at_us: due,
+            refuse_early: false,
         })
         .collect();
     let fired = store.fire_timers(fires).await.unwrap();
@@ -397,6 +398,7 @@ async fn two_handles_firing_the_same_timers_fire_each_once() {
         .map(|t| FireRequest {
             timer_id: t.id,
             fired_at_us: T0 + SEC,
+            refuse_early: false,
         })
         .collect();
     let mut firers = Vec::new();

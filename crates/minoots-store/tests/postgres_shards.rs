@@ -199,10 +199,12 @@ async fn a_fire_for_a_shard_another_kernel_took_is_fenced_and_changes_nothing() 
             FireRequest {
                 timer_id: taken.id,
                 fired_at_us: T0 + SEC,
+                refuse_early: false,
             },
             FireRequest {
                 timer_id: kept.id,
                 fired_at_us: T0 + SEC,
+                refuse_early: false,
             },
         ])
         .await
@@ -273,17 +275,41 @@ async fn creates_events_and_key_changes_of_one_handle_reach_the_others() {
         (soon.id, soon.fire_at_us),
         "only timers due within the hour are announced"
     );
+    // A timer moved into the hour is announced at its new time, as a create is.
+    let moved_to = T0 + 7 * SEC;
+    other
+        .update_timer(
+            "acme",
+            far.id,
+            minoots_core::TimerChange {
+                expected_version: Some(1),
+                fire_at: Some((moved_to, None)),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let announced = tokio::time::timeout(Duration::from_secs(5), due.recv())
+        .await
+        .expect("a reschedule through another handle is announced")
+        .unwrap();
+    assert_eq!((announced.id, announced.fire_at_us), (far.id, moved_to));
     // The live feed of one handle carries the events another committed, in order.
     let mut seqs = Vec::new();
-    while seqs.len() < 2 {
+    while seqs.len() < 3 {
         let e = tokio::time::timeout(Duration::from_secs(5), live.recv())
             .await
             .expect("events of another handle reach the live feed")
             .unwrap();
-        assert_eq!(e.event_type.as_str(), "timer.scheduled");
+        let want = if seqs.len() < 2 {
+            "timer.scheduled"
+        } else {
+            "timer.updated"
+        };
+        assert_eq!(e.event_type.as_str(), want);
         seqs.push(e.seq);
     }
-    assert_eq!(seqs[1], seqs[0] + 1, "in sequence, without a gap");
+    assert_eq!(seqs[2], seqs[0] + 2, "in sequence, without a gap");
     other
         .create_tenant(minoots_store::Tenant {
             id: "globex".into(),
@@ -371,6 +397,7 @@ async fn deliveries_one_kernel_fires_wake_the_lease_sessions_of_the_others() {
         .fire_timers(vec![FireRequest {
             timer_id: mine.id,
             fired_at_us: T0 + SEC,
+            refuse_early: false,
         }])
         .await
         .unwrap();

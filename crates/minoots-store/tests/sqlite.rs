@@ -137,6 +137,7 @@ async fn an_unreadable_timer_does_not_hold_back_the_others() {
         .map(|timer_id| FireRequest {
             timer_id,
             fired_at_us: now,
+            refuse_early: false,
         })
         .to_vec();
     let out = h.store.fire_timers(fires).await.unwrap();
@@ -170,10 +171,12 @@ async fn an_unreadable_timer_does_not_hold_back_the_others() {
             FireRequest {
                 timer_id: d.id,
                 fired_at_us: now,
+                refuse_early: false,
             },
             FireRequest {
                 timer_id: e.id,
                 fired_at_us: now,
+                refuse_early: false,
             },
         ])
         .await
@@ -221,6 +224,7 @@ async fn a_report_that_cannot_be_applied_writes_nothing() {
         .fire_timers(vec![FireRequest {
             timer_id: t.id,
             fired_at_us: T0,
+            refuse_early: false,
         }])
         .await
         .unwrap();

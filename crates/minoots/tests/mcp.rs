@@ -78,17 +78,19 @@ fn check_scenario(r: &Value, transport: &str) {
         json!([
             "cancel_timer",
             "create_timer",
+            "fire_timer_now",
             "get_timer",
             "list_deliveries",
             "list_timers",
             "preview_schedule",
             "redrive_timer",
+            "reschedule_timer",
             "sleep",
             "wait_for_timer"
         ]),
         "{ctx}"
     );
-    assert_eq!(r["toolsWithSchemas"], 9, "{ctx}");
+    assert_eq!(r["toolsWithSchemas"], 11, "{ctx}");
     assert_eq!(r["createdStatus"], "scheduled", "{ctx}");
     assert_eq!(r["createdTextIsJson"], true, "{ctx}");
     let fired = ["fired", "settled"];

@@ -195,6 +195,46 @@ async fn three_processes_deliver_and_survive_an_orchestrator_kill() {
         .unwrap();
     assert!(k.contains("minoots_timers_fired_total 2"), "{k}");
 
+    // Changing a timer and firing it now go through the gRPC contract as well.
+    let send = |method: reqwest::Method, path: String, body: Option<String>| {
+        let mut req = http
+            .request(method, format!("{base}{path}"))
+            .header("x-api-key", key)
+            .header("if-match", "\"1\"");
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b);
+        }
+        req.send()
+    };
+    let later = create("/fast").replace("200ms", "1h");
+    let r = send(reqwest::Method::POST, "/timers".into(), Some(later))
+        .await
+        .unwrap();
+    let later: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    let later_id = later["id"].as_str().unwrap().to_string();
+    let r = send(
+        reqwest::Method::PATCH,
+        format!("/timers/{later_id}"),
+        Some(r#"{"duration": "2h"}"#.into()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let moved: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    assert_eq!(moved["version"], 2);
+    let r = send(
+        reqwest::Method::POST,
+        format!("/timers/{later_id}/fire"),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let fired: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    assert_eq!(fired["status"], "fired", "{fired}");
+    let got = sink.wait_for("/fast", 2).await;
+    assert_eq!(got[1]["x-minoots-timer-id"], later_id.as_str());
+
     for child in [&mut orch2, &mut cp, &mut kernel] {
         terminate(child);
         let status = child.wait().unwrap();

@@ -122,6 +122,17 @@ def filter_case(context, case):
         return _timer_request_is_valid(case.body, now)
     if where == ("POST", "/schedules/preview"):
         return _schedule_request_is_valid(case.body, now)
+    if where == ("PATCH", "/timers/{id}"):
+        # The version comes in the body or in If-Match ("3"); when both are sent they
+        # must agree.
+        # An empty If-Match names no version, as if it were absent.
+        header = (case.headers or {}).get("If-Match") or None
+        version = case.body.get("version")
+        if header is None and version is None:
+            return False
+        if header is not None and version is not None and header != f'"{version}"':
+            return False
+        return _timer_request_is_valid(case.body, now)
     if where == ("POST", "/admin/keys"):
         at = case.body.get("expiresAt")
         if isinstance(at, str):

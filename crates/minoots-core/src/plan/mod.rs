@@ -2,7 +2,8 @@
 //!
 //! A write of a backend reads what it needs, asks a planner what to do, writes exactly
 //! that and appends the events [`crate::event::NewEvent`] builds. Retry and backoff,
-//! settling, failing and quarantining, the rescue of expired leases, redrive and release
+//! settling, failing and quarantining, the rescue of expired leases, redrive and release,
+//! and the change of a scheduled timer (`plan_update`)
 //! are decided here once, so that a second backend (PostgreSQL) cannot drift from the
 //! first and each rule has a table test beside it.
 //!
@@ -23,12 +24,14 @@ mod kill;
 mod redrive;
 mod report;
 mod rescue;
+mod update;
 
-pub use fire::{FirePlan, plan_fire};
+pub use fire::{FirePlan, FireTiming, plan_fire};
 pub use handout::{Quarantine, plan_handout};
 pub use kill::{KillPlan, plan_kill};
 pub use redrive::{RedrivePlan, RedriveRefusal, ReleasePlan, plan_redrive, plan_release};
 pub use report::{ReportPlan, ReportRead, plan_report};
 pub use rescue::{RescuePlan, lease_expired_reason, plan_rescue};
+pub use update::{UpdatePlan, UpdateRefusal, plan_update};
 
 pub use crate::model::ForbiddenTransition;

@@ -8,7 +8,7 @@ use minoots_core::records::{
     ApiKey, AttemptReport, DeliveryWithAttempts, EventQuery, LeaseRenewal, LeasedDelivery,
     ReportOutcome, Tenant, TenantUpdate, TenantUsage, TimerPage, TimerQuery,
 };
-use minoots_core::{DeliveryId, Event, Timer, TimerId, TimerRequest};
+use minoots_core::{DeliveryId, Event, Timer, TimerId, TimerPatch, TimerRequest};
 use tokio_stream::StreamExt;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
@@ -166,6 +166,38 @@ impl KernelApi for GrpcKernelClient {
             self.client
                 .clone()
                 .cancel_timer(self.unary(msg))
+                .await
+                .map_err(err)?
+                .into_inner(),
+        )
+    }
+
+    async fn update_timer(
+        &self,
+        tenant_id: &str,
+        id: TimerId,
+        patch: TimerPatch,
+    ) -> KernelResult<Timer> {
+        let msg = super::patch::update_request_pb(tenant_id, id, patch);
+        timer_of(
+            self.client
+                .clone()
+                .update_timer(self.unary(msg))
+                .await
+                .map_err(err)?
+                .into_inner(),
+        )
+    }
+
+    async fn fire_timer_now(&self, tenant_id: &str, id: TimerId) -> KernelResult<Timer> {
+        let msg = pb::FireTimerNowRequest {
+            tenant_id: tenant_id.to_string(),
+            id: id.to_string(),
+        };
+        timer_of(
+            self.client
+                .clone()
+                .fire_timer_now(self.unary(msg))
                 .await
                 .map_err(err)?
                 .into_inner(),

@@ -6,6 +6,7 @@
 
 mod client;
 pub mod convert;
+pub mod patch;
 
 pub use client::GrpcKernelClient;
 

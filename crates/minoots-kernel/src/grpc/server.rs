@@ -94,6 +94,35 @@ impl pb::horology_kernel_server::HorologyKernel for Service {
         Ok(Response::new(timer_pb(&t)))
     }
 
+    async fn update_timer(
+        &self,
+        request: Request<pb::UpdateTimerRequest>,
+    ) -> Result<Response<pb::Timer>, Status> {
+        let (tenant_id, id, patch) =
+            minoots_kernel_api::grpc::patch::update_request_of(request.into_inner())
+                .map_err(to_status)?;
+        let t = self
+            .kernel
+            .update_timer(&tenant_id, id, patch)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(timer_pb(&t)))
+    }
+
+    async fn fire_timer_now(
+        &self,
+        request: Request<pb::FireTimerNowRequest>,
+    ) -> Result<Response<pb::Timer>, Status> {
+        let r = request.into_inner();
+        let id = timer_id_of(&r.id, "id").map_err(to_status)?;
+        let t = self
+            .kernel
+            .fire_timer_now(&r.tenant_id, id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(timer_pb(&t)))
+    }
+
     async fn list_deliveries(
         &self,
         request: Request<pb::ListDeliveriesRequest>,

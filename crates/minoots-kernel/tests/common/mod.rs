@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use minoots_core::{AttemptOutcome, DeliveryId};
-use minoots_kernel::{BoxStream, LeaseRequest};
-use minoots_store::AttemptReport;
+use minoots_core::{AttemptOutcome, DeliveryId, Event, EventType};
+use minoots_kernel::{BoxStream, KernelApi, LeaseRequest};
+use minoots_store::{AttemptReport, EventQuery};
 use tokio_stream::StreamExt;
 
 /// How long a test waits for something that should happen.
@@ -17,6 +17,18 @@ pub async fn next_item<T>(stream: &mut BoxStream<T>) -> T {
         .expect("an item in time")
         .expect("the stream is open")
         .expect("not an error")
+}
+
+/// Every `timer.fired` event of the kernel, from the start of its log.
+pub async fn fired_events(k: &dyn KernelApi) -> BoxStream<Event> {
+    k.stream_events(EventQuery {
+        after_seq: 0,
+        limit: 1000,
+        types: vec![EventType::TimerFired],
+        ..Default::default()
+    })
+    .await
+    .expect("an event stream")
 }
 
 pub fn lease(owner: &str, lease_ttl_ms: u32, max_in_flight: u32) -> LeaseRequest {

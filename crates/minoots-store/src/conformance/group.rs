@@ -159,6 +159,7 @@ pub async fn a_refused_create_fails_no_other_write_of_its_group(h: &Harness) {
                 .fire_timers(vec![FireRequest {
                     timer_id: to_fire.id,
                     fired_at_us: now,
+                    refuse_early: false,
                 }])
                 .await
                 .map(|o| assert!(matches!(o[0], FireOutcome::Fired { .. }), "{o:?}"))

@@ -108,6 +108,7 @@ pub async fn schedules_dispatch_each_slot_once(h: &Harness) {
         .fire_timers(vec![FireRequest {
             timer_id: run.id,
             fired_at_us: h.clock.now_us(),
+            refuse_early: true,
         }])
         .await
         .unwrap();

@@ -455,7 +455,7 @@ async fn write(w: &mut WriteTx<'_>, a: &Admitted<'_>) -> TxResult<()> {
     Ok(())
 }
 
-fn to_json<T: serde::Serialize>(v: &T) -> TxResult<String> {
+pub(super) fn to_json<T: serde::Serialize>(v: &T) -> TxResult<String> {
     serde_json::to_string(v).map_err(|e| TxError::Store(StoreError::Corrupt(e.to_string())))
 }
 

@@ -1,11 +1,11 @@
-//! Timers in PostgreSQL: reading, listing and cancelling them, the scheduler's window of
+//! Timers in PostgreSQL: reading, listing, changing and cancelling them, the scheduler's window of
 //! due timers, firing and redrive, and the counts for metrics (creating them is
 //! `create.rs`). Each write reads and locks what it needs, asks a planner
 //! (`minoots_core::plan`) before its first change, then writes what the plan says with
 //! the events of `minoots_core::event`; it decides nothing itself.
 //!
 //! **Locks.** A write that changes a timer locks its row (`FOR UPDATE`) as it reads it, so
-//! that a concurrent cancel, fire or redrive on any handle waits and then sees this one's
+//! that a concurrent change, cancel, fire or redrive on any handle waits and then sees this one's
 //! result. Firing locks its timers in id order, so two handles firing overlapping sets
 //! cannot deadlock; a timer's deliveries are locked before the timer itself wherever both
 //! are (reports, rescues, redrive), so those cannot deadlock either.
@@ -13,12 +13,14 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use minoots_core::limits::{MAX_CANCEL_REASON_BYTES, MAX_PAGE_SIZE, stored_text};
-use minoots_core::plan::{FirePlan, plan_fire, plan_redrive};
+use minoots_core::plan::{FirePlan, FireTiming, plan_fire, plan_redrive, plan_update};
 use minoots_core::{
-    ActionBundle, Delivery, DeliveryId, NewEvent, RetryCause, Timer, TimerId, TimerStatus,
+    ActionBundle, Delivery, DeliveryId, NewEvent, RetryCause, Timer, TimerChange, TimerChanged,
+    TimerId, TimerStatus,
 };
 use uuid::Uuid;
 
+use super::create::to_json;
 use super::errors::TxResult;
 use super::rows::{col, delivery_cols, delivery_from_row, timer_cols, timer_from_row, uuid_of};
 use super::shards::{ShardBook, shard_of};
@@ -154,6 +156,50 @@ pub(super) async fn cancel_timer(
         cancel_reason: reason,
         version: timer.version + 1,
         ..timer
+    })
+}
+
+/// Changes a scheduled timer as `plan_update` says, its row locked as it is read; a new
+/// fire time due soon is announced to the kernel holding its shard (as a create's is).
+pub(super) async fn update_timer(
+    w: &mut WriteTx<'_>,
+    tenant_id: &str,
+    id: TimerId,
+    change: &TimerChange,
+) -> TxResult<TimerChanged> {
+    let current = lock_timer(w, tenant_id, id)
+        .await?
+        .ok_or(StoreError::NotFound(Missing::Timer(id)))?;
+    let plan = plan_update(&current, change).map_err(StoreError::from)?;
+    let t = &plan.timer;
+    let (metadata, labels, bundle) = (
+        to_json(&t.metadata)?,
+        to_json(&t.labels)?,
+        to_json(&t.action_bundle)?,
+    );
+    w.db()
+        .execute(
+            "UPDATE timers SET fire_at = $2, duration_ms = $3, metadata = $4, labels = $5::text::jsonb,
+                    action_bundle = $6, version = $7
+              WHERE id = $1",
+            &[
+                &id.0,
+                &t.fire_at_us,
+                &t.duration_ms,
+                &metadata,
+                &labels,
+                &bundle,
+                &t.version,
+            ],
+        )
+        .await?;
+    if t.fire_at_us != current.fire_at_us {
+        w.announce_due(t.fire_at_us, id.0);
+    }
+    w.append_event(plan.event);
+    Ok(TimerChanged {
+        timer: plan.timer,
+        previous_fire_at_us: current.fire_at_us,
     })
 }
 
@@ -322,7 +368,12 @@ pub(super) async fn fire_timers(
             None => t.status.clone(),
         };
         let plan = status.map_err(StoreError::Corrupt).and_then(|status| {
-            plan_fire(id, status, || {
+            let timing = FireTiming {
+                fire_at_us: t.fire_at_us,
+                fired_at_us: f.fired_at_us,
+                refuse_early: f.refuse_early,
+            };
+            plan_fire(id, status, timing, || {
                 serde_json::from_str::<ActionBundle>(&t.bundle)
                     .map_err(|e| StoreError::Corrupt(e.to_string()))
             })
@@ -341,6 +392,13 @@ pub(super) async fn fire_timers(
                 out.push(FireOutcome::Skipped {
                     timer_id: id,
                     status,
+                });
+                continue;
+            }
+            Ok(FirePlan::NotDue { fire_at_us }) => {
+                out.push(FireOutcome::NotDue {
+                    timer_id: id,
+                    fire_at_us,
                 });
                 continue;
             }

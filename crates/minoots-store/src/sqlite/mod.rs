@@ -45,7 +45,9 @@ use std::thread::JoinHandle;
 
 use async_trait::async_trait;
 use minoots_core::schedule::{Schedule, ScheduleRun};
-use minoots_core::{Clock, Delivery, DeliveryId, Event, ScheduleId, Timer, TimerId};
+use minoots_core::{
+    Clock, Delivery, DeliveryId, Event, ScheduleId, Timer, TimerChange, TimerChanged, TimerId,
+};
 use rusqlite::Connection;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -551,6 +553,17 @@ impl Store for SqliteStore {
     ) -> StoreResult<Timer> {
         let tenant = tenant_id.to_string();
         self.write(move |ctx| timers::cancel_timer(ctx, &tenant, id, reason))
+            .await
+    }
+
+    async fn update_timer(
+        &self,
+        tenant_id: &str,
+        id: TimerId,
+        change: TimerChange,
+    ) -> StoreResult<TimerChanged> {
+        let tenant = tenant_id.to_string();
+        self.write(move |ctx| timers::update_timer(ctx, &tenant, id, &change))
             .await
     }
 

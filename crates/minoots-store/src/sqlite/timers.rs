@@ -1,11 +1,14 @@
-//! Timers in the SQLite backend: create, read, list, cancel, load the due window, fire
+//! Timers in the SQLite backend: create, read, list, change, cancel, load the due window, fire
 //! and redrive. Each write reads what it needs, asks a planner (`crate::plan`,
 //! `minoots_core::plan`) before its first change, then writes what the plan says with
 //! the events of `minoots_core::event`; no rule of its own.
 
 use minoots_core::limits::{MAX_CANCEL_REASON_BYTES, stored_text};
-use minoots_core::plan::{FirePlan, plan_fire, plan_redrive};
-use minoots_core::{ActionBundle, DeliveryId, NewEvent, RetryCause, Timer, TimerId, TimerStatus};
+use minoots_core::plan::{FirePlan, FireTiming, plan_fire, plan_redrive, plan_update};
+use minoots_core::{
+    ActionBundle, DeliveryId, NewEvent, RetryCause, Timer, TimerChange, TimerChanged, TimerId,
+    TimerStatus,
+};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::WriteCtx;
@@ -227,6 +230,42 @@ pub fn cancel_timer(
     })
 }
 
+/// Changes a scheduled timer as `plan_update` says; the read, the plan and the refusal all
+/// come before the first write.
+pub fn update_timer(
+    ctx: &mut WriteCtx<'_>,
+    tenant_id: &str,
+    id: TimerId,
+    change: &TimerChange,
+) -> StoreResult<TimerChanged> {
+    let current = get_timer(ctx.conn, Some(tenant_id), id)?
+        .ok_or(StoreError::NotFound(Missing::Timer(id)))?;
+    let plan = plan_update(&current, change)?;
+    let json = |v: serde_json::Result<String>| v.map_err(|e| StoreError::Corrupt(e.to_string()));
+    let t = &plan.timer;
+    ctx.conn
+        .prepare_cached(
+            "UPDATE timers SET fire_at = ?2, duration_ms = ?3, metadata = ?4, labels = ?5,
+                    action_bundle = ?6, version = ?7
+              WHERE id = ?1 AND status = 'scheduled' AND version = ?8",
+        )?
+        .execute(params![
+            id.as_bytes(),
+            t.fire_at_us,
+            t.duration_ms,
+            json(serde_json::to_string(&t.metadata))?,
+            json(serde_json::to_string(&t.labels))?,
+            json(serde_json::to_string(&t.action_bundle))?,
+            t.version,
+            current.version,
+        ])?;
+    ctx.append_event(plan.event)?;
+    Ok(TimerChanged {
+        timer: plan.timer,
+        previous_fire_at_us: current.fire_at_us,
+    })
+}
+
 pub fn load_due_timers(
     conn: &Connection,
     after: Option<DueTimer>,
@@ -303,7 +342,12 @@ fn fire_timer(ctx: &mut WriteCtx<'_>, fire: FireRequest) -> StoreResult<FireOutc
         });
     };
     let status: TimerStatus = status.parse().map_err(StoreError::Corrupt)?;
-    let plan = plan_fire(fire.timer_id, status, || {
+    let timing = FireTiming {
+        fire_at_us,
+        fired_at_us: fire.fired_at_us,
+        refuse_early: fire.refuse_early,
+    };
+    let plan = plan_fire(fire.timer_id, status, timing, || {
         serde_json::from_str::<ActionBundle>(&bundle)
             .map_err(|e| StoreError::Corrupt(e.to_string()))
     })?;
@@ -312,6 +356,10 @@ fn fire_timer(ctx: &mut WriteCtx<'_>, fire: FireRequest) -> StoreResult<FireOutc
         FirePlan::Skip { status } => Ok(FireOutcome::Skipped {
             timer_id: fire.timer_id,
             status,
+        }),
+        FirePlan::NotDue { fire_at_us } => Ok(FireOutcome::NotDue {
+            timer_id: fire.timer_id,
+            fire_at_us,
         }),
         FirePlan::Settle => {
             ctx.conn

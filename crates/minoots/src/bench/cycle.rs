@@ -75,6 +75,7 @@ pub async fn run(mut b: CycleBench) -> anyhow::Result<()> {
             .map(|&timer_id| FireRequest {
                 timer_id,
                 fired_at_us,
+                refuse_early: false,
             })
             .collect();
         store.fire_timers(fires).await?;
