@@ -9,12 +9,12 @@
 //! again by the next load of the queue ([`LOAD_INTERVAL`]) or at start. The dispatcher
 //! decides nothing: which slot fires, is skipped or waits is the core's planner.
 //!
-//! **When it runs.** A schedule's timer is created [`DISPATCH_LEAD_US`] before its slot
-//! (when no run is active), so the dispatcher's own wake-up precision (a tokio sleep,
-//! about a millisecond) never shows in the slot's firing time: the kernel fires the timer
-//! from memory. A run that reaches its final status wakes its schedule at once (its
-//! buffered slots, or a slot that waited for it); the dispatcher learns it from the event
-//! log, and checks the store again at the schedule's own wake time in any case.
+//! **When it runs.** A schedule's timer is created [`DISPATCH_LEAD_US`] (10 s) before its
+//! slot (when no run is active), so neither the dispatcher's wake-up precision nor a burst
+//! of slots at one instant shows in the slot's firing time: the kernel fires the timer
+//! from memory. A run that reaches its final status while slots wait for it (buffered)
+//! wakes its schedule at once; the dispatcher learns it from the event log, and checks the
+//! store again at the schedule's own wake time in any case.
 //!
 //! **Several kernels.** Only the kernel holding a schedule's shard dispatches it (its
 //! runs' timers are in the same shard), and a dispatch locks the schedule's row, so even a
@@ -236,7 +236,12 @@ async fn dispatch(
                     fire_at_us: t.fire_at_us,
                     id: t.id,
                 });
-                q.runs.insert(t.id, id);
+            }
+            // Slots waiting for the active run fire when it ends: watch for its end.
+            if let Some(active) = d.schedule.active_timer
+                && !d.schedule.progress.buffered.is_empty()
+            {
+                q.runs.insert(active, id);
             }
             if let Some(wake) = d.schedule.wake_at_us
                 && wake <= now_us + LOOKAHEAD_US
