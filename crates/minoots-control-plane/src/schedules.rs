@@ -103,11 +103,13 @@ pub fn routes() -> Vec<RouteSpec> {
     )]
 }
 
-/// The schemas of this module, for `/openapi.json`.
+/// The schemas of this module, for `/openapi.json`. No `examples`: fields of a schedule
+/// depend on each other (cron or every, phase with every), so examples combined field by
+/// field would make requests the server must refuse.
 pub fn schemas() -> serde_json::Map<String, Value> {
     let duration = |description: &str| {
         json!({"oneOf": [
-            {"type": "string", "pattern": DURATION_PATTERN, "examples": ["15m", "1h", "PT30S"]},
+            {"type": "string", "pattern": DURATION_PATTERN},
             {"type": "integer", "minimum": 0, "description": "milliseconds"},
             {"type": "null"}], "description": description})
     };
@@ -118,11 +120,10 @@ pub fn schemas() -> serde_json::Map<String, Value> {
             "properties": {
                 "name": {"type": ["string", "null"], "maxLength": minoots_core::limits::MAX_NAME_BYTES, "pattern": NAME_PATTERN},
                 "cron": {"type": ["string", "null"], "maxLength": schedule::cron::MAX_CRON_BYTES,
-                    "description": "[second] minute hour day-of-month month day-of-week [year], with L, W, #, nL; a CRON_TZ= or TZ= prefix sets the zone",
-                    "examples": ["0 30 2 * * *", "0 9 * * MON-FRI", "CRON_TZ=Europe/Paris 0 0 9 * * *"]},
+                    "description": "[second] minute hour day-of-month month day-of-week [year], with L, W, #, nL; a CRON_TZ= or TZ= prefix sets the zone"},
                 "every": duration("Slots at epoch + n·every + phase, in whole seconds (at least the tier's shortest interval)"),
                 "phase": duration("Offset of every's slots from the epoch, shorter than every"),
-                "timezone": {"type": ["string", "null"], "maxLength": 64, "description": "An IANA name (default UTC)", "examples": ["Europe/Paris"]},
+                "timezone": {"type": ["string", "null"], "maxLength": 64, "description": "An IANA name (default UTC), like Europe/Paris"},
                 "startAt": time, "endAt": time,
                 "maxRuns": {"type": ["integer", "null"], "minimum": 1, "maximum": schedule::spec::MAX_MAX_RUNS},
                 "misfire": {"type": ["object", "null"], "additionalProperties": false, "properties": {
