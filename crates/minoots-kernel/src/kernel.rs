@@ -189,7 +189,7 @@ impl Kernel {
         let spec = request
             .validate(tenant_id, now, min_interval_ms)
             .map_err(KernelError::Invalid)?;
-        let schedule = Schedule::new(ScheduleId::new_v7(), tenant_id, request, &spec, now);
+        let schedule = Schedule::new(self.new_schedule_id(), tenant_id, request, &spec, now);
         let stored = self
             .store
             .create_schedule(schedule, max_schedules)
@@ -199,6 +199,29 @@ impl Kernel {
             self.schedules.enqueue(stored.id, wake);
         }
         Ok(stored)
+    }
+
+    /// A new schedule's id. On a shared store, one in a shard this kernel holds (when it
+    /// holds any), so the kernel that accepted the schedule dispatches it from the start
+    /// instead of its shard's holder finding it at its next load (up to 10 s later).
+    fn new_schedule_id(&self) -> ScheduleId {
+        let id = ScheduleId::new_v7();
+        let Some(cluster) = &self.cluster else {
+            return id;
+        };
+        if cluster.shards_held() == 0 {
+            return id;
+        }
+        let mut bytes = *id.as_bytes();
+        // A shard is the last byte modulo the shard count: try each last byte once.
+        for last in 0..=u8::MAX {
+            bytes[15] = last;
+            let candidate = ScheduleId::from_slice(&bytes).unwrap_or(id);
+            if cluster.owns_timer(TimerId(candidate.0)) {
+                return candidate;
+            }
+        }
+        id
     }
 
     /// The schedule, if it is the tenant's.

@@ -1,5 +1,7 @@
 //! Helpers shared by the kernel's integration tests.
 
+pub mod pg;
+
 use std::time::Duration;
 
 use minoots_core::{AttemptOutcome, DeliveryId, Event, EventType};
