@@ -55,7 +55,7 @@ pub(crate) fn ok(code: &str, description: &str, name: &str) -> (String, Value) {
     )
 }
 
-fn problem(code: &str, description: &str) -> (String, Value) {
+pub(crate) fn problem(code: &str, description: &str) -> (String, Value) {
     (
         code.to_string(),
         json!({"description": description, "content": {"application/problem+json": {"schema": schema("Problem")}}}),

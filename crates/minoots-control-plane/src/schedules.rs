@@ -1,16 +1,20 @@
-//! `/schedules`: recurring schedules. So far the stateless preview (`POST
-//! /schedules/preview`), which validates a schedule spec exactly as a create will (the
-//! tenant's tier sets the shortest interval) and answers the next slots from the same
-//! generator the dispatcher uses (`minoots_core::schedule`), with the version of the time-zone
-//! database compiled into the binary. It stores nothing and never calls the kernel.
+//! `/schedules`: recurring schedules — create (with the tier's schedule quota and shortest
+//! interval), list, get, a schedule's run records, its preview, and the stateless preview
+//! of a spec (`POST /schedules/preview`), which validates it exactly as a create will and
+//! answers the next slots from the same generator the dispatcher uses
+//! (`minoots_core::schedule`), with the version of the time-zone database compiled into the
+//! binary. Another tenant's schedule is answered exactly like a missing one.
 
 use axum::Extension;
-use axum::extract::{RawQuery, State};
-use axum::http::{Method, StatusCode};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
-use axum::routing::post;
+use axum::routing::{get, post};
+use minoots_core::ScheduleId;
+use minoots_core::limits::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 use minoots_core::schedule::{self, MAX_PREVIEW_COUNT, ScheduleRequest};
 use minoots_core::timefmt::parse_rfc3339_us;
+use minoots_kernel_api::ScheduleQuotas;
 use serde_json::{Value, json};
 
 use crate::AppState;
@@ -20,8 +24,8 @@ use crate::openapi::{
     DURATION_PATTERN, LABEL_KEY_PATTERN, NAME_PATTERN, NO_CONTROL_PATTERN, schema,
 };
 use crate::problem::{ApiError, ApiResult};
-use crate::routes::{RouteSpec, body, ok, op, query, r};
-use crate::timers::{json_response, query_params};
+use crate::routes::{RouteSpec, body, ok, op, problem, query, r};
+use crate::timers::{json_response, page_limit, query_params};
 
 /// Slots a preview returns when `count` is not given.
 pub const DEFAULT_PREVIEW_COUNT: usize = 10;
@@ -33,30 +37,8 @@ pub async fn preview(
     RawQuery(raw): RawQuery,
     RawJson(body): RawJson,
 ) -> ApiResult<Response> {
-    let params = query_params(raw.as_deref(), &["from", "count"])?;
     let now = st.clock.now_us();
-    let from = match params.non_empty("from") {
-        None => now,
-        Some(t) => parse_rfc3339_us(t).map_err(|e| {
-            ApiError::field(
-                "from",
-                format!("is not an RFC 3339 time with an offset, like 2026-03-08T00:00:00Z ({e})"),
-            )
-        })?,
-    };
-    let count = match params.non_empty("count") {
-        None => DEFAULT_PREVIEW_COUNT,
-        Some(c) => c
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_PREVIEW_COUNT).contains(n))
-            .ok_or_else(|| {
-                ApiError::field(
-                    "count",
-                    format!("must be a whole number from 1 to {MAX_PREVIEW_COUNT}"),
-                )
-            })?,
-    };
+    let (from, count) = from_and_count(&st, raw.as_deref())?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::field(
             "body",
@@ -83,24 +65,296 @@ pub async fn preview(
     ))
 }
 
+/// A schedule id in its hyphenated form.
+fn schedule_id(text: &str) -> ApiResult<ScheduleId> {
+    let hyphenated = text.len() == 36 && text.bytes().filter(|b| *b == b'-').count() == 4;
+    hyphenated
+        .then(|| text.parse::<uuid::Uuid>().ok())
+        .flatten()
+        .map(ScheduleId)
+        .ok_or_else(|| ApiError::not_found(format!("schedule {text} not found")))
+}
+
+/// `POST /schedules`.
+pub async fn create(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    RawJson(body): RawJson,
+) -> ApiResult<Response> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::field(
+            "body",
+            "is empty; send a schedule like {\"cron\": \"0 30 2 * * *\", \"timezone\": \"Europe/Paris\", \"actionBundle\": {...}}",
+        ));
+    }
+    let request = ScheduleRequest::from_json(&body).map_err(ApiError::invalid)?;
+    let quotas = if caller.is_admin() {
+        ScheduleQuotas::default()
+    } else {
+        ScheduleQuotas {
+            max_schedules: caller.limits.schedules,
+            min_interval_ms: caller.limits.min_schedule_interval_ms.unwrap_or(0),
+        }
+    };
+    let s = st
+        .kernel_call(
+            st.kernel
+                .create_schedule(caller.tenant_id(), request, quotas),
+        )
+        .await?;
+    let mut resp = json_response(StatusCode::CREATED, &s.to_json());
+    if let Ok(loc) = HeaderValue::from_str(&format!("/schedules/{}", s.id)) {
+        resp.headers_mut().insert(header::LOCATION, loc);
+    }
+    Ok(resp)
+}
+
+/// `GET /schedules?limit=&cursor=`: the tenant's schedules by id.
+pub async fn list(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let params = query_params(raw.as_deref(), &["limit", "cursor"])?;
+    let limit = page_limit(params.get("limit"), DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
+    let after = match params.non_empty("cursor") {
+        None => None,
+        Some(c) => Some(c.parse::<uuid::Uuid>().map(ScheduleId).map_err(|_| {
+            ApiError::field(
+                "cursor",
+                "is not a cursor from this API; pass nextCursor from the previous page unchanged",
+            )
+        })?),
+    };
+    let list = st
+        .kernel_call(st.kernel.list_schedules(caller.tenant_id(), after, limit))
+        .await?;
+    let next = (list.len() == limit)
+        .then(|| list.last().map(|s| s.id.to_string()))
+        .flatten();
+    let schedules: Vec<Value> = list.iter().map(|s| s.to_json()).collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"schedules": schedules, "nextCursor": next}),
+    ))
+}
+
+/// `GET /schedules/{id}`.
+pub async fn get_one(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let id = schedule_id(&id)?;
+    let s = st
+        .kernel_call(st.kernel.get_schedule(caller.tenant_id(), id))
+        .await?;
+    Ok(json_response(StatusCode::OK, &s.to_json()))
+}
+
+/// `GET /schedules/{id}/runs?limit=&cursor=`: run records in slot order.
+pub async fn runs(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let id = schedule_id(&id)?;
+    let params = query_params(raw.as_deref(), &["limit", "cursor"])?;
+    let limit = page_limit(params.get("limit"), DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
+    let after = match params.non_empty("cursor") {
+        None => None,
+        Some(c) => Some(c.parse::<i64>().map_err(|_| {
+            ApiError::field(
+                "cursor",
+                "is not a cursor from this API; pass nextCursor from the previous page unchanged",
+            )
+        })?),
+    };
+    let list = st
+        .kernel_call(
+            st.kernel
+                .list_schedule_runs(caller.tenant_id(), id, after, limit),
+        )
+        .await?;
+    let next = (list.len() == limit)
+        .then(|| list.last().map(|r| r.scheduled_at_us.to_string()))
+        .flatten();
+    let runs: Vec<Value> = list.iter().map(|r| r.to_json()).collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"runs": runs, "nextCursor": next}),
+    ))
+}
+
+/// `GET /schedules/{id}/preview?from=&count=`: the stored schedule's next slots with the
+/// jitter its id gives them.
+pub async fn preview_one(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let id = schedule_id(&id)?;
+    let (from, count) = from_and_count(&st, raw.as_deref())?;
+    let s = st
+        .kernel_call(st.kernel.get_schedule(caller.tenant_id(), id))
+        .await?;
+    let spec = s.spec().map_err(ApiError::invalid)?;
+    let from = from.max(s.progress.cursor_us + 1);
+    let runs = schedule::preview(&spec, s.key(), from, count);
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"tzdbVersion": schedule::tzdb_version(), "runs": runs}),
+    ))
+}
+
+/// The `from` (default now) and `count` (default 10) of a preview.
+fn from_and_count(st: &AppState, raw: Option<&str>) -> ApiResult<(i64, usize)> {
+    let params = query_params(raw, &["from", "count"])?;
+    let from = match params.non_empty("from") {
+        None => st.clock.now_us(),
+        Some(t) => parse_rfc3339_us(t).map_err(|e| {
+            ApiError::field(
+                "from",
+                format!("is not an RFC 3339 time with an offset, like 2026-03-08T00:00:00Z ({e})"),
+            )
+        })?,
+    };
+    let count = match params.non_empty("count") {
+        None => DEFAULT_PREVIEW_COUNT,
+        Some(c) => c
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_PREVIEW_COUNT).contains(n))
+            .ok_or_else(|| {
+                ApiError::field(
+                    "count",
+                    format!("must be a whole number from 1 to {MAX_PREVIEW_COUNT}"),
+                )
+            })?,
+    };
+    Ok((from, count))
+}
+
 /// The routes of this module, for the route table.
 pub fn routes() -> Vec<RouteSpec> {
-    vec![r(
-        Method::POST,
-        "/schedules/preview",
-        Access::Read,
-        post(preview),
-        op(
-            "previewSchedule",
-            "schedules",
-            "The next slots of a schedule spec (nothing is stored)",
+    let id_param = || {
+        json!({"name": "id", "in": "path", "required": true, "description": "The schedule id",
+               "schema": {"type": "string", "format": "uuid", "pattern": crate::openapi::TIMER_ID_PATTERN}})
+    };
+    let not_found = || problem("404", "No such schedule for this tenant");
+    let paging = |what: &str| {
+        vec![
+            query(
+                "limit",
+                "Page size (1 to 500, default 50)",
+                json!({"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE}),
+            ),
+            query(
+                "cursor",
+                &format!(
+                    "nextCursor of the previous page of {what}, unchanged (empty: the first page)"
+                ),
+                json!({"type": "string", "maxLength": 64}),
+            ),
+        ]
+    };
+    let mut created = ok("201", "Created", "Schedule");
+    created.1["headers"] = json!({"Location": {"description": "The schedule's URL", "required": true, "schema": {"type": "string"}}});
+    vec![
+        r(
+            Method::POST,
+            "/schedules",
+            Access::Write,
+            post(create),
+            op(
+                "createSchedule",
+                "schedules",
+                "Create a recurring schedule",
+                Access::Write,
+                vec![created],
+                json!({"requestBody": body("ScheduleRequest", true)}),
+            ),
+        ),
+        r(
+            Method::GET,
+            "/schedules",
             Access::Read,
-            vec![ok("200", "The next slots", "SchedulePreview")],
-            json!({"requestBody": body("ScheduleRequest", true), "parameters": [
+            get(list),
+            op(
+                "listSchedules",
+                "schedules",
+                "List the tenant's schedules",
+                Access::Read,
+                vec![ok("200", "A page of schedules", "ScheduleList")],
+                json!({"parameters": paging("schedules")}),
+            ),
+        ),
+        r(
+            Method::GET,
+            "/schedules/{id}",
+            Access::Read,
+            get(get_one),
+            op(
+                "getSchedule",
+                "schedules",
+                "Get a schedule",
+                Access::Read,
+                vec![ok("200", "The schedule", "Schedule"), not_found()],
+                json!({"parameters": [id_param()]}),
+            ),
+        ),
+        r(
+            Method::GET,
+            "/schedules/{id}/runs",
+            Access::Read,
+            get(runs),
+            op(
+                "listScheduleRuns",
+                "schedules",
+                "A schedule's run records, one per slot, in slot order",
+                Access::Read,
+                vec![
+                    ok("200", "A page of run records", "ScheduleRunList"),
+                    not_found(),
+                ],
+                json!({"parameters": [id_param(), paging("runs")[0].clone(), paging("runs")[1].clone()]}),
+            ),
+        ),
+        r(
+            Method::GET,
+            "/schedules/{id}/preview",
+            Access::Read,
+            get(preview_one),
+            op(
+                "previewStoredSchedule",
+                "schedules",
+                "The next slots of a schedule, with its own jitter",
+                Access::Read,
+                vec![ok("200", "The next slots", "SchedulePreview"), not_found()],
+                json!({"parameters": [id_param(),
+                    query("from", "Slots at or after this time (RFC 3339; empty: now)", json!({"type": "string", "format": "date-time"})),
+                    query("count", "How many slots (1 to 1000, default 10)", json!({"type": "integer", "minimum": 1, "maximum": MAX_PREVIEW_COUNT}))]}),
+            ),
+        ),
+        r(
+            Method::POST,
+            "/schedules/preview",
+            Access::Read,
+            post(preview),
+            op(
+                "previewSchedule",
+                "schedules",
+                "The next slots of a schedule spec (nothing is stored)",
+                Access::Read,
+                vec![ok("200", "The next slots", "SchedulePreview")],
+                json!({"requestBody": body("ScheduleRequest", true), "parameters": [
                 query("from", "Slots at or after this time (RFC 3339; empty: now)", json!({"type": "string", "format": "date-time"})),
                 query("count", "How many slots (1 to 1000, default 10)", json!({"type": "integer", "minimum": 1, "maximum": MAX_PREVIEW_COUNT}))]}),
+            ),
         ),
-    )]
+    ]
 }
 
 /// The schemas of this module, for `/openapi.json`. No `examples`: fields of a schedule
@@ -136,6 +390,25 @@ pub fn schemas() -> serde_json::Map<String, Value> {
                 "labels": {"type": ["object", "null"], "maxProperties": minoots_core::limits::MAX_LABELS, "propertyNames": {"pattern": LABEL_KEY_PATTERN},
                     "additionalProperties": {"type": "string", "maxLength": minoots_core::limits::MAX_LABEL_VALUE_BYTES, "pattern": NO_CONTROL_PATTERN}},
                 "actionBundle": schema("ActionBundle")}},
+        "Schedule": {"type": "object", "required": ["id", "tenantId", "status", "createdAt", "updatedAt", "nextRunAt", "runsFired", "version"],
+            "description": "The request's fields as normalized (the zone by its canonical name, catch-up and overlap with their defaults) and the schedule's state",
+            "properties": {
+                "id": {"type": "string"}, "tenantId": {"type": "string"},
+                "status": {"type": "string", "enum": ["active", "paused", "completed"]},
+                "createdAt": {"type": "string", "format": "date-time"}, "updatedAt": {"type": "string", "format": "date-time"},
+                "nextRunAt": {"type": ["string", "null"], "format": "date-time", "description": "The next slot; null when none is left"},
+                "runsFired": {"type": "integer", "minimum": 0}, "version": {"type": "integer"}}},
+        "ScheduleList": {"type": "object", "required": ["schedules", "nextCursor"], "properties": {
+            "schedules": {"type": "array", "items": schema("Schedule")}, "nextCursor": {"type": ["string", "null"]}}},
+        "ScheduleRunList": {"type": "object", "required": ["runs", "nextCursor"], "properties": {
+            "runs": {"type": "array", "items": {"type": "object", "required": ["scheduledAt", "status", "recordedAt"], "properties": {
+                "scheduledAt": {"type": "string", "format": "date-time", "description": "The slot"},
+                "status": {"type": "string", "enum": ["fired", "skipped", "buffered"]},
+                "reason": {"type": ["string", "null"], "enum": ["paused", "overlap", "catchupExpired", "superseded", "maxRuns", null]},
+                "timerId": {"type": ["string", "null"], "description": "The run's timer, when it fired"},
+                "fireAt": {"type": ["string", "null"], "format": "date-time", "description": "When the run's timer was due (the slot plus jitter, or later when caught up)"},
+                "recordedAt": {"type": "string", "format": "date-time"}}}},
+            "nextCursor": {"type": ["string", "null"]}}},
         "SchedulePreview": {"type": "object", "required": ["tzdbVersion", "runs"], "properties": {
             "tzdbVersion": {"type": "string", "description": "The IANA time zone database compiled into the server"},
             "runs": {"type": "array", "items": {"type": "object", "required": ["at", "local", "dst", "fireAt"], "properties": {

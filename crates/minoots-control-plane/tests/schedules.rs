@@ -258,3 +258,159 @@ async fn bad_specs_get_400_naming_the_field() {
     assert_eq!(usage.body["limits"]["schedules"], Value::from(5));
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_is_created_listed_and_records_each_slot() {
+    use minoots_core::timefmt::parse_rfc3339_us;
+    use minoots_core::{Clock, ManualClock};
+    let t0 = parse_rfc3339_us("2026-12-10T00:00:01Z").unwrap();
+    let clock = ManualClock::new(t0);
+    let s = start_with_clock(ControlPlaneConfig::default(), clock.clone()).await;
+    let key = s
+        .tenant_with_key("acme", "team", &["timers:read", "timers:write"])
+        .await;
+    let other = s
+        .tenant_with_key("other", "team", &["timers:read", "timers:write"])
+        .await;
+    let r = s
+        .call(
+            "POST",
+            "/schedules",
+            Some(&key),
+            Some(r#"{"cron": "CRON_TZ=Europe/Paris 0 * * * * *", "name": "tick"}"#),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        r.header("location"),
+        Some(format!("/schedules/{id}").as_str())
+    );
+    assert_eq!(r.body["timezone"], "Europe/Paris");
+    assert_eq!(r.body["cron"], "0 * * * * *");
+    assert_eq!(r.body["status"], "active");
+    assert_eq!(r.body["overlap"], "skip");
+    assert_eq!(r.body["nextRunAt"], "2026-12-10T00:01:00Z");
+    let got = s
+        .call("GET", &format!("/schedules/{id}"), Some(&key), None)
+        .await;
+    assert_eq!(got.body, r.body);
+    s.call("GET", &format!("/schedules/{id}"), Some(&other), None)
+        .await
+        .assert_problem(404, None);
+    let list = s.call("GET", "/schedules", Some(&key), None).await;
+    assert_eq!(list.body["schedules"].as_array().unwrap().len(), 1);
+    assert!(
+        s.call("GET", "/schedules", Some(&other), None).await.body["schedules"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
+    // The first slot: its run fires at 00:01:00; one record, fired.
+    clock.set_us(t0 + 59_000_000 - 1_000_000);
+    clock.set_us(t0 + 59_000_000);
+    let runs_path = format!("/schedules/{id}/runs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let runs = loop {
+        let runs = s.call("GET", &runs_path, Some(&key), None).await;
+        if runs.body["runs"].as_array().is_some_and(|r| !r.is_empty()) {
+            break runs;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a run record: {}",
+            runs.text
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let run = &runs.body["runs"][0];
+    assert_eq!(run["scheduledAt"], "2026-12-10T00:01:00Z");
+    assert_eq!(run["status"], "fired");
+    let timer = s
+        .call(
+            "GET",
+            &format!("/timers/{}", run["timerId"].as_str().unwrap()),
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(timer.body["scheduleId"], id.as_str());
+    assert_eq!(timer.body["scheduledAt"], "2026-12-10T00:01:00Z");
+    assert_eq!(timer.body["name"], "tick");
+    s.call("GET", &runs_path, Some(&other), None)
+        .await
+        .assert_problem(404, None);
+    let preview = s
+        .call(
+            "GET",
+            &format!("/schedules/{id}/preview?count=2"),
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(
+        preview.body["runs"][0]["at"], "2026-12-10T00:02:00Z",
+        "{}",
+        preview.text
+    );
+    assert_eq!(clock.now_us(), t0 + 59_000_000);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedule_quotas_and_bad_specs_are_refused_and_store_nothing() {
+    let s = start(ControlPlaneConfig::default()).await;
+    let free = s
+        .tenant_with_key("cheap", "free", &["timers:read", "timers:write"])
+        .await;
+    for _ in 0..5 {
+        let r = s
+            .call(
+                "POST",
+                "/schedules",
+                Some(&free),
+                Some(r#"{"cron": "@daily"}"#),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    let r = s
+        .call(
+            "POST",
+            "/schedules",
+            Some(&free),
+            Some(r#"{"cron": "@daily"}"#),
+        )
+        .await;
+    r.assert_problem(429, None);
+    assert_eq!(r.body["quota"], "schedules");
+    assert_eq!(r.body["limit"], 5);
+    for (body, field) in [
+        (r#"{"every": "10s"}"#, "every"),
+        (r#"{"cron": "0 0 25 * * *"}"#, "cron"),
+        (
+            r#"{"cron": "@daily", "timezone": "Nowhere/Land"}"#,
+            "timezone",
+        ),
+        (
+            r#"{"cron": "@daily", "actionBundle": {"actions": [{"type": "webhook", "url": "ftp://x"}]}}"#,
+            "actionBundle.actions[0].url",
+        ),
+    ] {
+        s.call("POST", "/schedules", Some(&free), Some(body))
+            .await
+            .assert_problem(400, Some(field));
+    }
+    let list = s
+        .call("GET", "/schedules?limit=10", Some(&free), None)
+        .await;
+    assert_eq!(list.body["schedules"].as_array().unwrap().len(), 5);
+    s.call("GET", "/schedules/not-an-id", Some(&free), None)
+        .await
+        .assert_problem(404, None);
+    s.call("GET", "/schedules?cursor=x", Some(&free), None)
+        .await
+        .assert_problem(400, Some("cursor"));
+    s.stop().await;
+}

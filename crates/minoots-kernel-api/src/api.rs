@@ -10,7 +10,8 @@ use minoots_core::records::{
     ApiKey, AttemptReport, DeliveryWithAttempts, EventQuery, LeaseRenewal, LeasedDelivery,
     ReportOutcome, Tenant, TenantUpdate, TenantUsage, TimerPage, TimerQuery,
 };
-use minoots_core::{DeliveryId, Event, Timer, TimerId, TimerPatch, TimerRequest};
+use minoots_core::schedule::{Schedule, ScheduleRequest, ScheduleRun};
+use minoots_core::{DeliveryId, Event, ScheduleId, Timer, TimerId, TimerPatch, TimerRequest};
 use tokio_stream::Stream;
 
 use crate::error::{KernelError, KernelResult};
@@ -167,6 +168,36 @@ pub trait KernelApi: Send + Sync + 'static {
         id: TimerId,
     ) -> KernelResult<Vec<DeliveryWithAttempts>>;
 
+    /// Validates and stores a schedule of `tenant_id` within `quotas`; its slots are
+    /// dispatched from then on. `Invalid` names each refused field; `QuotaExceeded` with
+    /// the `schedules` quota when the tenant keeps its tier's number already.
+    async fn create_schedule(
+        &self,
+        tenant_id: &str,
+        request: ScheduleRequest,
+        quotas: ScheduleQuotas,
+    ) -> KernelResult<Schedule>;
+
+    /// The schedule; `NotFound` for another tenant's.
+    async fn get_schedule(&self, tenant_id: &str, id: ScheduleId) -> KernelResult<Schedule>;
+
+    /// The tenant's schedules by id, after `after`, at most `limit`.
+    async fn list_schedules(
+        &self,
+        tenant_id: &str,
+        after: Option<ScheduleId>,
+        limit: usize,
+    ) -> KernelResult<Vec<Schedule>>;
+
+    /// A schedule's run records in slot order, after the slot `after_us`, at most `limit`.
+    async fn list_schedule_runs(
+        &self,
+        tenant_id: &str,
+        id: ScheduleId,
+        after_us: Option<i64>,
+        limit: usize,
+    ) -> KernelResult<Vec<ScheduleRun>>;
+
     /// Events after `query.after_seq` that match the query, then live ones as they happen,
     /// in sequence order, without gaps or repeats. Ends only when the receiver drops it.
     /// With `after_seq` = [`EVENTS_FROM_NOW`], every event committed after this returns.
@@ -257,6 +288,15 @@ pub trait KernelApi: Send + Sync + 'static {
 pub struct TenantQuotas {
     pub max_per_day: Option<u64>,
     pub max_pending: Option<u64>,
+}
+
+/// What a schedule's create is checked against, from the tenant's tier.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScheduleQuotas {
+    /// Schedules the tenant may keep that are not completed; `None` is unlimited.
+    pub max_schedules: Option<u64>,
+    /// The shortest time allowed between two slots of one schedule.
+    pub min_interval_ms: i64,
 }
 
 /// A tenant to create.

@@ -11,7 +11,7 @@ use minoots_core::{
 };
 use minoots_kernel_api::api::{
     BoxStream, KernelApi, LeaseRequest, NewTenant, RenewLeasesRequest, SECRET_ROTATION_GRACE,
-    ScheduleOutcome, TenantQuotas,
+    ScheduleOutcome, ScheduleQuotas, TenantQuotas,
 };
 use minoots_kernel_api::{KernelError, KernelResult, LocalKernel};
 use minoots_store::{
@@ -176,31 +176,6 @@ impl Kernel {
         }))
     }
 
-    /// Validates and stores a schedule for `tenant_id` (at most `max_schedules` that are
-    /// not completed; slots at least `min_interval_ms` apart) and queues its first dispatch.
-    pub async fn create_schedule(
-        &self,
-        tenant_id: &str,
-        request: &ScheduleRequest,
-        max_schedules: Option<u64>,
-        min_interval_ms: i64,
-    ) -> KernelResult<Schedule> {
-        let now = self.clock.now_us();
-        let spec = request
-            .validate(tenant_id, now, min_interval_ms)
-            .map_err(KernelError::Invalid)?;
-        let schedule = Schedule::new(self.new_schedule_id(), tenant_id, request, &spec, now);
-        let stored = self
-            .store
-            .create_schedule(schedule, max_schedules)
-            .await
-            .map_err(from_store)?;
-        if let Some(wake) = stored.wake_at_us {
-            self.schedules.enqueue(stored.id, wake);
-        }
-        Ok(stored)
-    }
-
     /// A new schedule's id. On a shared store, one in a shard this kernel holds (when it
     /// holds any), so the kernel that accepted the schedule dispatches it from the start
     /// instead of its shard's holder finding it at its next load (up to 10 s later).
@@ -222,29 +197,6 @@ impl Kernel {
             }
         }
         id
-    }
-
-    /// The schedule, if it is the tenant's.
-    pub async fn get_schedule(&self, tenant_id: &str, id: ScheduleId) -> KernelResult<Schedule> {
-        self.store
-            .get_schedule(tenant_id, id)
-            .await
-            .map_err(from_store)?
-            .ok_or(KernelError::NotFound(Missing::Schedule(id)))
-    }
-
-    /// A schedule's run records in slot order, after the slot `after_us`.
-    pub async fn list_schedule_runs(
-        &self,
-        tenant_id: &str,
-        id: ScheduleId,
-        after_us: Option<i64>,
-        limit: usize,
-    ) -> KernelResult<Vec<ScheduleRun>> {
-        self.store
-            .list_schedule_runs(tenant_id, id, after_us, limit)
-            .await
-            .map_err(from_store)
     }
 
     /// Schedules in the dispatcher's queue now.
@@ -562,6 +514,61 @@ impl KernelApi for Kernel {
     ) -> KernelResult<Vec<DeliveryWithAttempts>> {
         self.store
             .list_deliveries(tenant_id, id)
+            .await
+            .map_err(from_store)
+    }
+
+    async fn create_schedule(
+        &self,
+        tenant_id: &str,
+        request: ScheduleRequest,
+        quotas: ScheduleQuotas,
+    ) -> KernelResult<Schedule> {
+        let now = self.clock.now_us();
+        let spec = request
+            .validate(tenant_id, now, quotas.min_interval_ms)
+            .map_err(KernelError::Invalid)?;
+        let schedule = Schedule::new(self.new_schedule_id(), tenant_id, &request, &spec, now);
+        let stored = self
+            .store
+            .create_schedule(schedule, quotas.max_schedules)
+            .await
+            .map_err(from_store)?;
+        if let Some(wake) = stored.wake_at_us {
+            self.schedules.enqueue(stored.id, wake);
+        }
+        Ok(stored)
+    }
+
+    async fn get_schedule(&self, tenant_id: &str, id: ScheduleId) -> KernelResult<Schedule> {
+        self.store
+            .get_schedule(tenant_id, id)
+            .await
+            .map_err(from_store)?
+            .ok_or(KernelError::NotFound(Missing::Schedule(id)))
+    }
+
+    async fn list_schedules(
+        &self,
+        tenant_id: &str,
+        after: Option<ScheduleId>,
+        limit: usize,
+    ) -> KernelResult<Vec<Schedule>> {
+        self.store
+            .list_schedules(tenant_id, after, limit)
+            .await
+            .map_err(from_store)
+    }
+
+    async fn list_schedule_runs(
+        &self,
+        tenant_id: &str,
+        id: ScheduleId,
+        after_us: Option<i64>,
+        limit: usize,
+    ) -> KernelResult<Vec<ScheduleRun>> {
+        self.store
+            .list_schedule_runs(tenant_id, id, after_us, limit)
             .await
             .map_err(from_store)
     }

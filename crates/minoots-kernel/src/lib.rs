@@ -29,7 +29,7 @@ pub use kernel::Kernel;
 /// the tests that build a kernel in process.
 pub use minoots_kernel_api::{
     BoxStream, KernelApi, KernelError, KernelResult, LeaseRequest, MAX_RENEW_LEASES, NewTenant,
-    RenewLeasesRequest, ScheduleOutcome, TenantQuotas,
+    RenewLeasesRequest, ScheduleOutcome, ScheduleQuotas, TenantQuotas,
 };
 #[doc(hidden)]
 pub use scheduler::Fault;

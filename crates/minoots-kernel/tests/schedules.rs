@@ -37,7 +37,10 @@ async fn fires_at(body: &str, start: &str, expected: &[&str]) {
     let clock = ManualClock::new(parse_rfc3339_us(start).unwrap());
     let k = start_kernel(dir.path(), clock.clone()).await;
     let request = ScheduleRequest::from_json(body.as_bytes()).unwrap();
-    let s = k.create_schedule("acme", &request, None, 0).await.unwrap();
+    let s = k
+        .create_schedule("acme", request.clone(), Default::default())
+        .await
+        .unwrap();
     let mut fired = k
         .stream_events(EventQuery {
             after_seq: 0,

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use minoots_core::schedule::{RunStatus, ScheduleRequest};
 use minoots_core::{ManualClock, TimerId};
+use minoots_kernel::KernelApi;
 
 #[allow(dead_code)]
 mod common;
@@ -27,12 +28,12 @@ async fn each_kernel_fires_its_schedules_once_and_the_survivor_takes_over() {
     let every_minute = ScheduleRequest::from_json(br#"{"every": "1m"}"#).unwrap();
     let sa = a
         .kernel
-        .create_schedule("acme", &every_minute, None, 0)
+        .create_schedule("acme", every_minute.clone(), Default::default())
         .await
         .unwrap();
     let sb = b
         .kernel
-        .create_schedule("acme", &every_minute, None, 0)
+        .create_schedule("acme", every_minute.clone(), Default::default())
         .await
         .unwrap();
     assert!(

@@ -120,7 +120,7 @@ def filter_case(context, case):
         if header is not None and key is not None and header != key:
             return False
         return _timer_request_is_valid(case.body, now)
-    if where == ("POST", "/schedules/preview"):
+    if where in (("POST", "/schedules/preview"), ("POST", "/schedules")):
         return _schedule_request_is_valid(case.body, now)
     if where == ("PATCH", "/timers/{id}"):
         # The version comes in the body or in If-Match ("3"); when both are sent they

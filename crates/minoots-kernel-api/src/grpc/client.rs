@@ -8,17 +8,19 @@ use minoots_core::records::{
     ApiKey, AttemptReport, DeliveryWithAttempts, EventQuery, LeaseRenewal, LeasedDelivery,
     ReportOutcome, Tenant, TenantUpdate, TenantUsage, TimerPage, TimerQuery,
 };
-use minoots_core::{DeliveryId, Event, Timer, TimerId, TimerPatch, TimerRequest};
+use minoots_core::schedule::{Schedule, ScheduleRequest, ScheduleRun};
+use minoots_core::{DeliveryId, Event, ScheduleId, Timer, TimerId, TimerPatch, TimerRequest};
 use tokio_stream::StreamExt;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 
 use super::convert::*;
+use super::schedules::{run_of, schedule_of};
 use super::{from_status, pb};
 use crate::api::{
     BoxStream, KernelApi, LeaseRequest, NewTenant, RenewLeasesRequest, ScheduleOutcome,
-    TenantQuotas,
+    ScheduleQuotas, TenantQuotas,
 };
 use crate::error::{KernelError, KernelResult};
 
@@ -187,6 +189,93 @@ impl KernelApi for GrpcKernelClient {
                 .map_err(err)?
                 .into_inner(),
         )
+    }
+
+    async fn create_schedule(
+        &self,
+        tenant_id: &str,
+        request: ScheduleRequest,
+        quotas: ScheduleQuotas,
+    ) -> KernelResult<Schedule> {
+        let request_json = serde_json::to_string(&request)
+            .map_err(|e| KernelError::Internal(format!("cannot encode a schedule request: {e}")))?;
+        let msg = pb::CreateScheduleRequest {
+            tenant_id: tenant_id.to_string(),
+            request_json,
+            max_schedules: quotas.max_schedules,
+            min_interval_ms: quotas.min_interval_ms,
+        };
+        schedule_of(
+            self.client
+                .clone()
+                .create_schedule(self.unary(msg))
+                .await
+                .map_err(err)?
+                .into_inner(),
+        )
+    }
+
+    async fn get_schedule(&self, tenant_id: &str, id: ScheduleId) -> KernelResult<Schedule> {
+        let msg = pb::GetScheduleRequest {
+            tenant_id: tenant_id.to_string(),
+            id: id.to_string(),
+        };
+        schedule_of(
+            self.client
+                .clone()
+                .get_schedule(self.unary(msg))
+                .await
+                .map_err(err)?
+                .into_inner(),
+        )
+    }
+
+    async fn list_schedules(
+        &self,
+        tenant_id: &str,
+        after: Option<ScheduleId>,
+        limit: usize,
+    ) -> KernelResult<Vec<Schedule>> {
+        let msg = pb::ListSchedulesRequest {
+            tenant_id: tenant_id.to_string(),
+            after: after.map(|a| a.to_string()),
+            limit: u32::try_from(limit).unwrap_or(u32::MAX),
+        };
+        self.client
+            .clone()
+            .list_schedules(self.unary(msg))
+            .await
+            .map_err(err)?
+            .into_inner()
+            .schedules
+            .into_iter()
+            .map(schedule_of)
+            .collect()
+    }
+
+    async fn list_schedule_runs(
+        &self,
+        tenant_id: &str,
+        id: ScheduleId,
+        after_us: Option<i64>,
+        limit: usize,
+    ) -> KernelResult<Vec<ScheduleRun>> {
+        let msg = pb::ListScheduleRunsRequest {
+            tenant_id: tenant_id.to_string(),
+            id: id.to_string(),
+            after_us,
+            limit: u32::try_from(limit).unwrap_or(u32::MAX),
+        };
+        self.client
+            .clone()
+            .list_schedule_runs(self.unary(msg))
+            .await
+            .map_err(err)?
+            .into_inner()
+            .runs
+            .into_iter()
+            .map(|r| run_of(id, r))
+            .collect()
     }
 
     async fn fire_timer_now(&self, tenant_id: &str, id: TimerId) -> KernelResult<Timer> {

@@ -7,6 +7,7 @@
 mod client;
 pub mod convert;
 pub mod patch;
+pub mod schedules;
 
 pub use client::GrpcKernelClient;
 

@@ -12,9 +12,14 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use minoots_core::ConfigError;
+use minoots_core::limits::MAX_PAGE_SIZE;
 use minoots_core::records::TenantUpdate;
-use minoots_kernel_api::api::{KernelApi, LeaseRequest, NewTenant, RenewLeasesRequest};
+use minoots_core::schedule::ScheduleRequest;
+use minoots_kernel_api::api::{
+    KernelApi, LeaseRequest, NewTenant, RenewLeasesRequest, ScheduleQuotas,
+};
 use minoots_kernel_api::grpc::convert::*;
+use minoots_kernel_api::grpc::schedules::{run_pb, schedule_id_of, schedule_pb};
 use minoots_kernel_api::grpc::{MAX_MESSAGE_BYTES, pb, to_status};
 use minoots_kernel_api::{KernelError, KernelResult};
 
@@ -107,6 +112,76 @@ impl pb::horology_kernel_server::HorologyKernel for Service {
             .await
             .map_err(to_status)?;
         Ok(Response::new(timer_pb(&t)))
+    }
+
+    async fn create_schedule(
+        &self,
+        request: Request<pb::CreateScheduleRequest>,
+    ) -> Result<Response<pb::Schedule>, Status> {
+        let r = request.into_inner();
+        let schedule_request = ScheduleRequest::from_json(r.request_json.as_bytes())
+            .map_err(|e| to_status(KernelError::Invalid(e)))?;
+        let quotas = ScheduleQuotas {
+            max_schedules: r.max_schedules,
+            min_interval_ms: r.min_interval_ms,
+        };
+        let s = self
+            .kernel
+            .create_schedule(&r.tenant_id, schedule_request, quotas)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(schedule_pb(&s)))
+    }
+
+    async fn get_schedule(
+        &self,
+        request: Request<pb::GetScheduleRequest>,
+    ) -> Result<Response<pb::Schedule>, Status> {
+        let r = request.into_inner();
+        let id = schedule_id_of(&r.id, "id").map_err(to_status)?;
+        let s = self
+            .kernel
+            .get_schedule(&r.tenant_id, id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(schedule_pb(&s)))
+    }
+
+    async fn list_schedules(
+        &self,
+        request: Request<pb::ListSchedulesRequest>,
+    ) -> Result<Response<pb::ListSchedulesResponse>, Status> {
+        let r = request.into_inner();
+        let after = match r.after.as_deref() {
+            Some(a) => Some(schedule_id_of(a, "after").map_err(to_status)?),
+            None => None,
+        };
+        let limit = (r.limit as usize).clamp(1, MAX_PAGE_SIZE);
+        let list = self
+            .kernel
+            .list_schedules(&r.tenant_id, after, limit)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ListSchedulesResponse {
+            schedules: list.iter().map(schedule_pb).collect(),
+        }))
+    }
+
+    async fn list_schedule_runs(
+        &self,
+        request: Request<pb::ListScheduleRunsRequest>,
+    ) -> Result<Response<pb::ListScheduleRunsResponse>, Status> {
+        let r = request.into_inner();
+        let id = schedule_id_of(&r.id, "id").map_err(to_status)?;
+        let limit = (r.limit as usize).clamp(1, MAX_PAGE_SIZE);
+        let runs = self
+            .kernel
+            .list_schedule_runs(&r.tenant_id, id, r.after_us, limit)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ListScheduleRunsResponse {
+            runs: runs.iter().map(run_pb).collect(),
+        }))
     }
 
     async fn fire_timer_now(

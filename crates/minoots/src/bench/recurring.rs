@@ -58,7 +58,10 @@ pub async fn run(mut b: RecurringBench) -> anyhow::Result<()> {
         tasks.push(tokio::spawn(async move {
             let mut errors = 0usize;
             for _ in 0..n {
-                if k.create_schedule("bench", &r, None, 0).await.is_err() {
+                if k.create_schedule("bench", r.clone(), Default::default())
+                    .await
+                    .is_err()
+                {
                     errors += 1;
                 }
             }
