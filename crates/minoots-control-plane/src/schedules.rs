@@ -75,6 +75,16 @@ fn schedule_id(text: &str) -> ApiResult<ScheduleId> {
         .ok_or_else(|| ApiError::not_found(format!("schedule {text} not found")))
 }
 
+/// A run-record cursor: the last slot of a page in µs, as `nextCursor` gives it.
+pub const RUN_CURSOR_PATTERN: &str = "^(-?[0-9]{1,18})?$";
+
+fn run_cursor(text: &str) -> Option<i64> {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let plain =
+        !digits.is_empty() && digits.len() <= 18 && digits.bytes().all(|b| b.is_ascii_digit());
+    if plain { text.parse().ok() } else { None }
+}
+
 /// `POST /schedules`.
 pub async fn create(
     State(st): State<AppState>,
@@ -119,7 +129,7 @@ pub async fn list(
     let limit = page_limit(params.get("limit"), DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
     let after = match params.non_empty("cursor") {
         None => None,
-        Some(c) => Some(c.parse::<uuid::Uuid>().map(ScheduleId).map_err(|_| {
+        Some(c) => Some(schedule_id(c).map_err(|_| {
             ApiError::field(
                 "cursor",
                 "is not a cursor from this API; pass nextCursor from the previous page unchanged",
@@ -164,7 +174,7 @@ pub async fn runs(
     let limit = page_limit(params.get("limit"), DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
     let after = match params.non_empty("cursor") {
         None => None,
-        Some(c) => Some(c.parse::<i64>().map_err(|_| {
+        Some(c) => Some(run_cursor(c).ok_or_else(|| {
             ApiError::field(
                 "cursor",
                 "is not a cursor from this API; pass nextCursor from the previous page unchanged",
@@ -212,7 +222,7 @@ pub async fn preview_one(
 /// The `from` (default now) and `count` (default 10) of a preview.
 fn from_and_count(st: &AppState, raw: Option<&str>) -> ApiResult<(i64, usize)> {
     let params = query_params(raw, &["from", "count"])?;
-    let from = match params.non_empty("from") {
+    let from = match params.get("from") {
         None => st.clock.now_us(),
         Some(t) => parse_rfc3339_us(t).map_err(|e| {
             ApiError::field(
@@ -221,7 +231,7 @@ fn from_and_count(st: &AppState, raw: Option<&str>) -> ApiResult<(i64, usize)> {
             )
         })?,
     };
-    let count = match params.non_empty("count") {
+    let count = match params.get("count") {
         None => DEFAULT_PREVIEW_COUNT,
         Some(c) => c
             .parse::<usize>()
@@ -244,7 +254,7 @@ pub fn routes() -> Vec<RouteSpec> {
                "schema": {"type": "string", "format": "uuid", "pattern": crate::openapi::TIMER_ID_PATTERN}})
     };
     let not_found = || problem("404", "No such schedule for this tenant");
-    let paging = |what: &str| {
+    let paging = |what: &str, pattern: &str| {
         vec![
             query(
                 "limit",
@@ -256,9 +266,13 @@ pub fn routes() -> Vec<RouteSpec> {
                 &format!(
                     "nextCursor of the previous page of {what}, unchanged (empty: the first page)"
                 ),
-                json!({"type": "string", "maxLength": 64}),
+                json!({"type": "string", "pattern": pattern}),
             ),
         ]
+    };
+    let id_cursor = {
+        let id = crate::openapi::TIMER_ID_PATTERN;
+        format!("^({})?$", &id[1..id.len() - 1])
     };
     let mut created = ok("201", "Created", "Schedule");
     created.1["headers"] = json!({"Location": {"description": "The schedule's URL", "required": true, "schema": {"type": "string"}}});
@@ -288,7 +302,7 @@ pub fn routes() -> Vec<RouteSpec> {
                 "List the tenant's schedules",
                 Access::Read,
                 vec![ok("200", "A page of schedules", "ScheduleList")],
-                json!({"parameters": paging("schedules")}),
+                json!({"parameters": paging("schedules", &id_cursor)}),
             ),
         ),
         r(
@@ -319,7 +333,7 @@ pub fn routes() -> Vec<RouteSpec> {
                     ok("200", "A page of run records", "ScheduleRunList"),
                     not_found(),
                 ],
-                json!({"parameters": [id_param(), paging("runs")[0].clone(), paging("runs")[1].clone()]}),
+                json!({"parameters": [id_param(), paging("runs", RUN_CURSOR_PATTERN)[0].clone(), paging("runs", RUN_CURSOR_PATTERN)[1].clone()]}),
             ),
         ),
         r(
@@ -334,7 +348,7 @@ pub fn routes() -> Vec<RouteSpec> {
                 Access::Read,
                 vec![ok("200", "The next slots", "SchedulePreview"), not_found()],
                 json!({"parameters": [id_param(),
-                    query("from", "Slots at or after this time (RFC 3339; empty: now)", json!({"type": "string", "format": "date-time"})),
+                    query("from", "Slots at or after this time (RFC 3339; absent: now)", json!({"type": "string", "format": "date-time"})),
                     query("count", "How many slots (1 to 1000, default 10)", json!({"type": "integer", "minimum": 1, "maximum": MAX_PREVIEW_COUNT}))]}),
             ),
         ),
@@ -350,7 +364,7 @@ pub fn routes() -> Vec<RouteSpec> {
                 Access::Read,
                 vec![ok("200", "The next slots", "SchedulePreview")],
                 json!({"requestBody": body("ScheduleRequest", true), "parameters": [
-                query("from", "Slots at or after this time (RFC 3339; empty: now)", json!({"type": "string", "format": "date-time"})),
+                query("from", "Slots at or after this time (RFC 3339; absent: now)", json!({"type": "string", "format": "date-time"})),
                 query("count", "How many slots (1 to 1000, default 10)", json!({"type": "integer", "minimum": 1, "maximum": MAX_PREVIEW_COUNT}))]}),
             ),
         ),
