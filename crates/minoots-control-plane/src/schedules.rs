@@ -125,28 +125,52 @@ pub async fn list(
     Extension(caller): Extension<Caller>,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
-    let params = query_params(raw.as_deref(), &["limit", "cursor"])?;
+    let (limit, after) = paging(raw.as_deref(), |c| schedule_id(c).ok())?;
+    let list = st
+        .kernel_call(st.kernel.list_schedules(caller.tenant_id(), after, limit))
+        .await?;
+    Ok(page(
+        "schedules",
+        &list,
+        limit,
+        |s| s.to_json(),
+        |s| s.id.to_string(),
+    ))
+}
+
+/// The `limit` and the position after `cursor` of a paged list; `cursor` parses a cursor
+/// this API gave.
+fn paging<T>(
+    raw: Option<&str>,
+    cursor: impl Fn(&str) -> Option<T>,
+) -> ApiResult<(usize, Option<T>)> {
+    let params = query_params(raw, &["limit", "cursor"])?;
     let limit = page_limit(params.get("limit"), DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
     let after = match params.non_empty("cursor") {
         None => None,
-        Some(c) => Some(schedule_id(c).map_err(|_| {
+        Some(c) => Some(cursor(c).ok_or_else(|| {
             ApiError::field(
                 "cursor",
                 "is not a cursor from this API; pass nextCursor from the previous page unchanged",
             )
         })?),
     };
-    let list = st
-        .kernel_call(st.kernel.list_schedules(caller.tenant_id(), after, limit))
-        .await?;
-    let next = (list.len() == limit)
-        .then(|| list.last().map(|s| s.id.to_string()))
+    Ok((limit, after))
+}
+
+/// A page of `items` under `name`, with `nextCursor` when the page is full.
+fn page<T>(
+    name: &str,
+    items: &[T],
+    limit: usize,
+    json: impl Fn(&T) -> Value,
+    cursor: impl Fn(&T) -> String,
+) -> Response {
+    let next = (items.len() == limit)
+        .then(|| items.last().map(&cursor))
         .flatten();
-    let schedules: Vec<Value> = list.iter().map(|s| s.to_json()).collect();
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"schedules": schedules, "nextCursor": next}),
-    ))
+    let items: Vec<Value> = items.iter().map(json).collect();
+    json_response(StatusCode::OK, &json!({name: items, "nextCursor": next}))
 }
 
 /// `GET /schedules/{id}`.
@@ -170,30 +194,19 @@ pub async fn runs(
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
     let id = schedule_id(&id)?;
-    let params = query_params(raw.as_deref(), &["limit", "cursor"])?;
-    let limit = page_limit(params.get("limit"), DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
-    let after = match params.non_empty("cursor") {
-        None => None,
-        Some(c) => Some(run_cursor(c).ok_or_else(|| {
-            ApiError::field(
-                "cursor",
-                "is not a cursor from this API; pass nextCursor from the previous page unchanged",
-            )
-        })?),
-    };
+    let (limit, after) = paging(raw.as_deref(), run_cursor)?;
     let list = st
         .kernel_call(
             st.kernel
                 .list_schedule_runs(caller.tenant_id(), id, after, limit),
         )
         .await?;
-    let next = (list.len() == limit)
-        .then(|| list.last().map(|r| r.scheduled_at_us.to_string()))
-        .flatten();
-    let runs: Vec<Value> = list.iter().map(|r| r.to_json()).collect();
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"runs": runs, "nextCursor": next}),
+    Ok(page(
+        "runs",
+        &list,
+        limit,
+        |r| r.to_json(),
+        |r| r.scheduled_at_us.to_string(),
     ))
 }
 
