@@ -25,7 +25,7 @@ use crate::openapi::{
 };
 use crate::problem::{ApiError, ApiResult};
 use crate::routes::{RouteSpec, body, ok, op, problem, query, r};
-use crate::timers::{json_response, page_limit, query_params};
+use crate::timers::{hyphenated_uuid, json_response, page_limit, query_params};
 
 /// Slots a preview returns when `count` is not given.
 pub const DEFAULT_PREVIEW_COUNT: usize = 10;
@@ -39,18 +39,8 @@ pub async fn preview(
 ) -> ApiResult<Response> {
     let now = st.clock.now_us();
     let (from, count) = from_and_count(&st, raw.as_deref())?;
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::field(
-            "body",
-            "is empty; send a schedule like {\"cron\": \"0 30 2 * * *\", \"timezone\": \"Europe/Paris\"}",
-        ));
-    }
-    let request = ScheduleRequest::from_json(&body).map_err(ApiError::invalid)?;
-    let min_interval_ms = if caller.is_admin() {
-        0
-    } else {
-        caller.limits.min_schedule_interval_ms.unwrap_or(0)
-    };
+    let request = schedule_request(&body)?;
+    let min_interval_ms = quotas(&caller).min_interval_ms;
     // Validated as of `from` (a preview of next year may name an `endAt` that is past by
     // then only if it is past now too).
     let spec = request
@@ -67,12 +57,31 @@ pub async fn preview(
 
 /// A schedule id in its hyphenated form.
 fn schedule_id(text: &str) -> ApiResult<ScheduleId> {
-    let hyphenated = text.len() == 36 && text.bytes().filter(|b| *b == b'-').count() == 4;
-    hyphenated
-        .then(|| text.parse::<uuid::Uuid>().ok())
-        .flatten()
+    hyphenated_uuid(text)
         .map(ScheduleId)
         .ok_or_else(|| ApiError::not_found(format!("schedule {text} not found")))
+}
+
+/// A schedule request from a body, refusing an empty one with an example.
+fn schedule_request(body: &[u8]) -> ApiResult<ScheduleRequest> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::field(
+            "body",
+            "is empty; send a schedule like {\"cron\": \"0 30 2 * * *\", \"timezone\": \"Europe/Paris\"}",
+        ));
+    }
+    ScheduleRequest::from_json(body).map_err(ApiError::invalid)
+}
+
+/// What the caller's tier allows a schedule (an admin: anything).
+fn quotas(caller: &Caller) -> ScheduleQuotas {
+    if caller.is_admin() {
+        return ScheduleQuotas::default();
+    }
+    ScheduleQuotas {
+        max_schedules: caller.limits.schedules,
+        min_interval_ms: caller.limits.min_schedule_interval_ms.unwrap_or(0),
+    }
 }
 
 /// A run-record cursor: the last slot of a page in µs, as `nextCursor` gives it.
@@ -91,21 +100,8 @@ pub async fn create(
     Extension(caller): Extension<Caller>,
     RawJson(body): RawJson,
 ) -> ApiResult<Response> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::field(
-            "body",
-            "is empty; send a schedule like {\"cron\": \"0 30 2 * * *\", \"timezone\": \"Europe/Paris\", \"actionBundle\": {...}}",
-        ));
-    }
-    let request = ScheduleRequest::from_json(&body).map_err(ApiError::invalid)?;
-    let quotas = if caller.is_admin() {
-        ScheduleQuotas::default()
-    } else {
-        ScheduleQuotas {
-            max_schedules: caller.limits.schedules,
-            min_interval_ms: caller.limits.min_schedule_interval_ms.unwrap_or(0),
-        }
-    };
+    let request = schedule_request(&body)?;
+    let quotas = quotas(&caller);
     let s = st
         .kernel_call(
             st.kernel

@@ -80,15 +80,19 @@ pub fn query_params(raw: Option<&str>, allowed: &[&str]) -> ApiResult<Query> {
     Ok(Query(out))
 }
 
-/// A timer id in its hyphenated form (`crate::openapi::TIMER_ID_PATTERN`); the other
-/// spellings a UUID parser reads (braces, `urn:uuid:`, no hyphens) are refused.
-pub fn timer_id(text: &str) -> ApiResult<TimerId> {
+/// A UUID in its hyphenated form only (`crate::openapi::TIMER_ID_PATTERN`); the other
+/// spellings a UUID parser reads (braces, `urn:uuid:`, no hyphens) are refused. Timer and
+/// schedule ids both go through here.
+pub fn hyphenated_uuid(text: &str) -> Option<uuid::Uuid> {
     let hyphenated = text.len() == 36 && text.bytes().filter(|b| *b == b'-').count() == 4;
     hyphenated
         .then(|| text.parse::<uuid::Uuid>().ok())
         .flatten()
-        .map(TimerId)
-        .ok_or_else(|| {
+}
+
+/// A timer id in its hyphenated form ([`hyphenated_uuid`]).
+pub fn timer_id(text: &str) -> ApiResult<TimerId> {
+    hyphenated_uuid(text).map(TimerId).ok_or_else(|| {
         ApiError::field(
             "id",
             format!("\"{text}\" is not a timer id; ids are UUIDs like 0193a0c4-8f1e-7cc3-9d0e-3f1b2a4c5d6e"),
