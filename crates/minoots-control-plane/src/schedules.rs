@@ -7,14 +7,14 @@
 
 use axum::Extension;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{delete as delete_route, get, patch, post};
 use minoots_core::ScheduleId;
 use minoots_core::limits::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 use minoots_core::schedule::{self, MAX_PREVIEW_COUNT, ScheduleRequest};
 use minoots_core::timefmt::parse_rfc3339_us;
-use minoots_kernel_api::ScheduleQuotas;
+use minoots_kernel_api::{ScheduleChange, ScheduleQuotas};
 use serde_json::{Value, json};
 
 use crate::AppState;
@@ -25,7 +25,7 @@ use crate::openapi::{
 };
 use crate::problem::{ApiError, ApiResult};
 use crate::routes::{RouteSpec, body, ok, op, problem, query, r};
-use crate::timers::{hyphenated_uuid, json_response, page_limit, query_params};
+use crate::timers::{hyphenated_uuid, if_match_version, json_response, page_limit, query_params};
 
 /// Slots a preview returns when `count` is not given.
 pub const DEFAULT_PREVIEW_COUNT: usize = 10;
@@ -182,6 +182,164 @@ pub async fn get_one(
     Ok(json_response(StatusCode::OK, &s.to_json()))
 }
 
+/// `PATCH /schedules/{id}`: replaces the fields given (a `null` removes one) at the
+/// version read (in the body or `If-Match`); the new spec governs the slots from now on.
+pub async fn update(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    RawJson(body): RawJson,
+) -> ApiResult<Response> {
+    let id = schedule_id(&id)?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::field(
+            "body",
+            "is empty; send a JSON object like {\"version\": 3, \"cron\": \"0 0 9 * * MON-FRI\"}",
+        ));
+    }
+    let mut patch = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(o)) => o,
+        Ok(_) => {
+            return Err(ApiError::field(
+                "body",
+                "must be one JSON object of the fields to change and the version read",
+            ));
+        }
+        Err(e) => {
+            return Err(ApiError::field(
+                "body",
+                format!("is not valid JSON ({e}); send one JSON object"),
+            ));
+        }
+    };
+    let body_version = match patch.remove("version") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_i64().filter(|v| *v >= 1).ok_or_else(|| {
+            ApiError::field(
+                "version",
+                "must be the schedule's version, a whole number from 1 (the version field of the schedule you read)",
+            )
+        })?),
+    };
+    let if_match = if_match_version(&headers)?;
+    let version = match (body_version, if_match) {
+        (Some(b), Some(h)) if b != h => {
+            return Err(ApiError::field(
+                "version",
+                format!("is {b} but If-Match says {h}; send the version once, or the same in both"),
+            ));
+        }
+        (Some(v), _) | (None, Some(v)) => v,
+        (None, None) => {
+            return Err(ApiError::field(
+                "version",
+                "is missing: send the version of the schedule you read (or an If-Match header), so a change made meanwhile is not overwritten",
+            ));
+        }
+    };
+    change(&st, &caller, id, ScheduleChange::Update { version, patch }).await
+}
+
+/// Makes `change` and answers with the schedule.
+async fn change(
+    st: &AppState,
+    caller: &Caller,
+    id: ScheduleId,
+    change: ScheduleChange,
+) -> ApiResult<Response> {
+    let c = st
+        .kernel_call(
+            st.kernel
+                .change_schedule(caller.tenant_id(), id, change, quotas(caller)),
+        )
+        .await?;
+    Ok(json_response(StatusCode::OK, &c.schedule.to_json()))
+}
+
+/// `POST /schedules/{id}/pause`.
+pub async fn pause(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let id = schedule_id(&id)?;
+    change(&st, &caller, id, ScheduleChange::Pause).await
+}
+
+/// The body of `POST /schedules/{id}/resume` (optional).
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ResumeBody {
+    #[serde(default)]
+    catch_up: Option<bool>,
+}
+
+/// `POST /schedules/{id}/resume` (`{"catchUp": false}` by default).
+pub async fn resume(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    RawJson(body): RawJson,
+) -> ApiResult<Response> {
+    let id = schedule_id(&id)?;
+    let catch_up = if body.iter().all(u8::is_ascii_whitespace) {
+        false
+    } else {
+        minoots_core::request::parse_json::<ResumeBody>(&body)
+            .map_err(ApiError::invalid)?
+            .catch_up
+            .unwrap_or(false)
+    };
+    change(&st, &caller, id, ScheduleChange::Resume { catch_up }).await
+}
+
+/// `POST /schedules/{id}/trigger`: one run now, outside the slots; answers with its timer.
+pub async fn trigger(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let id = schedule_id(&id)?;
+    let c = st
+        .kernel_call(st.kernel.change_schedule(
+            caller.tenant_id(),
+            id,
+            ScheduleChange::Trigger,
+            quotas(&caller),
+        ))
+        .await?;
+    let timer = c
+        .timer
+        .ok_or_else(|| ApiError::internal("the kernel created no run for the trigger"))?;
+    let mut resp = json_response(StatusCode::CREATED, &timer.to_json());
+    if let Ok(loc) = HeaderValue::from_str(&format!("/timers/{}", timer.id)) {
+        resp.headers_mut().insert(header::LOCATION, loc);
+    }
+    Ok(resp)
+}
+
+/// `DELETE /schedules/{id}`: removes it and its run records; runs not yet fired are
+/// cancelled, runs already firing go on.
+pub async fn delete(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let id = schedule_id(&id)?;
+    st.kernel_call(st.kernel.change_schedule(
+        caller.tenant_id(),
+        id,
+        ScheduleChange::Delete,
+        quotas(&caller),
+    ))
+    .await?;
+    Ok(Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .body(axum::body::Body::empty())
+        .unwrap_or_default())
+}
+
 /// `GET /schedules/{id}/runs?limit=&cursor=`: run records in slot order.
 pub async fn runs(
     State(st): State<AppState>,
@@ -263,6 +421,12 @@ pub fn routes() -> Vec<RouteSpec> {
                "schema": {"type": "string", "format": "uuid", "pattern": crate::openapi::TIMER_ID_PATTERN}})
     };
     let not_found = || problem("404", "No such schedule for this tenant");
+    let conflict = || {
+        problem(
+            "409",
+            "The version differs (the schedule changed since it was read), or the schedule is completed",
+        )
+    };
     let paging = |what: &str, pattern: &str| {
         vec![
             query(
@@ -325,6 +489,103 @@ pub fn routes() -> Vec<RouteSpec> {
                 "Get a schedule",
                 Access::Read,
                 vec![ok("200", "The schedule", "Schedule"), not_found()],
+                json!({"parameters": [id_param()]}),
+            ),
+        ),
+        r(
+            Method::PATCH,
+            "/schedules/{id}",
+            Access::Write,
+            patch(update),
+            op(
+                "updateSchedule",
+                "schedules",
+                "Change a schedule at the version read; its new spec governs the slots from now on",
+                Access::Write,
+                vec![
+                    ok(
+                        "200",
+                        "The changed schedule, at its next version",
+                        "Schedule",
+                    ),
+                    not_found(),
+                    conflict(),
+                ],
+                json!({"parameters": [id_param(),
+                        {"name": "If-Match", "in": "header", "required": false,
+                         "description": "The version read, in quotes (\"3\"), instead of version in the body (both: they must match)",
+                         "schema": {"type": "string", "pattern": "^\"[1-9][0-9]{0,17}\"$"}}],
+                       "requestBody": body("SchedulePatch", true)}),
+            ),
+        ),
+        r(
+            Method::DELETE,
+            "/schedules/{id}",
+            Access::Write,
+            delete_route(delete),
+            op(
+                "deleteSchedule",
+                "schedules",
+                "Delete a schedule and its run records; runs not yet fired are cancelled",
+                Access::Write,
+                vec![
+                    ("204".to_string(), json!({"description": "Deleted"})),
+                    not_found(),
+                ],
+                json!({"parameters": [id_param()]}),
+            ),
+        ),
+        r(
+            Method::POST,
+            "/schedules/{id}/pause",
+            Access::Write,
+            post(pause),
+            op(
+                "pauseSchedule",
+                "schedules",
+                "Pause a schedule: runs not yet fired are withdrawn, and each slot that passes is recorded skipped (paused)",
+                Access::Write,
+                vec![
+                    ok("200", "The paused schedule", "Schedule"),
+                    not_found(),
+                    conflict(),
+                ],
+                json!({"parameters": [id_param()]}),
+            ),
+        ),
+        r(
+            Method::POST,
+            "/schedules/{id}/resume",
+            Access::Write,
+            post(resume),
+            op(
+                "resumeSchedule",
+                "schedules",
+                "Resume a paused schedule; with catchUp, the paused slots within the misfire window are caught up by its misfire policy",
+                Access::Write,
+                vec![
+                    ok("200", "The resumed schedule", "Schedule"),
+                    not_found(),
+                    conflict(),
+                ],
+                json!({"parameters": [id_param()], "requestBody": body("ScheduleResume", false)}),
+            ),
+        ),
+        r(
+            Method::POST,
+            "/schedules/{id}/trigger",
+            Access::Write,
+            post(trigger),
+            op(
+                "triggerSchedule",
+                "schedules",
+                "Run a schedule once now, outside its slots (the cursor, runsFired and overlap are not affected)",
+                Access::Write,
+                vec![
+                    ok("201", "The run's timer", "Timer"),
+                    not_found(),
+                    conflict(),
+                ],
                 json!({"parameters": [id_param()]}),
             ),
         ),
@@ -440,8 +701,21 @@ pub fn schemas() -> serde_json::Map<String, Value> {
                 "dst": {"type": ["string", "null"], "enum": ["gapShifted", null], "description": "gapShifted: the named time did not exist that day; the slot is the first instant after the gap"},
                 "fireAt": {"type": "string", "format": "date-time", "description": "The slot plus its jitter"}}}}}},
     });
-    match v {
-        Value::Object(m) => m,
-        _ => unreachable!("a JSON object literal"),
-    }
+    let Value::Object(mut m) = v else {
+        unreachable!("a JSON object literal")
+    };
+    // A PATCH body: the request's fields (each replaces the stored one whole; null removes
+    // it) and the version read.
+    let mut patch = m["ScheduleRequest"].clone();
+    patch["description"] = json!(
+        "The version read (or an If-Match header) and the fields to replace, each whole (labels, metadata, misfire and actionBundle included); null removes a field. Giving cron drops every and phase; giving every drops cron. The result is checked as a new schedule is, at the time of the change."
+    );
+    patch["properties"]["version"] = json!({"type": "integer", "minimum": 1, "description": "The version of the schedule you read"});
+    m.insert("SchedulePatch".into(), patch);
+    m.insert(
+        "ScheduleResume".into(),
+        json!({"type": "object", "additionalProperties": false, "properties": {
+            "catchUp": {"type": ["boolean", "null"], "description": "Catch up the slots skipped while paused, within the misfire window, by the misfire policy (default false)"}}}),
+    );
+    m
 }

@@ -189,6 +189,20 @@ pub trait KernelApi: Send + Sync + 'static {
         limit: usize,
     ) -> KernelResult<Vec<Schedule>>;
 
+    /// Changes a schedule of `tenant_id` (pause, resume, a merge patch of its spec at a
+    /// version, trigger-now, delete) in one transaction with the dispatch that follows.
+    /// `Invalid` names each refused field of a patch (checked as on create, with `quotas`);
+    /// `Conflict` on a stale version or when the schedule's status forbids the change
+    /// (a completed schedule cannot be paused, resumed or triggered); `NotFound` for
+    /// another tenant's.
+    async fn change_schedule(
+        &self,
+        tenant_id: &str,
+        id: ScheduleId,
+        change: ScheduleChange,
+        quotas: ScheduleQuotas,
+    ) -> KernelResult<ScheduleChanged>;
+
     /// A schedule's run records in slot order, after the slot `after_us`, at most `limit`.
     async fn list_schedule_runs(
         &self,
@@ -297,6 +311,47 @@ pub struct ScheduleQuotas {
     pub max_schedules: Option<u64>,
     /// The shortest time allowed between two slots of one schedule.
     pub min_interval_ms: i64,
+}
+
+/// A change to a schedule through the API.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ScheduleChange {
+    /// Stop firing; each slot that passes is recorded `skipped(paused)`.
+    Pause,
+    /// Fire again from now on; with `catch_up`, the paused slots within the misfire window
+    /// are caught up by the misfire policy.
+    Resume { catch_up: bool },
+    /// A JSON merge patch of the schedule's fields, applied if it is at `version`.
+    Update {
+        version: i64,
+        patch: serde_json::Map<String, serde_json::Value>,
+    },
+    /// Run once now, outside the slots.
+    Trigger,
+    /// Remove the schedule and its run records; its runs not yet fired are cancelled.
+    Delete,
+}
+
+impl ScheduleChange {
+    /// The name on the wire.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ScheduleChange::Pause => "pause",
+            ScheduleChange::Resume { .. } => "resume",
+            ScheduleChange::Update { .. } => "update",
+            ScheduleChange::Trigger => "trigger",
+            ScheduleChange::Delete => "delete",
+        }
+    }
+}
+
+/// What a schedule change did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleChanged {
+    /// The schedule after the change (as it was, for a delete).
+    pub schedule: Schedule,
+    /// The run a trigger created.
+    pub timer: Option<Timer>,
 }
 
 /// A tenant to create.

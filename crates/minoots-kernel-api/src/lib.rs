@@ -18,7 +18,7 @@ pub mod metrics;
 
 pub use api::{
     BoxStream, KernelApi, LeaseRequest, MAX_RENEW_LEASES, NewTenant, RenewLeasesRequest,
-    ScheduleOutcome, ScheduleQuotas, TenantQuotas,
+    ScheduleChange, ScheduleChanged, ScheduleOutcome, ScheduleQuotas, TenantQuotas,
 };
 pub use error::{KernelError, KernelResult};
 pub use local::LocalKernel;

@@ -35,6 +35,12 @@ pub(crate) fn from_store(e: StoreError) -> KernelError {
             ),
             status: None,
         },
+        StoreError::ScheduleState { .. } | StoreError::ScheduleVersionMismatch { .. } => {
+            KernelError::Conflict {
+                message: e.to_string(),
+                status: None,
+            }
+        }
         StoreError::AlreadyExists(what) => KernelError::Conflict {
             message: format!("{what} already exists"),
             status: None,

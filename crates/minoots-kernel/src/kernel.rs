@@ -11,7 +11,7 @@ use minoots_core::{
 };
 use minoots_kernel_api::api::{
     BoxStream, KernelApi, LeaseRequest, NewTenant, RenewLeasesRequest, SECRET_ROTATION_GRACE,
-    ScheduleOutcome, ScheduleQuotas, TenantQuotas,
+    ScheduleChange, ScheduleChanged, ScheduleOutcome, ScheduleQuotas, TenantQuotas,
 };
 use minoots_kernel_api::{KernelError, KernelResult, LocalKernel};
 use minoots_store::{
@@ -28,6 +28,7 @@ use crate::metrics::KernelMetrics;
 use crate::scheduler::Scheduler;
 
 mod change;
+mod schedules;
 
 /// The horology kernel running in this process.
 pub struct Kernel {
@@ -528,6 +529,7 @@ impl KernelApi for Kernel {
         let spec = request
             .validate(tenant_id, now, quotas.min_interval_ms)
             .map_err(KernelError::Invalid)?;
+        self.check_schedule_policy(&spec)?;
         let schedule = Schedule::new(self.new_schedule_id(), tenant_id, &request, &spec, now);
         let stored = self
             .store
@@ -558,6 +560,17 @@ impl KernelApi for Kernel {
             .list_schedules(tenant_id, after, limit)
             .await
             .map_err(from_store)
+    }
+
+    async fn change_schedule(
+        &self,
+        tenant_id: &str,
+        id: ScheduleId,
+        change: ScheduleChange,
+        quotas: ScheduleQuotas,
+    ) -> KernelResult<ScheduleChanged> {
+        self.apply_schedule_change(tenant_id, id, change, quotas)
+            .await
     }
 
     async fn list_schedule_runs(

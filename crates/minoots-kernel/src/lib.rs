@@ -29,7 +29,8 @@ pub use kernel::Kernel;
 /// the tests that build a kernel in process.
 pub use minoots_kernel_api::{
     BoxStream, KernelApi, KernelError, KernelResult, LeaseRequest, MAX_RENEW_LEASES, NewTenant,
-    RenewLeasesRequest, ScheduleOutcome, ScheduleQuotas, TenantQuotas,
+    RenewLeasesRequest, ScheduleChange, ScheduleChanged, ScheduleOutcome, ScheduleQuotas,
+    TenantQuotas,
 };
 #[doc(hidden)]
 pub use scheduler::Fault;

@@ -855,5 +855,56 @@ async fn schedules_over_grpc() {
             .await
             .unwrap()
     );
+    // Changes travel too: a pause, a trigger (its timer comes back), a patch refused at a
+    // stale version and one that names a bad field, and a delete.
+    use minoots_kernel::{ScheduleChange, ScheduleChanged};
+    let quotas = ScheduleQuotas {
+        max_schedules: None,
+        min_interval_ms: 1000,
+    };
+    let change = |change: ScheduleChange| c.change_schedule("acme", s.id, change, quotas);
+    let ScheduleChanged { schedule, timer } = change(ScheduleChange::Pause).await.unwrap();
+    assert_eq!(schedule.progress.status.as_str(), "paused");
+    assert!(timer.is_none());
+    let triggered = change(ScheduleChange::Trigger).await.unwrap();
+    let timer = triggered.timer.expect("the trigger's run");
+    assert_eq!(timer.schedule.map(|l| l.id), Some(s.id));
+    let patch = |json: &str| {
+        serde_json::from_str::<serde_json::Value>(json)
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .clone()
+    };
+    let stale = change(ScheduleChange::Update {
+        version: schedule.version + 5,
+        patch: patch(r#"{"every": "2s"}"#),
+    })
+    .await;
+    assert!(
+        matches!(stale, Err(KernelError::Conflict { .. })),
+        "{stale:?}"
+    );
+    let bad = change(ScheduleChange::Update {
+        version: schedule.version,
+        patch: patch(r#"{"every": "2s", "timezone": "Nowhere/Land"}"#),
+    })
+    .await;
+    assert!(
+        matches!(&bad, Err(KernelError::Invalid(e)) if e.has_field("timezone")),
+        "{bad:?}"
+    );
+    let ok = change(ScheduleChange::Update {
+        version: schedule.version,
+        patch: patch(r#"{"every": "2s"}"#),
+    })
+    .await
+    .unwrap();
+    assert_eq!(ok.schedule.version, schedule.version + 1);
+    change(ScheduleChange::Delete).await.unwrap();
+    assert!(matches!(
+        c.get_schedule("acme", s.id).await,
+        Err(KernelError::NotFound(_))
+    ));
     r.stop().await;
 }

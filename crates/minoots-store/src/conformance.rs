@@ -86,6 +86,7 @@ macro_rules! conformance_tests {
             a_run_keeps_its_schedule_and_slot,
             schedules_dispatch_each_slot_once,
             racing_dispatches_of_one_schedule_create_one_run,
+            schedule_controls_keep_one_record_per_slot,
             update_changes_a_scheduled_timer_at_its_version,
             a_refused_update_changes_nothing,
             a_timer_moved_later_does_not_fire_at_its_old_time

@@ -14,6 +14,7 @@ pub mod conformance;
 pub mod migrate;
 mod plan;
 pub mod postgres;
+pub mod schedule_control;
 pub mod schedules;
 pub mod sqlite;
 mod types;
@@ -298,6 +299,18 @@ pub trait Store: Send + Sync + 'static {
     /// wake time ([`schedules::dispatch_write`]). Dispatching again at once writes nothing.
     /// `NotFound` when the schedule is gone.
     async fn dispatch_schedule(&self, id: ScheduleId) -> StoreResult<Dispatched>;
+
+    /// Changes a schedule of `tenant_id` through the API, in one transaction with the
+    /// dispatch that follows ([`schedule_control::control_write`]): pause, resume, a new
+    /// spec (`ScheduleVersionMismatch` on a stale version), trigger-now, or delete (with
+    /// its run records). Withdrawn runs' timers are cancelled. `NotFound` for another
+    /// tenant's schedule; `ScheduleState` when its status forbids the change.
+    async fn control_schedule(
+        &self,
+        tenant_id: &str,
+        id: ScheduleId,
+        control: schedule_control::ScheduleControl,
+    ) -> StoreResult<schedule_control::Controlled>;
 
     /// A schedule's run records in slot order, after the slot `after_us`, at most `limit`.
     /// `NotFound` for another tenant's schedule.

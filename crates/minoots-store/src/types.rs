@@ -51,6 +51,16 @@ pub enum StoreError {
     /// An object with this id exists already (tenants, keys).
     #[error("{0} already exists")]
     AlreadyExists(String),
+    /// The schedule's status forbids the change (pausing, resuming or triggering a
+    /// completed schedule).
+    #[error("the schedule is {status}, so it cannot be {change}")]
+    ScheduleState {
+        status: &'static str,
+        change: &'static str,
+    },
+    /// A change of a schedule named the version the client read; it is at another now.
+    #[error("the schedule is at version {current}, not {expected}")]
+    ScheduleVersionMismatch { expected: i64, current: i64 },
 }
 
 /// How long an idempotency key maps to its timer; after that it may be used afresh.

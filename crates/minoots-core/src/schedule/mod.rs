@@ -9,6 +9,7 @@
 //! the same after a restart), and the preview endpoints and the dispatcher call the same
 //! functions, so what a preview shows is what fires.
 
+pub mod control;
 pub mod cron;
 pub mod plan;
 pub mod record;
@@ -18,6 +19,9 @@ pub mod spec;
 #[cfg(test)]
 mod dst_tests;
 
+pub use control::{
+    ControlPlan, Withdrawable, catch_up_keep, patched_request, plan_pause, plan_respec, plan_resume,
+};
 pub use cron::{CronError, CronExpr};
 pub use plan::{Plan, Progress, Run, ScheduleStatus, SkipReason, plan_dispatch, plan_run_ended};
 pub use record::{RunStatus, Schedule, ScheduleRun};

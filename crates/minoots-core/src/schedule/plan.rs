@@ -344,7 +344,7 @@ pub fn plan_dispatch(spec: &ScheduleSpec, key: &[u8], progress: &Progress, now_u
 }
 
 /// The record of a slot that is due (or about to be, with no run active) and in bounds.
-fn decide(
+pub(super) fn decide(
     spec: &ScheduleSpec,
     key: &[u8],
     p: &mut Progress,

@@ -16,11 +16,11 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 
 use super::convert::*;
-use super::schedules::{run_of, schedule_of};
+use super::schedules::{change_pb, changed_of, run_of, schedule_of};
 use super::{from_status, pb};
 use crate::api::{
-    BoxStream, KernelApi, LeaseRequest, NewTenant, RenewLeasesRequest, ScheduleOutcome,
-    ScheduleQuotas, TenantQuotas,
+    BoxStream, KernelApi, LeaseRequest, NewTenant, RenewLeasesRequest, ScheduleChange,
+    ScheduleChanged, ScheduleOutcome, ScheduleQuotas, TenantQuotas,
 };
 use crate::error::{KernelError, KernelResult};
 
@@ -276,6 +276,24 @@ impl KernelApi for GrpcKernelClient {
             .into_iter()
             .map(|r| run_of(id, r))
             .collect()
+    }
+
+    async fn change_schedule(
+        &self,
+        tenant_id: &str,
+        id: ScheduleId,
+        change: ScheduleChange,
+        quotas: ScheduleQuotas,
+    ) -> KernelResult<ScheduleChanged> {
+        let msg = change_pb(tenant_id, id, &change, quotas);
+        changed_of(
+            self.client
+                .clone()
+                .change_schedule(self.unary(msg))
+                .await
+                .map_err(err)?
+                .into_inner(),
+        )
     }
 
     async fn fire_timer_now(&self, tenant_id: &str, id: TimerId) -> KernelResult<Timer> {

@@ -8,6 +8,7 @@ use minoots_core::schedule::{
 use minoots_core::{ScheduleId, TimerId};
 
 use super::pb;
+use crate::api::{ScheduleChange, ScheduleChanged, ScheduleQuotas};
 use crate::error::{KernelError, KernelResult};
 
 fn malformed(what: impl std::fmt::Display) -> KernelError {
@@ -93,6 +94,86 @@ pub fn run_of(schedule_id: ScheduleId, r: pb::ScheduleRun) -> KernelResult<Sched
     })
 }
 
+/// A schedule change on the wire; the patch of an update travels as JSON.
+pub fn change_pb(
+    tenant_id: &str,
+    id: ScheduleId,
+    change: &ScheduleChange,
+    quotas: ScheduleQuotas,
+) -> pb::ChangeScheduleRequest {
+    let (catch_up, version, patch_json) = match change {
+        ScheduleChange::Resume { catch_up } => (*catch_up, 0, String::new()),
+        ScheduleChange::Update { version, patch } => (
+            false,
+            *version,
+            serde_json::to_string(patch).unwrap_or_default(),
+        ),
+        _ => (false, 0, String::new()),
+    };
+    pb::ChangeScheduleRequest {
+        tenant_id: tenant_id.to_string(),
+        id: id.to_string(),
+        kind: change.kind().to_string(),
+        catch_up,
+        version,
+        patch_json,
+        max_schedules: quotas.max_schedules,
+        min_interval_ms: quotas.min_interval_ms,
+    }
+}
+
+/// The change a request asks for, with the quotas it names; a request the client could
+/// not have sent (an unknown kind, a patch that is not a JSON object) is `Invalid`.
+pub fn change_of(r: &pb::ChangeScheduleRequest) -> KernelResult<(ScheduleChange, ScheduleQuotas)> {
+    let change = match r.kind.as_str() {
+        "pause" => ScheduleChange::Pause,
+        "resume" => ScheduleChange::Resume {
+            catch_up: r.catch_up,
+        },
+        "trigger" => ScheduleChange::Trigger,
+        "delete" => ScheduleChange::Delete,
+        "update" => match serde_json::from_str::<serde_json::Value>(&r.patch_json) {
+            Ok(serde_json::Value::Object(patch)) => ScheduleChange::Update {
+                version: r.version,
+                patch,
+            },
+            _ => {
+                return Err(KernelError::invalid(
+                    "patchJson",
+                    "must be one JSON object of the fields to change",
+                ));
+            }
+        },
+        other => {
+            return Err(KernelError::invalid(
+                "kind",
+                format!("{other:?} is not one of pause, resume, update, trigger, delete"),
+            ));
+        }
+    };
+    Ok((
+        change,
+        ScheduleQuotas {
+            max_schedules: r.max_schedules,
+            min_interval_ms: r.min_interval_ms,
+        },
+    ))
+}
+
+pub fn changed_pb(c: &ScheduleChanged) -> pb::ChangeScheduleResponse {
+    pb::ChangeScheduleResponse {
+        schedule: Some(schedule_pb(&c.schedule)),
+        timer: c.timer.as_ref().map(super::convert::timer_pb),
+    }
+}
+
+pub fn changed_of(c: pb::ChangeScheduleResponse) -> KernelResult<ScheduleChanged> {
+    Ok(ScheduleChanged {
+        schedule: schedule_of(c.schedule.ok_or_else(|| malformed("no schedule"))?)?,
+        timer: c.timer.map(super::convert::timer_of).transpose()?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,5 +213,31 @@ mod tests {
             };
             assert_eq!(run_of(s.id, run_pb(&r)).unwrap(), r);
         }
+    }
+
+    #[test]
+    fn changes_survive_the_wire() {
+        let id = ScheduleId::new_v7();
+        let quotas = ScheduleQuotas {
+            max_schedules: Some(5),
+            min_interval_ms: 60_000,
+        };
+        let patch = serde_json::json!({"cron": "0 0 9 * * MON-FRI", "labels": {"a": null}});
+        for change in [
+            ScheduleChange::Pause,
+            ScheduleChange::Resume { catch_up: true },
+            ScheduleChange::Update {
+                version: 4,
+                patch: patch.as_object().unwrap().clone(),
+            },
+            ScheduleChange::Trigger,
+            ScheduleChange::Delete,
+        ] {
+            let (back, q) = change_of(&change_pb("acme", id, &change, quotas)).unwrap();
+            assert_eq!((back, q), (change, quotas));
+        }
+        let mut bad = change_pb("acme", id, &ScheduleChange::Pause, quotas);
+        bad.kind = "explode".into();
+        assert!(change_of(&bad).unwrap_err().to_string().contains("kind"));
     }
 }

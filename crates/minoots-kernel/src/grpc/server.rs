@@ -19,7 +19,9 @@ use minoots_kernel_api::api::{
     KernelApi, LeaseRequest, NewTenant, RenewLeasesRequest, ScheduleQuotas,
 };
 use minoots_kernel_api::grpc::convert::*;
-use minoots_kernel_api::grpc::schedules::{run_pb, schedule_id_of, schedule_pb};
+use minoots_kernel_api::grpc::schedules::{
+    change_of, changed_pb, run_pb, schedule_id_of, schedule_pb,
+};
 use minoots_kernel_api::grpc::{MAX_MESSAGE_BYTES, pb, to_status};
 use minoots_kernel_api::{KernelError, KernelResult};
 
@@ -182,6 +184,21 @@ impl pb::horology_kernel_server::HorologyKernel for Service {
         Ok(Response::new(pb::ListScheduleRunsResponse {
             runs: runs.iter().map(run_pb).collect(),
         }))
+    }
+
+    async fn change_schedule(
+        &self,
+        request: Request<pb::ChangeScheduleRequest>,
+    ) -> Result<Response<pb::ChangeScheduleResponse>, Status> {
+        let r = request.into_inner();
+        let id = schedule_id_of(&r.id, "id").map_err(to_status)?;
+        let (change, quotas) = change_of(&r).map_err(to_status)?;
+        let c = self
+            .kernel
+            .change_schedule(&r.tenant_id, id, change, quotas)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(changed_pb(&c)))
     }
 
     async fn fire_timer_now(

@@ -194,3 +194,189 @@ pub async fn racing_dispatches_of_one_schedule_create_one_run(h: &Harness) {
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].status, RunStatus::Fired);
 }
+
+/// `(seconds after T0, status)` of each run record of `id`.
+async fn records(h: &Harness, id: ScheduleId) -> Vec<(i64, RunStatus)> {
+    h.store
+        .list_schedule_runs("acme", id, None, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| ((r.scheduled_at_us - T0) / SEC, r.status))
+        .collect()
+}
+
+pub async fn schedule_controls_keep_one_record_per_slot(h: &Harness) {
+    use crate::schedule_control::ScheduleControl;
+    let paused = RunStatus::Skipped(SkipReason::Paused);
+    at(h, T0 + SEC);
+    let s = schedule(h, "acme", r#"{"every": "1m"}"#);
+    h.store.create_schedule(s.clone(), None).await.unwrap();
+    // The run of 10:01 is created ahead; pausing withdraws it.
+    at(h, T0 + 55 * SEC);
+    let d = h.store.dispatch_schedule(s.id).await.unwrap();
+    let ahead = d.created[0].id;
+    let c = h
+        .store
+        .control_schedule("acme", s.id, ScheduleControl::Pause)
+        .await
+        .unwrap();
+    assert_eq!(c.schedule.progress.status, ScheduleStatus::Paused);
+    assert_eq!(c.schedule.version, 2);
+    assert_eq!(
+        c.cancelled.iter().map(|t| t.id).collect::<Vec<_>>(),
+        [ahead]
+    );
+    assert_eq!(c.schedule.active_timer, None);
+    let t = h.store.get_timer("acme", ahead).await.unwrap().unwrap();
+    assert_eq!(t.status, TimerStatus::Cancelled);
+    assert_eq!(records(h, s.id).await, [(60, paused)]);
+    // Another tenant's schedule is not found and is left alone.
+    assert!(matches!(
+        h.store
+            .control_schedule("other", s.id, ScheduleControl::Delete)
+            .await,
+        Err(StoreError::NotFound(Missing::Schedule(_)))
+    ));
+
+    // Resume at 10:03:30 with catch-up: 10:02 and 10:03 are recorded paused first, the
+    // newest (10:03) is caught up at once (policy latest).
+    at(h, T0 + 210 * SEC);
+    let c = h
+        .store
+        .control_schedule("acme", s.id, ScheduleControl::Resume { catch_up: true })
+        .await
+        .unwrap();
+    assert_eq!(c.schedule.progress.status, ScheduleStatus::Active);
+    assert_eq!(c.created.len(), 1);
+    assert_eq!(c.created[0].fire_at_us, T0 + 210 * SEC);
+    assert_eq!(
+        c.created[0].schedule.map(|l| l.scheduled_at_us),
+        Some(T0 + 180 * SEC)
+    );
+    assert_eq!(
+        records(h, s.id).await,
+        [(60, paused), (120, paused), (180, RunStatus::Fired)]
+    );
+    assert_eq!(c.schedule.progress.runs_fired, 1);
+
+    // Trigger: a timer due now, no record, the cursor and the count unchanged.
+    let c = h
+        .store
+        .control_schedule("acme", s.id, ScheduleControl::Trigger)
+        .await
+        .unwrap();
+    assert_eq!(c.created.len(), 1);
+    assert_eq!(c.created[0].fire_at_us, T0 + 210 * SEC);
+    assert_eq!(records(h, s.id).await.len(), 3);
+    assert_eq!(c.schedule.progress.runs_fired, 1);
+
+    // A new spec at a stale version is refused; at the right one, the future run created
+    // ahead (10:04) is withdrawn and removed, and the new spec starts at the change.
+    at(h, T0 + 235 * SEC);
+    let d = h.store.dispatch_schedule(s.id).await.unwrap();
+    assert_eq!(
+        d.created.len(),
+        0,
+        "the run of 10:03 is active (overlap skip)"
+    );
+    let version = h
+        .store
+        .get_schedule("acme", s.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .version;
+    let request = ScheduleRequest::from_json(br#"{"every": "5m"}"#).unwrap();
+    let respec = |version| ScheduleControl::Respec {
+        version,
+        request: Box::new(request.clone()),
+        max_schedules: None,
+    };
+    assert!(matches!(
+        h.store.control_schedule("acme", s.id, respec(version + 7)).await,
+        Err(StoreError::ScheduleVersionMismatch { current, .. }) if current == version
+    ));
+    let c = h
+        .store
+        .control_schedule("acme", s.id, respec(version))
+        .await
+        .unwrap();
+    assert_eq!(c.schedule.version, version + 1);
+    assert_eq!(c.schedule.request.every, request.every);
+    assert_eq!(c.schedule.progress.cursor_us, T0 + 235 * SEC);
+    assert_eq!(
+        c.schedule.wake_at_us,
+        Some(T0 + 300 * SEC - minoots_core::schedule::plan::DISPATCH_LEAD_US)
+    );
+
+    // Delete: the schedule and its records go; a run not yet fired is cancelled.
+    at(h, T0 + 295 * SEC);
+    let d = h.store.dispatch_schedule(s.id).await.unwrap();
+    let pending: Vec<_> = d.created.iter().map(|t| t.id).collect();
+    let c = h
+        .store
+        .control_schedule("acme", s.id, ScheduleControl::Delete)
+        .await
+        .unwrap();
+    assert_eq!(
+        c.cancelled.iter().map(|t| t.id).collect::<Vec<_>>(),
+        pending
+    );
+    assert_eq!(h.store.get_schedule("acme", s.id).await.unwrap(), None);
+    assert!(
+        h.store
+            .schedules_due(i64::MAX, 10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|(_, id)| *id != s.id)
+    );
+    assert!(matches!(
+        h.store.list_schedule_runs("acme", s.id, None, 10).await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    // A completed schedule cannot be paused, and is made active again by a new spec
+    // (within the tenant's schedule quota).
+    let done = schedule(h, "acme", r#"{"every": "1m", "maxRuns": 1}"#);
+    h.store.create_schedule(done.clone(), None).await.unwrap();
+    at(h, T0 + 355 * SEC);
+    h.store.dispatch_schedule(done.id).await.unwrap();
+    let got = h
+        .store
+        .get_schedule("acme", done.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.progress.status, ScheduleStatus::Completed);
+    assert!(matches!(
+        h.store
+            .control_schedule("acme", done.id, ScheduleControl::Pause)
+            .await,
+        Err(StoreError::ScheduleState { .. })
+    ));
+    let other = schedule(h, "acme", r#"{"every": "1h"}"#);
+    h.store.create_schedule(other, None).await.unwrap();
+    let more = ScheduleRequest::from_json(br#"{"every": "1m", "maxRuns": 2}"#).unwrap();
+    let reopen = |max| ScheduleControl::Respec {
+        version: got.version,
+        request: Box::new(more.clone()),
+        max_schedules: max,
+    };
+    assert!(matches!(
+        h.store
+            .control_schedule("acme", done.id, reopen(Some(1)))
+            .await,
+        Err(StoreError::QuotaExceeded {
+            quota: Quota::Schedules,
+            limit: 1
+        })
+    ));
+    let c = h
+        .store
+        .control_schedule("acme", done.id, reopen(Some(2)))
+        .await
+        .unwrap();
+    assert_eq!(c.schedule.progress.status, ScheduleStatus::Active);
+}

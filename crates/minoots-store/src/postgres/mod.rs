@@ -673,6 +673,20 @@ impl Store for PostgresStore {
             .await
     }
 
+    async fn control_schedule(
+        &self,
+        tenant_id: &str,
+        id: ScheduleId,
+        control: crate::schedule_control::ScheduleControl,
+    ) -> StoreResult<crate::schedule_control::Controlled> {
+        let tenant = tenant_id.to_string();
+        self.write(move |w| {
+            let (tenant, control) = (tenant.clone(), control.clone());
+            Box::pin(async move { schedules::control_schedule(w, &tenant, id, &control).await })
+        })
+        .await
+    }
+
     async fn list_schedule_runs(
         &self,
         tenant_id: &str,

@@ -6,6 +6,7 @@
 //! events, announcements to the owner of their shard, which is the schedule's), and the
 //! new progress. A create counts the tenant's schedules under the tenant's advisory lock.
 
+use minoots_core::schedule::spec::MAX_JITTER_MS;
 use minoots_core::schedule::{
     Progress, RunStatus, Schedule, ScheduleRequest, ScheduleRun, ScheduleStatus,
 };
@@ -18,6 +19,10 @@ use super::errors::{TxError, TxResult};
 use super::rows::col;
 use super::timers::cancel_timer;
 use super::tx::{Db, WriteTx};
+use crate::schedule_control::{
+    ControlState, Controlled, MAX_WITHDRAWABLE, PendingRun, ScheduleControl, catch_up_reads,
+    control_write,
+};
 use crate::schedules::{DispatchWrite, MAX_SCHEDULES_DUE, dispatch_write};
 use crate::types::*;
 
@@ -157,27 +162,39 @@ pub(super) async fn create_schedule(
     schedule: &Schedule,
     max_schedules: Option<u64>,
 ) -> TxResult<Schedule> {
-    lock_tenants(w, std::iter::once(schedule.tenant_id.as_str())).await?;
-    if let Some(limit) = max_schedules {
-        let count: i64 = col(
-            &w.db()
-                .query_one(
-                    "SELECT COUNT(*) FROM schedules WHERE tenant_id = $1 AND status <> 'completed'",
-                    &[&schedule.tenant_id],
-                )
-                .await?,
-            0,
-        )?;
-        if count as u64 >= limit {
-            return Err(StoreError::QuotaExceeded {
-                quota: Quota::Schedules,
-                limit,
-            }
-            .into());
-        }
-    }
+    check_quota(w, &schedule.tenant_id, max_schedules).await?;
     write_schedule(w, schedule, true).await?;
     Ok(schedule.clone())
+}
+
+/// `QuotaExceeded` when the tenant keeps `max_schedules` schedules that are not completed
+/// (counted under the tenant's advisory lock, so two creates cannot both pass).
+async fn check_quota(
+    w: &mut WriteTx<'_>,
+    tenant_id: &str,
+    max_schedules: Option<u64>,
+) -> TxResult<()> {
+    let Some(limit) = max_schedules else {
+        return Ok(());
+    };
+    lock_tenants(w, std::iter::once(tenant_id)).await?;
+    let count: i64 = col(
+        &w.db()
+            .query_one(
+                "SELECT COUNT(*) FROM schedules WHERE tenant_id = $1 AND status <> 'completed'",
+                &[&tenant_id],
+            )
+            .await?,
+        0,
+    )?;
+    if count as u64 >= limit {
+        return Err(StoreError::QuotaExceeded {
+            quota: Quota::Schedules,
+            limit,
+        }
+        .into());
+    }
+    Ok(())
 }
 
 /// Whether the active run of `s` has reached a final status (or its timer is gone).
@@ -200,7 +217,75 @@ async fn active_ended(w: &mut WriteTx<'_>, s: &Schedule) -> TxResult<bool> {
     })
 }
 
-pub(super) async fn dispatch_schedule(w: &mut WriteTx<'_>, id: ScheduleId) -> TxResult<Dispatched> {
+async fn timer_scheduled(w: &mut WriteTx<'_>, id: TimerId) -> TxResult<bool> {
+    let row = w
+        .db()
+        .query_opt("SELECT status FROM timers WHERE id = $1", &[&id.0])
+        .await?;
+    Ok(row.is_some_and(|r| col::<&str>(&r, 0).is_ok_and(|s| s == "scheduled")))
+}
+
+/// Runs of `id` recorded `fired` whose timers may not have fired yet (as in SQLite's).
+async fn pending_runs(
+    w: &mut WriteTx<'_>,
+    id: ScheduleId,
+    now_us: i64,
+) -> TxResult<Vec<PendingRun>> {
+    let rows = w
+        .db()
+        .query(
+            "SELECT scheduled_at, timer_id FROM schedule_runs
+              WHERE schedule_id = $1 AND scheduled_at > $2 AND status = 'fired'
+                AND (scheduled_at > $3 OR fire_at > $3)
+              ORDER BY scheduled_at LIMIT $4",
+            &[
+                &id.0,
+                &(now_us - MAX_JITTER_MS * 1000 - 1),
+                &now_us,
+                &(MAX_WITHDRAWABLE as i64),
+            ],
+        )
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let timer_id = TimerId(
+            col::<Option<Uuid>>(&r, 1)?.ok_or_else(|| corrupt("a fired run without its timer"))?,
+        );
+        out.push(PendingRun {
+            slot_us: col(&r, 0)?,
+            timer_id,
+            timer_scheduled: timer_scheduled(w, timer_id).await?,
+        });
+    }
+    Ok(out)
+}
+
+/// The newest `limit` slots recorded `skipped(paused)` from `from_us` to `now_us`, oldest first.
+async fn paused_slots(
+    w: &mut WriteTx<'_>,
+    id: ScheduleId,
+    from_us: i64,
+    now_us: i64,
+    limit: usize,
+) -> TxResult<Vec<i64>> {
+    let mut slots = w
+        .db()
+        .query(
+            "SELECT scheduled_at FROM schedule_runs
+              WHERE schedule_id = $1 AND scheduled_at >= $2 AND scheduled_at <= $3
+                AND status = 'skipped' AND reason = 'paused'
+              ORDER BY scheduled_at DESC LIMIT $4",
+            &[&id.0, &from_us, &now_us, &(limit as i64)],
+        )
+        .await?
+        .iter()
+        .map(|r| col::<i64>(r, 0))
+        .collect::<TxResult<Vec<i64>>>()?;
+    slots.reverse();
+    Ok(slots)
+}
+
+async fn lock_schedule(w: &mut WriteTx<'_>, id: ScheduleId) -> TxResult<Option<Schedule>> {
     let row = w
         .db()
         .query_opt(
@@ -211,9 +296,129 @@ pub(super) async fn dispatch_schedule(w: &mut WriteTx<'_>, id: ScheduleId) -> Tx
             ),
             &[&id.0],
         )
+        .await?;
+    row.map(|r| schedule_from_row(&r)).transpose()
+}
+
+pub(super) async fn control_schedule(
+    w: &mut WriteTx<'_>,
+    tenant_id: &str,
+    id: ScheduleId,
+    control: &ScheduleControl,
+) -> TxResult<Controlled> {
+    let schedule = lock_schedule(w, id)
+        .await?
+        .filter(|s| s.tenant_id == tenant_id)
+        .ok_or(StoreError::NotFound(Missing::Schedule(id)))?;
+    let now = w.now_us;
+    let paused = match control {
+        ScheduleControl::Resume { catch_up: true } => {
+            let window = schedule
+                .spec()
+                .map(|s| s.misfire.window_us)
+                .unwrap_or_default();
+            let keep = catch_up_reads(&schedule)?;
+            paused_slots(w, id, now - window, now, keep).await?
+        }
+        _ => Vec::new(),
+    };
+    let state = ControlState {
+        pending: pending_runs(w, id, now).await?,
+        paused_slots: paused,
+        active_ended: active_ended(w, &schedule).await?,
+    };
+    let write = control_write(&schedule, control, &state, now)?;
+    if let Some(limit) = write.reactivates {
+        check_quota(w, tenant_id, limit).await?;
+    }
+    let reason = format!("the schedule was {}", control.verb());
+    let mut cancelled = Vec::new();
+    for t in &write.cancel {
+        if timer_scheduled(w, *t).await? {
+            let t = cancel_timer(w, tenant_id, *t, Some(reason.clone())).await?;
+            cancelled.push(DueTimer {
+                fire_at_us: t.fire_at_us,
+                id: t.id,
+            });
+        }
+    }
+    for slot in &write.removed_runs {
+        w.db()
+            .execute(
+                "DELETE FROM schedule_runs WHERE schedule_id = $1 AND scheduled_at = $2",
+                &[&id.0, slot],
+            )
+            .await?;
+    }
+    for run in &write.changed_runs {
+        exec_run(
+            w,
+            "UPDATE schedule_runs SET status = $3, reason = $4, timer_id = $5, fire_at = $6,
+                    recorded_at = $7
+              WHERE schedule_id = $1 AND scheduled_at = $2",
+            run,
+        )
+        .await?;
+    }
+    for run in &write.runs {
+        exec_run(w, INSERT_RUN, run).await?;
+    }
+    let mut created: Vec<minoots_core::Timer> = if write.timers.is_empty() {
+        Vec::new()
+    } else {
+        create_in(w, &write.timers)
+            .await?
+            .into_iter()
+            .map(|o| o.timer)
+            .collect()
+    };
+    let Some(after) = write.schedule else {
+        w.db()
+            .execute("DELETE FROM schedule_runs WHERE schedule_id = $1", &[&id.0])
+            .await?;
+        w.db()
+            .execute("DELETE FROM schedules WHERE id = $1", &[&id.0])
+            .await?;
+        return Ok(Controlled {
+            schedule,
+            created,
+            cancelled,
+        });
+    };
+    write_schedule(w, &after, false).await?;
+    if matches!(control, ScheduleControl::Trigger) {
+        return Ok(Controlled {
+            schedule: after,
+            created,
+            cancelled,
+        });
+    }
+    // Dispatch the changed schedule in the same transaction.
+    let ended = state.active_ended && after.active_timer == schedule.active_timer;
+    let write = dispatch_write(&after, ended, now)?;
+    let after = if write.is_empty(&after) {
+        after
+    } else {
+        let d = apply_dispatch(w, &after, write).await?;
+        created.extend(d.created);
+        d.schedule
+    };
+    Ok(Controlled {
+        schedule: after,
+        created,
+        cancelled,
+    })
+}
+
+const INSERT_RUN: &str =
+    "INSERT INTO schedule_runs (schedule_id, scheduled_at, status, reason, timer_id,
+                                        fire_at, recorded_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+pub(super) async fn dispatch_schedule(w: &mut WriteTx<'_>, id: ScheduleId) -> TxResult<Dispatched> {
+    let schedule = lock_schedule(w, id)
         .await?
         .ok_or(StoreError::NotFound(Missing::Schedule(id)))?;
-    let schedule = schedule_from_row(&row)?;
     let ended = active_ended(w, &schedule).await?;
     let write = dispatch_write(&schedule, ended, w.now_us)?;
     if write.is_empty(&schedule) {
@@ -246,14 +451,7 @@ async fn apply_dispatch(
         }
     }
     for run in &write.runs {
-        exec_run(
-            w,
-            "INSERT INTO schedule_runs (schedule_id, scheduled_at, status, reason, timer_id,
-                                        fire_at, recorded_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            run,
-        )
-        .await?;
+        exec_run(w, INSERT_RUN, run).await?;
     }
     for run in &write.changed_runs {
         exec_run(

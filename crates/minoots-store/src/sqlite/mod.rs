@@ -804,6 +804,17 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn control_schedule(
+        &self,
+        tenant_id: &str,
+        id: ScheduleId,
+        control: crate::schedule_control::ScheduleControl,
+    ) -> StoreResult<crate::schedule_control::Controlled> {
+        let tenant = tenant_id.to_string();
+        self.write(move |ctx| schedules::control_schedule(ctx, &tenant, id, &control))
+            .await
+    }
+
     async fn list_schedule_runs(
         &self,
         tenant_id: &str,

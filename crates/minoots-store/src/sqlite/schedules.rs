@@ -4,6 +4,7 @@
 //! it says in the writer's transaction: run records keyed by (schedule, slot), so a slot
 //! can never get two, the runs' timers through the ordinary create, and the new progress.
 
+use minoots_core::schedule::spec::MAX_JITTER_MS;
 use minoots_core::schedule::{
     Progress, RunStatus, Schedule, ScheduleRequest, ScheduleRun, ScheduleStatus,
 };
@@ -13,6 +14,10 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::WriteCtx;
 use super::rows::{corrupt, id_col};
 use super::timers::{cancel_timer, create_timer, get_timer};
+use crate::schedule_control::{
+    ControlState, Controlled, MAX_WITHDRAWABLE, PendingRun, ScheduleControl, catch_up_reads,
+    control_write,
+};
 use crate::schedules::{DispatchWrite, MAX_SCHEDULES_DUE, dispatch_write};
 use crate::types::*;
 
@@ -139,22 +144,28 @@ pub fn create_schedule(
     schedule: Schedule,
     max_schedules: Option<u64>,
 ) -> StoreResult<Schedule> {
-    if let Some(limit) = max_schedules {
-        let count: i64 = ctx
-            .conn
-            .prepare_cached(
-                "SELECT COUNT(*) FROM schedules WHERE tenant_id = ?1 AND status != 'completed'",
-            )?
-            .query_row(params![schedule.tenant_id], |r| r.get(0))?;
-        if count as u64 >= limit {
-            return Err(StoreError::QuotaExceeded {
-                quota: Quota::Schedules,
-                limit,
-            });
-        }
-    }
+    check_quota(ctx.conn, &schedule.tenant_id, max_schedules)?;
     write_schedule(ctx, &schedule, true)?;
     Ok(schedule)
+}
+
+/// `QuotaExceeded` when the tenant keeps `max_schedules` schedules that are not completed.
+fn check_quota(conn: &Connection, tenant_id: &str, max_schedules: Option<u64>) -> StoreResult<()> {
+    let Some(limit) = max_schedules else {
+        return Ok(());
+    };
+    let count: i64 = conn
+        .prepare_cached(
+            "SELECT COUNT(*) FROM schedules WHERE tenant_id = ?1 AND status != 'completed'",
+        )?
+        .query_row(params![tenant_id], |r| r.get(0))?;
+    if count as u64 >= limit {
+        return Err(StoreError::QuotaExceeded {
+            quota: Quota::Schedules,
+            limit,
+        });
+    }
+    Ok(())
 }
 
 /// Whether the active run of `s` has reached a final status (or its timer is gone).
@@ -168,6 +179,164 @@ fn active_ended(conn: &Connection, s: &Schedule) -> StoreResult<bool> {
             t.status,
             TimerStatus::Settled | TimerStatus::Failed | TimerStatus::Cancelled
         ),
+    })
+}
+
+/// Runs of `id` recorded `fired` whose timers may not have fired yet: the slot or the fire
+/// time after `now_us` (a fire time after now is the slot plus at most the longest jitter).
+fn pending_runs(conn: &Connection, id: ScheduleId, now_us: i64) -> StoreResult<Vec<PendingRun>> {
+    let rows: Vec<(i64, Vec<u8>)> = conn
+        .prepare_cached(
+            "SELECT scheduled_at, timer_id FROM schedule_runs
+             WHERE schedule_id = ?1 AND scheduled_at > ?2 AND status = 'fired'
+               AND (scheduled_at > ?3 OR fire_at > ?3)
+             ORDER BY scheduled_at LIMIT ?4",
+        )?
+        .query_map(
+            params![
+                id.as_bytes(),
+                now_us - MAX_JITTER_MS * 1000 - 1,
+                now_us,
+                MAX_WITHDRAWABLE as i64
+            ],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?
+        .collect::<Result<_, _>>()?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (slot_us, timer) in rows {
+        let timer_id = TimerId::from_slice(&timer)
+            .ok_or_else(|| StoreError::Corrupt(format!("schedule {id}: bad run timer id")))?;
+        let timer_scheduled =
+            get_timer(conn, None, timer_id)?.is_some_and(|t| t.status == TimerStatus::Scheduled);
+        out.push(PendingRun {
+            slot_us,
+            timer_id,
+            timer_scheduled,
+        });
+    }
+    Ok(out)
+}
+
+/// The newest `limit` slots recorded `skipped(paused)` from `from_us` to `now_us`, oldest first.
+fn paused_slots(
+    conn: &Connection,
+    id: ScheduleId,
+    from_us: i64,
+    now_us: i64,
+    limit: usize,
+) -> StoreResult<Vec<i64>> {
+    let mut slots: Vec<i64> = conn
+        .prepare_cached(
+            "SELECT scheduled_at FROM schedule_runs
+             WHERE schedule_id = ?1 AND scheduled_at >= ?2 AND scheduled_at <= ?3
+               AND status = 'skipped' AND reason = 'paused'
+             ORDER BY scheduled_at DESC LIMIT ?4",
+        )?
+        .query_map(params![id.as_bytes(), from_us, now_us, limit as i64], |r| {
+            r.get(0)
+        })?
+        .collect::<Result<_, _>>()?;
+    slots.reverse();
+    Ok(slots)
+}
+
+pub fn control_schedule(
+    ctx: &mut WriteCtx<'_>,
+    tenant_id: &str,
+    id: ScheduleId,
+    control: &ScheduleControl,
+) -> StoreResult<Controlled> {
+    let schedule = get_schedule(ctx.conn, Some(tenant_id), id)?
+        .ok_or(StoreError::NotFound(Missing::Schedule(id)))?;
+    let now = ctx.now_us;
+    let paused = match control {
+        ScheduleControl::Resume { catch_up: true } => {
+            let window = schedule
+                .spec()
+                .map(|s| s.misfire.window_us)
+                .unwrap_or_default();
+            paused_slots(ctx.conn, id, now - window, now, catch_up_reads(&schedule)?)?
+        }
+        _ => Vec::new(),
+    };
+    let state = ControlState {
+        pending: pending_runs(ctx.conn, id, now)?,
+        paused_slots: paused,
+        active_ended: active_ended(ctx.conn, &schedule)?,
+    };
+    let write = control_write(&schedule, control, &state, now)?;
+    if let Some(limit) = write.reactivates {
+        check_quota(ctx.conn, tenant_id, limit)?;
+    }
+    let reason = format!("the schedule was {}", control.verb());
+    let mut cancelled = Vec::new();
+    for t in &write.cancel {
+        if get_timer(ctx.conn, None, *t)?.is_some_and(|t| t.status == TimerStatus::Scheduled) {
+            let t = cancel_timer(ctx, tenant_id, *t, Some(reason.clone()))?;
+            cancelled.push(DueTimer {
+                fire_at_us: t.fire_at_us,
+                id: t.id,
+            });
+        }
+    }
+    for slot in &write.removed_runs {
+        ctx.conn
+            .prepare_cached(
+                "DELETE FROM schedule_runs WHERE schedule_id = ?1 AND scheduled_at = ?2",
+            )?
+            .execute(params![id.as_bytes(), slot])?;
+    }
+    for run in &write.changed_runs {
+        exec_run(
+            ctx.conn,
+            "UPDATE schedule_runs SET status = ?3, reason = ?4, timer_id = ?5, fire_at = ?6,
+                    recorded_at = ?7
+             WHERE schedule_id = ?1 AND scheduled_at = ?2",
+            run,
+        )?;
+    }
+    for run in &write.runs {
+        insert_run(ctx.conn, run)?;
+    }
+    let mut created = Vec::with_capacity(write.timers.len());
+    for timer in write.timers {
+        created.push(create_timer(ctx, timer, &CreateOptions::default())?.timer);
+    }
+    let Some(after) = write.schedule else {
+        ctx.conn
+            .prepare_cached("DELETE FROM schedule_runs WHERE schedule_id = ?1")?
+            .execute(params![id.as_bytes()])?;
+        ctx.conn
+            .prepare_cached("DELETE FROM schedules WHERE id = ?1")?
+            .execute(params![id.as_bytes()])?;
+        return Ok(Controlled {
+            schedule,
+            created,
+            cancelled,
+        });
+    };
+    write_schedule(ctx, &after, false)?;
+    if matches!(control, ScheduleControl::Trigger) {
+        return Ok(Controlled {
+            schedule: after,
+            created,
+            cancelled,
+        });
+    }
+    // Dispatch the changed schedule in the same transaction.
+    let ended = state.active_ended && after.active_timer == schedule.active_timer;
+    let write = dispatch_write(&after, ended, now)?;
+    let after = if write.is_empty(&after) {
+        after
+    } else {
+        let d = apply_dispatch(ctx, &after, write)?;
+        created.extend(d.created);
+        d.schedule
+    };
+    Ok(Controlled {
+        schedule: after,
+        created,
+        cancelled,
     })
 }
 
