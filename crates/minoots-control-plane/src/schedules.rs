@@ -12,7 +12,9 @@ use axum::response::Response;
 use axum::routing::{delete as delete_route, get, patch, post};
 use minoots_core::ScheduleId;
 use minoots_core::limits::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
-use minoots_core::schedule::{self, MAX_PREVIEW_COUNT, ScheduleRequest};
+use minoots_core::schedule::{
+    self, MAX_PREVIEW_COUNT, ScheduleFilter, ScheduleRequest, ScheduleStatus,
+};
 use minoots_core::timefmt::parse_rfc3339_us;
 use minoots_kernel_api::{ScheduleChange, ScheduleQuotas};
 use serde_json::{Value, json};
@@ -25,7 +27,10 @@ use crate::openapi::{
 };
 use crate::problem::{ApiError, ApiResult};
 use crate::routes::{RouteSpec, body, ok, op, problem, query, r};
-use crate::timers::{hyphenated_uuid, if_match_version, json_response, page_limit, query_params};
+use crate::timers::{
+    Query as QueryParams, hyphenated_uuid, if_match_version, json_response, label_param,
+    page_limit, query_params,
+};
 
 /// Slots a preview returns when `count` is not given.
 pub const DEFAULT_PREVIEW_COUNT: usize = 10;
@@ -115,15 +120,32 @@ pub async fn create(
     Ok(resp)
 }
 
-/// `GET /schedules?limit=&cursor=`: the tenant's schedules by id.
+/// `GET /schedules?status=&label=&limit=&cursor=`: the tenant's schedules by id.
 pub async fn list(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
-    let (limit, after) = paging(raw.as_deref(), |c| schedule_id(c).ok())?;
+    let params = query_params(raw.as_deref(), &["status", "label", "limit", "cursor"])?;
+    let status = match params.non_empty("status") {
+        None => None,
+        Some(s) => Some(ScheduleStatus::parse(s).ok_or_else(|| {
+            ApiError::field(
+                "status",
+                format!("\"{s}\" is not a status; use active, paused or completed"),
+            )
+        })?),
+    };
+    let filter = ScheduleFilter {
+        status,
+        label: label_param(params.non_empty("label"))?,
+    };
+    let (limit, after) = paging(&params, |c| schedule_id(c).ok())?;
     let list = st
-        .kernel_call(st.kernel.list_schedules(caller.tenant_id(), after, limit))
+        .kernel_call(
+            st.kernel
+                .list_schedules(caller.tenant_id(), &filter, after, limit),
+        )
         .await?;
     Ok(page(
         "schedules",
@@ -137,10 +159,9 @@ pub async fn list(
 /// The `limit` and the position after `cursor` of a paged list; `cursor` parses a cursor
 /// this API gave.
 fn paging<T>(
-    raw: Option<&str>,
+    params: &QueryParams,
     cursor: impl Fn(&str) -> Option<T>,
 ) -> ApiResult<(usize, Option<T>)> {
-    let params = query_params(raw, &["limit", "cursor"])?;
     let limit = page_limit(params.get("limit"), DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
     let after = match params.non_empty("cursor") {
         None => None,
@@ -348,7 +369,8 @@ pub async fn runs(
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
     let id = schedule_id(&id)?;
-    let (limit, after) = paging(raw.as_deref(), run_cursor)?;
+    let params = query_params(raw.as_deref(), &["limit", "cursor"])?;
+    let (limit, after) = paging(&params, run_cursor)?;
     let list = st
         .kernel_call(
             st.kernel
@@ -475,7 +497,11 @@ pub fn routes() -> Vec<RouteSpec> {
                 "List the tenant's schedules",
                 Access::Read,
                 vec![ok("200", "A page of schedules", "ScheduleList")],
-                json!({"parameters": paging("schedules", &id_cursor)}),
+                json!({"parameters": [
+                    query("status", "Only schedules with this status (empty: no filter)", json!({"type": "string", "enum": ["active", "paused", "completed", ""]})),
+                    query("label", "Only schedules carrying this label, as key:value (empty: no filter)", json!({"type": "string", "pattern": crate::openapi::LABEL_FILTER_PATTERN})),
+                    paging("schedules", &id_cursor)[0].clone(),
+                    paging("schedules", &id_cursor)[1].clone()]}),
             ),
         ),
         r(

@@ -61,6 +61,17 @@ impl Query {
     }
 }
 
+/// A `label=key:value` filter (absent or empty: none).
+pub fn label_param(text: Option<&str>) -> ApiResult<Option<(String, String)>> {
+    match text {
+        None | Some("") => Ok(None),
+        Some(l) => match l.split_once(':') {
+            Some((k, v)) if !k.is_empty() => Ok(Some((k.to_string(), v.to_string()))),
+            _ => Err(ApiError::field("label", "must be key:value, like team:ops")),
+        },
+    }
+}
+
 /// Query parameters; a name outside `allowed` is refused so a typo (`?stauts=`) is not
 /// silently ignored.
 pub fn query_params(raw: Option<&str>, allowed: &[&str]) -> ApiResult<Query> {
@@ -350,15 +361,7 @@ pub async fn list(
             )
         })?),
     };
-    let label = match get("label") {
-        None | Some("") => None,
-        Some(l) => match l.split_once(':') {
-            Some((k, v)) if !k.is_empty() => Some((k.to_string(), v.to_string())),
-            _ => {
-                return Err(ApiError::field("label", "must be key:value, like team:ops"));
-            }
-        },
-    };
+    let label = label_param(get("label"))?;
     let limit = page_limit(get("limit"), DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
     let after = match get("cursor") {
         None | Some("") => None,

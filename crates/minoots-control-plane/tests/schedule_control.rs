@@ -547,3 +547,41 @@ async fn jitter_delays_each_run_as_the_preview_says() {
     }
     f.s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_list_filters_by_status_and_label() {
+    let f = fixture().await;
+    let a = f
+        .create(r#"{"every": "1m", "labels": {"team": "ops"}}"#)
+        .await;
+    let b = f
+        .create(r#"{"every": "1m", "labels": {"team": "web"}}"#)
+        .await;
+    f.post(&format!("/schedules/{b}/pause"), None).await;
+    let ids = |query: &'static str| {
+        let f = &f;
+        async move {
+            let r =
+                f.s.call("GET", &format!("/schedules?{query}"), Some(&f.key), None)
+                    .await;
+            assert_eq!(r.status, 200, "{}", r.text);
+            r.body["schedules"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["id"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(ids("status=paused").await, [b.clone()]);
+    assert_eq!(ids("status=active").await, [a.clone()]);
+    assert_eq!(ids("label=team:ops").await, [a.clone()]);
+    assert!(ids("label=team:ops&status=paused").await.is_empty());
+    assert_eq!(ids("status=&label=").await.len(), 2);
+    for (query, field) in [("status=sleeping", "status"), ("label=team", "label")] {
+        f.s.call("GET", &format!("/schedules?{query}"), Some(&f.key), None)
+            .await
+            .assert_problem(400, Some(field));
+    }
+    f.s.stop().await;
+}

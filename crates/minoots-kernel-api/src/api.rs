@@ -10,7 +10,7 @@ use minoots_core::records::{
     ApiKey, AttemptReport, DeliveryWithAttempts, EventQuery, LeaseRenewal, LeasedDelivery,
     ReportOutcome, Tenant, TenantUpdate, TenantUsage, TimerPage, TimerQuery,
 };
-use minoots_core::schedule::{Schedule, ScheduleRequest, ScheduleRun};
+use minoots_core::schedule::{Schedule, ScheduleFilter, ScheduleRequest, ScheduleRun};
 use minoots_core::{DeliveryId, Event, ScheduleId, Timer, TimerId, TimerPatch, TimerRequest};
 use tokio_stream::Stream;
 
@@ -181,10 +181,11 @@ pub trait KernelApi: Send + Sync + 'static {
     /// The schedule; `NotFound` for another tenant's.
     async fn get_schedule(&self, tenant_id: &str, id: ScheduleId) -> KernelResult<Schedule>;
 
-    /// The tenant's schedules by id, after `after`, at most `limit`.
+    /// The tenant's schedules that match `filter`, by id, after `after`, at most `limit`.
     async fn list_schedules(
         &self,
         tenant_id: &str,
+        filter: &ScheduleFilter,
         after: Option<ScheduleId>,
         limit: usize,
     ) -> KernelResult<Vec<Schedule>>;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use minoots_core::request::check_cancel_reason;
-use minoots_core::schedule::{Schedule, ScheduleRequest, ScheduleRun};
+use minoots_core::schedule::{Schedule, ScheduleFilter, ScheduleRequest, ScheduleRun};
 use minoots_core::{
     Clock, DeliveryId, Event, Missing, ScheduleId, Timer, TimerId, TimerRequest, TimerStatus,
 };
@@ -553,11 +553,12 @@ impl KernelApi for Kernel {
     async fn list_schedules(
         &self,
         tenant_id: &str,
+        filter: &ScheduleFilter,
         after: Option<ScheduleId>,
         limit: usize,
     ) -> KernelResult<Vec<Schedule>> {
         self.store
-            .list_schedules(tenant_id, after, limit)
+            .list_schedules(tenant_id, filter, after, limit)
             .await
             .map_err(from_store)
     }

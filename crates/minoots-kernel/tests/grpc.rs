@@ -799,7 +799,10 @@ async fn schedules_over_grpc() {
     let local = r.kernel.get_schedule("acme", s.id).await.unwrap();
     assert!(same(&local, &s));
     assert!(same(&c.get_schedule("acme", s.id).await.unwrap(), &s));
-    let listed = c.list_schedules("acme", None, 10).await.unwrap();
+    let listed = c
+        .list_schedules("acme", &Default::default(), None, 10)
+        .await
+        .unwrap();
     assert!(listed.len() == 1 && same(&listed[0], &s));
     assert!(matches!(
         c.get_schedule("other", s.id).await,

@@ -276,10 +276,11 @@ pub trait Store: Send + Sync + 'static {
     /// The schedule, if it exists and belongs to `tenant_id`.
     async fn get_schedule(&self, tenant_id: &str, id: ScheduleId) -> StoreResult<Option<Schedule>>;
 
-    /// A tenant's schedules ordered by id, after `after`, at most `limit`.
+    /// A tenant's schedules that match `filter`, ordered by id, after `after`, at most `limit`.
     async fn list_schedules(
         &self,
         tenant_id: &str,
+        filter: &minoots_core::schedule::ScheduleFilter,
         after: Option<ScheduleId>,
         limit: usize,
     ) -> StoreResult<Vec<Schedule>>;

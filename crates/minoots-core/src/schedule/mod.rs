@@ -24,7 +24,7 @@ pub use control::{
 };
 pub use cron::{CronError, CronExpr};
 pub use plan::{Plan, Progress, Run, ScheduleStatus, SkipReason, plan_dispatch, plan_run_ended};
-pub use record::{RunStatus, Schedule, ScheduleRun};
+pub use record::{RunStatus, Schedule, ScheduleFilter, ScheduleRun};
 pub use slots::{Recurrence, Slot, Zone, tzdb_version};
 pub use spec::{MAX_PREVIEW_COUNT, Misfire, MisfirePolicy, Overlap, ScheduleRequest, ScheduleSpec};
 

@@ -87,6 +87,14 @@ impl Schedule {
     }
 }
 
+/// Which schedules a list returns (besides its page): all when empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScheduleFilter {
+    pub status: Option<ScheduleStatus>,
+    /// A label the schedule carries, as (key, value).
+    pub label: Option<(String, String)>,
+}
+
 /// What happened to one slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunStatus {

@@ -8,7 +8,7 @@ use minoots_core::records::{
     ApiKey, AttemptReport, DeliveryWithAttempts, EventQuery, LeaseRenewal, LeasedDelivery,
     ReportOutcome, Tenant, TenantUpdate, TenantUsage, TimerPage, TimerQuery,
 };
-use minoots_core::schedule::{Schedule, ScheduleRequest, ScheduleRun};
+use minoots_core::schedule::{Schedule, ScheduleFilter, ScheduleRequest, ScheduleRun};
 use minoots_core::{DeliveryId, Event, ScheduleId, Timer, TimerId, TimerPatch, TimerRequest};
 use tokio_stream::StreamExt;
 use tonic::metadata::MetadataValue;
@@ -233,13 +233,18 @@ impl KernelApi for GrpcKernelClient {
     async fn list_schedules(
         &self,
         tenant_id: &str,
+        filter: &ScheduleFilter,
         after: Option<ScheduleId>,
         limit: usize,
     ) -> KernelResult<Vec<Schedule>> {
+        let (label_key, label_value) = filter.label.clone().unzip();
         let msg = pb::ListSchedulesRequest {
             tenant_id: tenant_id.to_string(),
             after: after.map(|a| a.to_string()),
             limit: u32::try_from(limit).unwrap_or(u32::MAX),
+            status: filter.status.map(|s| s.as_str().to_string()),
+            label_key,
+            label_value,
         };
         self.client
             .clone()

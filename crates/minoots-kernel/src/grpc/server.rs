@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 use minoots_core::ConfigError;
 use minoots_core::limits::MAX_PAGE_SIZE;
 use minoots_core::records::TenantUpdate;
-use minoots_core::schedule::ScheduleRequest;
+use minoots_core::schedule::{ScheduleFilter, ScheduleRequest, ScheduleStatus};
 use minoots_kernel_api::api::{
     KernelApi, LeaseRequest, NewTenant, RenewLeasesRequest, ScheduleQuotas,
 };
@@ -159,9 +159,22 @@ impl pb::horology_kernel_server::HorologyKernel for Service {
             None => None,
         };
         let limit = (r.limit as usize).clamp(1, MAX_PAGE_SIZE);
+        let status = match r.status.as_deref() {
+            None => None,
+            Some(s) => Some(ScheduleStatus::parse(s).ok_or_else(|| {
+                to_status(KernelError::invalid(
+                    "status",
+                    "is not one of active, paused, completed",
+                ))
+            })?),
+        };
+        let filter = ScheduleFilter {
+            status,
+            label: r.label_key.zip(r.label_value),
+        };
         let list = self
             .kernel
-            .list_schedules(&r.tenant_id, after, limit)
+            .list_schedules(&r.tenant_id, &filter, after, limit)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::ListSchedulesResponse {

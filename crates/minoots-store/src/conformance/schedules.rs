@@ -55,11 +55,39 @@ pub async fn schedules_dispatch_each_slot_once(h: &Harness) {
         Some(s.clone())
     );
     assert_eq!(h.store.get_schedule("other", s.id).await.unwrap(), None);
-    let listed = h.store.list_schedules("acme", None, 10).await.unwrap();
+    let listed = h
+        .store
+        .list_schedules("acme", &Default::default(), None, 10)
+        .await
+        .unwrap();
     assert_eq!(listed, vec![s.clone()]);
+    // Filters: by status, and by a label (a key with a dot is one key, not a path).
+    let list = |status: Option<ScheduleStatus>, label: Option<(&str, &str)>| {
+        let filter = minoots_core::schedule::ScheduleFilter {
+            status,
+            label: label.map(|(k, v)| (k.to_string(), v.to_string())),
+        };
+        let store = h.store.clone();
+        async move {
+            store
+                .list_schedules("acme", &filter, None, 10)
+                .await
+                .unwrap()
+                .len()
+        }
+    };
+    assert_eq!(list(Some(ScheduleStatus::Active), None).await, 1);
+    assert_eq!(list(Some(ScheduleStatus::Paused), None).await, 0);
+    assert_eq!(list(None, Some(("job", "tick"))).await, 1);
+    assert_eq!(
+        list(Some(ScheduleStatus::Active), Some(("job", "tick"))).await,
+        1
+    );
+    assert_eq!(list(None, Some(("job", "tock"))).await, 0);
+    assert_eq!(list(None, Some(("job.x", "tick"))).await, 0);
     assert!(
         h.store
-            .list_schedules("acme", Some(s.id), 10)
+            .list_schedules("acme", &Default::default(), Some(s.id), 10)
             .await
             .unwrap()
             .is_empty()

@@ -646,13 +646,16 @@ impl Store for PostgresStore {
     async fn list_schedules(
         &self,
         tenant_id: &str,
+        filter: &minoots_core::schedule::ScheduleFilter,
         after: Option<ScheduleId>,
         limit: usize,
     ) -> StoreResult<Vec<Schedule>> {
-        let tenant = tenant_id.to_string();
+        let (tenant, filter) = (tenant_id.to_string(), filter.clone());
         self.read(move |db| {
-            let tenant = tenant.clone();
-            Box::pin(async move { schedules::list_schedules(db, &tenant, after, limit).await })
+            let (tenant, filter) = (tenant.clone(), filter.clone());
+            Box::pin(
+                async move { schedules::list_schedules(db, &tenant, &filter, after, limit).await },
+            )
         })
         .await
     }

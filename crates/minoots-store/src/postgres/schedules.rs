@@ -8,7 +8,7 @@
 
 use minoots_core::schedule::spec::MAX_JITTER_MS;
 use minoots_core::schedule::{
-    Progress, RunStatus, Schedule, ScheduleRequest, ScheduleRun, ScheduleStatus,
+    Progress, RunStatus, Schedule, ScheduleFilter, ScheduleRequest, ScheduleRun, ScheduleStatus,
 };
 use minoots_core::{Missing, Quota, ScheduleId, TimerId, TimerStatus};
 use tokio_postgres::Row;
@@ -87,17 +87,23 @@ pub(super) async fn get_schedule(
 pub(super) async fn list_schedules(
     db: &mut Db<'_>,
     tenant_id: &str,
+    filter: &ScheduleFilter,
     after: Option<ScheduleId>,
     limit: usize,
 ) -> TxResult<Vec<Schedule>> {
     let after = after.map_or(Uuid::nil(), |a| a.0);
+    let (key, value) = filter.label.clone().unzip();
+    let status = filter.status.map(|s| s.as_str());
     db.query(
         concat!(
             "SELECT ",
             schedule_cols!(),
-            " FROM schedules WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+            " FROM schedules WHERE tenant_id = $1 AND id > $2
+                AND ($4::text IS NULL OR status = $4)
+                AND ($5::text IS NULL OR (request::jsonb -> 'labels' ->> $5) = $6)
+              ORDER BY id LIMIT $3"
         ),
-        &[&tenant_id, &after, &(limit as i64)],
+        &[&tenant_id, &after, &(limit as i64), &status, &key, &value],
     )
     .await?
     .iter()

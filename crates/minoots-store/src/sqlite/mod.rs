@@ -782,11 +782,12 @@ impl Store for SqliteStore {
     async fn list_schedules(
         &self,
         tenant_id: &str,
+        filter: &minoots_core::schedule::ScheduleFilter,
         after: Option<ScheduleId>,
         limit: usize,
     ) -> StoreResult<Vec<Schedule>> {
-        let tenant = tenant_id.to_string();
-        self.read(move |c| schedules::list_schedules(c, &tenant, after, limit))
+        let (tenant, filter) = (tenant_id.to_string(), filter.clone());
+        self.read(move |c| schedules::list_schedules(c, &tenant, &filter, after, limit))
             .await
     }
 

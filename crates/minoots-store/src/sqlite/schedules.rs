@@ -6,7 +6,7 @@
 
 use minoots_core::schedule::spec::MAX_JITTER_MS;
 use minoots_core::schedule::{
-    Progress, RunStatus, Schedule, ScheduleRequest, ScheduleRun, ScheduleStatus,
+    Progress, RunStatus, Schedule, ScheduleFilter, ScheduleRequest, ScheduleRun, ScheduleStatus,
 };
 use minoots_core::{Missing, Quota, ScheduleId, TimerId, TimerStatus};
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -80,15 +80,31 @@ pub fn get_schedule(
 pub fn list_schedules(
     conn: &Connection,
     tenant_id: &str,
+    filter: &ScheduleFilter,
     after: Option<ScheduleId>,
     limit: usize,
 ) -> StoreResult<Vec<Schedule>> {
     let after = after.map(|a| a.as_bytes().to_vec()).unwrap_or_default();
+    // A label is looked up in the stored request (`json_quote` makes any key one path step).
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {SCHEDULE_COLS} FROM schedules WHERE tenant_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
+        "SELECT {SCHEDULE_COLS} FROM schedules WHERE tenant_id = ?1 AND id > ?2
+           AND (?4 IS NULL OR status = ?4)
+           AND (?5 IS NULL OR json_extract(request, '$.labels.' || json_quote(?5)) = ?6)
+         ORDER BY id LIMIT ?3"
     ))?;
+    let (key, value) = filter.label.clone().unzip();
     let rows = stmt
-        .query_map(params![tenant_id, after, limit as i64], schedule_from_row)?
+        .query_map(
+            params![
+                tenant_id,
+                after,
+                limit as i64,
+                filter.status.map(|s| s.as_str()),
+                key,
+                value
+            ],
+            schedule_from_row,
+        )?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
 }
