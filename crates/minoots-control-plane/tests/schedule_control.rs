@@ -279,7 +279,8 @@ async fn patch_checks_the_version_and_recomputes_the_future_slots() {
     let path = format!("/schedules/{id}");
 
     // Refusals change nothing.
-    let refused: [(&str, &[(&str, &str)], u16, Option<&str>); 7] = [
+    type Refusal<'a> = (&'a str, &'a [(&'a str, &'a str)], u16, Option<&'a str>);
+    let refused: [Refusal; 7] = [
         (r#"{"version": 9, "every": "2m"}"#, &[], 409, None),
         (r#"{"every": "2m"}"#, &[], 400, Some("version")),
         (
@@ -573,9 +574,9 @@ async fn the_list_filters_by_status_and_label() {
                 .collect::<Vec<_>>()
         }
     };
-    assert_eq!(ids("status=paused").await, [b.clone()]);
-    assert_eq!(ids("status=active").await, [a.clone()]);
-    assert_eq!(ids("label=team:ops").await, [a.clone()]);
+    assert_eq!(ids("status=paused").await, [b.as_str()]);
+    assert_eq!(ids("status=active").await, [a.as_str()]);
+    assert_eq!(ids("label=team:ops").await, [a.as_str()]);
     assert!(ids("label=team:ops&status=paused").await.is_empty());
     assert_eq!(ids("status=&label=").await.len(), 2);
     for (query, field) in [("status=sleeping", "status"), ("label=team", "label")] {
