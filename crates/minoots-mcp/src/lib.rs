@@ -1,6 +1,7 @@
 //! MINOOTS for agents: a Model Context Protocol server whose tools create, inspect,
-//! cancel and wait for timers, over stdio (`minoots mcp`) or streamable HTTP (`/mcp` on
-//! the control plane).
+//! cancel and wait for timers and create, read, pause, resume, trigger and delete
+//! recurring schedules, over stdio (`minoots mcp`) or streamable HTTP (`/mcp` on the
+//! control plane).
 //!
 //! The tools speak to MINOOTS through its REST API ([`backend`]), so keys, tenants, rate
 //! limits, validation and error sentences are the API's own; this crate adds no access

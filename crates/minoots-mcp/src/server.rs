@@ -21,10 +21,15 @@ use crate::backend::{ApiRequest, Backend};
 use crate::tools::{self, Plan, ToolError, WAIT_SLICE};
 
 const INSTRUCTIONS: &str = "MINOOTS is a durable timer service. create_timer schedules a \
-timer (optionally calling a webhook when it fires); wait_for_timer blocks until a timer fires; \
-sleep pauses for a duration; list_timers, get_timer, cancel_timer, list_deliveries and \
-redrive_timer manage them; preview_schedule shows when a cron expression or interval would \
-fire, DST included. Timers survive restarts; keep the ids you get.";
+one-off timer (optionally calling a webhook when it fires); wait_for_timer blocks until a \
+timer fires; sleep pauses for a duration; list_timers, get_timer, cancel_timer, \
+reschedule_timer, fire_timer_now, list_deliveries and redrive_timer manage timers. For \
+recurring work, preview_schedule shows when a cron expression or interval would fire (DST \
+included) and create_schedule makes a schedule that fires a run (a timer) at each slot; \
+list_schedules, get_schedule and list_schedule_runs (what happened at each slot) read them; \
+pause_schedule, resume_schedule (catchUp: true to fire the runs missed while paused), \
+trigger_schedule (one extra run now) and delete_schedule change them. Timers and schedules \
+survive restarts; keep the ids you get.";
 
 /// The MINOOTS MCP server; cheap to clone (one per MCP session).
 #[derive(Clone)]
@@ -75,6 +80,7 @@ impl MinootsMcp {
     ) -> Result<Value, ToolError> {
         match plan {
             Plan::Single(req) => self.request(req, ctx).await,
+            Plan::NoContent { req, answer } => self.request(req, ctx).await.map(|_| answer),
             Plan::Wait { id, total } => self.wait(&id, total, ctx).await,
             Plan::Sleep { body, total } => {
                 let timer = self

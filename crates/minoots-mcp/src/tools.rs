@@ -1,6 +1,8 @@
 //! The MCP tools: their names, descriptions (written for a model), input schemas, and
 //! how each call becomes REST requests and its answer becomes a tool result (the API's
-//! JSON, and for `preview_schedule` a short summary of it as well).
+//! JSON, and for `preview_schedule` a short summary of it as well). The timer tools live
+//! here, the schedule tools in [`schedules`]; both share the argument decoding, the id
+//! checks and the query encoding below.
 //!
 //! Arguments are camelCase like the REST API and checked here only as far as shaping a
 //! request needs (known fields, types, the MCP-side wait limits, a preview's `count`);
@@ -18,6 +20,10 @@ use serde_json::{Value, json};
 
 use crate::backend::{ApiReply, ApiRequest};
 
+mod schedules;
+
+pub use schedules::{DEFAULT_PREVIEW_COUNT, MAX_PREVIEW_COUNT};
+
 /// Longest total wait of `wait_for_timer` and longest `sleep`.
 pub const MAX_WAIT_TOTAL: Duration = Duration::from_secs(3600);
 /// `wait_for_timer` without a `timeout`.
@@ -26,16 +32,11 @@ pub const DEFAULT_WAIT_TOTAL: Duration = Duration::from_secs(300);
 pub const WAIT_SLICE: Duration = Duration::from_secs(20);
 /// How long `sleep` keeps waiting after the fire time before it answers anyway.
 pub const SLEEP_GRACE: Duration = Duration::from_secs(60);
-/// Longest timer id accepted before the API is asked (ids are 36-character UUIDs).
+/// Longest timer or schedule id accepted before the API is asked (ids are 36-character
+/// UUIDs).
 pub const MAX_ID_CHARS: usize = 64;
 /// Requester recorded on timers created through MCP when the caller names none.
 pub const REQUESTED_BY: &str = "mcp";
-/// Runs `preview_schedule` returns when the call gives no `count` (as the API's default).
-pub const DEFAULT_PREVIEW_COUNT: usize = minoots_control_plane::schedules::DEFAULT_PREVIEW_COUNT;
-/// Most runs one `preview_schedule` returns (the API's bound).
-pub const MAX_PREVIEW_COUNT: usize = minoots_core::schedule::MAX_PREVIEW_COUNT;
-/// Gap-shifted runs named one by one in a preview's summary; more are only counted.
-const MAX_SUMMARY_SHIFTED: usize = 3;
 
 /// A tool call that did not succeed: the sentence a model reads, and the API's problem
 /// document when there is one.
@@ -108,6 +109,8 @@ pub enum Plan {
     Wait { id: String, total: Duration },
     /// Create a timer with this body, then wait for it up to `total`.
     Sleep { body: Value, total: Duration },
+    /// One API request whose success has no body (204 No Content); `answer` is the result.
+    NoContent { req: ApiRequest, answer: Value },
 }
 
 impl PartialEq for ApiRequest {
@@ -286,33 +289,8 @@ pub fn definitions() -> Vec<Tool> {
             id_only(ID_DESCRIPTION),
         )
         .with_annotations(annotations(false, false, false)),
-        Tool::new(
-            "preview_schedule",
-            "Show when a recurring schedule would fire, without creating anything: the next `count` runs \
-             (default 10, at most 1000) of a cron expression or a fixed interval (give exactly one of \
-             `cron` and `every`), at or after `from` (default now). Each run has `at` (the instant, UTC), \
-             `local` (the same instant in `timezone`, with its offset), `dst` (\"gapShifted\" when the named \
-             local time did not exist that day because clocks jumped forward, so the run moved to the \
-             first instant after the gap; otherwise null) and `fireAt` (`at` plus the `jitter` delay). \
-             Use it to check an expression, a time zone or a DST transition before scheduling.",
-            schema(json!({
-                "type": "object",
-                "properties": {
-                    "cron": {"type": "string", "maxLength": minoots_core::schedule::cron::MAX_CRON_BYTES, "description": "A cron expression of 5, 6 or 7 fields: [second] minute hour day-of-month month day-of-week [year], e.g. \"0 30 2 * * *\" (02:30:00 daily), \"0 9 * * MON-FRI\"; L, W, # and @daily-style macros work."},
-                    "every": {"type": ["string", "integer"], "description": "Instead of cron: a fixed interval in whole seconds, e.g. \"15m\", \"1h\", or milliseconds. Runs are at the Unix epoch + n·every + phase; DST never moves them."},
-                    "phase": {"type": ["string", "integer"], "description": "With every: the offset of its runs from the epoch, shorter than every, e.g. \"7m\"."},
-                    "timezone": {"type": "string", "maxLength": 64, "description": "The IANA time zone the cron expression is read in, e.g. \"America/New_York\" (default UTC)."},
-                    "startAt": {"type": "string", "format": "date-time", "description": "No runs before this RFC 3339 time."},
-                    "endAt": {"type": "string", "format": "date-time", "description": "No runs after this RFC 3339 time."},
-                    "jitter": {"type": ["string", "integer"], "description": "A random delay of at most this (\"30s\"), the same for a run every time; shown in fireAt."},
-                    "from": {"type": "string", "format": "date-time", "description": "List runs at or after this RFC 3339 time, e.g. \"2026-03-07T12:00:00Z\" (default now)."},
-                    "count": {"type": "integer", "minimum": 1, "maximum": MAX_PREVIEW_COUNT, "description": "How many runs, 1 to 1000 (default 10)."}
-                },
-                "additionalProperties": false
-            })),
-        )
-        .with_annotations(annotations(true, false, true)),
     ];
+    out.extend(schedules::definitions());
     for t in &mut out {
         t.title = Some(t.name.replace('_', " "));
     }
@@ -333,16 +311,49 @@ fn args<T: DeserializeOwned>(arguments: Option<JsonObject>) -> Result<T, ToolErr
     })
 }
 
-/// The path segment of a timer id: checked for length, percent-encoded.
-fn id_segment(id: &str) -> Result<String, ToolError> {
+/// The path segment of the id of a `what` (timer, schedule): checked for length,
+/// percent-encoded.
+fn id_segment(what: &str, id: &str) -> Result<String, ToolError> {
     let id = id.trim();
     if id.is_empty() || id.chars().count() > MAX_ID_CHARS {
         return Err(ToolError::field(
             "id",
-            format!("must be a timer id of 1 to {MAX_ID_CHARS} characters"),
+            format!("must be a {what} id of 1 to {MAX_ID_CHARS} characters"),
         ));
     }
     Ok(url::form_urlencoded::byte_serialize(id.as_bytes()).collect())
+}
+
+/// `path` with the given query parameters, in order, encoded; absent ones left out.
+fn query_path(path: &str, pairs: &[(&str, Option<&str>)]) -> String {
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        if let Some(v) = v {
+            q.append_pair(k, v);
+        }
+    }
+    let q = q.finish();
+    if q.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{q}")
+    }
+}
+
+/// The `actionBundle` of a create: `webhookUrl` as a one-webhook bundle, or the bundle
+/// given; both at once is an error.
+fn action_bundle(
+    webhook_url: Option<String>,
+    bundle: Option<Value>,
+) -> Result<Option<Value>, ToolError> {
+    match (webhook_url, bundle) {
+        (Some(_), Some(_)) => Err(ToolError::field(
+            "webhookUrl",
+            "give either webhookUrl or actionBundle, not both",
+        )),
+        (Some(url), None) => Ok(Some(json!({"actions": [{"type": "webhook", "url": url}]}))),
+        (None, bundle) => Ok(bundle),
+    }
 }
 
 /// A duration argument (`timeout`, `duration`) as a bounded [`Duration`].
@@ -427,27 +438,18 @@ struct SleepArgs {
     duration: Value,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct PreviewArgs {
-    cron: Option<String>,
-    every: Option<Value>,
-    phase: Option<Value>,
-    timezone: Option<String>,
-    start_at: Option<String>,
-    end_at: Option<String>,
-    jitter: Option<Value>,
-    from: Option<String>,
-    count: Option<u64>,
-}
-
-fn single(method: Method, path_and_query: String, body: Option<Value>) -> Plan {
-    Plan::Single(ApiRequest {
+/// A request the server answers without waiting on purpose.
+fn request(method: Method, path_and_query: String, body: Option<Value>) -> ApiRequest {
+    ApiRequest {
         method,
         path_and_query,
         body,
         wait: Duration::ZERO,
-    })
+    }
+}
+
+fn single(method: Method, path_and_query: String, body: Option<Value>) -> Plan {
+    Plan::Single(request(method, path_and_query, body))
 }
 
 /// What the tool `name` must do with `arguments`; `None` for an unknown tool.
@@ -457,32 +459,23 @@ pub fn plan(name: &str, arguments: Option<JsonObject>) -> Option<Result<Plan, To
             .and_then(create_body)
             .map(|body| single(Method::POST, "/timers".into(), Some(body))),
         "get_timer" => args::<IdArgs>(arguments)
-            .and_then(|a| id_segment(&a.id))
+            .and_then(|a| id_segment("timer", &a.id))
             .map(|id| single(Method::GET, format!("/timers/{id}"), None)),
         "list_timers" => args::<ListArgs>(arguments).map(|a| {
-            let mut q = url::form_urlencoded::Serializer::new(String::new());
-            if let Some(s) = &a.status {
-                q.append_pair("status", s);
-            }
-            if let Some(l) = &a.label {
-                q.append_pair("label", l);
-            }
-            if let Some(n) = a.limit {
-                q.append_pair("limit", &n.to_string());
-            }
-            if let Some(c) = &a.cursor {
-                q.append_pair("cursor", c);
-            }
-            let q = q.finish();
-            let path = if q.is_empty() {
-                "/timers".to_string()
-            } else {
-                format!("/timers?{q}")
-            };
+            let limit = a.limit.map(|n| n.to_string());
+            let path = query_path(
+                "/timers",
+                &[
+                    ("status", a.status.as_deref()),
+                    ("label", a.label.as_deref()),
+                    ("limit", limit.as_deref()),
+                    ("cursor", a.cursor.as_deref()),
+                ],
+            );
             single(Method::GET, path, None)
         }),
         "cancel_timer" => args::<CancelArgs>(arguments).and_then(|a| {
-            let id = id_segment(&a.id)?;
+            let id = id_segment("timer", &a.id)?;
             let body = match a.reason {
                 Some(r) => json!({"reason": r}),
                 None => json!({}),
@@ -494,7 +487,7 @@ pub fn plan(name: &str, arguments: Option<JsonObject>) -> Option<Result<Plan, To
             ))
         }),
         "reschedule_timer" => args::<RescheduleArgs>(arguments).and_then(|a| {
-            let id = id_segment(&a.id)?;
+            let id = id_segment("timer", &a.id)?;
             // The API checks the version, the duration and the fire time, and names the
             // field at fault; here they are only passed on.
             let mut body = json!({"version": a.version});
@@ -507,10 +500,10 @@ pub fn plan(name: &str, arguments: Option<JsonObject>) -> Option<Result<Plan, To
             Ok(single(Method::PATCH, format!("/timers/{id}"), Some(body)))
         }),
         "fire_timer_now" => args::<IdArgs>(arguments)
-            .and_then(|a| id_segment(&a.id))
+            .and_then(|a| id_segment("timer", &a.id))
             .map(|id| single(Method::POST, format!("/timers/{id}/fire"), None)),
         "wait_for_timer" => args::<WaitArgs>(arguments).and_then(|a| {
-            let id = id_segment(&a.id)?;
+            let id = id_segment("timer", &a.id)?;
             let total = match &a.timeout {
                 None => DEFAULT_WAIT_TOTAL,
                 Some(v) => bounded_duration("timeout", v, MAX_WAIT_TOTAL)?,
@@ -529,13 +522,12 @@ pub fn plan(name: &str, arguments: Option<JsonObject>) -> Option<Result<Plan, To
             })
         }),
         "list_deliveries" => args::<IdArgs>(arguments)
-            .and_then(|a| id_segment(&a.id))
+            .and_then(|a| id_segment("timer", &a.id))
             .map(|id| single(Method::GET, format!("/timers/{id}/deliveries"), None)),
         "redrive_timer" => args::<IdArgs>(arguments)
-            .and_then(|a| id_segment(&a.id))
+            .and_then(|a| id_segment("timer", &a.id))
             .map(|id| single(Method::POST, format!("/timers/{id}/redrive"), None)),
-        "preview_schedule" => args::<PreviewArgs>(arguments).and_then(preview_plan),
-        _ => return None,
+        _ => return schedules::plan(name, arguments),
     })
 }
 
@@ -543,16 +535,7 @@ pub fn plan(name: &str, arguments: Option<JsonObject>) -> Option<Result<Plan, To
 fn create_body(a: CreateArgs) -> Result<Value, ToolError> {
     let mut body = serde_json::Map::new();
     body.insert("requestedBy".into(), json!(REQUESTED_BY));
-    let action_bundle = match (a.webhook_url, a.action_bundle) {
-        (Some(_), Some(_)) => {
-            return Err(ToolError::field(
-                "webhookUrl",
-                "give either webhookUrl or actionBundle, not both",
-            ));
-        }
-        (Some(url), None) => Some(json!({"actions": [{"type": "webhook", "url": url}]})),
-        (None, bundle) => bundle,
-    };
+    let action_bundle = action_bundle(a.webhook_url, a.action_bundle)?;
     let fields = [
         ("name", a.name.map(Value::String)),
         ("duration", a.duration),
@@ -570,97 +553,14 @@ fn create_body(a: CreateArgs) -> Result<Value, ToolError> {
     Ok(Value::Object(body))
 }
 
-/// The `POST /schedules/preview?from=&count=` request of a `preview_schedule` call.
-fn preview_plan(a: PreviewArgs) -> Result<Plan, ToolError> {
-    let count = match a.count {
-        None => DEFAULT_PREVIEW_COUNT,
-        Some(n) if (1..=MAX_PREVIEW_COUNT as u64).contains(&n) => n as usize,
-        Some(_) => {
-            return Err(ToolError::field(
-                "count",
-                format!("must be a whole number from 1 to {MAX_PREVIEW_COUNT}"),
-            ));
-        }
-    };
-    let mut q = url::form_urlencoded::Serializer::new(String::new());
-    if let Some(from) = &a.from {
-        q.append_pair("from", from);
-    }
-    q.append_pair("count", &count.to_string());
-    let fields = [
-        ("cron", a.cron.map(Value::String)),
-        ("every", a.every),
-        ("phase", a.phase),
-        ("timezone", a.timezone.map(Value::String)),
-        ("startAt", a.start_at.map(Value::String)),
-        ("endAt", a.end_at.map(Value::String)),
-        ("jitter", a.jitter),
-    ];
-    let body: serde_json::Map<String, Value> = fields
-        .into_iter()
-        .filter_map(|(k, v)| Some((k.to_string(), v?)))
-        .collect();
-    Ok(single(
-        Method::POST,
-        format!("/schedules/preview?{}", q.finish()),
-        Some(Value::Object(body)),
-    ))
-}
-
 /// The text a model reads first for the tool `name`'s answer, when a sentence says more
 /// than the JSON alone: for `preview_schedule`, how many runs, their span, the time-zone
 /// database and the runs moved past a DST gap. `None`: the JSON is the text.
 pub fn summary(name: &str, answer: &Value) -> Option<String> {
-    if name != "preview_schedule" {
-        return None;
+    match name {
+        "preview_schedule" => schedules::preview_summary(answer),
+        _ => None,
     }
-    let runs = answer.get("runs").and_then(Value::as_array)?;
-    let at = |r: &Value| {
-        r.get("at")
-            .and_then(Value::as_str)
-            .unwrap_or("?")
-            .to_string()
-    };
-    let tzdb = answer
-        .get("tzdbVersion")
-        .and_then(Value::as_str)
-        .unwrap_or("unknown");
-    let mut text = match (runs.first(), runs.last()) {
-        (Some(first), Some(last)) => format!(
-            "{} run{} from {} to {} (UTC; time zone database {tzdb}).",
-            runs.len(),
-            if runs.len() == 1 { "" } else { "s" },
-            at(first),
-            at(last)
-        ),
-        _ => format!("No runs at or after `from` (time zone database {tzdb})."),
-    };
-    let shifted: Vec<&Value> = runs
-        .iter()
-        .filter(|r| r.get("dst").and_then(Value::as_str) == Some("gapShifted"))
-        .collect();
-    if !shifted.is_empty() {
-        let named: Vec<String> = shifted
-            .iter()
-            .take(MAX_SUMMARY_SHIFTED)
-            .map(|r| {
-                let local = r.get("local").and_then(Value::as_str).unwrap_or("?");
-                format!("{} (local {local})", at(r))
-            })
-            .collect();
-        let more = shifted.len() - named.len();
-        text.push_str(&format!(
-            " {} moved past a DST gap (the local time did not exist that day): {}{}.",
-            shifted.len(),
-            named.join(", "),
-            if more > 0 {
-                format!(" and {more} more")
-            } else {
-                String::new()
-            }
-        ));
-    }
-    Some(text)
 }
 
 /// The long-poll request for one wait slice of at most `slice`.
@@ -684,7 +584,7 @@ mod tests {
     #[test]
     fn every_tool_has_an_object_schema_and_a_plan() {
         let tools = definitions();
-        assert_eq!(tools.len(), 11);
+        assert_eq!(tools.len(), 19);
         for t in &tools {
             assert_eq!(t.input_schema.get("type"), Some(&json!("object")));
             assert!(t.description.as_ref().is_some_and(|d| d.len() > 40));
@@ -824,100 +724,6 @@ mod tests {
                 .unwrap()
                 .is_err()
         );
-    }
-
-    #[test]
-    fn preview_schedule_is_read_only_and_posts_the_spec_with_from_and_count() {
-        let tool = definitions()
-            .into_iter()
-            .find(|t| t.name == "preview_schedule")
-            .unwrap();
-        let a = tool.annotations.unwrap();
-        assert_eq!(
-            (a.read_only_hint, a.destructive_hint, a.idempotent_hint),
-            (Some(true), Some(false), Some(true))
-        );
-        let props = tool.input_schema["properties"].as_object().unwrap();
-        for f in [
-            "cron", "every", "phase", "timezone", "startAt", "endAt", "jitter", "from", "count",
-        ] {
-            assert!(props.contains_key(f), "no {f} in the schema");
-        }
-        assert_eq!(props["count"]["maximum"], 1000);
-
-        let Plan::Single(req) = plan(
-            "preview_schedule",
-            obj(json!({"cron": "0 30 2 * * *", "timezone": "America/New_York",
-                "from": "2026-03-07T12:00:00+01:00", "count": 2, "jitter": "30s", "endAt": "2027-01-01T00:00:00Z"})),
-        )
-        .unwrap()
-        .unwrap() else {
-            panic!()
-        };
-        assert_eq!(req.method, Method::POST);
-        // The offset's `+` is encoded, or the API would read a space.
-        assert_eq!(
-            req.path_and_query,
-            "/schedules/preview?from=2026-03-07T12%3A00%3A00%2B01%3A00&count=2"
-        );
-        assert_eq!(
-            req.body.unwrap(),
-            json!({"cron": "0 30 2 * * *", "timezone": "America/New_York", "jitter": "30s", "endAt": "2027-01-01T00:00:00Z"})
-        );
-
-        let Plan::Single(req) = plan(
-            "preview_schedule",
-            obj(json!({"every": "15m", "phase": 420000})),
-        )
-        .unwrap()
-        .unwrap() else {
-            panic!()
-        };
-        assert_eq!(req.path_and_query, "/schedules/preview?count=10");
-        assert_eq!(req.body.unwrap(), json!({"every": "15m", "phase": 420000}));
-    }
-
-    #[test]
-    fn preview_schedule_bad_arguments_name_the_field() {
-        for (a, field) in [
-            (json!({"cron": "* * * * *", "count": 0}), "count:"),
-            (json!({"cron": "* * * * *", "count": 1001}), "count:"),
-            (json!({"cron": "* * * * *", "count": "5"}), "count:"),
-            (json!({"cron": 5}), "cron:"),
-            (json!({"every": "1m", "from": 1}), "from:"),
-        ] {
-            let e = plan("preview_schedule", obj(a.clone()))
-                .unwrap()
-                .unwrap_err();
-            assert!(e.message.starts_with(field), "{a}: {}", e.message);
-        }
-        let e = plan(
-            "preview_schedule",
-            obj(json!({"cron": "* * * * *", "tz": "UTC"})),
-        )
-        .unwrap()
-        .unwrap_err();
-        assert!(e.message.contains("tz"), "{}", e.message);
-    }
-
-    #[test]
-    fn preview_summary_counts_runs_and_names_gap_shifted_ones() {
-        let answer = json!({"tzdbVersion": "2026f", "runs": [
-            {"at": "2026-03-08T07:00:00Z", "local": "2026-03-08T03:00:00-04:00", "dst": "gapShifted", "fireAt": "2026-03-08T07:00:00Z"},
-            {"at": "2026-03-09T06:30:00Z", "local": "2026-03-09T02:30:00-04:00", "dst": null, "fireAt": "2026-03-09T06:30:00Z"}]});
-        assert_eq!(
-            summary("preview_schedule", &answer).unwrap(),
-            "2 runs from 2026-03-08T07:00:00Z to 2026-03-09T06:30:00Z (UTC; time zone database 2026f). \
-             1 moved past a DST gap (the local time did not exist that day): \
-             2026-03-08T07:00:00Z (local 2026-03-08T03:00:00-04:00)."
-        );
-        let none = summary(
-            "preview_schedule",
-            &json!({"tzdbVersion": "2026f", "runs": []}),
-        )
-        .unwrap();
-        assert!(none.starts_with("No runs"), "{none}");
-        assert_eq!(summary("get_timer", &answer), None);
     }
 
     #[test]

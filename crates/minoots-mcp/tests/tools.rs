@@ -2,8 +2,9 @@
 //! (in-process kernel on a fresh SQLite store) reached over HTTP with the demo key:
 //! the tool list, create then wait until fired, a bad duration as a tool error naming the
 //! field, cancel, reschedule at the version read and fire now, an unknown timer as "not
-//! found", and a schedule preview across New York's spring-forward gap (with a bad time
-//! zone as a tool error naming the field).
+//! found", a schedule preview across New York's spring-forward gap (with a bad time
+//! zone as a tool error naming the field), and a schedule created, read, listed and its
+//! (empty) run records, with a bad cron as a tool error naming the field.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,15 +88,23 @@ async fn tools_against_a_live_control_plane() {
         names,
         [
             "cancel_timer",
+            "create_schedule",
             "create_timer",
+            "delete_schedule",
             "fire_timer_now",
+            "get_schedule",
             "get_timer",
             "list_deliveries",
+            "list_schedule_runs",
+            "list_schedules",
             "list_timers",
+            "pause_schedule",
             "preview_schedule",
             "redrive_timer",
             "reschedule_timer",
+            "resume_schedule",
             "sleep",
+            "trigger_schedule",
             "wait_for_timer"
         ]
     );
@@ -212,6 +221,39 @@ async fn tools_against_a_live_control_plane() {
         text(&bad_zone).starts_with("timezone:"),
         "{}",
         text(&bad_zone)
+    );
+
+    // A schedule: created, read back and listed with its fields, no run records yet (its
+    // slots start in 2099, so none is dispatched while the test runs); a bad cron is the
+    // API's field error.
+    let created = call(
+        "create_schedule",
+        json!({"name": "every-minute", "every": "1m", "startAt": "2099-01-01T00:00:00Z",
+            "labels": {"via": "rmcp"}}),
+    )
+    .await;
+    assert_eq!(created.is_error, Some(false), "{}", text(&created));
+    let schedule = created.structured_content.unwrap();
+    assert_eq!(schedule["status"], "active", "{schedule}");
+    assert_eq!(schedule["every"], "1m", "{schedule}");
+    assert_eq!(schedule["nextRunAt"], "2099-01-01T00:00:00Z", "{schedule}");
+    let got = call("get_schedule", json!({"id": schedule["id"]})).await;
+    assert_eq!(got.structured_content.unwrap()["id"], schedule["id"]);
+    let listed = call("list_schedules", json!({"limit": 5})).await;
+    let listed = listed.structured_content.unwrap();
+    assert_eq!(listed["schedules"][0]["id"], schedule["id"], "{listed}");
+    assert_eq!(listed["schedules"][0]["labels"], json!({"via": "rmcp"}));
+    let runs = call("list_schedule_runs", json!({"id": schedule["id"]})).await;
+    assert_eq!(
+        runs.structured_content.unwrap(),
+        json!({"runs": [], "nextCursor": null})
+    );
+    let bad_cron = call("create_schedule", json!({"cron": "0 61 * * *"})).await;
+    assert_eq!(bad_cron.is_error, Some(true));
+    assert!(text(&bad_cron).contains("cron: "), "{}", text(&bad_cron));
+    assert_eq!(
+        bad_cron.structured_content.unwrap()["errors"][0]["field"],
+        "cron"
     );
 
     client.cancel().await.unwrap();

@@ -1,12 +1,17 @@
-//! The client CLI: `minoots timers …`, `minoots schedules preview`, `minoots keys …`,
-//! `minoots tenants …` against a running server's REST API. Human-readable tables by default, the API's JSON with
-//! `--json`. Errors print the API's problem `detail` and field errors, and exit non-zero.
+//! The client CLI: `minoots timers …`, `minoots schedules …` ([`schedules`]),
+//! `minoots keys …`, `minoots tenants …` against a running server's REST API.
+//! Human-readable tables by default, the API's JSON with `--json`. Errors print the API's
+//! problem `detail` and field errors, and exit non-zero.
 
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
+
+mod schedules;
+
+pub use schedules::{SchedulesCommand, schedules};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ClientArgs {
@@ -85,40 +90,6 @@ pub enum TimersCommand {
         after: Option<i64>,
         #[arg(long)]
         timer: Option<String>,
-    },
-}
-
-#[derive(clap::Subcommand, Debug, Clone)]
-pub enum SchedulesCommand {
-    /// The next runs of a cron expression or an interval, DST included (nothing is stored).
-    Preview {
-        /// A cron expression of 5, 6 or 7 fields ("0 30 2 * * *"); or give --every.
-        #[arg(long, conflicts_with = "every", required_unless_present = "every")]
-        cron: Option<String>,
-        /// A fixed interval in whole seconds ("15m"), from the Unix epoch.
-        #[arg(long)]
-        every: Option<String>,
-        /// With --every: the offset of its runs from the epoch ("7m").
-        #[arg(long, requires = "every")]
-        phase: Option<String>,
-        /// The IANA zone the cron expression is read in (default UTC).
-        #[arg(long)]
-        timezone: Option<String>,
-        /// No runs before this RFC 3339 time.
-        #[arg(long)]
-        start_at: Option<String>,
-        /// No runs after this RFC 3339 time.
-        #[arg(long)]
-        end_at: Option<String>,
-        /// Delay each run by at most this ("30s"); shown under FIRE AT.
-        #[arg(long)]
-        jitter: Option<String>,
-        /// Runs at or after this RFC 3339 time (default now).
-        #[arg(long)]
-        from: Option<String>,
-        /// How many runs, 1 to 1000 (default 10).
-        #[arg(long)]
-        count: Option<u32>,
     },
 }
 
@@ -508,60 +479,6 @@ async fn wait(c: &Client, id: &str, timeout: &str, as_json: bool) -> anyhow::Res
     if t["status"] == "scheduled" {
         bail!("still scheduled after {timeout}");
     }
-    Ok(())
-}
-
-pub async fn schedules(args: ClientArgs, cmd: SchedulesCommand) -> anyhow::Result<()> {
-    let c = Client::new(&args)?;
-    let SchedulesCommand::Preview {
-        cron,
-        every,
-        phase,
-        timezone,
-        start_at,
-        end_at,
-        jitter,
-        from,
-        count,
-    } = cmd;
-    let mut q = url::form_urlencoded::Serializer::new(String::new());
-    if let Some(f) = &from {
-        q.append_pair("from", f);
-    }
-    if let Some(n) = count {
-        q.append_pair("count", &n.to_string());
-    }
-    let body: serde_json::Map<String, Value> = [
-        ("cron", cron),
-        ("every", every),
-        ("phase", phase),
-        ("timezone", timezone),
-        ("startAt", start_at),
-        ("endAt", end_at),
-        ("jitter", jitter),
-    ]
-    .into_iter()
-    .filter_map(|(k, v)| Some((k.to_string(), Value::String(v?))))
-    .collect();
-    let v = c
-        .call(
-            reqwest::Method::POST,
-            &format!("/schedules/preview?{}", q.finish()),
-            Some(Value::Object(body)),
-        )
-        .await?;
-    if args.json {
-        println!("{v}");
-        return Ok(());
-    }
-    let rows = v["runs"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|r| vec![s(&r["at"]), s(&r["local"]), s(&r["dst"]), s(&r["fireAt"])])
-        .collect();
-    table(&["AT (UTC)", "LOCAL", "DST", "FIRE AT"], rows);
-    println!("time zone database {}", s(&v["tzdbVersion"]));
     Ok(())
 }
 

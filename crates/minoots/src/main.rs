@@ -62,7 +62,8 @@ enum Command {
         #[command(subcommand)]
         command: client_cmd::TimersCommand,
     },
-    /// Schedules on a running server: preview when a cron expression or interval fires.
+    /// Schedules on a running server: preview, create, list, get, runs, pause, resume,
+    /// delete, trigger.
     Schedules {
         #[command(flatten)]
         client: client_cmd::ClientArgs,

@@ -3,8 +3,15 @@
 //! over streamable HTTP (`/mcp` on the control plane). The client initializes, lists the
 //! tools, creates a 1 s timer and waits for it (with progress), cancels another, gets a
 //! tool error naming the field for a bad duration, gets "not found" for another tenant's
-//! timer, and sleeps 1 s. Also: `/mcp` without or with an unknown key is 401, and a
-//! foreign `Origin` or `Host` is 403.
+//! timer, and sleeps 1 s. Then the schedule tools: a created schedule comes back from
+//! `list_schedules` and `get_schedule` with its fields and a `nextRunAt` equal to the
+//! preview's first run, with no run records yet; a bad cron is a tool error naming the
+//! field; on a tier allowing 1 s intervals, a schedule every second shows a fired run
+//! record whose timer names the schedule and the slot. Also: `/mcp` without or with an
+//! unknown key is 401, and a foreign `Origin` or `Host` is 403.
+//!
+//! A second test pauses, resumes, triggers and deletes a schedule through the tools over
+//! both transports.
 //!
 //! Without the Python SDK the test prints "skipped: python mcp SDK not installed".
 
@@ -77,20 +84,28 @@ fn check_scenario(r: &Value, transport: &str) {
         r["tools"],
         json!([
             "cancel_timer",
+            "create_schedule",
             "create_timer",
+            "delete_schedule",
             "fire_timer_now",
+            "get_schedule",
             "get_timer",
             "list_deliveries",
+            "list_schedule_runs",
+            "list_schedules",
             "list_timers",
+            "pause_schedule",
             "preview_schedule",
             "redrive_timer",
             "reschedule_timer",
+            "resume_schedule",
             "sleep",
+            "trigger_schedule",
             "wait_for_timer"
         ]),
         "{ctx}"
     );
-    assert_eq!(r["toolsWithSchemas"], 11, "{ctx}");
+    assert_eq!(r["toolsWithSchemas"], 19, "{ctx}");
     assert_eq!(r["createdStatus"], "scheduled", "{ctx}");
     assert_eq!(r["createdTextIsJson"], true, "{ctx}");
     let fired = ["fired", "settled"];
@@ -153,6 +168,137 @@ fn check_scenario(r: &Value, transport: &str) {
         r["sleep"]["seconds"].as_f64().unwrap() >= 1.0,
         "sleep 1s returned early; {ctx}"
     );
+    check_schedules(r, &ctx);
+}
+
+/// A tool result's text, for messages and `contains` checks.
+fn text(result: &Value) -> &str {
+    result["text"].as_str().unwrap_or("")
+}
+
+/// The schedule part of the scenario: create, list, get, runs, a bad cron, an unknown id
+/// and (with `fastCreated`) a fired run read back with its timer.
+fn check_schedules(r: &Value, ctx: &str) {
+    let created = &r["scheduleCreated"];
+    let id = created["id"].as_str().expect("the schedule has an id");
+    for (field, value) in [
+        ("name", json!("mcp-weekday-nine")),
+        ("cron", json!("0 0 9 * * MON-FRI")),
+        ("timezone", json!("Europe/Paris")),
+        ("status", json!("active")),
+        ("runsFired", json!(0)),
+        ("labels", json!({"via": "mcp"})),
+        ("maxRuns", json!(5)),
+        ("overlap", json!("bufferOne")),
+    ] {
+        assert_eq!(created[field], value, "created schedule's {field}; {ctx}");
+    }
+    assert_eq!(created["misfire"]["policy"], "none", "{ctx}");
+    assert_eq!(
+        created["actionBundle"]["actions"][0]["url"], "http://127.0.0.1:9/never-called",
+        "webhookUrl became the schedule's action; {ctx}"
+    );
+    // The schedule's next run is the first run the stateless preview names for its spec.
+    assert_eq!(created["nextRunAt"], r["previewFirstAt"], "{ctx}");
+
+    // The tenant's only schedule at that point, listed with the same fields.
+    let listed = r["scheduleList"]["schedules"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{ctx}");
+    for field in [
+        "id",
+        "name",
+        "cron",
+        "timezone",
+        "status",
+        "nextRunAt",
+        "runsFired",
+        "labels",
+    ] {
+        assert_eq!(listed[0][field], created[field], "listed {field}; {ctx}");
+    }
+    assert!(r["scheduleList"]["nextCursor"].is_null(), "{ctx}");
+    let got = &r["scheduleGot"];
+    assert_eq!(got["isError"], false, "{ctx}");
+    assert_eq!(got["structured"]["id"], id, "{ctx}");
+    assert_eq!(got["structured"]["cron"], created["cron"], "{ctx}");
+    // No slot has passed yet: no run records.
+    let runs = &r["scheduleRuns"];
+    assert_eq!(runs["isError"], false, "{ctx}");
+    assert_eq!(
+        runs["structured"],
+        json!({"runs": [], "nextCursor": null}),
+        "{ctx}"
+    );
+
+    // A bad cron: the API's 400, its field error in the tool error's text and its problem
+    // document as structured content.
+    let bad = &r["badCron"];
+    assert_eq!(bad["isError"], true, "{ctx}");
+    assert!(text(bad).contains("cron: "), "{ctx}");
+    assert_eq!(bad["structured"]["status"], 400, "{ctx}");
+    assert_eq!(bad["structured"]["errors"][0]["field"], "cron", "{ctx}");
+    assert_eq!(r["unknownSchedule"]["isError"], true, "{ctx}");
+    assert!(text(&r["unknownSchedule"]).contains("not found"), "{ctx}");
+
+    if r["fastCreated"].is_object() {
+        let run = &r["fastRun"];
+        assert!(
+            run.is_object(),
+            "no fired run of a 1 s schedule within the limit; {ctx}"
+        );
+        assert_eq!(run["status"], "fired", "{ctx}");
+        let timer = &r["fastRunTimer"];
+        assert_eq!(timer["id"], run["timerId"], "{ctx}");
+        assert_eq!(timer["scheduleId"], r["fastCreated"]["id"], "{ctx}");
+        assert_eq!(timer["scheduledAt"], run["scheduledAt"], "{ctx}");
+    }
+}
+
+/// What the schedule-control scenario must have seen: pause, resume, trigger, delete.
+fn check_schedule_control(r: &Value, transport: &str) {
+    let ctx = format!("{transport}: {r:#}");
+    let id = r["created"]["id"].as_str().expect("the schedule has an id");
+    for (step, status) in [
+        ("paused", "paused"),
+        ("gotPaused", "paused"),
+        ("resumed", "active"),
+    ] {
+        assert_eq!(r[step]["isError"], false, "{step}; {ctx}");
+        assert_eq!(r[step]["structured"]["id"], id, "{step}; {ctx}");
+        assert_eq!(r[step]["structured"]["status"], status, "{step}; {ctx}");
+    }
+    let triggered = &r["triggered"];
+    assert_eq!(triggered["isError"], false, "{ctx}");
+    assert_eq!(triggered["structured"]["scheduleId"], id, "{ctx}");
+    let fired = ["fired", "settled"];
+    assert!(
+        fired.contains(
+            &r["triggeredWaited"]["structured"]["status"]
+                .as_str()
+                .unwrap_or("")
+        ),
+        "the triggered run did not fire; {ctx}"
+    );
+    assert_eq!(r["pauseUnknown"]["isError"], true, "{ctx}");
+    assert!(text(&r["pauseUnknown"]).contains("not found"), "{ctx}");
+    assert_eq!(r["deleted"]["isError"], false, "{ctx}");
+    assert_eq!(
+        r["deleted"]["structured"],
+        json!({"id": id, "deleted": true}),
+        "{ctx}"
+    );
+    for step in ["gotDeleted", "deletedAgain"] {
+        assert_eq!(r[step]["isError"], true, "{step}; {ctx}");
+        assert!(text(&r[step]).contains("not found"), "{step}; {ctx}");
+    }
+    assert!(
+        !r["listedAfterDelete"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s == id),
+        "{ctx}"
+    );
 }
 
 /// Creates a 1 h timer with `key` through REST; returns its id.
@@ -177,25 +323,8 @@ async fn mcp_tools_over_stdio_and_streamable_http_against_a_live_server() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let addr = format!("127.0.0.1:{}", free_port());
-    let grpc = format!("127.0.0.1:{}", free_port());
-    let (server, _) = start_process(
-        &[
-            "serve",
-            "--demo",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--http-addr",
-            &addr,
-            "--grpc-addr",
-            &grpc,
-        ],
-        &[("MINOOTS_ADMIN_KEY", ADMIN_KEY)],
-        "minoots ready on ",
-    );
-    let mut server = KillOnDrop(server);
-    let base = format!("http://{addr}");
+    let (mut server, base) = serve_demo(&dir.path().join("data"));
+    let addr = base.trim_start_matches("http://").to_string();
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
 
     // A second tenant with its own key, through the admin API.
@@ -211,7 +340,8 @@ async fn mcp_tools_over_stdio_and_streamable_http_against_a_live_server() {
     let (status, answer) = post(
         "/admin/tenants",
         ADMIN_KEY,
-        json!({"id": "other", "name": "Other", "tier": "pro"}),
+        // Team: schedules may fire every second.
+        json!({"id": "other", "name": "Other", "tier": "team"}),
     )
     .await;
     assert_eq!(status, 201, "{answer}");
@@ -303,12 +433,84 @@ async fn mcp_tools_over_stdio_and_streamable_http_against_a_live_server() {
             &other_key,
             "--foreign-id",
             &demo_timer,
+            "--fast-schedules",
         ])
     })
     .await
     .unwrap();
     check_scenario(&streamable, "streamable HTTP");
     assert_ne!(stdio["createdId"], streamable["createdId"]);
+
+    terminate(&server.0);
+    let status = server.0.wait().unwrap();
+    assert!(status.success(), "minoots serve exited with {status}");
+}
+
+/// Starts `minoots serve --demo` on a fresh store; returns it and its REST base URL.
+fn serve_demo(data: &std::path::Path) -> (KillOnDrop, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let grpc = format!("127.0.0.1:{}", free_port());
+    let (server, _) = start_process(
+        &[
+            "serve",
+            "--demo",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--http-addr",
+            &addr,
+            "--grpc-addr",
+            &grpc,
+        ],
+        &[("MINOOTS_ADMIN_KEY", ADMIN_KEY)],
+        "minoots ready on ",
+    );
+    (KillOnDrop(server), format!("http://{addr}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_schedule_pause_resume_trigger_delete_over_both_transports() {
+    if !python_mcp_installed() {
+        println!("skipped: python mcp SDK not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, base) = serve_demo(&dir.path().join("data"));
+    let bin = env!("CARGO_BIN_EXE_minoots");
+    let stdio = tokio::task::spawn_blocking({
+        let base = base.clone();
+        move || {
+            run_client(&[
+                "stdio",
+                "--scenario",
+                "schedule-control",
+                "--",
+                bin,
+                "mcp",
+                "--url",
+                &base,
+                "--api-key",
+                DEMO_KEY,
+            ])
+        }
+    })
+    .await
+    .unwrap();
+    check_schedule_control(&stdio, "stdio");
+    let mcp = format!("{base}/mcp");
+    let streamable = tokio::task::spawn_blocking(move || {
+        run_client(&[
+            "http",
+            &mcp,
+            "--api-key",
+            DEMO_KEY,
+            "--scenario",
+            "schedule-control",
+        ])
+    })
+    .await
+    .unwrap();
+    check_schedule_control(&streamable, "streamable HTTP");
+    assert_ne!(stdio["created"]["id"], streamable["created"]["id"]);
 
     terminate(&server.0);
     let status = server.0.wait().unwrap();

@@ -1,13 +1,18 @@
 """Drives the MINOOTS MCP server with the official Python MCP SDK, as an agent would.
 
 Usage:
-  mcp_client.py stdio --foreign-id ID -- COMMAND ARGS...
-  mcp_client.py http URL --api-key KEY --foreign-id ID
+  mcp_client.py stdio [--scenario S] [--foreign-id ID] [--fast-schedules] -- COMMAND ARGS...
+  mcp_client.py http URL --api-key KEY [--scenario S] [--foreign-id ID] [--fast-schedules]
 
-Runs the scenario (initialize, list tools, create a 1 s timer and wait for it, cancel
-another, a bad duration, another tenant's timer id, sleep) and prints one JSON line with
-what it saw; the Rust test asserts on that line. Exits 1 with a message when a step
-cannot run at all.
+Scenario `timers` (the default): initialize, list tools, create a 1 s timer and wait for
+it, cancel another, a bad duration, another tenant's timer id, sleep; then schedules:
+create one, list, get, its run records, a preview of the same spec, a bad cron, an unknown
+id, and with --fast-schedules (a tier allowing 1 s intervals) a schedule every second
+whose first fired run is read back with its timer. Scenario `schedule-control`: pause,
+resume, trigger (and wait for the run's timer) and delete a schedule.
+
+Prints one JSON line with what it saw; the Rust test asserts on that line. Exits 1 with a
+message when a step cannot run at all.
 """
 
 import argparse
@@ -104,12 +109,97 @@ async def scenario(session, foreign_id):
     return out
 
 
+UNKNOWN_SCHEDULE = "00000000-0000-4000-8000-000000000000"
+START_AT = "2099-01-01T00:00:00Z"
+# How long a fast schedule's first fired run may take to show in its records.
+FAST_RUN_LIMIT_SECONDS = 30
+
+
+def result(r):
+    """A tool result as the Rust test reads it."""
+    return {"isError": r.isError, "text": text_of(r), "structured": r.structuredContent}
+
+
+async def must(session, name, arguments):
+    r = await call(session, name, arguments)
+    if r.isError:
+        raise SystemExit(f"{name} failed: {text_of(r)}")
+    return r.structuredContent
+
+
+async def schedule_basics(session, fast):
+    out = {}
+    # Slots from 2099 on: none is dispatched while the test runs, so the schedule's
+    # records and nextRunAt stay as created.
+    spec = {"cron": "0 0 9 * * MON-FRI", "timezone": "Europe/Paris", "startAt": START_AT}
+    created = await must(session, "create_schedule", {
+        "name": "mcp-weekday-nine", **spec, "labels": {"via": "mcp"}, "maxRuns": 5,
+        "overlap": "bufferOne", "misfire": {"policy": "none"},
+        "webhookUrl": "http://127.0.0.1:9/never-called",
+    })
+    out["scheduleCreated"] = created
+    listed = await must(session, "list_schedules", {"limit": 10})
+    out["scheduleList"] = listed
+    out["scheduleGot"] = result(await call(session, "get_schedule", {"id": created["id"]}))
+    out["scheduleRuns"] = result(await call(session, "list_schedule_runs", {"id": created["id"], "limit": 5}))
+    preview = await must(session, "preview_schedule", {**spec, "count": 1})
+    out["previewFirstAt"] = preview["runs"][0]["at"]
+    out["badCron"] = result(await call(session, "create_schedule", {"cron": "0 61 * * *", "name": "bad"}))
+    out["unknownSchedule"] = result(await call(session, "get_schedule", {"id": UNKNOWN_SCHEDULE}))
+    if fast:
+        every = await must(session, "create_schedule", {"name": "mcp-every-second", "every": "1s"})
+        out["fastCreated"] = every
+        deadline = time.monotonic() + FAST_RUN_LIMIT_SECONDS
+        fired = None
+        while fired is None and time.monotonic() < deadline:
+            page = await must(session, "list_schedule_runs", {"id": every["id"], "limit": 10})
+            fired = next((r for r in page["runs"] if r["status"] == "fired"), None)
+            if fired is None:
+                await asyncio.sleep(0.5)
+        out["fastRun"] = fired
+        if fired is not None:
+            out["fastRunTimer"] = await must(session, "get_timer", {"id": fired["timerId"]})
+    return out
+
+
+async def schedule_control(session):
+    out = {}
+    await session.initialize()
+    created = await must(session, "create_schedule", {"name": "mcp-control", "every": "1m"})
+    sid = created["id"]
+    out["created"] = created
+    out["paused"] = result(await call(session, "pause_schedule", {"id": sid}))
+    out["gotPaused"] = result(await call(session, "get_schedule", {"id": sid}))
+    out["resumed"] = result(await call(session, "resume_schedule", {"id": sid}))
+    out["triggered"] = result(await call(session, "trigger_schedule", {"id": sid}))
+    triggered = out["triggered"]["structured"] or {}
+    if not out["triggered"]["isError"] and "id" in triggered:
+        out["triggeredWaited"] = result(await call(session, "wait_for_timer", {"id": triggered["id"], "timeout": "30s"}))
+    out["pauseUnknown"] = result(await call(session, "pause_schedule", {"id": UNKNOWN_SCHEDULE}))
+    out["deleted"] = result(await call(session, "delete_schedule", {"id": sid}))
+    out["gotDeleted"] = result(await call(session, "get_schedule", {"id": sid}))
+    out["deletedAgain"] = result(await call(session, "delete_schedule", {"id": sid}))
+    listed = await must(session, "list_schedules", {})
+    out["listedAfterDelete"] = [s["id"] for s in listed["schedules"]]
+    return out
+
+
+async def run(session, args):
+    if args.scenario == "schedule-control":
+        return await schedule_control(session)
+    out = await scenario(session, args.foreign_id)
+    out.update(await schedule_basics(session, args.fast_schedules))
+    return out
+
+
 async def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("mode", choices=["stdio", "http"])
     parser.add_argument("url", nargs="?")
     parser.add_argument("--api-key")
-    parser.add_argument("--foreign-id", required=True)
+    parser.add_argument("--foreign-id")
+    parser.add_argument("--scenario", choices=["timers", "schedule-control"], default="timers")
+    parser.add_argument("--fast-schedules", action="store_true")
     argv = sys.argv[1:]
     command = argv[argv.index("--") + 1 :] if "--" in argv else []
     args = parser.parse_args(argv[: len(argv) - len(command) - (1 if command else 0)])
@@ -118,13 +208,13 @@ async def main():
         params = StdioServerParameters(command=command[0], args=command[1:])
         async with stdio_client(params) as (read, write):
             async with ClientSession(read, write) as session:
-                out = await scenario(session, args.foreign_id)
+                out = await run(session, args)
     else:
         client = create_mcp_http_client(headers={"X-API-Key": args.api_key})
         async with client:
             async with streamable_http_client(args.url, http_client=client) as (read, write, _):
                 async with ClientSession(read, write) as session:
-                    out = await scenario(session, args.foreign_id)
+                    out = await run(session, args)
     print("RESULT " + json.dumps(out), flush=True)
 
 
