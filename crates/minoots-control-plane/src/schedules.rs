@@ -236,7 +236,7 @@ pub async fn update(
     };
     let body_version = match patch.remove("version") {
         None | Some(Value::Null) => None,
-        Some(v) => Some(v.as_i64().filter(|v| *v >= 1).ok_or_else(|| {
+        Some(v) => Some(minoots_core::patch::whole_number(&v).filter(|v| *v >= 1).ok_or_else(|| {
             ApiError::field(
                 "version",
                 "must be the schedule's version, a whole number from 1 (the version field of the schedule you read)",

@@ -21,7 +21,7 @@ use crate::request::{DurationInput, check_labels, check_metadata, parse_json, re
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TimerPatch {
     /// The version the client read; may come in an `If-Match` header instead.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "version_number")]
     pub version: Option<i64>,
     #[serde(default)]
     pub duration: Option<DurationInput>,
@@ -133,6 +133,29 @@ impl TimerPatch {
     }
 }
 
+/// A version as JSON gives it: a whole number, also when written `3.0` (JSON Schema counts
+/// that as an integer, and so do some clients' encoders).
+fn version_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    let v: Option<serde_json::Value> = Option::deserialize(d)?;
+    match v {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => whole_number(&v).map(Some).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "{v} is not a whole number; send the version you read, like 3"
+            ))
+        }),
+    }
+}
+
+/// An `i64` from a JSON number without a fraction (`3` or `3.0`).
+pub fn whole_number(v: &serde_json::Value) -> Option<i64> {
+    v.as_i64().or_else(|| {
+        v.as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+            .map(|f| f as i64)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +169,24 @@ mod tests {
 
     fn fields(e: ValidationErrors) -> Vec<String> {
         e.errors.into_iter().map(|f| f.field).collect()
+    }
+
+    #[test]
+    fn a_version_is_a_whole_number_also_written_with_a_zero_fraction() {
+        assert_eq!(
+            patch(r#"{"version": 12380.0, "duration": "30s"}"#)
+                .unwrap()
+                .expected_version,
+            Some(12380)
+        );
+        for bad in [
+            r#"{"version": 3.5}"#,
+            r#"{"version": "3"}"#,
+            r#"{"version": true}"#,
+        ] {
+            let e = TimerPatch::from_json(bad.as_bytes()).unwrap_err();
+            assert_eq!(fields(e), ["version"], "{bad}");
+        }
     }
 
     #[test]

@@ -74,6 +74,18 @@ def _duration_ms(value):
     return sum(int(n) * _UNIT_MS[u] for n, u in parts)
 
 
+def _schedule_fields_are_valid(body, now):
+    """The rules of a schedule's fields that stand alone (catch-up window, jitter,
+    metadata and actions)."""
+    misfire = body.get("misfire") or {}
+    for value, limit in ((misfire.get("window"), 366 * DAY_MS), (body.get("jitter"), DAY_MS)):
+        if value is not None:
+            ms = _duration_ms(value)
+            if ms is None or ms > limit:
+                return False
+    return _timer_request_is_valid({k: body.get(k) for k in ("metadata", "actionBundle")}, now)
+
+
 def _schedule_request_is_valid(body, now):
     """The rules of a schedule spec that the schema cannot state. A cron expression's
     grammar is not re-implemented here: positive cases with a cron are not sent (the
@@ -88,12 +100,6 @@ def _schedule_request_is_valid(body, now):
         return False
     if every % 1000 or phase % 1000 or phase >= every:
         return False
-    misfire = body.get("misfire") or {}
-    for value, limit in ((misfire.get("window"), 366 * DAY_MS), (body.get("jitter"), DAY_MS)):
-        if value is not None:
-            ms = _duration_ms(value)
-            if ms is None or ms > limit:
-                return False
     start, end = _time(body.get("startAt") or ""), _time(body.get("endAt") or "")
     if body.get("startAt") is not None and start is None:
         return False
@@ -102,7 +108,17 @@ def _schedule_request_is_valid(body, now):
         base = start if start is not None and start > now else now
         if end is None or end < base + MARGIN + timedelta(milliseconds=every):
             return False
-    return _timer_request_is_valid({k: body.get(k) for k in ("metadata", "actionBundle")}, now)
+    return _schedule_fields_are_valid(body, now)
+
+
+def _versions_agree(case):
+    """The version comes in the body or in If-Match ("3"); when both are sent they must
+    agree. An empty If-Match names no version, as if it were absent."""
+    header = (case.headers or {}).get("If-Match") or None
+    version = case.body.get("version")
+    if header is None and version is None:
+        return False
+    return header is None or version is None or header == f'"{version}"'
 
 
 @schemathesis.hook
@@ -123,19 +139,42 @@ def filter_case(context, case):
     if where in (("POST", "/schedules/preview"), ("POST", "/schedules")):
         return _schedule_request_is_valid(case.body, now)
     if where == ("PATCH", "/timers/{id}"):
-        # The version comes in the body or in If-Match ("3"); when both are sent they
-        # must agree.
-        # An empty If-Match names no version, as if it were absent.
-        header = (case.headers or {}).get("If-Match") or None
-        version = case.body.get("version")
-        if header is None and version is None:
-            return False
-        if header is not None and version is not None and header != f'"{version}"':
-            return False
-        return _timer_request_is_valid(case.body, now)
+        return _versions_agree(case) and _timer_request_is_valid(case.body, now)
+    if where == ("PATCH", "/schedules/{id}"):
+        return _versions_agree(case) and _schedule_fields_are_valid(case.body, now)
     if where == ("POST", "/admin/keys"):
         at = case.body.get("expiresAt")
         if isinstance(at, str):
             t = _time(at)
             return t is not None and t >= now + MARGIN
     return True
+
+
+# The fields of a schedule that depend on each other: the recurrence, its zone, phase and
+# bounds.
+_RECURRENCE_FIELDS = ("cron", "every", "phase", "timezone", "startAt", "endAt")
+
+
+@schemathesis.hook
+def map_case(context, case):
+    """A PATCH merges with the stored schedule, which the fuzzer does not know. A positive
+    case keeps its recurrence fields only when they make a valid spec by themselves (then
+    the stored ones they leave out are removed); otherwise it leaves the stored `every`
+    in force and clears the fields that depend on it. Either way the merged spec is valid
+    whatever was stored."""
+    meta = case.meta
+    if meta is None or not meta.generation.mode.is_positive or not isinstance(case.body, dict):
+        return case
+    if (case.method.upper(), case.operation.path) != ("PATCH", "/schedules/{id}"):
+        return case
+    body = case.body
+    if body.get("every") is not None and _schedule_request_is_valid(body, datetime.now(timezone.utc)):
+        for key in _RECURRENCE_FIELDS:
+            body.setdefault(key, None)
+        body["cron"] = None
+    else:
+        body.pop("cron", None)
+        body.pop("every", None)
+        for key in ("phase", "timezone", "startAt", "endAt"):
+            body[key] = None
+    return case
