@@ -717,6 +717,7 @@ pub fn schemas() -> serde_json::Map<String, Value> {
                 "reason": {"type": ["string", "null"], "enum": ["paused", "overlap", "catchupExpired", "superseded", "maxRuns", null]},
                 "timerId": {"type": ["string", "null"], "description": "The run's timer, when it fired"},
                 "fireAt": {"type": ["string", "null"], "format": "date-time", "description": "When the run's timer was due (the slot plus jitter, or later when caught up)"},
+                "firedAt": {"type": ["string", "null"], "format": "date-time", "description": "When the run's timer fired (null until it has)"},
                 "recordedAt": {"type": "string", "format": "date-time"}}}},
             "nextCursor": {"type": ["string", "null"]}}},
         "SchedulePreview": {"type": "object", "required": ["tzdbVersion", "runs"], "properties": {

@@ -515,9 +515,8 @@ async fn jitter_delays_each_run_as_the_preview_says() {
     assert!(delayed >= 2, "jitter delays: {previewed:?}");
     // Each slot's run is due exactly when the preview said. Slot by slot: each run's timer
     // is created ahead of its slot, then fires (no actions: it settles) within the jitter.
-    let mut runs = Vec::new();
     for n in 1..=3 {
-        runs = f.advance(&id, t0 + n * MIN - 5 * SEC, t0 + n * MIN).await;
+        let runs = f.advance(&id, t0 + n * MIN - 5 * SEC, t0 + n * MIN).await;
         f.clock.set_us(t0 + n * MIN + 45 * SEC);
         let timer = runs[n as usize - 1]["timerId"]
             .as_str()
@@ -529,6 +528,8 @@ async fn jitter_delays_each_run_as_the_preview_says() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+    // Each record shows when its run fired, as its timer does.
+    let runs = f.runs(&id).await;
     let recorded: Vec<(i64, i64)> = runs
         .iter()
         .map(|r| {
@@ -545,6 +546,8 @@ async fn jitter_delays_each_run_as_the_preview_says() {
             f.s.call("GET", &format!("/timers/{timer}"), Some(&f.key), None)
                 .await;
         assert_eq!(t.body["fireAt"], r["fireAt"]);
+        assert_eq!(t.body["firedAt"], r["firedAt"]);
+        assert!(r["firedAt"].is_string(), "{r}");
     }
     f.s.stop().await;
 }

@@ -283,6 +283,7 @@ fn apply(
             status,
             timer_id,
             fire_at_us,
+            fired_at_us: None,
             recorded_at_us: now_us,
         }
     };

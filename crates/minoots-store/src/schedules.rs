@@ -138,6 +138,7 @@ fn apply(
                     status: RunStatus::Fired,
                     timer_id: Some(id),
                     fire_at_us: Some(fire_at_us),
+                    fired_at_us: None,
                     recorded_at_us: now_us,
                 }
             }
@@ -147,6 +148,7 @@ fn apply(
                 status: RunStatus::Skipped(reason),
                 timer_id: None,
                 fire_at_us: None,
+                fired_at_us: None,
                 recorded_at_us: now_us,
             },
             Run::Buffer { slot_us } => ScheduleRun {
@@ -155,6 +157,7 @@ fn apply(
                 status: RunStatus::Buffered,
                 timer_id: None,
                 fire_at_us: None,
+                fired_at_us: None,
                 recorded_at_us: now_us,
             },
         };

@@ -143,6 +143,9 @@ pub struct ScheduleRun {
     pub timer_id: Option<TimerId>,
     /// When the run's timer was due (the slot plus jitter, or later when caught up).
     pub fire_at_us: Option<i64>,
+    /// When the run's timer fired (read from the timer; `None` until then, and when the
+    /// record is written).
+    pub fired_at_us: Option<i64>,
     pub recorded_at_us: i64,
 }
 
@@ -155,6 +158,7 @@ impl ScheduleRun {
             "reason": self.status.reason().map(SkipReason::as_str),
             "timerId": self.timer_id.map(|t| t.to_string()),
             "fireAt": self.fire_at_us.map(format_us),
+            "firedAt": self.fired_at_us.map(format_us),
             "recordedAt": format_us(self.recorded_at_us),
         })
     }

@@ -76,6 +76,7 @@ pub fn run_pb(r: &ScheduleRun) -> pb::ScheduleRun {
         timer_id: r.timer_id.map(|t| t.to_string()),
         fire_at_us: r.fire_at_us,
         recorded_at_us: r.recorded_at_us,
+        fired_at_us: r.fired_at_us,
     }
 }
 
@@ -90,6 +91,7 @@ pub fn run_of(schedule_id: ScheduleId, r: pb::ScheduleRun) -> KernelResult<Sched
             None => None,
         },
         fire_at_us: r.fire_at_us,
+        fired_at_us: r.fired_at_us,
         recorded_at_us: r.recorded_at_us,
     })
 }
@@ -209,6 +211,7 @@ mod tests {
                 status,
                 timer_id: (status == RunStatus::Fired).then(TimerId::new_v7),
                 fire_at_us: Some(6),
+                fired_at_us: (status == RunStatus::Fired).then_some(8),
                 recorded_at_us: 7,
             };
             assert_eq!(run_of(s.id, run_pb(&r)).unwrap(), r);

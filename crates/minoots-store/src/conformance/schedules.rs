@@ -179,6 +179,11 @@ pub async fn schedules_dispatch_each_slot_once(h: &Harness) {
         ]
     );
     assert_eq!(runs[0].timer_id, Some(run.id));
+    // When a run's timer fired is read from the timer: the first fired at 10:01, the
+    // second has not, a skipped slot has no timer.
+    assert_eq!(runs[0].fired_at_us, Some(T0 + 60 * SEC));
+    assert_eq!(runs[1].fired_at_us, None);
+    assert_eq!(runs[2].fired_at_us, None);
     let later = h
         .store
         .list_schedule_runs("acme", s.id, Some(T0 + 120 * SEC), 100)

@@ -516,8 +516,9 @@ pub(super) async fn list_schedule_runs(
         return Err(StoreError::NotFound(Missing::Schedule(id)).into());
     }
     db.query(
-        "SELECT scheduled_at, status, reason, timer_id, fire_at, recorded_at FROM schedule_runs
-          WHERE schedule_id = $1 AND scheduled_at > $2 ORDER BY scheduled_at LIMIT $3",
+        "SELECT r.scheduled_at, r.status, r.reason, r.timer_id, r.fire_at, r.recorded_at, t.fired_at
+           FROM schedule_runs r LEFT JOIN timers t ON t.id = r.timer_id
+          WHERE r.schedule_id = $1 AND r.scheduled_at > $2 ORDER BY r.scheduled_at LIMIT $3",
         &[&id.0, &after_us.unwrap_or(i64::MIN), &(limit as i64)],
     )
     .await?
@@ -532,6 +533,7 @@ pub(super) async fn list_schedule_runs(
                 .ok_or_else(|| corrupt(format!("run status {status:?}")))?,
             timer_id: col::<Option<Uuid>>(r, 3)?.map(TimerId),
             fire_at_us: col(r, 4)?,
+            fired_at_us: col(r, 6)?,
             recorded_at_us: col(r, 5)?,
         })
     })

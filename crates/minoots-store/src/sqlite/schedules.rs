@@ -449,8 +449,9 @@ pub fn list_schedule_runs(
         return Err(StoreError::NotFound(Missing::Schedule(id)));
     }
     let mut stmt = conn.prepare_cached(
-        "SELECT scheduled_at, status, reason, timer_id, fire_at, recorded_at FROM schedule_runs
-         WHERE schedule_id = ?1 AND scheduled_at > ?2 ORDER BY scheduled_at LIMIT ?3",
+        "SELECT r.scheduled_at, r.status, r.reason, r.timer_id, r.fire_at, r.recorded_at, t.fired_at
+           FROM schedule_runs r LEFT JOIN timers t ON t.id = r.timer_id
+          WHERE r.schedule_id = ?1 AND r.scheduled_at > ?2 ORDER BY r.scheduled_at LIMIT ?3",
     )?;
     let rows = stmt
         .query_map(
@@ -474,6 +475,7 @@ pub fn list_schedule_runs(
                         None => None,
                     },
                     fire_at_us: r.get(4)?,
+                    fired_at_us: r.get(6)?,
                     recorded_at_us: r.get(5)?,
                 })
             },
