@@ -589,3 +589,31 @@ async fn the_list_filters_by_status_and_label() {
     }
     f.s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actions_the_server_does_not_allow_are_refused_on_create_and_patch() {
+    let f = fixture().await;
+    // This server enables no command actions (the operator's default).
+    let command = r#""actionBundle": {"actions": [{"type": "command", "command": "rm"}]}"#;
+    f.s.call(
+        "POST",
+        "/schedules",
+        Some(&f.key),
+        Some(&format!(r#"{{"every": "1m", {command}}}"#)),
+    )
+    .await
+    .assert_problem(400, Some("actionBundle.actions[0].type"));
+    let id = f.create(r#"{"every": "1m"}"#).await;
+    f.s.call(
+        "PATCH",
+        &format!("/schedules/{id}"),
+        Some(&f.key),
+        Some(&format!(r#"{{"version": 1, {command}}}"#)),
+    )
+    .await
+    .assert_problem(400, Some("actionBundle.actions[0].type"));
+    assert_eq!(f.get(&id).await["version"], 1);
+    let list = f.s.call("GET", "/schedules", Some(&f.key), None).await;
+    assert_eq!(list.body["schedules"].as_array().unwrap().len(), 1);
+    f.s.stop().await;
+}
