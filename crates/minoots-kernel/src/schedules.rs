@@ -92,6 +92,14 @@ impl Dispatcher {
         self.wake.notify_one();
     }
 
+    /// Wake `id` when the run of `timer` ends (slots are buffered behind it).
+    pub(crate) fn watch_run(&self, timer: TimerId, id: ScheduleId) {
+        let mut q = self.queue.lock().expect("queue poisoned");
+        if q.runs.len() < MAX_QUEUED {
+            q.runs.insert(timer, id);
+        }
+    }
+
     /// Schedules queued now (for metrics and tests).
     pub(crate) fn queued(&self) -> usize {
         self.queue.lock().expect("queue poisoned").by_wake.len()

@@ -103,6 +103,11 @@ impl Kernel {
                 });
             }
         }
+        if let Some(active) = done.schedule.active_timer
+            && !done.schedule.progress.buffered.is_empty()
+        {
+            self.schedules.watch_run(active, id);
+        }
         if let Some(wake) = done.schedule.wake_at_us {
             self.schedules.enqueue(id, wake);
         }
