@@ -20,6 +20,7 @@
 mod churn;
 mod cluster;
 mod crash;
+mod curve;
 mod cycle;
 mod flood;
 mod http;
@@ -77,6 +78,9 @@ pub enum Workload {
     /// The embedded store's part of each delivery alone (fire, lease, report), without
     /// HTTP: the single writer's throughput, for comparing changes to the write path.
     Cycle(cycle::CycleBench),
+    /// The delivery path's latency curve: W2 at 1k, 2k, 5k, 10k, 15k and 20k webhooks/s in
+    /// one sitting; lateness, achieved rate, lost/doubled/early per step (`--svg` plots it).
+    Curve(curve::CurveBench),
     /// W1 to W6 one after another, each in its own process (so one workload's memory does
     /// not inflate the next one's baseline), in one sitting.
     All(AllBench),
@@ -264,6 +268,7 @@ pub async fn run(w: Workload) -> anyhow::Result<()> {
         Workload::Churn(b) => churn::run(b).await,
         Workload::Recurring(b) => recurring::run(b).await,
         Workload::Cycle(b) => cycle::run(b).await,
+        Workload::Curve(b) => curve::run(b).await,
         Workload::Crash(b) => crash::run(b).await,
         Workload::Flood(b) => flood::run(b).await,
         Workload::All(b) => run_all(b),
