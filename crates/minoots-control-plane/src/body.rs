@@ -27,6 +27,18 @@ pub async fn read_limited(req: Request, limit: usize) -> Result<Bytes, ApiError>
 }
 
 /// Parses JSON through the core's one parser (errors name the JSON path).
+/// Refuses an empty body (or one of only whitespace) with a sentence that shows `example`,
+/// a body this endpoint takes.
+pub fn require_body(bytes: &[u8], example: &str) -> Result<(), ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::field(
+            "body",
+            format!("is empty; send a JSON object like {example}"),
+        ));
+    }
+    Ok(())
+}
+
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     minoots_core::request::parse_json(bytes).map_err(ApiError::invalid)
 }

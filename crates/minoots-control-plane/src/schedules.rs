@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::auth::{Access, Caller};
-use crate::body::RawJson;
+use crate::body::{RawJson, require_body};
 use crate::openapi::{
     DURATION_PATTERN, LABEL_KEY_PATTERN, NAME_PATTERN, NO_CONTROL_PATTERN, schema,
 };
@@ -69,12 +69,10 @@ fn schedule_id(text: &str) -> ApiResult<ScheduleId> {
 
 /// A schedule request from a body, refusing an empty one with an example.
 fn schedule_request(body: &[u8]) -> ApiResult<ScheduleRequest> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::field(
-            "body",
-            "is empty; send a schedule like {\"cron\": \"0 30 2 * * *\", \"timezone\": \"Europe/Paris\"}",
-        ));
-    }
+    require_body(
+        body,
+        r#"{"cron": "0 30 2 * * *", "timezone": "Europe/Paris"}"#,
+    )?;
     ScheduleRequest::from_json(body).map_err(ApiError::invalid)
 }
 
@@ -213,12 +211,7 @@ pub async fn update(
     RawJson(body): RawJson,
 ) -> ApiResult<Response> {
     let id = schedule_id(&id)?;
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::field(
-            "body",
-            "is empty; send a JSON object like {\"version\": 3, \"cron\": \"0 0 9 * * MON-FRI\"}",
-        ));
-    }
+    require_body(&body, r#"{"version": 3, "cron": "0 0 9 * * MON-FRI"}"#)?;
     let mut patch = match serde_json::from_slice::<Value>(&body) {
         Ok(Value::Object(o)) => o,
         Ok(_) => {
@@ -243,7 +236,7 @@ pub async fn update(
             )
         })?),
     };
-    let if_match = if_match_version(&headers)?;
+    let if_match = if_match_version(&headers, "schedule")?;
     let version = match (body_version, if_match) {
         (Some(b), Some(h)) if b != h => {
             return Err(ApiError::field(

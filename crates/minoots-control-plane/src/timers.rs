@@ -24,7 +24,7 @@ use tokio_stream::StreamExt;
 
 use crate::AppState;
 use crate::auth::{Caller, rate_headers, rate_limited};
-use crate::body::{Json, RawJson};
+use crate::body::{Json, RawJson, require_body};
 use crate::config::{DEFAULT_WAIT, MAX_WAIT};
 use crate::problem::{ApiError, ApiResult};
 
@@ -164,12 +164,7 @@ pub async fn create(
         }
         _ => None,
     };
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::field(
-            "body",
-            "is empty; send a JSON object like {\"duration\": \"30s\"}",
-        ));
-    }
+    require_body(&body, r#"{"duration": "30s"}"#)?;
     let mut request = TimerRequest::from_json(&body).map_err(ApiError::invalid)?;
     if let Some(t) = &request.tenant_id
         && t != caller.tenant_id()
@@ -263,9 +258,9 @@ fn check_tier_horizon(
     }
 }
 
-/// The version an `If-Match` header carries (`"3"`, as the timer's `version` in quotes;
-/// a bare `3` is read too), or `None` without the header (or with an empty one).
-pub fn if_match_version(headers: &HeaderMap) -> ApiResult<Option<i64>> {
+/// The version an `If-Match` header carries (`"3"`, as the `version` of the `what` read, in
+/// quotes; a bare `3` is read too), or `None` without the header (or with an empty one).
+pub fn if_match_version(headers: &HeaderMap, what: &str) -> ApiResult<Option<i64>> {
     let Some(h) = headers.get(header::IF_MATCH) else {
         return Ok(None);
     };
@@ -282,7 +277,9 @@ pub fn if_match_version(headers: &HeaderMap) -> ApiResult<Option<i64>> {
         Ok(v) if v >= 1 && !inner.starts_with('+') => Ok(Some(v)),
         _ => Err(ApiError::field(
             "If-Match",
-            "must be the timer's version in quotes, like \"3\" (the version field of the timer you read)",
+            format!(
+                "must be the {what}'s version in quotes, like \"3\" (the version field of the {what} you read)"
+            ),
         )),
     }
 }
@@ -296,14 +293,9 @@ pub async fn update(
     RawJson(body): RawJson,
 ) -> ApiResult<Response> {
     let id = timer_id(&id)?;
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::field(
-            "body",
-            "is empty; send a JSON object like {\"version\": 3, \"fireAt\": \"2026-11-27T10:00:00Z\"}",
-        ));
-    }
+    require_body(&body, r#"{"version": 3, "fireAt": "2026-11-27T10:00:00Z"}"#)?;
     let mut patch = TimerPatch::from_json(&body).map_err(ApiError::invalid)?;
-    let if_match = if_match_version(&headers)?;
+    let if_match = if_match_version(&headers, "timer")?;
     // Checked here too, so that a bad header or body is a 400 before any kernel call.
     patch
         .validate(if_match, st.clock.now_us())
