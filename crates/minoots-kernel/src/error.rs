@@ -35,12 +35,18 @@ pub(crate) fn from_store(e: StoreError) -> KernelError {
             ),
             status: None,
         },
-        StoreError::ScheduleState { .. } | StoreError::ScheduleVersionMismatch { .. } => {
-            KernelError::Conflict {
-                message: e.to_string(),
-                status: None,
-            }
-        }
+        StoreError::ScheduleState { status, change } => KernelError::Conflict {
+            message: format!(
+                "the schedule is {status}, so it cannot be {change}; change its endAt or maxRuns with PATCH to make it active again"
+            ),
+            status: None,
+        },
+        StoreError::ScheduleVersionMismatch { expected, current } => KernelError::Conflict {
+            message: format!(
+                "the schedule is at version {current}, not {expected}: it changed since it was read; GET it again and send version {current} if the change still applies"
+            ),
+            status: None,
+        },
         StoreError::AlreadyExists(what) => KernelError::Conflict {
             message: format!("{what} already exists"),
             status: None,

@@ -213,8 +213,11 @@ pub fn control_write(
             )
         }
     };
-    let changed = plan != ControlPlan::default() || progress != schedule.progress;
-    apply(&mut out, schedule, &plan, state, now_us);
+    // `run_active` was set from the active run's end above; only the rest counts as a change.
+    let mut compared = progress.clone();
+    compared.run_active = schedule.progress.run_active;
+    let changed = plan != ControlPlan::default() || compared != schedule.progress;
+    apply(&mut out, schedule, &plan, state, now_us)?;
     if plan.active_withdrawn {
         after.active_timer = None;
     }
@@ -240,7 +243,7 @@ fn apply(
     plan: &ControlPlan,
     state: &ControlState,
     now_us: i64,
-) {
+) -> StoreResult<()> {
     for slot in &plan.withdrawn {
         if let Some(p) = state.pending.iter().find(|p| p.slot_us == *slot) {
             out.cancel.push(p.timer_id);
@@ -253,7 +256,7 @@ fn apply(
         out.cancel.push(active);
     }
     out.removed_runs = plan.removed.clone();
-    let template = schedule.spec().ok().map(|s| s.run);
+    let template = spec_of(schedule)?.run;
     let record = |run: &Run, out: &mut ControlWrite| -> ScheduleRun {
         let (status, timer_id, fire_at_us) = match *run {
             Run::Fire {
@@ -262,16 +265,14 @@ fn apply(
                 ..
             } => {
                 let id = run_timer_id(schedule.id);
-                if let Some(template) = &template {
-                    let mut timer = template.clone().into_timer(id, now_us);
-                    timer.fire_at_us = fire_at_us;
-                    timer.duration_ms = None;
-                    timer.schedule = Some(ScheduleLink {
-                        id: schedule.id,
-                        scheduled_at_us: slot_us,
-                    });
-                    out.timers.push(timer);
-                }
+                let mut timer = template.clone().into_timer(id, now_us);
+                timer.fire_at_us = fire_at_us;
+                timer.duration_ms = None;
+                timer.schedule = Some(ScheduleLink {
+                    id: schedule.id,
+                    scheduled_at_us: slot_us,
+                });
+                out.timers.push(timer);
                 (RunStatus::Fired, Some(id), Some(fire_at_us))
             }
             Run::Skip { reason, .. } => (RunStatus::Skipped(reason), None, None),
@@ -295,4 +296,5 @@ fn apply(
         let r = record(run, out);
         out.runs.push(r);
     }
+    Ok(())
 }

@@ -18,25 +18,6 @@ use minoots_store::{DueTimer, StoreError};
 use super::Kernel;
 use crate::error::from_store;
 
-/// The kernel's answer to a refused schedule change; everything else as any store error.
-fn schedule_refused(e: StoreError) -> KernelError {
-    match e {
-        StoreError::ScheduleState { status, change } => KernelError::Conflict {
-            message: format!(
-                "the schedule is {status}, so it cannot be {change}; change its endAt or maxRuns with PATCH to make it active again"
-            ),
-            status: None,
-        },
-        StoreError::ScheduleVersionMismatch { expected, current } => KernelError::Conflict {
-            message: format!(
-                "the schedule is at version {current}, not {expected}: it changed since it was read; GET it again and send version {current} if the change still applies"
-            ),
-            status: None,
-        },
-        other => from_store(other),
-    }
-}
-
 impl Kernel {
     /// Refuses a schedule whose runs would carry actions this server does not allow.
     pub(super) fn check_schedule_policy(&self, spec: &ScheduleSpec) -> KernelResult<()> {
@@ -68,7 +49,7 @@ impl Kernel {
                     .ok_or(KernelError::NotFound(Missing::Schedule(id)))?;
                 if current.version != version {
                     // Checked again under the row lock; this spares a validation.
-                    return Err(schedule_refused(StoreError::ScheduleVersionMismatch {
+                    return Err(from_store(StoreError::ScheduleVersionMismatch {
                         expected: version,
                         current: current.version,
                     }));
@@ -89,7 +70,7 @@ impl Kernel {
             .store
             .control_schedule(tenant_id, id, control)
             .await
-            .map_err(schedule_refused)?;
+            .map_err(from_store)?;
         for t in &done.cancelled {
             self.scheduler.on_cancelled(*t);
         }
