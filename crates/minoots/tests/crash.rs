@@ -90,7 +90,7 @@ fn crash_run(kill: &str) {
         "{duplicates} duplicates above kills × max in flight\n{context}"
     );
     if duplicates > 0 {
-        let slowest = r["redelivered_after_restart_ms"]["max"].as_u64().unwrap();
+        let slowest = r["redelivered_after_restart_ms"]["max"].as_i64().unwrap();
         assert!(
             slowest <= 10_000,
             "a delivery in flight at a kill came back {slowest} ms after the restart\n{context}"

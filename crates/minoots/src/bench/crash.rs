@@ -728,7 +728,8 @@ pub async fn run(b: CrashBench) -> anyhow::Result<()> {
     let mean_up = (create_secs / b.kills as f64).max(0.3);
     let mut kills: Vec<(i64, i64)> = Vec::with_capacity(b.kills);
     let mut downtime_ms = Vec::with_capacity(b.kills);
-    // When each restarted server printed its ready line.
+    // When each restarted server was spawned: a delivery in flight at the kill may come back
+    // before the harness has read the new server's ready line.
     let mut restarted_us: Vec<i64> = Vec::with_capacity(b.kills);
     for _ in 0..b.kills {
         let up = mean_up * (0.2 + 1.6 * (rng.next() % 1_000) as f64 / 1_000.0);
@@ -737,8 +738,8 @@ pub async fn run(b: CrashBench) -> anyhow::Result<()> {
         let down = rng.between(0, MAX_DOWNTIME_MS);
         downtime_ms.push(down);
         tokio::time::sleep(Duration::from_millis(down)).await;
-        ready_ms.push(tokio::task::block_in_place(|| server.start())?.as_millis() as u64);
         restarted_us.push(SystemClock.now_us());
+        ready_ms.push(tokio::task::block_in_place(|| server.start())?.as_millis() as u64);
     }
     creator.await?;
     let created_s = started.elapsed().as_secs_f64();
