@@ -149,6 +149,9 @@ pub struct StoreStats {
     pub pending_deliveries: u64,
     pub in_flight_deliveries: u64,
     pub latest_event_seq: i64,
+    /// Idle periods in which the embedded store gave its page caches back (0 on
+    /// PostgreSQL, whose caches are the server's).
+    pub idle_cache_releases: u64,
 }
 
 /// What a schedule's dispatch did: the schedule as it now stands, and the timers it

@@ -421,10 +421,20 @@ fn thousands(n: i64) -> String {
 }
 
 fn rss_bytes() -> u64 {
+    status_bytes("VmRSS:")
+}
+
+/// The anonymous part of the resident set: the process's own memory, without the pages
+/// of the binary and the libraries it has run (which stay resident once touched).
+fn rss_anon_bytes() -> u64 {
+    status_bytes("RssAnon:")
+}
+
+fn status_bytes(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
 }

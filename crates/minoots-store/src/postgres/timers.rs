@@ -608,5 +608,6 @@ pub(super) async fn stats(db: &mut Db<'_>) -> TxResult<StoreStats> {
         pending_deliveries: count(1)?,
         in_flight_deliveries: count(2)?,
         latest_event_seq: col(&row, 3)?,
+        idle_cache_releases: 0,
     })
 }

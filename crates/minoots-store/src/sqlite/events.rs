@@ -77,5 +77,6 @@ pub fn stats(conn: &Connection) -> StoreResult<StoreStats> {
         pending_deliveries: count("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'")?,
         in_flight_deliveries: count("SELECT COUNT(*) FROM deliveries WHERE status = 'in_flight'")?,
         latest_event_seq: latest_event_seq(conn)?,
+        idle_cache_releases: 0,
     })
 }

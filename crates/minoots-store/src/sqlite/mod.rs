@@ -24,6 +24,7 @@
 //! data directory; it is released when the store is closed or the process dies.
 
 mod admin;
+mod checkpoint;
 #[cfg(test)]
 mod checks_first;
 mod deliveries;
@@ -40,6 +41,7 @@ mod write_ctx;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -53,7 +55,9 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::Store;
 use crate::types::*;
+use checkpoint::{Checkpointer, IdleWatch};
 
+pub use checkpoint::{cache_releases, set_after_cache_release};
 pub use group_commit::WriterHold;
 pub(crate) use write_ctx::WriteCtx;
 
@@ -128,6 +132,8 @@ struct Inner {
     /// Reads of the scheduler's loader and the lease sessions only.
     reserved_readers: Arc<readers::ReaderPool>,
     events: broadcast::Sender<Event>,
+    /// Idle periods in which the connections' page caches were released.
+    idle_releases: Arc<AtomicU64>,
     /// Held for the store's lifetime: the exclusive lock on the data directory.
     lock: Mutex<Option<File>>,
 }
@@ -136,6 +142,13 @@ struct Inner {
 #[derive(Clone)]
 pub struct SqliteStore {
     inner: Arc<Inner>,
+}
+
+/// Bytes SQLite holds on the heap now, over every connection of the process (page caches,
+/// statements, schema): for memory measurements.
+pub fn sqlite_heap_bytes() -> i64 {
+    // SAFETY: a read of SQLite's global memory counter.
+    unsafe { rusqlite::ffi::sqlite3_memory_used() }
 }
 
 pub(crate) const DB_FILE: &str = "minoots.db";
@@ -183,12 +196,23 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel(config.writer_queue_capacity);
         let events = events_tx.clone();
         let max_batch = config.max_batch_ops.max(1);
+        let commits = Arc::new(AtomicU64::new(0));
+        let writer_commits = commits.clone();
         let handle = std::thread::Builder::new()
             .name("minoots-store-writer".into())
-            .spawn(move || writer_loop(writer, rx, events, clock, max_batch))
+            .spawn(move || writer_loop(writer, rx, events, clock, max_batch, writer_commits))
             .map_err(unavailable)?;
 
-        let checkpointer = Checkpointer::start(&path)?;
+        let idle_releases = Arc::new(AtomicU64::new(0));
+        let checkpointer = Checkpointer::start(
+            &path,
+            IdleWatch {
+                commits,
+                writer: tx.downgrade(),
+                readers: vec![readers.clone(), reserved_readers.clone()],
+                releases: idle_releases.clone(),
+            },
+        )?;
         Ok(Self {
             inner: Arc::new(Inner {
                 writer: tx,
@@ -198,6 +222,7 @@ impl SqliteStore {
                 readers,
                 reserved_readers,
                 events: events_tx,
+                idle_releases,
                 lock: Mutex::new(Some(lock)),
             }),
         })
@@ -320,84 +345,6 @@ impl SqliteStore {
     }
 }
 
-/// Copies the WAL back into the database file on its own connection and thread.
-///
-/// SQLite's automatic checkpoint runs inside the committing connection, so a large one
-/// stalls every write queued behind it (measured: commits delayed by 100–300 ms). A PASSIVE
-/// checkpoint on another connection runs alongside the writer instead. If the WAL still
-/// grows past `WAL_HARD_LIMIT_PAGES` (the disk cannot keep up), a RESTART checkpoint waits
-/// for the writer and bounds the file.
-struct Checkpointer {
-    stop: Arc<(Mutex<bool>, std::sync::Condvar)>,
-    thread: Mutex<Option<JoinHandle<()>>>,
-    /// Its connection's `PRAGMA synchronous`, read back when it was opened.
-    synchronous: i64,
-}
-
-/// How often the WAL is checkpointed.
-const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
-/// WAL pages (4 KiB) beyond which a blocking checkpoint bounds the file: 256 MiB.
-const WAL_HARD_LIMIT_PAGES: i64 = 65_536;
-
-impl Checkpointer {
-    fn start(path: &Path) -> StoreResult<Self> {
-        let conn = Connection::open(path).map_err(unavailable)?;
-        conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA synchronous = FULL;")
-            .map_err(unavailable)?;
-        let synchronous = read_synchronous(&conn).map_err(unavailable)?;
-        let stop = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
-        let flag = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("minoots-store-checkpoint".into())
-            .spawn(move || {
-                let (lock, cvar) = &*flag;
-                let mut stopped = lock.lock().expect("checkpointer poisoned");
-                loop {
-                    stopped = cvar
-                        .wait_timeout(stopped, CHECKPOINT_INTERVAL)
-                        .expect("checkpointer poisoned")
-                        .0;
-                    let done = *stopped;
-                    drop(stopped);
-                    let mode = if done { "TRUNCATE" } else { "PASSIVE" };
-                    match checkpoint(&conn, mode) {
-                        Ok(wal_pages) if wal_pages > WAL_HARD_LIMIT_PAGES => {
-                            tracing::warn!(
-                                wal_pages,
-                                "store: WAL over its limit; checkpointing with writes paused"
-                            );
-                            let _ = checkpoint(&conn, "RESTART");
-                        }
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(error = %e, "store: checkpoint failed"),
-                    }
-                    if done {
-                        return;
-                    }
-                    stopped = lock.lock().expect("checkpointer poisoned");
-                }
-            })
-            .map_err(unavailable)?;
-        Ok(Self {
-            stop,
-            thread: Mutex::new(Some(thread)),
-            synchronous,
-        })
-    }
-
-    async fn stop(&self) {
-        {
-            let (lock, cvar) = &*self.stop;
-            *lock.lock().expect("checkpointer poisoned") = true;
-            cvar.notify_all();
-        }
-        let thread = self.thread.lock().expect("checkpointer poisoned").take();
-        if let Some(t) = thread {
-            let _ = tokio::task::spawn_blocking(move || t.join()).await;
-        }
-    }
-}
-
 /// Sets the writer's page cap; returns the cap in force (SQLite never sets it below the
 /// current size).
 fn set_max_page_count(conn: &Connection, pages: u64) -> rusqlite::Result<u64> {
@@ -412,13 +359,6 @@ fn set_max_page_count(conn: &Connection, pages: u64) -> rusqlite::Result<u64> {
 /// The connection's `PRAGMA synchronous`: 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA.
 fn read_synchronous(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("PRAGMA synchronous", [], |r| r.get(0))
-}
-
-/// Runs one checkpoint; returns the WAL's size in pages before it.
-fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<i64> {
-    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
-        r.get::<_, i64>(1)
-    })
 }
 
 pub(crate) fn lock_dir(dir: &Path) -> StoreResult<File> {
@@ -471,6 +411,7 @@ fn writer_loop(
     events: broadcast::Sender<Event>,
     clock: Arc<dyn Clock>,
     max_batch: usize,
+    commits: Arc<AtomicU64>,
 ) {
     let mut batch: Vec<WriteJob> = Vec::with_capacity(max_batch);
     let mut stop = false;
@@ -500,6 +441,9 @@ fn writer_loop(
             }
         }
         group_commit::run_batch(&mut conn, &mut batch, &events, clock.as_ref());
+        // Rows changed so far: a batch that changed nothing (a rescue pass that found no
+        // expired lease) does not count as activity.
+        commits.store(conn.total_changes(), Ordering::Relaxed);
         if let Some(f) = setting {
             f(&conn);
         }
@@ -635,7 +579,12 @@ impl Store for SqliteStore {
     }
 
     async fn stats(&self) -> StoreResult<StoreStats> {
-        self.read(events::stats).await
+        let releases = self.inner.idle_releases.load(Ordering::Relaxed);
+        let stats = self.read(events::stats).await?;
+        Ok(StoreStats {
+            idle_cache_releases: releases,
+            ..stats
+        })
     }
 
     async fn get_delivery(&self, id: DeliveryId) -> StoreResult<Option<Delivery>> {

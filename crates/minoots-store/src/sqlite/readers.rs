@@ -51,6 +51,13 @@ impl ReaderPool {
         }))
     }
 
+    /// Frees the cache pages of the connections no read holds now.
+    pub(super) fn release_idle_memory(&self) {
+        for conn in self.conns.lock().expect("reader pool poisoned").iter() {
+            super::checkpoint::release_memory(conn);
+        }
+    }
+
     /// Runs `f` on one of this pool's connections on a blocking thread, waiting for a free
     /// one first.
     pub(super) async fn read<T, F>(self: &Arc<Self>, f: F) -> StoreResult<T>
