@@ -312,6 +312,28 @@ impl SqliteStore {
         ])
     }
 
+    /// Pages the writer connection has written to the WAL since the store opened
+    /// (`SQLITE_DBSTATUS_CACHE_WRITE`; each is a 4 KiB frame): for measuring what a
+    /// delivery costs the disk.
+    #[doc(hidden)]
+    pub async fn writer_pages_written(&self) -> StoreResult<i64> {
+        self.configure_writer(|conn| {
+            let (mut current, mut high) = (0, 0);
+            // SAFETY: a status read of the writer's own handle, on the writer thread.
+            unsafe {
+                rusqlite::ffi::sqlite3_db_status(
+                    conn.handle(),
+                    rusqlite::ffi::SQLITE_DBSTATUS_CACHE_WRITE,
+                    &mut current,
+                    &mut high,
+                    0,
+                )
+            };
+            Ok(i64::from(current))
+        })
+        .await
+    }
+
     /// SQLite's `PRAGMA integrity_check` on a reader connection: `"ok"` when the database
     /// file is sound, else the problems it found (at most 100 lines).
     pub async fn integrity_check(&self) -> StoreResult<String> {

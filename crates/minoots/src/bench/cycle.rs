@@ -67,6 +67,7 @@ pub async fn run(mut b: CycleBench) -> anyhow::Result<()> {
     }
 
     // Fire everything, a transaction per chunk, as the firing thread's batches.
+    let pages_created = store.writer_pages_written().await?;
     let started = Instant::now();
     for chunk in ids.chunks(CHUNK) {
         let fired_at_us = clock.now_us();
@@ -81,6 +82,7 @@ pub async fn run(mut b: CycleBench) -> anyhow::Result<()> {
         store.fire_timers(fires).await?;
     }
     let fire_s = started.elapsed().as_secs_f64();
+    let pages_fired = store.writer_pages_written().await?;
 
     // Lease in batches of half the reports in flight, as a lease session does, and report
     // each delivery from its own task, as executors do.
@@ -128,9 +130,11 @@ pub async fn run(mut b: CycleBench) -> anyhow::Result<()> {
         done??;
     }
     let deliver_s = started.elapsed().as_secs_f64();
+    let pages_reported = store.writer_pages_written().await?;
     store.close().await;
 
     let n = ids.len().max(1) as f64;
+    let per = |pages: i64| (pages as f64 / n * 100.0).round() / 100.0;
     emit(json!({
         "section": "store_cycle",
         "timers": ids.len(),
@@ -138,6 +142,12 @@ pub async fn run(mut b: CycleBench) -> anyhow::Result<()> {
         "fires_per_s": (n / fire_s).round(),
         "lease_and_report_per_s": (n / deliver_s).round(),
         "deliveries_per_s": (n / (fire_s + deliver_s)).round(),
+        // 4 KiB WAL frames the writer wrote, per timer.
+        "wal_pages_per_timer": {
+            "create": per(pages_created),
+            "fire": per(pages_fired - pages_created),
+            "lease_and_report": per(pages_reported - pages_fired),
+        },
     }));
     Ok(())
 }
