@@ -20,27 +20,6 @@ use clap::{CommandFactory, Parser, Subcommand};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Returns the free memory mimalloc keeps for this thread to the system. mimalloc keeps a
-/// heap per thread; only the thread itself can collect it.
-fn collect_heap() {
-    // SAFETY: mi_collect only releases memory mimalloc holds free.
-    unsafe { libmimalloc_sys::mi_collect(true) };
-}
-
-/// On a runtime worker going idle: collects its heap once after each time the embedded
-/// store released its caches (an idle store), so a burst's memory goes back to the system
-/// from every thread, not only from the store's own. One atomic load otherwise.
-fn collect_heap_after_store_idled() {
-    thread_local! {
-        static SEEN: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-    }
-    let now = minoots_store::sqlite::cache_releases();
-    if SEEN.get() != now {
-        SEEN.set(now);
-        collect_heap();
-    }
-}
-
 #[derive(Parser)]
 #[command(
     name = "minoots",
@@ -195,11 +174,9 @@ fn main() -> anyhow::Result<()> {
     }
     let cli = Cli::parse();
     let _ = &cli.config;
-    minoots_store::sqlite::set_after_cache_release(collect_heap);
     init_logging(&cli.log_format)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .on_thread_park(collect_heap_after_store_idled)
         .build()?;
     runtime.block_on(async move {
         match cli.command {

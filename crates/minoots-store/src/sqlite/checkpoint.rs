@@ -17,7 +17,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -34,32 +34,6 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
 const WAL_HARD_LIMIT_PAGES: i64 = 65_536;
 /// Time without a commit after which the page caches are released.
 pub(super) const IDLE_RELEASE_AFTER: Duration = Duration::from_secs(5);
-
-/// Run after a connection released its cache, on the thread that released it.
-static AFTER_RELEASE: OnceLock<fn()> = OnceLock::new();
-
-/// Sets what runs after page caches are released, on the releasing thread: the process's
-/// allocator keeps freed memory until told to return it to the operating system (for
-/// mimalloc, `mi_collect`). Set once per process; later calls are ignored.
-pub fn set_after_cache_release(f: fn()) {
-    let _ = AFTER_RELEASE.set(f);
-}
-
-fn after_release() {
-    if let Some(f) = AFTER_RELEASE.get() {
-        f();
-    }
-}
-
-/// Idle releases so far in this process, over every store: a thread that keeps its own
-/// allocator cache (an async runtime's worker) compares it with what it saw last and
-/// returns its free memory when it grew.
-static PROCESS_RELEASES: AtomicU64 = AtomicU64::new(0);
-
-/// See [`PROCESS_RELEASES`].
-pub fn cache_releases() -> u64 {
-    PROCESS_RELEASES.load(Ordering::Relaxed)
-}
 
 /// What the checkpointer needs to see that the store is idle and to release its caches.
 pub(super) struct IdleWatch {
@@ -183,13 +157,10 @@ fn release_caches(own: &Connection, idle: &IdleWatch) {
     for pool in &idle.readers {
         pool.release_idle_memory();
     }
-    after_release();
     let releases = idle.releases.clone();
     let setting: super::Setting = Box::new(move |conn| {
         release_memory(conn);
         trim_system_heap();
-        PROCESS_RELEASES.fetch_add(1, Ordering::Relaxed);
-        after_release();
         releases.fetch_add(1, Ordering::Relaxed);
     });
     // A full queue means the store is busy after all: the next idle period releases.

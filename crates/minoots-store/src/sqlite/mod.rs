@@ -57,7 +57,6 @@ use crate::Store;
 use crate::types::*;
 use checkpoint::{Checkpointer, IdleWatch};
 
-pub use checkpoint::{cache_releases, set_after_cache_release};
 pub use group_commit::WriterHold;
 pub(crate) use write_ctx::WriteCtx;
 
