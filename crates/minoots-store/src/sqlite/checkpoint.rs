@@ -204,20 +204,7 @@ mod tests {
     /// Bytes of page cache the writer connection holds (`SQLITE_DBSTATUS_CACHE_USED`).
     async fn writer_cache_bytes(store: &SqliteStore) -> i64 {
         store
-            .configure_writer(|conn| {
-                let (mut current, mut high) = (0, 0);
-                // SAFETY: a status read of the writer's own handle, on the writer thread.
-                unsafe {
-                    rusqlite::ffi::sqlite3_db_status(
-                        conn.handle(),
-                        rusqlite::ffi::SQLITE_DBSTATUS_CACHE_USED,
-                        &mut current,
-                        &mut high,
-                        0,
-                    )
-                };
-                Ok(current as i64)
-            })
+            .writer_db_status(rusqlite::ffi::SQLITE_DBSTATUS_CACHE_USED)
             .await
             .unwrap()
     }

@@ -316,17 +316,17 @@ impl SqliteStore {
     /// delivery costs the disk.
     #[doc(hidden)]
     pub async fn writer_pages_written(&self) -> StoreResult<i64> {
-        self.configure_writer(|conn| {
+        self.writer_db_status(rusqlite::ffi::SQLITE_DBSTATUS_CACHE_WRITE)
+            .await
+    }
+
+    /// The current value of one of the writer connection's `sqlite3_db_status` counters.
+    async fn writer_db_status(&self, op: std::ffi::c_int) -> StoreResult<i64> {
+        self.configure_writer(move |conn| {
             let (mut current, mut high) = (0, 0);
             // SAFETY: a status read of the writer's own handle, on the writer thread.
             unsafe {
-                rusqlite::ffi::sqlite3_db_status(
-                    conn.handle(),
-                    rusqlite::ffi::SQLITE_DBSTATUS_CACHE_WRITE,
-                    &mut current,
-                    &mut high,
-                    0,
-                )
+                rusqlite::ffi::sqlite3_db_status(conn.handle(), op, &mut current, &mut high, 0)
             };
             Ok(i64::from(current))
         })

@@ -190,8 +190,6 @@ async fn wait_idle(kernel: &minoots_kernel::Kernel) -> anyhow::Result<Memory> {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     }
-    // Let each runtime worker park once (it returns its heap then).
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     Ok(Memory {
         released,
         waited_ms: started.elapsed().as_millis() as u64,

@@ -480,14 +480,7 @@ fn svg(points: &[Point], subtitle: &[String]) -> String {
         }
         // Legend, right of the panel.
         let ly = TOP1 + 10.0 + 22.0 * i as f64;
-        s += &format!(
-            "<line x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{ly:.1}\" y2=\"{ly:.1}\" stroke=\"{colour}\" stroke-width=\"2\" stroke-dasharray=\"{dash}\"/>\n\
-             <text x=\"{:.1}\" y=\"{:.1}\">{name}</text>\n",
-            RIGHT + 28.0,
-            RIGHT + 52.0,
-            RIGHT + 58.0,
-            ly + 4.0
-        );
+        s += &legend_entry(ly, colour, dash, name);
     }
 
     // W2's target for webhook lateness, p99 < 10 ms.
@@ -547,14 +540,7 @@ fn svg(points: &[Point], subtitle: &[String]) -> String {
     .enumerate()
     {
         let ly = TOP2 + 10.0 + 22.0 * i as f64;
-        s += &format!(
-            "<line x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{ly:.1}\" y2=\"{ly:.1}\" stroke=\"{colour}\" stroke-width=\"2\" stroke-dasharray=\"{dash}\"/>\n\
-             <text x=\"{:.1}\" y=\"{:.1}\">{name}</text>\n",
-            RIGHT + 28.0,
-            RIGHT + 52.0,
-            RIGHT + 58.0,
-            ly + 4.0
-        );
+        s += &legend_entry(ly, colour, dash, name);
     }
 
     // Where it stops keeping up: a marker through both panels.
@@ -622,6 +608,18 @@ fn polyline(name: &str, colour: &str, dash: &str, coords: &[(f64, f64)]) -> Stri
         "<polyline data-series=\"{}\" points=\"{}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" stroke-dasharray=\"{dash}\"/>\n",
         escape(name),
         points.join(" ")
+    )
+}
+
+/// One legend line of a panel, right of the plot: a stroke sample and its name.
+fn legend_entry(ly: f64, colour: &str, dash: &str, name: &str) -> String {
+    format!(
+        "<line x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{ly:.1}\" y2=\"{ly:.1}\" stroke=\"{colour}\" stroke-width=\"2\" stroke-dasharray=\"{dash}\"/>\n\
+         <text x=\"{:.1}\" y=\"{:.1}\">{name}</text>\n",
+        RIGHT + 28.0,
+        RIGHT + 52.0,
+        RIGHT + 58.0,
+        ly + 4.0
     )
 }
 
