@@ -57,6 +57,7 @@ pub(super) struct Checkpointer {
 impl Checkpointer {
     pub(super) fn start(path: &Path, idle: IdleWatch) -> StoreResult<Self> {
         let conn = Connection::open(path).map_err(unavailable)?;
+        super::tune_connection(&conn).map_err(unavailable)?;
         conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA synchronous = FULL;")
             .map_err(unavailable)?;
         let synchronous = read_synchronous(&conn).map_err(unavailable)?;

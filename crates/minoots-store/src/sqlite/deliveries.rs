@@ -23,6 +23,21 @@ use super::secrets::signing_secrets_version;
 use super::timers::{get_timer, write_timer_status};
 use crate::types::*;
 
+/// Leases up to `?4` due deliveries to `?1` until `?2` (now is `?3`). With the query
+/// planner stability guarantee on every connection ([`super::tune_connection`]), the
+/// `LIMIT ?4` no longer makes SQLite compile the statement again for each claim.
+static CLAIM_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "UPDATE deliveries
+            SET status = 'in_flight', attempt = attempt + 1, lease_owner = ?1,
+                lease_expires_at = ?2, updated_at = ?3
+          WHERE id IN (SELECT id FROM deliveries
+                        WHERE status = 'pending' AND next_attempt_at <= ?3
+                        ORDER BY next_attempt_at LIMIT ?4)
+        RETURNING {DELIVERY_COLS}"
+    )
+});
+
 pub fn claim_deliveries(
     ctx: &mut WriteCtx<'_>,
     owner: &str,
@@ -32,15 +47,7 @@ pub fn claim_deliveries(
     if limit == 0 {
         return Ok(Vec::new());
     }
-    let mut stmt = ctx.conn.prepare_cached(&format!(
-        "UPDATE deliveries
-            SET status = 'in_flight', attempt = attempt + 1, lease_owner = ?1,
-                lease_expires_at = ?2, updated_at = ?3
-          WHERE id IN (SELECT id FROM deliveries
-                        WHERE status = 'pending' AND next_attempt_at <= ?3
-                        ORDER BY next_attempt_at LIMIT ?4)
-        RETURNING {DELIVERY_COLS}"
-    ))?;
+    let mut stmt = ctx.conn.prepare_cached(&CLAIM_SQL)?;
     let rows = stmt
         .query_map(
             params![owner, ctx.now_us + lease_ttl_us, ctx.now_us, limit as i64],
@@ -445,4 +452,80 @@ pub fn release_delivery(
             ctx.now_us
         ])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use minoots_core::{Clock, ManualClock};
+    use rusqlite::StatementStatus;
+    use rusqlite::config::DbConfig;
+
+    use super::CLAIM_SQL;
+    use crate::Store;
+    use crate::conformance::{Harness, T0, timer};
+    use crate::sqlite::{SqliteConfig, SqliteStore};
+    use crate::types::{FireRequest, StoreError};
+
+    /// Claims of different sizes bind new values to the claim's `LIMIT ?`: the writer
+    /// runs the statement it compiled once instead of compiling it again for each claim,
+    /// and the readers have the same setting.
+    #[tokio::test]
+    async fn lease_claims_run_their_statement_without_compiling_it_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(T0);
+        let store = SqliteStore::open(
+            SqliteConfig::new(dir.path()),
+            clock.clone() as Arc<dyn Clock>,
+        )
+        .unwrap();
+        let h = Harness {
+            store: Arc::new(store.clone()),
+            clock,
+            guard: Box::new(()),
+            hold_writes: None,
+        };
+        let mut fires = Vec::new();
+        for _ in 0..6 {
+            let t = timer(&h, "acme", T0, 1);
+            fires.push(FireRequest {
+                timer_id: t.id,
+                fired_at_us: T0,
+                refuse_early: false,
+            });
+            store.create_timer(t).await.unwrap();
+        }
+        store.fire_timers(fires).await.unwrap();
+        let mut claimed = 0;
+        for limit in [1, 2, 3] {
+            claimed += store
+                .claim_deliveries("w1", 30_000_000, limit)
+                .await
+                .unwrap()
+                .len();
+        }
+        assert_eq!(claimed, 6, "each claim took as many as its limit");
+        let recompiled = store
+            .configure_writer(|conn| {
+                Ok(conn
+                    .prepare_cached(&CLAIM_SQL)?
+                    .get_status(StatementStatus::RePrepare))
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            recompiled, 0,
+            "the claim statement was compiled again {recompiled} times"
+        );
+        let reader_stable = store
+            .read(|conn| {
+                conn.db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG)
+                    .map_err(StoreError::from)
+            })
+            .await
+            .unwrap();
+        assert!(reader_stable, "readers keep their plans too");
+        store.close().await;
+    }
 }

@@ -41,6 +41,7 @@ impl ReaderPool {
                 OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )
             .map_err(unavailable)?;
+            super::tune_connection(&r).map_err(unavailable)?;
             r.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")
                 .map_err(unavailable)?;
             conns.push(r);
