@@ -1110,10 +1110,11 @@ async fn delivery_on(kernels: &[Arc<Kernel>], b: DeliveryRun) -> anyhow::Result<
         let _ = r.await;
     }
     let (fire_late, fired_early) = stored_fire_lateness(&kernels[0]).await?;
+    let arrivals = std::mem::take(&mut *receiver.arrivals.lock().expect("arrivals"));
+    let stages = lateness_stages(&kernels[0], &arrivals, &due).await?;
     for k in kernels {
         k.shutdown().await;
     }
-    let arrivals = std::mem::take(&mut *receiver.arrivals.lock().expect("arrivals"));
 
     // Exactly once: every delivery (webhook-id) answered 200 once, and every timer reached.
     let mut seen = std::collections::HashSet::with_capacity(n);
@@ -1143,7 +1144,7 @@ async fn delivery_on(kernels: &[Arc<Kernel>], b: DeliveryRun) -> anyhow::Result<
         last = last.max(a.at_us);
     }
     let window_s = (last - base_us).max(1) as f64 / 1e6;
-    Ok(json!({
+    let mut summary = json!({
         "section": if b.workload == "W2" { "webhook_lateness" } else { "delivery" },
         "workload": b.workload,
         "timers": n,
@@ -1161,7 +1162,72 @@ async fn delivery_on(kernels: &[Arc<Kernel>], b: DeliveryRun) -> anyhow::Result<
         "firing_thread": dist_us(fire_late),
         "due_to_receipt": dist_us(lateness),
         "due_to_receipt_after_first_s": dist_us(lateness_after_first_s),
-    }))
+    });
+    if let Some(fields) = summary.as_object_mut() {
+        fields.extend(stages);
+    }
+    Ok(summary)
+}
+
+/// Where the lateness of a webhook arose, read back from the store: the firing (fired −
+/// due), the way to the executor (first attempt started − fired: the fire's commit, the
+/// lease claim, the hand-out, a free slot) and the request (received − start of the
+/// attempt that was received: the HTTP client and the receiver). For the latest 1 % of
+/// deliveries (at most 1,000; `tail_*`) next to an even sample of as many (`sample_*`),
+/// so that a tail can be placed on one stage.
+async fn lateness_stages(
+    k: &Kernel,
+    arrivals: &[Arrival],
+    due: &std::collections::HashMap<String, i64>,
+) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+    let mut first: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+    for a in arrivals {
+        first.entry(a.timer_id.as_str()).or_insert(a.at_us);
+    }
+    let mut late: Vec<(i64, &str, i64)> = first
+        .iter()
+        .filter_map(|(id, at)| due.get(*id).map(|d| (at - d, *id, *at)))
+        .collect();
+    late.sort_unstable_by(|a, b| b.cmp(a));
+    let tail = (late.len() / 100).clamp(1, 1_000).min(late.len());
+    let step = (late.len() / tail.max(1)).max(1);
+    let sample: Vec<_> = late.iter().step_by(step).take(tail).copied().collect();
+    let mut out = serde_json::Map::new();
+    for (name, group) in [("tail", &late[..tail]), ("sample", &sample[..])] {
+        let (mut fire, mut to_attempt, mut request) = (Vec::new(), Vec::new(), Vec::new());
+        for (_, id, received) in group {
+            let Ok(id) = id.parse::<minoots_core::TimerId>() else {
+                continue;
+            };
+            let timer = k
+                .get_timer("bench", id)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let deliveries = k
+                .list_deliveries("bench", id)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let starts: Vec<i64> = deliveries
+                .iter()
+                .flat_map(|d| d.attempts.iter())
+                .map(|a| a.started_at_us)
+                .collect();
+            let (Some(fired), Some(first_start), Some(received_start)) = (
+                timer.fired_at_us,
+                starts.iter().min(),
+                starts.iter().filter(|s| **s <= *received).max(),
+            ) else {
+                continue;
+            };
+            fire.push(fired - timer.fire_at_us);
+            to_attempt.push(first_start - fired);
+            request.push(received - received_start);
+        }
+        out.insert(format!("{name}_fire"), dist_us(fire));
+        out.insert(format!("{name}_fired_to_attempt"), dist_us(to_attempt));
+        out.insert(format!("{name}_attempt_to_receipt"), dist_us(request));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
