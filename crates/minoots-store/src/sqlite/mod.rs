@@ -381,12 +381,14 @@ fn set_max_page_count(conn: &Connection, pages: u64) -> rusqlite::Result<u64> {
 /// Settings every connection of the embedded store gets.
 ///
 /// The query planner stability guarantee (`SQLITE_DBCONFIG_ENABLE_QPSG`): a statement's
-/// plan no longer depends on the values bound to it. Without it SQLite compiles a cached
-/// statement again whenever a new value is bound to a parameter its planner looked at: a
-/// `LIMIT ?`, or a parameter compared with a partial index's condition. Every lease claim
-/// and every signing-secret lookup was compiled anew that way, 13 % of the writer's CPU in
-/// W2 (docs/benchmarks.md). MINOOTS keeps no planner statistics (no `ANALYZE`) and binds
-/// no parameter a partial index's condition needs, so no plan is lost.
+/// plan no longer depends on the values bound to it. Without it SQLite marks a parameter
+/// whose value its planner looked at (a `LIMIT ?`, an equality that shapes a row estimate,
+/// a comparison with a partial index's condition), and a new binding of that parameter,
+/// or the clearing of the bindings that rusqlite does whenever a statement goes back into
+/// its cache, expires the compiled statement: every lease claim and every signing-secret
+/// lookup was compiled anew, 13 % of the writer's CPU in W2 (docs/benchmarks.md). MINOOTS
+/// keeps no planner statistics (no `ANALYZE`) and binds no parameter a partial index's
+/// condition needs, so no plan is lost.
 pub(super) fn tune_connection(conn: &Connection) -> rusqlite::Result<()> {
     conn.set_db_config(
         rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
