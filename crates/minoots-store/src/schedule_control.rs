@@ -10,9 +10,9 @@ use minoots_core::schedule::{
     ControlPlan, Run, RunStatus, Schedule, ScheduleRequest, ScheduleRun, ScheduleStatus,
     Withdrawable, catch_up_keep, plan_pause, plan_respec, plan_resume,
 };
-use minoots_core::{ScheduleLink, Timer, TimerId};
+use minoots_core::{Timer, TimerId};
 
-use crate::schedules::run_timer_id;
+use crate::schedules::run_timer;
 use crate::types::{StoreError, StoreResult};
 
 /// Most withdrawable runs a change reads (runs created ahead of their slot or held back by
@@ -145,15 +145,8 @@ pub fn control_write(
                 return Err(refuse());
             }
             let spec = spec_of(schedule)?;
-            let id = run_timer_id(schedule.id);
-            let mut timer = spec.run.into_timer(id, now_us);
-            timer.fire_at_us = now_us;
-            timer.duration_ms = None;
-            timer.schedule = Some(ScheduleLink {
-                id: schedule.id,
-                scheduled_at_us: now_us,
-            });
-            out.timers.push(timer);
+            out.timers
+                .push(run_timer(schedule.id, spec.run, now_us, now_us, now_us));
             out.schedule = Some(after);
             return Ok(out);
         }
@@ -264,14 +257,8 @@ fn apply(
                 fire_at_us,
                 ..
             } => {
-                let id = run_timer_id(schedule.id);
-                let mut timer = template.clone().into_timer(id, now_us);
-                timer.fire_at_us = fire_at_us;
-                timer.duration_ms = None;
-                timer.schedule = Some(ScheduleLink {
-                    id: schedule.id,
-                    scheduled_at_us: slot_us,
-                });
+                let timer = run_timer(schedule.id, template.clone(), slot_us, fire_at_us, now_us);
+                let id = timer.id;
                 out.timers.push(timer);
                 (RunStatus::Fired, Some(id), Some(fire_at_us))
             }

@@ -48,6 +48,25 @@ pub fn run_timer_id(schedule: ScheduleId) -> TimerId {
     TimerId(uuid::Uuid::from_bytes(bytes))
 }
 
+/// The timer of one run of `schedule`: the schedule's timer template, due at `fire_at_us`,
+/// linked to the slot it runs (`slot_us`), with a fresh id in the schedule's shard.
+pub fn run_timer(
+    schedule: ScheduleId,
+    template: minoots_core::request::TimerSpec,
+    slot_us: i64,
+    fire_at_us: i64,
+    now_us: i64,
+) -> Timer {
+    let mut timer = template.into_timer(run_timer_id(schedule), now_us);
+    timer.fire_at_us = fire_at_us;
+    timer.duration_ms = None;
+    timer.schedule = Some(ScheduleLink {
+        id: schedule,
+        scheduled_at_us: slot_us,
+    });
+    timer
+}
+
 /// The writes of a dispatch of `schedule` at `now_us`. `active_ended` says whether the
 /// timer of its active run has reached a final status (or is gone).
 pub fn dispatch_write(
@@ -122,14 +141,8 @@ fn apply(
                 fire_at_us,
                 ..
             } => {
-                let id = run_timer_id(schedule.id);
-                let mut timer = template.clone().into_timer(id, now_us);
-                timer.fire_at_us = fire_at_us;
-                timer.duration_ms = None;
-                timer.schedule = Some(ScheduleLink {
-                    id: schedule.id,
-                    scheduled_at_us: slot_us,
-                });
+                let timer = run_timer(schedule.id, template.clone(), slot_us, fire_at_us, now_us);
+                let id = timer.id;
                 out.timers.push(timer);
                 *active = Some(id);
                 ScheduleRun {
