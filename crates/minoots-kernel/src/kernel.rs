@@ -10,8 +10,8 @@ use minoots_core::{
     Clock, DeliveryId, Event, Missing, ScheduleId, Timer, TimerId, TimerRequest, TimerStatus,
 };
 use minoots_kernel_api::api::{
-    BoxStream, KernelApi, LeaseRequest, NewTenant, RenewLeasesRequest, SECRET_ROTATION_GRACE,
-    ScheduleChange, ScheduleChanged, ScheduleOutcome, ScheduleQuotas, TenantQuotas,
+    BoxStream, KernelApi, LeaseRequest, NewTenant, RenewLeasesRequest, ScheduleChange,
+    ScheduleChanged, ScheduleOutcome, ScheduleQuotas, TenantQuotas,
 };
 use minoots_kernel_api::{KernelError, KernelResult, LocalKernel};
 use minoots_store::{
@@ -21,7 +21,7 @@ use minoots_store::{
 };
 use tokio::sync::{Notify, watch};
 
-use crate::admin::{self, Cached, KeyCache};
+use crate::admin::{self, KeyCache};
 use crate::config::KernelConfig;
 use crate::error::from_store;
 use crate::metrics::KernelMetrics;
@@ -29,6 +29,7 @@ use crate::scheduler::Scheduler;
 
 mod change;
 mod schedules;
+mod tenants;
 
 /// The horology kernel running in this process.
 pub struct Kernel {
@@ -704,133 +705,35 @@ impl KernelApi for Kernel {
     }
 
     async fn webhook_secrets(&self, tenant_id: &str) -> KernelResult<Vec<String>> {
-        minoots_core::request::check_tenant_id(tenant_id)
-            .map_err(|m| KernelError::invalid("tenantId", m))?;
-        let grace_us = SECRET_ROTATION_GRACE.as_micros() as i64;
-        Ok(self
-            .store
-            .signing_secrets(tenant_id, new_secret()?, grace_us)
-            .await
-            .map_err(from_store)?)
+        tenants::webhook_secrets(self, tenant_id).await
     }
 
     async fn rotate_webhook_secret(&self, tenant_id: &str) -> KernelResult<String> {
-        minoots_core::request::check_tenant_id(tenant_id)
-            .map_err(|m| KernelError::invalid("tenantId", m))?;
-        let secret = new_secret()?;
-        self.store
-            .rotate_signing_secret(tenant_id, secret.clone())
-            .await
-            .map_err(from_store)?;
-        Ok(secret)
+        tenants::rotate_webhook_secret(self, tenant_id).await
     }
 
     async fn create_tenant(&self, tenant: NewTenant) -> KernelResult<Tenant> {
-        admin::check_new_tenant(&tenant)?;
-        let now = self.clock.now_us();
-        let created = self
-            .store
-            .create_tenant(Tenant {
-                id: tenant.id,
-                name: tenant.name,
-                tier: tenant.tier,
-                created_at_us: now,
-                updated_at_us: now,
-            })
-            .await
-            .map_err(from_store)?;
-        self.keys.invalidate();
-        Ok(created)
+        tenants::create_tenant(self, tenant).await
     }
 
     async fn get_tenant(&self, id: &str) -> KernelResult<Tenant> {
-        admin::check_tenant_id(id)?;
-        self.store
-            .get_tenant(id)
-            .await
-            .map_err(from_store)?
-            .ok_or_else(|| KernelError::NotFound(Missing::Tenant(id.to_string())))
+        tenants::get_tenant(self, id).await
     }
 
     async fn list_tenants(&self, after: Option<String>, limit: usize) -> KernelResult<Vec<Tenant>> {
-        admin::check_page(limit)?;
-        Ok(self
-            .store
-            .list_tenants(after, limit)
-            .await
-            .map_err(from_store)?)
+        tenants::list_tenants(self, after, limit).await
     }
 
     async fn update_tenant(&self, id: &str, update: TenantUpdate) -> KernelResult<Tenant> {
-        admin::check_tenant_id(id)?;
-        if let Some(name) = &update.name {
-            admin::check_name("name", name)?;
-        }
-        if let Some(tier) = &update.tier {
-            admin::check_token("tier", tier)?;
-        }
-        let result = self
-            .store
-            .update_tenant(id, update)
-            .await
-            .map_err(from_store);
-        self.keys.invalidate();
-        result
+        tenants::update_tenant(self, id, update).await
     }
 
     async fn create_api_key(&self, key: ApiKey) -> KernelResult<ApiKey> {
-        admin::check_new_key(&key)?;
-        if self
-            .store
-            .get_tenant(&key.tenant_id)
-            .await
-            .map_err(from_store)?
-            .is_none()
-        {
-            return Err(KernelError::NotFound(Missing::Tenant(key.tenant_id)));
-        }
-        let created = self.store.create_api_key(key).await.map_err(from_store)?;
-        self.keys.invalidate();
-        Ok(created)
+        tenants::create_api_key(self, key).await
     }
 
     async fn authenticate(&self, key_hash: [u8; 32]) -> KernelResult<Option<(ApiKey, Tenant)>> {
-        let now = self.clock.now_us();
-        let entry = match self.keys.get(&key_hash, now) {
-            Cached::Known(e) => *e,
-            // Known not to exist: the store is not asked again until the entry expires or
-            // a key or tenant changes.
-            Cached::Unknown => return Ok(None),
-            Cached::Miss { generation } => {
-                KernelMetrics::inc(&self.metrics.store_key_lookups, 1);
-                let Some(key) = self
-                    .store
-                    .api_key_by_hash(key_hash)
-                    .await
-                    .map_err(from_store)?
-                else {
-                    self.keys.put_unknown(key_hash, now, generation);
-                    return Ok(None);
-                };
-                let Some(tenant) = self
-                    .store
-                    .get_tenant(&key.tenant_id)
-                    .await
-                    .map_err(from_store)?
-                else {
-                    return Ok(None);
-                };
-                self.keys
-                    .put(key_hash, (key.clone(), tenant.clone()), generation);
-                (key, tenant)
-            }
-        };
-        let now = self.clock.now_us();
-        Ok(Some(entry)
-            .filter(|(key, _)| admin::key_is_live(key, now))
-            .inspect(|(key, _)| {
-                self.keys.touch(&key.id, now);
-            }))
+        tenants::authenticate(self, key_hash).await
     }
 
     async fn list_api_keys(
@@ -839,42 +742,14 @@ impl KernelApi for Kernel {
         after: Option<String>,
         limit: usize,
     ) -> KernelResult<Vec<ApiKey>> {
-        admin::check_page(limit)?;
-        if let Some(t) = &tenant_id {
-            admin::check_tenant_id(t)?;
-        }
-        Ok(self
-            .store
-            .list_api_keys(tenant_id, after, limit)
-            .await
-            .map_err(from_store)?)
+        tenants::list_api_keys(self, tenant_id, after, limit).await
     }
 
     async fn revoke_api_key(&self, id: &str) -> KernelResult<ApiKey> {
-        let result = self.store.revoke_api_key(id).await.map_err(from_store);
-        self.keys.invalidate();
-        result
+        tenants::revoke_api_key(self, id).await
     }
 
     async fn tenant_usage(&self, tenant_id: &str) -> KernelResult<TenantUsage> {
-        admin::check_tenant_id(tenant_id)?;
-        let day = minoots_store::utc_day(self.clock.now_us());
-        Ok(self
-            .store
-            .tenant_usage(tenant_id, day)
-            .await
-            .map_err(from_store)?)
+        tenants::tenant_usage(self, tenant_id).await
     }
-}
-
-/// A new `whsec_` secret: 32 bytes from the operating system's random source, base64.
-fn new_secret() -> KernelResult<String> {
-    use base64::Engine as _;
-    let mut key = [0u8; 32];
-    getrandom::fill(&mut key)
-        .map_err(|e| KernelError::Internal(format!("no randomness available: {e}")))?;
-    Ok(format!(
-        "whsec_{}",
-        base64::engine::general_purpose::STANDARD.encode(key)
-    ))
 }
