@@ -42,6 +42,26 @@ pub struct ApiKey {
     pub last_used_at_us: Option<i64>,
 }
 
+/// A dashboard sign-in as stored: the SHA-256 of its token (the token itself stays in the
+/// browser's cookie), the key it was opened with and that key's tenant. It authenticates
+/// like its key until `expires_at_us`, and never once the key is revoked or expired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UiSession {
+    pub token_hash: [u8; 32],
+    pub key_id: String,
+    pub tenant_id: String,
+    pub created_at_us: i64,
+    pub expires_at_us: i64,
+}
+
+/// A session with the key and tenant it acts for, as one read of the store finds them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UiSessionGrant {
+    pub session: UiSession,
+    pub key: ApiKey,
+    pub tenant: Tenant,
+}
+
 /// A tenant's current usage, for quotas and `/usage`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TenantUsage {

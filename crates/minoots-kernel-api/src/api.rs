@@ -8,7 +8,8 @@ use std::pin::Pin;
 use async_trait::async_trait;
 use minoots_core::records::{
     ApiKey, AttemptReport, DeliveryWithAttempts, EventQuery, LeaseRenewal, LeasedDelivery,
-    ReportOutcome, Tenant, TenantUpdate, TenantUsage, TimerPage, TimerQuery,
+    ReportOutcome, Tenant, TenantUpdate, TenantUsage, TimerPage, TimerQuery, UiSession,
+    UiSessionGrant,
 };
 use minoots_core::schedule::{Schedule, ScheduleFilter, ScheduleRequest, ScheduleRun};
 use minoots_core::{DeliveryId, Event, ScheduleId, Timer, TimerId, TimerPatch, TimerRequest};
@@ -296,7 +297,46 @@ pub trait KernelApi: Send + Sync + 'static {
 
     /// The tenant's timers created today (UTC) and pending now.
     async fn tenant_usage(&self, tenant_id: &str) -> KernelResult<TenantUsage>;
+
+    /// Opens a dashboard session for a key the caller authenticated: stores the hash of
+    /// its token, expiring `ttl_ms` from the kernel's now (or when the key expires, if
+    /// sooner). The key's oldest sessions end beyond [`MAX_UI_SESSIONS_PER_KEY`];
+    /// `Unavailable` when the store holds [`MAX_UI_SESSIONS`] live sessions already.
+    async fn create_ui_session(&self, session: NewUiSession) -> KernelResult<UiSession>;
+
+    /// The live session whose token hashes to `token_hash`, with its key and tenant:
+    /// `None` when it is unknown, ended, expired, or its key is revoked or expired.
+    /// Read from the store on every call (no cache), so an end or a revocation through
+    /// any kernel applies to the next request. Records the key's use as `authenticate`.
+    async fn ui_session(&self, token_hash: [u8; 32]) -> KernelResult<Option<UiSessionGrant>>;
+
+    /// Ends the session (sign-out); `false` when there was none.
+    async fn end_ui_session(&self, token_hash: [u8; 32]) -> KernelResult<bool>;
 }
+
+/// A dashboard session to open, for a key the control plane has just authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewUiSession {
+    /// SHA-256 of the session token; the token itself never leaves the control plane.
+    pub token_hash: [u8; 32],
+    pub key_id: String,
+    pub tenant_id: String,
+    /// How long the session lasts, between [`MIN_UI_SESSION_TTL`] and [`MAX_UI_SESSION_TTL`].
+    pub ttl_ms: u64,
+    /// When the key expires: the session never outlives it.
+    pub key_expires_at_us: Option<i64>,
+}
+
+/// Most live dashboard sessions of one key: a new sign-in beyond it ends the key's oldest
+/// session (a person signing in from a few browsers never meets it; a script signing in in
+/// a loop cannot grow the table).
+pub const MAX_UI_SESSIONS_PER_KEY: usize = 32;
+/// Most live dashboard sessions in the store (about 100 bytes a row: 10 MB at most);
+/// beyond it sign-ins are refused until sessions end or expire.
+pub const MAX_UI_SESSIONS: u64 = 100_000;
+/// Shortest and longest lifetime of a dashboard session.
+pub const MIN_UI_SESSION_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+pub const MAX_UI_SESSION_TTL: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 
 /// Limits a create is checked against, from the tenant's tier; `None` is unlimited.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

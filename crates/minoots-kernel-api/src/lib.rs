@@ -17,8 +17,9 @@ pub mod local;
 pub mod metrics;
 
 pub use api::{
-    BoxStream, KernelApi, LeaseRequest, MAX_RENEW_LEASES, NewTenant, RenewLeasesRequest,
-    ScheduleChange, ScheduleChanged, ScheduleOutcome, ScheduleQuotas, TenantQuotas,
+    BoxStream, KernelApi, LeaseRequest, MAX_RENEW_LEASES, NewTenant, NewUiSession,
+    RenewLeasesRequest, ScheduleChange, ScheduleChanged, ScheduleOutcome, ScheduleQuotas,
+    TenantQuotas,
 };
 pub use error::{KernelError, KernelResult};
 pub use local::LocalKernel;

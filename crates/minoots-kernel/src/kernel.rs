@@ -10,14 +10,14 @@ use minoots_core::{
     Clock, DeliveryId, Event, Missing, ScheduleId, Timer, TimerId, TimerRequest, TimerStatus,
 };
 use minoots_kernel_api::api::{
-    BoxStream, KernelApi, LeaseRequest, NewTenant, RenewLeasesRequest, ScheduleChange,
-    ScheduleChanged, ScheduleOutcome, ScheduleQuotas, TenantQuotas,
+    BoxStream, KernelApi, LeaseRequest, NewTenant, NewUiSession, RenewLeasesRequest,
+    ScheduleChange, ScheduleChanged, ScheduleOutcome, ScheduleQuotas, TenantQuotas,
 };
 use minoots_kernel_api::{KernelError, KernelResult, LocalKernel};
 use minoots_store::{
     ApiKey, AttemptReport, CreateOptions, CreateOutcome, DeliveryWithAttempts, DueTimer,
     EventQuery, LeaseRenewal, LeasedDelivery, ReportOutcome, Store, StoreError, Tenant,
-    TenantUpdate, TenantUsage, TimerPage, TimerQuery,
+    TenantUpdate, TenantUsage, TimerPage, TimerQuery, UiSession, UiSessionGrant,
 };
 use tokio::sync::{Notify, watch};
 
@@ -29,6 +29,7 @@ use crate::scheduler::Scheduler;
 
 mod change;
 mod schedules;
+mod sessions;
 mod tenants;
 
 /// The horology kernel running in this process.
@@ -751,5 +752,17 @@ impl KernelApi for Kernel {
 
     async fn tenant_usage(&self, tenant_id: &str) -> KernelResult<TenantUsage> {
         tenants::tenant_usage(self, tenant_id).await
+    }
+
+    async fn create_ui_session(&self, session: NewUiSession) -> KernelResult<UiSession> {
+        sessions::create_ui_session(self, session).await
+    }
+
+    async fn ui_session(&self, token_hash: [u8; 32]) -> KernelResult<Option<UiSessionGrant>> {
+        sessions::ui_session(self, token_hash).await
+    }
+
+    async fn end_ui_session(&self, token_hash: [u8; 32]) -> KernelResult<bool> {
+        sessions::end_ui_session(self, token_hash).await
     }
 }

@@ -1,4 +1,5 @@
-//! Background maintenance: the lease rescuer and the event-retention cleaner.
+//! Background maintenance: the lease rescuer and the retention cleaner (old events, and
+//! dashboard sessions past their expiry).
 //!
 //! Each runs on its own interval, does a bounded amount of work per pass, and logs and
 //! carries on when the store is unavailable. When several kernels share the store, only
@@ -51,7 +52,8 @@ pub(crate) async fn run_rescuer(
     }
 }
 
-/// Deletes events older than the retention period, a bounded batch at a time.
+/// Deletes events older than the retention period and expired dashboard sessions, a
+/// bounded batch at a time.
 pub(crate) async fn run_retention(
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
@@ -82,6 +84,18 @@ pub(crate) async fn run_retention(
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "pruning old events failed");
+                    break;
+                }
+            }
+        }
+        // Expired sessions already authenticate nothing; this only frees their rows.
+        let now = clock.now_us();
+        for _ in 0..MAX_BATCHES_PER_PASS {
+            match store.prune_ui_sessions(now, PRUNE_BATCH).await {
+                Ok(n) if n < PRUNE_BATCH => break,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "pruning expired dashboard sessions failed");
                     break;
                 }
             }

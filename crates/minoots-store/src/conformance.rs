@@ -20,6 +20,7 @@ mod missing;
 mod payloads;
 mod runs;
 mod schedules;
+mod sessions;
 mod text;
 mod update;
 pub use group::*;
@@ -27,6 +28,7 @@ pub use missing::*;
 pub use payloads::*;
 pub use runs::*;
 pub use schedules::*;
+pub use sessions::*;
 pub use text::*;
 pub use update::*;
 
@@ -89,7 +91,8 @@ macro_rules! conformance_tests {
             schedule_controls_keep_one_record_per_slot,
             update_changes_a_scheduled_timer_at_its_version,
             a_refused_update_changes_nothing,
-            a_timer_moved_later_does_not_fire_at_its_old_time
+            a_timer_moved_later_does_not_fire_at_its_old_time,
+            ui_sessions_are_bounded_ended_and_pruned
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {

@@ -16,10 +16,12 @@ mod plan;
 pub mod postgres;
 pub mod schedule_control;
 pub mod schedules;
+pub mod sessions;
 pub mod sqlite;
 mod types;
 
 pub use postgres::{ANNOUNCE_DUE_WITHIN_US, PostgresConfig, PostgresStore, SHARD_COUNT, shard_of};
+pub use sessions::UiSessionStore;
 pub use sqlite::{SqliteConfig, SqliteStore};
 pub use types::*;
 
@@ -59,7 +61,7 @@ pub trait Cluster: Send + Sync {
 
 /// The durable state of the horology kernel.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: UiSessionStore + Send + Sync + 'static {
     /// Stores a new, validated timer and appends `timer.scheduled`. When the timer carries
     /// an idempotency key already used by the same tenant, nothing is written and the
     /// existing timer is returned with `created == false`.
@@ -254,7 +256,8 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> StoreResult<Vec<ApiKey>>;
 
-    /// Revokes a key now (a second revoke keeps the first time); `NotFound` for an unknown id.
+    /// Revokes a key now (a second revoke keeps the first time) and ends its dashboard
+    /// sessions in the same transaction; `NotFound` for an unknown id.
     async fn revoke_api_key(&self, id: &str) -> StoreResult<ApiKey>;
 
     /// Records when keys were last used, in one write for many keys; a time older than the

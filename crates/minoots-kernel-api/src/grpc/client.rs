@@ -6,7 +6,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use minoots_core::records::{
     ApiKey, AttemptReport, DeliveryWithAttempts, EventQuery, LeaseRenewal, LeasedDelivery,
-    ReportOutcome, Tenant, TenantUpdate, TenantUsage, TimerPage, TimerQuery,
+    ReportOutcome, Tenant, TenantUpdate, TenantUsage, TimerPage, TimerQuery, UiSession,
+    UiSessionGrant,
 };
 use minoots_core::schedule::{Schedule, ScheduleFilter, ScheduleRequest, ScheduleRun};
 use minoots_core::{DeliveryId, Event, ScheduleId, Timer, TimerId, TimerPatch, TimerRequest};
@@ -17,10 +18,11 @@ use tonic::{Request, Status};
 
 use super::convert::*;
 use super::schedules::{change_pb, changed_of, run_of, schedule_of};
+use super::sessions::{grant_of, new_session_pb, session_of};
 use super::{from_status, pb};
 use crate::api::{
-    BoxStream, KernelApi, LeaseRequest, NewTenant, RenewLeasesRequest, ScheduleChange,
-    ScheduleChanged, ScheduleOutcome, ScheduleQuotas, TenantQuotas,
+    BoxStream, KernelApi, LeaseRequest, NewTenant, NewUiSession, RenewLeasesRequest,
+    ScheduleChange, ScheduleChanged, ScheduleOutcome, ScheduleQuotas, TenantQuotas,
 };
 use crate::error::{KernelError, KernelResult};
 
@@ -614,5 +616,41 @@ impl KernelApi for GrpcKernelClient {
             created_today: u.created_today,
             pending: u.pending,
         })
+    }
+
+    async fn create_ui_session(&self, session: NewUiSession) -> KernelResult<UiSession> {
+        let s = self
+            .client
+            .clone()
+            .create_ui_session(self.unary(new_session_pb(&session)))
+            .await
+            .map_err(err)?;
+        session_of(s.into_inner())
+    }
+
+    async fn ui_session(&self, token_hash: [u8; 32]) -> KernelResult<Option<UiSessionGrant>> {
+        let msg = pb::UiSessionRequest {
+            token_hash: token_hash.to_vec(),
+        };
+        let r = self
+            .client
+            .clone()
+            .get_ui_session(self.unary(msg))
+            .await
+            .map_err(err)?;
+        grant_of(r.into_inner())
+    }
+
+    async fn end_ui_session(&self, token_hash: [u8; 32]) -> KernelResult<bool> {
+        let msg = pb::UiSessionRequest {
+            token_hash: token_hash.to_vec(),
+        };
+        let r = self
+            .client
+            .clone()
+            .end_ui_session(self.unary(msg))
+            .await
+            .map_err(err)?;
+        Ok(r.into_inner().ended)
     }
 }

@@ -8,6 +8,7 @@ mod client;
 pub mod convert;
 pub mod patch;
 pub mod schedules;
+pub mod sessions;
 
 pub use client::GrpcKernelClient;
 

@@ -22,6 +22,7 @@ use minoots_kernel_api::grpc::convert::*;
 use minoots_kernel_api::grpc::schedules::{
     change_of, changed_pb, run_pb, schedule_id_of, schedule_pb,
 };
+use minoots_kernel_api::grpc::sessions::{grant_pb, hash_of, new_session_of, session_pb};
 use minoots_kernel_api::grpc::{MAX_MESSAGE_BYTES, pb, to_status};
 use minoots_kernel_api::{KernelError, KernelResult};
 
@@ -508,6 +509,37 @@ impl pb::horology_kernel_server::HorologyKernel for Service {
             .await
             .map_err(to_status)?;
         Ok(Response::new(api_key_pb(&k)))
+    }
+
+    async fn create_ui_session(
+        &self,
+        request: Request<pb::CreateUiSessionRequest>,
+    ) -> Result<Response<pb::UiSession>, Status> {
+        let new = new_session_of(request.into_inner()).map_err(to_status)?;
+        let s = self
+            .kernel
+            .create_ui_session(new)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(session_pb(&s)))
+    }
+
+    async fn get_ui_session(
+        &self,
+        request: Request<pb::UiSessionRequest>,
+    ) -> Result<Response<pb::GetUiSessionResponse>, Status> {
+        let hash = hash_of(&request.into_inner().token_hash, "tokenHash").map_err(to_status)?;
+        let found = self.kernel.ui_session(hash).await.map_err(to_status)?;
+        Ok(Response::new(grant_pb(found.as_ref())))
+    }
+
+    async fn end_ui_session(
+        &self,
+        request: Request<pb::UiSessionRequest>,
+    ) -> Result<Response<pb::EndUiSessionResponse>, Status> {
+        let hash = hash_of(&request.into_inner().token_hash, "tokenHash").map_err(to_status)?;
+        let ended = self.kernel.end_ui_session(hash).await.map_err(to_status)?;
+        Ok(Response::new(pb::EndUiSessionResponse { ended }))
     }
 
     async fn get_tenant_usage(

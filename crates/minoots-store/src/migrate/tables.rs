@@ -146,6 +146,18 @@ pub(crate) const TABLES: &[Table] = &[
         has_status: false,
     },
     Table {
+        name: "ui_sessions",
+        order_by: "token_hash",
+        columns: &[
+            col("token_hash", Bytea),
+            col("key_id", Text),
+            col("tenant_id", Text),
+            col("created_at", Int8),
+            col("expires_at", Int8),
+        ],
+        has_status: false,
+    },
+    Table {
         name: "tenant_daily",
         order_by: "tenant_id, day",
         columns: &[

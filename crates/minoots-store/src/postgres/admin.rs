@@ -143,8 +143,23 @@ pub(super) async fn list_api_keys(
     .collect()
 }
 
+/// The key with this id, revoked or not.
+pub(super) async fn api_key_by_id(db: &mut Db<'_>, id: &str) -> TxResult<Option<ApiKey>> {
+    db.query_opt(
+        concat!("SELECT ", key_cols!(), " FROM api_keys WHERE id = $1"),
+        &[&id],
+    )
+    .await?
+    .map(|r| key_from_row(&r))
+    .transpose()
+}
+
+/// Revokes the key and ends its dashboard sessions in the same transaction.
 pub(super) async fn revoke_api_key(w: &mut WriteTx<'_>, id: &str) -> TxResult<ApiKey> {
     let now_us = w.now_us;
+    w.db()
+        .execute("DELETE FROM ui_sessions WHERE key_id = $1", &[&id])
+        .await?;
     w.db()
         .query_opt(
             concat!(

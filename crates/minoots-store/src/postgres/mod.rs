@@ -36,6 +36,7 @@ mod reports;
 mod rows;
 mod schedules;
 mod schema;
+mod sessions;
 mod shards;
 mod timers;
 mod tx;

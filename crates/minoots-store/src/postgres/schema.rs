@@ -241,6 +241,18 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (schedule_id, scheduled_at)
     );
     "#,
+    // 6: dashboard sign-in sessions, by the SHA-256 of their token (never the token).
+    r#"
+    CREATE TABLE ui_sessions (
+        token_hash bytea  NOT NULL PRIMARY KEY,
+        key_id     text   NOT NULL,
+        tenant_id  text   NOT NULL,
+        created_at bigint NOT NULL,
+        expires_at bigint NOT NULL
+    );
+    CREATE INDEX ui_sessions_key ON ui_sessions (key_id, created_at);
+    CREATE INDEX ui_sessions_expiry ON ui_sessions (expires_at);
+    "#,
 ];
 
 /// Applies the migrations this database has not seen, on `client` (whose search path is

@@ -163,15 +163,28 @@ pub fn list_api_keys(
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
+/// The key with this id, revoked or not.
+pub fn api_key_by_id(conn: &Connection, id: &str) -> StoreResult<Option<ApiKey>> {
+    Ok(conn
+        .prepare_cached(&format!("SELECT {KEY_COLS} FROM api_keys WHERE id = ?1"))?
+        .query_row(params![id], key_from_row)
+        .optional()?)
+}
+
+/// Revokes the key and ends its dashboard sessions in the same transaction.
 pub fn revoke_api_key(ctx: &mut WriteCtx<'_>, id: &str) -> StoreResult<ApiKey> {
+    let key = api_key_by_id(ctx.conn, id)?
+        .ok_or_else(|| StoreError::NotFound(Missing::ApiKey(id.to_string())))?;
     ctx.conn
         .prepare_cached("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1")?
         .execute(params![id, ctx.now_us])?;
     ctx.conn
-        .prepare_cached(&format!("SELECT {KEY_COLS} FROM api_keys WHERE id = ?1"))?
-        .query_row(params![id], key_from_row)
-        .optional()?
-        .ok_or_else(|| StoreError::NotFound(Missing::ApiKey(id.to_string())))
+        .prepare_cached("DELETE FROM ui_sessions WHERE key_id = ?1")?
+        .execute(params![id])?;
+    Ok(ApiKey {
+        revoked_at_us: key.revoked_at_us.or(Some(ctx.now_us)),
+        ..key
+    })
 }
 
 pub fn touch_api_keys(ctx: &mut WriteCtx<'_>, used: &[(String, i64)]) -> StoreResult<()> {

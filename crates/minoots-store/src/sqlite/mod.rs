@@ -36,6 +36,7 @@ mod rows;
 mod schedules;
 pub(crate) mod schema;
 mod secrets;
+mod sessions;
 mod timers;
 mod write_ctx;
 

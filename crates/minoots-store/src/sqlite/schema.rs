@@ -168,4 +168,18 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (schedule_id, scheduled_at)
     ) WITHOUT ROWID;
     "#,
+    // 6: dashboard sign-in sessions, by the SHA-256 of their token (never the token).
+    r#"
+    CREATE TABLE ui_sessions (
+        token_hash BLOB    NOT NULL PRIMARY KEY,
+        key_id     TEXT    NOT NULL,
+        tenant_id  TEXT    NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    -- A key's sessions, oldest first (the per-key bound; revocation ends them all).
+    CREATE INDEX ui_sessions_key ON ui_sessions (key_id, created_at);
+    -- Expired sessions, for pruning and the count of live ones (the global bound).
+    CREATE INDEX ui_sessions_expiry ON ui_sessions (expires_at);
+    "#,
 ];
