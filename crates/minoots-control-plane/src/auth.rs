@@ -9,6 +9,9 @@
 //! constant time. The kernel caches keys and drops the cache on every key or tenant change,
 //! so revocation and expiry apply to the next request.
 //!
+//! A request without a key header but with a dashboard session cookie is authenticated by
+//! the session instead ([`crate::session`]), with the same roles, limits and throttling.
+//!
 //! Guessing keys is throttled per client address before any lookup: a malformed key is
 //! refused without one, and an address that made more failed authentications than its
 //! budget (`failed_auth_burst` at once, `failed_auth_per_minute` after that; GCRA) is
@@ -107,6 +110,9 @@ pub fn client_bucket(ip: IpAddr) -> String {
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub key_id: String,
+    pub key_name: String,
+    /// When the key stops working (a dashboard session never outlives it).
+    pub key_expires_at_us: Option<i64>,
     pub tenant: Tenant,
     pub roles: Vec<String>,
     /// The tenant's tier limits (unlimited for admin keys).
@@ -166,7 +172,12 @@ fn presented_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
     } else {
         return Ok(None);
     };
-    let text = std::str::from_utf8(raw).unwrap_or("").trim();
+    checked_key(std::str::from_utf8(raw).unwrap_or("")).map(Some)
+}
+
+/// The key text trimmed, or 401 when it cannot be a key (checked before any lookup).
+pub fn checked_key(text: &str) -> ApiResult<String> {
+    let text = text.trim();
     if text.len() < MIN_KEY_BYTES
         || text.len() > MAX_KEY_BYTES
         || !text.bytes().all(|b| b.is_ascii_graphic())
@@ -175,7 +186,12 @@ fn presented_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
             "the API key is malformed: it must be {MIN_KEY_BYTES} to {MAX_KEY_BYTES} printable characters, like mnt_ followed by 64 hex digits"
         )));
     }
-    Ok(Some(text.to_string()))
+    Ok(text.to_string())
+}
+
+/// Whether the request names an API key at all (then the key decides, never a cookie).
+pub fn carries_key(headers: &HeaderMap) -> bool {
+    headers.contains_key("x-api-key") || headers.contains_key(header::AUTHORIZATION)
 }
 
 /// Resolves a key to its caller, or says why not (401 / 403), without a limit on failed
@@ -191,11 +207,23 @@ pub fn authenticate_request<'a>(
     req: &'a Request,
 ) -> impl Future<Output = ApiResult<Caller>> + Send + 'a {
     // Only the headers are held across the lookup (a request's body is not `Sync`).
-    let client = req
-        .extensions()
+    let client = client_ip(req);
+    let (method, uri, headers) = (req.method().clone(), req.uri().clone(), req.headers());
+    async move {
+        match crate::session::cookie_token(headers) {
+            Some(token) if !carries_key(headers) => {
+                crate::session::authenticate(state, client, &method, &uri, headers, &token).await
+            }
+            _ => authenticate_from(state, client, headers).await,
+        }
+    }
+}
+
+/// The address of the client that sent `req`, when the server recorded it.
+pub fn client_ip(req: &Request) -> Option<IpAddr> {
+    req.extensions()
         .get::<ConnectInfo<ClientAddr>>()
-        .map(|c| c.0.0.ip());
-    authenticate_from(state, client, req.headers())
+        .map(|c| c.0.0.ip())
 }
 
 /// Resolves a key to its caller, or says why not: 401 (no key, malformed, unknown,
@@ -212,11 +240,44 @@ pub async fn authenticate_from(
             "an API key is required: send it as X-API-Key: <key> or Authorization: Bearer <key>",
         ));
     };
+    authenticate_key(state, client, &key).await
+}
+
+/// Resolves a well-formed key text to its caller, as [`authenticate_from`] does for a
+/// header's key (and `POST /ui/session` for a sign-in's).
+pub async fn authenticate_key(
+    state: &AppState,
+    client: Option<IpAddr>,
+    key: &str,
+) -> ApiResult<Caller> {
     if key == crate::admin::DEMO_KEY && !state.config.demo {
         return Err(ApiError::unauthorized(
             "the demo key works only while the server runs in demo mode (--demo)",
         ));
     }
+    let hash = hash_key(key);
+    let found = counted_lookup(state, client, async {
+        let found = state.kernel_call(state.kernel.authenticate(hash)).await?;
+        Ok(found.filter(|(stored, _)| constant_time_eq(&stored.key_hash, &hash)))
+    })
+    .await?;
+    let Some((stored, tenant)) = found else {
+        return Err(ApiError::unauthorized(
+            "the API key is unknown, revoked or expired",
+        ));
+    };
+    caller_of(state, stored, tenant)
+}
+
+/// Runs a credential lookup against `client`'s budget of failed authentications: 429
+/// without the lookup when the budget is spent; a lookup that finds nothing counts as a
+/// failure; one that finds the credential, or fails for the kernel's sake (slow, down),
+/// does not.
+pub async fn counted_lookup<T>(
+    state: &AppState,
+    client: Option<IpAddr>,
+    lookup: impl Future<Output = ApiResult<Option<T>>>,
+) -> ApiResult<Option<T>> {
     let (per_minute, burst) = (
         state.config.failed_auth_per_minute,
         state.config.failed_auth_burst,
@@ -231,27 +292,13 @@ pub async fn authenticate_from(
             return Err(failed_auth_limited(burst, &d));
         }
     }
-    let hash = hash_key(&key);
-    let found = state.kernel_call(state.kernel.authenticate(hash)).await;
-    let live = match found {
-        Ok(found) => found.filter(|(stored, _)| constant_time_eq(&stored.key_hash, &hash)),
-        Err(e) => {
-            // Not the key's fault (the kernel is slow or down): no failure is counted.
-            if let Some(b) = &bucket {
-                state.failed_auth.refund(b, per_minute);
-            }
-            return Err(e);
-        }
-    };
-    let Some((stored, tenant)) = live else {
-        return Err(ApiError::unauthorized(
-            "the API key is unknown, revoked or expired",
-        ));
-    };
-    if let Some(b) = &bucket {
+    let found = lookup.await;
+    if let Some(b) = &bucket
+        && !matches!(found, Ok(None))
+    {
         state.failed_auth.refund(b, per_minute);
     }
-    caller_of(state, stored, tenant)
+    found
 }
 
 /// The quota named in the 429 of too many failed authentications (and in
@@ -273,7 +320,9 @@ fn failed_auth_limited(burst: u32, d: &crate::ratelimit::Decision) -> ApiError {
     .with_header(header::RETRY_AFTER, HeaderValue::from(d.retry_after_s))
 }
 
-fn caller_of(state: &AppState, key: ApiKey, tenant: Tenant) -> ApiResult<Caller> {
+/// The caller a live key (found by its key text or by a dashboard session) acts as: 403
+/// when its tenant's tier is not configured.
+pub fn caller_of(state: &AppState, key: ApiKey, tenant: Tenant) -> ApiResult<Caller> {
     let admin = key.roles.iter().any(|r| r == ROLE_ADMIN);
     let limits = match state.config.tiers.get(&tenant.tier) {
         _ if admin => TierLimits::UNLIMITED,
@@ -287,6 +336,8 @@ fn caller_of(state: &AppState, key: ApiKey, tenant: Tenant) -> ApiResult<Caller>
     };
     Ok(Caller {
         key_id: key.id,
+        key_name: key.name,
+        key_expires_at_us: key.expires_at_us,
         tenant,
         roles: key.roles,
         limits,

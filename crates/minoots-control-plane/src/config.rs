@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use minoots_core::ConfigError;
+use minoots_kernel_api::api::{MAX_UI_SESSION_TTL, MIN_UI_SESSION_TTL};
 use serde::{Deserialize, Serialize};
 
 /// Largest request body accepted by default (1 MiB): a timer is at most ~1.2 MiB only with
@@ -24,6 +25,9 @@ pub const DEFAULT_FAILED_AUTH_BURST: u32 = 100;
 /// Failed authentications per client address per minute once the burst is spent (one a
 /// second): the sustained rate of key lookups one address can cause.
 pub const DEFAULT_FAILED_AUTH_PER_MINUTE: u32 = 60;
+/// How long a dashboard session lasts by default: a working day, after which the
+/// dashboard asks for the key again.
+pub const DEFAULT_UI_SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 /// Longest long-poll `wait` a client may ask for.
 pub const MAX_WAIT: Duration = Duration::from_secs(300);
 /// `wait` without a `timeout` parameter.
@@ -135,6 +139,13 @@ pub struct ControlPlaneConfig {
     /// checked count against it until they succeed, so this is also the most one address
     /// may have checked at once (behind a proxy that carries many clients, raise it).
     pub failed_auth_burst: u32,
+    /// How long a dashboard session lasts (never past its key's expiry), between
+    /// [`MIN_UI_SESSION_TTL`] (1 min) and [`MAX_UI_SESSION_TTL`] (7 days).
+    pub ui_session_ttl: Duration,
+    /// Whether the API is served over HTTPS (a proxy terminates TLS in front of it): the
+    /// session cookie is then `Secure` and a cookie write's `Origin` must be `https://`.
+    /// Without it, only a request with `X-Forwarded-Proto: https` is taken for HTTPS.
+    pub secure_cookies: bool,
 }
 
 impl Default for ControlPlaneConfig {
@@ -149,6 +160,8 @@ impl Default for ControlPlaneConfig {
             demo: false,
             failed_auth_per_minute: DEFAULT_FAILED_AUTH_PER_MINUTE,
             failed_auth_burst: DEFAULT_FAILED_AUTH_BURST,
+            ui_session_ttl: DEFAULT_UI_SESSION_TTL,
+            secure_cookies: false,
         }
     }
 }
@@ -174,6 +187,12 @@ impl ControlPlaneConfig {
             if zero {
                 return Err(ConfigError::new(setting, "must be positive"));
             }
+        }
+        if !(MIN_UI_SESSION_TTL..=MAX_UI_SESSION_TTL).contains(&self.ui_session_ttl) {
+            return Err(ConfigError::new(
+                "ui_session_ttl (--ui-session-ttl, MINOOTS_UI_SESSION_TTL)",
+                "must be between 1m and 7d",
+            ));
         }
         for (name, t) in &self.tiers {
             if t.requests_per_minute == Some(0) || t.creates_per_minute == Some(0) {

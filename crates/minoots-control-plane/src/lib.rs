@@ -23,6 +23,7 @@ pub mod problem;
 pub mod ratelimit;
 pub mod routes;
 pub mod schedules;
+pub mod session;
 pub mod timers;
 
 use std::future::Future;

@@ -596,6 +596,7 @@ pub fn table() -> Vec<RouteSpec> {
         ),
     ];
     routes.extend(schedules::routes());
+    routes.extend(crate::session::routes());
     routes
 }
 
@@ -658,7 +659,7 @@ pub fn openapi_document_for(tiers: &[String]) -> Value {
         let mut doc = spec.doc;
         doc["security"] = match spec.access {
             Access::Public => json!([]),
-            _ => json!([{"apiKey": []}, {"bearer": []}]),
+            _ => json!([{"apiKey": []}, {"bearer": []}, {"session": []}]),
         };
         if let Some(role) = spec.access.role() {
             doc["description"] =
@@ -678,6 +679,7 @@ pub fn openapi_document_for(tiers: &[String]) -> Value {
     let mut all_schemas = schemas(tiers);
     if let Some(m) = all_schemas.as_object_mut() {
         m.extend(schedules::schemas());
+        m.extend(crate::session::schemas());
     }
     json!({
         "openapi": "3.1.0",
@@ -693,6 +695,8 @@ pub fn openapi_document_for(tiers: &[String]) -> Value {
             "securitySchemes": {
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
                 "bearer": {"type": "http", "scheme": "bearer"},
+                "session": {"type": "apiKey", "in": "cookie", "name": crate::session::COOKIE_NAME,
+                            "description": "The dashboard's session (POST /ui/session); a write with it also needs X-CSRF-Token and a same-origin Origin"},
             },
             "schemas": all_schemas,
         },

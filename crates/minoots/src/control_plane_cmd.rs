@@ -37,6 +37,13 @@ pub struct HttpArgs {
     /// Largest request body in bytes.
     #[arg(long, env = "MINOOTS_BODY_LIMIT_BYTES", default_value_t = minoots_control_plane::config::DEFAULT_BODY_LIMIT_BYTES)]
     pub body_limit_bytes: usize,
+    /// How long a dashboard session lasts (1m to 7d), like 12h; never past its key's expiry.
+    #[arg(long, env = "MINOOTS_UI_SESSION_TTL", default_value = "12h")]
+    pub ui_session_ttl: String,
+    /// The API is served over HTTPS (a proxy terminates TLS): the dashboard's session
+    /// cookie is marked Secure and cookie writes must come from an https:// origin.
+    #[arg(long, env = "MINOOTS_SECURE_COOKIES")]
+    pub secure_cookies: bool,
     #[command(flatten)]
     pub mcp: crate::mcp_cmd::McpHttpArgs,
 }
@@ -84,6 +91,12 @@ fn config_of(http: &HttpArgs) -> anyhow::Result<ControlPlaneConfig> {
     let mut config = ControlPlaneConfig {
         body_limit_bytes: http.body_limit_bytes,
         demo: http.demo,
+        secure_cookies: http.secure_cookies,
+        ui_session_ttl: Duration::from_millis(
+            minoots_core::duration::parse_duration_ms(&http.ui_session_ttl)
+                .map_err(|e| anyhow::anyhow!("--ui-session-ttl (MINOOTS_UI_SESSION_TTL): {e}"))?
+                .max(0) as u64,
+        ),
         ..ControlPlaneConfig::default()
     };
     if let Some(json) = http.tiers.as_deref().filter(|t| !t.trim().is_empty()) {

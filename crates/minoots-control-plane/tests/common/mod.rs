@@ -68,7 +68,16 @@ pub async fn start(config: ControlPlaneConfig) -> Server {
 
 /// [`start`] with the kernel, its store and the REST API all reading `clock`.
 pub async fn start_with_clock(config: ControlPlaneConfig, clock: Arc<dyn Clock>) -> Server {
-    let dir = tempfile::tempdir().unwrap();
+    start_in(tempfile::tempdir().unwrap(), config, clock).await
+}
+
+/// [`start_with_clock`] on the store in `dir` (a server stopped with
+/// [`Server::stop_keeping_data`] starts again on what it left).
+pub async fn start_in(
+    dir: tempfile::TempDir,
+    config: ControlPlaneConfig,
+    clock: Arc<dyn Clock>,
+) -> Server {
     let sqlite = SqliteStore::open(SqliteConfig::new(dir.path()), clock.clone()).unwrap();
     let store: Arc<dyn Store> = Arc::new(sqlite.clone());
     let kernel = Kernel::start(store, clock.clone(), KernelConfig::default()).unwrap();
@@ -185,12 +194,23 @@ impl Server {
         r.body["key"].as_str().unwrap().to_string()
     }
 
-    pub async fn stop(mut self) {
+    pub async fn stop(self) {
+        self.stop_keeping_data().await;
+    }
+
+    /// Stops the server (the kernel closes its store) and hands back its data directory.
+    pub async fn stop_keeping_data(mut self) -> tempfile::TempDir {
         let _ = self.stop.take().unwrap().send(());
         // SSE streams end with the kernel; the server waits for open connections.
         self.kernel.shutdown().await;
         if let Some(t) = self.task.take() {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
         }
+        self._dir
+    }
+
+    /// The store's data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._dir.path()
     }
 }
