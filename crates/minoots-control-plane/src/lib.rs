@@ -25,6 +25,7 @@ pub mod routes;
 pub mod schedules;
 pub mod session;
 pub mod timers;
+pub mod ui;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -639,6 +639,7 @@ pub fn build(state: AppState) -> Router {
         .into();
     router
         .merge(docs)
+        .merge(crate::ui::router())
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(from_fn_with_state(state.clone(), crate::metrics::track))

@@ -1,0 +1,298 @@
+// Timers: the list with its filters kept in the URL, search, cursor pages, live updates,
+// the create form, and cancel (one, selected, or all matching after a confirmation).
+import { html, useEffect, useRef, useState } from "../vendor/htm-preact-3.1.1.js";
+import { api, each, qs } from "./api.js";
+import { useEvents } from "./live.js";
+import { Confirm, ErrorText, Labels, Link, Status, UUID_RE, fmtTime, mergeTimer, navigate, parseLabels, relTime, useLocation } from "./util.js";
+
+const STATUSES = ["scheduled", "fired", "settled", "failed", "cancelled"];
+const FILTER_KEYS = ["status", "label", "name", "from", "to", "q"];
+/** Rows shown per page. */
+const PAGE_ROWS = 50;
+/** When filtering in the page (name, time range, search), API pages read per "load". */
+const MAX_SCAN_PAGES = 20;
+/** Timers read per API page when the page filters them itself. */
+const SCAN_PAGE = 500;
+/** The most timers a "cancel all matching" reads before asking. */
+const MAX_BULK = 100000;
+
+function readFilters(search) {
+  const p = new URLSearchParams(search);
+  const f = {};
+  for (const k of FILTER_KEYS) f[k] = p.get(k) || "";
+  return f;
+}
+
+/** Whether `t` passes the filters the API cannot apply (name, time range, search). */
+export function clientMatch(f, t) {
+  if (f.name && !t.name.toLowerCase().includes(f.name.toLowerCase())) return false;
+  const at = new Date(t.fireAt).getTime();
+  if (f.from && at < new Date(f.from).getTime()) return false;
+  if (f.to && at > new Date(f.to).getTime()) return false;
+  if (f.q) {
+    const q = f.q.toLowerCase();
+    if (!t.id.toLowerCase().startsWith(q) && !t.name.toLowerCase().includes(q)) return false;
+  }
+  return true;
+}
+
+function apiMatch(f, t) {
+  if (f.status && t.status !== f.status) return false;
+  if (f.label) {
+    const i = f.label.indexOf(":");
+    const k = f.label.slice(0, i);
+    if ((t.labels || {})[k] !== f.label.slice(i + 1)) return false;
+  }
+  return true;
+}
+
+const needsScan = (f) => Boolean(f.name || f.from || f.to || f.q);
+
+/**
+ * Reads matching timers from `cursor` on: up to `want` rows, or `maxPages` API pages
+ * when the page filters itself. Returns {rows, next, scanned}.
+ */
+export async function scan(f, cursor, want, maxPages = MAX_SCAN_PAGES, extra = {}) {
+  const rows = [];
+  let next = cursor;
+  let scanned = 0;
+  let pages = 0;
+  const scanning = needsScan(f);
+  do {
+    const page = await api("GET", `/timers${qs({ status: extra.status || f.status, label: f.label, limit: scanning ? SCAN_PAGE : Math.min(want, 500), cursor: next })}`);
+    scanned += page.timers.length;
+    pages += 1;
+    for (const t of page.timers) if (clientMatch(f, t)) rows.push(t);
+    next = page.nextCursor;
+    const last = page.timers[page.timers.length - 1];
+    // Pages come in fire-time order: past the range's end, nothing later can match.
+    if (f.to && last && new Date(last.fireAt).getTime() > new Date(f.to).getTime()) next = null;
+  } while (next && rows.length < want && pages < maxPages);
+  return { rows, next, scanned };
+}
+
+function Filters({ f }) {
+  const [v, setV] = useState(f);
+  useEffect(() => setV(f), [JSON.stringify(f)]);
+  const set = (k) => (e) => setV({ ...v, [k]: e.target.value });
+  const submit = (e) => {
+    e.preventDefault();
+    navigate(`/ui/timers${qs(v)}`);
+  };
+  const clear = () => navigate("/ui/timers");
+  return html`<form id="filters" class="filters" onSubmit=${submit}>
+    <label>Status
+      <select id="f-status" value=${v.status} onChange=${set("status")}>
+        <option value="">any</option>
+        ${STATUSES.map((s) => html`<option key=${s} value=${s}>${s}</option>`)}
+      </select>
+    </label>
+    <label>Label <input id="f-label" placeholder="key:value" pattern="[^:]+:.*" value=${v.label} onInput=${set("label")} /></label>
+    <label>Name <input id="f-name" value=${v.name} onInput=${set("name")} /></label>
+    <label>Fires from <input id="f-from" type="datetime-local" value=${v.from} onInput=${set("from")} /></label>
+    <label>to <input id="f-to" type="datetime-local" value=${v.to} onInput=${set("to")} /></label>
+    <label>Search <input id="f-q" type="search" placeholder="id or name" value=${v.q} onInput=${set("q")} /></label>
+    <button type="submit" id="f-apply">Apply</button>
+    <button type="button" class="link" onClick=${clear}>Clear</button>
+  </form>`;
+}
+
+function CreateForm({ onCreated }) {
+  const [mode, setMode] = useState("duration");
+  const [v, setV] = useState({ name: "", duration: "30s", fireAt: "", webhook: "", labels: "" });
+  const [error, setError] = useState(null);
+  const [busy, setBusy] = useState(false);
+  const set = (k) => (e) => setV({ ...v, [k]: e.target.value });
+  const submit = async (e) => {
+    e.preventDefault();
+    setError(null);
+    setBusy(true);
+    try {
+      const body = { labels: parseLabels(v.labels) };
+      if (v.name.trim()) body.name = v.name.trim();
+      if (mode === "duration") body.duration = v.duration.trim();
+      else body.fireAt = new Date(v.fireAt).toISOString();
+      if (v.webhook.trim()) body.actionBundle = { actions: [{ type: "webhook", url: v.webhook.trim() }] };
+      const t = await api("POST", "/timers", body);
+      onCreated(t);
+      setV({ ...v, name: "" });
+    } catch (err) {
+      setError(err);
+    } finally {
+      setBusy(false);
+    }
+  };
+  return html`<form id="create-timer" class="card create" onSubmit=${submit}>
+    <h2>New timer</h2>
+    <div class="row">
+      <label>Name <input id="new-name" value=${v.name} onInput=${set("name")} placeholder="generated when empty" /></label>
+      <fieldset class="when">
+        <label class="inline"><input type="radio" name="when" checked=${mode === "duration"} onChange=${() => setMode("duration")} /> in</label>
+        <label class="inline"><input type="radio" name="when" id="new-mode-time" checked=${mode === "time"} onChange=${() => setMode("time")} /> at</label>
+        ${mode === "duration"
+          ? html`<input id="new-duration" aria-label="Duration" value=${v.duration} onInput=${set("duration")} placeholder="30s, 1h30m, PT5M" required />`
+          : html`<input id="new-fire-at" aria-label="Fire at" type="datetime-local" step="1" value=${v.fireAt} onInput=${set("fireAt")} required />`}
+      </fieldset>
+    </div>
+    <div class="row">
+      <label class="grow">Webhook URL <input id="new-webhook" type="url" value=${v.webhook} onInput=${set("webhook")} placeholder="https://example.com/hook (empty: events only)" /></label>
+      <label>Labels <input id="new-labels" value=${v.labels} onInput=${set("labels")} placeholder="team=ops, env=prod" /></label>
+      <button type="submit" class="primary" id="new-submit" disabled=${busy}>Create</button>
+    </div>
+    <${ErrorText} error=${error} />
+  </form>`;
+}
+
+function Row({ t, selected, onToggle, onCancel }) {
+  return html`<tr data-timer-id=${t.id} data-status=${t.status}>
+    <td><input type="checkbox" aria-label=${`select ${t.name}`} checked=${selected} disabled=${t.status !== "scheduled"} onChange=${() => onToggle(t.id)} /></td>
+    <td><${Link} href=${`/ui/timers/${t.id}`} class="name">${t.name}<//><div class="mono small muted">${t.id}</div></td>
+    <td><${Status} status=${t.status} /></td>
+    <td title=${t.fireAt}>${fmtTime(t.fireAt)}<div class="small muted">${relTime(t.fireAt)}</div></td>
+    <td><${Labels} labels=${t.labels} /></td>
+    <td>${t.status === "scheduled" && html`<button type="button" class="small cancel-one" onClick=${() => onCancel(t)}>Cancel</button>`}</td>
+  </tr>`;
+}
+
+export function Timers() {
+  const loc = useLocation();
+  const search = loc.includes("?") ? loc.slice(loc.indexOf("?")) : "";
+  const f = readFilters(search);
+  const key = JSON.stringify(f);
+  const [rows, setRows] = useState([]);
+  const [next, setNext] = useState(null);
+  const [loading, setLoading] = useState(true);
+  const [error, setError] = useState(null);
+  const [notice, setNotice] = useState(null);
+  const [selected, setSelected] = useState(new Set());
+  const [ask, setAsk] = useState(null);
+  const [scanned, setScanned] = useState(0);
+  const loadedAt = useRef(Date.now());
+
+  const load = async (cursor) => {
+    setLoading(true);
+    setError(null);
+    try {
+      if (f.q && UUID_RE.test(f.q.trim())) {
+        let t = null;
+        try {
+          t = await api("GET", `/timers/${f.q.trim()}`);
+        } catch (e) {
+          if (e.status !== 404) throw e;
+        }
+        setRows(t && apiMatch(f, t) && clientMatch({ ...f, q: "" }, t) ? [t] : []);
+        setNext(null);
+      } else {
+        const r = await scan(f, cursor, PAGE_ROWS);
+        setRows((old) => (cursor ? [...old, ...r.rows.filter((t) => !old.some((o) => o.id === t.id))] : r.rows));
+        setNext(r.next);
+        setScanned((s) => (cursor ? s + r.scanned : r.scanned));
+      }
+      if (!cursor) loadedAt.current = Date.now();
+    } catch (e) {
+      setError(e);
+    } finally {
+      setLoading(false);
+    }
+  };
+  useEffect(() => {
+    setSelected(new Set());
+    setRows([]);
+    load(null);
+  }, [key]);
+
+  useEvents(
+    (ev) => {
+      const t = ev.timer;
+      if (!t) return;
+      setRows((old) => {
+        if (old.some((o) => o.id === t.id)) return mergeTimer(old, t);
+        const recent = new Date(ev.occurredAt).getTime() >= loadedAt.current - 5000;
+        if (ev.type !== "timer.scheduled" || !recent || !apiMatch(f, t) || !clientMatch(f, t)) return old;
+        return insertSorted(old, t, next);
+      });
+    },
+    [key, next],
+  );
+
+  const toggle = (id) => {
+    const s = new Set(selected);
+    s.has(id) ? s.delete(id) : s.add(id);
+    setSelected(s);
+  };
+  const cancelOne = async (t) => {
+    try {
+      const c = await api("POST", `/timers/${t.id}/cancel`, { reason: "cancelled from the dashboard" });
+      setRows((old) => mergeTimer(old, c));
+    } catch (e) {
+      setError(e);
+    }
+  };
+  const cancelIds = async (ids) => {
+    const r = await each(ids, async (id) => {
+      const c = await api("POST", `/timers/${id}/cancel`, { reason: "cancelled from the dashboard" });
+      setRows((old) => mergeTimer(old, c));
+    });
+    setSelected(new Set());
+    setNotice(`Cancelled ${r.ok} timer${r.ok === 1 ? "" : "s"}${r.failed.length ? `; ${r.failed.length} could not be cancelled (${r.failed[0].error.message})` : ""}.`);
+  };
+  const cancelSelected = () => {
+    const ids = [...selected];
+    setAsk({ text: `Cancel the ${ids.length} selected timer${ids.length === 1 ? "" : "s"}?`, confirm: `Cancel ${ids.length}`, run: () => cancelIds(ids) });
+  };
+  const cancelMatching = async () => {
+    if (f.status && f.status !== "scheduled") {
+      setNotice("Only scheduled timers can be cancelled; none match this filter.");
+      return;
+    }
+    setNotice("Counting the matching scheduled timers…");
+    try {
+      const r = await scan(f, null, MAX_BULK, Infinity, { status: "scheduled" });
+      const ids = r.rows.map((t) => t.id);
+      setNotice(null);
+      if (!ids.length) {
+        setNotice("No scheduled timer matches this filter.");
+        return;
+      }
+      setAsk({ text: `Cancel all ${ids.length} scheduled timer${ids.length === 1 ? "" : "s"} matching this filter?`, confirm: `Cancel ${ids.length}`, run: () => cancelIds(ids) });
+    } catch (e) {
+      setNotice(null);
+      setError(e);
+    }
+  };
+  const created = (t) => {
+    setNotice(html`Created <${Link} href=${`/ui/timers/${t.id}`}>${t.name}<//>.`);
+    if (apiMatch(f, t) && clientMatch(f, t)) setRows((old) => (old.some((o) => o.id === t.id) ? old : insertSorted(old, t, next)));
+  };
+
+  return html`<section id="timers">
+    <h1>Timers</h1>
+    <${CreateForm} onCreated=${created} />
+    <${Filters} f=${f} />
+    <div class="toolbar">
+      <button type="button" id="cancel-selected" disabled=${!selected.size} onClick=${cancelSelected}>Cancel selected (${selected.size})</button>
+      <button type="button" id="cancel-matching" onClick=${cancelMatching}>Cancel all matching…</button>
+      <span class="muted small">${rows.length} shown${needsScan(f) && scanned ? `, ${scanned} read` : ""}${next ? ", more below" : ""}</span>
+    </div>
+    ${notice && html`<p class="notice" id="notice">${notice}</p>`}
+    <${ErrorText} error=${error} />
+    <table class="list" id="timers-table">
+      <thead><tr><th></th><th>Name</th><th>Status</th><th>Fires</th><th>Labels</th><th></th></tr></thead>
+      <tbody>
+        ${rows.map((t) => html`<${Row} key=${t.id} t=${t} selected=${selected.has(t.id)} onToggle=${toggle} onCancel=${cancelOne} />`)}
+      </tbody>
+    </table>
+    ${!loading && !rows.length && html`<p class="empty" id="no-timers">No timer matches.</p>`}
+    ${loading && html`<p class="muted">Loading…</p>`}
+    ${next && !loading && html`<button type="button" id="load-more" onClick=${() => load(next)}>Load more</button>`}
+    <${Confirm} ask=${ask} onClose=${() => setAsk(null)} />
+  </section>`;
+}
+
+/** Inserts `t` in fire-time order, unless it falls after the loaded pages. */
+function insertSorted(rows, t, next) {
+  const at = new Date(t.fireAt).getTime();
+  const i = rows.findIndex((o) => new Date(o.fireAt).getTime() > at);
+  if (i < 0) return next ? rows : [...rows, t];
+  return [...rows.slice(0, i), t, ...rows.slice(i)];
+}
