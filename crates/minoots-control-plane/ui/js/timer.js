@@ -10,11 +10,7 @@ function Attempt({ a, d }) {
   return html`<li class=${`step attempt ${ok ? "ok" : "bad"}`} data-attempt=${a.attempt}>
     <div class="when">${fmtTime(a.startedAt)}</div>
     <div>
-      <strong>Attempt ${a.attempt}</strong> of action ${d.actionIndex + 1}:
-      <span class=${`outcome outcome-${a.outcome}`}>${a.outcome}</span>
-      ${a.httpStatus !== null && a.httpStatus !== undefined && html` · HTTP <span class="http-status">${a.httpStatus}</span>`}
-      ${a.exitCode !== null && a.exitCode !== undefined && html` · exit ${a.exitCode}`}
-      · ${fmtMs(a.durationMs)}
+      <strong>Attempt ${a.attempt}</strong> of action ${d.actionIndex + 1}: <span class=${`outcome outcome-${a.outcome}`}>${a.outcome}</span>${a.httpStatus !== null && a.httpStatus !== undefined && html` · HTTP <span class="http-status">${a.httpStatus}</span>`}${a.exitCode !== null && a.exitCode !== undefined && html` · exit ${a.exitCode}`} · ${fmtMs(a.durationMs)}
       ${a.error && html`<div class="error-text">${a.error}</div>`}
       ${a.response && html`<details><summary>Response</summary><pre class="excerpt">${a.response}</pre></details>`}
     </div>
