@@ -38,6 +38,19 @@ static CLAIM_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     )
 });
 
+/// Reads a reported delivery, its timer's status and how many of the timer's other
+/// deliveries of the same occurrence are unfinished.
+static REPORT_READ_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT {DELIVERY_COLS},
+                (SELECT status FROM timers WHERE timers.id = deliveries.timer_id),
+                (SELECT COUNT(*) FROM deliveries AS o
+                  WHERE o.timer_id = deliveries.timer_id AND o.occurrence = deliveries.occurrence
+                    AND o.status != 'succeeded' AND o.id != deliveries.id)
+           FROM deliveries WHERE id = ?1"
+    )
+});
+
 pub fn claim_deliveries(
     ctx: &mut WriteCtx<'_>,
     owner: &str,
@@ -47,14 +60,11 @@ pub fn claim_deliveries(
     if limit == 0 {
         return Ok(Vec::new());
     }
-    let mut stmt = ctx.conn.prepare_cached(&CLAIM_SQL)?;
-    let rows = stmt
-        .query_map(
-            params![owner, ctx.now_us + lease_ttl_us, ctx.now_us, limit as i64],
-            |row| Ok((row.get::<_, Vec<u8>>(0)?, delivery_from_row(row))),
-        )?
-        .collect::<Result<Vec<_>, _>>()?;
-    drop(stmt);
+    let rows = ctx.query_rows(
+        &CLAIM_SQL,
+        params![owner, ctx.now_us + lease_ttl_us, ctx.now_us, limit as i64],
+        |row| Ok((row.get::<_, Vec<u8>>(0)?, delivery_from_row(row))),
+    )?;
     // A delivery that cannot be handed out (unreadable row, missing timer or action) is
     // set aside as dead with the reason, so it cannot block the deliveries behind it.
     let mut deliveries = Vec::with_capacity(rows.len());
@@ -162,24 +172,13 @@ pub fn report_attempt(ctx: &mut WriteCtx<'_>, r: AttemptReport) -> StoreResult<R
     // One statement reads the delivery, its timer's status and how many of the timer's
     // other deliveries are unfinished. The report is the writer's busiest write; one
     // statement instead of three saved 4 % of its instructions (docs/benchmarks.md).
-    let row = ctx
-        .conn
-        .prepare_cached(&format!(
-            "SELECT {DELIVERY_COLS},
-                    (SELECT status FROM timers WHERE timers.id = deliveries.timer_id),
-                    (SELECT COUNT(*) FROM deliveries AS o
-                      WHERE o.timer_id = deliveries.timer_id AND o.occurrence = deliveries.occurrence
-                        AND o.status != 'succeeded' AND o.id != deliveries.id)
-               FROM deliveries WHERE id = ?1"
-        ))?
-        .query_row(params![r.delivery_id.as_bytes()], |row| {
-            Ok((
-                delivery_from_row(row)?,
-                row.get::<_, Option<String>>(DELIVERY_COLUMNS)?,
-                row.get::<_, i64>(DELIVERY_COLUMNS + 1)?,
-            ))
-        })
-        .optional()?;
+    let row = ctx.query_row(&REPORT_READ_SQL, params![r.delivery_id.as_bytes()], |row| {
+        Ok((
+            delivery_from_row(row)?,
+            row.get::<_, Option<String>>(DELIVERY_COLUMNS)?,
+            row.get::<_, i64>(DELIVERY_COLUMNS + 1)?,
+        ))
+    })?;
     let (d, timer_now, others_unfinished) =
         row.ok_or(StoreError::NotFound(Missing::Delivery(r.delivery_id)))?;
     if !d.is_leased_to(&r.lease_owner, r.attempt) {
@@ -207,13 +206,11 @@ pub fn report_attempt(ctx: &mut WriteCtx<'_>, r: AttemptReport) -> StoreResult<R
     let excerpt = r
         .response_excerpt
         .map(|e| stored_text(e, MAX_ATTEMPT_RESPONSE_BYTES));
-    ctx.conn
-        .prepare_cached(
-            "INSERT OR REPLACE INTO attempts (delivery_id, attempt, lease_owner, started_at, duration_us, outcome,
-                                   http_status, exit_code, error, response_excerpt)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        )?
-        .execute(params![
+    ctx.execute(
+        "INSERT OR REPLACE INTO attempts (delivery_id, attempt, lease_owner, started_at, duration_us, outcome,
+                               http_status, exit_code, error, response_excerpt)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
             d.id.as_bytes(),
             r.attempt,
             r.lease_owner,
@@ -224,7 +221,8 @@ pub fn report_attempt(ctx: &mut WriteCtx<'_>, r: AttemptReport) -> StoreResult<R
             r.exit_code,
             error,
             excerpt,
-        ])?;
+        ],
+    )?;
     ctx.append_event(NewEvent::delivery_attempted(
         &d,
         r.outcome,
@@ -236,12 +234,11 @@ pub fn report_attempt(ctx: &mut WriteCtx<'_>, r: AttemptReport) -> StoreResult<R
 
     match plan {
         ReportPlan::Succeed { settles_timer } => {
-            ctx.conn
-                .prepare_cached(
-                    "UPDATE deliveries SET status = 'succeeded', lease_owner = NULL, lease_expires_at = NULL,
-                            updated_at = ?2, last_error = NULL WHERE id = ?1",
-                )?
-                .execute(params![d.id.as_bytes(), ctx.now_us])?;
+            ctx.execute(
+                "UPDATE deliveries SET status = 'succeeded', lease_owner = NULL, lease_expires_at = NULL,
+                        updated_at = ?2, last_error = NULL WHERE id = ?1",
+                params![d.id.as_bytes(), ctx.now_us],
+            )?;
             if settles_timer {
                 write_timer_status(
                     ctx,

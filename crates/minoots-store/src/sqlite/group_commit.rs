@@ -14,9 +14,10 @@
 //! the writes sent meanwhile are committed as one group.
 
 use minoots_core::{Clock, Event};
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::{Connection, Transaction, TransactionBehavior};
 use tokio::sync::{broadcast, oneshot};
 
+use super::write_ctx::HeldStatements;
 use super::{Completion, SqliteStore, WriteCtx, WriteJob, WriterMsg};
 use crate::types::{StoreError, StoreResult};
 
@@ -36,12 +37,15 @@ fn group_failure(cause: StoreError) -> StoreError {
 /// Runs `batch` in one transaction and answers every write after the commit (or with the
 /// reason nothing was committed).
 pub(super) fn run_batch(
-    conn: &mut Connection,
+    conn: &Connection,
+    held: &HeldStatements<'_>,
     batch: &mut Vec<WriteJob>,
     events: &broadcast::Sender<Event>,
     clock: &dyn Clock,
 ) {
-    let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+    // Unchecked: the held statements borrow the connection for the writer's life, and
+    // the writer thread is the only user of this connection.
+    let tx = match Transaction::new_unchecked(conn, TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => {
             tracing::error!(error = %e, "store: cannot begin a write transaction");
@@ -60,7 +64,12 @@ pub(super) fn run_batch(
     while let Some(job) = jobs.next() {
         let mark = pending_events.len();
         let changes_before = tx.total_changes();
-        let (done, error) = job(Ok(&mut WriteCtx::new(&tx, now_us, &mut pending_events)));
+        let (done, error) = job(Ok(&mut WriteCtx::with_held(
+            &tx,
+            now_us,
+            &mut pending_events,
+            held,
+        )));
         completions.push(done);
         let Some(e) = error else { continue };
         pending_events.truncate(mark);

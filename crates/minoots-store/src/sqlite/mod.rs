@@ -448,13 +448,14 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
 }
 
 fn writer_loop(
-    mut conn: Connection,
+    conn: Connection,
     mut rx: mpsc::Receiver<WriterMsg>,
     events: broadcast::Sender<Event>,
     clock: Arc<dyn Clock>,
     max_batch: usize,
     commits: Arc<AtomicU64>,
 ) {
+    let held = write_ctx::HeldStatements::new(&conn);
     let mut batch: Vec<WriteJob> = Vec::with_capacity(max_batch);
     let mut stop = false;
     while !stop {
@@ -482,7 +483,7 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        group_commit::run_batch(&mut conn, &mut batch, &events, clock.as_ref());
+        group_commit::run_batch(&conn, &held, &mut batch, &events, clock.as_ref());
         // Rows changed so far: a batch that changed nothing (a rescue pass that found no
         // expired lease) does not count as activity.
         commits.store(conn.total_changes(), Ordering::Relaxed);

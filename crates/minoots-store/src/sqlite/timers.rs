@@ -3,6 +3,8 @@
 //! `minoots_core::plan`) before its first change, then writes what the plan says with
 //! the events of `minoots_core::event`; no rule of its own.
 
+use std::sync::LazyLock;
+
 use minoots_core::limits::{MAX_CANCEL_REASON_BYTES, stored_text};
 use minoots_core::plan::{FirePlan, FireTiming, plan_fire, plan_redrive, plan_update};
 use minoots_core::{
@@ -78,30 +80,30 @@ pub fn create_timer(
             .prepare_cached("UPDATE timers SET idempotency_key = NULL, idempotency_fingerprint = NULL WHERE id = ?1")?
             .execute(params![old.as_bytes()])?;
     }
-    let mut stmt = ctx.conn.prepare_cached(&format!(
-        "INSERT INTO timers ({TIMER_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
-    ))?;
-    stmt.execute(params![
-        timer.id.as_bytes(),
-        timer.tenant_id,
-        timer.name,
-        timer.requested_by,
-        timer.status.as_str(),
-        timer.created_at_us,
-        timer.fire_at_us,
-        timer.duration_ms,
-        timer.fired_at_us,
-        timer.settled_at_us,
-        timer.cancelled_at_us,
-        timer.cancel_reason,
-        metadata,
-        labels,
-        bundle,
-        timer.idempotency_key,
-        timer.version,
-        timer.schedule.map(|l| l.id.as_bytes().to_vec()),
-        timer.schedule.map(|l| l.scheduled_at_us),
-    ])?;
+    ctx.execute(
+        &INSERT_TIMER_SQL,
+        params![
+            timer.id.as_bytes(),
+            timer.tenant_id,
+            timer.name,
+            timer.requested_by,
+            timer.status.as_str(),
+            timer.created_at_us,
+            timer.fire_at_us,
+            timer.duration_ms,
+            timer.fired_at_us,
+            timer.settled_at_us,
+            timer.cancelled_at_us,
+            timer.cancel_reason,
+            metadata,
+            labels,
+            bundle,
+            timer.idempotency_key,
+            timer.version,
+            timer.schedule.map(|l| l.id.as_bytes().to_vec()),
+            timer.schedule.map(|l| l.scheduled_at_us),
+        ],
+    )?;
     if timer.idempotency_key.is_some()
         && let Some(fp) = &options.idempotency_fingerprint
     {
@@ -109,12 +111,11 @@ pub fn create_timer(
             .prepare_cached("UPDATE timers SET idempotency_fingerprint = ?2 WHERE id = ?1")?
             .execute(params![timer.id.as_bytes(), fp.as_slice()])?;
     }
-    ctx.conn
-        .prepare_cached(
-            "INSERT INTO tenant_daily (tenant_id, day, created) VALUES (?1, ?2, 1)
-             ON CONFLICT (tenant_id, day) DO UPDATE SET created = created + 1",
-        )?
-        .execute(params![timer.tenant_id, day])?;
+    ctx.execute(
+        "INSERT INTO tenant_daily (tenant_id, day, created) VALUES (?1, ?2, 1)
+         ON CONFLICT (tenant_id, day) DO UPDATE SET created = created + 1",
+        params![timer.tenant_id, day],
+    )?;
     add_pending(ctx, &timer.tenant_id, 1)?;
     ctx.append_event(NewEvent::timer_scheduled(&timer))?;
     Ok(CreateOutcome {
@@ -123,14 +124,27 @@ pub fn create_timer(
     })
 }
 
+/// Inserts a timer row, all columns in [`TIMER_COLS`] order.
+static INSERT_TIMER_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO timers ({TIMER_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
+    )
+});
+
+/// Inserts a pending delivery, at its first attempt, made by a fire.
+static INSERT_DELIVERY_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO deliveries ({DELIVERY_COLS}) VALUES (?1, ?2, ?3, 0, ?4, 'pending', 0, ?5, ?6, NULL, NULL, ?7, ?7, NULL)"
+    )
+});
+
 /// Moves the tenant's count of scheduled timers by `delta`.
 pub fn add_pending(ctx: &WriteCtx<'_>, tenant_id: &str, delta: i64) -> StoreResult<()> {
-    ctx.conn
-        .prepare_cached(
-            "INSERT INTO tenant_pending (tenant_id, pending) VALUES (?1, MAX(?2, 0))
-             ON CONFLICT (tenant_id) DO UPDATE SET pending = MAX(pending + ?2, 0)",
-        )?
-        .execute(params![tenant_id, delta])?;
+    ctx.execute(
+        "INSERT INTO tenant_pending (tenant_id, pending) VALUES (?1, MAX(?2, 0))
+         ON CONFLICT (tenant_id) DO UPDATE SET pending = MAX(pending + ?2, 0)",
+        params![tenant_id, delta],
+    )?;
     Ok(())
 }
 
@@ -309,10 +323,24 @@ pub fn load_due_timers(
 /// that fails after a write fails the whole call, which the caller retries.
 pub fn fire_timers(ctx: &mut WriteCtx<'_>, fires: &[FireRequest]) -> StoreResult<Vec<FireOutcome>> {
     let mut out = Vec::with_capacity(fires.len());
+    // Each fired or settled timer leaves its tenant's pending count; the counts are moved
+    // once per tenant after the batch, not once per timer (a fire's costliest statement
+    // after the timer's own update; docs/benchmarks.md, sixth round).
+    let mut left_pending: Vec<(String, i64)> = Vec::new();
     for f in fires {
         let changes_before = ctx.conn.total_changes();
         match fire_timer(ctx, *f) {
-            Ok(o) => out.push(o),
+            Ok(o) => {
+                if let FireOutcome::Fired { tenant_id, .. }
+                | FireOutcome::Settled { tenant_id, .. } = &o
+                {
+                    match left_pending.iter_mut().find(|(t, _)| t == tenant_id) {
+                        Some((_, n)) => *n += 1,
+                        None => left_pending.push((tenant_id.clone(), 1)),
+                    }
+                }
+                out.push(o)
+            }
             Err(StoreError::Corrupt(error)) if ctx.conn.total_changes() == changes_before => {
                 tracing::error!(timer = %f.timer_id, %error, "cannot fire a timer whose stored data is unreadable");
                 out.push(FireOutcome::Failed {
@@ -323,19 +351,19 @@ pub fn fire_timers(ctx: &mut WriteCtx<'_>, fires: &[FireRequest]) -> StoreResult
             Err(other) => return Err(other),
         }
     }
+    for (tenant_id, n) in left_pending {
+        add_pending(ctx, &tenant_id, -n)?;
+    }
     Ok(out)
 }
 
+/// Fires one timer without moving its tenant's pending count (the caller does, per batch).
 fn fire_timer(ctx: &mut WriteCtx<'_>, fire: FireRequest) -> StoreResult<FireOutcome> {
-    let row: Option<(String, String, i64, String)> = {
-        let mut stmt = ctx.conn.prepare_cached(
-            "SELECT status, tenant_id, fire_at, action_bundle FROM timers WHERE id = ?1",
-        )?;
-        stmt.query_row(params![fire.timer_id.as_bytes()], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })
-        .optional()?
-    };
+    let row: Option<(String, String, i64, String)> = ctx.query_row(
+        "SELECT status, tenant_id, fire_at, action_bundle FROM timers WHERE id = ?1",
+        params![fire.timer_id.as_bytes()],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+    )?;
     let Some((status, tenant_id, fire_at_us, bundle)) = row else {
         return Ok(FireOutcome::NotFound {
             timer_id: fire.timer_id,
@@ -362,12 +390,10 @@ fn fire_timer(ctx: &mut WriteCtx<'_>, fire: FireRequest) -> StoreResult<FireOutc
             fire_at_us,
         }),
         FirePlan::Settle => {
-            ctx.conn
-                .prepare_cached(
-                    "UPDATE timers SET status = 'settled', fired_at = ?2, settled_at = ?2, version = version + 1 WHERE id = ?1",
-                )?
-                .execute(params![fire.timer_id.as_bytes(), fired_at])?;
-            add_pending(ctx, &tenant_id, -1)?;
+            ctx.execute(
+                "UPDATE timers SET status = 'settled', fired_at = ?2, settled_at = ?2, version = version + 1 WHERE id = ?1",
+                params![fire.timer_id.as_bytes(), fired_at],
+            )?;
             ctx.append_event(NewEvent::timer_fired(
                 &tenant_id,
                 fire.timer_id,
@@ -386,26 +412,25 @@ fn fire_timer(ctx: &mut WriteCtx<'_>, fire: FireRequest) -> StoreResult<FireOutc
             deliveries,
             max_attempts,
         } => {
-            ctx.conn
-                .prepare_cached("UPDATE timers SET status = 'fired', fired_at = ?2, version = version + 1 WHERE id = ?1")?
-                .execute(params![fire.timer_id.as_bytes(), fired_at])?;
-            add_pending(ctx, &tenant_id, -1)?;
-            let mut insert = ctx.conn.prepare_cached(&format!(
-                "INSERT INTO deliveries ({DELIVERY_COLS}) VALUES (?1, ?2, ?3, 0, ?4, 'pending', 0, ?5, ?6, NULL, NULL, ?7, ?7, NULL)"
-            ))?;
+            ctx.execute(
+                "UPDATE timers SET status = 'fired', fired_at = ?2, version = version + 1 WHERE id = ?1",
+                params![fire.timer_id.as_bytes(), fired_at],
+            )?;
             for index in 0..deliveries {
                 let id = DeliveryId::new_v7();
-                insert.execute(params![
-                    id.as_bytes(),
-                    fire.timer_id.as_bytes(),
-                    tenant_id,
-                    index as i64,
-                    max_attempts,
-                    fired_at,
-                    ctx.now_us,
-                ])?;
+                ctx.execute(
+                    &INSERT_DELIVERY_SQL,
+                    params![
+                        id.as_bytes(),
+                        fire.timer_id.as_bytes(),
+                        tenant_id,
+                        index as i64,
+                        max_attempts,
+                        fired_at,
+                        ctx.now_us,
+                    ],
+                )?;
             }
-            drop(insert);
             ctx.append_event(NewEvent::timer_fired(
                 &tenant_id,
                 fire.timer_id,
@@ -431,11 +456,10 @@ pub(super) fn write_timer_status(
     to: TimerStatus,
     event: NewEvent,
 ) -> StoreResult<()> {
-    ctx.conn
-        .prepare_cached(
-            "UPDATE timers SET status = ?2, settled_at = ?3, version = version + 1 WHERE id = ?1",
-        )?
-        .execute(params![timer_id.as_bytes(), to.as_str(), ctx.now_us])?;
+    ctx.execute(
+        "UPDATE timers SET status = ?2, settled_at = ?3, version = version + 1 WHERE id = ?1",
+        params![timer_id.as_bytes(), to.as_str(), ctx.now_us],
+    )?;
     ctx.append_event(event)
 }
 
