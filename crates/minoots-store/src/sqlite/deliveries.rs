@@ -18,9 +18,11 @@ use minoots_core::{
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::WriteCtx;
-use super::rows::{DELIVERY_COLS, DELIVERY_COLUMNS, corrupt, delivery_from_row, id_col};
+use super::rows::{
+    DELIVERY_COLS, DELIVERY_COLUMNS, corrupt, delivery_from_row, id_col, timer_from_row,
+};
 use super::secrets::signing_secrets_version;
-use super::timers::{get_timer, write_timer_status};
+use super::timers::{SELECT_TIMER_SQL, get_timer, write_timer_status};
 use crate::types::*;
 
 /// Leases up to `?4` due deliveries to `?1` until `?2` (now is `?3`). With the query
@@ -83,7 +85,12 @@ pub fn claim_deliveries(
         let timer = match timers.entry(d.timer_id) {
             std::collections::hash_map::Entry::Occupied(e) => e.get().clone(),
             std::collections::hash_map::Entry::Vacant(e) => {
-                let t = match get_timer(ctx.conn, None, d.timer_id) {
+                let read = ctx.query_row(
+                    &SELECT_TIMER_SQL,
+                    params![d.timer_id.as_bytes()],
+                    timer_from_row,
+                );
+                let t = match read {
                     Ok(t) => t,
                     Err(StoreError::Corrupt(_)) => None,
                     Err(other) => return Err(other),

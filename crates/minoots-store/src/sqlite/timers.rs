@@ -163,13 +163,16 @@ pub fn tenant_usage(conn: &Connection, tenant_id: &str, day: i64) -> StoreResult
     })
 }
 
+/// Reads one timer by id, all columns in [`TIMER_COLS`] order.
+pub(super) static SELECT_TIMER_SQL: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {TIMER_COLS} FROM timers WHERE id = ?1"));
+
 pub fn get_timer(
     conn: &Connection,
     tenant_id: Option<&str>,
     id: TimerId,
 ) -> StoreResult<Option<Timer>> {
-    let mut stmt =
-        conn.prepare_cached(&format!("SELECT {TIMER_COLS} FROM timers WHERE id = ?1"))?;
+    let mut stmt = conn.prepare_cached(&SELECT_TIMER_SQL)?;
     let timer = stmt
         .query_row(params![id.as_bytes()], timer_from_row)
         .optional()?;

@@ -101,6 +101,9 @@ impl<'a> WriteCtx<'a> {
 
     /// Appends an event to the log in this transaction, at the batch's time.
     pub fn append_event(&mut self, event: NewEvent) -> StoreResult<()> {
+        // Serialised directly, not through `Display` (which writes through a formatter).
+        let data = serde_json::to_string(&event.data)
+            .map_err(|e| crate::types::StoreError::Corrupt(e.to_string()))?;
         self.execute(
             "INSERT INTO events (type, tenant_id, timer_id, delivery_id, occurred_at, data)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -110,7 +113,7 @@ impl<'a> WriteCtx<'a> {
                 event.timer_id.as_bytes(),
                 event.delivery_id.as_ref().map(|d| d.as_bytes().as_slice()),
                 self.now_us,
-                event.data.to_string(),
+                data,
             ],
         )?;
         self.events
