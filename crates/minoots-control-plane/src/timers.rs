@@ -371,6 +371,7 @@ pub async fn list(
             label,
             limit,
             after,
+            ..Default::default()
         }))
         .await?;
     let timers: Vec<Value> = page.timers.iter().map(Timer::to_json).collect();

@@ -124,12 +124,19 @@ pub struct TimerChanged {
 }
 
 /// Filters and paging for listing a tenant's timers.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct TimerQuery {
     pub tenant_id: String,
     pub status: Option<TimerStatus>,
     /// Only timers with this label key set to this value.
     pub label: Option<(String, String)>,
+    /// Only timers whose name starts with this text (case-sensitive, compared by
+    /// characters; at most [`crate::limits::MAX_NAME_BYTES`] bytes).
+    pub name_prefix: Option<String>,
+    /// Only timers that fire at or after this time (µs).
+    pub fire_from_us: Option<i64>,
+    /// Only timers that fire before this time (µs).
+    pub fire_before_us: Option<i64>,
     pub limit: usize,
     /// Resume after this (fire time, id), as returned in a previous page.
     pub after: Option<DueTimer>,
@@ -288,4 +295,50 @@ mod tests {
             assert_eq!(DueTimer::decode_cursor(bad), None, "{bad}");
         }
     }
+}
+
+/// Most timers counted per status by [`TimerCounts`]: a status with more shows this number
+/// and sets `capped`, so a count reads at most five times this many index entries.
+pub const MAX_COUNTED_PER_STATUS: u64 = 100_000;
+
+/// A tenant's timers by status, each count at most [`MAX_COUNTED_PER_STATUS`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimerCounts {
+    pub scheduled: u64,
+    pub fired: u64,
+    pub settled: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+    /// True when a count stopped at the bound: that status has at least that many.
+    pub capped: bool,
+}
+
+/// Longest window of [`DeliveryActivity`], in minutes.
+pub const MAX_ACTIVITY_MINUTES: u32 = 60;
+/// Most events of the log (all tenants) read to count one window of [`DeliveryActivity`]:
+/// at about 70 events a second for an hour the window is read whole; beyond, its most
+/// recent part is (`complete` false).
+pub const MAX_ACTIVITY_EVENTS_SCANNED: usize = 250_000;
+
+/// Delivery outcomes of one minute, from the event log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeliveryMinute {
+    /// Start of the minute (µs, a multiple of 60 s).
+    pub start_us: i64,
+    /// `delivery.attempted` events whose outcome is `succeeded`.
+    pub succeeded: u64,
+    /// `delivery.retrying` events (a backoff, an expired lease or a redrive).
+    pub retried: u64,
+    /// `delivery.dead` events.
+    pub dead: u64,
+}
+
+/// A tenant's delivery outcomes per minute over a recent window, oldest minute first; the
+/// last minute is the current one, still running.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryActivity {
+    pub minutes: Vec<DeliveryMinute>,
+    /// False when the window held more events (of all tenants) than
+    /// [`MAX_ACTIVITY_EVENTS_SCANNED`]: its oldest minutes may then be undercounted.
+    pub complete: bool,
 }

@@ -7,9 +7,9 @@ use std::pin::Pin;
 
 use async_trait::async_trait;
 use minoots_core::records::{
-    ApiKey, AttemptReport, DeliveryWithAttempts, EventQuery, LeaseRenewal, LeasedDelivery,
-    ReportOutcome, Tenant, TenantUpdate, TenantUsage, TimerPage, TimerQuery, UiSession,
-    UiSessionGrant,
+    ApiKey, AttemptReport, DeliveryActivity, DeliveryWithAttempts, EventQuery, LeaseRenewal,
+    LeasedDelivery, ReportOutcome, Tenant, TenantUpdate, TenantUsage, TimerCounts, TimerPage,
+    TimerQuery, UiSession, UiSessionGrant,
 };
 use minoots_core::schedule::{Schedule, ScheduleFilter, ScheduleRequest, ScheduleRun};
 use minoots_core::{DeliveryId, Event, ScheduleId, Timer, TimerId, TimerPatch, TimerRequest};
@@ -312,6 +312,21 @@ pub trait KernelApi: Send + Sync + 'static {
 
     /// Ends the session (sign-out); `false` when there was none.
     async fn end_ui_session(&self, token_hash: [u8; 32]) -> KernelResult<bool>;
+
+    /// The tenant's timers by status, each count stopping at
+    /// [`minoots_core::records::MAX_COUNTED_PER_STATUS`] (then `capped`); read from an
+    /// index of the store, never the timers themselves.
+    async fn timer_counts(&self, tenant_id: &str) -> KernelResult<TimerCounts>;
+
+    /// The tenant's delivery outcomes per minute over the last `minutes` minutes (1 to
+    /// [`minoots_core::records::MAX_ACTIVITY_MINUTES`]) of the kernel's clock, oldest
+    /// first, whole minutes of UTC with the current one last; read from at most
+    /// [`minoots_core::records::MAX_ACTIVITY_EVENTS_SCANNED`] events of the log.
+    async fn delivery_activity(
+        &self,
+        tenant_id: &str,
+        minutes: u32,
+    ) -> KernelResult<DeliveryActivity>;
 }
 
 /// A dashboard session to open, for a key the control plane has just authenticated.

@@ -28,6 +28,7 @@ use crate::metrics::KernelMetrics;
 use crate::scheduler::Scheduler;
 
 mod change;
+mod dashboard;
 mod schedules;
 mod sessions;
 mod tenants;
@@ -472,6 +473,19 @@ impl KernelApi for Kernel {
                 ),
             ));
         }
+        if query
+            .name_prefix
+            .as_ref()
+            .is_some_and(|n| n.len() > minoots_core::limits::MAX_NAME_BYTES)
+        {
+            return Err(KernelError::invalid(
+                "name",
+                format!(
+                    "must be at most {} bytes",
+                    minoots_core::limits::MAX_NAME_BYTES
+                ),
+            ));
+        }
         self.store.list_timers(query).await.map_err(from_store)
     }
 
@@ -764,5 +778,17 @@ impl KernelApi for Kernel {
 
     async fn end_ui_session(&self, token_hash: [u8; 32]) -> KernelResult<bool> {
         sessions::end_ui_session(self, token_hash).await
+    }
+
+    async fn timer_counts(&self, tenant_id: &str) -> KernelResult<minoots_store::TimerCounts> {
+        dashboard::timer_counts(self, tenant_id).await
+    }
+
+    async fn delivery_activity(
+        &self,
+        tenant_id: &str,
+        minutes: u32,
+    ) -> KernelResult<minoots_store::DeliveryActivity> {
+        dashboard::delivery_activity(self, tenant_id, minutes).await
     }
 }

@@ -117,6 +117,7 @@ async fn timers_due_while_the_disk_refuses_writes_fire_once_when_it_recovers() {
             label: None,
             limit: 10,
             after: None,
+            ..Default::default()
         })
         .await
         .unwrap();

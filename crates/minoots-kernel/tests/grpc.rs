@@ -175,6 +175,7 @@ async fn schedule_get_list_cancel_and_stream_over_grpc() {
                 label: None,
                 limit: 3,
                 after,
+                ..Default::default()
             })
             .await
             .unwrap();
@@ -195,6 +196,7 @@ async fn schedule_get_list_cancel_and_stream_over_grpc() {
             label: Some(("team".into(), "ops".into())),
             limit: 50,
             after: None,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -257,6 +259,7 @@ async fn schedule_get_list_cancel_and_stream_over_grpc() {
             label: None,
             limit: 100_000,
             after: None,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -909,5 +912,98 @@ async fn schedules_over_grpc() {
         c.get_schedule("acme", s.id).await,
         Err(KernelError::NotFound(_))
     ));
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overview_and_list_filters_over_grpc() {
+    let r = start(None).await;
+    let c = GrpcKernelClient::connect_lazy(&r.url, None).unwrap();
+    for (name, minutes) in [("backup-db", 10), ("backup-files", 20), ("report", 30)] {
+        c.schedule_timer(
+            "acme",
+            req(&format!(
+                r#"{{"name": "{name}", "duration": "{minutes}m"}}"#
+            )),
+        )
+        .await
+        .unwrap();
+    }
+    let cancelled = c
+        .schedule_timer("acme", req(r#"{"name": "backup-old", "duration": "1h"}"#))
+        .await
+        .unwrap()
+        .timer;
+    c.cancel_timer("acme", cancelled.id, None).await.unwrap();
+    // A success, reported as an executor would, for the activity.
+    c.schedule_timer(
+        "acme",
+        req(r#"{"duration": "1ms", "actionBundle": {"actions": [{"type": "webhook", "url": "https://example.com/h"}]}}"#),
+    )
+    .await
+    .unwrap();
+    let mut leases = c.lease_deliveries(lease("w1", 30_000, 1)).await.unwrap();
+    let leased = next_item(&mut leases).await;
+    c.report_attempt(succeeded(
+        leased.delivery.id,
+        "w1",
+        leased.delivery.attempt,
+        SystemClock.now_us(),
+    ))
+    .await
+    .unwrap();
+    drop(leases);
+
+    let counts = c.timer_counts("acme").await.unwrap();
+    assert_eq!((counts.scheduled, counts.cancelled), (3, 1));
+    assert_eq!(counts.settled + counts.fired, 1);
+    assert!(!counts.capped);
+    assert_eq!(c.timer_counts("other").await.unwrap().scheduled, 0);
+
+    let activity = c.delivery_activity("acme", 5).await.unwrap();
+    assert_eq!(activity.minutes.len(), 5);
+    assert!(activity.complete);
+    let succeeded: u64 = activity.minutes.iter().map(|m| m.succeeded).sum();
+    assert_eq!(succeeded, 1);
+    let now = SystemClock.now_us();
+    let last = activity.minutes.last().unwrap().start_us;
+    assert!(
+        last <= now && now - last < 60_000_000 + 5_000_000,
+        "{last} {now}"
+    );
+    let bad = c.delivery_activity("acme", 61).await;
+    assert!(
+        matches!(&bad, Err(KernelError::Invalid(e)) if e.has_field("minutes")),
+        "{bad:?}"
+    );
+
+    // Name prefix and fire-time bounds cross the wire with the status filter.
+    let first = c
+        .list_timers(TimerQuery {
+            tenant_id: "acme".into(),
+            limit: 50,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .timers;
+    let backup_db = first.iter().find(|t| t.name == "backup-db").unwrap();
+    let names = c
+        .list_timers(TimerQuery {
+            tenant_id: "acme".into(),
+            status: Some(TimerStatus::Scheduled),
+            name_prefix: Some("backup".into()),
+            fire_from_us: Some(backup_db.fire_at_us + 1),
+            fire_before_us: Some(backup_db.fire_at_us + 3_600_000_000),
+            limit: 50,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .timers
+        .into_iter()
+        .map(|t| t.name)
+        .collect::<Vec<_>>();
+    assert_eq!(names, vec!["backup-files".to_string()]);
     r.stop().await;
 }

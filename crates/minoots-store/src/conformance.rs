@@ -15,6 +15,7 @@ use minoots_core::{
 
 use crate::*;
 
+mod dashboard;
 mod group;
 mod missing;
 mod payloads;
@@ -23,6 +24,7 @@ mod schedules;
 mod sessions;
 mod text;
 mod update;
+pub use dashboard::*;
 pub use group::*;
 pub use missing::*;
 pub use payloads::*;
@@ -92,7 +94,10 @@ macro_rules! conformance_tests {
             update_changes_a_scheduled_timer_at_its_version,
             a_refused_update_changes_nothing,
             a_timer_moved_later_does_not_fire_at_its_old_time,
-            ui_sessions_are_bounded_ended_and_pruned
+            ui_sessions_are_bounded_ended_and_pruned,
+            timer_counts_by_status_per_tenant,
+            delivery_activity_counts_the_window_by_minute,
+            list_filters_by_name_prefix_and_fire_time
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
@@ -312,6 +317,7 @@ pub async fn list_filters_and_pages(h: &Harness) {
                 label: None,
                 limit: 3,
                 after,
+                ..Default::default()
             })
             .await
             .unwrap();
@@ -332,6 +338,7 @@ pub async fn list_filters_and_pages(h: &Harness) {
             label: None,
             limit: 50,
             after: None,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -345,6 +352,7 @@ pub async fn list_filters_and_pages(h: &Harness) {
             label: Some(("team".into(), "ops".into())),
             limit: 50,
             after: None,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -1375,6 +1383,7 @@ pub async fn quotas_refuse_without_writing(h: &Harness) {
                     label: None,
                     limit: 1,
                     after: None,
+                    ..Default::default()
                 })
                 .await
                 .unwrap()

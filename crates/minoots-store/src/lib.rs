@@ -11,6 +11,7 @@
 //! database's clock instead); callers never pass the time for lease arithmetic.
 
 pub mod conformance;
+pub mod dashboard;
 pub mod migrate;
 mod plan;
 pub mod postgres;
@@ -20,6 +21,7 @@ pub mod sessions;
 pub mod sqlite;
 mod types;
 
+pub use dashboard::DashboardStore;
 pub use postgres::{ANNOUNCE_DUE_WITHIN_US, PostgresConfig, PostgresStore, SHARD_COUNT, shard_of};
 pub use sessions::UiSessionStore;
 pub use sqlite::{SqliteConfig, SqliteStore};
@@ -61,7 +63,7 @@ pub trait Cluster: Send + Sync {
 
 /// The durable state of the horology kernel.
 #[async_trait]
-pub trait Store: UiSessionStore + Send + Sync + 'static {
+pub trait Store: UiSessionStore + DashboardStore + Send + Sync + 'static {
     /// Stores a new, validated timer and appends `timer.scheduled`. When the timer carries
     /// an idempotency key already used by the same tenant, nothing is written and the
     /// existing timer is returned with `created == false`.

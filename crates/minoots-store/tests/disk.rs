@@ -47,6 +47,7 @@ fn list(tenant: &str) -> TimerQuery {
         label: None,
         limit: 500,
         after: None,
+        ..Default::default()
     }
 }
 

@@ -82,6 +82,7 @@ async fn scheduled(store: &PostgresStore, tenant: &str) -> Vec<minoots_core::Tim
             label: None,
             limit: 500,
             after: None,
+            ..Default::default()
         })
         .await
         .unwrap()

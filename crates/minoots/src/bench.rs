@@ -812,6 +812,7 @@ async fn stored_fire_lateness(k: &Kernel) -> anyhow::Result<(Vec<i64>, usize)> {
                 label: None,
                 limit: 500,
                 after,
+                ..Default::default()
             })
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;

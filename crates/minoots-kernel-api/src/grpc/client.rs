@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use minoots_core::records::{
-    ApiKey, AttemptReport, DeliveryWithAttempts, EventQuery, LeaseRenewal, LeasedDelivery,
-    ReportOutcome, Tenant, TenantUpdate, TenantUsage, TimerPage, TimerQuery, UiSession,
-    UiSessionGrant,
+    ApiKey, AttemptReport, DeliveryActivity, DeliveryWithAttempts, EventQuery, LeaseRenewal,
+    LeasedDelivery, ReportOutcome, Tenant, TenantUpdate, TenantUsage, TimerCounts, TimerPage,
+    TimerQuery, UiSession, UiSessionGrant,
 };
 use minoots_core::schedule::{Schedule, ScheduleFilter, ScheduleRequest, ScheduleRun};
 use minoots_core::{DeliveryId, Event, ScheduleId, Timer, TimerId, TimerPatch, TimerRequest};
@@ -17,6 +17,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 
 use super::convert::*;
+use super::dashboard::{activity_of, counts_of};
 use super::schedules::{change_pb, changed_of, run_of, schedule_of};
 use super::sessions::{grant_of, new_session_pb, session_of};
 use super::{from_status, pb};
@@ -652,5 +653,36 @@ impl KernelApi for GrpcKernelClient {
             .await
             .map_err(err)?;
         Ok(r.into_inner().ended)
+    }
+
+    async fn timer_counts(&self, tenant_id: &str) -> KernelResult<TimerCounts> {
+        let msg = pb::GetTimerCountsRequest {
+            tenant_id: tenant_id.to_string(),
+        };
+        let c = self
+            .client
+            .clone()
+            .get_timer_counts(self.unary(msg))
+            .await
+            .map_err(err)?;
+        Ok(counts_of(c.into_inner()))
+    }
+
+    async fn delivery_activity(
+        &self,
+        tenant_id: &str,
+        minutes: u32,
+    ) -> KernelResult<DeliveryActivity> {
+        let msg = pb::GetDeliveryActivityRequest {
+            tenant_id: tenant_id.to_string(),
+            minutes,
+        };
+        let a = self
+            .client
+            .clone()
+            .get_delivery_activity(self.unary(msg))
+            .await
+            .map_err(err)?;
+        Ok(activity_of(a.into_inner()))
     }
 }

@@ -443,6 +443,9 @@ pub fn list_request_of(r: pb::ListTimersRequest) -> KernelResult<TimerQuery> {
         tenant_id: r.tenant_id,
         status,
         label,
+        name_prefix: (!r.name_prefix.is_empty()).then_some(r.name_prefix),
+        fire_from_us: r.fire_from_us,
+        fire_before_us: r.fire_before_us,
         limit,
         after,
     })
@@ -461,6 +464,9 @@ pub fn list_request_pb(q: &TimerQuery) -> pb::ListTimersRequest {
             .unwrap_or_default(),
         page_size: q.limit.min(u32::MAX as usize) as u32,
         page_token: q.after.map(|a| a.encode_cursor()).unwrap_or_default(),
+        name_prefix: q.name_prefix.clone().unwrap_or_default(),
+        fire_from_us: q.fire_from_us,
+        fire_before_us: q.fire_before_us,
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod client;
 pub mod convert;
+pub mod dashboard;
 pub mod patch;
 pub mod schedules;
 pub mod sessions;

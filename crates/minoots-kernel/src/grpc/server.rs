@@ -19,6 +19,7 @@ use minoots_kernel_api::api::{
     KernelApi, LeaseRequest, NewTenant, RenewLeasesRequest, ScheduleQuotas,
 };
 use minoots_kernel_api::grpc::convert::*;
+use minoots_kernel_api::grpc::dashboard::{activity_pb, counts_pb};
 use minoots_kernel_api::grpc::schedules::{
     change_of, changed_pb, run_pb, schedule_id_of, schedule_pb,
 };
@@ -540,6 +541,28 @@ impl pb::horology_kernel_server::HorologyKernel for Service {
         let hash = hash_of(&request.into_inner().token_hash, "tokenHash").map_err(to_status)?;
         let ended = self.kernel.end_ui_session(hash).await.map_err(to_status)?;
         Ok(Response::new(pb::EndUiSessionResponse { ended }))
+    }
+
+    async fn get_timer_counts(
+        &self,
+        request: Request<pb::GetTimerCountsRequest>,
+    ) -> Result<Response<pb::TimerCounts>, Status> {
+        let tenant = request.into_inner().tenant_id;
+        let c = self.kernel.timer_counts(&tenant).await.map_err(to_status)?;
+        Ok(Response::new(counts_pb(&c)))
+    }
+
+    async fn get_delivery_activity(
+        &self,
+        request: Request<pb::GetDeliveryActivityRequest>,
+    ) -> Result<Response<pb::DeliveryActivity>, Status> {
+        let r = request.into_inner();
+        let a = self
+            .kernel
+            .delivery_activity(&r.tenant_id, r.minutes)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(activity_pb(&a)))
     }
 
     async fn get_tenant_usage(

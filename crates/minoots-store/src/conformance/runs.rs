@@ -31,6 +31,7 @@ pub async fn a_run_keeps_its_schedule_and_slot(h: &Harness) {
             label: None,
             limit: 10,
             after: None,
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -26,6 +26,7 @@
 mod admin;
 mod config;
 mod create;
+mod dashboard;
 mod deliveries;
 mod errors;
 mod leases;

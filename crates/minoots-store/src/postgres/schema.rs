@@ -253,6 +253,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX ui_sessions_key ON ui_sessions (key_id, created_at);
     CREATE INDEX ui_sessions_expiry ON ui_sessions (expires_at);
     "#,
+    // 7: a tenant's timers by status, counted from the index alone (the overview).
+    r#"
+    CREATE INDEX timers_tenant_status ON timers (tenant_id, status);
+    "#,
 ];
 
 /// Applies the migrations this database has not seen, on `client` (whose search path is

@@ -45,11 +45,15 @@ pub(super) async fn get_timer(
     .transpose()
 }
 
-/// The filters of a listing: tenant ($1), status ($2), label key and value ($3, $4).
+/// The filters of a listing: tenant ($1), status ($2), label key and value ($3, $4),
+/// fire-time bounds ($8 inclusive, $9 exclusive; never NULL, so the tenant index seeks to
+/// the first) and name prefix ($10, empty for any).
 macro_rules! list_filters {
     () => {
         " FROM timers WHERE tenant_id = $1 AND ($2::text IS NULL OR status = $2)
-           AND ($3::text IS NULL OR labels ->> $3::text = $4::text)"
+           AND ($3::text IS NULL OR labels ->> $3::text = $4::text)
+           AND fire_at >= $8::bigint AND fire_at < $9::bigint
+           AND ($10::text = '' OR starts_with(name, $10::text))"
     };
 }
 
@@ -61,6 +65,9 @@ pub(super) async fn list_timers(db: &mut Db<'_>, q: &TimerQuery) -> TxResult<Tim
         None => (None, None),
     };
     let fetch = (limit + 1) as i64;
+    let fire_from = q.fire_from_us.unwrap_or(i64::MIN);
+    let fire_before = q.fire_before_us.unwrap_or(i64::MAX);
+    let name_prefix = q.name_prefix.as_deref().unwrap_or("");
     // Two statements, so that with a cursor the tenant index seeks straight to it.
     let rows = match q.after {
         None => {
@@ -69,9 +76,20 @@ pub(super) async fn list_timers(db: &mut Db<'_>, q: &TimerQuery) -> TxResult<Tim
                     "SELECT ",
                     timer_cols!(),
                     list_filters!(),
-                    " ORDER BY fire_at, id LIMIT $5"
+                    " AND $6::bigint IS NULL AND $7::uuid IS NULL ORDER BY fire_at, id LIMIT $5"
                 ),
-                &[&q.tenant_id, &status, &label_key, &label_value, &fetch],
+                &[
+                    &q.tenant_id,
+                    &status,
+                    &label_key,
+                    &label_value,
+                    &fetch,
+                    &None::<i64>,
+                    &None::<uuid::Uuid>,
+                    &fire_from,
+                    &fire_before,
+                    &name_prefix,
+                ],
             )
             .await?
         }
@@ -91,6 +109,9 @@ pub(super) async fn list_timers(db: &mut Db<'_>, q: &TimerQuery) -> TxResult<Tim
                     &fetch,
                     &after.fire_at_us,
                     &after.id.0,
+                    &fire_from,
+                    &fire_before,
+                    &name_prefix,
                 ],
             )
             .await?

@@ -27,6 +27,7 @@ mod admin;
 mod checkpoint;
 #[cfg(test)]
 mod checks_first;
+mod dashboard;
 mod deliveries;
 mod events;
 mod group_commit;

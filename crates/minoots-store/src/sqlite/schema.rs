@@ -182,4 +182,8 @@ pub const MIGRATIONS: &[&str] = &[
     -- Expired sessions, for pruning and the count of live ones (the global bound).
     CREATE INDEX ui_sessions_expiry ON ui_sessions (expires_at);
     "#,
+    // 7: a tenant's timers by status, counted from the index alone (the overview).
+    r#"
+    CREATE INDEX timers_tenant_status ON timers (tenant_id, status);
+    "#,
 ];

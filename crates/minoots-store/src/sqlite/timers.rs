@@ -183,9 +183,13 @@ pub fn list_timers(conn: &Connection, q: &TimerQuery) -> StoreResult<TimerPage> 
     let limit = q.limit.clamp(1, minoots_core::limits::MAX_PAGE_SIZE);
     // Two statements, so that with a cursor the tenant index seeks straight to it instead
     // of scanning the tenant's earlier timers on every page.
+    // The fire-time bounds are never NULL (the widest range instead), so the tenant index
+    // seeks to the first one; the name prefix is compared by characters.
     let filters = "tenant_id = ?1
            AND (?2 IS NULL OR status = ?2)
-           AND (?3 IS NULL OR EXISTS (SELECT 1 FROM json_each(timers.labels) AS l WHERE l.key = ?3 AND l.value = ?4))";
+           AND (?3 IS NULL OR EXISTS (SELECT 1 FROM json_each(timers.labels) AS l WHERE l.key = ?3 AND l.value = ?4))
+           AND fire_at >= ?8 AND fire_at < ?9
+           AND (?10 = '' OR substr(name, 1, length(?10)) = ?10)";
     let sql = if q.after.is_some() {
         format!(
             "SELECT {TIMER_COLS} FROM timers WHERE {filters} AND (fire_at, id) > (?5, ?6) ORDER BY fire_at, id LIMIT ?7"
@@ -209,6 +213,9 @@ pub fn list_timers(conn: &Connection, q: &TimerQuery) -> StoreResult<TimerPage> 
             q.after.map(|a| a.fire_at_us),
             q.after.map(|a| a.id.as_bytes().to_vec()),
             (limit + 1) as i64,
+            q.fire_from_us.unwrap_or(i64::MIN),
+            q.fire_before_us.unwrap_or(i64::MAX),
+            q.name_prefix.as_deref().unwrap_or(""),
         ],
         timer_from_row,
     )?;

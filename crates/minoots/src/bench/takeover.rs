@@ -360,6 +360,7 @@ pub async fn run(mut b: TakeoverBench) -> anyhow::Result<()> {
                 label: None,
                 limit: 500,
                 after,
+                ..Default::default()
             })
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
