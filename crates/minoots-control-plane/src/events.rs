@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use minoots_core::records::EventQuery;
 use minoots_core::timefmt::format_us;
 use minoots_core::{Event, EventType};
+use minoots_kernel_api::api::EVENTS_FROM_NOW;
 use serde_json::json;
 use tokio_stream::{Stream, StreamExt};
 
@@ -30,6 +31,13 @@ use crate::timers::{query_params, timeout_param, timer_id};
 /// Events read per replay page by the kernel for one stream.
 const REPLAY_PAGE: usize = 1_000;
 
+/// `?after=latest`: only events committed from the request on, none of the log before it
+/// (a new dashboard tab). `Last-Event-ID` still wins, so the browser's own reconnection
+/// resumes after the last event it received instead of skipping what happened meanwhile.
+pub const AFTER_LATEST: &str = "latest";
+
+/// Where a stream starts: after the `Last-Event-ID` header, else after `?after=` (a
+/// sequence number, or [`AFTER_LATEST`]), else at the start of the tenant's log.
 fn after_seq(headers: &HeaderMap, param: Option<&str>) -> ApiResult<i64> {
     let header = match headers.get("last-event-id").map(|v| v.to_str()) {
         None => None,
@@ -43,13 +51,14 @@ fn after_seq(headers: &HeaderMap, param: Option<&str>) -> ApiResult<i64> {
     };
     let (field, text) = match (&header, param) {
         (Some(h), _) if !h.is_empty() => ("Last-Event-ID", h.as_str()),
+        (_, Some(AFTER_LATEST)) => return Ok(EVENTS_FROM_NOW),
         (_, Some(p)) => ("after", p),
         _ => return Ok(0),
     };
     text.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
         ApiError::field(
             field,
-            "must be the sequence number (id) of an event already received, or 0 for the start",
+            "must be the sequence number (id) of an event already received, 0 for the start, or latest for new events only",
         )
     })
 }
@@ -169,6 +178,12 @@ impl<S: Stream + Unpin> Stream for Until<S> {
 mod tests {
     use super::*;
 
+    fn h_12() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("last-event-id", "12".parse().unwrap());
+        h
+    }
+
     #[test]
     fn resume_point_prefers_the_header() {
         let mut h = HeaderMap::new();
@@ -184,5 +199,12 @@ mod tests {
         assert!(after_seq(&HeaderMap::new(), Some("-3")).is_err());
         // An empty `after` is not a number (the document says integer).
         assert!(after_seq(&HeaderMap::new(), Some("")).is_err());
+        // `latest`: from now on, unless the browser resumes with its header.
+        assert_eq!(
+            after_seq(&HeaderMap::new(), Some("latest")).unwrap(),
+            EVENTS_FROM_NOW
+        );
+        assert_eq!(after_seq(&h_12(), Some("latest")).unwrap(), 12);
+        assert!(after_seq(&HeaderMap::new(), Some("Latest")).is_err());
     }
 }

@@ -13,6 +13,7 @@ pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod events;
 pub mod listener;

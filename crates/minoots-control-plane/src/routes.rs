@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 
 use crate::auth::{Access, authorize};
 use crate::openapi::{
-    CURSOR_PATTERN, EVENT_TYPES_PATTERN, KEY_ID_PATTERN, LABEL_FILTER_PATTERN, TENANT_ID_PATTERN,
-    TIMEOUT_PATTERN, TIMER_ID_PATTERN, schema, schemas,
+    CURSOR_PATTERN, EVENT_TYPES_PATTERN, KEY_ID_PATTERN, LABEL_FILTER_PATTERN, NO_CONTROL_PATTERN,
+    TENANT_ID_PATTERN, TIMEOUT_PATTERN, TIMER_ID_PATTERN, schema, schemas,
 };
 use crate::{AppState, admin, events, ops, schedules, timers};
 
@@ -208,6 +208,9 @@ pub fn table() -> Vec<RouteSpec> {
                 json!({"parameters": [
                 query("status", "Only timers with this status", json!({"type": "string", "enum": ["scheduled", "fired", "settled", "failed", "cancelled"]})),
                 query("label", "Only timers with this label, as key:value (empty: no filter)", json!({"type": "string", "pattern": LABEL_FILTER_PATTERN})),
+                query("name", "Only timers whose name starts with this text, case-sensitive (a whole name lists it and any longer name it begins; empty: no filter)", json!({"type": "string", "maxLength": minoots_core::limits::MAX_NAME_BYTES, "pattern": NO_CONTROL_PATTERN})),
+                query("fireAfter", "Only timers that fire at or after this RFC 3339 time (empty: no bound)", json!({"type": "string", "anyOf": [{"format": "date-time"}, {"maxLength": 0}]})),
+                query("fireBefore", "Only timers that fire before this RFC 3339 time, later than fireAfter (empty: no bound)", json!({"type": "string", "anyOf": [{"format": "date-time"}, {"maxLength": 0}]})),
                 query("limit", "Page size (1 to 500, default 50)", json!({"type": "integer", "minimum": 1, "maximum": 500})),
                 query("cursor", "nextCursor of the previous page, unchanged (opaque; empty: the first page)", json!({"type": "string", "pattern": CURSOR_PATTERN}))]}),
             ),
@@ -597,6 +600,7 @@ pub fn table() -> Vec<RouteSpec> {
     ];
     routes.extend(schedules::routes());
     routes.extend(crate::session::routes());
+    routes.extend(crate::dashboard::routes());
     routes
 }
 
@@ -617,7 +621,7 @@ fn located(mut r: (String, Value)) -> (String, Value) {
 
 fn events_params() -> Value {
     json!({"parameters": [
-        query("after", "Resume after this sequence number (or send Last-Event-ID)", json!({"type": "integer", "minimum": 0, "maximum": i64::MAX})),
+        query("after", "Resume after this sequence number (or send Last-Event-ID, which wins); `latest`: only events from now on, none of the log before", json!({"anyOf": [{"type": "integer", "minimum": 0, "maximum": i64::MAX}, {"type": "string", "const": "latest"}]})),
         query("timerId", "Only this timer's events (empty: every timer)", json!({"type": "string", "pattern": format!("^({})?$", &TIMER_ID_PATTERN[1..TIMER_ID_PATTERN.len() - 1])})),
         query("types", "Comma-separated event types, like timer.fired,timer.settled (empty: every type)", json!({"type": "string", "pattern": EVENT_TYPES_PATTERN})),
         timeout_param("Close the stream after this long, like 30s (at most 300s; default: open until the client leaves)"),
@@ -681,6 +685,7 @@ pub fn openapi_document_for(tiers: &[String]) -> Value {
     if let Some(m) = all_schemas.as_object_mut() {
         m.extend(schedules::schemas());
         m.extend(crate::session::schemas());
+        m.extend(crate::dashboard::schemas());
     }
     json!({
         "openapi": "3.1.0",

@@ -10,9 +10,11 @@ use axum::Extension;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use minoots_core::limits::{DEFAULT_PAGE_SIZE, MAX_IDEMPOTENCY_KEY_BYTES, MAX_PAGE_SIZE};
+use minoots_core::limits::{
+    DEFAULT_PAGE_SIZE, MAX_IDEMPOTENCY_KEY_BYTES, MAX_NAME_BYTES, MAX_PAGE_SIZE,
+};
 use minoots_core::records::{DeliveryWithAttempts, DueTimer, EventQuery, TimerQuery};
-use minoots_core::timefmt::format_us;
+use minoots_core::timefmt::{format_us, parse_rfc3339_us};
 use minoots_core::{
     AttemptRecord, Delivery, EventType, Timer, TimerId, TimerPatch, TimerRequest, TimerStatus,
 };
@@ -340,7 +342,18 @@ pub async fn list(
     Extension(caller): Extension<Caller>,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
-    let params = query_params(raw.as_deref(), &["status", "label", "limit", "cursor"])?;
+    let params = query_params(
+        raw.as_deref(),
+        &[
+            "status",
+            "label",
+            "limit",
+            "cursor",
+            "name",
+            "fireAfter",
+            "fireBefore",
+        ],
+    )?;
     let get = |name: &str| params.get(name);
     let status = match get("status") {
         None => None,
@@ -364,14 +377,27 @@ pub async fn list(
             )
         })?),
     };
+    let name_prefix = name_param(get("name"))?;
+    let fire_from_us = time_param("fireAfter", get("fireAfter"))?;
+    let fire_before_us = time_param("fireBefore", get("fireBefore"))?;
+    if let (Some(from), Some(before)) = (fire_from_us, fire_before_us)
+        && from >= before
+    {
+        return Err(ApiError::field(
+            "fireBefore",
+            "must be later than fireAfter (timers firing at or after fireAfter and before fireBefore are listed)",
+        ));
+    }
     let page = st
         .kernel_call(st.kernel.list_timers(TimerQuery {
             tenant_id: caller.tenant_id().to_string(),
             status,
             label,
+            name_prefix,
+            fire_from_us,
+            fire_before_us,
             limit,
             after,
-            ..Default::default()
         }))
         .await?;
     let timers: Vec<Value> = page.timers.iter().map(Timer::to_json).collect();
@@ -379,6 +405,36 @@ pub async fn list(
         StatusCode::OK,
         &json!({"timers": timers, "nextCursor": page.next.map(|n| n.encode_cursor())}),
     ))
+}
+
+/// The `name` filter of a listing: a prefix of the names to list (empty: any), within the
+/// length of a name and without control characters (`openapi::NAME_FILTER_PATTERN`).
+fn name_param(text: Option<&str>) -> ApiResult<Option<String>> {
+    match text {
+        None | Some("") => Ok(None),
+        Some(t) if t.len() > MAX_NAME_BYTES => Err(ApiError::field(
+            "name",
+            format!("must be at most {MAX_NAME_BYTES} bytes: the start of the names to list"),
+        )),
+        Some(t) if t.chars().any(char::is_control) => Err(ApiError::field(
+            "name",
+            "must not contain control characters: the start of the names to list",
+        )),
+        Some(t) => Ok(Some(t.to_string())),
+    }
+}
+
+/// A time filter of a listing: RFC 3339 with an offset (empty: no bound).
+fn time_param(field: &str, text: Option<&str>) -> ApiResult<Option<i64>> {
+    match text {
+        None | Some("") => Ok(None),
+        Some(t) => parse_rfc3339_us(t).map(Some).map_err(|m| {
+            ApiError::field(
+                field,
+                format!("{m}; write an RFC 3339 time like 2026-11-27T10:00:00Z"),
+            )
+        }),
+    }
 }
 
 pub async fn get(

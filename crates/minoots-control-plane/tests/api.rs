@@ -349,7 +349,13 @@ async fn read_events(resp: &mut reqwest::Response, n: usize) -> Vec<(i64, String
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_matrix_over_every_route() {
-    let s = start(ControlPlaneConfig::default()).await;
+    // Four refused keys per route, from one address: above the default burst of refused
+    // keys once the table grows (tests/auth_flood.rs checks that bound).
+    let s = start(ControlPlaneConfig {
+        failed_auth_burst: 1_000,
+        ..ControlPlaneConfig::default()
+    })
+    .await;
     let writer = s
         .tenant_with_key("acme", "unlimited", &["timers:read", "timers:write"])
         .await;

@@ -6,11 +6,12 @@
 use std::sync::Arc;
 
 use minoots_control_plane::{AppState, Bootstrap, ControlPlaneConfig, bootstrap, serve};
-use minoots_core::{Clock, SystemClock};
-use minoots_kernel::{Kernel, KernelApi, KernelConfig};
-use minoots_store::{SqliteConfig, SqliteStore, Store};
+use minoots_core::{AttemptOutcome, Clock, SystemClock};
+use minoots_kernel::{Kernel, KernelApi, KernelConfig, LeaseRequest};
+use minoots_store::{AttemptReport, SqliteConfig, SqliteStore, Store};
 use serde_json::Value;
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
 
 pub const ADMIN_KEY: &str = "mnt_test_admin_key_0123456789abcdef0123456789";
 
@@ -207,6 +208,45 @@ impl Server {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
         }
         self._dir
+    }
+
+    /// Leases the one due delivery and reports its attempt with `outcome`, as an executor
+    /// would.
+    pub async fn report_one(&self, outcome: AttemptOutcome) {
+        let mut leases = self
+            .kernel
+            .lease_deliveries(LeaseRequest {
+                lease_owner: "test-executor".into(),
+                lease_ttl_ms: 30_000,
+                max_in_flight: 1,
+            })
+            .await
+            .unwrap();
+        let leased = tokio::time::timeout(std::time::Duration::from_secs(20), leases.next())
+            .await
+            .expect("a delivery in time")
+            .unwrap()
+            .unwrap();
+        self.kernel
+            .report_attempt(AttemptReport {
+                delivery_id: leased.delivery.id,
+                lease_owner: "test-executor".into(),
+                attempt: leased.delivery.attempt,
+                started_at_us: SystemClock.now_us(),
+                duration_us: 1_000,
+                outcome,
+                retry_after_ms: None,
+                http_status: Some(match outcome {
+                    AttemptOutcome::Succeeded => 200,
+                    AttemptOutcome::Retryable => 503,
+                    AttemptOutcome::Permanent => 404,
+                }),
+                exit_code: None,
+                error: None,
+                response_excerpt: None,
+            })
+            .await
+            .unwrap();
     }
 
     /// The store's data directory.
