@@ -171,6 +171,30 @@ async fn three_processes_deliver_and_survive_an_orchestrator_kill() {
     );
     let deliveries = get_json(&http, &format!("{base}/timers/{slow_id}/deliveries"), key).await;
     assert_eq!(deliveries["deliveries"][0]["status"], "succeeded");
+    // The overview reads cross the gRPC contract too: counts, outcomes per minute, and
+    // the list by name prefix.
+    let counts = get_json(&http, &format!("{base}/timers/counts"), key).await;
+    assert_eq!(
+        (counts["settled"].as_u64(), counts["scheduled"].as_u64()),
+        (Some(2), Some(0))
+    );
+    let activity = get_json(
+        &http,
+        &format!("{base}/deliveries/per-minute?minutes=5"),
+        key,
+    )
+    .await;
+    let minutes = activity["minutes"].as_array().unwrap();
+    assert_eq!(minutes.len(), 5);
+    let succeeded: u64 = minutes
+        .iter()
+        .map(|m| m["succeeded"].as_u64().unwrap())
+        .sum();
+    assert_eq!(succeeded, 2, "{activity}");
+    let named = get_json(&http, &format!("{base}/timers?name=webhook-"), key).await;
+    assert_eq!(named["timers"].as_array().unwrap().len(), 2);
+    let none = get_json(&http, &format!("{base}/timers?name=other"), key).await;
+    assert_eq!(none["timers"].as_array().unwrap().len(), 0);
     drop(events);
     // The orchestrator's and the kernel's metrics count what happened.
     let m = http
