@@ -60,6 +60,7 @@ pub static FILES: &[UiFile] = ui_files![
     "js/api.js" => JS,
     "js/live.js" => JS,
     "js/util.js" => JS,
+    "js/vlist.js" => JS,
     "js/signin.js" => JS,
     "js/overview.js" => JS,
     "js/timers.js" => JS,

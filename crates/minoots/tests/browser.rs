@@ -7,8 +7,9 @@
 //! timer in the form and sees it turn `settled` without a reload, redrives a dead letter
 //! once its receiver recovers, and three at once by filter, keeps filters across a reload,
 //! shows a quota refusal's sentence, refuses cookie writes without the CSRF token or from
-//! another Origin, keeps tenant B from seeing tenant A's timers, and reads the browser's
-//! console after every page: no errors. Every page is photographed in light and dark into
+//! another Origin, keeps tenant B from seeing tenant A's timers, keeps only the rows in
+//! view of a 10,200-timer list in the DOM (fetching pages as it is scrolled, stopping at
+//! 10,000 rows), and reads the browser's console after every page: no errors. Every page is photographed in light and dark into
 //! `target/` (or `docs/screenshots/` with `MINOOTS_WRITE_SCREENSHOTS=1`). Webhooks go only
 //! to a receiver this test runs on 127.0.0.1.
 
@@ -558,4 +559,81 @@ async fn dashboard_in_headless_chromium() {
     .await;
     ui.no_console_errors("tenant B's overview", &[]).await;
     ui.photograph("overview").await;
+
+    // Long lists are virtualised: of 10,200 timers only the rows in view (and a few
+    // beyond) are in the DOM, each 52 px high; the next page comes as the list is
+    // scrolled to its end, and the page stops at 10,000 rows and says so.
+    let key_many =
+        webdriver::tenant_with_key(&http, &base, ADMIN_KEY, "tenant-many", "unlimited").await;
+    const MANY: usize = 10_200;
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut creating = tokio::task::JoinSet::new();
+    for _ in 0..32 {
+        let (http, base, key, next) = (http.clone(), base.clone(), key_many.clone(), next.clone());
+        creating.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= MANY {
+                    break;
+                }
+                // Fire-time order is creation order: many-00000 first.
+                let body =
+                    json!({"name": format!("many-{i:05}"), "duration": format!("{}s", 3600 + i)});
+                let (code, t) = call(
+                    &http,
+                    Method::POST,
+                    format!("{base}/timers"),
+                    &key,
+                    Some(body),
+                )
+                .await;
+                assert_eq!(code, 201, "{t}");
+            }
+        });
+    }
+    while let Some(r) = creating.join_next().await {
+        r.unwrap();
+    }
+    ui.sign_out().await;
+    ui.sign_in(&key_many).await;
+    ui.open("/ui/timers").await;
+    b.wait_for(
+        "the first page",
+        "document.querySelector('#rows-count')?.innerText.startsWith('200 loaded')",
+    )
+    .await;
+    let shape = "const rows = [...document.querySelectorAll('#timers-table tr.row')]; \
+                 return {rows: rows.length, heights: [...new Set(rows.map(r => r.getBoundingClientRect().height))], \
+                   marks: performance.getEntriesByName('timers-rendered').length}";
+    let first = b.js(shape, json!([])).await;
+    let in_dom = first["rows"].as_u64().unwrap();
+    assert!((10..=60).contains(&in_dom), "rows in the DOM: {first}");
+    assert_eq!(first["heights"], json!([52]), "{first}");
+    assert_eq!(first["marks"], 1, "{first}");
+    // Each poll scrolls to the end, which asks for the next page, until the cap.
+    b.wait_for(
+        "the page to stop at 10,000 rows",
+        "(() => { const box = document.querySelector('#timers-table-box'); box.scrollTop = box.scrollHeight; \
+          return document.querySelector('#rows-capped'); })()",
+    )
+    .await;
+    b.wait_for(
+        "the last rows in view",
+        "(() => { const box = document.querySelector('#timers-table-box'); box.scrollTop = box.scrollHeight; \
+          return [...document.querySelectorAll('#timers-table tr.row')].pop()?.innerText.includes('many-09999'); })()",
+    )
+    .await;
+    let end = b.js(shape, json!([])).await;
+    assert!(
+        end["rows"].as_u64().unwrap() <= 60,
+        "rows in the DOM: {end}"
+    );
+    assert_eq!(end["heights"], json!([52]), "{end}");
+    assert!(
+        b.text("#rows-count").await.starts_with("10000 loaded"),
+        "{}",
+        b.text("#rows-count").await
+    );
+    assert!(b.text("#rows-capped").await.contains("first 10,000"));
+    ui.no_console_errors("a long list", &[]).await;
 }

@@ -1,13 +1,27 @@
 // Dead letters: failed timers (a delivery exhausted its retries) with their dead
 // deliveries' last error; redrive one, the selected, or all matching the filter. The API
 // redrives per timer (POST /timers/{id}/redrive), which re-queues each dead delivery.
-import { html, useEffect, useState } from "../vendor/htm-preact-3.1.1.js";
+// The list is virtualised like the timers list (pages fetched on scrolling, at most
+// MAX_ROWS kept), and a row's last error is fetched only once the row comes into view.
+import { html, useCallback, useEffect, useRef, useState } from "../vendor/htm-preact-3.1.1.js";
 import { api, each } from "./api.js";
 import { useEvents } from "./live.js";
 import { Confirm, ErrorText, Labels, Link, fmtTime, mergeTimer, navigate, useLocation } from "./util.js";
-import { scan } from "./timers.js";
+import { MAX_ROWS, scan } from "./timers.js";
+import { VirtualTable } from "./vlist.js";
 
-const PAGE_ROWS = 50;
+/** Failed timers fetched per API page. */
+const PAGE_ROWS = 200;
+
+const DEAD_HEAD = html`<tr><th class="c-check"></th><th class="c-name">Timer</th><th class="c-time">Failed</th><th>Last error</th><th class="c-labels">Labels</th><th class="c-act"></th></tr>`;
+
+/** One line of a row's dead deliveries: the first one's error, and how many more. */
+function LastError({ dead }) {
+  if (!dead) return html`<span class="muted">…</span>`;
+  if (!dead.length) return html`<span class="muted">no dead delivery</span>`;
+  const d = dead[0];
+  return html`<span title=${dead.map((x) => `action ${x.actionIndex + 1}: ${x.lastError || "no error text"}`).join("\n")}>action ${d.actionIndex + 1}, ${d.attempts} attempts: <span class="error-text">${d.lastError || "no error text"}</span>${dead.length > 1 ? ` (+${dead.length - 1} more)` : ""}</span>`;
+}
 
 export function DeadLetters() {
   const loc = useLocation();
@@ -23,33 +37,51 @@ export function DeadLetters() {
   const [notice, setNotice] = useState(null);
   const [form, setForm] = useState(f);
   const [loading, setLoading] = useState(true);
+  /** Timer ids whose deliveries were asked for (answered or not), so none is asked twice. */
+  const asked = useRef(new Set());
+  const inFlight = useRef(false);
 
   const loadErrors = async (timers) => {
-    await each(timers, async (t) => {
+    const todo = timers.filter((t) => !asked.current.has(t.id));
+    todo.forEach((t) => asked.current.add(t.id));
+    await each(todo, async (t) => {
       const d = await api("GET", `/timers/${t.id}/deliveries`);
       const dead = d.deliveries.filter((x) => x.status === "dead");
       setErrors((e) => ({ ...e, [t.id]: dead }));
     });
   };
   const load = async (cursor) => {
+    if (inFlight.current) return;
+    inFlight.current = true;
     setLoading(true);
     try {
       const r = await scan(f, cursor, PAGE_ROWS);
-      setRows((old) => (cursor ? [...old, ...r.rows] : r.rows));
+      setRows((old) => {
+        if (!cursor) return r.rows;
+        const have = new Set(old.map((o) => o.id));
+        return [...old, ...r.rows.filter((t) => !have.has(t.id))].slice(0, MAX_ROWS);
+      });
       setNext(r.next);
       setError(null);
-      loadErrors(r.rows);
     } catch (e) {
       setError(e);
     } finally {
+      inFlight.current = false;
       setLoading(false);
     }
   };
   useEffect(() => {
     setSelected(new Set());
     setForm(f);
+    setErrors({});
+    asked.current = new Set();
+    inFlight.current = false;
     load(null);
   }, [key]);
+  const capped = rows.length >= MAX_ROWS && next;
+  const nearEnd = useCallback(() => {
+    if (next && !inFlight.current && rows.length < MAX_ROWS) load(next);
+  }, [next, rows.length, key]);
   // A redriven timer leaves the list when it fires again; a newly failed one joins it.
   useEvents(
     (ev) => {
@@ -57,10 +89,7 @@ export function DeadLetters() {
       if (!t) return;
       setRows((old) => {
         if (old.some((o) => o.id === t.id)) return mergeTimer(old, t);
-        if (ev.type === "timer.failed" && t.status === "failed") {
-          loadErrors([t]);
-          return [t, ...old];
-        }
+        if (ev.type === "timer.failed" && t.status === "failed") return [t, ...old].slice(0, MAX_ROWS);
         return old;
       });
     },
@@ -90,8 +119,8 @@ export function DeadLetters() {
   const redriveMatching = async () => {
     setNotice("Counting the matching dead letters…");
     try {
-      const r = await scan(f, null, 100000, Infinity);
-      const ids = r.rows.map((t) => t.id);
+      const r = await scan(f, null, 100000, Infinity, { idsOnly: true });
+      const ids = r.rows;
       setNotice(ids.length ? null : "No failed timer matches this filter.");
       if (ids.length) setAsk({ text: `Redrive all ${ids.length} failed timer${ids.length === 1 ? "" : "s"} matching this filter?`, confirm: `Redrive ${ids.length}`, run: () => redriveIds(ids) });
     } catch (e) {
@@ -126,21 +155,18 @@ export function DeadLetters() {
     </div>
     ${notice && html`<p class="notice" id="notice">${notice}</p>`}
     <${ErrorText} error=${error} />
-    <table class="list" id="dead-table">
-      <thead><tr><th></th><th>Timer</th><th>Failed</th><th>Last error</th><th>Labels</th><th></th></tr></thead>
-      <tbody>
-        ${rows.map((t) => html`<tr key=${t.id} data-timer-id=${t.id} data-status=${t.status}>
+    ${capped && html`<p class="notice" id="rows-capped">This page keeps the first ${MAX_ROWS.toLocaleString()} dead letters; narrow the filter (label, name) to see the others.</p>`}
+    <${VirtualTable} id="dead-table" cols=${6} head=${DEAD_HEAD} rows=${rows} onNearEnd=${nearEnd} onView=${loadErrors}
+      renderRow=${(t) => html`<tr class="row" key=${t.id} data-timer-id=${t.id} data-status=${t.status}>
           <td><input type="checkbox" aria-label=${`select ${t.name}`} checked=${selected.has(t.id)} disabled=${t.status !== "failed"} onChange=${() => toggle(t.id)} /></td>
-          <td><${Link} href=${`/ui/timers/${t.id}`}>${t.name}<//><div class="mono small muted">${t.id}</div></td>
+          <td title=${t.name}><${Link} href=${`/ui/timers/${t.id}`}>${t.name}<//><div class="mono small muted">${t.id}</div></td>
           <td>${fmtTime(t.settledAt)}</td>
-          <td class="small">${(errors[t.id] || []).map((d) => html`<div key=${d.id}>action ${d.actionIndex + 1}, ${d.attempts} attempts: <span class="error-text">${d.lastError || "no error text"}</span></div>`)}</td>
+          <td class="small"><${LastError} dead=${errors[t.id]} /></td>
           <td><${Labels} labels=${t.labels} /></td>
           <td>${t.status === "failed" ? html`<button type="button" class="small redrive-one" onClick=${() => redriveOne(t.id)}>Redrive</button>` : html`<span class=${`status status-${t.status}`}>${t.status}</span>`}</td>
-        </tr>`)}
-      </tbody>
-    </table>
+        </tr>`} />
     ${!loading && !rows.length && html`<p class="empty">No dead letters.</p>`}
-    ${next && !loading && html`<button type="button" onClick=${() => load(next)}>Load more</button>`}
+    ${loading && html`<p class="muted">Loading…</p>`}
     <${Confirm} ask=${ask} onClose=${() => setAsk(null)} />
   </section>`;
 }

@@ -1,7 +1,9 @@
 // The tenant's event stream (GET /events with the session cookie), one EventSource for
-// the whole app so moving between pages neither reopens it nor misses an event. It
-// resumes after the last sequence number seen (kept for the tab in sessionStorage, and
-// sent by the browser as Last-Event-ID when it reconnects by itself). It also counts
+// the whole app so moving between pages neither reopens it nor misses an event. A tab
+// that has seen no event starts from now (`after=latest`: the pages read the present
+// from the REST API, so replaying the tenant's whole log would only delay live events);
+// afterwards it resumes after the last sequence number seen (kept for the tab in
+// sessionStorage, and sent by the browser as Last-Event-ID when it reconnects by itself). It also counts
 // delivery outcomes per minute for the overview, over the events this tab has read.
 import { useEffect, useState } from "../vendor/htm-preact-3.1.1.js";
 
@@ -14,6 +16,12 @@ const SEQ_KEY = "minoots.lastSeq";
 const MINUTES_KEPT = 60;
 /** Wait before reopening a stream the server closed (401, 503, restart). */
 const RECONNECT_MS = 3000;
+/**
+ * How often the last sequence number seen is written to sessionStorage: at hundreds of
+ * events a second a write per event costs more than the rest of the event's handling.
+ * It is also written when the page is hidden or the stream closed.
+ */
+const SAVE_SEQ_MS = 250;
 
 const listeners = new Set();
 const stateListeners = new Set();
@@ -24,6 +32,9 @@ let state = "off"; // off | connecting | live | reconnecting | paused
 let wanted = false;
 let paused = false;
 let retryTimer = null;
+/** The last sequence number seen, ahead of sessionStorage by up to SAVE_SEQ_MS. */
+let seenSeq = 0;
+let saveTimer = null;
 
 function setState(s) {
   state = s;
@@ -31,7 +42,13 @@ function setState(s) {
 }
 
 function lastSeq() {
-  return Number(sessionStorage.getItem(SEQ_KEY) || 0);
+  return Math.max(seenSeq, Number(sessionStorage.getItem(SEQ_KEY) || 0));
+}
+
+function saveSeq() {
+  clearTimeout(saveTimer);
+  saveTimer = null;
+  if (seenSeq) sessionStorage.setItem(SEQ_KEY, String(seenSeq));
 }
 
 function count(ev) {
@@ -56,7 +73,10 @@ function onMessage(e) {
   } catch {
     return;
   }
-  if (ev.seq) sessionStorage.setItem(SEQ_KEY, String(ev.seq));
+  if (ev.seq) {
+    seenSeq = ev.seq;
+    if (!saveTimer) saveTimer = setTimeout(saveSeq, SAVE_SEQ_MS);
+  }
   count(ev);
   listeners.forEach((fn) => fn(ev));
 }
@@ -65,7 +85,7 @@ function open() {
   clearTimeout(retryTimer);
   if (source || !wanted || paused) return;
   const seq = lastSeq();
-  source = new EventSource(`/events${seq ? `?after=${seq}` : ""}`);
+  source = new EventSource(`/events?after=${seq || "latest"}`);
   setState("connecting");
   source.onopen = () => setState("live");
   source.onerror = () => {
@@ -81,6 +101,7 @@ function open() {
 }
 
 function close() {
+  saveSeq();
   clearTimeout(retryTimer);
   if (source) source.close();
   source = null;
@@ -96,6 +117,7 @@ export function start() {
 export function stop() {
   wanted = false;
   close();
+  seenSeq = 0;
   sessionStorage.removeItem(SEQ_KEY);
   perMinute.clear();
   setState("off");

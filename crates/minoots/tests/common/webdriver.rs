@@ -8,6 +8,7 @@
 //! "settle".
 #![allow(dead_code)]
 
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -41,6 +42,10 @@ impl Drop for Browser {
     fn drop(&mut self) {
         // Best effort: ends the browser; the driver is killed either way.
         let _ = http_delete(&self.session);
+        // Chromium is chromedriver's child in the driver's own process group: end the
+        // group, so no browser outlives a test that failed or was stopped.
+        // SAFETY: a signal to a process group this client created.
+        unsafe { libc::kill(-(self.driver.id() as i32), libc::SIGKILL) };
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
@@ -65,6 +70,7 @@ impl Browser {
         let port = crate::common::free_port();
         let driver = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -328,6 +334,30 @@ impl Browser {
         let b64 = self.cmd(reqwest::Method::GET, "/screenshot", None).await;
         base64_decode(b64.as_str().expect("base64 text"))
     }
+}
+
+/// Makes tenant `tenant` on `tier` and a key of it through the admin API; returns the key.
+pub async fn tenant_with_key(
+    http: &reqwest::Client,
+    base: &str,
+    admin_key: &str,
+    tenant: &str,
+    tier: &str,
+) -> String {
+    let post = |path: &str, body: Value| {
+        crate::common::call(
+            http,
+            reqwest::Method::POST,
+            format!("{base}{path}"),
+            admin_key,
+            Some(body),
+        )
+    };
+    let (code, t) = post("/admin/tenants", json!({"id": tenant, "tier": tier})).await;
+    assert_eq!(code, 201, "{t}");
+    let (code, k) = post("/admin/keys", json!({"tenantId": tenant, "name": tenant})).await;
+    assert_eq!(code, 201, "{k}");
+    k["key"].as_str().expect("the new key").to_string()
 }
 
 /// Standard base64 (with padding), as WebDriver sends screenshots.
