@@ -417,6 +417,17 @@ async fn dashboard_in_headless_chromium() {
     }
     ui.no_console_errors("bulk redrive", &[]).await;
 
+    // The overview's chart is the server's count of the last hour (the four deaths and the
+    // five successes above), not what this tab's stream happened to see.
+    ui.open("/ui").await;
+    b.wait_for(
+        "the hour's deliveries on the overview",
+        "(() => { const n = (k) => Number((document.querySelector(`.bar-${k}-key`)?.innerText || '').replace(/\\D+/g, '')); \
+           return n('dead') >= 4 && n('succeeded') >= 5; })()",
+    )
+    .await;
+    ui.no_console_errors("the overview's chart", &[]).await;
+
     // A cookie write without the CSRF token, or from another Origin, is refused.
     let without_token = b.js_async(
         "const done = arguments[arguments.length - 1]; \

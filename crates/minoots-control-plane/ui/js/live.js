@@ -12,8 +12,6 @@ export const EVENT_TYPES = [
   "delivery.attempted", "delivery.retrying", "delivery.dead",
 ];
 const SEQ_KEY = "minoots.lastSeq";
-/** Minutes of delivery counts kept for the overview's chart. */
-const MINUTES_KEPT = 60;
 /** Wait before reopening a stream the server closed (401, 503, restart). */
 const RECONNECT_MS = 3000;
 /**
@@ -25,8 +23,6 @@ const SAVE_SEQ_MS = 250;
 
 const listeners = new Set();
 const stateListeners = new Set();
-/** minute start (ms) → {succeeded, retried, dead} */
-export const perMinute = new Map();
 let source = null;
 let state = "off"; // off | connecting | live | reconnecting | paused
 let wanted = false;
@@ -51,21 +47,6 @@ function saveSeq() {
   if (seenSeq) sessionStorage.setItem(SEQ_KEY, String(seenSeq));
 }
 
-function count(ev) {
-  let kind = null;
-  if (ev.type === "delivery.attempted" && ev.data && ev.data.outcome === "succeeded") kind = "succeeded";
-  else if (ev.type === "delivery.retrying") kind = "retried";
-  else if (ev.type === "delivery.dead") kind = "dead";
-  if (!kind) return;
-  const at = new Date(ev.occurredAt).getTime();
-  const minute = at - (at % 60000);
-  if (minute < Date.now() - MINUTES_KEPT * 60000) return;
-  const b = perMinute.get(minute) || { succeeded: 0, retried: 0, dead: 0 };
-  b[kind] += 1;
-  perMinute.set(minute, b);
-  for (const k of perMinute.keys()) if (k < Date.now() - MINUTES_KEPT * 60000) perMinute.delete(k);
-}
-
 function onMessage(e) {
   let ev;
   try {
@@ -77,7 +58,6 @@ function onMessage(e) {
     seenSeq = ev.seq;
     if (!saveTimer) saveTimer = setTimeout(saveSeq, SAVE_SEQ_MS);
   }
-  count(ev);
   listeners.forEach((fn) => fn(ev));
 }
 
@@ -119,7 +99,6 @@ export function stop() {
   close();
   seenSeq = 0;
   sessionStorage.removeItem(SEQ_KEY);
-  perMinute.clear();
   setState("off");
 }
 

@@ -1,35 +1,35 @@
 // Overview: timers by status, delivery outcomes per minute, the tenant's tier, limits
 // and usage.
 import { html, useEffect, useState } from "../vendor/htm-preact-3.1.1.js";
-import { api, qs } from "./api.js";
-import { perMinute, useEvents } from "./live.js";
+import { api } from "./api.js";
+import { useEvents } from "./live.js";
 import { ErrorText, Link } from "./util.js";
 
 const STATUSES = ["scheduled", "fired", "settled", "failed", "cancelled"];
-/** The API has no counts: each status is counted over one page of at most this many. */
-const COUNT_PAGE = 500;
+/** The least time between two refreshes caused by events: three requests each, so a busy
+ * tenant stays well inside the free tier's request rate. */
+const REFRESH_MIN_MS = 5000;
+/** The chart moves on by a minute even when nothing happens. */
+const REFRESH_IDLE_MS = 60000;
 
+/** GET /timers/counts: each status, with "+" where the server stopped counting. */
 async function countByStatus() {
+  const c = await api("GET", "/timers/counts");
   const out = {};
-  await Promise.all(
-    STATUSES.map(async (s) => {
-      const page = await api("GET", `/timers${qs({ status: s, limit: COUNT_PAGE })}`);
-      out[s] = { n: page.timers.length, more: Boolean(page.nextCursor) };
-    }),
-  );
+  for (const s of STATUSES) out[s] = { n: c[s], more: c.capped && c[s] >= c.cap };
   return out;
 }
 
-function Chart({ tick }) {
-  const now = Date.now();
-  const first = now - (now % 60000) - 59 * 60000;
-  const rows = [];
+/** GET /deliveries/per-minute: the last hour, oldest minute first. */
+async function activity() {
+  const a = await api("GET", "/deliveries/per-minute?minutes=60");
+  return { rows: a.minutes, complete: a.complete };
+}
+
+function Chart({ data }) {
+  const rows = data ? data.rows : [];
   let max = 1;
-  for (let i = 0; i < 60; i++) {
-    const b = perMinute.get(first + i * 60000) || { succeeded: 0, retried: 0, dead: 0 };
-    rows.push(b);
-    max = Math.max(max, b.succeeded + b.retried + b.dead);
-  }
+  for (const b of rows) max = Math.max(max, b.succeeded + b.retried + b.dead);
   const H = 80;
   const total = rows.reduce((a, b) => ({ succeeded: a.succeeded + b.succeeded, retried: a.retried + b.retried, dead: a.dead + b.dead }), { succeeded: 0, retried: 0, dead: 0 });
   const bar = (b, i) => {
@@ -40,7 +40,7 @@ function Chart({ tick }) {
       return h > 0 ? html`<rect key=${k} class=${`bar-${k}`} x=${i * 5} y=${y} width="4" height=${h}><title>${b[k]} ${k}</title></rect>` : null;
     });
   };
-  return html`<div class="chart" data-tick=${tick}>
+  return html`<div class="chart">
     <svg viewBox="0 0 300 ${H}" preserveAspectRatio="none" role="img" aria-label="Deliveries per minute over the last hour">
       ${rows.map(bar)}
     </svg>
@@ -48,7 +48,7 @@ function Chart({ tick }) {
       <span class="key bar-succeeded-key">succeeded ${total.succeeded}</span>
       <span class="key bar-retried-key">retried ${total.retried}</span>
       <span class="key bar-dead-key">dead ${total.dead}</span>
-      <span class="muted small">per minute, last hour, from the events this tab has read</span>
+      <span class="muted small">per minute, last hour${data && !data.complete ? " (the oldest minutes only in part: more events than the server reads at once)" : ""}</span>
     </p>
   </div>`;
 }
@@ -59,13 +59,17 @@ function fmtLimit(v) {
 
 export function Overview({ session }) {
   const [counts, setCounts] = useState(null);
+  const [chart, setChart] = useState(null);
   const [usage, setUsage] = useState(null);
+  const [last, setLast] = useState(0);
   const [error, setError] = useState(null);
   const [tick, setTick] = useState(0);
   const refresh = async () => {
     try {
-      const [c, u] = await Promise.all([countByStatus(), api("GET", "/usage")]);
+      setLast(Date.now());
+      const [c, a, u] = await Promise.all([countByStatus(), activity(), api("GET", "/usage")]);
       setCounts(c);
+      setChart(a);
       setUsage(u);
       setError(null);
     } catch (e) {
@@ -75,15 +79,16 @@ export function Overview({ session }) {
   useEffect(() => {
     refresh();
   }, []);
-  // Recount when timers change state, at most once a second.
+  // Recount when timers or deliveries change, at most every REFRESH_MIN_MS.
   useEffect(() => {
     const t = setInterval(() => setTick((x) => x + 1), 1000);
     return () => clearInterval(t);
   }, []);
   const [dirty, setDirty] = useState(false);
-  useEvents((ev) => ev.type.startsWith("timer.") && setDirty(true));
+  useEvents((ev) => (ev.type.startsWith("timer.") || ev.type.startsWith("delivery.")) && setDirty(true));
   useEffect(() => {
-    if (dirty) {
+    const since = Date.now() - last;
+    if ((dirty && since >= REFRESH_MIN_MS) || since >= REFRESH_IDLE_MS) {
       setDirty(false);
       refresh();
     }
@@ -99,7 +104,7 @@ export function Overview({ session }) {
       <//>`)}
     </div>
     <h2>Deliveries per minute</h2>
-    <${Chart} tick=${tick} />
+    <${Chart} data=${chart} />
     <h2>Tier, limits and usage</h2>
     ${usage && html`<table class="kv" id="usage">
       <tbody>
