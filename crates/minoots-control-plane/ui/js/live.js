@@ -3,8 +3,7 @@
 // that has seen no event starts from now (`after=latest`: the pages read the present
 // from the REST API, so replaying the tenant's whole log would only delay live events);
 // afterwards it resumes after the last sequence number seen (kept for the tab in
-// sessionStorage, and sent by the browser as Last-Event-ID when it reconnects by itself). It also counts
-// delivery outcomes per minute for the overview, over the events this tab has read.
+// sessionStorage, and sent by the browser as Last-Event-ID when it reconnects by itself).
 import { useEffect, useState } from "../vendor/htm-preact-3.1.1.js";
 
 export const EVENT_TYPES = [
