@@ -12,10 +12,8 @@ use std::time::{Duration, Instant};
 use minoots_control_plane::ControlPlaneConfig;
 use minoots_control_plane::auth::Access;
 use minoots_core::{AttemptOutcome, Clock, SystemClock};
-use minoots_kernel::{KernelApi, LeaseRequest};
-use minoots_store::AttemptReport;
+use minoots_kernel::KernelApi;
 use serde_json::Value;
-use tokio_stream::StreamExt;
 
 fn demo() -> ControlPlaneConfig {
     ControlPlaneConfig {
@@ -66,36 +64,6 @@ async fn the_original_request_works_verbatim_in_demo_mode() {
         .await;
     r.assert_problem(401, None);
     s.stop().await;
-}
-
-/// Makes the timer's only delivery dead through the kernel, as an executor would.
-async fn kill_delivery(s: &Server) {
-    let mut leases = s
-        .kernel
-        .lease_deliveries(LeaseRequest {
-            lease_owner: "test-executor".into(),
-            lease_ttl_ms: 30_000,
-            max_in_flight: 1,
-        })
-        .await
-        .unwrap();
-    let leased = leases.next().await.unwrap().unwrap();
-    s.kernel
-        .report_attempt(AttemptReport {
-            delivery_id: leased.delivery.id,
-            lease_owner: "test-executor".into(),
-            attempt: leased.delivery.attempt,
-            started_at_us: SystemClock.now_us(),
-            duration_us: 1_000,
-            outcome: AttemptOutcome::Permanent,
-            retry_after_ms: None,
-            http_status: Some(404),
-            exit_code: None,
-            error: Some("not found".into()),
-            response_excerpt: Some("nope".into()),
-        })
-        .await
-        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,7 +135,8 @@ async fn every_endpoint_answers_its_success_path() {
         )
         .await;
     let fid = f.body["id"].as_str().unwrap().to_string();
-    kill_delivery(&s).await;
+    // The timer's only delivery dies, as an executor would report it.
+    s.report_one(AttemptOutcome::Permanent).await;
     let failed = s
         .call("GET", &format!("/timers/{fid}/wait?timeout=10s"), k, None)
         .await;

@@ -341,7 +341,8 @@ async fn dashboard_at_100k_timers() {
     }
     let log_seq = seen.last_seq.load(Ordering::Relaxed);
 
-    // 2. Sign in; a fresh tab reads the event log from its start.
+    // 2. Sign in; a fresh tab starts its stream at the newest event (`after=latest`), so
+    // the log's size (printed) should not delay going live.
     let b = Browser::start(WINDOW).await;
     b.cdp("Performance.enable", json!({})).await;
     b.goto(&format!("{base}/ui")).await;
