@@ -288,7 +288,9 @@ pub async fn counted_lookup<T>(
         // an address never has more lookups running or failed than its budget allows.
         let d = state.failed_auth.check_burst(b, per_minute, burst);
         if !d.allowed {
-            state.metrics.rate_limited(FAILED_AUTH_QUOTA);
+            state
+                .metrics
+                .rate_limited(FAILED_AUTH_QUOTA, crate::metrics::NO_TIER);
             return Err(failed_auth_limited(burst, &d));
         }
     }
@@ -403,7 +405,9 @@ pub async fn authorize(
         Some(n) if !caller.is_admin() => {
             let d = state.rate.check(&caller.key_id, n);
             if !d.allowed {
-                state.metrics.rate_limited("requestsPerMinute");
+                state
+                    .metrics
+                    .rate_limited("requestsPerMinute", &caller.tenant.tier);
                 return rate_limited("requestsPerMinute", &d).into_response();
             }
             Some(d)

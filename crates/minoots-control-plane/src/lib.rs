@@ -46,6 +46,9 @@ pub use problem::{ApiError, ApiResult};
 #[derive(Clone)]
 pub struct AppState(Arc<AppInner>);
 
+/// Prometheus text of a part of the process, each metric with its `# HELP` and `# TYPE`.
+pub type MetricsText = Arc<dyn Fn() -> String + Send + Sync>;
+
 impl std::ops::Deref for AppState {
     type Target = AppInner;
     fn deref(&self) -> &AppInner {
@@ -66,6 +69,9 @@ pub struct AppInner {
     /// The kernel when it runs in this process: `/readyz` asks whether it still fires
     /// timers, and its counters and store gauges are rendered at `/metrics` too.
     pub local_kernel: Option<Arc<dyn LocalKernel>>,
+    /// More Prometheus text for `/metrics`, rendered after the control plane's own and the
+    /// kernel's: parts of this process that are neither (`minoots serve`'s orchestrator).
+    pub more_metrics: Vec<MetricsText>,
     /// Permits for concurrent SSE streams.
     pub streams: Arc<Semaphore>,
     /// Where every wall-clock reading of the REST API comes from (tier horizons, quota
@@ -105,8 +111,18 @@ impl AppState {
             failed_auth: Arc::default(),
             metrics: Arc::default(),
             local_kernel,
+            more_metrics: Vec::new(),
             clock,
         })))
+    }
+
+    /// Adds `render` to what `/metrics` shows. Only before the state is shared (cloned).
+    pub fn with_metrics(mut self, render: MetricsText) -> Self {
+        Arc::get_mut(&mut self.0)
+            .expect("metrics are added before the state is shared")
+            .more_metrics
+            .push(render);
+        self
     }
 
     /// Awaits a kernel call, bounded by the configured timeout (503 when it passes).

@@ -1,9 +1,13 @@
 //! What the control plane counts, rendered as Prometheus text at `/metrics`: requests by
 //! route, method and status with a latency histogram per route, rate-limited requests by
-//! quota, and — when the kernel runs in this process — its timers, deliveries, firing
-//! lateness and store gauges, as the kernel renders them
-//! ([`minoots_kernel_api::LocalKernel::render_metrics`]). Routes are the route table's patterns (`/timers/{id}`),
-//! never raw paths, so the number of series is bounded by the table.
+//! quota and tier, the process's resident memory, and — when the kernel runs in this
+//! process — its timers, deliveries, firing lateness and store gauges, as the kernel
+//! renders them ([`minoots_kernel_api::LocalKernel::render_metrics`]), and what else the
+//! process added ([`crate::AppState::with_metrics`]: `minoots serve`'s orchestrator).
+//! Routes are the route table's patterns (`/timers/{id}`), never raw paths, and tiers are
+//! the configured tiers' names (a tenant of another tier is refused before any limit), so
+//! the number of series is bounded by the route table and the configuration. Tenant ids
+//! are never labels: they come from users without a bound.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -23,8 +27,8 @@ pub struct HttpMetrics {
     requests: Mutex<BTreeMap<(String, String, u16), u64>>,
     /// route → latency.
     latency: Mutex<BTreeMap<String, Arc<LatencyHistogram>>>,
-    /// quota name → refused requests.
-    limited: Mutex<BTreeMap<String, u64>>,
+    /// (quota name, tier) → refused requests.
+    limited: Mutex<BTreeMap<(&'static str, String), u64>>,
 }
 
 impl HttpMetrics {
@@ -45,13 +49,16 @@ impl HttpMetrics {
         h.record(micros as i64);
     }
 
-    pub fn rate_limited(&self, quota: &str) {
-        *self
-            .limited
-            .lock()
-            .expect("poisoned")
-            .entry(quota.to_string())
-            .or_insert(0) += 1;
+    /// Counts a request refused by `quota` for a tenant of `tier` ([`NO_TIER`] when no
+    /// tenant is known, as for failed authentications).
+    pub fn rate_limited(&self, quota: &'static str, tier: &str) {
+        let mut limited = self.limited.lock().expect("poisoned");
+        match limited.get_mut(&(quota, tier.to_string())) {
+            Some(n) => *n += 1,
+            None => {
+                limited.insert((quota, tier.to_string()), 1);
+            }
+        }
     }
 }
 
@@ -83,6 +90,9 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
     );
     resp
 }
+
+/// The `tier` label of refusals made before any tenant is known.
+pub const NO_TIER: &str = "none";
 
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -119,16 +129,20 @@ pub async fn render(state: &AppState) -> String {
             &LATENCY_BOUNDS_US,
         );
     }
-    out.push_str("# HELP minoots_rate_limited_total Requests refused by a per-minute limit, by quota.\n# TYPE minoots_rate_limited_total counter\n");
-    for (quota, n) in state.metrics.limited.lock().expect("poisoned").iter() {
+    out.push_str("# HELP minoots_rate_limited_total Requests refused by a per-minute limit, by quota and the tenant's tier.\n# TYPE minoots_rate_limited_total counter\n");
+    for ((quota, tier), n) in state.metrics.limited.lock().expect("poisoned").iter() {
         let _ = writeln!(
             out,
-            "minoots_rate_limited_total{{quota=\"{}\"}} {n}",
-            escape(quota)
+            "minoots_rate_limited_total{{quota=\"{quota}\",tier=\"{}\"}} {n}",
+            escape(tier)
         );
     }
+    minoots_kernel_api::metrics::write_process_metrics(&mut out);
     if let Some(kernel) = &state.local_kernel {
         out.push_str(&kernel.render_metrics().await);
+    }
+    for more in &state.more_metrics {
+        out.push_str(&more());
     }
     out
 }

@@ -159,7 +159,8 @@ pub async fn create(
         Some(n) if !caller.is_admin() => {
             let d = st.creates.check(&caller.key_id, n);
             if !d.allowed {
-                st.metrics.rate_limited("createsPerMinute");
+                st.metrics
+                    .rate_limited("createsPerMinute", &caller.tenant.tier);
                 return Err(rate_limited("createsPerMinute", &d));
             }
             Some(d)

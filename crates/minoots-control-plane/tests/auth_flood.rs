@@ -141,7 +141,7 @@ async fn an_address_over_its_failed_authentication_budget_gets_429_without_a_loo
         .unwrap();
     assert!(
         metrics.contains(&format!(
-            "minoots_rate_limited_total{{quota=\"{FAILED_AUTH_QUOTA}\"}} 22"
+            "minoots_rate_limited_total{{quota=\"{FAILED_AUTH_QUOTA}\",tier=\"none\"}} 22"
         )),
         "{metrics}"
     );

@@ -1,6 +1,7 @@
 //! Metrics that more than one plane keeps: the log-linear [`LatencyHistogram`] (firing
 //! lateness, request latency, attempt durations), kept in atomics so that no recording
-//! thread ever blocks, and its Prometheus text.
+//! thread ever blocks, and its Prometheus text; and the process's own gauges
+//! ([`write_process_metrics`]), which every `/metrics` shows once.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -9,6 +10,28 @@ pub const LATENCY_BOUNDS_US: [u64; 14] = [
     100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
     1_000_000, 5_000_000,
 ];
+
+/// Appends `process_resident_memory_bytes` (the name Prometheus client libraries use),
+/// read from `/proc/self/status` (`VmRSS`, in KiB): one small file read per scrape, no
+/// allocation beyond it. Writes nothing where `/proc` is missing (not Linux).
+pub fn write_process_metrics(out: &mut String) {
+    use std::fmt::Write as _;
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return;
+    };
+    let rss_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(kib) = rss_kib {
+        let _ = writeln!(
+            out,
+            "# HELP process_resident_memory_bytes Resident memory of this process.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {}",
+            kib * 1024
+        );
+    }
+}
 
 /// Sub-buckets per power of two: 8 gives about 9 % relative precision.
 const SUB_BITS: u32 = 3;
@@ -150,6 +173,22 @@ mod tests {
                 "precision at {v}"
             );
         }
+    }
+
+    #[test]
+    fn the_process_reports_its_resident_memory() {
+        let mut out = String::new();
+        write_process_metrics(&mut out);
+        let bytes: u64 = out
+            .lines()
+            .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+            .expect("exported on Linux")
+            .parse()
+            .unwrap();
+        assert!(
+            bytes > 1024 * 1024,
+            "a test binary holds more than 1 MiB: {bytes}"
+        );
     }
 
     #[test]

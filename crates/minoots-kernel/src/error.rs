@@ -7,7 +7,9 @@ use minoots_store::StoreError;
 
 /// The kernel's answer to a store error: what was not found, the conflict in words a client
 /// can act on, a fenced report, a transient failure, a disk that refuses writes, a quota.
+/// A refused write is counted here ([`crate::metrics::note_store_error`]) on its way out.
 pub(crate) fn from_store(e: StoreError) -> KernelError {
+    crate::metrics::note_store_error(&e);
     match e {
         StoreError::NotFound(missing) => KernelError::NotFound(missing),
         StoreError::Conflict { status } => KernelError::Conflict {

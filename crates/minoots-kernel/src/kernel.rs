@@ -231,6 +231,12 @@ impl Kernel {
         self.scheduler.is_ready()
     }
 
+    /// How long the firing window's earliest timer has been due at `now_us` without being
+    /// fired, in microseconds (0 when none is overdue): the firing backlog.
+    pub fn firing_overdue_us(&self, now_us: i64) -> i64 {
+        self.scheduler.overdue_us(now_us)
+    }
+
     /// Why timers no longer fire, once a part of the scheduler died (a panic of the firing
     /// thread, the dispatcher or the loader). The kernel does not restart it: the process
     /// should report the reason and exit, and its supervisor restart it (see

@@ -40,6 +40,7 @@ pub(crate) fn start_session(
         store: store.clone(),
         notify: notify.clone(),
         lease_owner: request.lease_owner.clone(),
+        _open: metrics.lease_session(),
     };
     tokio::spawn(async move {
         let ttl_us = i64::from(request.lease_ttl_ms) * 1_000;
@@ -75,6 +76,7 @@ pub(crate) fn start_session(
                 }
                 Ok(_) => {}
                 Err(e) => {
+                    crate::metrics::note_store_error(&e);
                     tracing::warn!(error = %e, owner = %request.lease_owner, "claiming deliveries failed");
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_millis(500)) => {}
@@ -129,6 +131,8 @@ struct SessionStream {
     store: Arc<dyn Store>,
     notify: Arc<Notify>,
     lease_owner: String,
+    /// Counts the session in `minoots_lease_sessions` while the executor holds it.
+    _open: crate::metrics::LeaseSessionGuard,
 }
 
 impl Stream for SessionStream {

@@ -44,6 +44,7 @@ pub(crate) async fn run_rescuer(
                     }
                 }
                 Err(e) => {
+                    crate::metrics::note_store_error(&e);
                     tracing::warn!(error = %e, "rescuing expired leases failed");
                     break;
                 }
@@ -65,6 +66,12 @@ pub(crate) async fn run_retention(
     /// Bound on the work of one pass; the rest waits for the next pass.
     const MAX_BATCHES_PER_PASS: usize = 100;
     let cluster = store.cluster();
+    let succeeded = |at_us: i64| {
+        metrics
+            .retention_last_success_us
+            .store(at_us, std::sync::atomic::Ordering::Relaxed)
+    };
+    succeeded(clock.now_us());
     loop {
         tokio::select! {
             _ = tokio::time::sleep(config.retention_interval) => {}
@@ -74,6 +81,7 @@ pub(crate) async fn run_retention(
             continue;
         }
         let cutoff = clock.now_us() - config.event_retention.as_micros() as i64;
+        let mut failed = false;
         for _ in 0..MAX_BATCHES_PER_PASS {
             match store.prune_events(cutoff, PRUNE_BATCH).await {
                 Ok(n) => {
@@ -83,7 +91,9 @@ pub(crate) async fn run_retention(
                     }
                 }
                 Err(e) => {
+                    crate::metrics::note_store_error(&e);
                     tracing::warn!(error = %e, "pruning old events failed");
+                    failed = true;
                     break;
                 }
             }
@@ -95,10 +105,15 @@ pub(crate) async fn run_retention(
                 Ok(n) if n < PRUNE_BATCH => break,
                 Ok(_) => {}
                 Err(e) => {
+                    crate::metrics::note_store_error(&e);
                     tracing::warn!(error = %e, "pruning expired dashboard sessions failed");
+                    failed = true;
                     break;
                 }
             }
+        }
+        if !failed {
+            succeeded(clock.now_us());
         }
     }
 }

@@ -385,6 +385,16 @@ impl Scheduler {
         *self.shared.loaded_once.borrow() && self.shared.failure.borrow().is_none()
     }
 
+    /// How long the window's earliest timer has been due at `now_us` without being
+    /// fired, in microseconds (0 when none is overdue). One lock and the index's first
+    /// entry: cheap enough for every scrape.
+    pub fn overdue_us(&self, now_us: i64) -> i64 {
+        let st = self.shared.state.lock().expect("scheduler poisoned");
+        st.index
+            .first()
+            .map_or(0, |first| (now_us - first.fire_at_us).max(0))
+    }
+
     /// Why the scheduler can no longer fire timers, once a part of it died.
     pub fn failure(&self) -> Option<String> {
         self.shared.failure.borrow().clone()
@@ -664,6 +674,7 @@ async fn fire_with_retry(
         }
         Err(e) => {
             KernelMetrics::inc(&shared.metrics.fire_errors, 1);
+            crate::metrics::note_store_error(&e);
             let pause = fire_retry_pause(failures_before);
             // One error per outage, then quieter reminders at each (growing) pause.
             if failures_before == 0 {

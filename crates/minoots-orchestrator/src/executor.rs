@@ -239,6 +239,7 @@ impl Orchestrator {
         let mut tasks = JoinSet::new();
         let stream = self.lease_loop(&lanes, &mut tasks).await;
         self.hand_back_unstarted(stream).await;
+        self.metrics.lease_stream(false);
         let deadline = tokio::time::Instant::now() + self.config.shutdown_grace;
         while !tasks.is_empty() {
             if tokio::time::timeout_at(deadline, tasks.join_next())
@@ -273,6 +274,7 @@ impl Orchestrator {
             let Some(leases) = stream.as_mut() else {
                 match self.kernel.lease_deliveries(self.lease_request()).await {
                     Ok(s) => {
+                        self.metrics.lease_stream(true);
                         stream = Some(s);
                         backoff = Duration::from_millis(100);
                     }
@@ -301,9 +303,13 @@ impl Orchestrator {
                 Some(Ok(d)) => self.dispatch(d, permit, lanes, tasks),
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "lease stream failed; reconnecting");
+                    self.metrics.lease_stream(false);
                     stream = None;
                 }
-                None => stream = None,
+                None => {
+                    self.metrics.lease_stream(false);
+                    stream = None;
+                }
             }
             while tasks.try_join_next().is_some() {}
         }

@@ -1,5 +1,7 @@
 //! What an orchestrator counts, in atomics so executing tasks never wait on them, and
-//! their Prometheus text (served by `minoots orchestrator` at `/metrics`).
+//! their Prometheus text (served by `minoots orchestrator` at `/metrics`, and by `minoots
+//! serve` for its embedded orchestrator). The alert rules and the Grafana dashboard under
+//! `deploy/` read these names; a test checks that each one they use is exported.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -29,8 +31,11 @@ pub struct OrchestratorMetrics {
     pub attempts: [AtomicU64; 3],
     /// Attempts by action kind: webhook, command, file.
     pub attempts_by_kind: [AtomicU64; 3],
-    /// How long attempts took.
-    pub attempt_duration: LatencyHistogram,
+    /// How long attempts took, by action kind: webhook, command, file.
+    pub attempt_duration: [LatencyHistogram; 3],
+    /// 1 while a lease stream to the kernel is open (deliveries can reach this
+    /// orchestrator), 0 while it connects or reconnects.
+    pub lease_stream_up: AtomicI64,
     /// Attempts running now.
     pub in_flight: AtomicI64,
     /// Deliveries handed back unexecuted (lease nearly gone, or a graceful stop).
@@ -80,7 +85,13 @@ impl OrchestratorMetrics {
         };
         self.attempts[i].fetch_add(1, Ordering::Relaxed);
         self.attempts_by_kind[kind.min(2)].fetch_add(1, Ordering::Relaxed);
-        self.attempt_duration.record(duration_us);
+        self.attempt_duration[kind.min(2)].record(duration_us);
+    }
+
+    /// Records whether the lease stream to the kernel is open.
+    pub fn lease_stream(&self, open: bool) {
+        self.lease_stream_up
+            .store(i64::from(open), Ordering::Relaxed);
     }
 
     pub fn render(&self) -> String {
@@ -127,13 +138,20 @@ impl OrchestratorMetrics {
             "# HELP minoots_orchestrator_leases_lost_total Attempts stopped because their lease was lost or not renewed in time.\n# TYPE minoots_orchestrator_leases_lost_total counter\nminoots_orchestrator_leases_lost_total {}",
             g(&self.leases_lost)
         );
-        out.push_str("# HELP minoots_orchestrator_attempt_duration_seconds How long attempts took.\n# TYPE minoots_orchestrator_attempt_duration_seconds histogram\n");
-        self.attempt_duration.write_prometheus(
-            &mut out,
-            "minoots_orchestrator_attempt_duration_seconds",
-            "",
-            &BOUNDS_US,
+        let _ = writeln!(
+            out,
+            "# HELP minoots_orchestrator_lease_stream_up 1 while the lease stream to the kernel is open, 0 while connecting.\n# TYPE minoots_orchestrator_lease_stream_up gauge\nminoots_orchestrator_lease_stream_up {}",
+            self.lease_stream_up.load(Ordering::Relaxed)
         );
+        out.push_str("# HELP minoots_orchestrator_attempt_duration_seconds How long attempts took, by action type.\n# TYPE minoots_orchestrator_attempt_duration_seconds histogram\n");
+        for (i, k) in ["webhook", "command", "file"].iter().enumerate() {
+            self.attempt_duration[i].write_prometheus(
+                &mut out,
+                "minoots_orchestrator_attempt_duration_seconds",
+                &format!("action=\"{k}\""),
+                &BOUNDS_US,
+            );
+        }
         out
     }
 }

@@ -258,11 +258,13 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     ocfg.commands = args.kernel.actions.commands()?;
     ocfg.files = args.kernel.actions.files()?;
     let orchestrator = Orchestrator::new(api.clone(), ocfg)?;
+    let orch_metrics = orchestrator.metrics().clone();
     let (orch_stop, orch_stop_rx) = tokio::sync::watch::channel(false);
     let orch = tokio::spawn(orchestrator.run(orch_stop_rx));
 
-    // The REST API.
-    let state = AppState::new(api, config_of(&args.http)?, Some(kernel.clone()))?;
+    // The REST API; its `/metrics` shows the kernel's and the orchestrator's too.
+    let state = AppState::new(api, config_of(&args.http)?, Some(kernel.clone()))?
+        .with_metrics(Arc::new(move || orch_metrics.render()));
     let listener = TcpListener::bind(args.http.http_addr)
         .await
         .with_context(|| format!("binding the HTTP address {}", args.http.http_addr))?;

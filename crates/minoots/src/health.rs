@@ -104,12 +104,14 @@ pub async fn serve_probe(
             axum::routing::get(move || {
                 let metrics = metrics.clone();
                 async move {
+                    let mut text = metrics().await;
+                    minoots_kernel::metrics::write_process_metrics(&mut text);
                     (
                         [(
                             header::CONTENT_TYPE,
                             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
                         )],
-                        metrics().await,
+                        text,
                     )
                         .into_response()
                 }
