@@ -1,8 +1,9 @@
 //! The overview of the key's tenant, for the dashboard and any client: `GET /timers/counts`
 //! (timers by status) and `GET /deliveries/per-minute` (delivery outcomes per minute over
 //! the last hour at most). Both read the kernel's bounded overview calls, so each answer
-//! costs at most a fixed amount of store work whatever the tenant's size: five index
-//! range reads of at most `MAX_COUNTED_PER_STATUS` entries, or a binary search of the
+//! costs at most a fixed amount of store work whatever the tenant's size: two counter
+//! rows (SQLite) or five index range reads of at most `MAX_COUNTED_PER_STATUS` entries
+//! (PostgreSQL), or a binary search of the
 //! event log and at most `MAX_ACTIVITY_EVENTS_SCANNED` events. Never a private endpoint:
 //! both are in the route table, hence in `/openapi.json`.
 

@@ -314,8 +314,8 @@ pub trait KernelApi: Send + Sync + 'static {
     async fn end_ui_session(&self, token_hash: [u8; 32]) -> KernelResult<bool>;
 
     /// The tenant's timers by status, each count stopping at
-    /// [`minoots_core::records::MAX_COUNTED_PER_STATUS`] (then `capped`); read from an
-    /// index of the store, never the timers themselves.
+    /// [`minoots_core::records::MAX_COUNTED_PER_STATUS`] (then `capped`); read from counts
+    /// the store keeps per tenant or from an index, never the timers themselves.
     async fn timer_counts(&self, tenant_id: &str) -> KernelResult<TimerCounts>;
 
     /// The tenant's delivery outcomes per minute over the last `minutes` minutes (1 to

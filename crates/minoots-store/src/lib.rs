@@ -20,6 +20,7 @@ pub mod schedules;
 pub mod sessions;
 pub mod sqlite;
 mod types;
+pub mod writer_stats;
 
 pub use dashboard::DashboardStore;
 pub use postgres::{ANNOUNCE_DUE_WITHIN_US, PostgresConfig, PostgresStore, SHARD_COUNT, shard_of};
@@ -172,6 +173,9 @@ pub trait Store: UiSessionStore + DashboardStore + Send + Sync + 'static {
 
     /// Counts for metrics and readiness.
     async fn stats(&self) -> StoreResult<StoreStats>;
+
+    /// The writer's group commits (durations, sizes), for `/metrics`.
+    fn writer_stats(&self) -> Arc<writer_stats::WriterStats>;
 
     /// A delivery by id (for tests and operators).
     async fn get_delivery(&self, id: minoots_core::DeliveryId) -> StoreResult<Option<Delivery>>;

@@ -20,13 +20,27 @@ pub async fn timer_counts_by_status_per_tenant(h: &Harness) {
     let settles = create(h, timer(h, "acme", T0 + SEC, 0)).await;
     let runs = create(h, timer(h, "acme", T0 + SEC, 1)).await;
     let fails = create(h, timer(h, "acme", T0 + SEC, 1)).await;
+    let mut others = Vec::new();
     for _ in 0..2 {
-        create(h, timer(h, "other", T0 + SEC, 1)).await;
+        others.push(create(h, timer(h, "other", T0 + SEC, 1)).await);
     }
     h.clock.advance_us(SEC);
-    for id in [settles.id, runs.id, fails.id] {
-        fire(h, id).await;
-    }
+    // One fire batch of two tenants' timers (counts are moved per tenant and batch).
+    let fired = h
+        .store
+        .fire_timers(
+            [settles.id, runs.id, fails.id, others[0].id]
+                .into_iter()
+                .map(|timer_id| FireRequest {
+                    timer_id,
+                    fired_at_us: h.clock.now_us(),
+                    refuse_early: false,
+                })
+                .collect(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(fired.len(), 4);
     let claimed = h.store.claim_deliveries("w1", 30 * SEC, 10).await.unwrap();
     let failing = claimed
         .iter()
@@ -50,7 +64,7 @@ pub async fn timer_counts_by_status_per_tenant(h: &Harness) {
         }
     );
     let other = h.store.timer_counts("other", 1_000).await.unwrap();
-    assert_eq!((other.scheduled, other.fired), (2, 0));
+    assert_eq!((other.scheduled, other.fired), (1, 1));
     assert_eq!(
         h.store.timer_counts("nobody", 1_000).await.unwrap(),
         TimerCounts::default()
@@ -61,6 +75,10 @@ pub async fn timer_counts_by_status_per_tenant(h: &Harness) {
         (capped.scheduled, capped.fired, capped.capped),
         (2, 1, true)
     );
+    // A redrive takes the failed timer back to fired.
+    h.store.redrive_timer("acme", fails.id).await.unwrap();
+    let counts = h.store.timer_counts("acme", 1_000).await.unwrap();
+    assert_eq!((counts.fired, counts.failed), (2, 0));
 }
 
 /// Fires a fresh timer of `tenant` with one action now and reports its first attempt.

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use tokio::sync::mpsc;
 
-use super::tables::{Batch, TABLES};
+use super::tables::{Batch, SQLITE_ONLY, TABLES};
 use super::{MIGRATE_BATCH_BYTES, MIGRATE_BATCH_ROWS, MigrateError};
 use crate::sqlite::{DB_FILE, lock_dir, schema::MIGRATIONS};
 use crate::types::StoreError;
@@ -140,10 +140,9 @@ fn check_schema(conn: &Connection) -> Result<(), MigrateError> {
         .query_map([], |r| r.get::<_, String>(0))
         .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
         .map_err(read_error("cannot list the tables"))?;
-    if let Some(unknown) = tables
-        .iter()
-        .find(|name| !TABLES.iter().any(|t| t.name == *name))
-    {
+    if let Some(unknown) = tables.iter().find(|name| {
+        !TABLES.iter().any(|t| t.name == *name) && !SQLITE_ONLY.contains(&name.as_str())
+    }) {
         return Err(mismatch(format!(
             "table {unknown} has no PostgreSQL counterpart in the migration's map"
         )));

@@ -8,7 +8,8 @@
 //! highest `seq` ever handed out, which pruning never lowers); it becomes
 //! `event_log_head.last_seq`. PostgreSQL's own bookkeeping (`minoots_schema_version`,
 //! `shards`, `kernels`) has no SQLite counterpart and is left as its migrations made it:
-//! shards are computed from timer ids, never stored with a timer.
+//! shards are computed from timer ids, never stored with a timer. SQLite's counts of
+//! timers by status ([`SQLITE_ONLY`]) are derived from the timers and not copied.
 //!
 //! This module only describes and converts; it never opens a connection.
 
@@ -295,6 +296,11 @@ pub(crate) const POSTGRES_ONLY: &[&str] = &[
     "shards",
     "kernels",
 ];
+
+/// SQLite tables with no PostgreSQL counterpart, derived from the timers and not copied:
+/// `tenant_status_counts` (each tenant's timers by status), which PostgreSQL reads from
+/// its `timers_tenant_status` index instead.
+pub(crate) const SQLITE_ONLY: &[&str] = &["tenant_status_counts"];
 
 impl Table {
     fn column_list(&self) -> String {

@@ -112,6 +112,7 @@ impl PostgresStore {
             clock,
             log,
             channels: channels.clone(),
+            writer_stats: Default::default(),
         });
         let book = match &config.kernel {
             Some(name) => {
@@ -419,6 +420,10 @@ impl Store for PostgresStore {
             Box::pin(async move { log::prune_events(&mut w.db(), before_us, limit).await })
         })
         .await
+    }
+
+    fn writer_stats(&self) -> Arc<crate::writer_stats::WriterStats> {
+        self.shared.writer_stats.clone()
     }
 
     async fn stats(&self) -> StoreResult<StoreStats> {

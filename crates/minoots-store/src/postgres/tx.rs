@@ -52,6 +52,8 @@ pub(super) struct Shared {
     pub(super) log: EventLog,
     /// Where writes announce what other handles must hear (`listen.rs`).
     pub(super) channels: Arc<Channels>,
+    /// Both writers' group commits, for `/metrics`.
+    pub(super) writer_stats: Arc<crate::writer_stats::WriterStats>,
 }
 
 /// Where statements go: the bare connection (one-statement reads) or a transaction.

@@ -210,6 +210,7 @@ async fn try_group(shared: &Shared, group: &mut [Job], attempt: u32) -> Round {
         Err(e) => return Round::Failed(e),
     };
     let conn = lent.conn();
+    let started = std::time::Instant::now();
     // Err((the failure, the writes it takes out)).
     let result: Result<(), (Failure, Vec<usize>)> = async {
         let mut w = shared.begin(conn).await.map_err(|f| (f, Vec::new()))?;
@@ -262,6 +263,9 @@ async fn try_group(shared: &Shared, group: &mut [Job], attempt: u32) -> Round {
         w.commit(&shared.log).await.map_err(|f| (f, Vec::new()))
     }
     .await;
+    shared
+        .writer_stats
+        .record_commit(group.len(), started.elapsed());
     let (failure, culprits) = match result {
         Ok(()) => return Round::Committed,
         Err(failed) => failed,

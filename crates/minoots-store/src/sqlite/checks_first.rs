@@ -3,11 +3,12 @@
 //! writer relies on it: a write that fails after a change fails its whole group commit
 //! (see `group_commit.rs`), so these tests keep a refusal from ever costing other callers.
 
-use minoots_core::{Event, Timer, TimerId, TimerRequest, TimerStatus};
+use minoots_core::{Timer, TimerId, TimerRequest, TimerStatus};
 use rusqlite::Connection;
 
 use super::WriteCtx;
 use super::timers::create_timer;
+use super::write_ctx::BatchLog;
 use crate::types::*;
 
 /// 2026-11-27T10:00:00Z.
@@ -39,8 +40,8 @@ fn run<T>(
 ) -> (StoreResult<T>, bool) {
     let tx = conn.transaction().unwrap();
     let before = tx.total_changes();
-    let mut events: Vec<Event> = Vec::new();
-    let out = f(&mut WriteCtx::new(&tx, now_us, &mut events));
+    let mut log = BatchLog::default();
+    let out = f(&mut WriteCtx::new(&tx, now_us, &mut log));
     let changed = tx.total_changes() != before;
     tx.commit().unwrap();
     (out, changed)

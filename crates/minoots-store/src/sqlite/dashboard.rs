@@ -1,27 +1,21 @@
 //! Overview reads in SQLite ([`DashboardStore`]), each on one reader connection: counts
-//! from the `timers_tenant_status` index (a covering index: no timer row is read), and
+//! from the rows the writes keep per tenant (`status_counts.rs`: two rows read), and
 //! delivery activity from the tail of the event log, found by [`SeqSearch`] on the
 //! `seq` primary key. Bounds and their reasons are in [`crate::dashboard`].
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::SqliteStore;
+use super::{SqliteStore, status_counts};
 use crate::dashboard::{
     COUNTED_STATUSES, DashboardStore, MINUTE_US, MinuteRow, SeqSearch, activity_of_rows, set_count,
 };
 use crate::types::*;
 
 fn timer_counts(conn: &Connection, tenant_id: &str, cap: u64) -> StoreResult<TimerCounts> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT COUNT(*) FROM (SELECT 1 FROM timers WHERE tenant_id = ?1 AND status = ?2 LIMIT ?3)",
-    )?;
+    let counts = status_counts::read_counts(conn, tenant_id)?;
     let mut out = TimerCounts::default();
-    for status in COUNTED_STATUSES {
-        let n: i64 = stmt.query_row(
-            params![tenant_id, status.as_str(), cap.min(i64::MAX as u64) as i64],
-            |r| r.get(0),
-        )?;
+    for (status, n) in COUNTED_STATUSES.into_iter().zip(counts) {
         set_count(&mut out, status, n, cap);
     }
     Ok(out)

@@ -249,6 +249,7 @@ pub fn report_attempt(ctx: &mut WriteCtx<'_>, r: AttemptReport) -> StoreResult<R
             if settles_timer {
                 write_timer_status(
                     ctx,
+                    &d.tenant_id,
                     d.timer_id,
                     TimerStatus::Settled,
                     NewEvent::timer_settled(&d.tenant_id, d.timer_id),
@@ -319,6 +320,7 @@ fn kill_delivery(
     if kill.fail_timer {
         write_timer_status(
             ctx,
+            &d.tenant_id,
             d.timer_id,
             TimerStatus::Failed,
             NewEvent::timer_failed(d, kill.reason),

@@ -17,7 +17,8 @@ use minoots_core::{Clock, Event};
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use tokio::sync::{broadcast, oneshot};
 
-use super::write_ctx::HeldStatements;
+use super::status_counts;
+use super::write_ctx::{BatchLog, HeldStatements};
 use super::{Completion, SqliteStore, WriteCtx, WriteJob, WriterMsg};
 use crate::types::{StoreError, StoreResult};
 
@@ -59,20 +60,15 @@ pub(super) fn run_batch(
     };
     let now_us = clock.now_us();
     let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
-    let mut pending_events: Vec<Event> = Vec::new();
+    let mut log = BatchLog::default();
     let mut jobs = batch.drain(..);
     while let Some(job) = jobs.next() {
-        let mark = pending_events.len();
+        let mark = log.mark();
         let changes_before = tx.total_changes();
-        let (done, error) = job(Ok(&mut WriteCtx::with_held(
-            &tx,
-            now_us,
-            &mut pending_events,
-            held,
-        )));
+        let (done, error) = job(Ok(&mut WriteCtx::with_held(&tx, now_us, &mut log, held)));
         completions.push(done);
         let Some(e) = error else { continue };
-        pending_events.truncate(mark);
+        log.truncate(mark);
         // A refusal changed nothing: the group goes on. A failure after a change (or one
         // that made SQLite roll the transaction back itself) cannot be undone alone.
         if tx.total_changes() == changes_before && !tx.is_autocommit() {
@@ -91,9 +87,20 @@ pub(super) fn run_batch(
         return;
     }
     drop(jobs);
+    // The batch's status changes, counted once per tenant; failing here fails the group
+    // as a write that failed after its change would.
+    if let Err(e) = status_counts::flush_moves(held, &mut log.moves) {
+        let err = group_failure(StoreError::from(e));
+        tracing::warn!(error = %err, writes = completions.len(), "store: the batch's status counts could not be written; its group commit is rolled back");
+        drop(tx);
+        for d in completions {
+            d(Err(err.clone()));
+        }
+        return;
+    }
     match tx.commit() {
         Ok(()) => {
-            for e in pending_events {
+            for e in log.events {
                 let _ = events.send(e);
             }
             for done in completions {

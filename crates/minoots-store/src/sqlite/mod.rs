@@ -38,6 +38,7 @@ mod schedules;
 pub(crate) mod schema;
 mod secrets;
 mod sessions;
+mod status_counts;
 mod timers;
 mod write_ctx;
 
@@ -57,6 +58,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::Store;
 use crate::types::*;
+use crate::writer_stats::WriterStats;
 use checkpoint::{Checkpointer, IdleWatch};
 
 pub use group_commit::WriterHold;
@@ -135,6 +137,8 @@ struct Inner {
     events: broadcast::Sender<Event>,
     /// Idle periods in which the connections' page caches were released.
     idle_releases: Arc<AtomicU64>,
+    /// The writer's group commits, for `/metrics`.
+    writer_stats: Arc<WriterStats>,
     /// Held for the store's lifetime: the exclusive lock on the data directory.
     lock: Mutex<Option<File>>,
 }
@@ -200,9 +204,11 @@ impl SqliteStore {
         let max_batch = config.max_batch_ops.max(1);
         let commits = Arc::new(AtomicU64::new(0));
         let writer_commits = commits.clone();
+        let writer_stats = Arc::new(WriterStats::default());
+        let stats = writer_stats.clone();
         let handle = std::thread::Builder::new()
             .name("minoots-store-writer".into())
-            .spawn(move || writer_loop(writer, rx, events, clock, max_batch, writer_commits))
+            .spawn(move || writer_loop(writer, rx, events, clock, max_batch, writer_commits, stats))
             .map_err(unavailable)?;
 
         let idle_releases = Arc::new(AtomicU64::new(0));
@@ -225,6 +231,7 @@ impl SqliteStore {
                 reserved_readers,
                 events: events_tx,
                 idle_releases,
+                writer_stats,
                 lock: Mutex::new(Some(lock)),
             }),
         })
@@ -455,6 +462,7 @@ fn writer_loop(
     clock: Arc<dyn Clock>,
     max_batch: usize,
     commits: Arc<AtomicU64>,
+    stats: Arc<WriterStats>,
 ) {
     let held = write_ctx::HeldStatements::new(&conn);
     let mut batch: Vec<WriteJob> = Vec::with_capacity(max_batch);
@@ -484,7 +492,9 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
+        let (writes, started) = (batch.len(), std::time::Instant::now());
         group_commit::run_batch(&conn, &held, &mut batch, &events, clock.as_ref());
+        stats.record_commit(writes, started.elapsed());
         // Rows changed so far: a batch that changed nothing (a rescue pass that found no
         // expired lease) does not count as activity.
         commits.store(conn.total_changes(), Ordering::Relaxed);
@@ -620,6 +630,10 @@ impl Store for SqliteStore {
     async fn prune_events(&self, before_us: i64, limit: usize) -> StoreResult<usize> {
         self.write(move |ctx| events::prune_events(ctx, before_us, limit))
             .await
+    }
+
+    fn writer_stats(&self) -> Arc<WriterStats> {
+        self.inner.writer_stats.clone()
     }
 
     async fn stats(&self) -> StoreResult<StoreStats> {

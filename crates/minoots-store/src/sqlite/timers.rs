@@ -244,6 +244,7 @@ pub fn cancel_timer(
     )?;
     stmt.execute(params![id.as_bytes(), ctx.now_us, reason])?;
     add_pending(ctx, tenant_id, -1)?;
+    ctx.move_status(tenant_id, TimerStatus::Scheduled, TimerStatus::Cancelled);
     ctx.append_event(NewEvent::timer_cancelled(tenant_id, id, reason.as_deref()))?;
     Ok(Timer {
         status: TimerStatus::Cancelled,
@@ -404,6 +405,7 @@ fn fire_timer(ctx: &mut WriteCtx<'_>, fire: FireRequest) -> StoreResult<FireOutc
                 "UPDATE timers SET status = 'settled', fired_at = ?2, settled_at = ?2, version = version + 1 WHERE id = ?1",
                 params![fire.timer_id.as_bytes(), fired_at],
             )?;
+            ctx.move_status(&tenant_id, status, TimerStatus::Settled);
             ctx.append_event(NewEvent::timer_fired(
                 &tenant_id,
                 fire.timer_id,
@@ -426,6 +428,7 @@ fn fire_timer(ctx: &mut WriteCtx<'_>, fire: FireRequest) -> StoreResult<FireOutc
                 "UPDATE timers SET status = 'fired', fired_at = ?2, version = version + 1 WHERE id = ?1",
                 params![fire.timer_id.as_bytes(), fired_at],
             )?;
+            ctx.move_status(&tenant_id, status, TimerStatus::Fired);
             for index in 0..deliveries {
                 let id = DeliveryId::new_v7();
                 ctx.execute(
@@ -462,6 +465,7 @@ fn fire_timer(ctx: &mut WriteCtx<'_>, fire: FireRequest) -> StoreResult<FireOutc
 /// transition must have been planned and checked before the write's first change.
 pub(super) fn write_timer_status(
     ctx: &mut WriteCtx<'_>,
+    tenant_id: &str,
     timer_id: TimerId,
     to: TimerStatus,
     event: NewEvent,
@@ -470,6 +474,8 @@ pub(super) fn write_timer_status(
         "UPDATE timers SET status = ?2, settled_at = ?3, version = version + 1 WHERE id = ?1",
         params![timer_id.as_bytes(), to.as_str(), ctx.now_us],
     )?;
+    // Only a fired timer settles or fails (`TimerStatus::can_transition_to`).
+    ctx.move_status(tenant_id, TimerStatus::Fired, to);
     ctx.append_event(event)
 }
 
@@ -505,6 +511,7 @@ pub fn redrive_timer(ctx: &mut WriteCtx<'_>, tenant_id: &str, id: TimerId) -> St
         ctx.conn
             .prepare_cached("UPDATE timers SET status = 'fired', settled_at = NULL, version = version + 1 WHERE id = ?1")?
             .execute(params![id.as_bytes()])?;
+        ctx.move_status(tenant_id, timer.status, TimerStatus::Fired);
     }
     get_timer(ctx.conn, Some(tenant_id), id)?.ok_or(StoreError::NotFound(Missing::Timer(id)))
 }

@@ -1,31 +1,55 @@
 //! The context of one write of the SQLite backend: the writer's open transaction, the
-//! batch's time and the events the write appends. Events are appended only as the
+//! batch's time, and the events the write appends and the timer status changes it counts
+//! (both kept by the batch, see `group_commit`). Events are appended only as the
 //! [`NewEvent`]s of `minoots_core::event`, so their payloads are written in one place.
 
 use std::cell::RefCell;
 
-use minoots_core::{Event, NewEvent};
+use minoots_core::{Event, NewEvent, TimerStatus};
 use rusqlite::{Connection, PrepFlags, Row, Statement, ToSql, params};
 
+use super::status_counts::StatusMove;
 use crate::types::StoreResult;
 
-/// The open transaction of one write, the batch's time, and the events it appends.
+/// What the writes of a batch leave to be done at its commit: the events to publish, and
+/// the status changes to count ([`super::status_counts`]). Both are cut back to a
+/// [`BatchLog::mark`] when a write is refused.
+#[derive(Default)]
+pub struct BatchLog {
+    pub events: Vec<Event>,
+    pub moves: Vec<StatusMove>,
+}
+
+impl BatchLog {
+    /// Where the log stands before a write.
+    pub fn mark(&self) -> (usize, usize) {
+        (self.events.len(), self.moves.len())
+    }
+
+    /// Forgets what was recorded since `mark` (a refused write).
+    pub fn truncate(&mut self, mark: (usize, usize)) {
+        self.events.truncate(mark.0);
+        self.moves.truncate(mark.1);
+    }
+}
+
+/// The open transaction of one write, the batch's time, and the batch's log.
 pub struct WriteCtx<'a> {
     pub conn: &'a Connection,
     /// The time of this batch, read once from the store's clock.
     pub now_us: i64,
-    events: &'a mut Vec<Event>,
+    log: &'a mut BatchLog,
     /// The writer connection's held statements; without them (tests that run a write on
     /// a connection of their own) statements come from rusqlite's cache.
     held: Option<&'a (dyn RunHeld + 'a)>,
 }
 
 impl<'a> WriteCtx<'a> {
-    pub fn new(conn: &'a Connection, now_us: i64, events: &'a mut Vec<Event>) -> Self {
+    pub fn new(conn: &'a Connection, now_us: i64, log: &'a mut BatchLog) -> Self {
         Self {
             conn,
             now_us,
-            events,
+            log,
             held: None,
         }
     }
@@ -34,13 +58,24 @@ impl<'a> WriteCtx<'a> {
     pub(super) fn with_held(
         conn: &'a Connection,
         now_us: i64,
-        events: &'a mut Vec<Event>,
+        log: &'a mut BatchLog,
         held: &'a (dyn RunHeld + 'a),
     ) -> Self {
         Self {
             held: Some(held),
-            ..Self::new(conn, now_us, events)
+            ..Self::new(conn, now_us, log)
         }
+    }
+
+    /// Counts a timer of `tenant_id` that this write moved from `from` to `to`. Called
+    /// next to the statement that changed its status, never before a refusal.
+    pub fn move_status(&mut self, tenant_id: &str, from: TimerStatus, to: TimerStatus) {
+        debug_assert!(from.can_transition_to(to), "{from:?} → {to:?}");
+        self.log.moves.push(StatusMove {
+            tenant_id: tenant_id.to_string(),
+            from,
+            to,
+        });
     }
 
     /// Runs `sql`, a statement that changes rows and returns none, with `params`; the
@@ -116,7 +151,8 @@ impl<'a> WriteCtx<'a> {
                 data,
             ],
         )?;
-        self.events
+        self.log
+            .events
             .push(event.into_event(self.conn.last_insert_rowid(), self.now_us));
         Ok(())
     }
@@ -216,8 +252,8 @@ mod tests {
     fn a_held_statement_read_part_way_holds_no_read_open_afterwards() {
         let (_dir, conn, other) = two_connections(3);
         let held = HeldStatements::new(&conn);
-        let mut events = Vec::new();
-        let ctx = WriteCtx::with_held(&conn, 0, &mut events, &held);
+        let mut log = BatchLog::default();
+        let ctx = WriteCtx::with_held(&conn, 0, &mut log, &held);
         // One row of three is read: the statement must be reset all the same.
         let first = ctx
             .query_row("SELECT v FROM t ORDER BY id", &[], |r| r.get::<_, i64>(0))
@@ -238,8 +274,8 @@ mod tests {
     fn held_statements_are_prepared_once_and_bounded() {
         let (_dir, conn, _other) = two_connections(1);
         let held = HeldStatements::new(&conn);
-        let mut events = Vec::new();
-        let ctx = WriteCtx::with_held(&conn, 0, &mut events, &held);
+        let mut log = BatchLog::default();
+        let ctx = WriteCtx::with_held(&conn, 0, &mut log, &held);
         for v in 0..3 {
             let changed = ctx
                 .execute("UPDATE t SET v = ?1 WHERE id = 0", params![v])
