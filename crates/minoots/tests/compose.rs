@@ -45,6 +45,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::pg::{self, Receiver, Schema, admin, metric, until_metric};
+use common::yaml::{Parsed, Yaml, parse_yaml};
 use common::{WAIT, free_port, terminate};
 
 /// What an operator exports before `docker compose up` of the profile (the default stack
@@ -60,6 +61,8 @@ const OPERATOR_ENV: &[(&str, &str)] = &[
     ("MINOOTS_DEMO", "true"),
 ];
 const PROFILE: &str = "postgres";
+/// The profile that adds Prometheus beside the default stack.
+const MONITORING_PROFILE: &str = "monitoring";
 /// The image's home: its `WORKDIR` and the volume of the default stack.
 const IMAGE_HOME: &str = "/var/lib/minoots";
 /// Variables the binary reads that are not flags (so not in `--help`): the log filter.
@@ -91,391 +94,6 @@ fn repo_file(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
         .join(path)
-}
-
-// ---------------------------------------------------------------------------------------
-// A parser of the YAML subset the compose file uses.
-
-#[derive(Clone, Debug, PartialEq)]
-enum Yaml {
-    Null,
-    Str(String),
-    Seq(Vec<Yaml>),
-    Map(Vec<(String, Yaml)>),
-}
-
-impl Yaml {
-    fn get(&self, key: &str) -> Option<&Yaml> {
-        match self {
-            Yaml::Map(m) => m.iter().find(|(k, _)| k == key).map(|(_, v)| v),
-            _ => None,
-        }
-    }
-
-    fn str(&self) -> Option<&str> {
-        match self {
-            Yaml::Str(s) => Some(s),
-            _ => None,
-        }
-    }
-
-    fn map(&self) -> Option<&[(String, Yaml)]> {
-        match self {
-            Yaml::Map(m) => Some(m),
-            _ => None,
-        }
-    }
-
-    fn seq(&self) -> Option<&[Yaml]> {
-        match self {
-            Yaml::Seq(s) => Some(s),
-            _ => None,
-        }
-    }
-
-    fn strings(&self) -> Option<Vec<String>> {
-        self.seq()?
-            .iter()
-            .map(|v| v.str().map(str::to_string))
-            .collect()
-    }
-}
-
-struct Line {
-    no: usize,
-    indent: usize,
-    text: String,
-}
-
-struct YamlParser {
-    lines: Vec<Line>,
-    pos: usize,
-    anchors: HashMap<String, Yaml>,
-}
-
-type Parsed<T> = Result<T, String>;
-
-/// Cuts a trailing comment (`#` at the start or after a space, outside quotes).
-fn strip_comment(s: &str) -> &str {
-    let (mut single, mut double, mut prev) = (false, false, ' ');
-    for (i, c) in s.char_indices() {
-        match c {
-            '\'' if !double => single = !single,
-            '"' if !single && prev != '\\' => double = !double,
-            '#' if !single && !double && prev.is_whitespace() => return &s[..i],
-            _ => {}
-        }
-        prev = c;
-    }
-    s
-}
-
-fn parse_yaml(text: &str) -> Parsed<Yaml> {
-    let mut lines = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        let no = i + 1;
-        let indent = raw.len() - raw.trim_start_matches(' ').len();
-        if raw[indent..].starts_with('\t') {
-            return Err(format!("line {no}: a tab in the indentation"));
-        }
-        let body = strip_comment(&raw[indent..]).trim_end();
-        if body.is_empty() {
-            continue;
-        }
-        if body == "---" || body == "..." || body.starts_with('%') {
-            return Err(format!(
-                "line {no}: documents and directives are outside the subset"
-            ));
-        }
-        lines.push(Line {
-            no,
-            indent,
-            text: body.to_string(),
-        });
-    }
-    let mut p = YamlParser {
-        lines,
-        pos: 0,
-        anchors: HashMap::new(),
-    };
-    if p.lines.is_empty() {
-        return Ok(Yaml::Null);
-    }
-    if p.lines[0].indent != 0 {
-        return Err(format!("line {}: indented document", p.lines[0].no));
-    }
-    let doc = p.block(0)?;
-    if let Some(l) = p.lines.get(p.pos) {
-        return Err(format!("line {}: unexpected indentation", l.no));
-    }
-    Ok(doc)
-}
-
-fn is_seq_item(text: &str) -> bool {
-    text == "-" || text.starts_with("- ")
-}
-
-/// A block mapping's key and the rest of its line, or `None` when the line is not
-/// `KEY:` or `KEY: REST` with a plain key.
-fn split_key(text: &str) -> Option<(&str, &str)> {
-    let (key, rest) = match text.find(": ") {
-        Some(i) => (&text[..i], text[i + 2..].trim_start()),
-        None => (text.strip_suffix(':')?, ""),
-    };
-    let plain = key == "<<"
-        || (!key.is_empty()
-            && key
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_-./".contains(c)));
-    plain.then_some((key, rest))
-}
-
-impl YamlParser {
-    fn block(&mut self, indent: usize) -> Parsed<Yaml> {
-        if is_seq_item(&self.lines[self.pos].text) {
-            self.seq(indent)
-        } else {
-            self.mapping(indent)
-        }
-    }
-
-    /// The block value of a key or item whose line ended: the lines indented deeper
-    /// (or, for a mapping's value, a sequence at the same indentation), else null.
-    fn nested(&mut self, indent: usize, in_map: bool) -> Parsed<Yaml> {
-        match self.lines.get(self.pos) {
-            Some(l) if l.indent > indent => {
-                let i = l.indent;
-                self.block(i)
-            }
-            Some(l) if in_map && l.indent == indent && is_seq_item(&l.text) => self.seq(indent),
-            _ => Ok(Yaml::Null),
-        }
-    }
-
-    fn seq(&mut self, indent: usize) -> Parsed<Yaml> {
-        let mut items = Vec::new();
-        while let Some(l) = self.lines.get(self.pos) {
-            if l.indent != indent || !is_seq_item(&l.text) {
-                break;
-            }
-            let (no, rest) = (l.no, l.text[1..].trim_start().to_string());
-            self.pos += 1;
-            if split_key(&rest).is_some() {
-                return Err(format!(
-                    "line {no}: a mapping inside a sequence is outside the subset"
-                ));
-            }
-            items.push(if rest.is_empty() {
-                self.nested(indent, false)?
-            } else {
-                self.inline(&rest, no, indent)?
-            });
-        }
-        Ok(Yaml::Seq(items))
-    }
-
-    fn mapping(&mut self, indent: usize) -> Parsed<Yaml> {
-        let mut entries: Vec<(String, Yaml)> = Vec::new();
-        let mut merge: Option<Yaml> = None;
-        while let Some(l) = self.lines.get(self.pos) {
-            if l.indent < indent {
-                break;
-            }
-            let no = l.no;
-            if l.indent > indent {
-                return Err(format!("line {no}: unexpected indentation"));
-            }
-            if is_seq_item(&l.text) {
-                break;
-            }
-            let Some((key, rest)) = split_key(&l.text) else {
-                return Err(format!(
-                    "line {no}: `{}` is not `key: value` with a plain key",
-                    l.text
-                ));
-            };
-            let (key, rest) = (key.to_string(), rest.to_string());
-            self.pos += 1;
-            let value = if rest.is_empty() {
-                self.nested(indent, true)?
-            } else {
-                self.inline(&rest, no, indent)?
-            };
-            if key == "<<" {
-                if merge.replace(value).is_some() {
-                    return Err(format!("line {no}: a second merge key"));
-                }
-            } else if entries.iter().any(|(k, _)| *k == key) {
-                return Err(format!("line {no}: duplicate key {key}"));
-            } else {
-                entries.push((key, value));
-            }
-        }
-        // Merge keys: explicit keys win; of several merged maps, the first wins.
-        let merged: Vec<Yaml> = match merge {
-            None => vec![],
-            Some(Yaml::Seq(maps)) => maps,
-            Some(m) => vec![m],
-        };
-        for m in merged {
-            let Yaml::Map(m) = m else {
-                return Err("a merge key whose value is not a mapping".into());
-            };
-            for (k, v) in m {
-                if !entries.iter().any(|(e, _)| *e == k) {
-                    entries.push((k, v));
-                }
-            }
-        }
-        Ok(Yaml::Map(entries))
-    }
-
-    /// A value on the rest of a line: an anchor, an alias, a flow collection or a scalar.
-    fn inline(&mut self, text: &str, no: usize, indent: usize) -> Parsed<Yaml> {
-        if let Some(anchored) = text.strip_prefix('&') {
-            let (name, rest) = anchored
-                .split_once(' ')
-                .map_or((anchored, ""), |(n, r)| (n, r.trim_start()));
-            let value = if rest.is_empty() {
-                self.nested(indent, true)?
-            } else {
-                self.inline(rest, no, indent)?
-            };
-            self.anchors.insert(name.to_string(), value.clone());
-            return Ok(value);
-        }
-        if text.starts_with(['!', '|', '>', '@', '`', '?']) {
-            return Err(format!(
-                "line {no}: `{text}` (tags, block scalars, complex keys) is outside the subset"
-            ));
-        }
-        let (value, used) = flow_node(text, false, &self.anchors)
-            .map_err(|e| format!("line {no}: {e} in `{text}`"))?;
-        if !text[used..].trim().is_empty() {
-            return Err(format!(
-                "line {no}: `{}` after a value; a plain scalar with `: ` is outside the subset",
-                &text[used..]
-            ));
-        }
-        Ok(value)
-    }
-}
-
-/// Parses one node at the start of `s`: a flow collection, a quoted or plain scalar or an
-/// alias, in flow context (`flow`: a plain scalar ends at `,[]{}`) or at the top of a
-/// block line (it runs to the end of the line); returns it and how many bytes it took.
-fn flow_node(s: &str, flow: bool, anchors: &HashMap<String, Yaml>) -> Parsed<(Yaml, usize)> {
-    let skip = |i: usize| i + s[i..].len() - s[i..].trim_start().len();
-    let mut i = skip(0);
-    let rest = &s[i..];
-    if rest.starts_with('[') || rest.starts_with('{') {
-        let is_map = rest.starts_with('{');
-        let close = if is_map { '}' } else { ']' };
-        i += 1;
-        let (mut items, mut entries) = (Vec::new(), Vec::<(String, Yaml)>::new());
-        loop {
-            i = skip(i);
-            if s[i..].starts_with(close) {
-                i += 1;
-                break;
-            }
-            if is_map {
-                let (key, used) = flow_node(&s[i..], true, anchors)?;
-                let Yaml::Str(key) = key else {
-                    return Err("a flow mapping key that is not a scalar".into());
-                };
-                i = skip(i + used);
-                if !s[i..].starts_with(':') {
-                    return Err(format!("`:` expected after {key}"));
-                }
-                let (value, used) = flow_node(&s[i + 1..], true, anchors)?;
-                i += 1 + used;
-                if entries.iter().any(|(k, _)| *k == key) {
-                    return Err(format!("duplicate key {key}"));
-                }
-                entries.push((key, value));
-            } else {
-                let (value, used) = flow_node(&s[i..], true, anchors)?;
-                i += used;
-                items.push(value);
-            }
-            i = skip(i);
-            if s[i..].starts_with(',') {
-                i += 1;
-            } else if !s[i..].starts_with(close) {
-                return Err(format!("`,` or `{close}` expected"));
-            }
-        }
-        let node = if is_map {
-            Yaml::Map(entries)
-        } else {
-            Yaml::Seq(items)
-        };
-        return Ok((node, i));
-    }
-    if let Some(body) = rest.strip_prefix('"') {
-        let mut out = String::new();
-        let mut chars = body.char_indices();
-        while let Some((j, c)) = chars.next() {
-            match c {
-                '"' => return Ok((Yaml::Str(out), i + 1 + j + 1)),
-                '\\' => match chars.next().map(|(_, e)| e) {
-                    Some('"') => out.push('"'),
-                    Some('\\') => out.push('\\'),
-                    Some('/') => out.push('/'),
-                    Some('n') => out.push('\n'),
-                    Some('t') => out.push('\t'),
-                    other => return Err(format!("escape \\{other:?} is outside the subset")),
-                },
-                c => out.push(c),
-            }
-        }
-        return Err("an unterminated double-quoted scalar".into());
-    }
-    if let Some(body) = rest.strip_prefix('\'') {
-        let mut out = String::new();
-        let mut j = 0;
-        while j < body.len() {
-            let c = body[j..].chars().next().unwrap();
-            if c == '\'' {
-                if body[j + 1..].starts_with('\'') {
-                    out.push('\'');
-                    j += 2;
-                    continue;
-                }
-                return Ok((Yaml::Str(out), i + 1 + j + 1));
-            }
-            out.push(c);
-            j += c.len_utf8();
-        }
-        return Err("an unterminated single-quoted scalar".into());
-    }
-    // A plain scalar (or alias): up to a flow indicator or `: `.
-    let mut end = rest.len();
-    for (j, c) in rest.char_indices() {
-        let colon_ends = c == ':' && (j + 1 == rest.len() || rest[j + 1..].starts_with(' '));
-        let flow_ends = flow
-            && (",[]{}".contains(c) || (c == ':' && rest[j + 1..].starts_with([',', ']', '}'])));
-        if colon_ends || flow_ends {
-            end = j;
-            break;
-        }
-    }
-    let token = rest[..end].trim_end();
-    if let Some(name) = token.strip_prefix('*') {
-        let value = anchors
-            .get(name)
-            .ok_or_else(|| format!("unknown anchor *{name}"))?;
-        return Ok((value.clone(), i + end));
-    }
-    if token.starts_with(['&', '!', '|', '>', '@', '`', '"', '\'']) {
-        return Err(format!("`{token}` is outside the subset"));
-    }
-    let value = match token {
-        "" | "~" | "null" => Yaml::Null,
-        t => Yaml::Str(t.to_string()),
-    };
-    Ok((value, i + end))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -840,7 +458,6 @@ fn the_yaml_subset_resolves_anchors_and_merges_and_refuses_the_rest() {
         "a: |\n  text\n",
         "a: !tag x\n",
         "---\na: 1\n",
-        "a:\n- b: 1\n",
         "a: b: c\n",
         "a: *missing\n",
         "a: 1\na: 2\n",
@@ -850,6 +467,18 @@ fn the_yaml_subset_resolves_anchors_and_merges_and_refuses_the_rest() {
     ] {
         assert!(parse_yaml(outside).is_err(), "{outside:?} is refused");
     }
+    // A sequence item may open a mapping (the Prometheus files are lists of them).
+    let items = parse_yaml("a:\n  - b: 1\n    c: [x]\n  - d\nz:\n- e: 2\n").unwrap();
+    let a = items.get("a").unwrap().seq().unwrap();
+    assert_eq!(a[0].get("b"), Some(&Yaml::Str("1".into())));
+    assert_eq!(a[0].get("c").unwrap().strings().unwrap(), ["x".to_string()]);
+    assert_eq!(a[1], Yaml::Str("d".into()));
+    let z = items.get("z").unwrap().seq().unwrap();
+    assert_eq!(z[0].get("e"), Some(&Yaml::Str("2".into())));
+    assert!(
+        parse_yaml("a:\n  - b: 1\n     c: 2\n").is_err(),
+        "keys line up"
+    );
 }
 
 #[test]
@@ -915,6 +544,185 @@ fn every_variable_the_compose_file_hands_a_minoots_process_is_one_it_reads() {
         "checked the variables of {} MINOOTS services",
         minoots.len()
     );
+}
+
+/// The variable that sets where `minoots SUBCOMMAND` serves `/metrics`: its `--http-addr`
+/// (the REST address of a control plane, the health address of the others), from `--help`.
+fn metrics_address_variable(subcommand: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_minoots"))
+        .args([subcommand, "--help"])
+        .env_clear()
+        .output()
+        .expect("minoots --help");
+    let help = String::from_utf8(out.stdout).unwrap();
+    let flag = help
+        .find("--http-addr")
+        .unwrap_or_else(|| panic!("`minoots {subcommand}` has --http-addr: {help}"));
+    let env = &help[flag..][help[flag..].find("[env: ").expect("its variable") + 6..];
+    env.chars()
+        .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+        .collect()
+}
+
+#[test]
+fn the_monitoring_profile_scrapes_the_default_stack_and_loads_the_rules() {
+    let compose = load_compose(&OPERATOR_ENV[..2]);
+    let profile: Vec<&Service> = compose
+        .services
+        .iter()
+        .filter(|s| s.profiles.iter().any(|p| p == MONITORING_PROFILE))
+        .collect();
+    assert_eq!(profile.len(), 1, "the profile is Prometheus alone");
+    let prom = profile[0];
+    assert!(
+        prom.image
+            .as_deref()
+            .is_some_and(|i| i.starts_with("prom/prometheus:")),
+        "{prom:?}"
+    );
+
+    // What its volumes mount from this checkout: paths relative to the compose file.
+    let volumes = compose
+        .doc
+        .get("services")
+        .and_then(|s| s.get(&prom.name))
+        .and_then(|p| p.get("volumes"))
+        .and_then(Yaml::strings)
+        .expect("Prometheus mounts its configuration");
+    let mounts: Vec<(PathBuf, String)> = volumes
+        .iter()
+        .filter(|v| v.starts_with("./"))
+        .map(|v| {
+            let mut parts = v.split(':');
+            let host = repo_file("deploy").join(parts.next().unwrap());
+            let container = parts.next().expect("HOST:CONTAINER").to_string();
+            assert!(host.is_dir(), "{v}: {} is a directory", host.display());
+            (host, container)
+        })
+        .collect();
+    let on_host = |path: &str| -> PathBuf {
+        mounts
+            .iter()
+            .find_map(|(host, container)| {
+                Path::new(path)
+                    .strip_prefix(container)
+                    .ok()
+                    .map(|rest| host.join(rest))
+            })
+            .unwrap_or_else(|| panic!("{path} is in no directory mounted from the checkout"))
+    };
+    let config_arg = prom
+        .command
+        .iter()
+        .find_map(|a| a.strip_prefix("--config.file="))
+        .expect("Prometheus is given --config.file");
+    let config_path = on_host(config_arg);
+    let text = std::fs::read_to_string(&config_path)
+        .unwrap_or_else(|e| panic!("{}: {e}", config_path.display()));
+    let config = parse_yaml(&text).unwrap_or_else(|e| panic!("{}: {e}", config_path.display()));
+
+    // The rule files, read relative to the configuration file as Prometheus does.
+    let rules = config
+        .get("rule_files")
+        .and_then(Yaml::strings)
+        .expect("rule_files");
+    for r in &rules {
+        let p = config_path.parent().unwrap().join(r);
+        assert!(p.is_file(), "rule file {r}: {} exists", p.display());
+    }
+    assert!(
+        rules.iter().any(|r| r == "alerts.yml"),
+        "the alert rules are loaded: {rules:?}"
+    );
+
+    // Where each MINOOTS service of the default stack serves /metrics.
+    let mut listens: BTreeMap<String, u16> = BTreeMap::new();
+    for s in compose
+        .services
+        .iter()
+        .filter(|s| s.is_minoots() && s.profiles.is_empty())
+    {
+        let var = metrics_address_variable(s.subcommand());
+        let addr = s
+            .env
+            .get(&var)
+            .unwrap_or_else(|| panic!("{} sets {var}", s.name));
+        let (host, port) = addr.rsplit_once(':').expect("HOST:PORT");
+        assert_eq!(
+            host, "0.0.0.0",
+            "{}: {var}={addr} is reachable from Prometheus",
+            s.name
+        );
+        listens.insert(s.name.clone(), port.parse().unwrap());
+    }
+
+    // Every target is one of them at that port, and every one of them is scraped.
+    let mut scraped = BTreeSet::new();
+    let jobs = config
+        .get("scrape_configs")
+        .and_then(Yaml::seq)
+        .expect("scrape_configs");
+    for job in jobs {
+        let name = job.get("job_name").and_then(Yaml::str).expect("job_name");
+        assert!(
+            name.starts_with("minoots"),
+            "the alert rules select jobs minoots…: {name}"
+        );
+        for (key, default) in [("metrics_path", "/metrics"), ("scheme", "http")] {
+            let value = job.get(key).and_then(Yaml::str).unwrap_or(default);
+            assert_eq!(value, default, "{name}.{key}");
+        }
+        let mut targets: Vec<(String, u16)> = Vec::new();
+        for (key, value) in job.map().unwrap() {
+            match key.as_str() {
+                "job_name" | "metrics_path" | "scheme" | "scrape_interval" => {}
+                "static_configs" => {
+                    for c in value.seq().expect("a list") {
+                        for t in c.get("targets").and_then(Yaml::strings).expect("targets") {
+                            let (host, port) = t.rsplit_once(':').expect("HOST:PORT");
+                            targets.push((host.to_string(), port.parse().unwrap()));
+                        }
+                    }
+                }
+                "dns_sd_configs" => {
+                    for c in value.seq().expect("a list") {
+                        assert_eq!(c.get("type").and_then(Yaml::str), Some("A"), "{name}");
+                        let port: u16 = c
+                            .get("port")
+                            .and_then(Yaml::str)
+                            .expect("port")
+                            .parse()
+                            .unwrap();
+                        for host in c.get("names").and_then(Yaml::strings).expect("names") {
+                            targets.push((host, port));
+                        }
+                    }
+                }
+                other => panic!("{name}: `{other}` is not checked by this test: teach it first"),
+            }
+        }
+        assert!(!targets.is_empty(), "{name} has targets");
+        for (host, port) in targets {
+            assert_eq!(
+                listens.get(&host),
+                Some(&port),
+                "{name} scrapes {host}:{port}; the default stack serves /metrics at {listens:?}"
+            );
+            scraped.insert(host);
+        }
+    }
+    let all: BTreeSet<String> = listens.keys().cloned().collect();
+    assert_eq!(
+        scraped, all,
+        "every MINOOTS service of the default stack is scraped"
+    );
+    for (dep, _) in &prom.depends_on {
+        assert!(
+            listens.contains_key(dep),
+            "Prometheus depends on {dep}, a MINOOTS service"
+        );
+    }
+    println!("Prometheus scrapes {scraped:?} and loads {rules:?}");
 }
 
 // ---------------------------------------------------------------------------------------

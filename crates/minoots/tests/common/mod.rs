@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod pg;
+pub mod yaml;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
