@@ -171,6 +171,7 @@ pub async fn render_kernel_metrics(kernel: &Kernel) -> String {
         );
     }
     let store = kernel.store();
+    store.writer_stats().write_prometheus(&mut out);
     if let Ok(stats) = store.stats().await {
         gauge(
             &mut out,

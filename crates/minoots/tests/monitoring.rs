@@ -33,16 +33,6 @@ use common::pg::Receiver;
 use common::yaml::{Yaml, parse_yaml};
 use common::{KillOnDrop, WAIT, free_port, start_serve};
 
-/// Metrics the store will export (group commits: their duration and how many requests
-/// each carried) but does not yet. The alert rules and the dashboard read them already;
-/// until they land, a reference to one of these is accepted without checking its
-/// labels. Empty this list once the store exports them: the test prints a reminder when
-/// one of them is exported.
-const AWAITED_FROM_THE_STORE: &[&str] = &[
-    "minoots_store_commit_duration_seconds",
-    "minoots_store_commit_batch_size",
-];
-
 /// Labels Prometheus adds to every series it scrapes.
 const TARGET_LABELS: &[&str] = &["job", "instance"];
 
@@ -418,26 +408,22 @@ fn the_promql_scanner_finds_names_matchers_and_grouping_labels() {
 struct Known {
     families: BTreeMap<String, Family>,
     recorded: BTreeMap<String, BTreeSet<String>>,
-    /// Awaited names met in the expressions.
-    awaited_used: BTreeSet<String>,
 }
 
 /// What a checked expression yields: the labels its series may carry.
 struct Checked {
     labels: BTreeSet<String>,
-    /// It reads an awaited metric, whose labels are unknown.
-    awaited: bool,
 }
 
 impl Known {
     /// The labels of the series `name` reads, or why it reads none.
-    fn labels_of(&mut self, name: &str) -> Result<Option<BTreeSet<String>>, String> {
+    fn labels_of(&self, name: &str) -> Result<BTreeSet<String>, String> {
         let targets = || TARGET_LABELS.iter().map(|l| l.to_string()).collect();
         if name == "up" {
-            return Ok(Some(targets()));
+            return Ok(targets());
         }
         if let Some(labels) = self.recorded.get(name) {
-            return Ok(Some(labels.clone()));
+            return Ok(labels.clone());
         }
         let histogram_base = ["_bucket", "_sum", "_count"]
             .iter()
@@ -448,7 +434,7 @@ impl Known {
                     "{name} is a histogram: it has no series under its bare name (read {name}_bucket, _sum or _count)"
                 ));
             }
-            return Ok(Some(f.labels.keys().cloned().collect()));
+            return Ok(f.labels.keys().cloned().collect());
         }
         if let Some((base, suffix)) = histogram_base
             && let Some(f) = self.families.get(base)
@@ -458,14 +444,7 @@ impl Known {
             if suffix != "_bucket" {
                 labels.remove("le");
             }
-            return Ok(Some(labels));
-        }
-        let awaited = AWAITED_FROM_THE_STORE
-            .iter()
-            .find(|a| name == **a || histogram_base.is_some_and(|(base, _)| base == **a));
-        if let Some(a) = awaited {
-            self.awaited_used.insert(a.to_string());
-            return Ok(None);
+            return Ok(labels);
         }
         Err(format!("{name} is not exported by `minoots serve`"))
     }
@@ -475,16 +454,9 @@ impl Known {
         let scanned = scan(expr).map_err(|e| format!("{source}: {e}"))?;
         let mut checked = Checked {
             labels: TARGET_LABELS.iter().map(|l| l.to_string()).collect(),
-            awaited: false,
         };
         for (name, matchers) in &scanned.selectors {
-            let Some(labels) = self.labels_of(name).map_err(|e| format!("{source}: {e}"))? else {
-                checked.awaited = true;
-                if name.ends_with("_bucket") {
-                    checked.labels.insert("le".into());
-                }
-                continue;
-            };
+            let labels = self.labels_of(name).map_err(|e| format!("{source}: {e}"))?;
             for m in matchers {
                 let on_target = TARGET_LABELS.contains(&m.label.as_str()) || m.label == "__name__";
                 if !on_target && !labels.contains(&m.label) {
@@ -509,7 +481,7 @@ impl Known {
             checked.labels.extend(labels);
         }
         for label in &scanned.grouping {
-            if !checked.awaited && !checked.labels.contains(label) {
+            if !checked.labels.contains(label) {
                 return Err(format!(
                     "{source}: groups by {label}, which none of its metrics has ({:?})",
                     checked.labels
@@ -543,7 +515,7 @@ fn template_labels(template: &str) -> BTreeSet<String> {
 
 fn check_template(source: &str, template: &str, checked: &Checked) -> Result<(), String> {
     for label in template_labels(template) {
-        if !checked.awaited && !checked.labels.contains(&label) {
+        if !checked.labels.contains(&label) {
             return Err(format!(
                 "{source}: shows label {label}, which its expression does not yield ({:?})",
                 checked.labels
@@ -571,11 +543,10 @@ fn rules() -> Vec<(String, bool, Yaml)> {
 }
 
 /// Checks both files against an exposition; returns every problem found.
-fn problems(families: BTreeMap<String, Family>) -> (Vec<String>, BTreeSet<String>) {
+fn problems(families: BTreeMap<String, Family>) -> Vec<String> {
     let mut known = Known {
         families,
         recorded: BTreeMap::new(),
-        awaited_used: BTreeSet::new(),
     };
     let mut problems = Vec::new();
     // Alerts and recording rules, in file order (a record is defined before its use).
@@ -623,7 +594,7 @@ fn problems(families: BTreeMap<String, Family>) -> (Vec<String>, BTreeSet<String
             }
         }
     }
-    (problems, known.awaited_used)
+    problems
 }
 
 // ---------------------------------------------------------------------------------------
@@ -701,15 +672,7 @@ async fn every_metric_and_label_the_alerts_and_the_dashboard_read_is_exported_by
         families.contains_key("minoots_firing_lateness_seconds"),
         "the exposition parses: {text}"
     );
-    for awaited in AWAITED_FROM_THE_STORE {
-        if families.contains_key(*awaited) {
-            println!(
-                "{awaited} is exported now: remove it from AWAITED_FROM_THE_STORE so its labels are checked"
-            );
-        }
-    }
-    let (problems, awaited) = problems(families);
-    println!("accepted without the store's export yet: {awaited:?}");
+    let problems = problems(families);
     assert!(
         problems.is_empty(),
         "the alerts and the dashboard read what `minoots serve` does not export:\n{}",
