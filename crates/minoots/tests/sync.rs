@@ -318,9 +318,12 @@ fn parse_call(start: usize, done: usize, pid: u32, text: &str) -> Option<Call> {
         .flatten()
         .map(|(t, _)| String::from_utf8_lossy(&decode(t)).into_owned())
         .unwrap_or_default();
+    // `) = 0`, or `)              = 0` after a resumed call (strace pads it); the
+    // strings are hex-escaped (`-xx`), so the last `)` closes the arguments.
     let ret = text
-        .rsplit_once(") = ")
-        .and_then(|(_, r)| r.split_whitespace().next())
+        .rfind(')')
+        .and_then(|i| text[i + 1..].trim_start().strip_prefix('='))
+        .and_then(|r| r.split_whitespace().next())
         .and_then(|r| r.parse().ok());
     let data = decode_strings(args);
     Some(Call {
@@ -364,4 +367,25 @@ fn decode(s: &str) -> Vec<u8> {
         }
     }
     out
+}
+
+#[test]
+fn a_call_split_by_another_thread_is_joined_with_its_return() {
+    let trace = "\
+7 fsync(12</db-wal> <unfinished ...>
+8 fsync(20</db-wal> <unfinished ...>
+8 <... fsync resumed>)              = 0
+7 <... fsync resumed>)              = 0
+9 writev(25<TCP:[1->2]>, [{iov_base=\"\\x48\\x49\", iov_len=2}], 1) = 2
+";
+    let calls = parse_trace(trace);
+    let sync = calls.iter().find(|c| c.pid == 7).expect("the joined fsync");
+    assert!(sync.is_wal_sync());
+    assert_eq!((sync.start, sync.done, sync.ret), (0, 3, Some(0)));
+    let answer = calls.iter().find(|c| c.pid == 9).expect("the socket write");
+    assert!(answer.is_socket_write());
+    assert_eq!(
+        (answer.data.as_slice(), answer.ret),
+        (b"HI".as_slice(), Some(2))
+    );
 }
