@@ -82,6 +82,7 @@ macro_rules! conformance_tests {
             tenants_create_list_update,
             api_keys_lookup_revoke_and_touch,
             a_refused_create_fails_no_other_write_of_its_group,
+            quotas_count_the_creates_of_their_own_group,
             reports_of_one_group_see_each_other,
             a_call_failing_part_way_is_undone_alone,
             every_event_carries_the_core_payload,

@@ -376,3 +376,58 @@ pub async fn a_call_failing_part_way_is_undone_alone(h: &Harness) {
     assert_eq!(new.len(), 2, "{new:?}");
     assert!(new.iter().all(|(t, _)| t != "acme"), "{new:?}");
 }
+
+/// Creates of one group meet their tenant's quotas as the same creates one after another
+/// would: the group's own creates count, though the backend may write its counters only
+/// at the commit.
+pub async fn quotas_count_the_creates_of_their_own_group(h: &Harness) {
+    let day = utc_day(h.clock.now_us());
+    let pending_limit = CreateOptions {
+        max_pending: Some(3),
+        ..CreateOptions::default()
+    };
+    let day_limit = CreateOptions {
+        max_per_day: Some(2),
+        ..CreateOptions::default()
+    };
+    let store = &h.store;
+    let mut writes: Vec<GroupWrite<'_, StoreResult<bool>>> = Vec::new();
+    for i in 0..5 {
+        let t = timer(h, "acme", T0 + (10 + i) * SEC, 1);
+        let opts = pending_limit.clone();
+        writes.push(Box::pin(async move {
+            store.create_timer_with(t, opts).await.map(|o| o.created)
+        }));
+        let t = timer(h, "beta", T0 + (10 + i) * SEC, 1);
+        let opts = day_limit.clone();
+        writes.push(Box::pin(async move {
+            store.create_timer_with(t, opts).await.map(|o| o.created)
+        }));
+    }
+    let results = in_one_group(h, writes).await;
+    let outcomes = |tenant: usize| -> (usize, Vec<StoreError>) {
+        let mine = results.iter().skip(tenant).step_by(2);
+        let created = mine.clone().filter(|r| matches!(r, Ok(true))).count();
+        let refused = mine.filter_map(|r| r.clone().err()).collect();
+        (created, refused)
+    };
+    let (created, refused) = outcomes(0);
+    assert_eq!(created, 3, "acme: three pending at most ({results:?})");
+    assert!(refused.iter().all(|e| *e
+        == StoreError::QuotaExceeded {
+            quota: Quota::PendingTimers,
+            limit: 3
+        }));
+    let (created, refused) = outcomes(1);
+    assert_eq!(created, 2, "beta: two a day at most ({results:?})");
+    assert!(refused.iter().all(|e| *e
+        == StoreError::QuotaExceeded {
+            quota: Quota::TimersPerDay,
+            limit: 2
+        }));
+    // The counters the group committed are those of its accepted creates.
+    let acme = store.tenant_usage("acme", day).await.unwrap();
+    assert_eq!((acme.created_today, acme.pending), (3, 3));
+    let beta = store.tenant_usage("beta", day).await.unwrap();
+    assert_eq!((beta.created_today, beta.pending), (2, 2));
+}

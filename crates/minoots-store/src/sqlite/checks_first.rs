@@ -8,7 +8,7 @@ use rusqlite::Connection;
 
 use super::WriteCtx;
 use super::timers::create_timer;
-use super::write_ctx::BatchLog;
+use super::write_ctx::{BatchLog, HeldStatements};
 use crate::types::*;
 
 /// 2026-11-27T10:00:00Z.
@@ -43,6 +43,7 @@ fn run<T>(
     let mut log = BatchLog::default();
     let out = f(&mut WriteCtx::new(&tx, now_us, &mut log));
     let changed = tx.total_changes() != before;
+    log.flush_counts(&HeldStatements::new(&tx)).unwrap();
     tx.commit().unwrap();
     (out, changed)
 }

@@ -17,7 +17,6 @@ use minoots_core::{Clock, Event};
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use tokio::sync::{broadcast, oneshot};
 
-use super::status_counts;
 use super::write_ctx::{BatchLog, HeldStatements};
 use super::{Completion, SqliteStore, WriteCtx, WriteJob, WriterMsg};
 use crate::types::{StoreError, StoreResult};
@@ -87,9 +86,9 @@ pub(super) fn run_batch(
         return;
     }
     drop(jobs);
-    // The batch's status changes, counted once per tenant; failing here fails the group
+    // The batch's counts, moved once per tenant; failing here fails the group
     // as a write that failed after its change would.
-    if let Err(e) = status_counts::flush_moves(held, &mut log.moves) {
+    if let Err(e) = log.flush_counts(held) {
         let err = group_failure(StoreError::from(e));
         tracing::warn!(error = %err, writes = completions.len(), "store: the batch's status counts could not be written; its group commit is rolled back");
         drop(tx);

@@ -40,6 +40,7 @@ mod secrets;
 mod sessions;
 mod status_counts;
 mod timers;
+mod usage;
 mod write_ctx;
 
 use std::fs::File;

@@ -67,7 +67,15 @@ pub fn create_timer(
         }
     }
     let day = utc_day(timer.created_at_us);
-    check_quotas(options, || tenant_usage(ctx.conn, &timer.tenant_id, day))?;
+    check_quotas(options, || {
+        // The stored counts and what this batch has not written yet.
+        let stored = tenant_usage(ctx.conn, &timer.tenant_id, day)?;
+        let (created, pending) = ctx.usage_in_batch(&timer.tenant_id, day);
+        Ok(TenantUsage {
+            created_today: (stored.created_today as i64 + created).max(0) as u64,
+            pending: (stored.pending as i64 + pending).max(0) as u64,
+        })
+    })?;
     check_new_timer(&timer)?;
     let json = |v: serde_json::Result<String>| v.map_err(|e| StoreError::Corrupt(e.to_string()));
     let metadata = json(serde_json::to_string(&timer.metadata))?;
@@ -111,12 +119,8 @@ pub fn create_timer(
             .prepare_cached("UPDATE timers SET idempotency_fingerprint = ?2 WHERE id = ?1")?
             .execute(params![timer.id.as_bytes(), fp.as_slice()])?;
     }
-    ctx.execute(
-        "INSERT INTO tenant_daily (tenant_id, day, created) VALUES (?1, ?2, 1)
-         ON CONFLICT (tenant_id, day) DO UPDATE SET created = created + 1",
-        params![timer.tenant_id, day],
-    )?;
-    add_pending(ctx, &timer.tenant_id, 1)?;
+    ctx.add_created(&timer.tenant_id, day);
+    ctx.add_pending(&timer.tenant_id, 1);
     ctx.append_event(NewEvent::timer_scheduled(&timer))?;
     Ok(CreateOutcome {
         timer,
@@ -137,16 +141,6 @@ static INSERT_DELIVERY_SQL: LazyLock<String> = LazyLock::new(|| {
         "INSERT INTO deliveries ({DELIVERY_COLS}) VALUES (?1, ?2, ?3, 0, ?4, 'pending', 0, ?5, ?6, NULL, NULL, ?7, ?7, NULL)"
     )
 });
-
-/// Moves the tenant's count of scheduled timers by `delta`.
-pub fn add_pending(ctx: &WriteCtx<'_>, tenant_id: &str, delta: i64) -> StoreResult<()> {
-    ctx.execute(
-        "INSERT INTO tenant_pending (tenant_id, pending) VALUES (?1, MAX(?2, 0))
-         ON CONFLICT (tenant_id) DO UPDATE SET pending = MAX(pending + ?2, 0)",
-        params![tenant_id, delta],
-    )?;
-    Ok(())
-}
 
 pub fn tenant_usage(conn: &Connection, tenant_id: &str, day: i64) -> StoreResult<TenantUsage> {
     let created: Option<i64> = conn
@@ -243,7 +237,7 @@ pub fn cancel_timer(
          WHERE id = ?1 AND status = 'scheduled'",
     )?;
     stmt.execute(params![id.as_bytes(), ctx.now_us, reason])?;
-    add_pending(ctx, tenant_id, -1)?;
+    ctx.add_pending(tenant_id, -1);
     ctx.move_status(tenant_id, TimerStatus::Scheduled, TimerStatus::Cancelled);
     ctx.append_event(NewEvent::timer_cancelled(tenant_id, id, reason.as_deref()))?;
     Ok(Timer {
@@ -334,24 +328,10 @@ pub fn load_due_timers(
 /// that fails after a write fails the whole call, which the caller retries.
 pub fn fire_timers(ctx: &mut WriteCtx<'_>, fires: &[FireRequest]) -> StoreResult<Vec<FireOutcome>> {
     let mut out = Vec::with_capacity(fires.len());
-    // Each fired or settled timer leaves its tenant's pending count; the counts are moved
-    // once per tenant after the batch, not once per timer (a fire's costliest statement
-    // after the timer's own update; docs/benchmarks.md, sixth round).
-    let mut left_pending: Vec<(String, i64)> = Vec::new();
     for f in fires {
         let changes_before = ctx.conn.total_changes();
         match fire_timer(ctx, *f) {
-            Ok(o) => {
-                if let FireOutcome::Fired { tenant_id, .. }
-                | FireOutcome::Settled { tenant_id, .. } = &o
-                {
-                    match left_pending.iter_mut().find(|(t, _)| t == tenant_id) {
-                        Some((_, n)) => *n += 1,
-                        None => left_pending.push((tenant_id.clone(), 1)),
-                    }
-                }
-                out.push(o)
-            }
+            Ok(o) => out.push(o),
             Err(StoreError::Corrupt(error)) if ctx.conn.total_changes() == changes_before => {
                 tracing::error!(timer = %f.timer_id, %error, "cannot fire a timer whose stored data is unreadable");
                 out.push(FireOutcome::Failed {
@@ -362,13 +342,11 @@ pub fn fire_timers(ctx: &mut WriteCtx<'_>, fires: &[FireRequest]) -> StoreResult
             Err(other) => return Err(other),
         }
     }
-    for (tenant_id, n) in left_pending {
-        add_pending(ctx, &tenant_id, -n)?;
-    }
     Ok(out)
 }
 
-/// Fires one timer without moving its tenant's pending count (the caller does, per batch).
+/// Fires one timer; its tenant's counts move at the batch's commit, once per tenant
+/// (`usage.rs`, `status_counts.rs`).
 fn fire_timer(ctx: &mut WriteCtx<'_>, fire: FireRequest) -> StoreResult<FireOutcome> {
     let row: Option<(String, String, i64, String)> = ctx.query_row(
         "SELECT status, tenant_id, fire_at, action_bundle FROM timers WHERE id = ?1",
@@ -406,6 +384,7 @@ fn fire_timer(ctx: &mut WriteCtx<'_>, fire: FireRequest) -> StoreResult<FireOutc
                 params![fire.timer_id.as_bytes(), fired_at],
             )?;
             ctx.move_status(&tenant_id, status, TimerStatus::Settled);
+            ctx.add_pending(&tenant_id, -1);
             ctx.append_event(NewEvent::timer_fired(
                 &tenant_id,
                 fire.timer_id,
@@ -429,6 +408,7 @@ fn fire_timer(ctx: &mut WriteCtx<'_>, fire: FireRequest) -> StoreResult<FireOutc
                 params![fire.timer_id.as_bytes(), fired_at],
             )?;
             ctx.move_status(&tenant_id, status, TimerStatus::Fired);
+            ctx.add_pending(&tenant_id, -1);
             for index in 0..deliveries {
                 let id = DeliveryId::new_v7();
                 ctx.execute(

@@ -8,16 +8,20 @@ use std::cell::RefCell;
 use minoots_core::{Event, NewEvent, TimerStatus};
 use rusqlite::{Connection, PrepFlags, Row, Statement, ToSql, params};
 
-use super::status_counts::StatusMove;
+use super::status_counts::{self, StatusMove};
+use super::usage::UsageDeltas;
 use crate::types::StoreResult;
 
-/// What the writes of a batch leave to be done at its commit: the events to publish, and
-/// the status changes to count ([`super::status_counts`]). Both are cut back to a
-/// [`BatchLog::mark`] when a write is refused.
+/// What the writes of a batch leave to be done at its commit: the events to publish, the
+/// status changes to count ([`super::status_counts`]) and the usage counters to move
+/// ([`super::usage`]). Events and status changes are cut back to a [`BatchLog::mark`]
+/// when a write is refused; usage is recorded only after a write's first change, so a
+/// refused write has recorded none.
 #[derive(Default)]
 pub struct BatchLog {
     pub events: Vec<Event>,
     pub moves: Vec<StatusMove>,
+    pub usage: UsageDeltas,
 }
 
 impl BatchLog {
@@ -30,6 +34,12 @@ impl BatchLog {
     pub fn truncate(&mut self, mark: (usize, usize)) {
         self.events.truncate(mark.0);
         self.moves.truncate(mark.1);
+    }
+
+    /// Writes the batch's counts (status, usage) in its transaction, before the commit.
+    pub(super) fn flush_counts(&mut self, held: &dyn RunHeld) -> rusqlite::Result<()> {
+        status_counts::flush_moves(held, &mut self.moves)?;
+        self.usage.flush(held)
     }
 }
 
@@ -65,6 +75,22 @@ impl<'a> WriteCtx<'a> {
             held: Some(held),
             ..Self::new(conn, now_us, log)
         }
+    }
+
+    /// Moves the tenant's count of scheduled timers by `delta` at the batch's commit.
+    pub fn add_pending(&mut self, tenant_id: &str, delta: i64) {
+        self.log.usage.add_pending(tenant_id, delta);
+    }
+
+    /// Counts a timer the tenant created on UTC day `day` at the batch's commit.
+    pub fn add_created(&mut self, tenant_id: &str, day: i64) {
+        self.log.usage.add_created(tenant_id, day);
+    }
+
+    /// What this batch has not written yet of the tenant's usage (see
+    /// [`UsageDeltas::in_batch`]).
+    pub fn usage_in_batch(&self, tenant_id: &str, day: i64) -> (i64, i64) {
+        self.log.usage.in_batch(tenant_id, day)
     }
 
     /// Counts a timer of `tenant_id` that this write moved from `from` to `to`. Called
