@@ -9,6 +9,7 @@ use minoots_core::records::{
     ReportOutcome, Tenant, TimerQuery,
 };
 use minoots_core::timefmt::format_us;
+use minoots_core::traceparent::TraceParent;
 use minoots_core::{
     Action, ActionBundle, AttemptOutcome, AttemptRecord, CommandAction, Delivery, DeliveryId,
     DeliveryStatus, DurationInput, Event, EventType, FileAction, FileMode, RetryPolicy, ScheduleId,
@@ -299,6 +300,7 @@ pub fn timer_pb(t: &Timer) -> pb::Timer {
         version: t.version,
         schedule_id: t.schedule.map(|l| l.id.to_string()),
         scheduled_at: t.schedule.map(|l| ts(l.scheduled_at_us)),
+        traceparent: t.traceparent.clone(),
     }
 }
 
@@ -341,6 +343,7 @@ pub fn timer_of(t: pb::Timer) -> KernelResult<Timer> {
             }),
             _ => None,
         },
+        traceparent: t.traceparent.as_deref().and_then(TraceParent::normalize),
     })
 }
 
@@ -379,6 +382,7 @@ pub fn schedule_request_of(
             labels: (!r.labels.is_empty()).then(|| r.labels.into_iter().collect()),
             action_bundle,
             idempotency_key: r.idempotency_key,
+            traceparent: r.traceparent,
         },
         quotas,
     ))
@@ -410,6 +414,7 @@ pub fn schedule_request_pb(
         idempotency_key: r.idempotency_key,
         max_timers_per_day: quotas.max_per_day,
         max_pending_timers: quotas.max_pending,
+        traceparent: r.traceparent,
     }
 }
 
