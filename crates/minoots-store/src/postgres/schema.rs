@@ -261,7 +261,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // (`minoots_core::traceparent`), so the fire and the attempts join the caller's trace
     // after any restart or takeover. NULL when the create had none.
     r#"
-    ALTER TABLE timers ADD COLUMN traceparent varchar(55)
+    ALTER TABLE timers ADD COLUMN traceparent text
         CHECK (traceparent IS NULL OR length(traceparent) = 55);
     "#,
 ];
