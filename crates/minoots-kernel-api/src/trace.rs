@@ -11,6 +11,7 @@
 //! their own). When tracing is off every function here returns after one relaxed atomic
 //! load, without allocating.
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -27,6 +28,9 @@ pub const TRACER_NAME: &str = "minoots";
 
 /// Whether spans are collected (an exporter is installed). Off by default.
 static ENABLED: AtomicBool = AtomicBool::new(false);
+/// The tracer of [`record_span`], taken once from the global provider (which the binary
+/// installs before [`enable`]), so recording a span takes no lock on the global.
+static TRACER: OnceLock<opentelemetry::global::BoxedTracer> = OnceLock::new();
 
 /// Spans handed to the exporter and accepted by the collector.
 pub static SPANS_EXPORTED: AtomicU64 = AtomicU64::new(0);
@@ -96,7 +100,7 @@ pub fn record_span(span: FinishedSpan<'_>) {
     if !enabled() {
         return;
     }
-    let tracer = opentelemetry::global::tracer(TRACER_NAME);
+    let tracer = TRACER.get_or_init(|| opentelemetry::global::tracer(TRACER_NAME));
     let parent = parent_context(span.parent).unwrap_or_default();
     let mut attributes = span.attributes;
     attributes.push(KeyValue::new("timer.id", span.timer_id));
@@ -105,7 +109,7 @@ pub fn record_span(span: FinishedSpan<'_>) {
         .with_kind(SpanKind::Internal)
         .with_start_time(span.start)
         .with_attributes(attributes)
-        .start_with_context(&tracer, &parent);
+        .start_with_context(tracer, &parent);
     if let Some(e) = span.error {
         opentelemetry::trace::Span::set_status(&mut s, Status::error(e));
     }
