@@ -437,3 +437,65 @@ async fn without_an_endpoint_nothing_is_exported() {
     stop(serve);
     assert!(received.all().is_empty(), "nothing is exported");
 }
+
+/// With the collector down, timers are delivered as usual, the spans are dropped and
+/// counted on `/metrics`, and the process still stops promptly on SIGTERM (its last flush
+/// is bounded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_is_down_costs_spans_not_deliveries() {
+    let (hooks, hook) = start_hooks().await;
+    // A loopback port nothing listens on.
+    let endpoint = format!("http://127.0.0.1:{}", free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let (child, base) = start_serve(
+        &dir.path().join("data"),
+        free_port(),
+        free_port(),
+        &["--demo", "--otlp-endpoint", &endpoint],
+        &[],
+    );
+    let serve = KillOnDrop(child);
+    let (status, id) = create(&base, &hook, "1s", Some(CLIENT_TRACEPARENT)).await;
+    assert_eq!(status, 201);
+    hooks.wait_for(&id).await;
+
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let dropped = |text: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix("minoots_trace_spans_dropped_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let text = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            text.contains("minoots_trace_spans_exported_total 0"),
+            "{text}"
+        );
+        // The create, commit, fire, lease and attempt spans, at the least.
+        if dropped(&text) >= LIFE.len() as u64 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "spans were not counted as dropped"
+        );
+        // Spans leave once a second; the next scrape after the next export.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let started = Instant::now();
+    stop(serve);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "stopping waited {:?} on the collector",
+        started.elapsed()
+    );
+}
