@@ -800,6 +800,31 @@ mod tests {
         }
     }
 
+    /// The create's trace parent crosses the planes: in the schedule request (the control
+    /// plane's create span) and in the timer (the leased delivery's), dropped when invalid.
+    #[test]
+    fn the_traceparent_crosses_grpc_and_an_invalid_one_is_dropped() {
+        const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let now = 1_795_773_600_000_000;
+        for (sent, kept) in [
+            (Some(TP), Some(TP)),
+            (Some("00-nonsense"), None),
+            (None, None),
+        ] {
+            let mut request: TimerRequest = serde_json::from_str(r#"{"duration": "1m"}"#).unwrap();
+            request.traceparent = sent.map(String::from);
+            let pb = schedule_request_pb("acme", request, TenantQuotas::default());
+            assert_eq!(pb.traceparent.as_deref(), sent);
+            let (_, back, _) = schedule_request_of(pb).unwrap();
+            let timer = back
+                .validate("acme", now)
+                .unwrap()
+                .into_timer(TimerId::new_v7(), now);
+            assert_eq!(timer.traceparent.as_deref(), kept, "{sent:?}");
+            assert_eq!(timer_of(timer_pb(&timer)).unwrap(), timer);
+        }
+    }
+
     #[test]
     fn an_action_without_a_kind_names_its_field() {
         let mut e = ValidationErrors::new();
