@@ -191,7 +191,10 @@ pub fn table() -> Vec<RouteSpec> {
                 json!({"requestBody": body("TimerRequest", true),
                    "parameters": [{"name": "Idempotency-Key", "in": "header", "required": false,
                                    "description": "The same as idempotencyKey in the body (both: they must match)",
-                                   "schema": {"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[ -~]*$"}}]}),
+                                   "schema": {"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[ -~]*$"}},
+                                  {"name": "traceparent", "in": "header", "required": false,
+                                   "description": "W3C Trace Context of the caller, kept with the timer: its fire and webhook attempts join the caller's trace, and its webhooks carry a traceparent of that trace. A value that is not a valid traceparent is ignored, never refused",
+                                   "schema": {"type": "string", "maxLength": 512}}]}),
             ),
         ),
         r(

@@ -15,14 +15,17 @@ use minoots_core::limits::{
 };
 use minoots_core::records::{DeliveryWithAttempts, DueTimer, EventQuery, TimerQuery};
 use minoots_core::timefmt::{format_us, parse_rfc3339_us};
+use minoots_core::traceparent::TraceParent;
 use minoots_core::{
     AttemptRecord, Delivery, EventType, Timer, TimerId, TimerPatch, TimerRequest, TimerStatus,
 };
 use minoots_kernel_api::TenantQuotas;
 use minoots_kernel_api::api::EVENTS_FROM_NOW;
+use minoots_kernel_api::trace::{self, KeyValue};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio_stream::StreamExt;
+use tracing::Instrument;
 
 use crate::AppState;
 use crate::auth::{Caller, rate_headers, rate_limited};
@@ -149,11 +152,54 @@ pub fn page_limit(v: Option<&str>, default: usize, max: usize) -> ApiResult<usiz
     }
 }
 
+/// `POST /timers`. The request's W3C `traceparent` header, when valid (an invalid one is
+/// dropped, never refused), is kept with the timer; with tracing on, the `timer.create`
+/// span is its child and is what the timer keeps, so the fire and the attempts join the
+/// caller's trace.
 pub async fn create(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     RawJson(body): RawJson,
+) -> ApiResult<Response> {
+    let client_traceparent = headers
+        .get("traceparent")
+        .and_then(|h| h.to_str().ok())
+        .and_then(TraceParent::normalize);
+    if !trace::enabled() {
+        return create_timer(st, caller, headers, body, client_traceparent).await;
+    }
+    let span = tracing::info_span!(
+        "timer.create",
+        otel.kind = "server",
+        http.request.method = "POST",
+        http.route = "/timers"
+    );
+    trace::set_parent(&span, client_traceparent.as_deref());
+    let traceparent = trace::traceparent_of(&span).or(client_traceparent);
+    let result = create_timer(st, caller, headers, body, traceparent)
+        .instrument(span.clone())
+        .await;
+    let status = match &result {
+        Ok(resp) => resp.status(),
+        Err(e) => {
+            trace::set_error(&span, e.kind);
+            e.status
+        }
+    };
+    trace::set_attribute(
+        &span,
+        KeyValue::new("http.response.status_code", i64::from(status.as_u16())),
+    );
+    result
+}
+
+async fn create_timer(
+    st: AppState,
+    caller: Caller,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+    traceparent: Option<String>,
 ) -> ApiResult<Response> {
     let decision = match caller.limits.creates_per_minute {
         Some(n) if !caller.is_admin() => {
@@ -169,6 +215,7 @@ pub async fn create(
     };
     require_body(&body, r#"{"duration": "30s"}"#)?;
     let mut request = TimerRequest::from_json(&body).map_err(ApiError::invalid)?;
+    request.traceparent = traceparent;
     if let Some(t) = &request.tenant_id
         && t != caller.tenant_id()
     {
@@ -220,6 +267,10 @@ pub async fn create(
     } else {
         StatusCode::OK
     };
+    trace::set_attribute(
+        &tracing::Span::current(),
+        KeyValue::new("timer.id", out.timer.id.to_string()),
+    );
     let mut resp = json_response(status, &out.timer.to_json());
     if let Ok(loc) = HeaderValue::from_str(&format!("/timers/{}", out.timer.id)) {
         resp.headers_mut().insert(header::LOCATION, loc);

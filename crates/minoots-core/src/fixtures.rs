@@ -47,5 +47,6 @@ pub fn scheduled(fire_at_us: i64) -> Timer {
         idempotency_key: None,
         version: 1,
         schedule: None,
+        traceparent: None,
     }
 }

@@ -29,6 +29,7 @@ pub mod request;
 pub mod retry;
 pub mod schedule;
 pub mod timefmt;
+pub mod traceparent;
 
 pub use action::{
     Action, ActionBundle, ActionPolicy, CommandAction, FileAction, FileMode, WebhookAction,

@@ -278,6 +278,10 @@ pub struct Timer {
     pub version: i64,
     /// The schedule and slot this timer is a run of, when a schedule created it.
     pub schedule: Option<ScheduleLink>,
+    /// The W3C `traceparent` of the create (canonical version-00 form, see
+    /// [`crate::traceparent`]): the parent of the spans of its fire and attempts, and of the
+    /// `traceparent` its webhooks carry. Not shown in the REST representation.
+    pub traceparent: Option<String>,
 }
 
 /// Which slot of which schedule a timer runs.
@@ -646,6 +650,7 @@ mod tests {
                 id: ScheduleId::new_v7(),
                 scheduled_at_us: 1_700_000_009_000_000,
             }),
+            traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
         };
         let bare = Timer {
             schedule: None,
@@ -664,6 +669,7 @@ mod tests {
         assert_eq!(json["scheduledAt"], "2023-11-14T22:13:29Z");
         assert_eq!(json["scheduleId"], full.schedule.unwrap().id.to_string());
         assert!(bare.to_json().get("scheduleId").is_none());
+        assert!(json.get("traceparent").is_none(), "kept, never shown");
         for t in [full, bare] {
             let mut direct = Vec::new();
             t.write_json(&mut direct);

@@ -13,6 +13,7 @@ use crate::error::ValidationErrors;
 use crate::limits::*;
 use crate::model::{Timer, TimerId, TimerStatus};
 use crate::timefmt::{format_us, parse_rfc3339_us};
+use crate::traceparent::TraceParent;
 
 /// `duration` as a JSON number of milliseconds or as text (`"30s"`, `"PT30S"`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -77,6 +78,12 @@ pub struct TimerRequest {
     pub action_bundle: Option<ActionBundle>,
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// The W3C `traceparent` of the request that created the timer (from the HTTP header
+    /// or the gRPC field, never from the JSON body): kept with the timer so its fire and
+    /// attempts join the caller's trace. Not part of the request's identity for its
+    /// idempotency key; an invalid value is dropped by [`TimerRequest::validate`].
+    #[serde(skip)]
+    pub traceparent: Option<String>,
 }
 
 /// Parses a JSON body into `T`; a syntax or type error names the JSON path where it
@@ -126,6 +133,8 @@ pub struct TimerSpec {
     pub labels: BTreeMap<String, String>,
     pub action_bundle: ActionBundle,
     pub idempotency_key: Option<String>,
+    /// The creating request's trace parent in its canonical form, when it had a valid one.
+    pub traceparent: Option<String>,
 }
 
 impl TimerRequest {
@@ -190,6 +199,7 @@ impl TimerRequest {
             labels,
             action_bundle,
             idempotency_key: self.idempotency_key.clone(),
+            traceparent: self.traceparent.as_deref().and_then(TraceParent::normalize),
         })
     }
 
@@ -326,6 +336,7 @@ impl TimerSpec {
             idempotency_key: self.idempotency_key,
             version: 1,
             schedule: None,
+            traceparent: self.traceparent,
         }
     }
 }

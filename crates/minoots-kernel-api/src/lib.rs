@@ -15,6 +15,7 @@ pub mod error;
 pub mod grpc;
 pub mod local;
 pub mod metrics;
+pub mod trace;
 
 pub use api::{
     BoxStream, KernelApi, LeaseRequest, MAX_RENEW_LEASES, NewTenant, NewUiSession,

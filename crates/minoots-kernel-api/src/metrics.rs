@@ -1,7 +1,8 @@
 //! Metrics that more than one plane keeps: the log-linear [`LatencyHistogram`] (firing
 //! lateness, request latency, attempt durations), kept in atomics so that no recording
 //! thread ever blocks, and its Prometheus text; and the process's own gauges
-//! ([`write_process_metrics`]), which every `/metrics` shows once.
+//! ([`write_process_metrics`]), which every `/metrics` shows once, with the trace
+//! exporter's counts when `--otlp-endpoint` is set.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -16,6 +17,14 @@ pub const LATENCY_BOUNDS_US: [u64; 14] = [
 /// allocation beyond it. Writes nothing where `/proc` is missing (not Linux).
 pub fn write_process_metrics(out: &mut String) {
     use std::fmt::Write as _;
+    if crate::trace::enabled() {
+        let _ = writeln!(
+            out,
+            "# HELP minoots_trace_spans_exported_total Spans the OTLP collector accepted.\n# TYPE minoots_trace_spans_exported_total counter\nminoots_trace_spans_exported_total {}\n# HELP minoots_trace_spans_dropped_total Spans dropped: export queue full, or the collector refused or did not answer.\n# TYPE minoots_trace_spans_dropped_total counter\nminoots_trace_spans_dropped_total {}",
+            crate::trace::SPANS_EXPORTED.load(Ordering::Relaxed),
+            crate::trace::SPANS_DROPPED.load(Ordering::Relaxed),
+        );
+    }
     let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
         return;
     };

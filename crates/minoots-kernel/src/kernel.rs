@@ -447,11 +447,13 @@ impl KernelApi for Kernel {
                 .transpose()?,
         };
         let timer = spec.into_timer(TimerId::new_v7(), now);
+        let commit_started = std::time::SystemTime::now();
         let outcome = self
             .create_then_index(vec![timer], options)
             .await?
             .pop()
             .ok_or_else(|| KernelError::Internal("the store returned no timer".into()))?;
+        crate::spans::create_committed(&outcome.timer, outcome.created, commit_started);
         if outcome.created {
             KernelMetrics::inc(&self.metrics.timers_scheduled, 1);
         }

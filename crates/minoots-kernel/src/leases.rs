@@ -57,12 +57,14 @@ pub(crate) fn start_session(
                 Ok(p) => p,
                 Err(_) => return,
             };
+            let claim_started = std::time::SystemTime::now();
             match store
                 .claim_deliveries(&request.lease_owner, ttl_us, batch)
                 .await
             {
                 Ok(claimed) if !claimed.is_empty() => {
                     KernelMetrics::inc(&metrics.deliveries_leased, claimed.len() as u64);
+                    crate::spans::leased(&claimed, &request.lease_owner, claim_started);
                     if tx.is_closed() {
                         // The executor went away while this claim committed: hand the
                         // deliveries back now rather than when their leases expire.

@@ -22,6 +22,7 @@ pub mod metrics;
 mod outbox;
 mod scheduler;
 mod schedules;
+mod spans;
 
 pub use config::KernelConfig;
 pub use kernel::Kernel;

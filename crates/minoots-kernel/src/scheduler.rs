@@ -638,6 +638,7 @@ async fn fire_with_retry(
 ) -> bool {
     match store.fire_timers(batch.clone()).await {
         Ok(outcomes) => {
+            crate::spans::fired(&batch, &outcomes);
             if outcomes
                 .iter()
                 .any(|o| matches!(o, FireOutcome::Fired { deliveries, .. } if *deliveries > 0))

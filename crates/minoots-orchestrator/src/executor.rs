@@ -19,6 +19,7 @@ use minoots_kernel_api::{KernelApi, KernelError, LeaseRequest};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_stream::StreamExt;
+use tracing::Instrument;
 
 use crate::command::{CommandConfig, run_command};
 use crate::file::{FileConfig, run_file};
@@ -591,11 +592,20 @@ impl Orchestrator {
             Action::Command(_) => 1,
             Action::File(_) => 2,
         };
-        let attempt = self.attempt(&d, parsed_url.as_ref(), started_at_us);
+        let (span, traceparent) = crate::spans::attempt_span(&d);
+        let attempt = self
+            .attempt(
+                &d,
+                parsed_url.as_ref(),
+                started_at_us,
+                traceparent.as_deref(),
+            )
+            .instrument(span.clone());
         let result = tokio::select! {
             result = attempt => result,
             _ = held.gone() => {
                 drop(running);
+                minoots_kernel_api::trace::set_error(&span, "lease lost");
                 self.metrics.lease_lost();
                 tracing::warn!(delivery = %d.delivery.id, "lease lost or not renewed in time; the attempt was stopped and will run again");
                 self.leases.leave(d.delivery.id);
@@ -603,6 +613,8 @@ impl Orchestrator {
             }
         };
         drop(running);
+        crate::spans::attempt_finished(&span, &result);
+        drop(span);
         self.metrics
             .attempt(kind, result.outcome, started.elapsed().as_micros() as i64);
         let report = AttemptReport {
@@ -628,6 +640,7 @@ impl Orchestrator {
         d: &LeasedDelivery,
         parsed_url: Option<&Result<url::Url, url::ParseError>>,
         started_at_us: i64,
+        traceparent: Option<&str>,
     ) -> ExecResult {
         match &d.action {
             Action::Webhook(w) => match self
@@ -656,6 +669,7 @@ impl Orchestrator {
                             schedule: d.timer.schedule,
                             secrets: &secrets,
                             timestamp_s: started_at_us.div_euclid(1_000_000),
+                            traceparent,
                             body,
                         })
                         .await

@@ -13,6 +13,7 @@ pub mod file;
 pub mod leasebook;
 pub mod metrics;
 pub mod signing;
+mod spans;
 pub mod ssrf;
 pub mod webhook;
 

@@ -4,8 +4,9 @@
 //! envelope), the Standard Webhooks headers (`webhook-id` is the delivery id, stable
 //! across retries), `x-minoots-timer-id`, `x-minoots-attempt`, for a schedule's run
 //! `x-minoots-schedule-id` and `x-minoots-scheduled-at` (one timer per slot, so the
-//! delivery id is also the slot's stable idempotency value), and a `User-Agent` naming
-//! MINOOTS. Redirects are never followed; proxies from the environment are never used.
+//! delivery id is also the slot's stable idempotency value), the W3C `traceparent` of
+//! the attempt when the timer's create had one (unless the tenant set its own), and a
+//! `User-Agent` naming MINOOTS. Redirects are never followed; proxies from the environment are never used.
 //! Every address the host resolves to passes the SSRF guard at connect time.
 //!
 //! Outcome: 2xx succeeded; 410 and other 4xx (but 429) permanent; 3xx permanent with the
@@ -68,6 +69,9 @@ pub struct WebhookCall<'a> {
     pub secrets: &'a [WebhookSecret],
     /// Unix seconds for `webhook-timestamp`.
     pub timestamp_s: i64,
+    /// The W3C `traceparent` of the attempt (canonical form), so the receiver's trace
+    /// joins the caller's. A `traceparent` the tenant set among the action's headers wins.
+    pub traceparent: Option<&'a str>,
     /// The request body: the action's own body, or the event envelope, encoded.
     pub body: Vec<u8>,
 }
@@ -177,6 +181,14 @@ impl WebhookClient {
         }
         // A content type the tenant set for its own body wins over the default; the
         // signature and MINOOTS headers cannot be set by tenants (refused at creation).
+        if let Some(tp) = call.traceparent
+            && !tenant.contains_key("traceparent")
+        {
+            match header_value("traceparent", tp.to_string()) {
+                Ok(v) => own.push((HeaderName::from_static("traceparent"), v)),
+                Err(e) => return ExecResult::failure(AttemptOutcome::Permanent, e),
+            }
+        }
         if !tenant.contains_key(reqwest::header::CONTENT_TYPE) {
             own.push((
                 reqwest::header::CONTENT_TYPE,

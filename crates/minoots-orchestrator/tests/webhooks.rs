@@ -350,6 +350,7 @@ async fn a_schedule_run_names_its_schedule_and_slot_in_headers() {
                 schedule,
                 secrets: &secrets,
                 timestamp_s: 1_796_860_800,
+                traceparent: None,
                 body: b"{}".to_vec(),
             })
             .await;
@@ -367,4 +368,51 @@ async fn a_schedule_run_names_its_schedule_and_slot_in_headers() {
     );
     assert!(reqs[1].headers.get("x-minoots-schedule-id").is_none());
     assert!(reqs[1].headers.get("x-minoots-scheduled-at").is_none());
+}
+
+/// The attempt's trace parent travels as `traceparent`, unless the tenant's own headers
+/// set one; without one no `traceparent` is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_attempt_carries_its_traceparent() {
+    use minoots_core::WebhookAction;
+    use minoots_orchestrator::signing::WebhookSecret;
+    use minoots_orchestrator::webhook::{WebhookCall, WebhookClient};
+
+    const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const THEIRS: &str = "00-11111111111111111111111111111111-2222222222222222-01";
+    let (sink, url) = start_sink(vec![]).await;
+    let client =
+        WebhookClient::new(loopback_allowed(), 4, Arc::new(minoots_core::SystemClock)).unwrap();
+    let plain: WebhookAction = serde_json::from_value(serde_json::json!({"url": url})).unwrap();
+    let own: WebhookAction =
+        serde_json::from_value(serde_json::json!({"url": url, "headers": {"traceparent": THEIRS}}))
+            .unwrap();
+    let secrets = [WebhookSecret::generate().unwrap()];
+    for (action, traceparent) in [(&plain, Some(TP)), (&plain, None), (&own, Some(TP))] {
+        let result = client
+            .deliver(WebhookCall {
+                action,
+                url: None,
+                delivery_id: "d-1",
+                timer_id: "t-1",
+                attempt: 1,
+                schedule: None,
+                secrets: &secrets,
+                timestamp_s: 1_796_860_800,
+                traceparent,
+                body: b"{}".to_vec(),
+            })
+            .await;
+        assert_eq!(result.outcome, minoots_core::AttemptOutcome::Succeeded);
+    }
+    sink.wait_for(3).await;
+    let reqs = sink.requests();
+    assert_eq!(reqs[0].headers["traceparent"], TP);
+    assert!(reqs[1].headers.get("traceparent").is_none());
+    let theirs: Vec<_> = reqs[2].headers.get_all("traceparent").iter().collect();
+    assert_eq!(
+        theirs,
+        [THEIRS],
+        "the tenant's own traceparent is sent alone"
+    );
 }

@@ -42,6 +42,7 @@ fn timer(tenant: String, now: i64) -> Timer {
         idempotency_key: None,
         version: 1,
         schedule: None,
+        traceparent: None,
     }
 }
 

@@ -60,6 +60,7 @@ macro_rules! conformance_tests {
             due_timers_load_in_order_and_skip_cancelled,
             fire_creates_deliveries_once,
             timer_without_actions_settles_on_fire,
+            traceparent_is_kept_through_fire_and_lease,
             claim_leases_only_due_deliveries,
             success_settles_the_timer,
             retry_reschedules_and_exhaustion_kills,
@@ -169,6 +170,7 @@ pub fn timer(h: &Harness, tenant: &str, fire_at_us: i64, actions: usize) -> Time
         idempotency_key: None,
         version: 1,
         schedule: None,
+        traceparent: None,
     }
 }
 
@@ -461,7 +463,8 @@ pub async fn fire_creates_deliveries_once(h: &Harness) {
             timer_id: t.id,
             tenant_id: "acme".into(),
             deliveries: 2,
-            fire_at_us: t.fire_at_us
+            fire_at_us: t.fire_at_us,
+            traceparent: None,
         }
     );
     let again = fire(h, t.id).await;
@@ -500,6 +503,36 @@ pub async fn fire_creates_deliveries_once(h: &Harness) {
         fire(h, unknown).await,
         FireOutcome::NotFound { timer_id: unknown }
     );
+}
+
+/// The create's trace parent is stored with the timer and comes back with every read the
+/// later spans need: the timer, its fire outcome and its leased deliveries.
+pub async fn traceparent_is_kept_through_fire_and_lease(h: &Harness) {
+    const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let t = create(
+        h,
+        Timer {
+            traceparent: Some(TP.into()),
+            ..timer(h, "acme", T0 + SEC, 1)
+        },
+    )
+    .await;
+    assert_eq!(t.traceparent.as_deref(), Some(TP));
+    let got = h.store.get_timer("acme", t.id).await.unwrap().unwrap();
+    assert_eq!(got.traceparent.as_deref(), Some(TP));
+    let silent = create(h, timer(h, "acme", T0 + SEC, 0)).await;
+    h.clock.advance_us(SEC);
+    match fire(h, t.id).await {
+        FireOutcome::Fired { traceparent, .. } => assert_eq!(traceparent.as_deref(), Some(TP)),
+        other => panic!("not fired: {other:?}"),
+    }
+    match fire(h, silent.id).await {
+        FireOutcome::Settled { traceparent, .. } => assert_eq!(traceparent, None),
+        other => panic!("not settled: {other:?}"),
+    }
+    let claimed = h.store.claim_deliveries("w1", 30 * SEC, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].timer.traceparent.as_deref(), Some(TP));
 }
 
 pub async fn timer_without_actions_settles_on_fire(h: &Harness) {

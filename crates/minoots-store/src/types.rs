@@ -111,12 +111,15 @@ pub enum FireOutcome {
         tenant_id: String,
         deliveries: usize,
         fire_at_us: i64,
+        /// The create's trace parent, stored with the timer: the parent of the fire's span.
+        traceparent: Option<String>,
     },
     /// Had no actions: now `settled`.
     Settled {
         timer_id: TimerId,
         tenant_id: String,
         fire_at_us: i64,
+        traceparent: Option<String>,
     },
     /// Rescheduled to `fire_at_us`, after the firing time: left unchanged, to fire then.
     NotDue {

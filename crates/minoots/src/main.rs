@@ -11,6 +11,7 @@ mod kernel_cmd;
 mod mcp_cmd;
 mod migrate_cmd;
 mod orchestrator_cmd;
+mod telemetry;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -38,6 +39,11 @@ struct Cli {
     /// A TOML file of settings, below flags and environment variables in precedence.
     #[arg(long, global = true, env = "MINOOTS_CONFIG")]
     config: Option<PathBuf>,
+    /// Export traces (the spans of each timer's life) to this OTLP/gRPC receiver, like
+    /// http://127.0.0.1:4317. Read by serve, kernel, control-plane and orchestrator; unset,
+    /// no span is collected or exported.
+    #[arg(long, global = true, env = "MINOOTS_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -148,23 +154,6 @@ pub struct KernelArgs {
     pub actions: actions::ActionArgs,
 }
 
-fn init_logging(format: &str) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MINOOTS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colour codes only for a person at a terminal, not in log files.
-        .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        "text" => builder.init(),
-        "json" => builder.json().init(),
-        other => anyhow::bail!("--log-format must be \"text\" or \"json\", not \"{other}\""),
-    }
-    Ok(())
-}
-
 fn main() -> anyhow::Result<()> {
     // The file's settings become environment variables (where unset) before flags parse.
     let args: Vec<String> = std::env::args().collect();
@@ -174,10 +163,37 @@ fn main() -> anyhow::Result<()> {
     }
     let cli = Cli::parse();
     let _ = &cli.config;
-    init_logging(&cli.log_format)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    // Only the server processes export traces; client commands and benchmarks never do.
+    let role = match &cli.command {
+        Command::Serve(_) => Some("serve"),
+        Command::ControlPlane(_) => Some("control-plane"),
+        Command::Kernel(_) => Some("kernel"),
+        Command::Orchestrator(_) => Some("orchestrator"),
+        _ => None,
+    };
+    let traces = {
+        let _in_runtime = runtime.enter();
+        telemetry::init(
+            &cli.log_format,
+            role.and(cli.otlp_endpoint.as_deref()),
+            role.unwrap_or("cli"),
+        )?
+    };
+    let result = run(&runtime, cli, known);
+    if let Some(traces) = traces {
+        traces.shutdown();
+    }
+    result
+}
+
+fn run(
+    runtime: &tokio::runtime::Runtime,
+    cli: Cli,
+    known: std::collections::BTreeSet<String>,
+) -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => control_plane_cmd::run_serve(args).await,

@@ -9,6 +9,7 @@ use minoots_core::records::{
     ReportOutcome, Tenant, TimerQuery,
 };
 use minoots_core::timefmt::format_us;
+use minoots_core::traceparent::TraceParent;
 use minoots_core::{
     Action, ActionBundle, AttemptOutcome, AttemptRecord, CommandAction, Delivery, DeliveryId,
     DeliveryStatus, DurationInput, Event, EventType, FileAction, FileMode, RetryPolicy, ScheduleId,
@@ -299,6 +300,7 @@ pub fn timer_pb(t: &Timer) -> pb::Timer {
         version: t.version,
         schedule_id: t.schedule.map(|l| l.id.to_string()),
         scheduled_at: t.schedule.map(|l| ts(l.scheduled_at_us)),
+        traceparent: t.traceparent.clone(),
     }
 }
 
@@ -341,6 +343,7 @@ pub fn timer_of(t: pb::Timer) -> KernelResult<Timer> {
             }),
             _ => None,
         },
+        traceparent: t.traceparent.as_deref().and_then(TraceParent::normalize),
     })
 }
 
@@ -379,6 +382,7 @@ pub fn schedule_request_of(
             labels: (!r.labels.is_empty()).then(|| r.labels.into_iter().collect()),
             action_bundle,
             idempotency_key: r.idempotency_key,
+            traceparent: r.traceparent,
         },
         quotas,
     ))
@@ -410,6 +414,7 @@ pub fn schedule_request_pb(
         idempotency_key: r.idempotency_key,
         max_timers_per_day: quotas.max_per_day,
         max_pending_timers: quotas.max_pending,
+        traceparent: r.traceparent,
     }
 }
 
@@ -791,6 +796,31 @@ mod tests {
             }),
         ] {
             timer.schedule = schedule;
+            assert_eq!(timer_of(timer_pb(&timer)).unwrap(), timer);
+        }
+    }
+
+    /// The create's trace parent crosses the planes: in the schedule request (the control
+    /// plane's create span) and in the timer (the leased delivery's), dropped when invalid.
+    #[test]
+    fn the_traceparent_crosses_grpc_and_an_invalid_one_is_dropped() {
+        const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let now = 1_795_773_600_000_000;
+        for (sent, kept) in [
+            (Some(TP), Some(TP)),
+            (Some("00-nonsense"), None),
+            (None, None),
+        ] {
+            let mut request: TimerRequest = serde_json::from_str(r#"{"duration": "1m"}"#).unwrap();
+            request.traceparent = sent.map(String::from);
+            let pb = schedule_request_pb("acme", request, TenantQuotas::default());
+            assert_eq!(pb.traceparent.as_deref(), sent);
+            let (_, back, _) = schedule_request_of(pb).unwrap();
+            let timer = back
+                .validate("acme", now)
+                .unwrap()
+                .into_timer(TimerId::new_v7(), now);
+            assert_eq!(timer.traceparent.as_deref(), kept, "{sent:?}");
             assert_eq!(timer_of(timer_pb(&timer)).unwrap(), timer);
         }
     }

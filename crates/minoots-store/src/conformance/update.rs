@@ -230,7 +230,8 @@ pub async fn a_timer_moved_later_does_not_fire_at_its_old_time(h: &Harness) {
             timer_id: earlier.id,
             tenant_id: "acme".into(),
             deliveries: 1,
-            fire_at_us: T0 + SEC / 2
+            fire_at_us: T0 + SEC / 2,
+            traceparent: None,
         }
     );
     let fired = h

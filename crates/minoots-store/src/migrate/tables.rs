@@ -198,6 +198,7 @@ pub(crate) const TABLES: &[Table] = &[
             col("version", Int8),
             col("schedule_id", Uuid),
             col("scheduled_at", Int8),
+            col("traceparent", Text),
         ],
         has_status: true,
     },

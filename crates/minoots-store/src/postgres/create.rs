@@ -504,25 +504,27 @@ async fn insert_timers(w: &mut WriteTx<'_>, new: &[(Timer, Option<&[u8; 32]>)]) 
         .iter()
         .map(|(t, _)| t.schedule.map(|l| l.scheduled_at_us))
         .collect();
+    let traceparents: Vec<Option<&str>> =
+        new.iter().map(|(t, _)| t.traceparent.as_deref()).collect();
     let inserted = w
         .db()
         .execute(
             "INSERT INTO timers (id, tenant_id, name, requested_by, status, created_at, fire_at,
                     duration_ms, fired_at, settled_at, cancelled_at, cancel_reason, metadata, labels,
                     action_bundle, idempotency_key, idempotency_fingerprint, version, schedule_id,
-                    scheduled_at)
+                    scheduled_at, traceparent)
              SELECT id, tenant_id, name, requested_by, status, created_at, fire_at, duration_ms,
                     fired_at, settled_at, cancelled_at, cancel_reason, metadata, labels::jsonb,
                     action_bundle, idempotency_key, idempotency_fingerprint, version, schedule_id,
-                    scheduled_at
+                    scheduled_at, traceparent
                FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
                            $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[],
                            $12::text[], $13::text[], $14::text[], $15::text[], $16::text[],
-                           $17::bytea[], $18::bigint[], $19::uuid[], $20::bigint[])
+                           $17::bytea[], $18::bigint[], $19::uuid[], $20::bigint[], $21::text[])
                  AS t(id, tenant_id, name, requested_by, status, created_at, fire_at, duration_ms,
                       fired_at, settled_at, cancelled_at, cancel_reason, metadata, labels,
                       action_bundle, idempotency_key, idempotency_fingerprint, version,
-                      schedule_id, scheduled_at)",
+                      schedule_id, scheduled_at, traceparent)",
             &[
                 &ids,
                 &tenants,
@@ -544,6 +546,7 @@ async fn insert_timers(w: &mut WriteTx<'_>, new: &[(Timer, Option<&[u8; 32]>)]) 
                 &versions,
                 &schedules,
                 &slots,
+                &traceparents,
             ],
         )
         .await;

@@ -17,7 +17,7 @@ macro_rules! timer_cols {
     () => {
         "id, tenant_id, name, requested_by, status, created_at, fire_at, duration_ms, fired_at, \
          settled_at, cancelled_at, cancel_reason, metadata, labels::text, action_bundle, \
-         idempotency_key, version, schedule_id, scheduled_at"
+         idempotency_key, version, schedule_id, scheduled_at, traceparent"
     };
 }
 pub(super) use timer_cols;
@@ -49,7 +49,7 @@ macro_rules! key_cols {
 pub(super) use key_cols;
 
 /// How many columns `timer_cols!` names: the index of the first column after them.
-pub(super) const TIMER_COLUMNS: usize = 19;
+pub(super) const TIMER_COLUMNS: usize = 20;
 
 fn corrupt(idx: usize, what: impl std::fmt::Display) -> TxError {
     TxError::Store(StoreError::Corrupt(format!("column {idx}: {what}")))
@@ -103,6 +103,7 @@ pub(super) fn timer_from_row(row: &Row) -> TxResult<Timer> {
             }),
             _ => None,
         },
+        traceparent: col(row, 19)?,
     })
 }
 

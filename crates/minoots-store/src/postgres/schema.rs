@@ -257,6 +257,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX timers_tenant_status ON timers (tenant_id, status);
     "#,
+    // 8: the W3C `traceparent` of the create, in its canonical 55-character form
+    // (`minoots_core::traceparent`), so the fire and the attempts join the caller's trace
+    // after any restart or takeover. NULL when the create had none.
+    r#"
+    ALTER TABLE timers ADD COLUMN traceparent text
+        CHECK (traceparent IS NULL OR length(traceparent) = 55);
+    "#,
 ];
 
 /// Applies the migrations this database has not seen, on `client` (whose search path is

@@ -291,6 +291,7 @@ struct ToFire {
     tenant_id: String,
     fire_at_us: i64,
     bundle: String,
+    traceparent: Option<String>,
 }
 
 /// What firing one timer will write.
@@ -352,7 +353,7 @@ pub(super) async fn fire_timers(
     let rows = w
         .db()
         .query(
-            "SELECT id, status, tenant_id, fire_at, action_bundle FROM timers
+            "SELECT id, status, tenant_id, fire_at, action_bundle, traceparent FROM timers
               WHERE id = ANY ($1) ORDER BY id FOR UPDATE",
             &[&ids],
         )
@@ -367,6 +368,7 @@ pub(super) async fn fire_timers(
                 tenant_id: col(r, 2)?,
                 fire_at_us: col(r, 3)?,
                 bundle: col(r, 4)?,
+                traceparent: col(r, 5)?,
             },
         );
     }
@@ -435,12 +437,14 @@ pub(super) async fn fire_timers(
                 timer_id: id,
                 tenant_id: t.tenant_id.clone(),
                 fire_at_us: t.fire_at_us,
+                traceparent: t.traceparent.clone(),
             },
             Some((n, _)) => FireOutcome::Fired {
                 timer_id: id,
                 tenant_id: t.tenant_id.clone(),
                 deliveries: n,
                 fire_at_us: t.fire_at_us,
+                traceparent: t.traceparent.clone(),
             },
         });
         firings.push(Firing {

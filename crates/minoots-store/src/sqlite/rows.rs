@@ -34,9 +34,9 @@ impl From<rusqlite::Error> for StoreError {
 
 pub(super) const TIMER_COLS: &str = "id, tenant_id, name, requested_by, status, created_at, fire_at, duration_ms, \
     fired_at, settled_at, cancelled_at, cancel_reason, metadata, labels, action_bundle, idempotency_key, version, \
-    schedule_id, scheduled_at";
+    schedule_id, scheduled_at, traceparent";
 /// How many columns `TIMER_COLS` names: the index of the first column after them.
-pub(super) const TIMER_COLUMNS: usize = 19;
+pub(super) const TIMER_COLUMNS: usize = 20;
 
 pub(super) const DELIVERY_COLS: &str = "id, timer_id, tenant_id, occurrence, action_index, status, attempt, max_attempts, \
     next_attempt_at, lease_owner, lease_expires_at, created_at, updated_at, last_error";
@@ -100,6 +100,7 @@ pub(super) fn timer_from_row(row: &Row<'_>) -> rusqlite::Result<Timer> {
             }),
             _ => None,
         },
+        traceparent: row.get(19)?,
     })
 }
 

@@ -204,4 +204,11 @@ pub const MIGRATIONS: &[&str] = &[
           FROM timers GROUP BY tenant_id;
     DROP INDEX timers_tenant_status;
     "#,
+    // 9: the W3C `traceparent` of the create, in its canonical 55-character form
+    // (`minoots_core::traceparent`), so the fire and the attempts join the caller's trace
+    // after any restart. NULL when the create had none.
+    r#"
+    ALTER TABLE timers ADD COLUMN traceparent TEXT
+        CHECK (traceparent IS NULL OR length(traceparent) = 55);
+    "#,
 ];

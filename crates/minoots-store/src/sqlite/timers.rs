@@ -110,6 +110,7 @@ pub fn create_timer(
             timer.version,
             timer.schedule.map(|l| l.id.as_bytes().to_vec()),
             timer.schedule.map(|l| l.scheduled_at_us),
+            timer.traceparent,
         ],
     )?;
     if timer.idempotency_key.is_some()
@@ -131,7 +132,7 @@ pub fn create_timer(
 /// Inserts a timer row, all columns in [`TIMER_COLS`] order.
 static INSERT_TIMER_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "INSERT INTO timers ({TIMER_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
+        "INSERT INTO timers ({TIMER_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
     )
 });
 
@@ -348,12 +349,13 @@ pub fn fire_timers(ctx: &mut WriteCtx<'_>, fires: &[FireRequest]) -> StoreResult
 /// Fires one timer; its tenant's counts move at the batch's commit, once per tenant
 /// (`usage.rs`, `status_counts.rs`).
 fn fire_timer(ctx: &mut WriteCtx<'_>, fire: FireRequest) -> StoreResult<FireOutcome> {
-    let row: Option<(String, String, i64, String)> = ctx.query_row(
-        "SELECT status, tenant_id, fire_at, action_bundle FROM timers WHERE id = ?1",
+    type Row = (String, String, i64, String, Option<String>);
+    let row: Option<Row> = ctx.query_row(
+        "SELECT status, tenant_id, fire_at, action_bundle, traceparent FROM timers WHERE id = ?1",
         params![fire.timer_id.as_bytes()],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
     )?;
-    let Some((status, tenant_id, fire_at_us, bundle)) = row else {
+    let Some((status, tenant_id, fire_at_us, bundle, traceparent)) = row else {
         return Ok(FireOutcome::NotFound {
             timer_id: fire.timer_id,
         });
@@ -397,6 +399,7 @@ fn fire_timer(ctx: &mut WriteCtx<'_>, fire: FireRequest) -> StoreResult<FireOutc
                 timer_id: fire.timer_id,
                 tenant_id,
                 fire_at_us,
+                traceparent,
             })
         }
         FirePlan::Fire {
@@ -436,6 +439,7 @@ fn fire_timer(ctx: &mut WriteCtx<'_>, fire: FireRequest) -> StoreResult<FireOutc
                 tenant_id,
                 deliveries,
                 fire_at_us,
+                traceparent,
             })
         }
     }
