@@ -86,6 +86,53 @@ pub struct TimerRequest {
     pub traceparent: Option<String>,
 }
 
+/// The error of a failed parse, named by its JSON path (`body` for the whole document).
+fn field_error(e: serde_path_to_error::Error<serde_json::Error>) -> ValidationErrors {
+    let path = e.path().to_string();
+    let field = if path == "." || path == "?" || path.is_empty() {
+        "body".to_string()
+    } else {
+        path
+    };
+    let inner = e.into_inner();
+    let message = if inner.is_syntax() || inner.is_eof() {
+        format!("is not valid JSON ({inner}); send one JSON object")
+    } else {
+        inner.to_string()
+    };
+    ValidationErrors::single(field, message)
+}
+
+/// Largest integer a JSON number with a fraction part holds exactly (2^53).
+const MAX_EXACT_FLOAT_INTEGER: f64 = 9_007_199_254_740_992.0;
+
+/// `body` parsed again with every number written with a zero fraction (`5.0`, `1e3`)
+/// read as that integer, when that makes it a `T`. JSON Schema, and so the OpenAPI
+/// document, counts such numbers as integers, while serde reads them only into floats.
+/// Tried only after a type error, so a body that parses costs nothing more; a number of
+/// a free-form object (metadata, a webhook's body) in such a body is kept as the integer.
+fn with_integral_floats_as_integers<T: serde::de::DeserializeOwned>(body: &[u8]) -> Option<T> {
+    fn convert(v: &mut serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::Number(n) => match n.as_f64() {
+                Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() <= MAX_EXACT_FLOAT_INTEGER => {
+                    *n = serde_json::Number::from(f as i64);
+                    true
+                }
+                _ => false,
+            },
+            serde_json::Value::Array(items) => items.iter_mut().fold(false, |c, v| convert(v) | c),
+            serde_json::Value::Object(map) => map.values_mut().fold(false, |c, v| convert(v) | c),
+            _ => false,
+        }
+    }
+    let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    if !convert(&mut value) {
+        return None;
+    }
+    serde_json::from_value(value).ok()
+}
+
 /// Parses a JSON body into `T`; a syntax or type error names the JSON path where it
 /// happened (`actionBundle.actions[0].url`), or `body` when it concerns the whole document.
 /// Every JSON body MINOOTS accepts goes through here.
@@ -97,21 +144,18 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Vali
         ));
     }
     let de = &mut serde_json::Deserializer::from_slice(body);
-    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
-        let path = e.path().to_string();
-        let field = if path == "." || path == "?" || path.is_empty() {
-            "body".to_string()
-        } else {
-            path
-        };
-        let inner = e.into_inner();
-        let message = if inner.is_syntax() || inner.is_eof() {
-            format!("is not valid JSON ({inner}); send one JSON object")
-        } else {
-            inner.to_string()
-        };
-        ValidationErrors::single(field, message)
-    })?;
+    let value = match serde_path_to_error::deserialize(&mut *de) {
+        Ok(value) => value,
+        Err(e) => {
+            let inner = e.inner();
+            if !(inner.is_syntax() || inner.is_eof())
+                && let Some(value) = with_integral_floats_as_integers(body)
+            {
+                return Ok(value);
+            }
+            return Err(field_error(e));
+        }
+    };
     de.end().map_err(|e| {
         ValidationErrors::single(
             "body",
@@ -482,6 +526,32 @@ mod tests {
         assert_eq!(spec.duration_ms, Some(30_000));
         assert_eq!(spec.name, "webhook-test");
         assert_eq!(spec.action_bundle.actions.len(), 1);
+    }
+
+    #[test]
+    fn a_number_with_a_zero_fraction_is_an_integer() {
+        // JSON Schema's "integer" includes 5242.0, so the document's integer fields take it.
+        let r = req(r#"{"duration": 30000.0, "metadata": {"x": 1.5},
+            "actionBundle": {"actions": [], "retryPolicy": {"initialBackoffMs": 5242.0, "maxAttempts": 3e0}}}"#);
+        let policy = r
+            .action_bundle
+            .as_ref()
+            .unwrap()
+            .retry_policy
+            .as_ref()
+            .unwrap();
+        assert_eq!(policy.initial_backoff_ms, Some(5242));
+        assert_eq!(policy.max_attempts, Some(3));
+        assert_eq!(r.metadata.as_ref().unwrap()["x"], serde_json::json!(1.5));
+        // A fraction is still refused, with the field named.
+        let err = TimerRequest::from_json(
+            br#"{"actionBundle": {"actions": [], "retryPolicy": {"initialBackoffMs": 5242.5}}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.errors[0].field,
+            "actionBundle.retryPolicy.initialBackoffMs"
+        );
     }
 
     #[test]
