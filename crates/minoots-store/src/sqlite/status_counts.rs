@@ -87,10 +87,7 @@ pub(super) fn flush_moves(held: &dyn RunHeld, moves: &mut Vec<StatusMove>) -> ru
 /// The tenant's counts of scheduled, fired, settled, failed and cancelled timers, in the
 /// order of `crate::dashboard::COUNTED_STATUSES`.
 pub(super) fn read_counts(conn: &Connection, tenant_id: &str) -> StoreResult<[i64; 5]> {
-    let scheduled: Option<i64> = conn
-        .prepare_cached("SELECT pending FROM tenant_pending WHERE tenant_id = ?1")?
-        .query_row(params![tenant_id], |r| r.get(0))
-        .optional()?;
+    let scheduled = super::timers::pending_count(conn, tenant_id)?;
     let rest: Option<Deltas> = conn
         .prepare_cached(
             "SELECT fired, settled, failed, cancelled FROM tenant_status_counts WHERE tenant_id = ?1",
@@ -100,7 +97,7 @@ pub(super) fn read_counts(conn: &Connection, tenant_id: &str) -> StoreResult<[i6
         })
         .optional()?;
     let [fired, settled, failed, cancelled] = rest.unwrap_or_default();
-    Ok([scheduled.unwrap_or(0), fired, settled, failed, cancelled])
+    Ok([scheduled, fired, settled, failed, cancelled])
 }
 
 #[cfg(test)]

@@ -148,14 +148,19 @@ pub fn tenant_usage(conn: &Connection, tenant_id: &str, day: i64) -> StoreResult
         .prepare_cached("SELECT created FROM tenant_daily WHERE tenant_id = ?1 AND day = ?2")?
         .query_row(params![tenant_id, day], |r| r.get(0))
         .optional()?;
+    Ok(TenantUsage {
+        created_today: created.unwrap_or(0).max(0) as u64,
+        pending: pending_count(conn, tenant_id)?.max(0) as u64,
+    })
+}
+
+/// The tenant's count of scheduled timers as committed (0 for a tenant without timers).
+pub(super) fn pending_count(conn: &Connection, tenant_id: &str) -> StoreResult<i64> {
     let pending: Option<i64> = conn
         .prepare_cached("SELECT pending FROM tenant_pending WHERE tenant_id = ?1")?
         .query_row(params![tenant_id], |r| r.get(0))
         .optional()?;
-    Ok(TenantUsage {
-        created_today: created.unwrap_or(0).max(0) as u64,
-        pending: pending.unwrap_or(0).max(0) as u64,
-    })
+    Ok(pending.unwrap_or(0))
 }
 
 /// Reads one timer by id, all columns in [`TIMER_COLS`] order.
