@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use common::pg::Receiver;
 use common::yaml::{Yaml, parse_yaml};
-use common::{KillOnDrop, WAIT, free_port, start_serve};
+use common::{KillOnDrop, WAIT, free_port, scrape, start_serve};
 
 /// Labels Prometheus adds to every series it scrapes.
 const TARGET_LABELS: &[&str] = &["job", "instance"];
@@ -601,16 +601,6 @@ fn problems(families: BTreeMap<String, Family>) -> Vec<String> {
 // The tests.
 
 /// Scrapes `{base}/metrics`.
-async fn scrape(http: &reqwest::Client, base: &str) -> String {
-    http.get(format!("{base}/metrics"))
-        .send()
-        .await
-        .expect("/metrics answers")
-        .text()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_metric_and_label_the_alerts_and_the_dashboard_read_is_exported_by_serve() {
     let dir = tempfile::tempdir().unwrap();

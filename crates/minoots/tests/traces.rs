@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::http::HeaderMap;
-use common::{KillOnDrop, WAIT, free_port, start_serve, terminate, wait_exit};
+use common::{KillOnDrop, WAIT, free_port, scrape, start_serve, terminate, wait_exit};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -468,14 +468,7 @@ async fn a_collector_that_is_down_costs_spans_not_deliveries() {
     };
     let deadline = Instant::now() + WAIT;
     loop {
-        let text = http
-            .get(format!("{base}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = scrape(&http, &base).await;
         assert!(
             text.contains("minoots_trace_spans_exported_total 0"),
             "{text}"

@@ -188,6 +188,17 @@ pub async fn get_json(http: &reqwest::Client, url: &str, key: &str) -> serde_jso
         .1
 }
 
+/// The Prometheus text of `{base}/metrics`.
+pub async fn scrape(http: &reqwest::Client, base: &str) -> String {
+    http.get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("/metrics answers")
+        .text()
+        .await
+        .unwrap()
+}
+
 /// Reads an SSE stream until an event of `ty` arrives.
 pub async fn until_event(resp: &mut reqwest::Response, ty: &str) {
     let mut seen = String::new();
