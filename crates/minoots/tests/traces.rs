@@ -123,11 +123,8 @@ impl Received {
         names: &[&str],
         resource_mark: Option<(&str, &str)>,
     ) -> Vec<Got> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let arrived = self.arrived.notified();
-            tokio::pin!(arrived);
-            arrived.as_mut().enable();
+        let mut have = BTreeSet::new();
+        until(&self.arrived, || {
             let mine: Vec<Got> = self
                 .all()
                 .into_iter()
@@ -136,17 +133,32 @@ impl Received {
                     resource_mark.is_none_or(|(k, v)| attr(&g.resource, k).as_deref() == Some(v))
                 })
                 .collect();
-            let have: BTreeSet<&str> = mine.iter().map(|g| g.span.name.as_str()).collect();
-            if names.iter().all(|n| have.contains(n)) {
-                return mine;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "spans {names:?} of timer {timer_id} did not all arrive; got {have:?}"
-            );
-            let _ = tokio::time::timeout(left, arrived).await;
+            have = mine.iter().map(|g| g.span.name.clone()).collect();
+            names.iter().all(|n| have.contains(*n)).then_some(mine)
+        })
+        .await
+        .unwrap_or_else(|| {
+            panic!("spans {names:?} of timer {timer_id} did not all arrive; got {have:?}")
+        })
+    }
+}
+
+/// Waits, bounded by [`WAIT`], until `check` finds what it looks for, checking again each
+/// time `arrived` is notified; `None` when the time ran out.
+async fn until<T>(arrived: &Notify, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let notified = arrived.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if let Some(found) = check() {
+            return Some(found);
         }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        let _ = tokio::time::timeout(left, notified).await;
     }
 }
 
@@ -176,27 +188,16 @@ struct Hooks {
 impl Hooks {
     /// Waits (bounded by [`WAIT`]) for the first webhook of `timer_id`; returns its headers.
     async fn wait_for(&self, timer_id: &str) -> HeaderMap {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let arrived = self.arrived.notified();
-            tokio::pin!(arrived);
-            arrived.as_mut().enable();
-            if let Some(h) = self
-                .got
+        until(&self.arrived, || {
+            self.got
                 .lock()
                 .unwrap()
                 .iter()
                 .find(|h| h.get("x-minoots-timer-id").is_some_and(|v| v == timer_id))
-            {
-                return h.clone();
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "the webhook of timer {timer_id} did not arrive"
-            );
-            let _ = tokio::time::timeout(left, arrived).await;
-        }
+                .cloned()
+        })
+        .await
+        .unwrap_or_else(|| panic!("the webhook of timer {timer_id} did not arrive"))
     }
 }
 
