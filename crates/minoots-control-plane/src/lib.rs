@@ -46,7 +46,8 @@ pub use problem::{ApiError, ApiResult};
 #[derive(Clone)]
 pub struct AppState(Arc<AppInner>);
 
-/// Prometheus text of a part of the process, each metric with its `# HELP` and `# TYPE`.
+/// The exposition of a part of the process ([`minoots_kernel_api::metrics::encode_part`]:
+/// each metric with its `# HELP` and `# TYPE`, no `# EOF`).
 pub type MetricsText = Arc<dyn Fn() -> String + Send + Sync>;
 
 impl std::ops::Deref for AppState {

@@ -59,7 +59,7 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            HeaderValue::from_static(minoots_kernel_api::metrics::EXPOSITION_CONTENT_TYPE),
         )],
         crate::metrics::render(&st).await,
     )

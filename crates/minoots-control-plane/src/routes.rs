@@ -578,7 +578,7 @@ pub fn table() -> Vec<RouteSpec> {
                 Public,
                 vec![(
                     "200".into(),
-                    json!({"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}),
+                    json!({"description": "Prometheus metrics in the OpenMetrics text format", "content": {"application/openmetrics-text": {"schema": {"type": "string"}}}}),
                 )],
                 json!({}),
             ),

@@ -16,7 +16,7 @@ pub trait LocalKernel: Send + Sync + 'static {
     /// Why timers no longer fire, once a part of the scheduler died; `None` until then.
     fn failure(&self) -> Option<String>;
 
-    /// The kernel's counters, firing-lateness histogram and store gauges as Prometheus
-    /// text, each metric with its `# HELP` and `# TYPE` lines.
+    /// The kernel's counters, firing-lateness histogram and store gauges as a part of an
+    /// exposition ([`crate::metrics::encode_part`]: no `# EOF`).
     async fn render_metrics(&self) -> String;
 }

@@ -8,7 +8,6 @@ mod common;
 use common::WAIT;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use minoots_core::{Clock, EventType, ManualClock, TimerRequest, TimerStatus};
@@ -93,10 +92,10 @@ async fn timers_due_while_the_disk_refuses_writes_fire_once_when_it_recovers() {
     assert_eq!(minoots_kernel::grpc::from_status(status), e);
 
     // Both come due; the firing attempt fails (and is retried), nothing fires.
-    let errors_before = k.metrics().fire_errors.load(Ordering::Relaxed);
+    let errors_before = k.metrics().fire_errors.get();
     clock.advance_us(10 * SEC);
     let deadline = tokio::time::Instant::now() + WAIT;
-    while k.metrics().fire_errors.load(Ordering::Relaxed) < errors_before + 1 {
+    while k.metrics().fire_errors.get() < errors_before + 1 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the kernel never tried to fire"

@@ -278,12 +278,7 @@ async fn an_expired_lease_is_handed_to_another_executor_and_the_stale_report_is_
         k.report_attempt(fresh).await.unwrap().timer_status,
         TimerStatus::Settled
     );
-    assert!(
-        k.metrics()
-            .leases_rescued
-            .load(std::sync::atomic::Ordering::Relaxed)
-            >= 1
-    );
+    assert!(k.metrics().leases_rescued.get() >= 1);
     k.shutdown().await;
 }
 

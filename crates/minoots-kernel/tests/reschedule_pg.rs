@@ -115,11 +115,7 @@ async fn fire_now_through_one_kernel_is_fired_by_the_shards_holder() {
         a.kernel.list_deliveries("acme", t.id).await.unwrap().len(),
         1
     );
-    let fired_by = |k: &Kernel| {
-        k.metrics()
-            .timers_fired
-            .load(std::sync::atomic::Ordering::Relaxed)
-    };
+    let fired_by = |k: &Kernel| k.metrics().timers_fired.get();
     assert_eq!(
         fired_by(&a.kernel),
         0,

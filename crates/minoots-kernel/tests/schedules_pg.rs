@@ -66,18 +66,10 @@ async fn each_kernel_fires_its_schedules_once_and_the_survivor_takes_over() {
     }
     runs.sort();
     assert_eq!(got, runs, "each slot's run fired");
-    let fired_by = |k: &minoots_kernel::Kernel| {
-        k.metrics()
-            .timers_fired
-            .load(std::sync::atomic::Ordering::Relaxed)
-    };
+    let fired_by = |k: &minoots_kernel::Kernel| k.metrics().timers_fired.get();
     // Each kernel fired (its own run: neither tried the other's, which its fence would
     // have refused).
-    let fenced = |k: &minoots_kernel::Kernel| {
-        k.metrics()
-            .fires_fenced
-            .load(std::sync::atomic::Ordering::Relaxed)
-    };
+    let fenced = |k: &minoots_kernel::Kernel| k.metrics().fires_fenced.get();
     assert!(fired_by(&a.kernel) >= 1 && fired_by(&b.kernel) >= 1);
     assert_eq!((fenced(&a.kernel), fenced(&b.kernel)), (0, 0));
 

@@ -1,12 +1,17 @@
 //! What a store's writer measures of its group commits, for `/metrics`: how long each
 //! group's transaction took, from its first statement to the commit's return (the flush to
 //! disk included), and how many writes it held. Kept in atomics, so the writer never waits
-//! on a reader of them; [`WriterStats::write_prometheus`] renders them as two Prometheus
-//! histograms (`minoots_store_commit_duration_seconds`, `minoots_store_commit_batch_size`).
+//! on a reader of them; [`WriterStats::register`] shows them in a `prometheus_client`
+//! registry as two histograms (`minoots_store_commit_duration_seconds`,
+//! `minoots_store_commit_batch_size`), read only when a scrape encodes them.
 
-use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 
 /// Upper bounds of the commit-duration buckets, in microseconds: from a commit that
 /// flushed nothing (well under a millisecond) to the multi-second stalls of a saturated
@@ -46,28 +51,20 @@ impl<const N: usize> Buckets<N> {
         self.sum.fetch_add(value, Ordering::Relaxed);
     }
 
-    /// Cumulative counts per bound, then the total.
-    fn cumulative(&self) -> ([u64; N], u64) {
-        let mut out = [0; N];
-        let mut running = 0;
-        for (i, c) in self.counts.iter().enumerate() {
-            running += c.load(Ordering::Relaxed);
-            out[i] = running;
+    /// Counts per bound (not cumulative: the encoder sums them), the values above the
+    /// last bound as `+Inf` (`f64::MAX`), each bound divided by `unit` (1e6 shows
+    /// microseconds in seconds); and the total, read from the same buckets.
+    fn prometheus(&self, bounds: &[u64; N], unit: f64) -> (Vec<(f64, u64)>, u64) {
+        let mut out = Vec::with_capacity(N + 1);
+        let mut total = 0;
+        for (bound, c) in bounds.iter().zip(&self.counts) {
+            let n = c.load(Ordering::Relaxed);
+            total += n;
+            out.push((*bound as f64 / unit, n));
         }
-        (out, running + self.over.load(Ordering::Relaxed))
-    }
-
-    /// Writes the histogram `name`, its bounds and sum divided by `unit` (1e6 for
-    /// microseconds shown in seconds).
-    fn write(&self, out: &mut String, name: &str, help: &str, bounds: &[u64; N], unit: f64) {
-        let (cumulative, count) = self.cumulative();
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        for (bound, n) in bounds.iter().zip(cumulative) {
-            let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {n}", *bound as f64 / unit);
-        }
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let sum = self.sum.load(Ordering::Relaxed) as f64 / unit;
-        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+        let over = self.over.load(Ordering::Relaxed);
+        out.push((f64::MAX, over));
+        (out, total + over)
     }
 }
 
@@ -96,25 +93,61 @@ impl WriterStats {
 
     /// Group commits recorded.
     pub fn commits(&self) -> u64 {
-        self.batch.cumulative().1
+        self.batch.prometheus(&BATCH_BOUNDS, 1.0).1
     }
 
-    /// Both histograms as Prometheus text.
-    pub fn write_prometheus(&self, out: &mut String) {
-        self.commit_us.write(
-            out,
+    /// Shows both histograms in `registry`.
+    pub fn register(self: &Arc<Self>, registry: &mut Registry) {
+        registry.register(
             "minoots_store_commit_duration_seconds",
             "Time of each group commit's transaction, first statement to commit (the flush to disk included).",
-            &COMMIT_BOUNDS_US,
-            1e6,
+            Histogram {
+                stats: self.clone(),
+                commit_duration: true,
+            },
         );
-        self.batch.write(
-            out,
+        registry.register(
             "minoots_store_commit_batch_size",
             "Writes per group commit.",
-            &BATCH_BOUNDS,
-            1.0,
+            Histogram {
+                stats: self.clone(),
+                commit_duration: false,
+            },
         );
+    }
+}
+
+/// One of the two histograms of [`WriterStats`], as `prometheus_client` encodes it.
+#[derive(Debug)]
+struct Histogram {
+    stats: Arc<WriterStats>,
+    /// The commit durations (in seconds) if true, else the batch sizes.
+    commit_duration: bool,
+}
+
+impl std::fmt::Debug for WriterStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriterStats")
+            .field("commits", &self.commits())
+            .finish()
+    }
+}
+
+impl EncodeMetric for Histogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let s = &self.stats;
+        let ((buckets, count), sum) = if self.commit_duration {
+            let sum = s.commit_us.sum.load(Ordering::Relaxed) as f64 / 1e6;
+            (s.commit_us.prometheus(&COMMIT_BOUNDS_US, 1e6), sum)
+        } else {
+            let sum = s.batch.sum.load(Ordering::Relaxed) as f64;
+            (s.batch.prometheus(&BATCH_BOUNDS, 1.0), sum)
+        };
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
     }
 }
 
@@ -124,27 +157,29 @@ mod tests {
 
     #[test]
     fn commits_land_in_their_buckets_and_render_cumulatively() {
-        let s = WriterStats::default();
+        let s = Arc::new(WriterStats::default());
         s.record_commit(1, Duration::from_micros(100));
         s.record_commit(3, Duration::from_micros(1_500));
         s.record_commit(5_000, Duration::from_secs(9));
         assert_eq!(s.commits(), 3);
+        let mut registry = Registry::default();
+        s.register(&mut registry);
         let mut text = String::new();
-        s.write_prometheus(&mut text);
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         for line in [
             "# TYPE minoots_store_commit_duration_seconds histogram",
             "minoots_store_commit_duration_seconds_bucket{le=\"0.00025\"} 1",
             "minoots_store_commit_duration_seconds_bucket{le=\"0.001\"} 1",
             "minoots_store_commit_duration_seconds_bucket{le=\"0.002\"} 2",
-            "minoots_store_commit_duration_seconds_bucket{le=\"4\"} 2",
+            "minoots_store_commit_duration_seconds_bucket{le=\"4.0\"} 2",
             "minoots_store_commit_duration_seconds_bucket{le=\"+Inf\"} 3",
             "minoots_store_commit_duration_seconds_sum 9.0016",
             "minoots_store_commit_duration_seconds_count 3",
-            "minoots_store_commit_batch_size_bucket{le=\"1\"} 1",
-            "minoots_store_commit_batch_size_bucket{le=\"4\"} 2",
-            "minoots_store_commit_batch_size_bucket{le=\"4096\"} 2",
+            "minoots_store_commit_batch_size_bucket{le=\"1.0\"} 1",
+            "minoots_store_commit_batch_size_bucket{le=\"4.0\"} 2",
+            "minoots_store_commit_batch_size_bucket{le=\"4096.0\"} 2",
             "minoots_store_commit_batch_size_bucket{le=\"+Inf\"} 3",
-            "minoots_store_commit_batch_size_sum 5004",
+            "minoots_store_commit_batch_size_sum 5004.0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }

@@ -106,10 +106,13 @@ pub async fn serve_probe(
                 async move {
                     let mut text = metrics().await;
                     minoots_kernel::metrics::write_process_metrics(&mut text);
+                    minoots_kernel_api::metrics::finish(&mut text);
                     (
                         [(
                             header::CONTENT_TYPE,
-                            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                            HeaderValue::from_static(
+                                minoots_kernel_api::metrics::EXPOSITION_CONTENT_TYPE,
+                            ),
                         )],
                         text,
                     )

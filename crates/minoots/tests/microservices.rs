@@ -209,6 +209,7 @@ async fn three_processes_deliver_and_survive_an_orchestrator_kill() {
         m.contains("minoots_orchestrator_attempts_total{outcome=\"succeeded\"} 1"),
         "{m}"
     );
+    common::openmetrics_parses(&m);
     let k = http
         .get(format!("http://{kernel_health}/metrics"))
         .send()
@@ -218,6 +219,7 @@ async fn three_processes_deliver_and_survive_an_orchestrator_kill() {
         .await
         .unwrap();
     assert!(k.contains("minoots_timers_fired_total 2"), "{k}");
+    common::openmetrics_parses(&k);
 
     // Changing a timer and firing it now go through the gRPC contract as well.
     let send = |method: reqwest::Method, path: String, body: Option<String>| {

@@ -59,14 +59,21 @@ struct Family {
     labels: BTreeMap<String, BTreeSet<String>>,
 }
 
-/// Reads the Prometheus text format: families from `# TYPE`, labels from the series.
-/// A series whose family has no `# TYPE` line fails the test.
+/// Reads the OpenMetrics text format: families from `# TYPE`, labels from the series.
+/// A counter is kept under the name of its series, `NAME_total` (what PromQL reads; its
+/// `# TYPE` line names the family without `_total`). A series whose family has no
+/// `# TYPE` line fails the test.
 fn parse_exposition(text: &str) -> BTreeMap<String, Family> {
     let mut families: BTreeMap<String, Family> = BTreeMap::new();
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (name, kind) = rest.split_once(' ').expect("# TYPE NAME KIND");
-            families.entry(name.to_string()).or_default().kind = kind.to_string();
+            let name = if kind == "counter" {
+                format!("{name}_total")
+            } else {
+                name.to_string()
+            };
+            families.entry(name).or_default().kind = kind.to_string();
         }
     }
     for line in text
@@ -657,6 +664,12 @@ async fn every_metric_and_label_the_alerts_and_the_dashboard_read_is_exported_by
     assert!(refused, "the demo key reaches its per-minute limit");
 
     let text = scrape(&http, &base).await;
+    let answer = http.get(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(
+        answer.headers()["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    common::openmetrics_parses(&text);
     let families = parse_exposition(&text);
     assert!(
         families.contains_key("minoots_firing_lateness_seconds"),

@@ -13,7 +13,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use minoots_core::{Clock, SystemClock};
@@ -73,17 +72,14 @@ pub(super) async fn delivery_run(
             json!({
                 "kernel": name,
                 "shards_held": held,
-                "timers_fired": m.timers_fired.load(Relaxed),
-                "fires_fenced": m.fires_fenced.load(Relaxed),
-                "deliveries_leased": m.deliveries_leased.load(Relaxed),
-                "attempts_reported": m.attempts_reported.load(Relaxed),
+                "timers_fired": m.timers_fired.get(),
+                "fires_fenced": m.fires_fenced.get(),
+                "deliveries_leased": m.deliveries_leased.get(),
+                "attempts_reported": m.attempts_reported.get(),
             })
         })
         .collect();
-    let fired: u64 = members
-        .iter()
-        .map(|k| k.metrics().timers_fired.load(Relaxed))
-        .sum();
+    let fired: u64 = members.iter().map(|k| k.metrics().timers_fired.get()).sum();
     let extra = json!({
         "store": "postgres",
         "kernels": kernels,

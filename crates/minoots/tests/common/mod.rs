@@ -188,6 +188,43 @@ pub async fn get_json(http: &reqwest::Client, url: &str, key: &str) -> serde_jso
         .1
 }
 
+/// The exposition is OpenMetrics as the Prometheus project's own Python client reads it
+/// (its strict parser: one `# EOF` at the end, each family once, counters' `_total`,
+/// histogram buckets cumulative and ending at `+Inf`). Prints "skipped" where python3 has
+/// no `prometheus_client` (CI installs it).
+pub fn openmetrics_parses(text: &str) {
+    use std::io::Write as _;
+    let probe = std::process::Command::new("python3")
+        .args(["-c", "import prometheus_client"])
+        .output();
+    if !matches!(&probe, Ok(o) if o.status.success()) {
+        println!("skipped the OpenMetrics parser: python3 has no prometheus_client");
+        return;
+    }
+    let mut parser = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys\nfrom prometheus_client.openmetrics.parser import text_string_to_metric_families as parse\nprint(len(list(parse(sys.stdin.read()))))",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    parser
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = parser.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the OpenMetrics parser refuses the exposition: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The Prometheus text of `{base}/metrics`.
 pub async fn scrape(http: &reqwest::Client, base: &str) -> String {
     http.get(format!("{base}/metrics"))
