@@ -24,6 +24,7 @@ mod curve;
 mod cycle;
 mod flood;
 mod http;
+mod otlp_sink;
 mod recovery;
 mod recurring;
 mod takeover;
@@ -90,6 +91,9 @@ pub enum Workload {
     /// Timers created at a steady rate while `minoots serve` is SIGKILLed and
     /// restarted; lost, early and duplicated deliveries, then a SIGTERM that must exit 0.
     Crash(crash::CrashBench),
+    /// An OTLP/gRPC receiver that counts the spans it is sent and drops them: the collector
+    /// of a workload run with `--otlp-endpoint`, to measure what tracing costs.
+    OtlpSink(otlp_sink::OtlpSinkBench),
 }
 
 #[derive(clap::Args, Clone)]
@@ -270,6 +274,7 @@ pub async fn run(w: Workload) -> anyhow::Result<()> {
         Workload::Cycle(b) => cycle::run(b).await,
         Workload::Curve(b) => curve::run(b).await,
         Workload::Crash(b) => crash::run(b).await,
+        Workload::OtlpSink(b) => otlp_sink::run(b).await,
         Workload::Flood(b) => flood::run(b).await,
         Workload::All(b) => run_all(b),
     }
@@ -529,6 +534,16 @@ pub async fn run_on(database_url: Option<String>, w: Workload) -> anyhow::Result
         let _ = DATABASE.set(url);
     }
     let outcome = run(w).await;
+    if minoots_kernel_api::trace::enabled() {
+        // Spans still queued when the run ends are flushed at exit; the collector's own
+        // count (`bench otlp-sink`) is the complete one.
+        use std::sync::atomic::Ordering::Relaxed;
+        emit(json!({
+            "section": "traces",
+            "spans_exported_so_far": minoots_kernel_api::trace::SPANS_EXPORTED.load(Relaxed),
+            "spans_dropped": minoots_kernel_api::trace::SPANS_DROPPED.load(Relaxed),
+        }));
+    }
     let schemas = std::mem::take(&mut *SCHEMAS.lock().expect("schemas poisoned"));
     for (_, schema) in schemas {
         if let Some(url) = DATABASE.get() {

@@ -40,8 +40,8 @@ struct Cli {
     #[arg(long, global = true, env = "MINOOTS_CONFIG")]
     config: Option<PathBuf>,
     /// Export traces (the spans of each timer's life) to this OTLP/gRPC receiver, like
-    /// http://127.0.0.1:4317. Read by serve, kernel, control-plane and orchestrator; unset,
-    /// no span is collected or exported.
+    /// http://127.0.0.1:4317. Read by serve, kernel, control-plane and orchestrator (and by
+    /// bench, to measure the cost); unset, no span is collected or exported.
     #[arg(long, global = true, env = "MINOOTS_OTLP_ENDPOINT")]
     otlp_endpoint: Option<String>,
     #[command(subcommand)]
@@ -166,12 +166,14 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    // Only the server processes export traces; client commands and benchmarks never do.
+    // The server processes export traces, and a benchmark when asked (to measure what
+    // tracing costs); client commands never do.
     let role = match &cli.command {
         Command::Serve(_) => Some("serve"),
         Command::ControlPlane(_) => Some("control-plane"),
         Command::Kernel(_) => Some("kernel"),
         Command::Orchestrator(_) => Some("orchestrator"),
+        Command::Bench { .. } => Some("bench"),
         _ => None,
     };
     let traces = {
