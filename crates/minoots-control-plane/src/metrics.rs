@@ -137,6 +137,9 @@ pub async fn render(state: &AppState) -> String {
             escape(tier)
         );
     }
+    if let Some(b) = &state.billing {
+        b.counters.render(&mut out);
+    }
     minoots_kernel_api::metrics::write_process_metrics(&mut out);
     if let Some(kernel) = &state.local_kernel {
         out.push_str(&kernel.render_metrics().await);
