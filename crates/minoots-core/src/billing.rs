@@ -76,6 +76,11 @@ impl std::str::FromStr for SubscriptionStatus {
     }
 }
 
+/// How long usage rows are kept after their bucket ended: longer than a yearly billing
+/// period (`GET /billing` sums the current period) and far beyond the 35 days for which
+/// Stripe accepts a meter event, so a row this old is useless whether it was sent or not.
+pub const METER_USAGE_RETENTION_US: i64 = 400 * 86_400 * 1_000_000;
+
 /// A tenant's link to Stripe and the subscription state last applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BillingAccount {

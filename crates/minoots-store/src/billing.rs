@@ -57,6 +57,10 @@ pub trait BillingStore: Send + Sync + 'static {
     /// customer to send to) at the store's now; rows already marked keep their time.
     /// Returns how many were marked now.
     async fn mark_meter_sent(&self, rows: Vec<(String, String, i64)>) -> StoreResult<usize>;
+
+    /// Deletes up to `limit` usage rows whose bucket ended before `ended_before_us`, sent or
+    /// not (retention); returns how many.
+    async fn prune_meter_usage(&self, ended_before_us: i64, limit: usize) -> StoreResult<usize>;
 }
 
 /// The effect recorded with an event id, as stored in `billing_events.effect`.

@@ -318,4 +318,15 @@ pub async fn usage_is_metered_per_bucket_and_handed_out_once(h: &Harness) {
         ),
         (METER_DELIVERIES_SUCCEEDED, end, 1)
     );
+
+    // Retention: rows of buckets ended before the cutoff go, sent or not, a bounded
+    // batch at a time; newer ones stay.
+    assert_eq!(s.prune_meter_usage(end, 100).await.unwrap(), 0);
+    assert_eq!(s.prune_meter_usage(end + 1, 2).await.unwrap(), 2);
+    assert_eq!(s.prune_meter_usage(end + 1, 100).await.unwrap(), 1);
+    let left = s
+        .meter_usage_ready(end + DEFAULT_METER_BUCKET_US, 100)
+        .await
+        .unwrap();
+    assert_eq!(left, next, "the newer bucket is kept");
 }

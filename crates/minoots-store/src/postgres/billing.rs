@@ -363,4 +363,23 @@ impl BillingStore for PostgresStore {
         })
         .await
     }
+
+    async fn prune_meter_usage(&self, ended_before_us: i64, limit: usize) -> StoreResult<usize> {
+        let limit = limit as i64;
+        self.write(move |w| {
+            Box::pin(async move {
+                let n = w
+                    .db()
+                    .execute(
+                        "DELETE FROM meter_usage WHERE (tenant_id, meter, bucket_start) IN (
+                             SELECT tenant_id, meter, bucket_start FROM meter_usage
+                              WHERE bucket_end < $1 LIMIT $2)",
+                        &[&ended_before_us, &limit],
+                    )
+                    .await?;
+                Ok(n as usize)
+            })
+        })
+        .await
+    }
 }

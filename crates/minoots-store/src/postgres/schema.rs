@@ -300,6 +300,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (tenant_id, meter, bucket_start)
     );
     CREATE INDEX meter_usage_unsent ON meter_usage (bucket_end) WHERE sent_at IS NULL;
+    -- Every row by the end of its bucket (retention).
+    CREATE INDEX meter_usage_end ON meter_usage (bucket_end);
     "#,
 ];
 

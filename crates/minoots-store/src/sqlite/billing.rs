@@ -250,4 +250,18 @@ impl BillingStore for SqliteStore {
         }
         self.write(move |ctx| mark(ctx, &rows)).await
     }
+
+    async fn prune_meter_usage(&self, ended_before_us: i64, limit: usize) -> StoreResult<usize> {
+        self.write(move |ctx| {
+            Ok(ctx
+                .conn
+                .prepare_cached(
+                    "DELETE FROM meter_usage WHERE (tenant_id, meter, bucket_start) IN (
+                         SELECT tenant_id, meter, bucket_start FROM meter_usage
+                          WHERE bucket_end < ?1 LIMIT ?2)",
+                )?
+                .execute(params![ended_before_us, limit as i64])?)
+        })
+        .await
+    }
 }

@@ -249,5 +249,7 @@ pub const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     -- What is left to send, oldest bucket first.
     CREATE INDEX meter_usage_unsent ON meter_usage (bucket_end) WHERE sent_at IS NULL;
+    -- Every row by the end of its bucket (retention).
+    CREATE INDEX meter_usage_end ON meter_usage (bucket_end);
     "#,
 ];
