@@ -146,6 +146,8 @@ pub struct ControlPlaneConfig {
     /// session cookie is then `Secure` and a cookie write's `Origin` must be `https://`.
     /// Without it, only a request with `X-Forwarded-Proto: https` is taken for HTTPS.
     pub secure_cookies: bool,
+    /// Billing with Stripe; `None` (the default) keeps tiers set by admins only.
+    pub billing: Option<crate::billing::BillingConfig>,
 }
 
 impl Default for ControlPlaneConfig {
@@ -162,6 +164,7 @@ impl Default for ControlPlaneConfig {
             failed_auth_burst: DEFAULT_FAILED_AUTH_BURST,
             ui_session_ttl: DEFAULT_UI_SESSION_TTL,
             secure_cookies: false,
+            billing: None,
         }
     }
 }
@@ -193,6 +196,9 @@ impl ControlPlaneConfig {
                 "ui_session_ttl (--ui-session-ttl, MINOOTS_UI_SESSION_TTL)",
                 "must be between 1m and 7d",
             ));
+        }
+        if let Some(b) = &self.billing {
+            b.check(&self.tiers)?;
         }
         for (name, t) in &self.tiers {
             if t.requests_per_minute == Some(0) || t.creates_per_minute == Some(0) {

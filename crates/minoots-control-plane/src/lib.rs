@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod billing;
 pub mod body;
 pub mod config;
 pub mod dashboard;
@@ -79,6 +80,8 @@ pub struct AppInner {
     /// `Retry-After`, key expiry, secret grace), so each time rule can be tested on a
     /// manual clock. Rate limits count on the monotonic clock instead.
     pub clock: Arc<dyn minoots_core::Clock>,
+    /// Billing with Stripe, when the operator configured it.
+    pub billing: Option<Arc<billing::Billing>>,
 }
 
 impl AppState {
@@ -103,7 +106,12 @@ impl AppState {
         clock: Arc<dyn minoots_core::Clock>,
     ) -> Result<Self, ControlPlaneError> {
         config.check()?;
+        let billing = match &config.billing {
+            Some(b) => Some(Arc::new(billing::Billing::new(b.clone())?)),
+            None => None,
+        };
         Ok(Self(Arc::new(AppInner {
+            billing,
             kernel,
             streams: Arc::new(Semaphore::new(config.max_event_streams)),
             config: Arc::new(config),

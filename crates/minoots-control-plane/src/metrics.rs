@@ -171,6 +171,9 @@ pub async fn render(state: &AppState) -> String {
     let mut registry = Registry::default();
     state.metrics.register(&mut registry);
     let mut out = String::new();
+    if let Some(b) = &state.billing {
+        b.counters.register(&mut registry);
+    }
     encode_part(&mut out, &registry);
     write_process_metrics(&mut out);
     if let Some(kernel) = &state.local_kernel {

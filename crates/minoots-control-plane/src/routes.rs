@@ -604,6 +604,7 @@ pub fn table() -> Vec<RouteSpec> {
     routes.extend(schedules::routes());
     routes.extend(crate::session::routes());
     routes.extend(crate::dashboard::routes());
+    routes.extend(crate::billing::routes());
     routes
 }
 
@@ -689,6 +690,7 @@ pub fn openapi_document_for(tiers: &[String]) -> Value {
         m.extend(schedules::schemas());
         m.extend(crate::session::schemas());
         m.extend(crate::dashboard::schemas());
+        m.extend(crate::billing::schemas());
     }
     json!({
         "openapi": "3.1.0",

@@ -67,6 +67,7 @@ pub static FILES: &[UiFile] = ui_files![
     "js/timer.js" => JS,
     "js/dead.js" => JS,
     "js/admin.js" => JS,
+    "js/account.js" => JS,
     "vendor/htm-preact-3.1.1.js" => JS,
 ];
 

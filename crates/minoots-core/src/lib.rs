@@ -14,6 +14,7 @@
 //! reports) are in [`records`], so neither plane needs the other to name them.
 
 pub mod action;
+pub mod billing;
 pub mod clock;
 pub mod duration;
 pub mod error;

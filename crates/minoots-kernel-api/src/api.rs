@@ -3,6 +3,7 @@
 //! [`crate::grpc::GrpcKernelClient`]. The orchestrator and the control plane are written
 //! against this trait only, so the same code runs in one process or as separate services.
 
+use minoots_core::billing::{BillingApplied, BillingEvent, BillingState, GraceSweep, MeterUsage};
 use std::pin::Pin;
 
 use async_trait::async_trait;
@@ -327,6 +328,29 @@ pub trait KernelApi: Send + Sync + 'static {
         tenant_id: &str,
         minutes: u32,
     ) -> KernelResult<DeliveryActivity>;
+
+    /// Records a Stripe event the caller verified, once: in one transaction its id and
+    /// its change of the tenant's account and tier (see
+    /// [`minoots_core::billing::plan_account`]); `Duplicate` with no effect for an id
+    /// recorded before. A tier that changed applies to the next request (key caches are
+    /// dropped). `Invalid` for ids longer than the store keeps.
+    async fn record_billing_event(&self, event: BillingEvent) -> KernelResult<BillingApplied>;
+
+    /// The tenant's billing account (if any) and its metered usage since the start of its
+    /// current period (or of the current UTC month when no period is known).
+    async fn billing_state(&self, tenant_id: &str) -> KernelResult<BillingState>;
+
+    /// Ends, at the kernel's now, the grace periods that ran out: their tenants become
+    /// free at once. Says how many, and when the next one ends.
+    async fn expire_billing_grace(&self) -> KernelResult<GraceSweep>;
+
+    /// Unsent usage of the metering buckets closed at the kernel's now
+    /// ([`minoots_core::billing::bucket_ready`]), oldest first, at most `limit` rows.
+    async fn meter_usage_ready(&self, limit: u32) -> KernelResult<Vec<MeterUsage>>;
+
+    /// Marks usage rows ((tenant, meter, bucket start)) as sent; returns how many were
+    /// not marked before.
+    async fn mark_meter_sent(&self, rows: Vec<(String, String, i64)>) -> KernelResult<u64>;
 }
 
 /// A dashboard session to open, for a key the control plane has just authenticated.

@@ -1,6 +1,7 @@
 //! The in-process kernel: validation, the store, the scheduler, lease sessions, event
 //! streams and maintenance, behind [`KernelApi`].
 
+use minoots_core::billing::{BillingApplied, BillingEvent, BillingState, GraceSweep, MeterUsage};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -27,6 +28,7 @@ use crate::error::from_store;
 use crate::metrics::KernelMetrics;
 use crate::scheduler::Scheduler;
 
+mod billing;
 mod change;
 mod dashboard;
 mod schedules;
@@ -798,5 +800,25 @@ impl KernelApi for Kernel {
         minutes: u32,
     ) -> KernelResult<minoots_store::DeliveryActivity> {
         dashboard::delivery_activity(self, tenant_id, minutes).await
+    }
+
+    async fn record_billing_event(&self, e: BillingEvent) -> KernelResult<BillingApplied> {
+        billing::record_billing_event(self, e).await
+    }
+
+    async fn billing_state(&self, tenant_id: &str) -> KernelResult<BillingState> {
+        billing::billing_state(self, tenant_id).await
+    }
+
+    async fn expire_billing_grace(&self) -> KernelResult<GraceSweep> {
+        billing::expire_billing_grace(self).await
+    }
+
+    async fn meter_usage_ready(&self, limit: u32) -> KernelResult<Vec<MeterUsage>> {
+        billing::meter_usage_ready(self, limit).await
+    }
+
+    async fn mark_meter_sent(&self, rows: Vec<(String, String, i64)>) -> KernelResult<u64> {
+        billing::mark_meter_sent(self, rows).await
     }
 }

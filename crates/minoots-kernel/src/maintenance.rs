@@ -53,8 +53,8 @@ pub(crate) async fn run_rescuer(
     }
 }
 
-/// Deletes events older than the retention period and expired dashboard sessions, a
-/// bounded batch at a time.
+/// Deletes events older than the retention period, expired dashboard sessions and usage
+/// rows past [`minoots_core::billing::METER_USAGE_RETENTION_US`], a bounded batch at a time.
 pub(crate) async fn run_retention(
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
@@ -107,6 +107,20 @@ pub(crate) async fn run_retention(
                 Err(e) => {
                     crate::metrics::note_store_error(&e);
                     tracing::warn!(error = %e, "pruning expired dashboard sessions failed");
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        // Usage rows past their retention (sent, or never to be sent).
+        let cutoff = clock.now_us() - minoots_core::billing::METER_USAGE_RETENTION_US;
+        for _ in 0..MAX_BATCHES_PER_PASS {
+            match store.prune_meter_usage(cutoff, PRUNE_BATCH).await {
+                Ok(n) if n < PRUNE_BATCH => break,
+                Ok(_) => {}
+                Err(e) => {
+                    crate::metrics::note_store_error(&e);
+                    tracing::warn!(error = %e, "pruning old usage rows failed");
                     failed = true;
                     break;
                 }

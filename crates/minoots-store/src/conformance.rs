@@ -15,6 +15,7 @@ use minoots_core::{
 
 use crate::*;
 
+mod billing;
 mod dashboard;
 mod group;
 mod missing;
@@ -24,6 +25,7 @@ mod schedules;
 mod sessions;
 mod text;
 mod update;
+pub use billing::*;
 pub use dashboard::*;
 pub use group::*;
 pub use missing::*;
@@ -99,7 +101,9 @@ macro_rules! conformance_tests {
             ui_sessions_are_bounded_ended_and_pruned,
             timer_counts_by_status_per_tenant,
             delivery_activity_counts_the_window_by_minute,
-            list_filters_by_name_prefix_and_fire_time
+            list_filters_by_name_prefix_and_fire_time,
+            billing_events_apply_once_in_order_with_grace,
+            usage_is_metered_per_bucket_and_handed_out_once
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {

@@ -10,6 +10,7 @@
 //! from the [`minoots_core::Clock`] they were opened with (a cluster backend may use its
 //! database's clock instead); callers never pass the time for lease arithmetic.
 
+pub mod billing;
 pub mod conformance;
 pub mod dashboard;
 pub mod migrate;
@@ -22,6 +23,7 @@ pub mod sqlite;
 mod types;
 pub mod writer_stats;
 
+pub use billing::BillingStore;
 pub use dashboard::DashboardStore;
 pub use postgres::{ANNOUNCE_DUE_WITHIN_US, PostgresConfig, PostgresStore, SHARD_COUNT, shard_of};
 pub use sessions::UiSessionStore;
@@ -64,7 +66,7 @@ pub trait Cluster: Send + Sync {
 
 /// The durable state of the horology kernel.
 #[async_trait]
-pub trait Store: UiSessionStore + DashboardStore + Send + Sync + 'static {
+pub trait Store: UiSessionStore + DashboardStore + BillingStore + Send + Sync + 'static {
     /// Stores a new, validated timer and appends `timer.scheduled`. When the timer carries
     /// an idempotency key already used by the same tenant, nothing is written and the
     /// existing timer is returned with `created == false`.

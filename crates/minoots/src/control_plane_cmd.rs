@@ -46,6 +46,85 @@ pub struct HttpArgs {
     pub secure_cookies: bool,
     #[command(flatten)]
     pub mcp: crate::mcp_cmd::McpHttpArgs,
+    /// Boxed: the billing settings would make every subcommand's argument enum as large
+    /// as these.
+    #[command(flatten)]
+    pub billing: Box<BillingArgs>,
+}
+
+/// Billing with Stripe; off unless a secret key is set (docs/operations.md, "Billing with Stripe").
+#[derive(clap::Args, Debug, Clone)]
+pub struct BillingArgs {
+    /// Stripe secret key (sk_... or rk_...): turns billing on.
+    #[arg(long, env = "MINOOTS_STRIPE_SECRET_KEY", hide_env_values = true)]
+    pub stripe_secret_key: Option<String>,
+    /// Stripe webhook signing secrets (whsec_...), comma-separated: any of them verifies
+    /// an event, so a rotation loses nothing.
+    #[arg(long, env = "MINOOTS_STRIPE_WEBHOOK_SECRETS", hide_env_values = true)]
+    pub stripe_webhook_secrets: Option<String>,
+    /// Stripe price of the pro tier (price_...).
+    #[arg(long, env = "MINOOTS_STRIPE_PRICE_PRO")]
+    pub stripe_price_pro: Option<String>,
+    /// Stripe price of the team tier.
+    #[arg(long, env = "MINOOTS_STRIPE_PRICE_TEAM")]
+    pub stripe_price_team: Option<String>,
+    /// Stripe price of the enterprise tier.
+    #[arg(long, env = "MINOOTS_STRIPE_PRICE_ENTERPRISE")]
+    pub stripe_price_enterprise: Option<String>,
+    /// Days a tenant keeps its paid tier after a failed payment (fractions allowed).
+    #[arg(long, env = "MINOOTS_BILLING_GRACE_DAYS", default_value_t = minoots_control_plane::billing::DEFAULT_GRACE_DAYS)]
+    pub billing_grace_days: f64,
+    /// Stripe's API base URL.
+    #[arg(long, env = "MINOOTS_STRIPE_API_BASE", default_value = minoots_control_plane::billing::DEFAULT_STRIPE_API_BASE)]
+    pub stripe_api_base: String,
+    /// Where Stripe sends tenants back after checkout and from the customer portal.
+    #[arg(long, env = "MINOOTS_BILLING_RETURN_URL", default_value = minoots_control_plane::billing::DEFAULT_RETURN_URL)]
+    pub billing_return_url: String,
+    /// How often closed usage buckets are looked for and sent to Stripe, like 1m.
+    #[arg(long, env = "MINOOTS_BILLING_SEND_INTERVAL", default_value = "1m")]
+    pub billing_send_interval: String,
+}
+
+impl BillingArgs {
+    /// The billing settings, or `None` without a secret key.
+    fn config(&self) -> anyhow::Result<Option<minoots_control_plane::billing::BillingConfig>> {
+        use minoots_control_plane::billing::BillingConfig;
+        let Some(secret_key) = self.stripe_secret_key.clone().filter(|k| !k.is_empty()) else {
+            return Ok(None);
+        };
+        let list = |s: &Option<String>| -> Vec<String> {
+            s.as_deref()
+                .unwrap_or("")
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        let mut prices = std::collections::BTreeMap::new();
+        for (tier, price) in [
+            ("pro", &self.stripe_price_pro),
+            ("team", &self.stripe_price_team),
+            ("enterprise", &self.stripe_price_enterprise),
+        ] {
+            if let Some(p) = price.as_deref().map(str::trim).filter(|p| !p.is_empty()) {
+                prices.insert(tier.to_string(), p.to_string());
+            }
+        }
+        let interval_ms = minoots_core::duration::parse_duration_ms(&self.billing_send_interval)
+            .map_err(|e| {
+                anyhow::anyhow!("--billing-send-interval (MINOOTS_BILLING_SEND_INTERVAL): {e}")
+            })?;
+        Ok(Some(BillingConfig {
+            secret_key,
+            webhook_secrets: list(&self.stripe_webhook_secrets),
+            prices,
+            grace: BillingConfig::grace_of_days(self.billing_grace_days)?,
+            api_base: self.stripe_api_base.clone(),
+            return_url: self.billing_return_url.clone(),
+            send_interval: Duration::from_millis(interval_ms.max(0) as u64),
+        }))
+    }
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -92,6 +171,7 @@ fn config_of(http: &HttpArgs) -> anyhow::Result<ControlPlaneConfig> {
         body_limit_bytes: http.body_limit_bytes,
         demo: http.demo,
         secure_cookies: http.secure_cookies,
+        billing: http.billing.config()?,
         ui_session_ttl: Duration::from_millis(
             minoots_core::duration::parse_duration_ms(&http.ui_session_ttl)
                 .map_err(|e| anyhow::anyhow!("--ui-session-ttl (MINOOTS_UI_SESSION_TTL): {e}"))?
@@ -197,6 +277,11 @@ pub async fn run_control_plane(args: ControlPlaneArgs) -> anyhow::Result<()> {
         }
     }
     let state = AppState::new(kernel, config_of(&args.http)?, None)?;
+    let (billing_stop, billing_stopped) = tokio::sync::watch::channel(false);
+    let billing = tokio::spawn(minoots_control_plane::billing::meter::run(
+        state.clone(),
+        billing_stopped,
+    ));
     let listener = TcpListener::bind(args.http.http_addr)
         .await
         .with_context(|| format!("binding the HTTP address {}", args.http.http_addr))?;
@@ -205,6 +290,10 @@ pub async fn run_control_plane(args: ControlPlaneArgs) -> anyhow::Result<()> {
     tracing::info!(http = %addr, kernel = %args.kernel_url, "MINOOTS control plane ready");
     println!("minoots control plane ready on http://{addr}");
     serve_http(state, listener, &args.http, stop).await?;
+    // A pass cut short sends nothing twice: its rows are sent again under the same
+    // identifiers, which Stripe counts once.
+    let _ = billing_stop.send(true);
+    billing.abort();
     tracing::info!("MINOOTS control plane stopped");
     Ok(())
 }
@@ -269,6 +358,11 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the HTTP address {}", args.http.http_addr))?;
     let http_addr = listener.local_addr()?;
+    let (billing_stop, billing_stopped) = tokio::sync::watch::channel(false);
+    let billing = tokio::spawn(minoots_control_plane::billing::meter::run(
+        state.clone(),
+        billing_stopped,
+    ));
     let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let http = tokio::spawn(serve_http(state, listener, &args.http, async {
         let _ = http_stopped.await;
@@ -296,6 +390,10 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     // Stop taking requests, let deliveries in progress finish (or hand them back), then
     // stop the kernel and close the store.
     let _ = http_stop.send(());
+    // A pass cut short sends nothing twice: its rows are sent again under the same
+    // identifiers, which Stripe counts once.
+    let _ = billing_stop.send(true);
+    billing.abort();
     let _ = orch_stop.send(true);
     let _ = orch.await;
     let _ = grpc_stop.send(());

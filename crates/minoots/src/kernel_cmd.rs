@@ -75,17 +75,26 @@ fn postgres_config(args: &KernelArgs, url: &str, name: &str) -> PostgresConfig {
     config
 }
 
+/// The store's settings beyond its location.
+fn sqlite_config(args: &KernelArgs) -> anyhow::Result<SqliteConfig> {
+    Ok(SqliteConfig {
+        meter_bucket_us: args.meter_bucket_us()?,
+        ..SqliteConfig::new(&args.data_dir)
+    })
+}
+
 async fn open_store(
     args: &KernelArgs,
     name: &str,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<Arc<dyn Store>> {
     let Some(url) = &args.database_url else {
-        let store = SqliteStore::open(SqliteConfig::new(&args.data_dir), clock)
+        let store = SqliteStore::open(sqlite_config(args)?, clock)
             .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
         return Ok(Arc::new(store));
     };
-    let config = postgres_config(args, url, name);
+    let mut config = postgres_config(args, url, name);
+    config.meter_bucket_us = args.meter_bucket_us()?;
     let store = PostgresStore::open(config, clock)
         .await
         .with_context(|| format!("opening the store in {}", store_description(args)))?;

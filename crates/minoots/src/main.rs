@@ -150,8 +150,29 @@ pub struct KernelArgs {
     /// Days of events kept in the event log.
     #[arg(long, env = "MINOOTS_EVENT_RETENTION_DAYS", default_value_t = 7)]
     pub event_retention_days: u32,
+    /// The length of a billing meter bucket, like 1h: timers created and successful
+    /// deliveries are counted per tenant and bucket, and each closed bucket is sent to
+    /// Stripe once. Shorter buckets send more meter events.
+    #[arg(long, env = "MINOOTS_BILLING_METER_BUCKET", default_value = "1h")]
+    pub billing_meter_bucket: String,
     #[command(flatten)]
     pub actions: actions::ActionArgs,
+}
+
+impl KernelArgs {
+    /// `--billing-meter-bucket` in µs (1 s to 1 day).
+    pub fn meter_bucket_us(&self) -> anyhow::Result<i64> {
+        let ms =
+            minoots_core::duration::parse_duration_ms(&self.billing_meter_bucket).map_err(|e| {
+                anyhow::anyhow!("--billing-meter-bucket (MINOOTS_BILLING_METER_BUCKET): {e}")
+            })?;
+        if !(1_000..=86_400_000).contains(&ms) {
+            anyhow::bail!(
+                "--billing-meter-bucket (MINOOTS_BILLING_METER_BUCKET) must be between 1s and 1d, like 1h"
+            );
+        }
+        Ok(ms * 1_000)
+    }
 }
 
 fn main() -> anyhow::Result<()> {

@@ -428,6 +428,18 @@ async fn dashboard_in_headless_chromium() {
     .await;
     ui.no_console_errors("the overview's chart", &[]).await;
 
+    // The account page: the plan, and on a server without billing, who sets it.
+    b.click("header nav a[href='/ui/account']").await;
+    b.find("#account").await;
+    b.wait_for(
+        "the plan and the billing sentence",
+        "document.querySelector('#plan-tier')?.innerText === 'pro' && !!document.querySelector('#billing-off')",
+    )
+    .await;
+    ui.no_console_errors("the account page", &["/billing"])
+        .await;
+    ui.photograph("account").await;
+
     // A cookie write without the CSRF token, or from another Origin, is refused.
     let without_token = b.js_async(
         "const done = arguments[arguments.length - 1]; \

@@ -10,6 +10,7 @@ import { Timers } from "./timers.js";
 import { Timer } from "./timer.js";
 import { DeadLetters } from "./dead.js";
 import { Admin } from "./admin.js";
+import { Account } from "./account.js";
 
 /**
  * Set while this browser believes it holds a session. The cookie itself is HttpOnly and
@@ -34,6 +35,7 @@ function Header({ session, onSignOut, path }) {
     ["/ui", "Overview", (p) => p === "/ui" || p === "/ui/"],
     ["/ui/timers", "Timers", (p) => p.startsWith("/ui/timers")],
     ["/ui/dead", "Dead letters", (p) => p.startsWith("/ui/dead")],
+    ["/ui/account", "Account", (p) => p.startsWith("/ui/account")],
     ...(isAdmin ? [["/ui/admin", "Admin", (p) => p.startsWith("/ui/admin")]] : []),
   ];
   return html`<header class="top">
@@ -60,6 +62,7 @@ function Page({ path, session }) {
   const m = path.match(/^\/ui\/timers\/([^/]+)$/);
   if (m) return html`<${Timer} key=${m[1]} id=${decodeURIComponent(m[1])} />`;
   if (path === "/ui/dead") return html`<${DeadLetters} />`;
+  if (path === "/ui/account") return html`<${Account} session=${session} />`;
   if (path === "/ui/admin" && isAdmin) return html`<${Admin} />`;
   return html`<${NotFound} />`;
 }

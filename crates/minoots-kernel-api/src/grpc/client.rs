@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use minoots_core::billing::{BillingApplied, BillingEvent, BillingState, GraceSweep, MeterUsage};
 use minoots_core::records::{
     ApiKey, AttemptReport, DeliveryActivity, DeliveryWithAttempts, EventQuery, LeaseRenewal,
     LeasedDelivery, ReportOutcome, Tenant, TenantUpdate, TenantUsage, TimerCounts, TimerPage,
@@ -16,6 +17,7 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 
+use super::billing;
 use super::convert::*;
 use super::dashboard::{activity_of, counts_of};
 use super::schedules::{change_pb, changed_of, run_of, schedule_of};
@@ -684,5 +686,63 @@ impl KernelApi for GrpcKernelClient {
             .await
             .map_err(err)?;
         Ok(activity_of(a.into_inner()))
+    }
+
+    async fn record_billing_event(&self, event: BillingEvent) -> KernelResult<BillingApplied> {
+        let r = self
+            .client
+            .clone()
+            .record_billing_event(self.unary(billing::event_pb(&event)))
+            .await
+            .map_err(err)?
+            .into_inner();
+        billing::applied_of(r)
+    }
+
+    async fn billing_state(&self, tenant_id: &str) -> KernelResult<BillingState> {
+        let msg = pb::GetBillingStateRequest {
+            tenant_id: tenant_id.to_string(),
+        };
+        let r = self
+            .client
+            .clone()
+            .get_billing_state(self.unary(msg))
+            .await
+            .map_err(err)?
+            .into_inner();
+        billing::state_of(r)
+    }
+
+    async fn expire_billing_grace(&self) -> KernelResult<GraceSweep> {
+        let r = self
+            .client
+            .clone()
+            .expire_billing_grace(self.unary(pb::ExpireBillingGraceRequest {}))
+            .await
+            .map_err(err)?
+            .into_inner();
+        Ok(billing::sweep_of(r))
+    }
+
+    async fn meter_usage_ready(&self, limit: u32) -> KernelResult<Vec<MeterUsage>> {
+        let r = self
+            .client
+            .clone()
+            .get_meter_usage_ready(self.unary(pb::GetMeterUsageReadyRequest { limit }))
+            .await
+            .map_err(err)?
+            .into_inner();
+        Ok(billing::usage_of(r))
+    }
+
+    async fn mark_meter_sent(&self, rows: Vec<(String, String, i64)>) -> KernelResult<u64> {
+        let r = self
+            .client
+            .clone()
+            .mark_meter_sent(self.unary(billing::keys_pb(&rows)))
+            .await
+            .map_err(err)?
+            .into_inner();
+        Ok(r.marked)
     }
 }

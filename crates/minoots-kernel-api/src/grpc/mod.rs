@@ -4,6 +4,7 @@
 //! [`crate::KernelError`] and gRPC status codes. The server is the kernel's
 //! (`minoots_kernel::grpc::serve`).
 
+pub mod billing;
 mod client;
 pub mod convert;
 pub mod dashboard;

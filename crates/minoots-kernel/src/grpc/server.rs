@@ -18,6 +18,7 @@ use minoots_core::schedule::{ScheduleFilter, ScheduleRequest, ScheduleStatus};
 use minoots_kernel_api::api::{
     KernelApi, LeaseRequest, NewTenant, RenewLeasesRequest, ScheduleQuotas,
 };
+use minoots_kernel_api::grpc::billing;
 use minoots_kernel_api::grpc::convert::*;
 use minoots_kernel_api::grpc::dashboard::{activity_pb, counts_pb};
 use minoots_kernel_api::grpc::schedules::{
@@ -578,6 +579,65 @@ impl pb::horology_kernel_server::HorologyKernel for Service {
             created_today: u.created_today,
             pending: u.pending,
         }))
+    }
+
+    async fn record_billing_event(
+        &self,
+        request: Request<pb::BillingEvent>,
+    ) -> Result<Response<pb::RecordBillingEventResponse>, Status> {
+        let event = billing::event_of(request.into_inner()).map_err(to_status)?;
+        let applied = self
+            .kernel
+            .record_billing_event(event)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(billing::applied_pb(applied)))
+    }
+
+    async fn get_billing_state(
+        &self,
+        request: Request<pb::GetBillingStateRequest>,
+    ) -> Result<Response<pb::BillingState>, Status> {
+        let tenant_id = request.into_inner().tenant_id;
+        let state = self
+            .kernel
+            .billing_state(&tenant_id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(billing::state_pb(&state)))
+    }
+
+    async fn expire_billing_grace(
+        &self,
+        _request: Request<pb::ExpireBillingGraceRequest>,
+    ) -> Result<Response<pb::ExpireBillingGraceResponse>, Status> {
+        let sweep = self
+            .kernel
+            .expire_billing_grace()
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(billing::sweep_pb(sweep)))
+    }
+
+    async fn get_meter_usage_ready(
+        &self,
+        request: Request<pb::GetMeterUsageReadyRequest>,
+    ) -> Result<Response<pb::MeterUsageList>, Status> {
+        let rows = self
+            .kernel
+            .meter_usage_ready(request.into_inner().limit)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(billing::usage_pb(&rows)))
+    }
+
+    async fn mark_meter_sent(
+        &self,
+        request: Request<pb::MarkMeterSentRequest>,
+    ) -> Result<Response<pb::MarkMeterSentResponse>, Status> {
+        let rows = billing::keys_of(request.into_inner());
+        let marked = self.kernel.mark_meter_sent(rows).await.map_err(to_status)?;
+        Ok(Response::new(pb::MarkMeterSentResponse { marked }))
     }
 }
 

@@ -159,6 +159,47 @@ pub(crate) const TABLES: &[Table] = &[
         has_status: false,
     },
     Table {
+        name: "billing_accounts",
+        order_by: "tenant_id",
+        columns: &[
+            col("tenant_id", Text),
+            col("customer_id", Text),
+            col("subscription_id", Text),
+            col("paid_tier", Text),
+            col("subscription_status", Text),
+            col("current_period_start", Int8),
+            col("current_period_end", Int8),
+            col("grace_until", Int8),
+            col("state_at", Int8),
+            col("updated_at", Int8),
+        ],
+        has_status: false,
+    },
+    Table {
+        name: "billing_events",
+        order_by: "event_id",
+        columns: &[
+            col("event_id", Text),
+            col("type", Text),
+            col("effect", Text),
+            col("received_at", Int8),
+        ],
+        has_status: false,
+    },
+    Table {
+        name: "meter_usage",
+        order_by: "tenant_id, meter, bucket_start",
+        columns: &[
+            col("tenant_id", Text),
+            col("meter", Text),
+            col("bucket_start", Int8),
+            col("bucket_end", Int8),
+            col("value", Int8),
+            col("sent_at", Int8),
+        ],
+        has_status: false,
+    },
+    Table {
         name: "tenant_daily",
         order_by: "tenant_id, day",
         columns: &[

@@ -63,6 +63,9 @@ pub struct PostgresConfig {
     /// kernel's timers fire again, on another kernel, within this plus one second.
     /// Rounds renew every quarter of it (at most every second).
     pub shard_lease_ttl_ms: u64,
+    /// The length of a metering bucket, in µs: creates and successful deliveries are
+    /// counted per tenant and bucket (`billing.rs`). An hour by default.
+    pub meter_bucket_us: i64,
 }
 
 impl PostgresConfig {
@@ -80,6 +83,7 @@ impl PostgresConfig {
             max_batch_ops: 4_096,
             kernel: None,
             shard_lease_ttl_ms: 10_000,
+            meter_bucket_us: minoots_core::billing::DEFAULT_METER_BUCKET_US,
         }
     }
 
@@ -230,6 +234,7 @@ impl std::fmt::Debug for PostgresConfig {
             .field("max_batch_ops", &self.max_batch_ops)
             .field("kernel", &self.kernel)
             .field("shard_lease_ttl_ms", &self.shard_lease_ttl_ms)
+            .field("meter_bucket_us", &self.meter_bucket_us)
             .finish()
     }
 }

@@ -449,6 +449,13 @@ async fn write(w: &mut WriteTx<'_>, a: &Admitted<'_>) -> TxResult<()> {
             &[&tenants, &counts],
         )
         .await?;
+    let created: Vec<(&str, i64)> = a
+        .per_tenant
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(t, n)| (t.as_str(), *n as i64))
+        .collect();
+    super::billing::add_metered(w, minoots_core::billing::METER_TIMERS_CREATED, &created).await?;
     for (t, _) in &a.new {
         w.append_event(NewEvent::timer_scheduled(t));
     }

@@ -24,6 +24,7 @@
 //! - Errors are judged by SQLSTATE (`errors.rs`).
 
 mod admin;
+mod billing;
 mod config;
 mod create;
 mod dashboard;
@@ -113,6 +114,7 @@ impl PostgresStore {
             log,
             channels: channels.clone(),
             writer_stats: Default::default(),
+            meter_bucket_us: config.meter_bucket_us.max(1),
         });
         let book = match &config.kernel {
             Some(name) => {

@@ -17,6 +17,7 @@
 //! only once their timers are locked, so two siblings succeeding at once on two handles
 //! cannot both miss settling their timer.
 
+use minoots_core::billing::METER_DELIVERIES_SUCCEEDED;
 use std::collections::{BTreeMap, HashMap};
 
 use minoots_core::limits::{MAX_ATTEMPT_ERROR_BYTES, MAX_ATTEMPT_RESPONSE_BYTES, stored_text};
@@ -89,6 +90,8 @@ struct Writes {
     attempts: Vec<AttemptRow>,
     /// Delivery changes by id: new status, next attempt time (retries), last error.
     deliveries: BTreeMap<Uuid, (DeliveryStatus, Option<i64>, Option<String>)>,
+    /// Deliveries that succeeded, per tenant (metered usage).
+    succeeded: BTreeMap<String, i64>,
 }
 
 struct AttemptRow {
@@ -293,6 +296,7 @@ fn plan_one(
             writes
                 .deliveries
                 .insert(d.id.0, (DeliveryStatus::Succeeded, None, None));
+            *writes.succeeded.entry(d.tenant_id.clone()).or_default() += 1;
             if *settles_timer {
                 timer.status = TimerStatus::Settled;
                 timer.changes += 1;
@@ -409,6 +413,12 @@ async fn write_all(
             &[&ids, &statuses, &next, &last_errors, &now_us],
         )
         .await?;
+    let succeeded: Vec<(&str, i64)> = writes
+        .succeeded
+        .iter()
+        .map(|(t, n)| (t.as_str(), *n))
+        .collect();
+    super::billing::add_metered(w, METER_DELIVERIES_SUCCEEDED, &succeeded).await?;
 
     let changed: Vec<(Uuid, &str, i64)> = timers
         .iter()

@@ -264,6 +264,45 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE timers ADD COLUMN traceparent text
         CHECK (traceparent IS NULL OR length(traceparent) = 55);
     "#,
+    // 9: billing. A tenant's Stripe customer and the subscription state last applied;
+    // the ids of the Stripe events recorded (each applied once, in the transaction of its
+    // effect); and each tenant's metered usage per bucket, with when it reached Stripe.
+    r#"
+    CREATE TABLE billing_accounts (
+        tenant_id              text   NOT NULL PRIMARY KEY,
+        customer_id            text,
+        subscription_id        text,
+        paid_tier              text,
+        subscription_status    text,
+        current_period_start   bigint,
+        current_period_end     bigint,
+        grace_until            bigint,
+        state_at               bigint,
+        updated_at             bigint NOT NULL
+    );
+    CREATE UNIQUE INDEX billing_accounts_customer ON billing_accounts (customer_id)
+        WHERE customer_id IS NOT NULL;
+    CREATE INDEX billing_accounts_grace ON billing_accounts (grace_until)
+        WHERE grace_until IS NOT NULL;
+    CREATE TABLE billing_events (
+        event_id    text   NOT NULL PRIMARY KEY,
+        type        text   NOT NULL,
+        effect      text   NOT NULL,
+        received_at bigint NOT NULL
+    );
+    CREATE TABLE meter_usage (
+        tenant_id    text   NOT NULL,
+        meter        text   NOT NULL,
+        bucket_start bigint NOT NULL,
+        bucket_end   bigint NOT NULL,
+        value        bigint NOT NULL,
+        sent_at      bigint,
+        PRIMARY KEY (tenant_id, meter, bucket_start)
+    );
+    CREATE INDEX meter_usage_unsent ON meter_usage (bucket_end) WHERE sent_at IS NULL;
+    -- Every row by the end of its bucket (retention).
+    CREATE INDEX meter_usage_end ON meter_usage (bucket_end);
+    "#,
 ];
 
 /// Applies the migrations this database has not seen, on `client` (whose search path is

@@ -54,6 +54,8 @@ pub(super) struct Shared {
     pub(super) channels: Arc<Channels>,
     /// Both writers' group commits, for `/metrics`.
     pub(super) writer_stats: Arc<crate::writer_stats::WriterStats>,
+    /// The length of a metering bucket, in µs (`billing.rs`).
+    pub(super) meter_bucket_us: i64,
 }
 
 /// Where statements go: the bare connection (one-statement reads) or a transaction.
@@ -240,6 +242,9 @@ pub(super) struct WriteTx<'c> {
     keys_changed: bool,
     /// Deliveries became due now: announced at COMMIT to the other kernels.
     ready: bool,
+    /// The length of a metering bucket, in µs: usage counted by this write goes to the
+    /// bucket of `now_us`.
+    pub(super) meter_bucket_us: i64,
 }
 
 impl<'c> WriteTx<'c> {
@@ -487,6 +492,7 @@ impl Shared {
             due: Vec::new(),
             keys_changed: false,
             ready: false,
+            meter_bucket_us: self.meter_bucket_us,
         })
     }
 

@@ -43,7 +43,12 @@ fn run<T>(
     let mut log = BatchLog::default();
     let out = f(&mut WriteCtx::new(&tx, now_us, &mut log));
     let changed = tx.total_changes() != before;
-    log.flush_counts(&HeldStatements::new(&tx)).unwrap();
+    log.flush_counts(
+        &HeldStatements::new(&tx),
+        now_us,
+        minoots_core::billing::DEFAULT_METER_BUCKET_US,
+    )
+    .unwrap();
     tx.commit().unwrap();
     (out, changed)
 }

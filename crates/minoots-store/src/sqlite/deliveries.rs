@@ -246,6 +246,10 @@ pub fn report_attempt(ctx: &mut WriteCtx<'_>, r: AttemptReport) -> StoreResult<R
                         updated_at = ?2, last_error = NULL WHERE id = ?1",
                 params![d.id.as_bytes(), ctx.now_us],
             )?;
+            ctx.add_metered(
+                &d.tenant_id,
+                minoots_core::billing::METER_DELIVERIES_SUCCEEDED,
+            );
             if settles_timer {
                 write_timer_status(
                     ctx,

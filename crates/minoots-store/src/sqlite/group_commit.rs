@@ -42,6 +42,7 @@ pub(super) fn run_batch(
     batch: &mut Vec<WriteJob>,
     events: &broadcast::Sender<Event>,
     clock: &dyn Clock,
+    meter_bucket_us: i64,
 ) {
     // Unchecked: the held statements borrow the connection for the writer's life, and
     // the writer thread is the only user of this connection.
@@ -88,7 +89,7 @@ pub(super) fn run_batch(
     drop(jobs);
     // The batch's counts, moved once per tenant; failing here fails the group
     // as a write that failed after its change would.
-    if let Err(e) = log.flush_counts(held) {
+    if let Err(e) = log.flush_counts(held, now_us, meter_bucket_us) {
         let err = group_failure(StoreError::from(e));
         tracing::warn!(error = %err, writes = completions.len(), "store: the batch's status counts could not be written; its group commit is rolled back");
         drop(tx);

@@ -24,6 +24,7 @@
 //! data directory; it is released when the store is closed or the process dies.
 
 mod admin;
+mod billing;
 mod checkpoint;
 #[cfg(test)]
 mod checks_first;
@@ -91,6 +92,9 @@ pub struct SqliteConfig {
     /// value below the current size caps the file at its current size. `None`: no cap
     /// beyond SQLite's own.
     pub max_db_pages: Option<u64>,
+    /// The length of a metering bucket, in µs: creates and successful deliveries are
+    /// counted per tenant and bucket (`billing.rs`). An hour by default.
+    pub meter_bucket_us: i64,
 }
 
 impl SqliteConfig {
@@ -103,6 +107,7 @@ impl SqliteConfig {
             writer_cache_kib: 16 * 1024,
             event_broadcast_capacity: 16_384,
             max_db_pages: None,
+            meter_bucket_us: minoots_core::billing::DEFAULT_METER_BUCKET_US,
         }
     }
 }
@@ -203,13 +208,24 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel(config.writer_queue_capacity);
         let events = events_tx.clone();
         let max_batch = config.max_batch_ops.max(1);
+        let meter_bucket_us = config.meter_bucket_us.max(1);
         let commits = Arc::new(AtomicU64::new(0));
         let writer_commits = commits.clone();
         let writer_stats = Arc::new(WriterStats::default());
         let stats = writer_stats.clone();
         let handle = std::thread::Builder::new()
             .name("minoots-store-writer".into())
-            .spawn(move || writer_loop(writer, rx, events, clock, max_batch, writer_commits, stats))
+            .spawn(move || {
+                writer_loop(
+                    writer,
+                    rx,
+                    events,
+                    clock,
+                    (max_batch, meter_bucket_us),
+                    writer_commits,
+                    stats,
+                )
+            })
             .map_err(unavailable)?;
 
         let idle_releases = Arc::new(AtomicU64::new(0));
@@ -461,7 +477,7 @@ fn writer_loop(
     mut rx: mpsc::Receiver<WriterMsg>,
     events: broadcast::Sender<Event>,
     clock: Arc<dyn Clock>,
-    max_batch: usize,
+    (max_batch, meter_bucket_us): (usize, i64),
     commits: Arc<AtomicU64>,
     stats: Arc<WriterStats>,
 ) {
@@ -494,7 +510,14 @@ fn writer_loop(
             }
         }
         let (writes, started) = (batch.len(), std::time::Instant::now());
-        group_commit::run_batch(&conn, &held, &mut batch, &events, clock.as_ref());
+        group_commit::run_batch(
+            &conn,
+            &held,
+            &mut batch,
+            &events,
+            clock.as_ref(),
+            meter_bucket_us,
+        );
         stats.record_commit(writes, started.elapsed());
         // Rows changed so far: a batch that changed nothing (a rescue pass that found no
         // expired lease) does not count as activity.

@@ -211,4 +211,45 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE timers ADD COLUMN traceparent TEXT
         CHECK (traceparent IS NULL OR length(traceparent) = 55);
     "#,
+    // 10: billing. A tenant's Stripe customer and the subscription state last applied;
+    // the ids of the Stripe events recorded (each applied once, in the transaction of its
+    // effect); and each tenant's metered usage per bucket, with when it reached Stripe.
+    r#"
+    CREATE TABLE billing_accounts (
+        tenant_id              TEXT    NOT NULL PRIMARY KEY,
+        customer_id            TEXT,
+        subscription_id        TEXT,
+        paid_tier              TEXT,
+        subscription_status    TEXT,
+        current_period_start   INTEGER,
+        current_period_end     INTEGER,
+        grace_until            INTEGER,
+        state_at               INTEGER,
+        updated_at             INTEGER NOT NULL
+    );
+    CREATE UNIQUE INDEX billing_accounts_customer ON billing_accounts (customer_id)
+        WHERE customer_id IS NOT NULL;
+    -- Past-due accounts, by the end of their grace period (the grace sweep).
+    CREATE INDEX billing_accounts_grace ON billing_accounts (grace_until)
+        WHERE grace_until IS NOT NULL;
+    CREATE TABLE billing_events (
+        event_id    TEXT    NOT NULL PRIMARY KEY,
+        type        TEXT    NOT NULL,
+        effect      TEXT    NOT NULL,
+        received_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE meter_usage (
+        tenant_id    TEXT    NOT NULL,
+        meter        TEXT    NOT NULL,
+        bucket_start INTEGER NOT NULL,
+        bucket_end   INTEGER NOT NULL,
+        value        INTEGER NOT NULL,
+        sent_at      INTEGER,
+        PRIMARY KEY (tenant_id, meter, bucket_start)
+    ) WITHOUT ROWID;
+    -- What is left to send, oldest bucket first.
+    CREATE INDEX meter_usage_unsent ON meter_usage (bucket_end) WHERE sent_at IS NULL;
+    -- Every row by the end of its bucket (retention).
+    CREATE INDEX meter_usage_end ON meter_usage (bucket_end);
+    "#,
 ];

@@ -121,6 +121,10 @@ pub fn create_timer(
             .execute(params![timer.id.as_bytes(), fp.as_slice()])?;
     }
     ctx.add_created(&timer.tenant_id, day);
+    ctx.add_metered(
+        &timer.tenant_id,
+        minoots_core::billing::METER_TIMERS_CREATED,
+    );
     ctx.add_pending(&timer.tenant_id, 1);
     ctx.append_event(NewEvent::timer_scheduled(&timer))?;
     Ok(CreateOutcome {

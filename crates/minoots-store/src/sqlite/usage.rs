@@ -25,6 +25,8 @@ struct TenantDelta {
     pending: i64,
     /// Timers created, per UTC day (a batch has one time, so almost always one day).
     created: Vec<(i64, i64)>,
+    /// Metered units, per meter (`minoots_core::billing::METERS`), in the batch's bucket.
+    metered: Vec<(&'static str, i64)>,
 }
 
 /// The usage changes of a batch's writes, per tenant.
@@ -56,6 +58,15 @@ impl UsageDeltas {
         }
     }
 
+    /// The tenant used one unit of `meter` (in the batch's metering bucket).
+    pub fn add_metered(&mut self, tenant_id: &str, meter: &'static str) {
+        let metered = &mut self.tenant(tenant_id).metered;
+        match metered.iter_mut().find(|(m, _)| *m == meter) {
+            Some((_, n)) => *n += 1,
+            None => metered.push((meter, 1)),
+        }
+    }
+
     /// What this batch has not written yet of the tenant's usage: timers created on
     /// `day`, and the change of its scheduled timers.
     pub fn in_batch(&self, tenant_id: &str, day: i64) -> (i64, i64) {
@@ -66,8 +77,16 @@ impl UsageDeltas {
     }
 
     /// Writes the sums, one statement per counter row changed, in the batch's
-    /// transaction; empties them.
-    pub(super) fn flush(&mut self, held: &dyn RunHeld) -> rusqlite::Result<()> {
+    /// transaction; empties them. Metered units go to the bucket of `now_us` (the batch's
+    /// time) of `meter_bucket_us`.
+    pub(super) fn flush(
+        &mut self,
+        held: &dyn RunHeld,
+        now_us: i64,
+        meter_bucket_us: i64,
+    ) -> rusqlite::Result<()> {
+        let (bucket_start, bucket_end) =
+            minoots_core::billing::meter_bucket(now_us, meter_bucket_us);
         for (tenant_id, d) in self.by_tenant.drain() {
             if d.pending != 0 {
                 held.with(
@@ -81,6 +100,17 @@ impl UsageDeltas {
                     "INSERT INTO tenant_daily (tenant_id, day, created) VALUES (?1, ?2, ?3)
                      ON CONFLICT (tenant_id, day) DO UPDATE SET created = created + ?3",
                     &mut |stmt| stmt.execute(params![tenant_id, day, n]).map(drop),
+                )?;
+            }
+            for (meter, n) in d.metered {
+                held.with(
+                    "INSERT INTO meter_usage (tenant_id, meter, bucket_start, bucket_end, value)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (tenant_id, meter, bucket_start) DO UPDATE SET value = value + ?5",
+                    &mut |stmt| {
+                        stmt.execute(params![tenant_id, meter, bucket_start, bucket_end, n])
+                            .map(drop)
+                    },
                 )?;
             }
         }
@@ -102,6 +132,9 @@ mod tests {
         u.add_created("acme", 20_001);
         u.add_pending("acme", -2);
         u.add_pending("other", -1);
+        u.add_metered("acme", "m");
+        u.add_metered("acme", "m");
+        assert_eq!(u.by_tenant["acme"].metered, vec![("m", 2)]);
         assert_eq!(u.in_batch("acme", 20_000), (3, 1));
         assert_eq!(u.in_batch("acme", 20_001), (1, 1));
         assert_eq!(u.in_batch("acme", 19_999), (0, 1));

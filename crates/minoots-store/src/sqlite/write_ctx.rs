@@ -37,9 +37,14 @@ impl BatchLog {
     }
 
     /// Writes the batch's counts (status, usage) in its transaction, before the commit.
-    pub(super) fn flush_counts(&mut self, held: &dyn RunHeld) -> rusqlite::Result<()> {
+    pub(super) fn flush_counts(
+        &mut self,
+        held: &dyn RunHeld,
+        now_us: i64,
+        meter_bucket_us: i64,
+    ) -> rusqlite::Result<()> {
         status_counts::flush_moves(held, &mut self.moves)?;
-        self.usage.flush(held)
+        self.usage.flush(held, now_us, meter_bucket_us)
     }
 }
 
@@ -85,6 +90,12 @@ impl<'a> WriteCtx<'a> {
     /// Counts a timer the tenant created on UTC day `day` at the batch's commit.
     pub fn add_created(&mut self, tenant_id: &str, day: i64) {
         self.log.usage.add_created(tenant_id, day);
+    }
+
+    /// Counts one unit of `meter` (see `minoots_core::billing::METERS`) for the tenant in
+    /// the batch's metering bucket, at the batch's commit.
+    pub fn add_metered(&mut self, tenant_id: &str, meter: &'static str) {
+        self.log.usage.add_metered(tenant_id, meter);
     }
 
     /// What this batch has not written yet of the tenant's usage (see

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod pg;
+pub mod stripe;
 pub mod yaml;
 
 use std::io::{BufRead, BufReader};
