@@ -127,6 +127,58 @@ impl Ui {
         self.b.find("#sign-in").await;
     }
 
+    /// Holds the answers to the page's requests whose URL starts with `prefix`: each is
+    /// sent, and answered by the server, but reaches the page only at `release_answers`.
+    async fn hold_answers(&self, prefix: &str) {
+        self.b
+            .js(
+                "window.__realFetch = window.__realFetch || window.fetch; window.__held = [];
+                 window.fetch = (url, opts) => {
+                   const answer = window.__realFetch(url, opts);
+                   if (!String(url).startsWith(arguments[0])) return answer;
+                   return answer.then((r) => new Promise((go) => window.__held.push(() => go(r))));
+                 };",
+                json!([prefix]),
+            )
+            .await;
+    }
+
+    /// Waits until `n` answers are held.
+    async fn held_answers(&self, n: usize) {
+        self.b
+            .wait_for(
+                &format!("{n} answers held"),
+                &format!("window.__held.length === {n}"),
+            )
+            .await;
+    }
+
+    /// Lets the held answers through, and waits until the page `section` has loaded them.
+    async fn release_answers(&self, section: &str) {
+        self.b
+            .js(
+                "window.fetch = window.__realFetch; window.__held.forEach((go) => go());",
+                json!([]),
+            )
+            .await;
+        self.b
+            .wait_for(
+                "the list loaded",
+                &format!("!document.querySelector('{section}').innerText.includes('Loading…')"),
+            )
+            .await;
+    }
+
+    /// The status the row of timer `id` shows, or null when it is not in the DOM.
+    async fn shown_status(&self, id: &str) -> Value {
+        self.b
+            .js(
+                "return document.querySelector(`tr[data-timer-id='${arguments[0]}']`)?.dataset.status ?? null",
+                json!([id]),
+            )
+            .await
+    }
+
     /// Waits until the row of `id` in the page's table shows `status`.
     async fn row_status(&self, id: &str, status: &str) {
         self.b
@@ -296,9 +348,13 @@ async fn dashboard_in_headless_chromium() {
     .await;
     ui.no_console_errors("the overview", &[]).await;
 
-    // A timer created in the form turns settled on screen without a reload.
+    // A timer created in the form turns settled on screen without a reload. It is created
+    // while the list is loading (its answer held, as for the dead letters below), and
+    // stays when the list arrives without it.
+    ui.hold_answers("/timers?").await;
     b.click("header nav a[href='/ui/timers']").await;
     b.find("#create-timer").await;
+    ui.held_answers(1).await;
     b.js("window.__sameDocument = true", json!([])).await;
     b.type_into("#new-name", "browser-settles").await;
     b.type_into("#new-duration", "1s").await;
@@ -310,6 +366,11 @@ async fn dashboard_in_headless_chromium() {
         .wait_for("the new row", "[...document.querySelectorAll('tr[data-timer-id]')].find(r => r.innerText.includes('browser-settles'))?.dataset.timerId")
         .await;
     let id = id.as_str().unwrap().to_string();
+    ui.release_answers("#timers").await;
+    assert!(
+        ui.shown_status(&id).await.is_string(),
+        "a timer created while the list loaded is still shown"
+    );
     ui.row_status(&id, "settled").await;
     assert_eq!(
         b.js("return window.__sameDocument === true", json!([]))
@@ -367,19 +428,34 @@ async fn dashboard_in_headless_chromium() {
     // A receiver answering 500 makes dead letters; one is redriven alone, three by filter,
     // once the receiver recovers.
     status.store(500, Ordering::SeqCst);
-    let mut dead = Vec::new();
-    for (name, group) in [
-        ("dead-one", "one"),
-        ("dead-a", "three"),
-        ("dead-b", "three"),
-        ("dead-c", "three"),
-    ] {
-        let (code, t) = call(&http, Method::POST, format!("{base}/timers"), &key_a, Some(json!({
-            "name": name, "duration": "100ms", "labels": {"dead": group},
-            "actionBundle": {"actions": [{"type": "webhook", "url": hook}], "retryPolicy": {"maxAttempts": 1}},
-        }))).await;
-        assert_eq!(code, 201, "{t}");
-        dead.push(t["id"].as_str().unwrap().to_string());
+    let doomed = |name: &'static str, group: &'static str| {
+        let (http, base, key_a, hook) = (&http, &base, &key_a, &hook);
+        async move {
+            let (code, t) = call(http, Method::POST, format!("{base}/timers"), key_a, Some(json!({
+                "name": name, "duration": "100ms", "labels": {"dead": group},
+                "actionBundle": {"actions": [{"type": "webhook", "url": hook}], "retryPolicy": {"maxAttempts": 1}},
+            }))).await;
+            assert_eq!(code, 201, "{t}");
+            t["id"].as_str().unwrap().to_string()
+        }
+    };
+    // The first one fails while the dead letters page loads: the server reads the page's
+    // list before the failure, and the answer reaches the page after the failure's event.
+    // The event must survive the answer (a wrapper around fetch holds the answer until
+    // the event is on screen).
+    ui.hold_answers("/timers?status=failed").await;
+    b.click("header nav a[href='/ui/dead']").await;
+    ui.held_answers(1).await;
+    let mut dead = vec![doomed("dead-one", "one").await];
+    ui.row_status(&dead[0], "failed").await;
+    ui.release_answers("#dead").await;
+    assert_eq!(
+        ui.shown_status(&dead[0]).await,
+        "failed",
+        "a timer that failed while the list loaded is still shown"
+    );
+    for name in ["dead-a", "dead-b", "dead-c"] {
+        dead.push(doomed(name, "three").await);
     }
     ui.open("/ui/dead").await;
     for id in &dead {

@@ -6,8 +6,8 @@
 import { html, useCallback, useEffect, useRef, useState } from "../vendor/htm-preact-3.1.1.js";
 import { api, each } from "./api.js";
 import { useEvents } from "./live.js";
-import { Confirm, ErrorText, Labels, Link, fmtTime, mergeTimer, navigate, useLocation } from "./util.js";
-import { MAX_ROWS, scan } from "./timers.js";
+import { Confirm, ErrorText, Held, Labels, Link, OVERFLOW_NOTICE, fmtTime, mergeTimer, navigate, useLocation } from "./util.js";
+import { MAX_ROWS, apiMatch, clientMatch, scan } from "./timers.js";
 import { VirtualTable } from "./vlist.js";
 
 /** Failed timers fetched per API page. */
@@ -40,6 +40,20 @@ export function DeadLetters() {
   /** Timer ids whose deliveries were asked for (answered or not), so none is asked twice. */
   const asked = useRef(new Set());
   const inFlight = useRef(false);
+  /** Raised by a filter change: an answer to an older filter is dropped. */
+  const generation = useRef(0);
+  /** Live events held while the first page is fetched (see `Held` in util.js). */
+  const held = useRef(null);
+  if (!held.current) held.current = new Held();
+
+  /** One live event applied to the rows: a timer of the list changes, one that fails
+   * and matches the filter joins it at the top. */
+  const applyEvent = (old, ev) => {
+    const t = ev.timer;
+    if (old.some((o) => o.id === t.id)) return mergeTimer(old, t);
+    if (ev.type === "timer.failed" && apiMatch(f, t) && clientMatch(f, t)) return [t, ...old].slice(0, MAX_ROWS);
+    return old;
+  };
 
   const loadErrors = async (timers) => {
     const todo = timers.filter((t) => !asked.current.has(t.id));
@@ -53,11 +67,16 @@ export function DeadLetters() {
   const load = async (cursor) => {
     if (inFlight.current) return;
     inFlight.current = true;
+    const gen = generation.current;
     setLoading(true);
     try {
+      if (!cursor) held.current.start();
       const r = await scan(f, cursor, PAGE_ROWS);
+      if (gen !== generation.current) return;
+      const late = cursor ? null : held.current.take();
+      if (late?.overflowed) setNotice(OVERFLOW_NOTICE);
       setRows((old) => {
-        if (!cursor) return r.rows;
+        if (late) return late.events.reduce(applyEvent, r.rows);
         const have = new Set(old.map((o) => o.id));
         return [...old, ...r.rows.filter((t) => !have.has(t.id))].slice(0, MAX_ROWS);
       });
@@ -66,11 +85,15 @@ export function DeadLetters() {
     } catch (e) {
       setError(e);
     } finally {
-      inFlight.current = false;
-      setLoading(false);
+      if (gen === generation.current) {
+        if (!cursor) held.current.take();
+        inFlight.current = false;
+        setLoading(false);
+      }
     }
   };
   useEffect(() => {
+    generation.current += 1;
     setSelected(new Set());
     setForm(f);
     setErrors({});
@@ -82,16 +105,13 @@ export function DeadLetters() {
   const nearEnd = useCallback(() => {
     if (next && !inFlight.current && rows.length < MAX_ROWS) load(next);
   }, [next, rows.length, key]);
-  // A redriven timer leaves the list when it fires again; a newly failed one joins it.
+  // A redriven timer's row shows its new status; a newly failed one that matches the
+  // filter joins the list.
   useEvents(
     (ev) => {
-      const t = ev.timer;
-      if (!t) return;
-      setRows((old) => {
-        if (old.some((o) => o.id === t.id)) return mergeTimer(old, t);
-        if (ev.type === "timer.failed" && t.status === "failed") return [t, ...old].slice(0, MAX_ROWS);
-        return old;
-      });
+      if (!ev.timer) return;
+      held.current.hold(ev);
+      setRows((old) => applyEvent(old, ev));
     },
     [key],
   );

@@ -5,7 +5,7 @@
 import { html, useCallback, useEffect, useRef, useState } from "../vendor/htm-preact-3.1.1.js";
 import { api, each, qs } from "./api.js";
 import { useEvents } from "./live.js";
-import { Confirm, ErrorText, Labels, Link, Status, UUID_RE, fmtTime, mergeTimer, navigate, parseLabels, relTime, useLocation } from "./util.js";
+import { Confirm, ErrorText, Held, Labels, Link, OVERFLOW_NOTICE, Status, UUID_RE, fmtTime, mergeTimer, navigate, parseLabels, relTime, useLocation } from "./util.js";
 import { VirtualTable } from "./vlist.js";
 
 const STATUSES = ["scheduled", "fired", "settled", "failed", "cancelled"];
@@ -46,7 +46,7 @@ export function clientMatch(f, t) {
   return true;
 }
 
-function apiMatch(f, t) {
+export function apiMatch(f, t) {
   if (f.status && t.status !== f.status) return false;
   if (f.label) {
     const i = f.label.indexOf(":");
@@ -195,6 +195,24 @@ export function Timers() {
   const inFlight = useRef(false);
   /** Raised by a filter change: an answer to an older filter is dropped. */
   const generation = useRef(0);
+  /** Live events held while the first page is fetched (see `Held` in util.js). */
+  const held = useRef(null);
+  if (!held.current) held.current = new Held();
+
+  /** One live event (or a create of this tab) applied to the rows. */
+  const applyEvent = (old, ev, nextCursor) => {
+    const t = ev.timer;
+    const i = old.findIndex((o) => o.id === t.id);
+    if (i >= 0) {
+      const merged = mergeTimer(old, t);
+      // Fired early (or moved), a timer has a new fire time and so a new place.
+      if (merged === old || old[i].fireAt === t.fireAt) return merged;
+      return insertSorted([...old.slice(0, i), ...old.slice(i + 1)], t, nextCursor);
+    }
+    const recent = new Date(ev.occurredAt).getTime() >= loadedAt.current - 5000;
+    if (ev.type !== "timer.scheduled" || !recent || !apiMatch(f, t) || !clientMatch(f, t)) return old;
+    return insertSorted(old, t, nextCursor);
+  };
 
   const load = async (cursor) => {
     if (inFlight.current) return;
@@ -213,10 +231,13 @@ export function Timers() {
         setRows(t && apiMatch(f, t) && clientMatch({ ...f, q: "" }, t) ? [t] : []);
         setNext(null);
       } else {
+        if (!cursor) held.current.start();
         const r = await scan(f, cursor, PAGE_ROWS);
         if (gen !== generation.current) return;
+        const late = cursor ? null : held.current.take();
+        if (late?.overflowed) setNotice(OVERFLOW_NOTICE);
         setRows((old) => {
-          if (!cursor) return r.rows;
+          if (late) return late.events.reduce((rows, ev) => applyEvent(rows, ev, r.next), r.rows);
           const have = new Set(old.map((o) => o.id));
           const all = [...old, ...r.rows.filter((t) => !have.has(t.id))];
           return all.length > MAX_ROWS ? all.slice(0, MAX_ROWS) : all;
@@ -229,6 +250,7 @@ export function Timers() {
       setError(e);
     } finally {
       if (gen === generation.current) {
+        if (!cursor) held.current.take();
         inFlight.current = false;
         setLoading(false);
       }
@@ -253,22 +275,14 @@ export function Timers() {
     if (next && !inFlight.current && rows.length < MAX_ROWS) load(next);
   }, [next, rows.length, key]);
 
+  /** An event, or a timer this tab created, shown at once and held while a page loads. */
+  const live = (ev) => {
+    held.current.hold(ev);
+    setRows((old) => applyEvent(old, ev, next));
+  };
   useEvents(
     (ev) => {
-      const t = ev.timer;
-      if (!t) return;
-      setRows((old) => {
-        const i = old.findIndex((o) => o.id === t.id);
-        if (i >= 0) {
-          const merged = mergeTimer(old, t);
-          // Fired early (or moved), a timer has a new fire time and so a new place.
-          if (merged === old || old[i].fireAt === t.fireAt) return merged;
-          return insertSorted([...old.slice(0, i), ...old.slice(i + 1)], t, next);
-        }
-        const recent = new Date(ev.occurredAt).getTime() >= loadedAt.current - 5000;
-        if (ev.type !== "timer.scheduled" || !recent || !apiMatch(f, t) || !clientMatch(f, t)) return old;
-        return insertSorted(old, t, next);
-      });
+      if (ev.timer) live(ev);
     },
     [key, next],
   );
@@ -320,7 +334,7 @@ export function Timers() {
   };
   const created = (t) => {
     setNotice(html`Created <${Link} href=${`/ui/timers/${t.id}`}>${t.name}<//>.`);
-    if (apiMatch(f, t) && clientMatch(f, t)) setRows((old) => (old.some((o) => o.id === t.id) ? old : insertSorted(old, t, next)));
+    live({ type: "timer.scheduled", timer: t, occurredAt: new Date().toISOString() });
   };
 
   return html`<section id="timers">

@@ -131,3 +131,41 @@ export function mergeTimer(rows, t) {
   copy[i] = t;
   return copy;
 }
+
+/** The most live events a list holds while its first page loads. */
+export const MAX_HELD_EVENTS = 10000;
+export const OVERFLOW_NOTICE = "More live updates arrived while the list loaded than it holds; reload the page to see every change.";
+
+/**
+ * Live events that arrive while a list's first page is fetched. The server reads the page
+ * at some moment during the fetch, so such an event may be newer than the page: applied
+ * only to the rows shown before the answer, it would be lost when the answer replaces
+ * them. The list holds them and applies them again to the page it receives (applying an
+ * event twice changes nothing: a timer's newer version wins and a row is added once).
+ */
+export class Held {
+  constructor() {
+    this.events = null;
+    this.overflowed = false;
+  }
+
+  /** Starts holding (a first page is about to be fetched). */
+  start() {
+    this.events = [];
+    this.overflowed = false;
+  }
+
+  hold(ev) {
+    if (!this.events) return;
+    if (this.events.length < MAX_HELD_EVENTS) this.events.push(ev);
+    else this.overflowed = true;
+  }
+
+  /** Stops holding, and returns what was held. */
+  take() {
+    const out = { events: this.events || [], overflowed: this.overflowed };
+    this.events = null;
+    this.overflowed = false;
+    return out;
+  }
+}
