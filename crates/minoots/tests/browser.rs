@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
 
-use common::{KillOnDrop, call, free_port, start_serve};
+use common::{KillOnDrop, call, free_port, start_serve, until_event};
 use reqwest::Method;
 use serde_json::{Value, json};
 use webdriver::Browser;
@@ -484,6 +484,19 @@ async fn dashboard_in_headless_chromium() {
         "document.querySelectorAll('#dead-table tr[data-timer-id]').length === 3",
     )
     .await;
+    // A failure outside the filter stays off the filtered list (checked below, once the
+    // redrive's later events are on screen).
+    let mut events = http
+        .get(format!("{base}/events?after=latest"))
+        .header("X-API-Key", &key_a)
+        .send()
+        .await
+        .unwrap();
+    status.store(500, Ordering::SeqCst);
+    let other = doomed("dead-other", "other").await;
+    until_event(&mut events, "timer.failed").await;
+    drop(events);
+    status.store(200, Ordering::SeqCst);
     b.click("#redrive-matching").await;
     let ask = b.text("#confirm-text").await;
     assert!(ask.contains("all 3 failed timers"), "{ask}");
@@ -491,15 +504,20 @@ async fn dashboard_in_headless_chromium() {
     for id in &dead[1..] {
         ui.row_status(id, "settled").await;
     }
+    assert_eq!(
+        ui.shown_status(&other).await,
+        Value::Null,
+        "a failure outside the filter is not listed"
+    );
     ui.no_console_errors("bulk redrive", &[]).await;
 
-    // The overview's chart is the server's count of the last hour (the four deaths and the
+    // The overview's chart is the server's count of the last hour (the five deaths and the
     // five successes above), not what this tab's stream happened to see.
     ui.open("/ui").await;
     b.wait_for(
         "the hour's deliveries on the overview",
         "(() => { const n = (k) => Number((document.querySelector(`.bar-${k}-key`)?.innerText || '').replace(/\\D+/g, '')); \
-           return n('dead') >= 4 && n('succeeded') >= 5; })()",
+           return n('dead') >= 5 && n('succeeded') >= 5; })()",
     )
     .await;
     ui.no_console_errors("the overview's chart", &[]).await;
