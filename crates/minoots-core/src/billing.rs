@@ -44,6 +44,12 @@ pub enum SubscriptionStatus {
 }
 
 impl SubscriptionStatus {
+    /// Whether a subscription in this status still pays for (or may still pay for) its
+    /// tier: active, trialing, or past due within its grace period.
+    pub fn is_live(self) -> bool {
+        matches!(self, Self::Active | Self::Trialing | Self::PastDue)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Active => "active",
@@ -211,7 +217,10 @@ pub fn grace_until(
 
 /// The account after `change`, or `None` when the change is older than the state applied
 /// (then nothing is written but the event id). A change that only links a customer
-/// (no status) is applied whatever its age, since links never go stale.
+/// (no status) is applied whatever its age, since links never go stale. A change that
+/// ends a subscription other than the account's live one (an old subscription cancelled
+/// after the tenant bought a new one) changes nothing either: the newer event must not
+/// take the tenant off the subscription it pays for.
 pub fn plan_account(
     current: Option<&BillingAccount>,
     tenant_id: &str,
@@ -230,16 +239,27 @@ pub fn plan_account(
         state_at_us: None,
         updated_at_us: now_us,
     });
-    if change.customer_id.is_some() {
+    let carries_state = change.status.is_some() || change.paid_tier.is_some();
+    let older = next
+        .state_at_us
+        .is_some_and(|applied| change.event_created_us < applied);
+    let ends_another = match (&next.subscription_id, &change.subscription_id) {
+        (Some(followed), Some(named)) => {
+            followed != named
+                && next.status.is_some_and(SubscriptionStatus::is_live)
+                && change.status.is_some_and(|s| !s.is_live())
+        }
+        _ => false,
+    };
+    // A link alone is applied whatever its age; with a state, only when the state is.
+    if change.customer_id.is_some()
+        && (!carries_state || next.customer_id.is_none() || !(older || ends_another))
+    {
         next.customer_id = change.customer_id.clone();
     }
-    let carries_state = change.status.is_some() || change.paid_tier.is_some();
     if carries_state {
-        if next
-            .state_at_us
-            .is_some_and(|applied| change.event_created_us < applied)
-        {
-            // Older than what is applied: only a link the account lacks is kept.
+        if older || ends_another {
+            // Not the state to apply: only a link the account lacks is kept.
             return (current.is_none_or(|c| c.customer_id != next.customer_id)).then(|| {
                 next.updated_at_us = now_us;
                 next
@@ -410,6 +430,50 @@ mod tests {
             plan_account(Some(&again), "acme", &change(Active, "pro", 20), 103),
             None
         );
+    }
+
+    #[test]
+    fn an_old_subscription_ending_does_not_end_the_one_paid_for() {
+        // sub_1 went unpaid; the tenant bought sub_2 (team).
+        let unpaid = plan_account(None, "acme", &change(Unpaid, "pro", 10), 100).unwrap();
+        let second = BillingChange {
+            subscription_id: Some("sub_2".into()),
+            ..change(Active, "team", 20)
+        };
+        let team = plan_account(Some(&unpaid), "acme", &second, 101).unwrap();
+        assert_eq!(team.subscription_id.as_deref(), Some("sub_2"));
+        // Later, sub_1 is cancelled: a newer event, about a subscription no longer followed.
+        assert_eq!(
+            plan_account(Some(&team), "acme", &change(Canceled, "pro", 30), 102),
+            None
+        );
+        // sub_2's own cancellation still ends it.
+        let ended = BillingChange {
+            subscription_id: Some("sub_2".into()),
+            ..change(Canceled, "team", 40)
+        };
+        let free = plan_account(Some(&team), "acme", &ended, 103).unwrap();
+        assert_eq!(account_tier(&free, 103), "free");
+        // A new live subscription takes over from a live one (the newer purchase wins).
+        let third = BillingChange {
+            subscription_id: Some("sub_3".into()),
+            ..change(Active, "pro", 50)
+        };
+        let pro = plan_account(Some(&team), "acme", &third, 104).unwrap();
+        assert_eq!(
+            (pro.subscription_id.as_deref(), account_tier(&pro, 104)),
+            (Some("sub_3"), "pro")
+        );
+    }
+
+    #[test]
+    fn an_older_event_does_not_replace_the_customer() {
+        let pro = plan_account(None, "acme", &change(Active, "pro", 20), 100).unwrap();
+        let older = BillingChange {
+            customer_id: Some("cus_old".into()),
+            ..change(Active, "pro", 10)
+        };
+        assert_eq!(plan_account(Some(&pro), "acme", &older, 101), None);
     }
 
     #[test]
