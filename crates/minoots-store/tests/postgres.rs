@@ -2,7 +2,8 @@
 //! that the group-commit cases share one transaction as they claim), and what only a
 //! database server has: migrations applied once by racing opens, a newer schema refused,
 //! durable acknowledgements, lost connections, the pool's bound, a read-only server, and
-//! statement errors (which abort a whole transaction) inside a group commit.
+//! statement errors (which abort a whole transaction) inside a group commit, and a payment
+//! applied while the billing grace sweep runs.
 //! Several handles writing at once are `postgres_handles.rs`.
 //!
 //! Needs `MINOOTS_TEST_DATABASE_URL`; see `pg/mod.rs`.
@@ -296,4 +297,114 @@ async fn writes_failing_with_a_statement_error_run_alone_and_their_group_commits
     assert!(h.store.get_tenant("good").await.unwrap().is_some());
     assert_eq!(h.store.get_tenant("nul").await.unwrap(), None);
     h.store.close().await;
+}
+
+/// A payment applied while the grace sweep runs wins: the sweep, which found the tenant
+/// past due, waits for the payment's transaction and then reads the account again,
+/// instead of downgrading a tenant who has just paid. (SQLite's single writer cannot
+/// interleave the two.) The payment is played by a transaction of the test's own that
+/// locks the tenant and marks its account active, as an applied `invoice.paid` does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_during_the_grace_sweep_keeps_the_paid_tier() {
+    use minoots_core::billing::{BillingChange, BillingEvent, SubscriptionStatus};
+    use minoots_store::BillingStore;
+    let url = or_skip!(database_url());
+    let schema = TestSchema::new(&url);
+    let clock = ManualClock::new(T0);
+    let store = schema.open(&clock).await;
+    let now = clock.now_us();
+    store
+        .create_tenant(Tenant {
+            id: "acme".into(),
+            name: "acme".into(),
+            tier: "free".into(),
+            created_at_us: now,
+            updated_at_us: now,
+        })
+        .await
+        .unwrap();
+    let change = |status, created_s: i64| BillingChange {
+        tenant_id: Some("acme".into()),
+        customer_id: Some("cus_acme".into()),
+        subscription_id: Some("sub_acme".into()),
+        paid_tier: Some("pro".into()),
+        status: Some(status),
+        current_period_start_us: None,
+        current_period_end_us: None,
+        event_created_us: created_s * SEC,
+        grace_us: 60 * SEC,
+    };
+    for (id, status, at) in [
+        ("evt_1", SubscriptionStatus::Active, 1),
+        ("evt_2", SubscriptionStatus::PastDue, 2),
+    ] {
+        store
+            .record_billing_event(BillingEvent {
+                id: id.into(),
+                event_type: "customer.subscription.updated".into(),
+                change: Some(change(status, at)),
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.get_tenant("acme").await.unwrap().unwrap().tier, "pro");
+    clock.advance_us(61 * SEC);
+
+    // The payment: the tenant locked, the account active, not committed yet.
+    let (mut payer, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let tx = payer.transaction().await.unwrap();
+    tx.batch_execute(&format!("SET LOCAL search_path TO {}", schema.name))
+        .await
+        .unwrap();
+    let payer_pid: i32 = tx
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    tx.execute("SELECT id FROM tenants WHERE id = 'acme' FOR UPDATE", &[])
+        .await
+        .unwrap();
+    tx.execute(
+        "UPDATE billing_accounts SET subscription_status = 'active', grace_until = NULL
+          WHERE tenant_id = 'acme'",
+        &[],
+    )
+    .await
+    .unwrap();
+
+    let sweeper = store.clone();
+    let sweep = tokio::spawn(async move { sweeper.expire_billing_grace(100).await });
+    // Wait until the sweep is blocked behind the payment.
+    let watcher = admin(&url).await;
+    tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        loop {
+            let blocked: i64 = watcher
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+                    &[&payer_pid],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if blocked > 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the sweep waits for the payment's transaction");
+    tx.commit().await.unwrap();
+
+    let swept = sweep.await.unwrap().unwrap();
+    assert_eq!(swept.downgraded, 0);
+    assert_eq!(
+        store.get_tenant("acme").await.unwrap().unwrap().tier,
+        "pro",
+        "a tenant who paid during the sweep keeps the paid tier"
+    );
+    store.close().await;
 }

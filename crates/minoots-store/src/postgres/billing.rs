@@ -243,18 +243,39 @@ async fn state(db: &mut Db<'_>, tenant_id: &str, default_since_us: i64) -> TxRes
 async fn sweep(w: &mut WriteTx<'_>, limit: usize) -> TxResult<GraceSweep> {
     let limit = limit.min(MAX_GRACE_EXPIRIES_PER_SWEEP) as i64;
     let now_us = w.now_us;
-    let ended = w
+    let candidates = w
         .db()
         .query(
-            "UPDATE tenants AS t SET tier = $2, updated_at = $1
-               FROM (SELECT a.tenant_id FROM billing_accounts a JOIN tenants x ON x.id = a.tenant_id
-                      WHERE a.grace_until <= $1 AND a.subscription_status = 'past_due' AND x.tier <> $2
-                      ORDER BY a.grace_until LIMIT $3) AS e
-              WHERE t.id = e.tenant_id RETURNING t.id",
+            "SELECT a.tenant_id FROM billing_accounts a JOIN tenants x ON x.id = a.tenant_id
+              WHERE a.grace_until <= $1 AND a.subscription_status = 'past_due' AND x.tier <> $2
+              ORDER BY a.grace_until LIMIT $3",
             &[&now_us, &billing::FREE_TIER, &limit],
         )
         .await?;
-    if !ended.is_empty() {
+    let mut downgraded = 0;
+    for row in &candidates {
+        let tenant_id: String = col(row, 0)?;
+        // Locked as every billing write locks it, then read again by a new statement: an
+        // event applied meanwhile (the payment that ends the grace period) is seen and
+        // wins, where one statement would have judged by the account as it was.
+        if !lock_tenant(&mut w.db(), &tenant_id).await? {
+            continue;
+        }
+        let Some(account) = account_of(&mut w.db(), &tenant_id).await? else {
+            continue;
+        };
+        if billing::account_tier(&account, now_us) != billing::FREE_TIER {
+            continue;
+        }
+        downgraded += w
+            .db()
+            .execute(
+                "UPDATE tenants SET tier = $2, updated_at = $3 WHERE id = $1 AND tier <> $2",
+                &[&tenant_id, &billing::FREE_TIER, &now_us],
+            )
+            .await?;
+    }
+    if downgraded > 0 {
         w.announce_key_change();
     }
     let next: Option<i64> = col(
@@ -268,7 +289,7 @@ async fn sweep(w: &mut WriteTx<'_>, limit: usize) -> TxResult<GraceSweep> {
         0,
     )?;
     Ok(GraceSweep {
-        downgraded: ended.len() as u64,
+        downgraded,
         next_grace_end_us: next,
     })
 }
