@@ -2,7 +2,8 @@
 //! session, a subscription's current state, and a Billing Meter event. Form-encoded POSTs
 //! with the secret key as a bearer token and an `Idempotency-Key`, each bounded by
 //! [`STRIPE_CALL_TIMEOUT`]. Answers are told apart as Stripe documents them: 2xx done,
-//! 429 / 5xx / a timeout or connection error worth retrying, another 4xx refused for good.
+//! 409 / 429 / 5xx / a timeout or connection error worth retrying, another 4xx refused for
+//! good.
 //!
 //! What this must never do: follow redirects, log the secret key, or retry on its own
 //! (the callers decide: a webhook answers 5xx so Stripe retries, the meter sender retries
@@ -20,7 +21,7 @@ pub const MAX_STRIPE_ANSWER_BYTES: usize = 1024 * 1024;
 /// Why a call to Stripe did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StripeError {
-    /// Worth retrying: a timeout, a connection error, 429 or 5xx.
+    /// Worth retrying: a timeout, a connection error, 409, 429 or 5xx.
     #[error("Stripe is unavailable: {0}")]
     Unavailable(String),
     /// Refused for good (another 4xx), with Stripe's error code and message.
@@ -166,7 +167,7 @@ impl Stripe {
             .as_str()
             .unwrap_or("no message")
             .to_string();
-        if status.as_u16() == 429 || status.is_server_error() {
+        if worth_retrying(status.as_u16()) {
             return Err(StripeError::Unavailable(format!(
                 "{path}: {status}: {message}"
             )));
@@ -275,5 +276,28 @@ impl Stripe {
         )
         .await
         .map(drop)
+    }
+}
+
+/// Whether an answer with this status is worth sending again: 429 (rate limited), 5xx,
+/// and 409, which Stripe answers while another request with the same idempotency key is
+/// in progress (two control planes sending one bucket): the retry gets that request's
+/// answer once it is done.
+fn worth_retrying(status: u16) -> bool {
+    status == 409 || status == 429 || (500..600).contains(&status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worth_retrying;
+
+    #[test]
+    fn a_conflict_a_rate_limit_and_server_errors_are_retried_other_refusals_are_not() {
+        for status in [409, 429, 500, 502, 503] {
+            assert!(worth_retrying(status), "{status}");
+        }
+        for status in [400, 401, 402, 403, 404] {
+            assert!(!worth_retrying(status), "{status}");
+        }
     }
 }
