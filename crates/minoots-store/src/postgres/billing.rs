@@ -197,7 +197,8 @@ async fn apply(w: &mut WriteTx<'_>, change: &BillingChange) -> TxResult<BillingA
     Ok(BillingApplied::Applied)
 }
 
-async fn set_tier(w: &mut WriteTx<'_>, tenant_id: &str, tier: &str) -> TxResult<()> {
+/// Gives the tenant `tier`; true when that changed it.
+async fn set_tier(w: &mut WriteTx<'_>, tenant_id: &str, tier: &str) -> TxResult<bool> {
     let now_us = w.now_us;
     let n = w
         .db()
@@ -210,7 +211,7 @@ async fn set_tier(w: &mut WriteTx<'_>, tenant_id: &str, tier: &str) -> TxResult<
         // Every kernel drops its cached keys, so the new tier's limits apply at once.
         w.announce_key_change();
     }
-    Ok(())
+    Ok(n > 0)
 }
 
 async fn state(db: &mut Db<'_>, tenant_id: &str, default_since_us: i64) -> TxResult<BillingState> {
@@ -264,19 +265,11 @@ async fn sweep(w: &mut WriteTx<'_>, limit: usize) -> TxResult<GraceSweep> {
         let Some(account) = account_of(&mut w.db(), &tenant_id).await? else {
             continue;
         };
-        if billing::account_tier(&account, now_us) != billing::FREE_TIER {
-            continue;
+        if billing::account_tier(&account, now_us) == billing::FREE_TIER
+            && set_tier(w, &tenant_id, billing::FREE_TIER).await?
+        {
+            downgraded += 1;
         }
-        downgraded += w
-            .db()
-            .execute(
-                "UPDATE tenants SET tier = $2, updated_at = $3 WHERE id = $1 AND tier <> $2",
-                &[&tenant_id, &billing::FREE_TIER, &now_us],
-            )
-            .await?;
-    }
-    if downgraded > 0 {
-        w.announce_key_change();
     }
     let next: Option<i64> = col(
         &w.db()
