@@ -135,7 +135,7 @@ impl Caller {
 
 /// SHA-256 of the key text.
 pub fn hash_key(key: &str) -> [u8; 32] {
-    hmac_sha256::Hash::hash(key.as_bytes())
+    minoots_core::digest::sha256(key.as_bytes())
 }
 
 /// A new key: `mnt_` + 32 bytes from the operating system's random source, in hex.

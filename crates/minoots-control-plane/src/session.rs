@@ -73,12 +73,15 @@ pub fn new_token() -> Result<String, ControlPlaneError> {
 
 /// What the store keeps of a token.
 pub fn token_hash(token: &str) -> [u8; 32] {
-    hmac_sha256::Hash::hash(token.as_bytes())
+    minoots_core::digest::sha256(token.as_bytes())
 }
 
 /// The session's CSRF token.
 pub fn csrf_token(token: &str) -> String {
-    URL_SAFE_NO_PAD.encode(hmac_sha256::HMAC::mac(CSRF_LABEL, token.as_bytes()))
+    URL_SAFE_NO_PAD.encode(minoots_core::digest::hmac_sha256(
+        CSRF_LABEL,
+        token.as_bytes(),
+    ))
 }
 
 /// The session token of the request's cookie, when it has one of the right shape (a

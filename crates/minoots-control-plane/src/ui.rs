@@ -81,7 +81,7 @@ fn etags() -> &'static [String] {
         FILES
             .iter()
             .map(|f| {
-                let h = hmac_sha256::Hash::hash(f.bytes);
+                let h = minoots_core::digest::sha256(f.bytes);
                 let hex: String = h[..12].iter().map(|b| format!("{b:02x}")).collect();
                 format!("\"{hex}\"")
             })

@@ -146,7 +146,7 @@ async fn sign_in_sets_a_strict_http_only_cookie_and_the_store_keeps_only_its_has
     let (hash, _key_id, tenant) = &rows[0];
     assert_eq!(
         hash.as_slice(),
-        hmac_sha256::Hash::hash(b.token.as_bytes()).as_slice()
+        minoots_core::digest::sha256(b.token.as_bytes()).as_slice()
     );
     assert_eq!(tenant, "acme");
     let columns: Vec<String> = db

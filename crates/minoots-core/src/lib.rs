@@ -16,6 +16,7 @@
 pub mod action;
 pub mod billing;
 pub mod clock;
+pub mod digest;
 pub mod duration;
 pub mod error;
 pub mod event;

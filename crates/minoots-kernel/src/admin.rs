@@ -240,7 +240,7 @@ pub(crate) fn check_page(limit: usize) -> KernelResult<()> {
 /// What identifies a create request for its idempotency key: the SHA-256 of
 /// [`TimerRequest::idempotency_identity`]; a request without one is refused (400).
 pub(crate) fn request_fingerprint(r: &TimerRequest) -> KernelResult<[u8; 32]> {
-    Ok(hmac_sha256::Hash::hash(&r.idempotency_identity()?))
+    Ok(minoots_core::digest::sha256(&r.idempotency_identity()?))
 }
 
 #[cfg(test)]

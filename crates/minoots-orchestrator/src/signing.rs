@@ -28,7 +28,7 @@ pub struct WebhookSecret {
     key: Vec<u8>,
     /// HMAC state with the key already absorbed, computed once per secret rather than per
     /// signature (the orchestrator caches secrets per tenant).
-    keyed: hmac_sha256::HMAC,
+    keyed: minoots_core::digest::Keyed,
 }
 
 impl PartialEq for WebhookSecret {
@@ -48,7 +48,7 @@ impl WebhookSecret {
     }
 
     fn from_key(key: Vec<u8>) -> Self {
-        let keyed = hmac_sha256::HMAC::new(&key);
+        let keyed = minoots_core::digest::Keyed::new(&key);
         Self { key, keyed }
     }
 

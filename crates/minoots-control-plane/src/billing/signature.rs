@@ -99,7 +99,7 @@ pub fn parse_header(header: &str) -> Result<SignatureHeader, SignatureError> {
 
 /// The `v1` signature of `body` sent at `timestamp_s` under `secret`.
 pub fn sign(secret: &str, timestamp_s: i64, body: &[u8]) -> [u8; 32] {
-    let mut mac = hmac_sha256::HMAC::new(secret.as_bytes());
+    let mut mac = minoots_core::digest::Keyed::new(secret.as_bytes());
     mac.update(timestamp_s.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
