@@ -80,7 +80,10 @@ pub(crate) async fn start_stream(
                                 continue;
                             }
                             last = e.seq;
-                            if query.matches(&e) && tx.send(Ok(e)).await.is_err() {
+                            // Copied only when this stream keeps it.
+                            if query.matches(&e)
+                                && tx.send(Ok(Arc::unwrap_or_clone(e))).await.is_err()
+                            {
                                 return;
                             }
                         }

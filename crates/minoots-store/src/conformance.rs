@@ -952,7 +952,7 @@ pub async fn live_events_arrive_in_commit_order(h: &Harness) {
     }
     let mut live = Vec::new();
     for _ in 0..50 {
-        live.push(rx.recv().await.expect("live event"));
+        live.push(Event::clone(&rx.recv().await.expect("live event")));
     }
     assert!(live.windows(2).all(|w| w[0].seq < w[1].seq));
     assert_eq!(live, all_events(h).await);

@@ -35,6 +35,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use minoots_core::schedule::{Schedule, ScheduleRun};
 use minoots_core::{Delivery, Event, ScheduleId, Timer, TimerId};
+
+/// An event of the live feed, shared by all its receivers: every receiver of a broadcast
+/// gets its own clone of each message, and a live event goes to every subscriber (the
+/// schedules' dispatcher, each event stream) whatever its tenant.
+pub type LiveEvent = Arc<Event>;
 use tokio::sync::{broadcast, watch};
 
 /// What a kernel must know when it shares its store with other kernels (PostgreSQL; see
@@ -167,8 +172,9 @@ pub trait Store: UiSessionStore + DashboardStore + BillingStore + Send + Sync + 
     async fn latest_event_seq(&self) -> StoreResult<i64>;
 
     /// Live events, in commit order, as they are committed. A receiver that lags behind
-    /// gets `Lagged` and must catch up with `read_events`.
-    fn subscribe_events(&self) -> broadcast::Receiver<Event>;
+    /// gets `Lagged` and must catch up with `read_events`. Each event is shared by every
+    /// receiver ([`LiveEvent`]): a receiver copies only the events it keeps.
+    fn subscribe_events(&self) -> broadcast::Receiver<LiveEvent>;
 
     /// Deletes up to `limit` of the oldest events that occurred before `before_us`.
     async fn prune_events(&self, before_us: i64, limit: usize) -> StoreResult<usize>;

@@ -86,7 +86,7 @@ impl Kernel {
     /// live feed closed.
     async fn wait_for_fire(
         &self,
-        live: &mut broadcast::Receiver<Event>,
+        live: &mut broadcast::Receiver<minoots_store::LiveEvent>,
         tenant_id: &str,
         id: TimerId,
     ) -> KernelResult<Option<Timer>> {

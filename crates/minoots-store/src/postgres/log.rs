@@ -69,7 +69,7 @@ pub(super) struct EventLog {
     /// Held from numbering to COMMIT by this handle's writes, so that they take the
     /// log's row lock one at a time.
     turn: Mutex<()>,
-    live: broadcast::Sender<Event>,
+    live: broadcast::Sender<crate::LiveEvent>,
     /// Wakes the tailer: this handle committed events, or another handle announced some.
     pub(super) nudge: Arc<Notify>,
 }
@@ -98,7 +98,7 @@ impl EventLog {
         }
     }
 
-    pub(super) fn subscribe(&self) -> broadcast::Receiver<Event> {
+    pub(super) fn subscribe(&self) -> broadcast::Receiver<crate::LiveEvent> {
         self.live.subscribe()
     }
 
@@ -213,7 +213,7 @@ async fn publish_after(shared: &Shared, published: &mut i64) -> crate::StoreResu
         for e in events {
             *published = e.seq;
             // No subscriber left is not an error.
-            let _ = shared.log.live.send(e);
+            let _ = shared.log.live.send(Arc::new(e));
         }
         if !full {
             return Ok(());

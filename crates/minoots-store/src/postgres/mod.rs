@@ -413,7 +413,7 @@ impl Store for PostgresStore {
         self.read(|db| Box::pin(log::latest_event_seq(db))).await
     }
 
-    fn subscribe_events(&self) -> broadcast::Receiver<Event> {
+    fn subscribe_events(&self) -> broadcast::Receiver<crate::LiveEvent> {
         self.shared.log.subscribe()
     }
 

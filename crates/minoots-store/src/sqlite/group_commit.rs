@@ -13,7 +13,7 @@
 //! Also the test hook [`WriterHold`], which pauses the writer between two batches so that
 //! the writes sent meanwhile are committed as one group.
 
-use minoots_core::{Clock, Event};
+use minoots_core::Clock;
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use tokio::sync::{broadcast, oneshot};
 
@@ -40,7 +40,7 @@ pub(super) fn run_batch(
     conn: &Connection,
     held: &HeldStatements<'_>,
     batch: &mut Vec<WriteJob>,
-    events: &broadcast::Sender<Event>,
+    events: &broadcast::Sender<crate::LiveEvent>,
     clock: &dyn Clock,
     meter_bucket_us: i64,
 ) {
@@ -101,7 +101,7 @@ pub(super) fn run_batch(
     match tx.commit() {
         Ok(()) => {
             for e in log.events {
-                let _ = events.send(e);
+                let _ = events.send(std::sync::Arc::new(e));
             }
             for done in completions {
                 done(Ok(()));

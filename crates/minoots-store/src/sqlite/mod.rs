@@ -140,7 +140,7 @@ struct Inner {
     readers: Arc<readers::ReaderPool>,
     /// Reads of the scheduler's loader and the lease sessions only.
     reserved_readers: Arc<readers::ReaderPool>,
-    events: broadcast::Sender<Event>,
+    events: broadcast::Sender<crate::LiveEvent>,
     /// Idle periods in which the connections' page caches were released.
     idle_releases: Arc<AtomicU64>,
     /// The writer's group commits, for `/metrics`.
@@ -475,7 +475,7 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
 fn writer_loop(
     conn: Connection,
     mut rx: mpsc::Receiver<WriterMsg>,
-    events: broadcast::Sender<Event>,
+    events: broadcast::Sender<crate::LiveEvent>,
     clock: Arc<dyn Clock>,
     (max_batch, meter_bucket_us): (usize, i64),
     commits: Arc<AtomicU64>,
@@ -647,7 +647,7 @@ impl Store for SqliteStore {
         self.read(events::latest_event_seq).await
     }
 
-    fn subscribe_events(&self) -> broadcast::Receiver<Event> {
+    fn subscribe_events(&self) -> broadcast::Receiver<crate::LiveEvent> {
         self.inner.events.subscribe()
     }
 
