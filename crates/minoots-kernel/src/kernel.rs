@@ -43,6 +43,8 @@ pub struct Kernel {
     scheduler: Arc<Scheduler>,
     /// Woken when deliveries may have become due (fired, retried, rescued).
     delivery_notify: Arc<Notify>,
+    /// Open lease sessions, which firing claims for (`leases::Sessions`).
+    sessions: Arc<crate::leases::Sessions>,
     metrics: Arc<KernelMetrics>,
     stop: watch::Sender<bool>,
     /// Keys already authenticated, and their uses not yet written.
@@ -116,12 +118,14 @@ impl Kernel {
         config.check()?;
         let metrics = Arc::new(KernelMetrics::default());
         let delivery_notify = Arc::new(Notify::new());
+        let sessions = Arc::new(crate::leases::Sessions::default());
         let scheduler = Scheduler::start(
             store.clone(),
             clock.clone(),
             config.clone(),
             metrics.clone(),
             delivery_notify.clone(),
+            sessions.clone(),
         );
         let (stop, stop_rx) = watch::channel(false);
         let rescuer = tokio::spawn(crate::maintenance::run_rescuer(
@@ -168,6 +172,7 @@ impl Kernel {
             config,
             scheduler,
             delivery_notify,
+            sessions,
             metrics,
             stop,
             keys,
@@ -628,6 +633,7 @@ impl KernelApi for Kernel {
             self.clock.clone(),
             self.delivery_notify.clone(),
             self.metrics.clone(),
+            self.sessions.clone(),
             request,
         ))
     }

@@ -11,13 +11,13 @@
 //! lost in transit come back through the rescuer within one lease TTL.
 
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use minoots_core::Clock;
 use minoots_kernel_api::{BoxStream, KernelResult, LeaseRequest};
-use minoots_store::{LeasedDelivery, Store};
+use minoots_store::{ClaimRequest, LeasedDelivery, Store};
 use tokio::sync::{Notify, mpsc};
 use tokio_stream::Stream;
 
@@ -27,14 +27,119 @@ use crate::metrics::KernelMetrics;
 /// deliveries made due by another kernel sharing the store).
 const MAX_IDLE_POLL: Duration = Duration::from_millis(1_000);
 
+/// Most deliveries claimed for a session in the transaction that fires.
+const MAX_CLAIMED_AT_FIRE: usize = 1_024;
+
+type SessionTx = mpsc::Sender<KernelResult<LeasedDelivery>>;
+
+/// The open lease sessions, so that firing can claim for one with room in its buffer in
+/// the fire's own transaction ([`Store::fire_and_claim`]): while executors keep up, a
+/// delivery then costs one writer transaction and one commit fewer, and reaches its
+/// executor without waiting for the session to wake and claim.
+#[derive(Default)]
+pub(crate) struct Sessions {
+    open: Mutex<Vec<(u64, String, i64, SessionTx)>>,
+    next_id: std::sync::atomic::AtomicU64,
+    /// Round robin over sessions with room.
+    turn: std::sync::atomic::AtomicUsize,
+}
+
+/// Room taken in one session's buffer for the deliveries a fire will claim for it.
+pub(crate) struct ClaimAtFire {
+    pub(crate) claim: ClaimRequest,
+    tx: SessionTx,
+    started: std::time::SystemTime,
+}
+
+impl Sessions {
+    fn join(&self, owner: &str, ttl_us: i64, tx: SessionTx) -> u64 {
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut open = self.open.lock().expect("sessions poisoned");
+        open.retain(|s| !s.3.is_closed());
+        open.push((id, owner.to_string(), ttl_us, tx));
+        id
+    }
+
+    fn leave(&self, id: u64) {
+        self.open
+            .lock()
+            .expect("sessions poisoned")
+            .retain(|s| s.0 != id);
+    }
+
+    /// A claim for a session with free room in its buffer, for up to `want` deliveries;
+    /// `None` when no session has room (each is busy claiming for itself, or absent).
+    pub(crate) fn claim_for(&self, want: usize) -> Option<ClaimAtFire> {
+        let open = self.open.lock().expect("sessions poisoned");
+        let n = open.len();
+        if n == 0 || want == 0 {
+            return None;
+        }
+        let start = self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        (0..n)
+            .map(|i| &open[(start + i) % n])
+            .find(|s| !s.3.is_closed() && s.3.capacity() > 0)
+            .map(|(_, owner, ttl_us, tx)| ClaimAtFire {
+                claim: ClaimRequest {
+                    lease_owner: owner.clone(),
+                    lease_ttl_us: *ttl_us,
+                    limit: tx.capacity().min(want).min(MAX_CLAIMED_AT_FIRE),
+                },
+                tx: tx.clone(),
+                started: std::time::SystemTime::now(),
+            })
+    }
+}
+
+impl ClaimAtFire {
+    /// Hands what the fire claimed to the session. The session's buffer had room when
+    /// the claim was made; whatever no longer fits (the session filled it meanwhile), or
+    /// reaches a session that closed, is handed back at once, as a session does with a
+    /// claim it cannot pass on.
+    pub(crate) async fn hand_over(
+        self,
+        store: &dyn Store,
+        notify: &Notify,
+        metrics: &KernelMetrics,
+        claimed: Vec<LeasedDelivery>,
+    ) {
+        if claimed.is_empty() {
+            return;
+        }
+        KernelMetrics::inc(&metrics.deliveries_leased, claimed.len() as u64);
+        KernelMetrics::inc(&metrics.deliveries_claimed_at_fire, claimed.len() as u64);
+        crate::spans::leased(&claimed, &self.claim.lease_owner, self.started);
+        let mut unsent = Vec::new();
+        for d in claimed {
+            match self.tx.try_send(Ok(d)) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(Ok(d)))
+                | Err(mpsc::error::TrySendError::Closed(Ok(d))) => unsent.push(d),
+                Err(_) => {}
+            }
+        }
+        if !unsent.is_empty() {
+            hand_back(store, notify, &self.claim.lease_owner, unsent).await;
+        }
+    }
+}
+
 pub(crate) fn start_session(
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     notify: Arc<Notify>,
     metrics: Arc<KernelMetrics>,
+    sessions: Arc<Sessions>,
     request: LeaseRequest,
 ) -> BoxStream<LeasedDelivery> {
     let (tx, rx) = mpsc::channel::<KernelResult<LeasedDelivery>>(request.max_in_flight as usize);
+    let joined = sessions.join(
+        &request.lease_owner,
+        i64::from(request.lease_ttl_ms) * 1_000,
+        tx.clone(),
+    );
     let session_end = SessionStream {
         rx,
         store: store.clone(),
@@ -43,6 +148,14 @@ pub(crate) fn start_session(
         _open: metrics.lease_session(),
     };
     tokio::spawn(async move {
+        // Leaves the open sessions when this task ends, however it ends.
+        struct Leave(Arc<Sessions>, u64);
+        impl Drop for Leave {
+            fn drop(&mut self) {
+                self.0.leave(self.1);
+            }
+        }
+        let _leave = Leave(sessions, joined);
         let ttl_us = i64::from(request.lease_ttl_ms) * 1_000;
         let batch = (request.max_in_flight as usize / 2).max(1);
         loop {

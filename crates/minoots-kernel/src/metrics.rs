@@ -44,6 +44,9 @@ pub struct KernelMetrics {
     pub leases_handed_back: Counter,
     pub events_pruned: Counter,
     pub deliveries_leased: Counter,
+    /// Of those, deliveries claimed for a waiting executor in the transaction that fired
+    /// their timer (the rest were claimed by the lease session on its own).
+    pub deliveries_claimed_at_fire: Counter,
     pub attempts_reported: Counter,
     /// Attempts by outcome: succeeded, retryable, permanent.
     pub attempts_by_outcome: LabelledCounters<3>,
@@ -79,6 +82,7 @@ impl Default for KernelMetrics {
             leases_handed_back: Counter::default(),
             events_pruned: Counter::default(),
             deliveries_leased: Counter::default(),
+            deliveries_claimed_at_fire: Counter::default(),
             attempts_reported: Counter::default(),
             attempts_by_outcome: LabelledCounters::new(
                 "outcome",
@@ -248,7 +252,7 @@ fn seconds(us: i64) -> f64 {
 /// Shows the kernel's counters and its firing-lateness histogram in `registry`. Counter
 /// names are given without `_total`: the library adds it.
 fn register_kernel(registry: &mut Registry, m: &KernelMetrics) {
-    let counters: [(&str, &str, &Counter); 13] = [
+    let counters: [(&str, &str, &Counter); 14] = [
         (
             "minoots_timers_created",
             "Timers scheduled.",
@@ -304,6 +308,11 @@ fn register_kernel(registry: &mut Registry, m: &KernelMetrics) {
             "minoots_events_pruned",
             "Events deleted from the log by the retention pass.",
             &m.events_pruned,
+        ),
+        (
+            "minoots_deliveries_claimed_at_fire",
+            "Deliveries claimed for a waiting executor in the transaction that fired their timer.",
+            &m.deliveries_claimed_at_fire,
         ),
         (
             "minoots_fires_not_due",

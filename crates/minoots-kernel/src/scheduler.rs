@@ -265,6 +265,7 @@ impl Scheduler {
         config: KernelConfig,
         metrics: Arc<KernelMetrics>,
         delivery_notify: Arc<Notify>,
+        sessions: Arc<crate::leases::Sessions>,
     ) -> Arc<Self> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
@@ -309,6 +310,7 @@ impl Scheduler {
                 shared.clone(),
                 outbox.clone(),
                 delivery_notify,
+                sessions,
             ),
             {
                 let outbox = outbox.clone();
@@ -584,6 +586,7 @@ async fn dispatch_fires(
     shared: Arc<Shared>,
     outbox: Arc<Outbox>,
     delivery_notify: Arc<Notify>,
+    sessions: Arc<crate::leases::Sessions>,
 ) {
     let max_merged = shared.config.fire_batch;
     // Fires that failed in a row (the store cannot write): the pause before the next try
@@ -606,7 +609,16 @@ async fn dispatch_fires(
             outbox.ready.notified().await;
             continue;
         }
-        if fire_with_retry(store.as_ref(), &shared, batch, &delivery_notify, failures).await {
+        let fired = fire_with_retry(
+            store.as_ref(),
+            &shared,
+            batch,
+            &delivery_notify,
+            &sessions,
+            failures,
+        )
+        .await;
+        if fired {
             failures = 0;
         } else {
             failures = failures.saturating_add(1);
@@ -634,15 +646,30 @@ async fn fire_with_retry(
     shared: &Shared,
     batch: Vec<FireRequest>,
     notify: &Notify,
+    sessions: &crate::leases::Sessions,
     failures_before: u32,
 ) -> bool {
-    match store.fire_timers(batch.clone()).await {
-        Ok(outcomes) => {
+    // An executor with room gets the deliveries in the fire's own transaction.
+    let at_fire = sessions.claim_for(batch.len().saturating_mul(2));
+    let claim = at_fire.as_ref().map(|c| c.claim.clone());
+    match store.fire_and_claim(batch.clone(), claim).await {
+        Ok((outcomes, claimed)) => {
             crate::spans::fired(&batch, &outcomes);
-            if outcomes
-                .iter()
-                .any(|o| matches!(o, FireOutcome::Fired { deliveries, .. } if *deliveries > 0))
-            {
+            // The lease sessions claim what the fire did not: deliveries of timers it did
+            // not reach, or all of them when its claim was full (more may be due).
+            let full = at_fire
+                .as_ref()
+                .is_some_and(|c| claimed.len() >= c.claim.limit);
+            let claimed_timers: std::collections::HashSet<TimerId> =
+                claimed.iter().map(|d| d.delivery.timer_id).collect();
+            let left = outcomes.iter().any(|o| {
+                matches!(o, FireOutcome::Fired { timer_id, deliveries, .. }
+                    if *deliveries > 0 && !claimed_timers.contains(timer_id))
+            });
+            if let Some(c) = at_fire {
+                c.hand_over(store, notify, &shared.metrics, claimed).await;
+            }
+            if left || full {
                 notify.notify_waiters();
             }
             let fenced = outcomes

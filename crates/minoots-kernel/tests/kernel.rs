@@ -646,6 +646,48 @@ async fn a_closed_lease_session_hands_back_what_it_had_not_passed_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executor_with_room_gets_its_deliveries_from_the_fire_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let k = start(dir.path(), clock.clone()).await;
+    let mut leases = k.lease_deliveries(lease("w1", 30_000, 8)).await.unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(
+            k.schedule_timer("acme", webhook_req("1s", 3))
+                .await
+                .unwrap()
+                .timer
+                .id,
+        );
+    }
+    clock.advance_us(SEC);
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let d = next_item(&mut leases).await;
+        assert_eq!(d.delivery.attempt, 1);
+        assert_eq!(d.delivery.lease_owner.as_deref(), Some("w1"));
+        assert_eq!(
+            d.delivery.lease_expires_at_us,
+            Some(T0 + SEC + 30_000_000),
+            "leased for the session's TTL at the fire's time"
+        );
+        got.push(d.delivery.timer_id);
+    }
+    got.sort();
+    ids.sort();
+    assert_eq!(got, ids);
+    // The session had room and sat idle (its first claim found nothing): the fire
+    // claimed for it, in its own transaction.
+    let m = k.metrics();
+    assert_eq!(m.deliveries_claimed_at_fire.get(), 3);
+    assert_eq!(m.deliveries_leased.get(), 3);
+    until_stats(&k, "three in flight", |s| s.in_flight_deliveries == 3).await;
+    drop(leases);
+    k.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leases_of_a_gone_executor_are_handed_back_at_once_and_counted_as_attempts() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);

@@ -45,6 +45,24 @@ pub struct Harness {
     pub hold_writes: Option<Arc<dyn HoldWrites>>,
 }
 
+/// A SQLite store in `dir` on a manual clock at [`T0`], with a harness over it that
+/// holds nothing else (for tests of what only SQLite has).
+pub fn sqlite_at_t0(dir: &std::path::Path) -> (crate::SqliteStore, Harness) {
+    let clock = ManualClock::new(T0);
+    let store = crate::SqliteStore::open(
+        crate::SqliteConfig::new(dir),
+        clock.clone() as Arc<dyn minoots_core::Clock>,
+    )
+    .expect("open a SQLite store");
+    let h = Harness {
+        store: Arc::new(store.clone()),
+        clock,
+        guard: Box::new(()),
+        hold_writes: None,
+    };
+    (store, h)
+}
+
 /// 2026-11-27T10:00:00Z, the suite's starting time.
 pub const T0: i64 = 1_795_773_600_000_000;
 const SEC: i64 = 1_000_000;

@@ -136,6 +136,20 @@ pub trait Store: UiSessionStore + DashboardStore + BillingStore + Send + Sync + 
     /// Timers that are no longer scheduled are skipped, so firing twice is harmless.
     async fn fire_timers(&self, fires: Vec<FireRequest>) -> StoreResult<Vec<FireOutcome>>;
 
+    /// Fires like [`Store::fire_timers`] and, when `claim` is given, claims for it like
+    /// [`Store::claim_deliveries`] in the same transaction: an executor waiting for work
+    /// gets the deliveries of these timers (and any older ones due) without a transaction
+    /// and a commit of its own. A store that cannot do both at once only fires (the
+    /// default), and the lease session claims as usual.
+    async fn fire_and_claim(
+        &self,
+        fires: Vec<FireRequest>,
+        claim: Option<ClaimRequest>,
+    ) -> StoreResult<(Vec<FireOutcome>, Vec<LeasedDelivery>)> {
+        let _ = claim;
+        Ok((self.fire_timers(fires).await?, Vec::new()))
+    }
+
     /// Claims up to `limit` due pending deliveries for `lease_owner` for `lease_ttl_us`:
     /// each becomes `in_flight` and its attempt number is incremented.
     async fn claim_deliveries(

@@ -91,6 +91,15 @@ pub struct CreateOutcome {
     pub created: bool,
 }
 
+/// A claim made in the transaction that fires ([`crate::Store::fire_and_claim`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRequest {
+    pub lease_owner: String,
+    pub lease_ttl_us: i64,
+    /// Deliveries leased at most.
+    pub limit: usize,
+}
+
 /// A request to fire one timer, stamped with the moment the scheduler fired it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FireRequest {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use minoots_core::{Clock, ManualClock};
-use minoots_store::conformance::{Harness, T0, timer};
+use minoots_store::conformance::{Harness, T0, sqlite_at_t0, timer};
 use minoots_store::{SqliteConfig, SqliteStore, Store, StoreError};
 
 async fn make() -> Option<Harness> {
@@ -42,18 +42,8 @@ async fn a_second_open_of_the_same_directory_is_refused_until_close() {
 #[tokio::test]
 async fn acknowledged_writes_survive_reopening() {
     let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    let store = SqliteStore::open(
-        SqliteConfig::new(dir.path()),
-        clock.clone() as Arc<dyn Clock>,
-    )
-    .unwrap();
-    let h = Harness {
-        store: Arc::new(store.clone()),
-        clock: clock.clone(),
-        guard: Box::new(()),
-        hold_writes: None,
-    };
+    let (store, h) = sqlite_at_t0(dir.path());
+    let clock = h.clock.clone();
     let t = timer(&h, "acme", T0 + 1_000_000, 1);
     store.create_timer(t.clone()).await.unwrap();
     let seq = store.latest_event_seq().await.unwrap();

@@ -604,6 +604,24 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn fire_and_claim(
+        &self,
+        fires: Vec<FireRequest>,
+        claim: Option<ClaimRequest>,
+    ) -> StoreResult<(Vec<FireOutcome>, Vec<LeasedDelivery>)> {
+        self.write(move |ctx| {
+            let fired = timers::fire_timers(ctx, &fires)?;
+            let leased = match &claim {
+                Some(c) => {
+                    deliveries::claim_deliveries(ctx, &c.lease_owner, c.lease_ttl_us, c.limit)?
+                }
+                None => Vec::new(),
+            };
+            Ok((fired, leased))
+        })
+        .await
+    }
+
     async fn claim_deliveries(
         &self,
         lease_owner: &str,
