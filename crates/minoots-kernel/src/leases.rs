@@ -38,13 +38,22 @@ type SessionTx = mpsc::Sender<KernelResult<LeasedDelivery>>;
 /// executor without waiting for the session to wake and claim.
 #[derive(Default)]
 pub(crate) struct Sessions {
-    open: Mutex<Vec<(u64, String, i64, SessionTx)>>,
+    open: Mutex<Vec<OpenSession>>,
     next_id: std::sync::atomic::AtomicU64,
     /// Round robin over sessions with room.
     turn: std::sync::atomic::AtomicUsize,
 }
 
-/// Room taken in one session's buffer for the deliveries a fire will claim for it.
+/// One open session: whom it leases to, for how long, and its buffer.
+struct OpenSession {
+    id: u64,
+    owner: String,
+    ttl_us: i64,
+    tx: SessionTx,
+}
+
+/// A claim for one session, sized by the room its buffer had when it was made (nothing
+/// is reserved: [`ClaimAtFire::hand_over`] hands back what no longer fits).
 pub(crate) struct ClaimAtFire {
     pub(crate) claim: ClaimRequest,
     tx: SessionTx,
@@ -57,8 +66,13 @@ impl Sessions {
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut open = self.open.lock().expect("sessions poisoned");
-        open.retain(|s| !s.3.is_closed());
-        open.push((id, owner.to_string(), ttl_us, tx));
+        open.retain(|s| !s.tx.is_closed());
+        open.push(OpenSession {
+            id,
+            owner: owner.to_string(),
+            ttl_us,
+            tx,
+        });
         id
     }
 
@@ -66,7 +80,7 @@ impl Sessions {
         self.open
             .lock()
             .expect("sessions poisoned")
-            .retain(|s| s.0 != id);
+            .retain(|s| s.id != id);
     }
 
     /// A claim for a session with free room in its buffer, for up to `want` deliveries;
@@ -80,14 +94,14 @@ impl Sessions {
         let start = self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         (0..n)
             .map(|i| &open[(start + i) % n])
-            .find(|s| !s.3.is_closed() && s.3.capacity() > 0)
-            .map(|(_, owner, ttl_us, tx)| ClaimAtFire {
+            .find(|s| !s.tx.is_closed() && s.tx.capacity() > 0)
+            .map(|s| ClaimAtFire {
                 claim: ClaimRequest {
-                    lease_owner: owner.clone(),
-                    lease_ttl_us: *ttl_us,
-                    limit: tx.capacity().min(want).min(MAX_CLAIMED_AT_FIRE),
+                    lease_owner: s.owner.clone(),
+                    lease_ttl_us: s.ttl_us,
+                    limit: s.tx.capacity().min(want).min(MAX_CLAIMED_AT_FIRE),
                 },
-                tx: tx.clone(),
+                tx: s.tx.clone(),
                 started: std::time::SystemTime::now(),
             })
     }
