@@ -16,6 +16,7 @@ use minoots_core::{
 use crate::*;
 
 mod billing;
+mod claim_at_fire;
 mod dashboard;
 mod group;
 mod missing;
@@ -26,6 +27,7 @@ mod sessions;
 mod text;
 mod update;
 pub use billing::*;
+pub use claim_at_fire::*;
 pub use dashboard::*;
 pub use group::*;
 pub use missing::*;
@@ -82,6 +84,7 @@ macro_rules! conformance_tests {
             timer_without_actions_settles_on_fire,
             traceparent_is_kept_through_fire_and_lease,
             claim_leases_only_due_deliveries,
+            a_claim_in_the_fire_transaction_takes_the_oldest_due_up_to_its_limit,
             success_settles_the_timer,
             retry_reschedules_and_exhaustion_kills,
             permanent_failure_kills_at_once,

@@ -139,16 +139,12 @@ pub trait Store: UiSessionStore + DashboardStore + BillingStore + Send + Sync + 
     /// Fires like [`Store::fire_timers`] and, when `claim` is given, claims for it like
     /// [`Store::claim_deliveries`] in the same transaction: an executor waiting for work
     /// gets the deliveries of these timers (and any older ones due) without a transaction
-    /// and a commit of its own. A store that cannot do both at once only fires (the
-    /// default), and the lease session claims as usual.
+    /// and a commit of its own. Without `claim` it only fires.
     async fn fire_and_claim(
         &self,
         fires: Vec<FireRequest>,
         claim: Option<ClaimRequest>,
-    ) -> StoreResult<(Vec<FireOutcome>, Vec<LeasedDelivery>)> {
-        let _ = claim;
-        Ok((self.fire_timers(fires).await?, Vec::new()))
-    }
+    ) -> StoreResult<(Vec<FireOutcome>, Vec<LeasedDelivery>)>;
 
     /// Claims up to `limit` due pending deliveries for `lease_owner` for `lease_ttl_us`:
     /// each becomes `in_flight` and its attempt number is incremented.

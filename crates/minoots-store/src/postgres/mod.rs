@@ -355,6 +355,33 @@ impl Store for PostgresStore {
         .await
     }
 
+    async fn fire_and_claim(
+        &self,
+        fires: Vec<FireRequest>,
+        claim: Option<ClaimRequest>,
+    ) -> StoreResult<(Vec<FireOutcome>, Vec<LeasedDelivery>)> {
+        if claim.is_none() {
+            return Ok((self.fire_timers(fires).await?, Vec::new()));
+        }
+        let (fires, claim) = (Arc::new(fires), Arc::new(claim));
+        let fence = self.shards.clone();
+        self.write_delivery(move |w| {
+            let (fires, claim, fence) = (fires.clone(), claim.clone(), fence.clone());
+            Box::pin(async move {
+                let fired = timers::fire_timers(w, &fires, fence.as_deref()).await?;
+                let leased = match claim.as_ref() {
+                    Some(c) => {
+                        deliveries::claim_deliveries(w, &c.lease_owner, c.lease_ttl_us, c.limit)
+                            .await?
+                    }
+                    None => Vec::new(),
+                };
+                Ok((fired, leased))
+            })
+        })
+        .await
+    }
+
     async fn claim_deliveries(
         &self,
         lease_owner: &str,

@@ -474,66 +474,6 @@ mod tests {
     use crate::conformance::{T0, sqlite_at_t0, timer};
     use crate::types::{FireRequest, StoreError};
 
-    /// A claim made in the fire's transaction is a claim like any other: the oldest due
-    /// deliveries first (a retry waiting before the new ones), up to its limit, leased to
-    /// its owner; what it leaves stays pending for the session's own claim.
-    #[tokio::test]
-    async fn a_claim_in_the_fire_transaction_takes_the_oldest_due_up_to_its_limit() {
-        let dir = tempfile::tempdir().unwrap();
-        let (store, h) = sqlite_at_t0(dir.path());
-        let clock = h.clock.clone();
-        let (older, newer) = (timer(&h, "acme", T0, 2), timer(&h, "acme", T0, 2));
-        store.create_timer(older.clone()).await.unwrap();
-        store.create_timer(newer.clone()).await.unwrap();
-        let fire = |id, at| FireRequest {
-            timer_id: id,
-            fired_at_us: at,
-            refuse_early: false,
-        };
-        store.fire_timers(vec![fire(older.id, T0)]).await.unwrap();
-        clock.advance_us(1_000);
-        let claim = crate::types::ClaimRequest {
-            lease_owner: "w1".into(),
-            lease_ttl_us: 30_000_000,
-            limit: 3,
-        };
-        let (fired, leased) = store
-            .fire_and_claim(vec![fire(newer.id, T0 + 1_000)], Some(claim))
-            .await
-            .unwrap();
-        assert!(matches!(
-            fired[..],
-            [crate::types::FireOutcome::Fired { deliveries: 2, .. }]
-        ));
-        let timers: Vec<_> = leased.iter().map(|d| d.delivery.timer_id).collect();
-        assert_eq!(
-            timers,
-            [older.id, older.id, newer.id],
-            "oldest first, up to 3"
-        );
-        for d in &leased {
-            assert_eq!(d.delivery.lease_owner.as_deref(), Some("w1"));
-            assert_eq!(
-                d.delivery.lease_expires_at_us,
-                Some(T0 + 1_000 + 30_000_000)
-            );
-            assert_eq!(d.delivery.attempt, 1);
-            assert_eq!(d.timer.id, d.delivery.timer_id);
-        }
-        let left = store.claim_deliveries("w2", 30_000_000, 10).await.unwrap();
-        assert_eq!(left.len(), 1, "the fourth stayed pending");
-        assert_eq!(left[0].delivery.timer_id, newer.id);
-        // Without a claim it only fires.
-        let third = timer(&h, "acme", T0, 1);
-        store.create_timer(third.clone()).await.unwrap();
-        let (_, none) = store
-            .fire_and_claim(vec![fire(third.id, T0 + 1_000)], None)
-            .await
-            .unwrap();
-        assert!(none.is_empty());
-        store.close().await;
-    }
-
     /// Claims of different sizes bind new values to the claim's `LIMIT ?`: the writer
     /// runs the statement it compiled once instead of compiling it again for each claim,
     /// and the readers have the same setting.
