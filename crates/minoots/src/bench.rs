@@ -107,6 +107,10 @@ pub struct LatenessBench {
     /// Deliveries executing at once in the orchestrator.
     #[arg(long, default_value_t = 256)]
     concurrency: u32,
+    /// Run the orchestrator with `serve`'s default limits (256 in flight, a lease buffer of
+    /// 32, 32 at once per host) instead of `--concurrency` for all three.
+    #[arg(long, conflicts_with = "concurrency")]
+    serve_defaults: bool,
     /// Small size for a smoke test.
     #[arg(long)]
     quick: bool,
@@ -149,6 +153,10 @@ pub struct DeliveryBench {
     /// Deliveries executing at once in the orchestrator.
     #[arg(long, default_value_t = 256)]
     concurrency: u32,
+    /// Run the orchestrator with `serve`'s default limits (256 in flight, a lease buffer of
+    /// 32, 32 at once per host) instead of `--concurrency` for all three.
+    #[arg(long, conflicts_with = "concurrency")]
+    serve_defaults: bool,
     /// Share of responses that are 500 (retried), in percent: one run per value given.
     #[arg(long, value_delimiter = ',', default_values_t = [0, 5])]
     fail_percent: Vec<u32>,
@@ -169,7 +177,10 @@ struct DeliveryRun {
     workload: &'static str,
     timers: usize,
     spread_ms: u64,
+    /// In flight, lease buffer and per-host limit alike, unless `serve_defaults`.
     concurrency: u32,
+    /// The orchestrator keeps `serve`'s default limits instead of `concurrency`.
+    serve_defaults: bool,
     fail_percent: u32,
 }
 
@@ -223,6 +234,7 @@ pub async fn run(w: Workload) -> anyhow::Result<()> {
                     timers: b.timers,
                     spread_ms: b.spread_ms,
                     concurrency: b.concurrency,
+                    serve_defaults: b.serve_defaults,
                     fail_percent: fail_percent.min(100),
                 };
                 emit(match b.kernels {
@@ -244,6 +256,7 @@ pub async fn run(w: Workload) -> anyhow::Result<()> {
                 timers: b.timers,
                 spread_ms: b.spread_s.max(1) * 1_000,
                 concurrency: b.concurrency,
+                serve_defaults: b.serve_defaults,
                 fail_percent: 0,
             };
             emit(delivery_run(&base, run).await?);
@@ -1070,6 +1083,8 @@ async fn delivery_on(kernels: &[Arc<Kernel>], b: DeliveryRun) -> anyhow::Result<
     let (receiver, url) = start_receiver(b.fail_percent).await?;
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let mut running = Vec::new();
+    let mut limits = json!(null);
+    let mut orchestrator_metrics = Vec::new();
     for (i, k) in kernels.iter().enumerate() {
         let mut config = OrchestratorConfig::new(match kernels.len() {
             1 => "bench-orchestrator".to_string(),
@@ -1079,10 +1094,18 @@ async fn delivery_on(kernels: &[Arc<Kernel>], b: DeliveryRun) -> anyhow::Result<
             allow_private: true,
             allowed_cidrs: vec![],
         };
-        config.max_in_flight = b.concurrency;
-        config.prefetch = b.concurrency;
-        config.max_per_host = b.concurrency as usize;
+        if !b.serve_defaults {
+            config.max_in_flight = b.concurrency;
+            config.prefetch = b.concurrency;
+            config.max_per_host = b.concurrency as usize;
+        }
+        limits = json!({
+            "max_in_flight": config.max_in_flight,
+            "prefetch": config.prefetch,
+            "max_per_host": config.max_per_host,
+        });
         let orchestrator = Orchestrator::new(k.clone(), config)?;
+        orchestrator_metrics.push(orchestrator.metrics().clone());
         running.push(tokio::spawn(orchestrator.run(stop_rx.clone())));
     }
 
@@ -1166,6 +1189,11 @@ async fn delivery_on(kernels: &[Arc<Kernel>], b: DeliveryRun) -> anyhow::Result<
         "timers": n,
         "spread_ms": b.spread_ms,
         "concurrency": b.concurrency,
+        "orchestrator": limits,
+        // Deliveries handed back unexecuted: their host had no free slot and its queue
+        // was full (due again after 0.5–1 s), or their lease was nearly gone.
+        "deferred_host_busy": orchestrator_metrics.iter().map(|m| m.deferred.get()).sum::<u64>(),
+        "released_unexecuted": orchestrator_metrics.iter().map(|m| m.released.get()).sum::<u64>(),
         "fail_percent": b.fail_percent,
         "requests": receiver.requests.load(std::sync::atomic::Ordering::Relaxed),
         "delivered": seen.len(),

@@ -38,6 +38,10 @@ pub struct CurveBench {
     /// Deliveries executing at once in the orchestrator (as W2's `--concurrency`).
     #[arg(long, default_value_t = 256)]
     concurrency: u32,
+    /// Run the orchestrator with `serve`'s default limits (256 in flight, a lease buffer of
+    /// 32, 32 at once per host) instead of `--concurrency` for all three.
+    #[arg(long, conflicts_with = "concurrency")]
+    serve_defaults: bool,
     /// Tiny steps (0.1 s each, no rest) for a smoke test.
     #[arg(long)]
     quick: bool,
@@ -93,6 +97,7 @@ pub async fn run(mut b: CurveBench) -> anyhow::Result<()> {
                 timers,
                 spread_ms: step_ms,
                 concurrency: b.concurrency,
+                serve_defaults: b.serve_defaults,
                 fail_percent: 0,
             },
         )
