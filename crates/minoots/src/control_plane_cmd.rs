@@ -154,6 +154,12 @@ pub struct ServeArgs {
     /// Deliveries executing at once.
     #[arg(long, env = "MINOOTS_MAX_IN_FLIGHT", default_value_t = 256)]
     pub max_in_flight: u32,
+    /// Webhook requests executing at once against one host (by name or address, without
+    /// the port); at most `--max-in-flight`. Raise it for one busy destination that can
+    /// take more: beyond it (and four times as many waiting), deliveries to that host are
+    /// handed back and come due again 0.5–1 s later.
+    #[arg(long, env = "MINOOTS_MAX_PER_HOST", default_value_t = 32)]
+    pub max_per_host: u32,
     /// How long a delivery is leased; the executor renews the leases it holds every third
     /// of this while it works. After a crash of another executor, what it had in flight
     /// runs again once this has passed (`serve`'s own executor hands back at once on
@@ -342,6 +348,7 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("handing back the leases of the previous process")?;
     let mut ocfg = OrchestratorConfig::new(lease_owner(SERVE_LEASE_OWNER_KIND));
     ocfg.max_in_flight = args.max_in_flight.clamp(1, 4_096);
+    ocfg.max_per_host = args.max_per_host.clamp(1, ocfg.max_in_flight) as usize;
     ocfg.lease_ttl = Duration::from_millis(args.lease_ttl_ms.clamp(1_000, 3_600_000));
     ocfg.targets = targets;
     ocfg.commands = args.kernel.actions.commands()?;

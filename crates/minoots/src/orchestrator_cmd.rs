@@ -30,6 +30,12 @@ pub struct OrchestratorArgs {
     /// Deliveries executing at once.
     #[arg(long, env = "MINOOTS_MAX_IN_FLIGHT", default_value_t = 256)]
     pub max_in_flight: u32,
+    /// Webhook requests executing at once against one host (by name or address, without
+    /// the port); at most `--max-in-flight`. Raise it for one busy destination that can
+    /// take more: beyond it (and four times as many waiting), deliveries to that host are
+    /// handed back and come due again 0.5–1 s later.
+    #[arg(long, env = "MINOOTS_MAX_PER_HOST", default_value_t = 32)]
+    pub max_per_host: u32,
     /// Address of `/healthz`, `/readyz` and `/metrics`.
     #[arg(
         long = "http-addr",
@@ -54,6 +60,7 @@ pub async fn run(args: OrchestratorArgs) -> anyhow::Result<()> {
     let mut config = OrchestratorConfig::new(lease_owner("orch"));
     config.lease_ttl = Duration::from_millis(args.lease_ttl_ms.clamp(1_000, 3_600_000));
     config.max_in_flight = args.max_in_flight.clamp(1, 4_096);
+    config.max_per_host = args.max_per_host.clamp(1, config.max_in_flight) as usize;
     config.targets = args.targets.policy()?;
     if args.demo {
         config

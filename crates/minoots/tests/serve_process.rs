@@ -1,16 +1,21 @@
 //! `minoots serve --demo` as a real process: the original request (with a loopback webhook
 //! URL) creates a timer through REST, the webhook arrives signed with the tenant's secret,
 //! the timer is `settled` through REST, and SIGTERM stops the process with exit code 0.
+//! And `--max-per-host` reaches `serve`'s executor.
 
 mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::http::HeaderMap;
-use common::{WAIT, free_port, get_json, terminate, until_event};
+use common::{
+    KillOnDrop, WAIT, call, create_timer, free_port, get_json, scrape, start_serve, terminate,
+    until_event,
+};
 use tokio::sync::Notify;
 
 #[derive(Default)]
@@ -126,4 +131,103 @@ async fn serve_demo_runs_the_original_request_end_to_end() {
     terminate(&child);
     let exit = child.wait().unwrap();
     assert!(exit.success(), "exit status {exit:?}");
+}
+
+/// `--max-per-host 2` reaches `serve`'s executor: a burst of 12 webhooks to one host that
+/// never answers gets 2 requests there at once, 8 wait for the host, and the rest are
+/// handed back for later (`minoots_orchestrator_deferred_total`). With the default of 32
+/// all 12 would be sent and none handed back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_per_host_bounds_the_requests_to_one_host() {
+    const ADMIN_KEY: &str = "mnt_per_host_test_admin_key_0123456789abcdef";
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let app = {
+        let arrived = arrived.clone();
+        axum::Router::new().route(
+            "/hold",
+            axum::routing::post(move || {
+                let arrived = arrived.clone();
+                async move {
+                    arrived.fetch_add(1, Ordering::SeqCst);
+                    std::future::pending::<&'static str>().await
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hold", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let dir = tempfile::tempdir().unwrap();
+    let flags = ["--allow-private-targets", "--max-per-host", "2"];
+    let (child, base) = start_serve(
+        &dir.path().join("data"),
+        free_port(),
+        free_port(),
+        &flags,
+        &[("MINOOTS_ADMIN_KEY", ADMIN_KEY)],
+    );
+    let _child = KillOnDrop(child);
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let tenant = serde_json::json!({"id": "burst", "name": "burst", "tier": "unlimited"});
+    let (s, t) = call(
+        &http,
+        reqwest::Method::POST,
+        format!("{base}/admin/tenants"),
+        ADMIN_KEY,
+        Some(tenant),
+    )
+    .await;
+    assert_eq!(s, 201, "{t}");
+    let key = serde_json::json!({"tenantId": "burst", "name": "burst", "roles": ["timers:read", "timers:write"]});
+    let (s, k) = call(
+        &http,
+        reqwest::Method::POST,
+        format!("{base}/admin/keys"),
+        ADMIN_KEY,
+        Some(key),
+    )
+    .await;
+    assert_eq!(s, 201, "{k}");
+    let key = k["key"].as_str().unwrap().to_string();
+
+    // All twelve due at the same moment, shortly after they are created.
+    let fire_at = minoots_core::timefmt::format_us(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as i64
+            + 2_000_000,
+    );
+    for i in 0..12 {
+        let body = serde_json::json!({
+            "name": format!("burst-{i}"),
+            "fireAt": fire_at,
+            "actionBundle": {"actions": [{"type": "webhook", "url": hook}]},
+        });
+        create_timer(&http, &base, &key, body).await;
+    }
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let metrics = scrape(&http, &base).await;
+        let deferred = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("minoots_orchestrator_deferred_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if deferred > 0.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing of the burst was handed back; requests sent: {}",
+            arrived.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        arrived.load(Ordering::SeqCst),
+        2,
+        "requests at once against the one host"
+    );
 }
