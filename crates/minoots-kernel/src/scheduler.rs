@@ -649,7 +649,9 @@ async fn fire_with_retry(
     sessions: &crate::leases::Sessions,
     failures_before: u32,
 ) -> bool {
-    // An executor with room gets the deliveries in the fire's own transaction.
+    // An executor with room gets the deliveries in the fire's own transaction. The fire
+    // does not know how many actions its timers have: room for two each, and what the
+    // claim leaves (it fills up, or a timer is not reached) the session claims itself.
     let at_fire = sessions.claim_for(batch.len().saturating_mul(2));
     let claim = at_fire.as_ref().map(|c| c.claim.clone());
     match store.fire_and_claim(batch.clone(), claim).await {

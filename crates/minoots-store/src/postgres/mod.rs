@@ -360,22 +360,18 @@ impl Store for PostgresStore {
         fires: Vec<FireRequest>,
         claim: Option<ClaimRequest>,
     ) -> StoreResult<(Vec<FireOutcome>, Vec<LeasedDelivery>)> {
-        if claim.is_none() {
+        let Some(claim) = claim else {
             return Ok((self.fire_timers(fires).await?, Vec::new()));
-        }
+        };
         let (fires, claim) = (Arc::new(fires), Arc::new(claim));
         let fence = self.shards.clone();
         self.write_delivery(move |w| {
-            let (fires, claim, fence) = (fires.clone(), claim.clone(), fence.clone());
+            let (fires, c, fence) = (fires.clone(), claim.clone(), fence.clone());
             Box::pin(async move {
                 let fired = timers::fire_timers(w, &fires, fence.as_deref()).await?;
-                let leased = match claim.as_ref() {
-                    Some(c) => {
-                        deliveries::claim_deliveries(w, &c.lease_owner, c.lease_ttl_us, c.limit)
-                            .await?
-                    }
-                    None => Vec::new(),
-                };
+                let leased =
+                    deliveries::claim_deliveries(w, &c.lease_owner, c.lease_ttl_us, c.limit)
+                        .await?;
                 Ok((fired, leased))
             })
         })
