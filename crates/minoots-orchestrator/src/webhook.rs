@@ -18,15 +18,23 @@
 //! carry one) fails the attempt for good with the reason, instead of being dropped,
 //! emptied or replaced.
 
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::Name;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use minoots_core::action::{encode_json, webhook_header_problem};
 use minoots_core::limits::{MAX_ATTEMPT_ERROR_BYTES, MAX_ATTEMPT_RESPONSE_BYTES};
 use minoots_core::{AttemptOutcome, WebhookAction};
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::signing::{WebhookSecret, sign_webhook};
 use crate::ssrf::{CheckedTarget, TargetError, TargetPolicy};
@@ -35,24 +43,49 @@ use crate::{ExecResult, OrchestratorError};
 /// Longest `Retry-After` honoured before the retry policy's own cap applies: 7 days.
 const MAX_RETRY_AFTER_MS: u64 = 7 * 24 * 3600 * 1000;
 
-/// Resolves names and refuses any answer the SSRF guard rejects, at connect time.
+/// Sent as `User-Agent` unless the action sets its own.
+const USER_AGENT: &str = concat!("MINOOTS/", env!("CARGO_PKG_VERSION"), " (+webhooks)");
+
+/// How long a connection attempt may take (TCP, then TLS), within the attempt's timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Idle keep-alive connections are closed after this long.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Resolves names and refuses any answer the SSRF guard rejects, at connect time. Literal
+/// addresses never reach it: the connector uses them as they are, and
+/// [`WebhookClient::deliver`] checks them before the request.
+#[derive(Clone)]
 struct GuardedResolver {
     policy: Arc<TargetPolicy>,
 }
 
-impl Resolve for GuardedResolver {
-    fn resolve(&self, name: Name) -> Resolving {
+impl tower_service::Service<Name> for GuardedResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
         let policy = self.policy.clone();
         Box::pin(async move {
-            let host = name.as_str().to_string();
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let host = name.as_str();
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, 0)).await?.collect();
             let ips: Vec<IpAddr> = addrs.iter().map(SocketAddr::ip).collect();
-            policy.check_resolved(&host, &ips)?;
-            Ok(Box::new(addrs.into_iter()) as Addrs)
+            policy.check_resolved(host, &ips)?;
+            Ok(addrs.into_iter())
         })
     }
 }
+
+/// The connector: TCP to the guarded resolver's addresses, TLS for `https` (the Mozilla
+/// roots compiled in, HTTP/2 when the receiver offers it), plain text for `http`.
+type Connector = hyper_rustls::HttpsConnector<HttpConnector<GuardedResolver>>;
 
 /// Everything one webhook attempt needs besides the action itself.
 pub struct WebhookCall<'a> {
@@ -79,7 +112,7 @@ pub struct WebhookCall<'a> {
 /// A shared HTTP client with the SSRF guard built in. Cheap to clone.
 #[derive(Clone)]
 pub struct WebhookClient {
-    client: reqwest::Client,
+    client: Client<Connector, Full<Bytes>>,
     policy: Arc<TargetPolicy>,
     /// Where "now" is read for a `Retry-After` date.
     clock: Arc<dyn minoots_core::Clock>,
@@ -94,23 +127,33 @@ impl WebhookClient {
         clock: Arc<dyn minoots_core::Clock>,
     ) -> Result<Self, OrchestratorError> {
         let policy = Arc::new(policy);
-        let client = reqwest::Client::builder()
-            .user_agent(concat!(
-                "MINOOTS/",
-                env!("CARGO_PKG_VERSION"),
-                " (+webhooks)"
-            ))
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .dns_resolver(Arc::new(GuardedResolver {
-                policy: policy.clone(),
-            }))
+        let mut tcp = HttpConnector::new_with_resolver(GuardedResolver {
+            policy: policy.clone(),
+        });
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| OrchestratorError::HttpClient(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(tcp);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
             .pool_max_idle_per_host(max_idle_per_host)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .connect_timeout(Duration::from_secs(10))
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| OrchestratorError::HttpClient(e.to_string()))?;
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .build(connector);
         Ok(Self {
             client,
             policy,
@@ -141,7 +184,7 @@ impl WebhookClient {
             Ok(CheckedTarget::Address(_)) | Ok(CheckedTarget::Name(_)) => {}
             Err(e) => return ExecResult::failure(AttemptOutcome::Permanent, e.to_string()),
         }
-        let method = match reqwest::Method::from_bytes(action.method().as_bytes()) {
+        let method = match hyper::Method::from_bytes(action.method().as_bytes()) {
             Ok(m) => m,
             Err(_) => {
                 return ExecResult::failure(
@@ -189,11 +232,14 @@ impl WebhookClient {
                 Err(e) => return ExecResult::failure(AttemptOutcome::Permanent, e),
             }
         }
-        if !tenant.contains_key(reqwest::header::CONTENT_TYPE) {
-            own.push((
-                reqwest::header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            ));
+        for (name, default) in [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::USER_AGENT, USER_AGENT),
+            (header::ACCEPT, "*/*"),
+        ] {
+            if !tenant.contains_key(&name) {
+                own.push((name, HeaderValue::from_static(default)));
+            }
         }
         for (name, text) in ours {
             match header_value(name, text) {
@@ -201,19 +247,30 @@ impl WebhookClient {
                 Err(e) => return ExecResult::failure(AttemptOutcome::Permanent, e),
             }
         }
-        // The timeout is ours alone (below, and the excerpt's): a second one inside the
-        // client would register another timer per request for nothing.
-        let mut request = self.client.request(method, url.clone()).headers(tenant);
+        // The URL as HTTP sends it (the fragment stays with the client, as browsers do).
+        let uri = match hyper::Uri::try_from(url.as_str()) {
+            Ok(u) => u,
+            Err(e) => {
+                return ExecResult::failure(
+                    AttemptOutcome::Permanent,
+                    format!("the URL cannot be sent over HTTP ({e}); nothing was sent"),
+                );
+            }
+        };
+        let mut request = hyper::Request::new(Full::new(Bytes::from(body)));
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        let headers = request.headers_mut();
+        *headers = tenant;
         for (name, value) in own {
-            request = request.header(name, value);
+            headers.append(name, value);
         }
-        request = request.body(body);
-
+        // The timeout is ours alone (below, and the excerpt's): the client has none.
         let timeout = Duration::from_millis(u64::from(action.timeout_ms()));
         let started = tokio::time::Instant::now();
-        let response = match tokio::time::timeout(timeout, request.send()).await {
+        let response = match tokio::time::timeout(timeout, self.client.request(request)).await {
             Ok(Ok(r)) => r,
-            Ok(Err(e)) => return classify_send_error(&e, action.timeout_ms()),
+            Ok(Err(e)) => return classify_send_error(&e),
             Err(_) => {
                 return ExecResult::failure(
                     AttemptOutcome::Retryable,
@@ -278,7 +335,7 @@ fn header_value(name: &str, text: String) -> Result<HeaderValue, String> {
 const EXCERPT_MIN_WAIT: Duration = Duration::from_millis(200);
 
 async fn classify_response(
-    mut response: reqwest::Response,
+    response: hyper::Response<hyper::body::Incoming>,
     excerpt_wait: Duration,
     clock: &dyn minoots_core::Clock,
 ) -> ExecResult {
@@ -295,14 +352,17 @@ async fn classify_response(
         .map(str::to_string);
     // Read at most the first 4 KiB; a larger body is left unread.
     let mut excerpt = Vec::new();
+    let mut body = response.into_body();
     let _ = tokio::time::timeout(excerpt_wait, async {
         while excerpt.len() < MAX_ATTEMPT_RESPONSE_BYTES {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    let room = MAX_ATTEMPT_RESPONSE_BYTES - excerpt.len();
-                    excerpt.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Some(chunk) = frame.data_ref() {
+                        let room = MAX_ATTEMPT_RESPONSE_BYTES - excerpt.len();
+                        excerpt.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                    }
                 }
-                Ok(None) | Err(_) => break,
+                None | Some(Err(_)) => break,
             }
         }
     })
@@ -347,19 +407,13 @@ async fn classify_response(
 
 /// Connection, TLS and timeout errors are retryable; an address refused by the SSRF guard
 /// is not (retrying would only be refused again).
-fn classify_send_error(e: &reqwest::Error, timeout_ms: u32) -> ExecResult {
+fn classify_send_error(e: &hyper_util::client::legacy::Error) -> ExecResult {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
         if let Some(t) = s.downcast_ref::<TargetError>() {
             return ExecResult::failure(AttemptOutcome::Permanent, t.to_string());
         }
         source = s.source();
-    }
-    if e.is_timeout() {
-        return ExecResult::failure(
-            AttemptOutcome::Retryable,
-            format!("no complete response within {timeout_ms} ms"),
-        );
     }
     let what = if e.is_connect() {
         "could not connect"
@@ -455,6 +509,114 @@ mod tests {
     fn a_body_is_encoded_as_json() {
         let body = serde_json::json!({"k": [1, "two"]});
         assert_eq!(encode_body(&body).unwrap(), br#"{"k":[1,"two"]}"#);
+    }
+
+    /// This machine's name resolves, through the system's resolver, to an address the
+    /// default policy refuses (loopback, or a private one). The client must ask the guard
+    /// at connect time: the literal-host check lets a name through.
+    #[tokio::test]
+    async fn a_name_that_resolves_to_a_refused_address_is_refused_at_connect_time() {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        let host = host.trim().to_ascii_lowercase();
+        let policy = TargetPolicy::default();
+        let addrs: Vec<IpAddr> = tokio::net::lookup_host((host.as_str(), 0))
+            .await
+            .map(|a| a.map(|a| a.ip()).collect())
+            .unwrap_or_default();
+        if addrs.is_empty() || policy.check_resolved(&host, &addrs).is_ok() {
+            eprintln!("skipped: {host} resolves to {addrs:?}, not to a refused address");
+            return;
+        }
+        let url = url::Url::parse(&format!("http://{host}:9/hook")).unwrap();
+        assert_eq!(
+            policy.check_parsed_url(&url).unwrap(),
+            CheckedTarget::Name(host.clone()),
+            "the name passes the literal check"
+        );
+        let client = WebhookClient::new(policy, 4, Arc::new(minoots_core::SystemClock)).unwrap();
+        let a = WebhookAction {
+            url: url.to_string(),
+            ..action(&[])
+        };
+        let r = client.deliver(call(&a, &url)).await;
+        assert_eq!(r.outcome, AttemptOutcome::Permanent, "{:?}", r.error);
+        let err = r.error.unwrap_or_default();
+        assert!(err.contains(&host) && err.contains("resolves"), "{err}");
+    }
+
+    fn call<'a>(action: &'a WebhookAction, url: &'a url::Url) -> WebhookCall<'a> {
+        WebhookCall {
+            action,
+            url: Some(url),
+            delivery_id: "dlv_1",
+            timer_id: "tmr_1",
+            attempt: 1,
+            schedule: None,
+            secrets: &[],
+            timestamp_s: 0,
+            traceparent: None,
+            body: b"{}".to_vec(),
+        }
+    }
+
+    /// A receiver whose certificate no trusted root signed (a self-signed one for
+    /// `localhost`, in `tests/fixtures`): the handshake is refused by the client, nothing
+    /// is sent, and the attempt is a retried connection error that names the certificate.
+    #[tokio::test]
+    async fn a_certificate_no_trusted_root_signed_is_refused() {
+        use tokio::io::AsyncReadExt;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cert = rustls::pki_types::CertificateDer::from(
+            include_bytes!("../tests/fixtures/self_signed_cert.der").to_vec(),
+        );
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(
+            include_bytes!("../tests/fixtures/self_signed_key.der")
+                .to_vec()
+                .into(),
+        );
+        let server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let served = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            match acceptor.accept(tcp).await {
+                Ok(mut tls) => {
+                    let mut got = Vec::new();
+                    let _ = tls.read_to_end(&mut got).await;
+                    Some(got)
+                }
+                Err(_) => None,
+            }
+        });
+        let policy = TargetPolicy {
+            allow_private: true,
+            ..TargetPolicy::default()
+        };
+        let client = WebhookClient::new(policy, 4, Arc::new(minoots_core::SystemClock)).unwrap();
+        let url = url::Url::parse(&format!("https://localhost:{port}/hook")).unwrap();
+        let a = WebhookAction {
+            url: url.to_string(),
+            ..action(&[])
+        };
+        let r = client.deliver(call(&a, &url)).await;
+        assert_eq!(r.outcome, AttemptOutcome::Retryable, "{:?}", r.error);
+        assert_eq!(r.http_status, None);
+        let err = r.error.unwrap_or_default();
+        assert!(
+            err.contains("could not connect") && err.contains("certificate"),
+            "{err}"
+        );
+        assert_eq!(
+            served.await.unwrap(),
+            None,
+            "the handshake did not complete"
+        );
     }
 
     #[test]
