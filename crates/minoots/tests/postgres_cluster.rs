@@ -51,9 +51,10 @@ const SPAN: Duration = Duration::from_secs(20);
 const CREATES_IN_FLIGHT: usize = 48;
 /// The time allowed for creating every timer: the span starts this long after the first
 /// create, so that every timer is acknowledged before the first one is due. Creates run
-/// at 1,600-2,700/s in a debug build on a 2-core machine (4-6 s), and at half that
-/// while the machine compiles; the test fails with a clear message if they do not fit.
-const CREATE_BUDGET: Duration = Duration::from_secs(15);
+/// at 1,600-2,700/s in a debug build on a 2-core machine (4-6 s), at half that while the
+/// machine compiles, and at 700-820/s on a slow evening of the same machine (12-15 s); the
+/// test fails with a clear message if they do not fit.
+const CREATE_BUDGET: Duration = Duration::from_secs(25);
 /// When, into the span, one kernel is SIGKILLed and the maintainer SIGSTOPped: early
 /// enough that the takeover and the rejoin happen while timers are still due.
 const KILL_AT: Duration = Duration::from_secs(2);
@@ -71,8 +72,15 @@ const HOLD: Duration = Duration::from_secs(2);
 /// kernels' shards at once: in a debug build on 2 cores the orchestrators need from a
 /// few seconds to about 30 s beyond the span to work off that backlog, all of it to one
 /// host (each runs at most 32 attempts per host, each holding its slot until the kernel
-/// has its report).
+/// has its report). On a machine half as fast that takes longer, so past the grace the
+/// test waits on while timers keep arriving (see [`DELIVERY_STALL`]), up to
+/// [`DELIVERY_CAP`]: what it asserts is that every timer arrives, not how fast a debug
+/// build works off the backlog.
 const DELIVERY_GRACE: Duration = Duration::from_secs(45);
+/// Past [`DELIVERY_GRACE`], the wait ends when no new timer arrived for this long.
+const DELIVERY_STALL: Duration = Duration::from_secs(10);
+/// The longest wait beyond the span's end, however the timers keep arriving.
+const DELIVERY_CAP: Duration = Duration::from_secs(150);
 
 fn now_us() -> i64 {
     SystemTime::now()
@@ -583,14 +591,25 @@ async fn a_cluster_delivers_every_timer_through_a_kill_and_a_stall() {
 
     // Every timer arrives.
     // Polled: the receiver's own waits are bounded by `WAIT`, this one by the span.
-    let deadline = span_start + SPAN + DELIVERY_GRACE;
+    let grace_end = span_start + SPAN + DELIVERY_GRACE;
+    let cap = span_start + SPAN + DELIVERY_CAP;
+    let (mut seen, mut last_arrival) = (receiver.distinct(), Instant::now());
     while receiver.distinct() < TIMERS {
-        if Instant::now() < deadline {
+        let now = Instant::now();
+        let got = receiver.distinct();
+        if got > seen {
+            (seen, last_arrival) = (got, now);
+        }
+        let stalled = now.duration_since(last_arrival) >= DELIVERY_STALL;
+        if now < grace_end || (now < cap && !stalled) {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         }
-        let got = receiver.distinct();
-        let mut why = String::new();
+        let mut why = format!(
+            "(the last new arrival {:?} ago, {:?} after the span's end)\n",
+            now.duration_since(last_arrival),
+            now.duration_since(span_start + SPAN)
+        );
         for (name, base) in [
             ("survivor kernel", &survivor.http_url),
             ("woken kernel", &stopped.http_url),
