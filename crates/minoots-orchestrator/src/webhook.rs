@@ -46,7 +46,8 @@ const MAX_RETRY_AFTER_MS: u64 = 7 * 24 * 3600 * 1000;
 /// Sent as `User-Agent` unless the action sets its own.
 const USER_AGENT: &str = concat!("MINOOTS/", env!("CARGO_PKG_VERSION"), " (+webhooks)");
 
-/// How long a connection attempt may take (TCP, then TLS), within the attempt's timeout.
+/// How long the TCP connect may take. The TLS handshake after it, like the rest of the
+/// request, is bounded by the attempt's own timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Idle keep-alive connections are closed after this long.

@@ -13,8 +13,7 @@ use std::sync::{Arc, Mutex};
 use axum::body::Bytes;
 use axum::http::HeaderMap;
 use common::{
-    KillOnDrop, WAIT, call, create_timer, free_port, get_json, scrape, start_serve, terminate,
-    until_event,
+    KillOnDrop, WAIT, call, create_timer, free_port, get_json, start_serve, terminate, until_event,
 };
 use tokio::sync::Notify;
 
@@ -207,24 +206,14 @@ async fn max_per_host_bounds_the_requests_to_one_host() {
         });
         create_timer(&http, &base, &key, body).await;
     }
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let metrics = scrape(&http, &base).await;
-        let deferred = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("minoots_orchestrator_deferred_total "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(0.0);
-        if deferred > 0.0 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "nothing of the burst was handed back; requests sent: {}",
-            arrived.load(Ordering::SeqCst)
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    common::pg::until_metric(
+        &http,
+        &base,
+        "minoots_orchestrator_deferred_total",
+        |deferred| deferred > 0.0,
+        WAIT,
+    )
+    .await;
     assert_eq!(
         arrived.load(Ordering::SeqCst),
         2,
