@@ -505,6 +505,10 @@ fn firing_loop(shared: &Shared, outbox: &Outbox) {
     let max_sleep = shared.config.max_sleep;
     let batch_max = shared.config.fire_batch;
     let low_water = shared.config.load_batch / 2;
+    let min_interval = shared.config.min_fire_interval;
+    let mut last_pop = std::time::Instant::now()
+        .checked_sub(min_interval)
+        .unwrap_or_else(std::time::Instant::now);
     let mut guard = shared.state.lock().expect("scheduler poisoned");
     loop {
         if guard.shutdown {
@@ -528,6 +532,18 @@ fn firing_loop(shared: &Shared, outbox: &Outbox) {
                 .0;
             continue;
         }
+        // Due, but the last pop was less than `min_fire_interval` ago: wait out the rest
+        // of it (in real time, whatever the scheduler's clock), then pop everything due.
+        let since_last = last_pop.elapsed();
+        if since_last < min_interval {
+            guard = shared
+                .wake
+                .wait_timeout(guard, min_interval - since_last)
+                .expect("scheduler poisoned")
+                .0;
+            continue;
+        }
+        last_pop = std::time::Instant::now();
         // Everything due now leaves the index, oldest first, each checked against the clock.
         let mut batch = Vec::with_capacity(batch_max.min(guard.index.len()));
         while batch.len() < batch_max {

@@ -28,9 +28,17 @@ fn test_config() -> KernelConfig {
 }
 
 async fn start(dir: &std::path::Path, clock: Arc<dyn Clock>) -> Arc<Kernel> {
+    start_with(dir, clock, test_config()).await
+}
+
+async fn start_with(
+    dir: &std::path::Path,
+    clock: Arc<dyn Clock>,
+    config: KernelConfig,
+) -> Arc<Kernel> {
     let store: Arc<dyn Store> =
         Arc::new(SqliteStore::open(SqliteConfig::new(dir), clock.clone()).unwrap());
-    let k = Kernel::start(store, clock, test_config()).unwrap();
+    let k = Kernel::start(store, clock, config).unwrap();
     assert!(k.wait_ready(WAIT).await);
     k
 }
@@ -733,5 +741,42 @@ async fn leases_of_a_gone_executor_are_handed_back_at_once_and_counted_as_attemp
         "the orchestrator's lease stays"
     );
     drop(new);
+    k.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_firing_thread_pops_at_most_once_per_min_fire_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = KernelConfig {
+        min_fire_interval: Duration::from_millis(100),
+        ..test_config()
+    };
+    let k = start_with(dir.path(), Arc::new(SystemClock), config).await;
+    let mut fired = fired_events(k.as_ref()).await;
+    let first = k
+        .schedule_timer("acme", req(r#"{"duration": 50}"#))
+        .await
+        .unwrap()
+        .timer;
+    next_events(&mut fired, 1).await;
+    // Due at once, a few milliseconds after the first pop: it waits out the interval.
+    let second = k
+        .schedule_timer("acme", req(r#"{"duration": 1}"#))
+        .await
+        .unwrap()
+        .timer;
+    next_events(&mut fired, 1).await;
+    let first = k.get_timer("acme", first.id).await.unwrap();
+    let second = k.get_timer("acme", second.id).await.unwrap();
+    let (a, b) = (first.fired_at_us.unwrap(), second.fired_at_us.unwrap());
+    assert!(
+        a >= first.fire_at_us && b >= second.fire_at_us,
+        "never early"
+    );
+    assert!(
+        b - a >= 99_000,
+        "the second pop came {} us after the first, within the 100 ms interval",
+        b - a
+    );
     k.shutdown().await;
 }

@@ -609,6 +609,13 @@ fn kernel_config() -> KernelConfig {
     KernelConfig {
         // For comparing runs: MINOOTS_BENCH_NORMAL_PRIORITY=1 keeps the firing thread normal.
         realtime_firing_thread: std::env::var_os("MINOOTS_BENCH_NORMAL_PRIORITY").is_none(),
+        min_fire_interval: std::env::var("MINOOTS_BENCH_MIN_FIRE_INTERVAL_US")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(
+                KernelConfig::default().min_fire_interval,
+                Duration::from_micros,
+            ),
         ..KernelConfig::default()
     }
 }
