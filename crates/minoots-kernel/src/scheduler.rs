@@ -7,7 +7,9 @@
 //! the thread's timer slack set to 1 ns, so it wakes within tens of microseconds rather
 //! than the millisecond granularity of tokio's timer wheel. It is woken early when an
 //! earlier timer arrives or the clock is moved. It never fires a timer before the clock
-//! says it is due: that is checked right before each timer leaves the index.
+//! says it is due: that is checked right before each timer leaves the index. Between two
+//! pops it lets at least `min_fire_interval` pass, so timers due closer together than
+//! that are popped together rather than one wake each.
 //!
 //! Correctness of the window (no timer is ever missed):
 //! * `covered` is the highest key such that every scheduled timer with a key at or below it
