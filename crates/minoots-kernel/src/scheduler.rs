@@ -508,9 +508,7 @@ fn firing_loop(shared: &Shared, outbox: &Outbox) {
     let batch_max = shared.config.fire_batch;
     let low_water = shared.config.load_batch / 2;
     let min_interval = shared.config.min_fire_interval;
-    let mut last_pop = std::time::Instant::now()
-        .checked_sub(min_interval)
-        .unwrap_or_else(std::time::Instant::now);
+    let mut last_pop: Option<std::time::Instant> = None;
     let mut guard = shared.state.lock().expect("scheduler poisoned");
     loop {
         if guard.shutdown {
@@ -525,8 +523,14 @@ fn firing_loop(shared: &Shared, outbox: &Outbox) {
             continue;
         };
         let now = shared.clock.now_us();
-        if head.fire_at_us > now {
-            let wait = Duration::from_micros((head.fire_at_us - now) as u64).min(max_sleep);
+        let until_due = Duration::from_micros((head.fire_at_us - now).max(0) as u64);
+        // At most one pop per `min_fire_interval` (in real time, whatever the scheduler's
+        // clock): a timer due sooner after the last pop waits for the rest of the
+        // interval, in the same sleep, and leaves with everything due by then.
+        let rest_of_interval =
+            last_pop.map_or(Duration::ZERO, |t| min_interval.saturating_sub(t.elapsed()));
+        let wait = until_due.max(rest_of_interval).min(max_sleep);
+        if !wait.is_zero() {
             guard = shared
                 .wake
                 .wait_timeout(guard, wait)
@@ -534,18 +538,7 @@ fn firing_loop(shared: &Shared, outbox: &Outbox) {
                 .0;
             continue;
         }
-        // Due, but the last pop was less than `min_fire_interval` ago: wait out the rest
-        // of it (in real time, whatever the scheduler's clock), then pop everything due.
-        let since_last = last_pop.elapsed();
-        if since_last < min_interval {
-            guard = shared
-                .wake
-                .wait_timeout(guard, min_interval - since_last)
-                .expect("scheduler poisoned")
-                .0;
-            continue;
-        }
-        last_pop = std::time::Instant::now();
+        last_pop = Some(std::time::Instant::now());
         // Everything due now leaves the index, oldest first, each checked against the clock.
         let mut batch = Vec::with_capacity(batch_max.min(guard.index.len()));
         while batch.len() < batch_max {
