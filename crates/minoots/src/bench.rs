@@ -528,7 +528,22 @@ fn machine() -> serde_json::Value {
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "cpu": model,
         "minoots": env!("CARGO_PKG_VERSION"),
+        "transparent_huge_pages": huge_pages_state(),
     })
+}
+
+/// Whether this process may use transparent huge pages ("on", "off"), as the kernel reports
+/// it in `/proc/self/status`; `None` where the kernel does not say.
+fn huge_pages_state() -> Option<&'static str> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let value = status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))?;
+    match value.trim() {
+        "0" => Some("off"),
+        "1" => Some("on"),
+        _ => None,
+    }
 }
 
 /// The PostgreSQL database of `bench --database-url`, and the scratch schemas made in it

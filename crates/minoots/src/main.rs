@@ -175,7 +175,29 @@ impl KernelArgs {
     }
 }
 
+/// Turns transparent huge pages off for this process unless `MIMALLOC_ALLOW_THP` (the
+/// allocator's own setting) asks for them (a number other than 0, `on`, `true` or `yes`); then
+/// they are on even if the process that started MINOOTS had them off.
+///
+/// With huge pages a fresh process delivering 10,000 webhooks/s stalled for tens of
+/// milliseconds in its first second (most likely the kernel zeroing each new 2 MiB page
+/// whole at the allocator's first touch), and a burst left 2 MiB pages partly used and
+/// resident afterwards. Without them webhook lateness and memory at rest were lower and
+/// throughput the same within the noise (docs/benchmarks.md, "Tenth round"). The setting
+/// is the process's (`PR_SET_THP_DISABLE`), so memory the allocator reserved before `main`
+/// is covered too, and the programs that command actions run inherit it.
+fn huge_pages_off_unless_asked() {
+    let asked = std::env::var("MIMALLOC_ALLOW_THP").is_ok_and(|v| {
+        let v = v.trim().to_ascii_lowercase();
+        matches!(v.as_str(), "on" | "true" | "yes") || v.parse::<i64>().is_ok_and(|n| n != 0)
+    });
+    let disable: libc::c_ulong = if asked { 0 } else { 1 };
+    // SAFETY: prctl with PR_SET_THP_DISABLE only sets a flag on this process.
+    unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, disable, 0, 0, 0) };
+}
+
 fn main() -> anyhow::Result<()> {
+    huge_pages_off_unless_asked();
     // The file's settings become environment variables (where unset) before flags parse.
     let args: Vec<String> = std::env::args().collect();
     let known = config_file::known_settings(&Cli::command());

@@ -1,7 +1,8 @@
 //! `minoots serve --demo` as a real process: the original request (with a loopback webhook
 //! URL) creates a timer through REST, the webhook arrives signed with the tenant's secret,
 //! the timer is `settled` through REST, and SIGTERM stops the process with exit code 0.
-//! And `--max-per-host` reaches `serve`'s executor.
+//! And `--max-per-host` reaches `serve`'s executor, and the process runs without
+//! transparent huge pages unless `MIMALLOC_ALLOW_THP` asks for them.
 
 mod common;
 
@@ -219,4 +220,49 @@ async fn max_per_host_bounds_the_requests_to_one_host() {
         2,
         "requests at once against the one host"
     );
+}
+
+/// The kernel's view of a process's transparent huge pages (`THP_enabled` in
+/// `/proc/<pid>/status`: 1 may use them, 0 may not); `None` on a kernel without that line.
+fn huge_pages_enabled(pid: u32) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .map(|v| v.trim().to_string())
+}
+
+/// `serve` turns transparent huge pages off for itself by default (they cost webhook
+/// lateness in a fresh process and memory at rest), and leaves them on when the operator
+/// sets `MIMALLOC_ALLOW_THP=1`.
+#[test]
+fn serve_runs_without_transparent_huge_pages_unless_asked() {
+    if huge_pages_enabled(std::process::id()).is_none() {
+        eprintln!("skipped: this kernel does not report THP_enabled in /proc/<pid>/status");
+        return;
+    }
+    for (env, expected) in [(None, "0"), (Some("1"), "1"), (Some("0"), "0")] {
+        if env.is_none() && std::env::var_os("MIMALLOC_ALLOW_THP").is_some() {
+            eprintln!("the default case skipped: MIMALLOC_ALLOW_THP is set for the tests");
+            continue;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut vars = vec![];
+        if let Some(v) = env {
+            vars.push(("MIMALLOC_ALLOW_THP", v));
+        }
+        let (child, _) = start_serve(
+            &dir.path().join("data"),
+            free_port(),
+            free_port(),
+            &[],
+            &vars,
+        );
+        let child = KillOnDrop(child);
+        assert_eq!(
+            huge_pages_enabled(child.0.id()).as_deref(),
+            Some(expected),
+            "MIMALLOC_ALLOW_THP={env:?}"
+        );
+    }
 }
