@@ -241,6 +241,14 @@ fn serve_runs_without_transparent_huge_pages_unless_asked() {
         eprintln!("skipped: this kernel does not report THP_enabled in /proc/<pid>/status");
         return;
     }
+    // The children inherit this process's setting: allow huge pages here, so that a child
+    // without them has turned them off itself, whatever the test runner had.
+    // SAFETY: prctl with PR_SET_THP_DISABLE only sets a flag on this test process.
+    assert_eq!(
+        unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 0, 0, 0, 0) },
+        0
+    );
+    assert_eq!(huge_pages_enabled(std::process::id()).as_deref(), Some("1"));
     for (env, expected) in [(None, "0"), (Some("1"), "1"), (Some("0"), "0")] {
         if env.is_none() && std::env::var_os("MIMALLOC_ALLOW_THP").is_some() {
             eprintln!("the default case skipped: MIMALLOC_ALLOW_THP is set for the tests");
